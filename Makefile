@@ -1,0 +1,56 @@
+# tingji — every target is idempotent and quick when nothing changed.
+#   make run     set everything up and start the appliance on http://127.0.0.1:8000
+#   make test    set everything up and run the test suite
+SHELL := /bin/bash
+.DEFAULT_GOAL := run
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# Debian packages: none needed to run yet; espeak-ng speaks test sentences.
+DEB_RUN  :=
+DEB_TEST := espeak-ng
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install deps models run worker test bench lint clean distclean
+
+install: deps models
+
+deps: $(VENV)/.deps-installed
+
+$(VENV)/.deps-installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tingji needs Python >= 3.11"'
+	@bash scripts/ensure-deb.sh $(DEB_RUN)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+models: deps
+	@$(PY) -m models install
+
+run: install
+	$(PY) -m device run
+
+worker: install
+	$(PY) -m device worker
+
+test: install
+	@bash scripts/ensure-deb.sh $(DEB_TEST)
+	@$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
+	  if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	  exit $$status
+
+bench: install
+	$(PY) bench/asr.py
+
+lint: deps
+	$(PY) -m ruff check device models web tests bench
+
+# Removes what the build made; never the recordings (data/) or the model store.
+clean:
+	rm -rf $(VENV) bench/work .pytest_cache .ruff_cache .hypothesis *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Also removes the installed models (they are re-assembled by `make models`).
+distclean: clean
+	rm -rf models/weights

@@ -1,0 +1,213 @@
+"""Decode any common audio file to 16 kHz mono float32, refusing what cannot be used.
+
+PyAV bundles FFmpeg, so WAV, FLAC, MP3, M4A/AAC, OGG/Opus and WebM all decode with no
+system packages.  Every refusal is an AudioError naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import struct
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from device.errors import AudioDecodeError, AudioTooLargeError, DiskFullError
+
+SAMPLE_RATE = 16_000
+# Decoded audio may fall short of the container's declared length by a few frames of
+# codec delay; more than this means the file was cut off.
+_TRUNCATION_TOLERANCE = 0.05
+_TRUNCATION_SLACK_SECONDS = 0.5
+# Extensions kept when the audio is stored under its recording id; anything else is ".audio".
+KNOWN_SUFFIXES = {".wav", ".flac", ".mp3", ".m4a", ".aac", ".mp4", ".ogg", ".oga", ".opus",
+                  ".webm", ".mka", ".wma", ".amr", ".3gp"}
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    format_name: str
+    codec: str
+    sample_rate: int
+    channels: int
+    declared_seconds: float | None
+
+
+def check_size(path: Path, max_bytes: int) -> int:
+    """The file's size, after refusing a missing, empty or oversized file."""
+    if not path.exists():
+        raise AudioDecodeError(path, "no such file")
+    if not path.is_file():
+        raise AudioDecodeError(path, "not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        raise AudioDecodeError(path, "empty file (0 bytes)")
+    if size > max_bytes:
+        raise AudioTooLargeError(
+            path, f"file is {size / 1e9:.1f} GB, larger than the {max_bytes / 1e9:.1f} GB limit"
+        )
+    return size
+
+
+def probe(path: Path) -> AudioInfo:
+    """Open the container and describe its first audio stream."""
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            return _describe(path, container)
+    except av.FFmpegError as exc:
+        raise AudioDecodeError(path, f"not a readable audio file ({_reason(exc)})") from exc
+
+
+def _describe(path: Path, container) -> AudioInfo:
+    if not container.streams.audio:
+        raise AudioDecodeError(path, f"no audio stream in this {container.format.name} file")
+    stream = container.streams.audio[0]
+    if stream.codec_context is None or not stream.codec_context.name:
+        raise AudioDecodeError(path, "unsupported audio codec")
+    declared = None
+    if stream.duration is not None and stream.time_base is not None:
+        declared = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        declared = container.duration / av.time_base
+    return AudioInfo(
+        format_name=container.format.name,
+        codec=stream.codec_context.name,
+        sample_rate=stream.codec_context.sample_rate or 0,
+        channels=stream.codec_context.channels or 0,
+        declared_seconds=declared,
+    )
+
+
+def decode(path: Path, max_seconds: float = float("inf")) -> np.ndarray:
+    """Decode to 16 kHz mono float32 in [-1, 1].
+
+    Raises AudioDecodeError for unreadable, silent-by-corruption or truncated files and
+    AudioTooLargeError for audio longer than ``max_seconds``.
+    """
+    path = Path(path)
+    max_samples = int(max_seconds * SAMPLE_RATE) if max_seconds != float("inf") else None
+    pieces: list[np.ndarray] = []
+    total = 0
+    bad_packets = 0
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            info = _describe(path, container)
+            if info.declared_seconds and info.declared_seconds > max_seconds:
+                raise _too_long(path, info.declared_seconds, max_seconds)
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            for packet in container.demux(container.streams.audio[0]):
+                try:
+                    frames = packet.decode()
+                except av.InvalidDataError:
+                    bad_packets += 1
+                    continue
+                for frame in frames:
+                    frame.pts = None
+                    for out in resampler.resample(frame):
+                        pieces.append(out.to_ndarray().reshape(-1).copy())
+                        total += pieces[-1].size
+                if max_samples is not None and total > max_samples:
+                    raise _too_long(path, total / SAMPLE_RATE, max_seconds)
+            for out in resampler.resample(None):
+                pieces.append(out.to_ndarray().reshape(-1).copy())
+    except av.FFmpegError as exc:
+        raise AudioDecodeError(path, f"not a readable audio file ({_reason(exc)})") from exc
+    audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+    decoded = audio.size / SAMPLE_RATE
+    if audio.size == 0:
+        detail = f" ({bad_packets} corrupt packets)" if bad_packets else ""
+        raise AudioDecodeError(path, f"no decodable audio in this {info.format_name} file{detail}")
+    declared = info.declared_seconds
+    if info.format_name == "wav":
+        # FFmpeg derives a WAV's length from the file size; the header knows the truth.
+        declared = _wav_header_seconds(path) or declared
+    if declared and decoded < declared * (1 - _TRUNCATION_TOLERANCE) - _TRUNCATION_SLACK_SECONDS:
+        raise AudioDecodeError(
+            path,
+            f"truncated or corrupt: the header says {declared:.1f} s "
+            f"but only {decoded:.1f} s could be decoded",
+        )
+    if not np.isfinite(audio).all():
+        raise AudioDecodeError(path, "decoded audio contains invalid samples")
+    return np.clip(audio, -1.0, 1.0, out=audio)
+
+
+def _wav_header_seconds(path: Path) -> float | None:
+    """Length promised by a RIFF/WAVE header's data chunk, or None if it promises nothing."""
+    with open(path, "rb") as f:
+        header = f.read(1 << 16)
+    if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        return None
+    position, byte_rate = 12, 0
+    while position + 8 <= len(header):
+        chunk_id, size = struct.unpack_from("<4sI", header, position)
+        if chunk_id == b"fmt " and position + 16 <= len(header):
+            byte_rate = struct.unpack_from("<I", header, position + 16)[0]
+        elif chunk_id == b"data":
+            # 0 and 0xFFFFFFFF mean "unknown length" (streaming writers).
+            if byte_rate and 0 < size < 0xFFFFFFFF:
+                return size / byte_rate
+            return None
+        position += 8 + size + (size & 1)
+    return None
+
+
+def _too_long(path: Path, seconds: float, limit: float) -> AudioTooLargeError:
+    return AudioTooLargeError(
+        path, f"audio is {seconds / 3600:.1f} h long, over the {limit / 3600:.1f} h limit"
+    )
+
+
+def _reason(exc: av.FFmpegError) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def stored_name(recording_id: int, source: Path) -> str:
+    """The audio file's name in the data directory: the id, never a user-supplied path."""
+    suffix = source.suffix.lower()
+    return f"{recording_id}{suffix if suffix in KNOWN_SUFFIXES else '.audio'}"
+
+
+def copy_durably(source: Path, destination: Path) -> None:
+    """Copy and fsync; on any failure (disk full included) no partial file is left."""
+    temporary = destination.with_name(destination.name + ".part")
+    try:
+        with open(source, "rb") as src, open(temporary, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(temporary, destination)
+        fd = os.open(destination.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        if exc.errno in (28, 27):  # ENOSPC, EFBIG
+            raise DiskFullError(
+                f"no space left to store {source.name} in {destination.parent}: "
+                "free some space and import it again"
+            ) from exc
+        raise
+
+
+def write_wav(path: Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write float audio as 16-bit PCM WAV (for fixtures, benchmarks and exports)."""
+    Path(path).write_bytes(wav_bytes(audio, sample_rate))
+
+
+def wav_bytes(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
+    buffer = io.BytesIO()
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(pcm.tobytes())
+    return buffer.getvalue()

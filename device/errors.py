@@ -1,0 +1,41 @@
+"""Typed errors at the pipeline's boundaries; each message tells a user what happened and what to do.
+
+The CLI prints them as one line and exits non-zero; the web app maps them to status codes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class TingjiError(Exception):
+    """Base class: an expected failure with a message meant for the user."""
+
+
+class AudioError(TingjiError):
+    """Audio that cannot be used; the message names the file and the reason."""
+
+    def __init__(self, path: Path | str, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class AudioDecodeError(AudioError):
+    pass
+
+
+class AudioTooLargeError(AudioError):
+    pass
+
+
+class DiskFullError(TingjiError):
+    pass
+
+
+class RecordingNotFound(TingjiError):
+    pass
+
+
+class JobCancelled(TingjiError):
+    pass

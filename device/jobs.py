@@ -1,0 +1,151 @@
+"""The job queue's worker: runs queued jobs one at a time, survives crashes of its own jobs.
+
+Jobs live in SQLite (see store.py).  On start the worker puts back in the queue any job
+whose worker died mid-run (kill -9, power cut), so unfinished work resumes; a job that has
+killed its worker ``MAX_ATTEMPTS`` times is failed instead, so it cannot block the queue.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+from device.errors import TingjiError
+from device.pipeline import Engines, transcribe_recording
+from device.records import Job
+from device.settings import Settings, hardware_profile
+from device.store import Store
+from models.store import ModelError
+
+log = logging.getLogger("tingji.jobs")
+MAX_ATTEMPTS = 3
+PROGRESS_INTERVAL_S = 0.5
+
+
+class WorkerBusy(TingjiError):
+    pass
+
+
+def process_identity() -> tuple[int, float]:
+    """(pid, start time): together they name this process even after pid reuse."""
+    me = psutil.Process()
+    return me.pid, me.create_time()
+
+
+def process_alive(pid: int | None, started: float | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        return abs(psutil.Process(pid).create_time() - (started or 0.0)) < 0.01
+    except psutil.Error:
+        return False
+
+
+def load_engines(settings: Settings) -> Engines:
+    """Verify and load the models named in the settings (never from the network)."""
+    from device.recognize import WhisperRecognizer
+    from device.vad import SpeechDetector
+    from models.store import get_spec, verify
+
+    profile = hardware_profile(settings)
+    model_dir = verify(get_spec(settings.asr_model), settings.models_dir)
+    return Engines(
+        detector=SpeechDetector(providers=profile.onnx_providers),
+        recognizer=WhisperRecognizer(
+            model_dir, settings.asr_model, profile.cpu_threads, profile.compute_type
+        ),
+    )
+
+
+class Runner:
+    """Runs claimed jobs with models loaded once, on first need."""
+
+    def __init__(self, settings: Settings, engines: Engines | None = None):
+        self.settings = settings
+        self._engines = engines
+        self.pid, self.started = process_identity()
+
+    @property
+    def engines(self) -> Engines:
+        if self._engines is None:
+            self._engines = load_engines(self.settings)
+        return self._engines
+
+    def claim(self, store: Store, job_id: int | None = None) -> Job | None:
+        return store.claim(self.pid, self.started, job_id)
+
+    def run(
+        self, store: Store, job: Job, on_progress: Callable[[float], None] = lambda p: None
+    ) -> bool:
+        """Run one claimed job; True if it finished, False if it failed (reason stored)."""
+        last = 0.0
+
+        def progress(percent: float) -> None:
+            nonlocal last
+            on_progress(percent)
+            if time.monotonic() - last >= PROGRESS_INTERVAL_S:
+                last = time.monotonic()
+                store.set_progress(job.id, percent)
+
+        try:
+            if job.kind != "transcribe":
+                raise TingjiError(f"unknown job kind {job.kind!r}")
+            transcribe_recording(store, self.settings, self.engines, job, progress)
+            return True
+        except (TingjiError, ModelError) as exc:
+            store.fail_job(job.id, str(exc))
+            log.warning("job %s failed: %s", job.id, exc)
+        except Exception as exc:  # a bug must not stop the queue: record it and go on
+            store.fail_job(job.id, f"internal error: {type(exc).__name__}: {exc}")
+            log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
+        return False
+
+
+class Worker:
+    """The long-running job worker of one data directory (one at a time, by file lock)."""
+
+    def __init__(self, settings: Settings, engines: Engines | None = None):
+        self.settings = settings
+        self.runner = Runner(settings, engines)
+        self._lock_file = None
+
+    def _take_lock(self) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(Path(self.settings.data_dir) / "worker.lock", "w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise WorkerBusy(
+                f"another worker is already running on {self.settings.data_dir}"
+            ) from None
+        self._lock_file.write(str(os.getpid()))
+        self._lock_file.flush()
+
+    def serve(self, stop: threading.Event, idle_wait: float = 0.5) -> None:
+        """Run jobs until ``stop`` is set."""
+        self._take_lock()
+        store = Store(self.settings.database_path)
+        try:
+            for job in store.requeue_interrupted(process_alive, MAX_ATTEMPTS):
+                log.info("job %s was interrupted; now %s", job.id, job.status)
+            while not stop.is_set():
+                job = self.runner.claim(store)
+                if job is None:
+                    stop.wait(idle_wait)
+                    continue
+                log.info("job %s (%s, recording %s) started", job.id, job.kind, job.recording_id)
+                ok = self.runner.run(store, job)
+                log.info("job %s %s", job.id, "done" if ok else "failed")
+        finally:
+            store.close()
+            if self._lock_file is not None:
+                self._lock_file.close()

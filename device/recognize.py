@@ -1,0 +1,235 @@
+"""Speech recognition behind a small interface, and its faster-whisper implementation.
+
+The recogniser is handed the audio and the speech chunks the VAD found.  The Whisper
+implementation packs the speech (silence removed) into 30-second windows, decodes them in
+batches with faster-whisper's BatchedInferencePipeline, maps every time back onto the
+recording, and drops the text Whisper is known to invent on noise and in repetition loops.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from device.audio import SAMPLE_RATE
+from device.records import Segment, Word
+from device.vad import SpeechChunk
+
+WINDOW_SECONDS = 30.0
+PAUSE_SPLIT_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class RecognitionOptions:
+    language: str | None = None
+    """Whisper language code, or None to detect it."""
+    initial_prompt: str | None = None
+    """Text in the speakers' own written form; steers vocabulary, script and dialect."""
+    hotwords: str | None = None
+    word_timestamps: bool = True
+    beam_size: int = 5
+    batch_size: int = 8
+
+
+class Recognizer(Protocol):
+    model_id: str
+
+    def transcribe(
+        self, audio: np.ndarray, speech: Sequence[SpeechChunk], options: RecognitionOptions
+    ) -> Iterator[Segment]:
+        """Yield segments in time order; times are seconds from the start of ``audio``."""
+        ...
+
+
+class WhisperRecognizer:
+    """Whisper (CTranslate2) from a verified model directory; loaded once, reused."""
+
+    def __init__(self, model_dir: Path, model_id: str, cpu_threads: int, compute_type: str):
+        from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+        self.model_id = model_id
+        self.model = WhisperModel(
+            str(model_dir),
+            device="cpu",
+            compute_type=compute_type,
+            cpu_threads=cpu_threads,
+            local_files_only=True,
+        )
+        self._pipeline = BatchedInferencePipeline(self.model)
+
+    def transcribe(
+        self, audio: np.ndarray, speech: Sequence[SpeechChunk], options: RecognitionOptions
+    ) -> Iterator[Segment]:
+        if not speech:
+            return
+        speech_audio = np.concatenate([audio[c.start : c.end] for c in speech])
+        timeline = _Timeline(speech)
+        segments, info = self._pipeline.transcribe(
+            speech_audio,
+            language=options.language,
+            initial_prompt=options.initial_prompt,
+            hotwords=options.hotwords,
+            word_timestamps=options.word_timestamps,
+            beam_size=options.beam_size,
+            batch_size=options.batch_size,
+            vad_filter=False,
+            clip_timestamps=_windows(speech),
+            without_timestamps=False,
+        )
+        for raw in segments:
+            words = tuple(
+                Word(
+                    start=timeline.to_recording(w.start, anchor=(w.start + w.end) / 2),
+                    end=timeline.to_recording(w.end, anchor=(w.start + w.end) / 2),
+                    text=w.word,
+                    probability=float(w.probability),
+                )
+                for w in raw.words or ()
+            )
+            segment = Segment(
+                start=words[0].start if words else timeline.to_recording(raw.start),
+                end=words[-1].end if words else timeline.to_recording(raw.end, is_end=True),
+                text=raw.text,
+                language=info.language,
+                avg_logprob=float(raw.avg_logprob),
+                no_speech_prob=float(raw.no_speech_prob),
+                compression_ratio=float(raw.compression_ratio),
+                words=words,
+            )
+            for part in split_at_pauses(segment):
+                cleaned = clean_segment(part)
+                if cleaned is not None:
+                    yield cleaned
+
+
+def split_at_pauses(segment: Segment, pause: float = PAUSE_SPLIT_SECONDS) -> list[Segment]:
+    """Split where the recording is silent between two words (silence removed before
+    decoding can otherwise join speech that was far apart)."""
+    words = segment.words
+    cuts = [i for i in range(1, len(words)) if words[i].start - words[i - 1].end >= pause]
+    if not cuts:
+        return [segment]
+    parts = []
+    for a, b in zip([0, *cuts], [*cuts, len(words)]):
+        group = words[a:b]
+        parts.append(replace(segment, start=group[0].start, end=group[-1].end, words=group,
+                             text="".join(w.text for w in group)))
+    return parts
+
+
+def _windows(speech: Sequence[SpeechChunk]) -> list[dict[str, float]]:
+    """Pack chunks (in speech-only time) into windows of at most 30 s, split at chunk edges."""
+    windows: list[dict[str, float]] = []
+    position = 0
+    for chunk in speech:
+        length = chunk.end - chunk.start
+        start, end = position / SAMPLE_RATE, (position + length) / SAMPLE_RATE
+        if windows and end - windows[-1]["start"] <= WINDOW_SECONDS:
+            windows[-1]["end"] = end
+        else:
+            windows.append({"start": start, "end": end})
+        position += length
+    return windows
+
+
+class _Timeline:
+    """Maps times in the speech-only audio back to the recording."""
+
+    def __init__(self, speech: Sequence[SpeechChunk]):
+        self._chunks = list(speech)
+        self._offsets = np.cumsum([0] + [c.end - c.start for c in speech]) / SAMPLE_RATE
+
+    def to_recording(self, t: float, anchor: float | None = None, is_end: bool = False) -> float:
+        anchor = t if anchor is None else anchor
+        index = int(np.searchsorted(self._offsets, anchor, side="left" if is_end else "right")) - 1
+        index = min(max(index, 0), len(self._chunks) - 1)
+        chunk = self._chunks[index]
+        local = min(max(t - self._offsets[index], 0.0), (chunk.end - chunk.start) / SAMPLE_RATE)
+        return round(float(chunk.start_s + local), 3)
+
+
+# Text Whisper produces on silence, music and noise (from its subtitle training data).
+_INVENTED = {
+    "请不吝点赞订阅转发打赏支持明镜与点点栏目",
+    "字幕由amara.org社区提供",
+    "小编字幕由amara.org社区提供",
+    "中文字幕由amara.org社区提供",
+    "by索兰娅",
+    "字幕by索兰娅",
+    "谢谢观看",
+    "谢谢大家观看",
+    "thanksforwatching",
+    "thankyouforwatching",
+    "pleasesubscribetomychannel",
+    "subtitlesbytheamara.orgcommunity",
+}
+_NO_SPEECH_PROB = 0.6
+_LOW_LOGPROB = -1.0
+_LOOP_NO_SPEECH_PROB = 0.5
+_MAX_COMPRESSION = 2.4
+
+
+def clean_segment(segment: Segment) -> Segment | None:
+    """Drop invented text and collapse repetition loops; None when nothing credible is left."""
+    if segment.no_speech_prob > _NO_SPEECH_PROB and segment.avg_logprob < _LOW_LOGPROB:
+        return None
+    words = collapse_repeats(segment.words)
+    text = "".join(w.text for w in words) if words else collapse_repeated_text(segment.text)
+    looped = len(words) < len(segment.words) or (not words and text != segment.text)
+    # A loop over audio the model itself thinks is not speech is noise, however confident.
+    if looped and segment.no_speech_prob > _LOOP_NO_SPEECH_PROB:
+        return None
+    text = text.strip()
+    key = re.sub(r"[\s,.!?，。！？、:：\"'“”]+", "", text).lower()
+    if not key or key in _INVENTED:
+        return None
+    if compression_ratio(text) > _MAX_COMPRESSION:
+        return None
+    return replace(segment, text=text, words=words, compression_ratio=compression_ratio(text))
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def _repeat_rule(unit_chars: int, repeats: int) -> bool:
+    # "对对对对" and "哈哈哈哈" are speech; a phrase said five times in a row is a loop.
+    return repeats >= (8 if unit_chars < 2 else 4)
+
+
+def collapse_repeats(words: tuple[Word, ...], max_unit: int = 12) -> tuple[Word, ...]:
+    """Keep one copy of any run of words repeated back-to-back beyond what speech does."""
+    result = list(words)
+    i = 0
+    while i < len(result):
+        for size in range(1, max_unit + 1):
+            unit = [w.text.strip().lower() for w in result[i : i + size]]
+            if len(unit) < size:
+                break
+            repeats = 1
+            while [w.text.strip().lower() for w in result[i + repeats * size : i + (repeats + 1) * size]] == unit:
+                repeats += 1
+            if _repeat_rule(len("".join(unit)), repeats):
+                del result[i + size : i + repeats * size]
+                break
+        i += 1
+    return tuple(result)
+
+
+_REPEAT_TEXT = re.compile(r"(.{1,40}?)\1{3,}", re.DOTALL)
+
+
+def collapse_repeated_text(text: str) -> str:
+    def keep_one(match: re.Match) -> str:
+        unit = match.group(1)
+        repeats = len(match.group(0)) // len(unit)
+        return unit if _repeat_rule(len(unit.strip()), repeats) else match.group(0)
+
+    return _REPEAT_TEXT.sub(keep_one, text)

@@ -1,0 +1,77 @@
+"""The typed records that flow between the pipeline's stages and out of the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Word:
+    start: float
+    end: float
+    text: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of recognised speech; times are seconds from the start of the recording."""
+
+    start: float
+    end: float
+    text: str
+    language: str | None = None
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    compression_ratio: float = 1.0
+    words: tuple[Word, ...] = ()
+    id: int | None = None
+    """Store id, None until stored."""
+    speaker: str | None = None
+    revision: int = 0
+
+
+@dataclass(frozen=True)
+class Recording:
+    id: int
+    title: str
+    source_name: str
+    status: str
+    """queued, transcribing, done, failed."""
+    created: str
+    updated: str
+    audio_file: str | None = None
+    """File name under the data directory's audio/ folder, named by id."""
+    duration: float | None = None
+    language: str | None = None
+    language_probability: float | None = None
+    model_id: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: str
+    recording_id: int
+    status: str
+    """queued, running, done, failed."""
+    progress: float
+    attempts: int
+    created: str
+    params: dict = field(default_factory=dict)
+    error: str | None = None
+    started: str | None = None
+    finished: str | None = None
+    worker_pid: int | None = None
+    worker_started: float | None = None
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    recording_id: int
+    recording_title: str
+    segment_id: int
+    start: float
+    end: float
+    text: str

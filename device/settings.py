@@ -1,0 +1,144 @@
+"""One Settings object, read once at start-up from defaults, a TOML file and TINGJI_* variables.
+
+Precedence: environment variables > config file > defaults.  The config file is
+``$TINGJI_CONFIG`` if set, else ``./tingji.toml`` when it exists.
+
+    >>> s = Settings.load(environ={"TINGJI_PORT": "9000"})
+    >>> s.port
+    9000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "TINGJI_"
+# onnxruntime providers for NPUs/accelerators found on ARM boards and PCs, best first.
+PREFERRED_PROVIDERS = (
+    "RKNPUExecutionProvider",
+    "QNNExecutionProvider",
+    "ArmNNExecutionProvider",
+    "ACLExecutionProvider",
+    "OpenVINOExecutionProvider",
+    "CPUExecutionProvider",
+)
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    """Recordings, the SQLite database and logs live here."""
+    models_dir: Path = PROJECT_ROOT / "models" / "weights"
+    """Installed model weights (git-ignored)."""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    asr_model: str = "whisper-base"
+    """Model id from models/manifest.toml used for speech recognition."""
+    language: str = "auto"
+    """Default language: 'auto' or a Whisper code such as zh, yue, en."""
+    threads: int = 0
+    """CPU threads for recognition; 0 = one per available core."""
+    compute_type: str = "int8"
+    """CTranslate2 compute type; int8 is the fast, accurate choice on CPU."""
+    batch_size: int = 8
+    """Whisper windows decoded together by the batched pipeline."""
+    max_upload_bytes: int = 2 * 1024**3
+    """Larger files are refused before anything is copied."""
+    max_audio_seconds: float = 6 * 3600.0
+    """Longer audio is refused (decoded audio is held in memory: 6 h = 1.4 GB)."""
+    log_level: str = "INFO"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "tingji.db"
+
+    @property
+    def audio_dir(self) -> Path:
+        return self.data_dir / "audio"
+
+    @classmethod
+    def load(
+        cls, environ: Mapping[str, str] | None = None, config_file: Path | None = None
+    ) -> Settings:
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        if config_file is None and environ.get(ENV_PREFIX + "CONFIG"):
+            config_file = Path(environ[ENV_PREFIX + "CONFIG"])
+        elif config_file is None and Path("tingji.toml").is_file():
+            config_file = Path("tingji.toml")
+        if config_file is not None:
+            try:
+                values.update(tomllib.loads(config_file.read_text(encoding="utf-8")))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise SettingsError(f"config file {config_file}: {exc}") from exc
+        for f in fields(cls):
+            key = ENV_PREFIX + f.name.upper()
+            if key in environ:
+                values[f.name] = environ[key]
+        return cls.from_mapping(values)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, object]) -> Settings:
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(values) - set(known)
+        if unknown:
+            raise SettingsError(
+                f"unknown setting(s) {', '.join(sorted(unknown))}; valid: {', '.join(known)}"
+            )
+        converted = {}
+        for name, raw in values.items():
+            kind = type(getattr(cls, name)) if not isinstance(getattr(cls, name), Path) else Path
+            try:
+                converted[name] = kind(raw)
+            except (TypeError, ValueError) as exc:
+                raise SettingsError(f"setting {name}={raw!r} is not a valid {kind.__name__}") from exc
+        return cls(**converted)
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """What this box can do, and the choices the pipeline makes from it."""
+
+    machine: str
+    cores: int
+    memory_bytes: int
+    cpu_threads: int
+    compute_type: str
+    onnx_providers: tuple[str, ...] = field(default=())
+    """Available onnxruntime providers, the ones the VAD will use, best first."""
+
+    def as_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def hardware_profile(settings: Settings) -> HardwareProfile:
+    import onnxruntime
+    import psutil
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    available = set(onnxruntime.get_available_providers())
+    providers = tuple(p for p in PREFERRED_PROVIDERS if p in available) or (
+        "CPUExecutionProvider",
+    )
+    return HardwareProfile(
+        machine=platform.machine(),
+        cores=cores or 1,
+        memory_bytes=psutil.virtual_memory().total,
+        cpu_threads=settings.threads or (cores or 1),
+        compute_type=settings.compute_type,
+        onnx_providers=providers,
+    )

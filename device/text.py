@@ -1,0 +1,71 @@
+"""Text normalisation shared by search indexing and accuracy scoring.
+
+    >>> search_form("開放時間 9點")
+    '开 放 时 间 9 点'
+    >>> score_form("開放時間，早上9點！")
+    '开放时间早上9点'
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+
+_CJK = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff])")
+_PUNCT_OR_SPACE = re.compile(r"[\s\W_]+", re.UNICODE)
+
+
+@functools.lru_cache(maxsize=4)
+def _converter(config: str):
+    import opencc
+
+    return opencc.OpenCC(config)
+
+
+def to_simplified(text: str) -> str:
+    return _converter("t2s").convert(text)
+
+
+def to_traditional(text: str) -> str:
+    return _converter("s2t").convert(text)
+
+
+def fold(text: str) -> str:
+    """Full-width to half-width (NFKC) and Traditional to Simplified, lower case."""
+    return to_simplified(unicodedata.normalize("NFKC", text)).lower()
+
+
+def search_form(text: str) -> str:
+    """The form of text in the full-text index: folded, every CJK character a token."""
+    return " ".join(_CJK.sub(r" \1 ", fold(text)).split())
+
+
+def score_form(text: str) -> str:
+    """Characters compared for the character error rate: folded, no punctuation or spaces."""
+    return _PUNCT_OR_SPACE.sub("", fold(text))
+
+
+def words_form(text: str) -> list[str]:
+    """Words compared for the word error rate."""
+    return [w for w in _PUNCT_OR_SPACE.split(fold(text).replace("'", "")) if w]
+
+
+def edit_distance(reference: list[str] | str, hypothesis: list[str] | str) -> int:
+    previous = list(range(len(hypothesis) + 1))
+    for i, ref in enumerate(reference, 1):
+        current = [i]
+        for j, hyp in enumerate(hypothesis, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref != hyp)))
+        previous = current
+    return previous[-1]
+
+
+def character_error_rate(reference: str, hypothesis: str) -> float:
+    ref, hyp = score_form(reference), score_form(hypothesis)
+    return edit_distance(ref, hyp) / max(len(ref), 1)
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    ref, hyp = words_form(reference), words_form(hypothesis)
+    return edit_distance(ref, hyp) / max(len(ref), 1)

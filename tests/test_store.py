@@ -1,0 +1,101 @@
+"""The SQLite store: schema and migrations, transcripts, Chinese and English search, jobs."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from device.records import Segment, Word
+from device.store import SCHEMA_VERSION, Store
+
+
+def _transcribed(store: Store, title: str, texts: list[str]) -> int:
+    recording = store.create_recording(title, source_name=f"{title}.wav")
+    job = store.claim(1, 0.0, store.enqueue("transcribe", recording.id).id)
+    segments = [
+        Segment(start=i * 2.0, end=i * 2.0 + 1.5, text=t, language="zh",
+                words=(Word(i * 2.0, i * 2.0 + 1.5, t, 0.9),))
+        for i, t in enumerate(texts)
+    ]
+    store.complete_transcription(job.id, recording.id, segments, language="zh",
+                                 language_probability=1.0, duration=10.0, model_id="m")
+    return recording.id
+
+
+def test_database_is_wal_with_full_sync_and_foreign_keys(settings):
+    with Store(settings.database_path) as store:
+        assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert store.schema_version == SCHEMA_VERSION
+
+
+def test_migrations_are_idempotent(settings):
+    Store(settings.database_path).close()
+    with Store(settings.database_path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        store.migrate()
+        assert {"recordings", "segments", "words", "jobs", "segments_fts"} <= set(
+            store.db.table_names()
+        )
+
+
+def test_search_finds_chinese_in_either_script_and_english(store):
+    rid = _transcribed(store, "访谈", ["開放時間早上9點至下午5點", "我们讨论了明年的预算"])
+    _transcribed(store, "talk", ["Ask not what your country can do for you"])
+    assert [h.text for h in store.search("开放时间")] == ["開放時間早上9點至下午5點"]
+    assert [h.recording_id for h in store.search("預算")] == [rid]
+    assert [h.text for h in store.search("明年")] == ["我们讨论了明年的预算"]
+    assert len(store.search("country")) == 1
+    assert len(store.search("COUNTRY ask")) == 1
+    assert store.search("country 预算") == []
+    assert store.search("夜晚") == []
+    assert store.search('"; DROP TABLE segments; --') == []
+
+
+def test_a_new_transcript_replaces_the_old_one_and_its_index(store):
+    rid = _transcribed(store, "a", ["第一版"])
+    job = store.claim(1, 0.0, store.enqueue("transcribe", rid).id)
+    store.complete_transcription(job.id, rid, [Segment(0, 1, "第二版")], language="zh",
+                                 language_probability=None, duration=1.0, model_id="m")
+    assert [s.text for s in store.segments(rid)] == ["第二版"]
+    assert store.search("第一版") == []
+    assert store.get_job(job.id).status == "done"
+
+
+def test_jobs_are_claimed_oldest_first_and_only_once(store):
+    a = store.create_recording("a", "a.wav")
+    b = store.create_recording("b", "b.wav")
+    first, second = store.enqueue("transcribe", a.id), store.enqueue("transcribe", b.id)
+    assert store.claim(1, 0.0).id == first.id
+    assert store.claim(1, 0.0).id == second.id
+    assert store.claim(1, 0.0) is None
+    assert store.claim(1, 0.0, first.id) is None
+
+
+def test_interrupted_jobs_are_requeued_then_given_up(store):
+    recording = store.create_recording("a", "a.wav")
+    job = store.enqueue("transcribe", recording.id)
+    for attempt in (1, 2):
+        assert store.claim(99999, 1.0).attempts == attempt
+        [requeued] = store.requeue_interrupted(lambda pid, started: False, max_attempts=3)
+        assert requeued.status == "queued"
+    store.claim(99999, 1.0)
+    [failed] = store.requeue_interrupted(lambda pid, started: False, max_attempts=3)
+    assert failed.status == "failed" and "interrupted 3 times" in failed.error
+    assert store.get_recording(recording.id).status == "failed"
+    assert store.get_job(job.id).status == "failed"
+
+
+def test_a_live_workers_job_is_left_alone(store):
+    recording = store.create_recording("a", "a.wav")
+    store.enqueue("transcribe", recording.id)
+    store.claim(1234, 5.0)
+    assert store.requeue_interrupted(lambda pid, started: pid == 1234, max_attempts=3) == []
+
+
+def test_foreign_keys_are_enforced(store):
+    try:
+        store.enqueue("transcribe", 424242)
+    except sqlite3.IntegrityError:
+        return
+    raise AssertionError("a job for a missing recording was accepted")

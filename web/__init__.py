@@ -1,0 +1,1 @@
+"""tingji's web UI and JSON API, served by the box on the LAN."""

@@ -1,0 +1,44 @@
+"""create_app(settings): the FastAPI application, assembled in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from device.settings import Settings
+from device.store import Store
+from web.routers import library, system
+
+HERE = Path(__file__).parent
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(title="tingji", docs_url=None, redoc_url=None)
+    app.state.settings = settings
+    app.state.templates = Jinja2Templates(directory=HERE / "templates")
+    Store(settings.database_path).close()  # create or migrate the database up front
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.include_router(system.router)
+    app.include_router(library.router)
+    return app
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_store(request: Request) -> Iterator[Store]:
+    """One store handle per request: SQLite connections are cheap and not shared."""
+    store = Store(request.app.state.settings.database_path)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def templates(request: Request) -> Jinja2Templates:
+    return request.app.state.templates
