@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -25,20 +24,3 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(system.router)
     app.include_router(library.router)
     return app
-
-
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-def get_store(request: Request) -> Iterator[Store]:
-    """One store handle per request: SQLite connections are cheap and not shared."""
-    store = Store(request.app.state.settings.database_path)
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-def templates(request: Request) -> Jinja2Templates:
-    return request.app.state.templates

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from device.store import Store
-from web.app import get_store, templates
+from web.deps import get_store, templates
 
 router = APIRouter()
 

@@ -9,7 +9,7 @@ import device
 from device.settings import Settings
 from device.store import Store
 from models.store import get_spec, status
-from web.app import get_settings, get_store
+from web.deps import get_settings, get_store
 
 router = APIRouter()
 

@@ -1,0 +1,66 @@
+"""The command line, run as a user would: real processes, real model, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from device.settings import PROJECT_ROOT, Settings
+
+pytestmark = pytest.mark.slow
+
+
+def run(settings: Settings, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TINGJI_DATA_DIR": str(settings.data_dir),
+           "TINGJI_MODELS_DIR": str(settings.models_dir)}
+    return subprocess.run([sys.executable, "-m", "device", *args], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+
+
+def test_transcribe_json_then_search_and_jobs(settings, speech_wav):
+    result = run(settings, "transcribe", str(speech_wav), "--json")
+    assert result.returncode == 0, result.stderr
+    transcript = json.loads(result.stdout)
+    assert transcript["recording_id"] == 1 and transcript["language"] == "en"
+    assert transcript["duration"] > 1
+    segment = transcript["segments"][0]
+    assert {"start", "end", "text", "avg_logprob", "no_speech_prob", "language", "words"} <= set(segment)
+    assert segment["words"][0]["start"] <= segment["words"][-1]["end"]
+    word = segment["words"][1]["text"].strip(" ,.")
+    found = run(settings, "search", word)
+    assert found.returncode == 0 and f"#1 {speech_wav.stem}" in found.stdout
+    assert run(settings, "search", "zzzqqq").returncode == 1
+    jobs = run(settings, "jobs")
+    assert "done" in jobs.stdout and "100.0%" in jobs.stdout
+
+
+@pytest.mark.parametrize(
+    "name, content, reason",
+    [
+        ("empty.wav", b"", "empty file"),
+        ("renamed.wav", b"just some text\n" * 50, "not a readable audio file"),
+        ("missing.wav", None, "no such file"),
+    ],
+)
+def test_bad_input_is_one_line_and_a_nonzero_exit(settings, tmp_path, name, content, reason):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    result = run(settings, "transcribe", str(path))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and name in lines[0] and reason in lines[0]
+    assert result.stdout == ""
+
+
+def test_a_missing_model_names_the_install_command(settings, tmp_path, speech_wav):
+    settings = settings.replace(models_dir=tmp_path / "no-models")
+    result = run(settings, "transcribe", str(speech_wav))
+    assert result.returncode == 1
+    assert "python -m models install whisper-base" in result.stderr
+    assert not settings.database_path.exists()  # nothing was imported

@@ -1,0 +1,168 @@
+"""Import and transcription end to end, bad input, crash-resume, and no network at all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from device import audio
+from device.errors import AudioDecodeError, AudioTooLargeError
+from device.jobs import Runner
+from device.pipeline import import_audio
+from device.settings import PROJECT_ROOT, Settings
+from device.store import Store
+from tests.conftest import long_speech
+
+pytestmark = pytest.mark.slow
+
+
+def _transcribe(store, settings, engines, path, **kwargs):
+    recording, job = import_audio(store, settings, path, **kwargs)
+    runner = Runner(settings, engines)
+    assert runner.run(store, runner.claim(store, job.id))
+    return store.get_recording(recording.id)
+
+
+def test_import_and_transcribe_stores_a_searchable_transcript(store, settings, engines, speech_wav):
+    recording = _transcribe(store, settings, engines, speech_wav, title="Speech")
+    assert recording.status == "done" and recording.language == "en"
+    assert recording.model_id == "whisper-base"
+    assert recording.duration == pytest.approx(audio.decode(speech_wav).size / 16000, abs=0.01)
+    stored = settings.audio_dir / recording.audio_file
+    assert stored.read_bytes() == Path(speech_wav).read_bytes()
+    segments = store.segments(recording.id)
+    assert segments and all(s.words for s in segments)
+    word = next(w.text.strip(" ,.") for s in segments for w in s.words if len(w.text.strip()) > 4)
+    assert any(h.recording_id == recording.id for h in store.search(word))
+
+
+def test_a_bad_file_fails_its_job_and_touches_nothing_else(store, settings, engines, speech_wav,
+                                                          tmp_path):
+    good = _transcribe(store, settings, engines, speech_wav)
+    before = store.segments(good.id)
+    bad = tmp_path / "notes.wav"
+    bad.write_text("meeting notes, not audio\n" * 100)
+    recording, job = import_audio(store, settings, bad)
+    runner = Runner(settings, engines)
+    assert not runner.run(store, runner.claim(store, job.id))
+    job = store.get_job(job.id)
+    assert job.status == "failed" and job.error.startswith("notes.wav: not a readable audio file")
+    assert store.get_recording(recording.id).status == "failed"
+    assert store.segments(good.id) == before
+    assert store.get_recording(good.id).status == "done"
+
+
+def test_empty_and_oversized_files_are_refused_at_import(store, settings, tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.touch()
+    with pytest.raises(AudioDecodeError, match="empty file"):
+        import_audio(store, settings, empty)
+    huge = tmp_path / "huge.flac"
+    with open(huge, "wb") as f:
+        f.truncate(settings.max_upload_bytes + 1)
+    with pytest.raises(AudioTooLargeError):
+        import_audio(store, settings, huge)
+    jobs = store.list_jobs()
+    assert [j.status for j in jobs] == ["failed", "failed"]
+    assert not settings.audio_dir.exists() or not any(settings.audio_dir.iterdir())
+
+
+def test_a_failed_job_does_not_block_the_queue(store, settings, engines, speech_wav, tmp_path):
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"\xff\xfb" + os.urandom(5000))
+    _, bad_job = import_audio(store, settings, bad)
+    _, good_job = import_audio(store, settings, speech_wav)
+    runner = Runner(settings, engines)
+    while (job := runner.claim(store)) is not None:
+        runner.run(store, job)
+    assert store.get_job(bad_job.id).status == "failed"
+    assert store.get_job(good_job.id).status == "done"
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _start_worker(settings: Settings, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "TINGJI_DATA_DIR": str(settings.data_dir),
+           "TINGJI_MODELS_DIR": str(settings.models_dir), "TINGJI_BATCH_SIZE": "2"}
+    return subprocess.Popen([sys.executable, "-m", "device", "worker"], cwd=PROJECT_ROOT,
+                            env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+
+
+def test_a_killed_worker_resumes_the_job_which_completes_exactly_once(settings, tmp_path):
+    long = long_speech(tmp_path, 120)
+    with Store(settings.database_path) as store:
+        recording, job = import_audio(store, settings, long)
+    log = tmp_path / "worker.log"
+    worker = _start_worker(settings, log)
+    try:
+        with Store(settings.database_path) as store:
+            _wait_for(lambda: store.get_job(job.id).progress > 5, 120, "the job to make progress")
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(10)
+            interrupted = store.get_job(job.id)
+            assert interrupted.status == "running" and interrupted.attempts == 1
+            assert store.segments(recording.id) == []  # nothing partial was written
+        worker = _start_worker(settings, log)
+        with Store(settings.database_path) as store:
+            done = _wait_for(lambda: (j := store.get_job(job.id)).status == "done" and j, 180,
+                             "the resumed job to finish")
+            assert done.attempts == 2
+            segments = store.segments(recording.id)
+            indexes = [r[0] for r in store.db.execute(
+                "SELECT idx FROM segments WHERE recording_id = ?", [recording.id])]
+            assert len(indexes) == len(set(indexes)) == len(segments) > 5
+            fts = store.db.execute("SELECT count(*) FROM segments_fts").fetchone()[0]
+            assert fts == len(segments)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert "was interrupted; now queued" in log.read_text()
+
+
+class _NetworkAttempt(AssertionError):
+    pass
+
+
+def test_transcription_never_opens_a_network_connection(monkeypatch, settings, speech_wav):
+    """Load the models and transcribe with every non-loopback connection refused."""
+    attempts = []
+    real_connect = socket.socket.connect
+
+    def guarded_connect(sock, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and (host.startswith("127.") or host in ("::1", "localhost")
+                                      or sock.family == socket.AF_UNIX):
+            return real_connect(sock, address)
+        attempts.append(address)
+        raise _NetworkAttempt(f"network connection attempted to {address}")
+
+    def guarded_getaddrinfo(host, *args, **kwargs):
+        attempts.append(host)
+        raise _NetworkAttempt(f"name lookup attempted for {host}")
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+    from device.jobs import load_engines
+
+    fresh = load_engines(settings)  # a fresh model load, inside the guard
+    with Store(settings.database_path) as store:
+        recording = _transcribe(store, settings, fresh, speech_wav)
+        assert recording.status == "done"
+    assert attempts == []

@@ -1,0 +1,41 @@
+"""Settings: defaults, a TOML file, TINGJI_* variables, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from device.settings import Settings, SettingsError, hardware_profile
+
+
+def test_defaults_are_the_embedded_appliance():
+    s = Settings.load(environ={})
+    assert (s.host, s.port, s.asr_model) == ("127.0.0.1", 8000, "whisper-base")
+    assert s.database_path == Path("data") / "tingji.db"
+
+
+def test_environment_overrides_file_overrides_defaults(tmp_path):
+    config = tmp_path / "tingji.toml"
+    config.write_text('port = 9000\ndata_dir = "/srv/tingji"\nlanguage = "zh"\n')
+    s = Settings.load(environ={"TINGJI_CONFIG": str(config), "TINGJI_PORT": "9100"})
+    assert s.port == 9100 and s.data_dir == Path("/srv/tingji") and s.language == "zh"
+
+
+def test_bad_settings_say_what_is_wrong(tmp_path):
+    with pytest.raises(SettingsError, match="TINGJI_PORT|port"):
+        Settings.load(environ={"TINGJI_PORT": "eighty"})
+    config = tmp_path / "bad.toml"
+    config.write_text("colour = 'blue'\n")
+    with pytest.raises(SettingsError, match="unknown setting.*colour"):
+        Settings.load(environ={"TINGJI_CONFIG": str(config)})
+    config.write_text("port = \n")
+    with pytest.raises(SettingsError, match="bad.toml"):
+        Settings.load(environ={"TINGJI_CONFIG": str(config)})
+
+
+def test_hardware_profile_picks_threads_int8_and_a_cpu_provider():
+    profile = hardware_profile(Settings.load(environ={}))
+    assert profile.cpu_threads >= 1 and profile.compute_type == "int8"
+    assert profile.onnx_providers[-1] == "CPUExecutionProvider"
+    assert profile.machine in ("x86_64", "aarch64", "arm64", "AMD64")
