@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_transcribe(settings: Settings, args: argparse.Namespace) -> int:
     runner = Runner(settings)
-    runner.engines  # load (and verify) the models before touching the library
+    runner.prepare()  # a missing model fails here, before anything is imported
     with Store(settings.database_path) as store:
         recording, job = import_audio(
             store, settings, args.path, title=args.title,

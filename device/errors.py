@@ -1,4 +1,4 @@
-"""Typed errors at the pipeline's boundaries; each message tells a user what happened and what to do.
+"""Typed errors at the pipeline's boundaries; each message says what happened and what to do.
 
 The CLI prints them as one line and exits non-zero; the web app maps them to status codes.
 """

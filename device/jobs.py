@@ -79,6 +79,10 @@ class Runner:
             self._engines = load_engines(self.settings)
         return self._engines
 
+    def prepare(self) -> Engines:
+        """Load (and verify) the models now rather than at the first job."""
+        return self.engines
+
     def claim(self, store: Store, job_id: int | None = None) -> Job | None:
         return store.claim(self.pid, self.started, job_id)
 

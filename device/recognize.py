@@ -22,7 +22,9 @@ from device.records import Segment, Word
 from device.vad import SpeechChunk
 
 WINDOW_SECONDS = 30.0
-PAUSE_SPLIT_SECONDS = 2.0
+PAUSE_SPLIT_SECONDS = 1.0
+LONGEST_SEGMENT_SECONDS = 15.0
+_SENTENCE_END = (".", "?", "!", "。", "？", "！", "…")
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class RecognitionOptions:
     hotwords: str | None = None
     word_timestamps: bool = True
     beam_size: int = 5
-    batch_size: int = 8
+    batch_size: int = 2
 
 
 class Recognizer(Protocol):
@@ -80,7 +82,9 @@ class WhisperRecognizer:
             batch_size=options.batch_size,
             vad_filter=False,
             clip_timestamps=_windows(speech),
-            without_timestamps=False,
+            # One segment per window decodes fastest; sentences are cut below from the
+            # word timestamps, which are needed anyway.
+            without_timestamps=True,
         )
         for raw in segments:
             words = tuple(
@@ -102,25 +106,48 @@ class WhisperRecognizer:
                 compression_ratio=float(raw.compression_ratio),
                 words=words,
             )
-            for part in split_at_pauses(segment):
+            for part in split_sentences(segment):
                 cleaned = clean_segment(part)
                 if cleaned is not None:
                     yield cleaned
 
 
-def split_at_pauses(segment: Segment, pause: float = PAUSE_SPLIT_SECONDS) -> list[Segment]:
-    """Split where the recording is silent between two words (silence removed before
-    decoding can otherwise join speech that was far apart)."""
+def split_sentences(
+    segment: Segment, pause: float = PAUSE_SPLIT_SECONDS, longest: float = LONGEST_SEGMENT_SECONDS
+) -> list[Segment]:
+    """Cut a window's text into sentence-sized segments using the word timestamps.
+
+    Cuts go after sentence-final punctuation, at pauses of ``pause`` seconds or more, and,
+    in speech that runs on longer than ``longest`` seconds, at its widest pause.
+    """
     words = segment.words
-    cuts = [i for i in range(1, len(words)) if words[i].start - words[i - 1].end >= pause]
-    if not cuts:
+    if not words:
         return [segment]
-    parts = []
-    for a, b in zip([0, *cuts], [*cuts, len(words)]):
-        group = words[a:b]
-        parts.append(replace(segment, start=group[0].start, end=group[-1].end, words=group,
-                             text="".join(w.text for w in group)))
-    return parts
+    groups: list[tuple[Word, ...]] = []
+    current: list[Word] = []
+    for word in words:
+        if current and (
+            word.start - current[-1].end >= pause
+            or current[-1].text.rstrip().endswith(_SENTENCE_END)
+        ):
+            groups.append(tuple(current))
+            current = []
+        current.append(word)
+    groups.append(tuple(current))
+    parts: list[tuple[Word, ...]] = []
+    while groups:
+        group = groups.pop(0)
+        if group[-1].end - group[0].start > longest and len(group) > 1:
+            gaps = [group[i].start - group[i - 1].end for i in range(1, len(group))]
+            cut = 1 + max(range(len(gaps)), key=gaps.__getitem__)
+            groups[:0] = [group[:cut], group[cut:]]
+            continue
+        parts.append(group)
+    return [
+        replace(segment, start=g[0].start, end=g[-1].end, words=g,
+                text="".join(w.text for w in g))
+        for g in parts
+    ]
 
 
 def _windows(speech: Sequence[SpeechChunk]) -> list[dict[str, float]]:
@@ -210,17 +237,21 @@ def collapse_repeats(words: tuple[Word, ...], max_unit: int = 12) -> tuple[Word,
     i = 0
     while i < len(result):
         for size in range(1, max_unit + 1):
-            unit = [w.text.strip().lower() for w in result[i : i + size]]
+            unit = _texts(result[i : i + size])
             if len(unit) < size:
                 break
             repeats = 1
-            while [w.text.strip().lower() for w in result[i + repeats * size : i + (repeats + 1) * size]] == unit:
+            while _texts(result[i + repeats * size : i + (repeats + 1) * size]) == unit:
                 repeats += 1
             if _repeat_rule(len("".join(unit)), repeats):
                 del result[i + size : i + repeats * size]
                 break
         i += 1
     return tuple(result)
+
+
+def _texts(words: list[Word]) -> list[str]:
+    return [w.text.strip().lower() for w in words]
 
 
 _REPEAT_TEXT = re.compile(r"(.{1,40}?)\1{3,}", re.DOTALL)

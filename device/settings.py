@@ -51,8 +51,9 @@ class Settings:
     """CPU threads for recognition; 0 = one per available core."""
     compute_type: str = "int8"
     """CTranslate2 compute type; int8 is the fast, accurate choice on CPU."""
-    batch_size: int = 8
-    """Whisper windows decoded together by the batched pipeline."""
+    batch_size: int = 2
+    """Whisper windows decoded together.  Measured on 2 cores (300 s of speech): 2 -> 518 MB
+    peak RSS, 4 -> 764 MB and 15 % faster, 8 -> 1057 MB and no faster."""
     max_upload_bytes: int = 2 * 1024**3
     """Larger files are refused before anything is copied."""
     max_audio_seconds: float = 6 * 3600.0
@@ -102,7 +103,9 @@ class Settings:
             try:
                 converted[name] = kind(raw)
             except (TypeError, ValueError) as exc:
-                raise SettingsError(f"setting {name}={raw!r} is not a valid {kind.__name__}") from exc
+                raise SettingsError(
+                    f"setting {name}={raw!r} is not a valid {kind.__name__}"
+                ) from exc
         return cls(**converted)
 
     def replace(self, **changes: object) -> Settings:

@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
                                find_links=args.find_links, force=args.force)
                 print(f"{model_id}: {path}")
         elif args.command == "verify":
-            ids = args.ids or [s.id for s in manifest.values() if status(s, models_dir) != "missing"]
+            ids = args.ids or [
+                s.id for s in manifest.values() if status(s, models_dir) != "missing"
+            ]
             for model_id in ids:
                 verify(get_spec(model_id, manifest), models_dir)
                 print(f"{model_id}: ok")

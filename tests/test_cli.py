@@ -28,7 +28,8 @@ def test_transcribe_json_then_search_and_jobs(settings, speech_wav):
     assert transcript["recording_id"] == 1 and transcript["language"] == "en"
     assert transcript["duration"] > 1
     segment = transcript["segments"][0]
-    assert {"start", "end", "text", "avg_logprob", "no_speech_prob", "language", "words"} <= set(segment)
+    expected = {"start", "end", "text", "avg_logprob", "no_speech_prob", "language", "words"}
+    assert expected <= set(segment)
     assert segment["words"][0]["start"] <= segment["words"][-1]["end"]
     word = segment["words"][1]["text"].strip(" ,.")
     found = run(settings, "search", word)

@@ -41,7 +41,7 @@ def test_chunks_are_ordered_disjoint_in_bounds_and_short(probs):
     options = VadOptions()
     length = len(probs) * WINDOW
     chunks = chunks_from_probabilities(np.array(probs, dtype=np.float32), length, options)
-    for a, b in zip(chunks, chunks[1:]):
+    for a, b in zip(chunks, chunks[1:], strict=False):
         assert a.end <= b.start
     for c in chunks:
         assert 0 <= c.start < c.end <= length

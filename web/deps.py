@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 
 from device.settings import Settings
@@ -26,3 +27,7 @@ def get_store(request: Request) -> Iterator[Store]:
 
 def templates(request: Request) -> Jinja2Templates:
     return request.app.state.templates
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[Store, Depends(get_store)]

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
-from device.store import Store
-from web.deps import get_store, templates
+from web.deps import StoreDep, templates
 
 router = APIRouter()
 
 
 @router.get("/")
-def library(request: Request, q: str = "", store: Store = Depends(get_store)):
+def library(request: Request, store: StoreDep, q: str = ""):
     hits = store.search(q) if q.strip() else []
     return templates(request).TemplateResponse(
         request, "library.html",

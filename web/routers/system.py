@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 import device
-from device.settings import Settings
-from device.store import Store
 from models.store import get_spec, status
-from web.deps import get_settings, get_store
+from web.deps import SettingsDep, StoreDep
 
 router = APIRouter()
 
 
 @router.get("/health")
-def health(settings: Settings = Depends(get_settings), store: Store = Depends(get_store)):
+def health(settings: SettingsDep, store: StoreDep):
     model = status(get_spec(settings.asr_model), settings.models_dir)
     body = {
         "status": "ok" if model == "installed" else "degraded",
