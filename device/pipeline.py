@@ -78,9 +78,12 @@ def transcribe_recording(
         batch_size=settings.batch_size,
     )
     segments: list[Segment] = []
+    furthest = 0.0
     for segment in engines.recognizer.transcribe(samples, speech, options):
         segments.append(segment)
-        on_progress(5.0 + 94.0 * min(segment.end / max(duration, 1e-6), 1.0))
+        furthest = max(furthest, segment.end)
+        on_progress(5.0 + 94.0 * min(furthest / max(duration, 1e-6), 1.0))
+    segments.sort(key=lambda s: (s.start, s.end))
     detected = _majority_language(segments) or options.language
     store.complete_transcription(
         job.id, recording.id, segments,

@@ -34,7 +34,6 @@ class RecognitionOptions:
     initial_prompt: str | None = None
     """Text in the speakers' own written form; steers vocabulary, script and dialect."""
     hotwords: str | None = None
-    word_timestamps: bool = True
     beam_size: int = 5
     batch_size: int = 2
 
@@ -53,7 +52,7 @@ class WhisperRecognizer:
     """Whisper (CTranslate2) from a verified model directory; loaded once, reused."""
 
     def __init__(self, model_dir: Path, model_id: str, cpu_threads: int, compute_type: str):
-        from faster_whisper import BatchedInferencePipeline, WhisperModel
+        from faster_whisper import WhisperModel
 
         self.model_id = model_id
         self.model = WhisperModel(
@@ -63,53 +62,149 @@ class WhisperRecognizer:
             cpu_threads=cpu_threads,
             local_files_only=True,
         )
-        self._pipeline = BatchedInferencePipeline(self.model)
+        self._pipeline = _pipeline_class()(self.model)
+        self._switched: dict[tuple[int, str], str] = {}
 
     def transcribe(
         self, audio: np.ndarray, speech: Sequence[SpeechChunk], options: RecognitionOptions
     ) -> Iterator[Segment]:
+        """Yield segments; passages recovered by the second pass come after the rest,
+        so callers that need time order sort (the pipeline does)."""
         if not speech:
             return
         speech_audio = np.concatenate([audio[c.start : c.end] for c in speech])
         timeline = _Timeline(speech)
+        self._switched: dict[tuple[int, str], str] = {}
+        heard = np.zeros(len(speech), dtype=bool)
+        for raw, language in self._decode(speech_audio, _windows(speech), options):
+            heard[timeline.chunks_heard(raw)] = True
+            yield from self._finish(raw, language, timeline, speech_audio, options)
+        # A batched window is decoded once: when Whisper stops early (a language change
+        # mid-window, a long pause) the rest of the window is lost.  Decode the speech
+        # chunks that produced no words again, in windows of their own.
+        missed = [i for i, was_heard in enumerate(heard) if not was_heard]
+        if missed:
+            for raw, language in self._decode(speech_audio, timeline.windows(missed), options):
+                yield from self._finish(raw, language, timeline, speech_audio, options)
+
+    def _decode(self, speech_audio: np.ndarray, windows: list[dict], options: RecognitionOptions):
         segments, info = self._pipeline.transcribe(
             speech_audio,
             language=options.language,
+            # Each window gets the language Whisper detects in it (code-switching).
+            multilingual=options.language is None,
             initial_prompt=options.initial_prompt,
             hotwords=options.hotwords,
-            word_timestamps=options.word_timestamps,
+            word_timestamps=True,
             beam_size=options.beam_size,
             batch_size=options.batch_size,
             vad_filter=False,
-            clip_timestamps=_windows(speech),
-            # One segment per window decodes fastest; sentences are cut below from the
-            # word timestamps, which are needed anyway.
-            without_timestamps=True,
+            clip_timestamps=windows,
+            without_timestamps=False,
         )
         for raw in segments:
-            words = tuple(
-                Word(
-                    start=timeline.to_recording(w.start, anchor=(w.start + w.end) / 2),
-                    end=timeline.to_recording(w.end, anchor=(w.start + w.end) / 2),
-                    text=w.word,
-                    probability=float(w.probability),
-                )
-                for w in raw.words or ()
+            yield raw, self._pipeline.window_language.get(raw.seek) or info.language
+
+    def _segment_language(
+        self, raw, window_language: str, speech_audio: np.ndarray, options: RecognitionOptions
+    ) -> str:
+        """The window's language, unless the text is written in another script (Whisper
+        kept transcribing across a language change): then detect it on this stretch."""
+        script = _script(raw.text)
+        if options.language is not None or script in (None, _script_of(window_language)):
+            return window_language
+        # One detection per window and script: an encoder pass costs as much as a window.
+        key = (raw.seek, script)
+        if key not in self._switched:
+            stretch = speech_audio[int(raw.start * SAMPLE_RATE) : int(raw.end * SAMPLE_RATE)]
+            if stretch.size < SAMPLE_RATE // 2:
+                return window_language
+            self._switched[key] = self.model.detect_language(stretch)[0]
+        return self._switched[key]
+
+    def _finish(
+        self, raw, window_language: str, timeline: _Timeline, speech_audio: np.ndarray,
+        options: RecognitionOptions,
+    ) -> Iterator[Segment]:
+        language = self._segment_language(raw, window_language, speech_audio, options)
+        words = tuple(
+            Word(
+                start=timeline.to_recording(w.start, anchor=(w.start + w.end) / 2),
+                end=timeline.to_recording(w.end, anchor=(w.start + w.end) / 2),
+                text=w.word,
+                probability=float(w.probability),
             )
-            segment = Segment(
-                start=words[0].start if words else timeline.to_recording(raw.start),
-                end=words[-1].end if words else timeline.to_recording(raw.end, is_end=True),
-                text=raw.text,
-                language=info.language,
-                avg_logprob=float(raw.avg_logprob),
-                no_speech_prob=float(raw.no_speech_prob),
-                compression_ratio=float(raw.compression_ratio),
-                words=words,
-            )
-            for part in split_sentences(segment):
-                cleaned = clean_segment(part)
-                if cleaned is not None:
-                    yield cleaned
+            for w in raw.words or ()
+        )
+        segment = Segment(
+            start=words[0].start if words else timeline.to_recording(raw.start),
+            end=words[-1].end if words else timeline.to_recording(raw.end, is_end=True),
+            text=raw.text,
+            language=language,
+            avg_logprob=float(raw.avg_logprob),
+            no_speech_prob=float(raw.no_speech_prob),
+            compression_ratio=float(raw.compression_ratio),
+            words=words,
+        )
+        for part in split_sentences(segment):
+            cleaned = clean_segment(part)
+            if cleaned is not None:
+                yield cleaned
+
+
+_HAN_KANA_HANGUL = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
+_CJK_LANGUAGES = {"zh", "yue", "ja", "ko"}
+
+
+def _script(text: str) -> str | None:
+    """'cjk' or 'latin' for text clearly in one of them, else None."""
+    cjk, latin = len(_HAN_KANA_HANGUL.findall(text)), len(_LATIN.findall(text))
+    if cjk >= 2 and cjk * 3 >= latin:
+        return "cjk"
+    if latin >= 4 and cjk == 0:
+        return "latin"
+    return None
+
+
+def _script_of(language: str | None) -> str | None:
+    if language is None:
+        return None
+    return "cjk" if language in _CJK_LANGUAGES else "latin"
+
+
+def _pipeline_class():
+    """faster-whisper's BatchedInferencePipeline, remembering each window's language.
+
+    With ``multilingual=True`` faster-whisper prompts every window with the language Whisper
+    detects in it but does not report it; this records it by window (``Segment.seek``).
+    The extra detection reuses the encoder output: one decoder step per window.
+    """
+    from faster_whisper import BatchedInferencePipeline
+
+    class LanguagePerWindow(BatchedInferencePipeline):
+        def __init__(self, model):
+            super().__init__(model)
+            self.window_language: dict[int, str] = {}
+            self._batch_languages: list[str | None] = []
+
+        def generate_segment_batched(self, features, tokenizer, options):
+            encoder_output, output = super().generate_segment_batched(features, tokenizer, options)
+            if options.multilingual:
+                detected = self.model.model.detect_language(encoder_output)
+                self._batch_languages = [ranked[0][0][2:-2] for ranked in detected]
+            else:
+                self._batch_languages = [None] * len(output)
+            return encoder_output, output
+
+        def forward(self, features, tokenizer, chunks_metadata, options):
+            results = super().forward(features, tokenizer, chunks_metadata, options)
+            for meta, language in zip(chunks_metadata, self._batch_languages, strict=True):
+                seek = int(meta["offset"] * self.model.frames_per_second)
+                self.window_language[seek] = language
+            return results
+
+    return LanguagePerWindow
 
 
 def split_sentences(
@@ -134,6 +229,15 @@ def split_sentences(
             current = []
         current.append(word)
     groups.append(tuple(current))
+    # A lone word is usually a misaligned first word (DTW at a window edge), not a
+    # sentence: keep it with the words it belongs to.
+    for i in range(len(groups) - 1, -1, -1):
+        if len(groups[i]) == 1 and len(groups) > 1:
+            lone = groups.pop(i)
+            if i < len(groups):
+                groups[i] = lone + groups[i]
+            else:
+                groups[i - 1] = groups[i - 1] + lone
     parts: list[tuple[Word, ...]] = []
     while groups:
         group = groups.pop(0)
@@ -171,6 +275,25 @@ class _Timeline:
     def __init__(self, speech: Sequence[SpeechChunk]):
         self._chunks = list(speech)
         self._offsets = np.cumsum([0] + [c.end - c.start for c in speech]) / SAMPLE_RATE
+
+    def chunks_heard(self, raw) -> list[int]:
+        """Indexes of the chunks in which a raw segment has words."""
+        middles = [(w.start + w.end) / 2 for w in raw.words or ()]
+        found = np.searchsorted(self._offsets, middles, side="right") - 1
+        return sorted({int(i) for i in found if 0 <= i < len(self._chunks)})
+
+    def windows(self, indexes: list[int]) -> list[dict[str, float]]:
+        """Windows (speech-only time) over the given chunks: consecutive ones joined, <= 30 s."""
+        windows: list[dict[str, float]] = []
+        previous = None
+        for i in indexes:
+            start, end = float(self._offsets[i]), float(self._offsets[i + 1])
+            if previous == i - 1 and end - windows[-1]["start"] <= WINDOW_SECONDS:
+                windows[-1]["end"] = end
+            else:
+                windows.append({"start": start, "end": end})
+            previous = i
+        return windows
 
     def to_recording(self, t: float, anchor: float | None = None, is_end: bool = False) -> float:
         anchor = t if anchor is None else anchor

@@ -124,10 +124,15 @@ def test_a_segment_is_split_where_the_recording_was_silent():
     from device.recognize import split_sentences
 
     words = (Word(1.0, 1.5, " one", 0.9), Word(1.6, 2.0, " two", 0.9),
-             Word(9.0, 9.4, " three.", 0.9), Word(9.5, 9.9, " Four", 0.9))
-    parts = split_sentences(Segment(1.0, 9.9, " one two three. Four", words=words))
+             Word(9.0, 9.4, " three.", 0.9), Word(9.5, 9.9, " Four", 0.9),
+             Word(10.0, 10.4, " five", 0.9))
+    parts = split_sentences(Segment(1.0, 10.4, " one two three. Four five", words=words))
     assert [(p.start, p.end, p.text) for p in parts] == [
-        (1.0, 2.0, " one two"), (9.0, 9.4, " three."), (9.5, 9.9, " Four")]
+        (1.0, 2.0, " one two"), (9.0, 10.4, " three. Four five")]
+    misaligned = (Word(45.3, 45.5, "甚", 0.5),) + tuple(
+        Word(48.1 + i * 0.2, 48.3 + i * 0.2, c, 0.9) for i, c in enumerate("至出现交易"))
+    [whole] = split_sentences(Segment(45.3, 49.3, "甚至出现交易", words=misaligned))
+    assert whole.text == "甚至出现交易"
 
 
 def test_speech_that_runs_on_is_cut_at_its_widest_pause():
@@ -138,3 +143,17 @@ def test_speech_that_runs_on_is_cut_at_its_widest_pause():
     parts = split_sentences(Segment(0, 25, "", words=words), longest=15.0)
     assert [len(p.words) for p in parts] == [26, 24]
     assert all(p.end - p.start <= 15.0 for p in parts)
+
+
+def test_a_recording_that_switches_language_is_transcribed_in_both(engines):
+    clips = {c.path.name: c for c in require_shared_clips()}
+    zh, en = clips["zh_aishell_BAC009S0764W0121.wav"], clips["en_jfk.flac"]
+    pause = np.zeros(audio.SAMPLE_RATE, dtype=np.float32)
+    samples = np.concatenate([audio.decode(zh.path), pause, audio.decode(en.path), pause,
+                              audio.decode(zh.path)])
+    segments = sorted(_transcribe(engines, samples), key=lambda s: s.start)
+    chinese = "".join(s.text for s in segments if s.language == "zh")
+    english = " ".join(s.text for s in segments if s.language == "en")
+    assert character_error_rate(zh.reference * 2, chinese) <= MANDARIN_MAX_CER_PER_CLIP
+    assert word_error_rate(en.reference, english) <= ENGLISH_MAX_WER
+    assert [s.language for s in segments][0] == "zh" and segments[-1].language == "zh"
