@@ -196,7 +196,10 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
     from web.app import create_app
 
-    worker = subprocess.Popen([sys.executable, "-m", "device", "worker"])
+    # uvicorn re-raises SIGTERM/SIGINT after its own shutdown, so the finally below may not
+    # run: the kernel also stops the worker when this process dies (PR_SET_PDEATHSIG).
+    worker = subprocess.Popen([sys.executable, "-m", "device", "worker"],
+                              preexec_fn=_stop_with_parent)
     try:
         print(f"tingji: web UI on http://{settings.host}:{settings.port}", file=sys.stderr)
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
@@ -208,6 +211,13 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             worker.kill()
     return 0
+
+
+def _stop_with_parent() -> None:
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def cmd_info(settings: Settings, args: argparse.Namespace) -> int:

@@ -123,7 +123,8 @@ class Worker:
 
     def _take_lock(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(Path(self.settings.data_dir) / "worker.lock", "w")
+        # "a": opening must not truncate the pid of a worker that holds the lock.
+        self._lock_file = open(Path(self.settings.data_dir) / "worker.lock", "a")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -131,6 +132,7 @@ class Worker:
             raise WorkerBusy(
                 f"another worker is already running on {self.settings.data_dir}"
             ) from None
+        self._lock_file.truncate(0)
         self._lock_file.write(str(os.getpid()))
         self._lock_file.flush()
 

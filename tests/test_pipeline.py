@@ -166,3 +166,22 @@ def test_transcription_never_opens_a_network_connection(monkeypatch, settings, s
         recording = _transcribe(store, settings, fresh, speech_wav)
         assert recording.status == "done"
     assert attempts == []
+
+
+def test_only_one_worker_runs_per_data_directory(settings):
+    import threading
+
+    from device.jobs import Worker, WorkerBusy
+
+    stop = threading.Event()
+    first = threading.Thread(target=Worker(settings).serve, args=(stop,))
+    first.start()
+    try:
+        _wait_for(lambda: (settings.data_dir / "worker.lock").stat().st_size > 0
+                  if (settings.data_dir / "worker.lock").exists() else False, 30, "the lock")
+        with pytest.raises(WorkerBusy, match="another worker"):
+            Worker(settings).serve(threading.Event())
+        assert (settings.data_dir / "worker.lock").read_text() == str(os.getpid())
+    finally:
+        stop.set()
+        first.join(30)
