@@ -1,8 +1,11 @@
 """python -m device: a thin command line over the pipeline.
 
-    transcribe PATH [--language auto|zh|en|…] [--title T] [--json]
+    transcribe PATH [--profile P | --language L] [--script S] [--term T]… [--title T] [--json]
+    retranscribe ID [--profile P] [--script S] [--term T]…   queue it again, e.g. after a fix
     search QUERY [--limit N] [--json]
     jobs [--status S]
+    profiles            dialect profiles and where they come from
+    glossary [add TERM [--misheard M] | remove ID]
     worker              run queued jobs until stopped
     run                 the appliance: web UI + worker
     info                hardware profile, settings and models
@@ -23,7 +26,8 @@ from pathlib import Path
 
 from device.errors import TingjiError
 from device.jobs import Runner, Worker, process_alive
-from device.pipeline import import_audio
+from device.pipeline import import_audio, requeue_recording
+from device.profiles import SCRIPTS, load_profiles
 from device.records import Recording, Segment
 from device.settings import Settings, SettingsError, hardware_profile
 from device.store import Store
@@ -53,10 +57,30 @@ def _parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("transcribe", help="import an audio file and transcribe it")
     p.add_argument("path", type=Path)
-    p.add_argument("--language", default=None, help="auto (default), or zh, en, yue, …")
+    _profile_arguments(p)
+    p.add_argument("--language", default=None,
+                   help="a Whisper language code (zh, en, …): its plain profile")
     p.add_argument("--title")
     p.add_argument("--json", action="store_true", help="print the transcript as JSON")
     p.set_defaults(func=cmd_transcribe)
+
+    p = commands.add_parser("retranscribe", help="transcribe a stored recording again")
+    p.add_argument("recording_id", type=int)
+    _profile_arguments(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_retranscribe)
+
+    p = commands.add_parser("profiles", help="list the dialect profiles")
+    p.set_defaults(func=cmd_profiles)
+
+    p = commands.add_parser("glossary", help="the admin's hotwords and corrections")
+    actions = p.add_subparsers(dest="action")
+    add = actions.add_parser("add", help="add a term (with --misheard: also a correction)")
+    add.add_argument("term")
+    add.add_argument("--misheard", help="what the recogniser writes instead")
+    remove = actions.add_parser("remove", help="remove an entry by id")
+    remove.add_argument("id", type=int)
+    p.set_defaults(func=cmd_glossary)
 
     p = commands.add_parser("search", help="full-text search over all transcripts")
     p.add_argument("query")
@@ -80,33 +104,56 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _profile_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", help="dialect profile (see `profiles`); default auto")
+    p.add_argument("--script", choices=SCRIPTS, help="output script, overriding the profile")
+    p.add_argument("--term", action="append", default=[], metavar="TERM",
+                   help="a hotword for this recording; misheard=right also corrects")
+
+
 def cmd_transcribe(settings: Settings, args: argparse.Namespace) -> int:
     runner = Runner(settings)
     runner.prepare()  # a missing model fails here, before anything is imported
+    language = args.language or (None if settings.language == "auto" else settings.language)
     with Store(settings.database_path) as store:
         recording, job = import_audio(
-            store, settings, args.path, title=args.title,
-            language=args.language or settings.language,
+            store, settings, args.path, title=args.title, language=language,
+            profile=args.profile, script=args.script, terms=args.term,
         )
-        claimed = runner.claim(store, job.id)
-        with _progress_bar(args.path.name) as show:
-            if claimed is not None:
-                runner.run(store, claimed, show)
-            else:  # a running worker took it first: follow its progress
-                _follow(store, job.id, show)
-        job = store.get_job(job.id)
-        if job.status != "done":
-            print(f"error: {job.error}", file=sys.stderr)
-            return 1
-        recording = store.get_recording(recording.id)
-        segments = store.segments(recording.id)
+        return _run_and_print(store, runner, recording, job, args)
+
+
+def cmd_retranscribe(settings: Settings, args: argparse.Namespace) -> int:
+    runner = Runner(settings)
+    runner.prepare()
+    with Store(settings.database_path) as store:
+        recording, job = requeue_recording(store, settings, args.recording_id,
+                                           profile=args.profile, script=args.script,
+                                           terms=args.term or None)
+        return _run_and_print(store, runner, recording, job, args)
+
+
+def _run_and_print(store: Store, runner: Runner, recording: Recording, job, args) -> int:
+    """Run the job here (or follow a running worker that took it), then print the result."""
+    claimed = runner.claim(store, job.id)
+    with _progress_bar(recording.source_name) as show:
+        if claimed is not None:
+            runner.run(store, claimed, show)
+        else:  # a running worker took it first: follow its progress
+            _follow(store, job.id, show)
+    job = store.get_job(job.id)
+    if job.status != "done":
+        print(f"error: {job.error}", file=sys.stderr)
+        return 1
+    recording = store.get_recording(recording.id)
+    segments = store.segments(recording.id)
     if args.json:
         print(json.dumps(transcript_json(recording, segments), ensure_ascii=False, indent=2))
     else:
         for s in segments:
             print(f"[{_clock(s.start)} → {_clock(s.end)}] {s.text}")
-        print(f"recording {recording.id}: {recording.language}, {recording.duration:.1f} s, "
-              f"{len(segments)} segments", file=sys.stderr)
+        print(f"recording {recording.id}: {recording.language}, profile {recording.profile}, "
+              f"{recording.duration:.1f} s, {len(segments)} segments", file=sys.stderr)
     return 0
 
 
@@ -117,6 +164,8 @@ def transcript_json(recording: Recording, segments: list[Segment]) -> dict:
         "language": recording.language,
         "duration": recording.duration,
         "model": recording.model_id,
+        "profile": recording.profile,
+        "language_probabilities": recording.language_probabilities,
         "segments": [
             {**{k: v for k, v in asdict(s).items() if k != "words"},
              "words": [asdict(w) for w in s.words]}
@@ -161,6 +210,26 @@ class _progress_bar:
 def _clock(seconds: float) -> str:
     minutes, secs = divmod(seconds, 60)
     return f"{int(minutes):02d}:{secs:05.2f}"
+
+
+def cmd_profiles(settings: Settings, args: argparse.Namespace) -> int:
+    for p in load_profiles(settings.data_dir).values():
+        print(f"{p.name:<12} {p.language:<5} {p.model:<14} {p.script:<11} {p.title}  ({p.source})")
+    return 0
+
+
+def cmd_glossary(settings: Settings, args: argparse.Namespace) -> int:
+    with Store(settings.database_path) as store:
+        if args.action == "add":
+            print(store.add_glossary(args.term, args.misheard))
+        elif args.action == "remove":
+            if not store.remove_glossary(args.id):
+                raise TingjiError(f"no glossary entry with id {args.id}")
+        else:
+            for g in store.glossary():
+                fix = f"  (corrects {g['misheard']})" if g["misheard"] else ""
+                print(f"{g['id']:>4} {g['term']}{fix}")
+    return 0
 
 
 def cmd_search(settings: Settings, args: argparse.Namespace) -> int:

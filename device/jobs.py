@@ -50,19 +50,26 @@ def process_alive(pid: int | None, started: float | None) -> bool:
 
 
 def load_engines(settings: Settings) -> Engines:
-    """Verify and load the models named in the settings (never from the network)."""
-    from device.recognize import WhisperRecognizer
+    """The VAD, and the default recogniser loaded now so a missing model fails early;
+    other models load when a profile first asks for them.  Never from the network."""
+    from device.recognize import RECOGNIZERS
     from device.vad import SpeechDetector
-    from models.store import get_spec, verify
+    from models.store import ModelError, get_spec, load_manifest, verify
 
-    profile = hardware_profile(settings)
-    model_dir = verify(get_spec(settings.asr_model), settings.models_dir)
-    return Engines(
-        detector=SpeechDetector(providers=profile.onnx_providers),
-        recognizer=WhisperRecognizer(
-            model_dir, settings.asr_model, profile.cpu_threads, profile.compute_type
-        ),
-    )
+    hardware = hardware_profile(settings)
+
+    def load(model_id: str):
+        spec = get_spec(model_id, load_manifest(models_dir=settings.models_dir))
+        if spec.kind != "asr" or spec.engine not in RECOGNIZERS:
+            raise ModelError(f"model {model_id} ({spec.kind}, {spec.engine}) cannot recognise "
+                             f"speech; speech engines: {', '.join(RECOGNIZERS)}")
+        model_dir = verify(spec, settings.models_dir)
+        return RECOGNIZERS[spec.engine](
+            model_dir, model_id, hardware.cpu_threads, hardware.compute_type)
+
+    engines = Engines(SpeechDetector(providers=hardware.onnx_providers), load)
+    engines.recognizer(settings.asr_model)
+    return engines
 
 
 class Runner:

@@ -2,31 +2,53 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from device import audio
-from device.errors import AudioError, DiskFullError
+from device.errors import AudioError, DiskFullError, TingjiError
+from device.profiles import (
+    AUTO,
+    NO_TERMS,
+    SCRIPTS,
+    AutoDecision,
+    Profile,
+    ProfileError,
+    Terms,
+    choose_auto_profile,
+    finish_segment,
+    get_profile,
+    load_profiles,
+)
 from device.recognize import RecognitionOptions, Recognizer
 from device.records import Job, Recording, Segment
 from device.settings import Settings
 from device.store import Store
-from device.vad import SpeechDetector
+from device.vad import SpeechChunk, SpeechDetector
 
 
 def import_audio(
     store: Store, settings: Settings, path: Path, *, title: str | None = None,
-    language: str = "auto",
+    language: str | None = None, profile: str | None = None, script: str | None = None,
+    terms: Sequence[str] = (),
 ) -> tuple[Recording, Job]:
     """Copy a file into the library as a new recording with a queued transcription job.
 
-    A file that is missing, empty or over the size limit still gets a recording and a job,
-    both marked failed with the reason, and the error is raised for the caller to report.
+    The profile (or a language, which picks one) is checked first: a bad choice raises
+    ProfileError before anything is stored.  A file that is missing, empty or over the size
+    limit still gets a recording and a job, both marked failed with the reason, and the
+    error is raised for the caller to report.
     """
     path = Path(path)
+    chosen = select_profile(settings, profile, language)
+    if script is not None and script not in SCRIPTS:
+        raise ProfileError(f"script {script!r}; choose one of {', '.join(SCRIPTS)}")
+    Terms.parse(terms)  # refuse malformed terms now, not in the worker
     recording = store.create_recording(title or path.stem, source_name=path.name)
-    job = store.enqueue("transcribe", recording.id, {"language": language})
+    recording = store.update_recording(recording.id, profile=chosen.name, script=script,
+                                       terms=list(terms) or None)
+    job = store.enqueue("transcribe", recording.id, {"language": language or chosen.language})
     try:
         audio.check_size(path, settings.max_upload_bytes)
         settings.audio_dir.mkdir(parents=True, exist_ok=True)
@@ -39,12 +61,69 @@ def import_audio(
     return recording, job
 
 
-@dataclass
-class Engines:
-    """The models a worker loads once and reuses for every job."""
+def select_profile(settings: Settings, name: str | None, language: str | None = None) -> Profile:
+    """The named profile, or the plain profile of a language, or auto; validated against
+    the model store.  ProfileError lists the valid choices."""
+    from models.store import load_manifest
 
-    detector: SpeechDetector
-    recognizer: Recognizer
+    profiles = load_profiles(settings.data_dir)
+    manifest = load_manifest(models_dir=settings.models_dir)
+    if name and name.startswith(f"{AUTO}-") and name not in profiles:
+        name, language = None, name.removeprefix(f"{AUTO}-")  # auto with a fixed language
+
+    def languages(model_id: str):
+        return set(manifest[model_id].languages) if model_id in manifest else None
+
+    if name is None and language not in (None, "", AUTO):
+        plain = [p for p in profiles.values() if p.language == language and not p.markers]
+        if plain:
+            name = plain[0].name
+        else:
+            auto = get_profile(AUTO, profiles, languages)
+            if language not in (languages(auto.model) or ()):
+                raise ProfileError(f"language {language!r} is not one model {auto.model} knows; "
+                                   f"choose one of {', '.join(sorted(languages(auto.model)))}")
+            return replace(auto, name=f"{AUTO}-{language}", language=language)
+    return get_profile(name or AUTO, profiles, languages)
+
+
+def requeue_recording(
+    store: Store, settings: Settings, recording_id: int, *, profile: str | None = None,
+    script: str | None = None, terms: Sequence[str] | None = None,
+) -> tuple[Recording, Job]:
+    """Queue a stored recording for transcription again (another profile, new terms, or
+    after a failure that has since been fixed); its audio was kept."""
+    recording = store.get_recording(recording_id)
+    if recording.audio_file is None:
+        raise AudioError(recording.source_name, "no stored audio to transcribe")
+    if any(j.status in ("queued", "running") for j in store.jobs_for(recording_id)):
+        raise TingjiError(f"recording {recording_id} is already queued for transcription")
+    chosen = select_profile(settings, profile or recording.profile)
+    if script is not None and script not in SCRIPTS:
+        raise ProfileError(f"script {script!r}; choose one of {', '.join(SCRIPTS)}")
+    fields: dict[str, object] = {"profile": chosen.name, "status": "queued", "error": None}
+    if script is not None:
+        fields["script"] = script
+    if terms is not None:
+        Terms.parse(terms)
+        fields["terms"] = list(terms) or None
+    recording = store.update_recording(recording_id, **fields)
+    return recording, store.enqueue("transcribe", recording_id, {"language": None})
+
+
+class Engines:
+    """The models a worker loads once and reuses: the VAD, and a recogniser per model id
+    (profiles name their model), each loaded on first use."""
+
+    def __init__(self, detector: SpeechDetector, load: Callable[[str], Recognizer]):
+        self.detector = detector
+        self._load = load
+        self._recognizers: dict[str, Recognizer] = {}
+
+    def recognizer(self, model_id: str) -> Recognizer:
+        if model_id not in self._recognizers:
+            self._recognizers[model_id] = self._load(model_id)
+        return self._recognizers[model_id]
 
 
 def transcribe_recording(
@@ -56,12 +135,15 @@ def transcribe_recording(
 ) -> list[Segment]:
     """Run one claimed transcription job to completion; the transcript is stored atomically.
 
-    AudioError propagates (the caller marks the job failed); nothing is written before the
-    final transaction, so an interrupted run leaves no partial transcript.
+    AudioError and ProfileError propagate (the caller marks the job failed, the audio stays
+    for another try); nothing is written before the final transaction, so an interrupted
+    run leaves no partial transcript.
     """
     recording = store.get_recording(job.recording_id)
     if recording.audio_file is None:
         raise AudioError(recording.source_name, "the recording has no stored audio")
+    language = job.params.get("language")
+    profile = select_profile(settings, recording.profile, language)
     try:
         samples = audio.decode(
             settings.audio_dir / recording.audio_file, settings.max_audio_seconds
@@ -71,28 +153,109 @@ def transcribe_recording(
     duration = samples.size / audio.SAMPLE_RATE
     store.update_recording(recording.id, status="transcribing", duration=duration)
     speech = engines.detector.speech_chunks(samples)
-    on_progress(5.0)
-    language = job.params.get("language", settings.language)
-    options = RecognitionOptions(
-        language=None if language in (None, "", "auto") else language,
-        batch_size=settings.batch_size,
+    on_progress(3.0)
+    terms = Terms.parse(
+        [g["term"] if not g["misheard"] else f"{g['misheard']}={g['term']}"
+         for g in store.glossary()] + list(recording.terms or [])
     )
+    result = recognize(engines, settings, samples, speech, profile, terms, recording.script,
+                       on_progress)
+    decision = result.decision
+    probabilities = decision.probabilities if decision else None
+    store.complete_transcription(
+        job.id, recording.id, result.segments,
+        language=result.language,
+        language_probability=(probabilities or {}).get(result.language) if decision else None,
+        language_probabilities=probabilities,
+        auto_decision=asdict(decision) if decision else None,
+        profile=result.profile.name,
+        duration=duration,
+        model_id=result.model_id,
+    )
+    return result.segments
+
+
+@dataclass(frozen=True)
+class Recognition:
+    segments: list[Segment]
+    profile: Profile
+    """The profile used: in auto mode, the one chosen."""
+    language: str | None
+    """The language of most of the speech."""
+    model_id: str
+    decision: AutoDecision | None
+
+
+def recognize(
+    engines: Engines, settings: Settings, samples, speech: Sequence[SpeechChunk],
+    profile: Profile, terms: Terms = NO_TERMS, script: str | None = None,
+    on_progress: Callable[[float], None] = lambda percent: None, decide: bool = True,
+) -> Recognition:
+    """Speech chunks -> finished segments in time order, as the profile (or auto mode) says.
+
+    ``decide=False`` keeps an auto profile as it is (Whisper alone: no prompt, no variety).
+    """
+    decision = None
+    if profile.is_auto and speech and decide:
+        profile, decision = decide_profile(engines, samples, speech, profile, settings, terms)
+    on_progress(8.0)
+    options = recognition_options(profile, terms, settings, auto=decision is not None)
+    recognizer = engines.recognizer(profile.model)
+    duration = samples.size / audio.SAMPLE_RATE
     segments: list[Segment] = []
     furthest = 0.0
-    for segment in engines.recognizer.transcribe(samples, speech, options):
-        segments.append(segment)
+    for segment in recognizer.transcribe(samples, speech, options):
+        segments.append(finish_segment(segment, profile, terms, script))
         furthest = max(furthest, segment.end)
-        on_progress(5.0 + 94.0 * min(furthest / max(duration, 1e-6), 1.0))
+        on_progress(8.0 + 91.0 * min(furthest / max(duration, 1e-6), 1.0))
     segments.sort(key=lambda s: (s.start, s.end))
-    detected = _majority_language(segments) or options.language
-    store.complete_transcription(
-        job.id, recording.id, segments,
-        language=detected,
-        language_probability=None if options.language else _share(segments, detected),
-        duration=duration,
-        model_id=engines.recognizer.model_id,
+    language = _majority_language(segments) or options.language
+    return Recognition(segments, profile, language, recognizer.model_id, decision)
+
+
+def recognition_options(
+    profile: Profile, terms: Terms, settings: Settings, auto: bool = False
+) -> RecognitionOptions:
+    """What a profile asks of the recogniser.  In auto mode every window keeps its own
+    detected language (code-switching); an explicit profile fixes the language."""
+    hotwords = tuple(dict.fromkeys(profile.hotwords + terms.hotwords))
+    return RecognitionOptions(
+        language=None if auto or profile.is_auto else profile.language,
+        initial_prompt=profile.prompt,
+        hotwords="，".join(hotwords) if hotwords else None,
+        batch_size=settings.batch_size,
     )
-    return segments
+
+
+TRIAL_SECONDS = 20.0
+
+
+def decide_profile(
+    engines: Engines, samples, speech: Sequence[SpeechChunk], auto: Profile,
+    settings: Settings, terms: Terms,
+) -> tuple[Profile, AutoDecision]:
+    """Auto mode: detect the language over several stretches of speech, then the variety
+    (for languages several profiles share) by decoding a sample with each one's prompt."""
+    profiles = load_profiles(settings.data_dir)
+    recognizer = engines.recognizer(auto.model)
+    probabilities = recognizer.detect_language(samples, speech)
+    language = next(iter(probabilities), None)
+    sample, total = [], 0.0
+    for chunk in speech:
+        if total >= TRIAL_SECONDS:
+            break
+        sample.append(chunk)
+        total += chunk.end_s - chunk.start_s
+
+    def trial(candidate: Profile) -> list[Segment]:
+        options = recognition_options(candidate, terms, settings)
+        return list(engines.recognizer(candidate.model).transcribe(samples, sample, options))
+
+    name, varieties = choose_auto_profile(language, profiles, trial)
+    chosen = profiles[name] if name != AUTO else auto
+    decision = AutoDecision(profile=name, language=language, probabilities=probabilities,
+                            varieties=varieties)
+    return chosen, decision
 
 
 def _majority_language(segments: list[Segment]) -> str | None:

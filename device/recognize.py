@@ -44,7 +44,14 @@ class Recognizer(Protocol):
     def transcribe(
         self, audio: np.ndarray, speech: Sequence[SpeechChunk], options: RecognitionOptions
     ) -> Iterator[Segment]:
-        """Yield segments in time order; times are seconds from the start of ``audio``."""
+        """Yield segments; times are seconds from the start of ``audio``."""
+        ...
+
+    def detect_language(
+        self, audio: np.ndarray, speech: Sequence[SpeechChunk], windows: int = 4
+    ) -> dict[str, float]:
+        """Language probabilities averaged over up to ``windows`` stretches of speech spread
+        across the recording, most likely first."""
         ...
 
 
@@ -87,6 +94,25 @@ class WhisperRecognizer:
             for raw, language in self._decode(speech_audio, timeline.windows(missed), options):
                 yield from self._finish(raw, language, timeline, speech_audio, options)
 
+    def detect_language(
+        self, audio: np.ndarray, speech: Sequence[SpeechChunk], windows: int = 4
+    ) -> dict[str, float]:
+        if not speech:
+            return {}
+        speech_audio = np.concatenate([audio[c.start : c.end] for c in speech])
+        spans = _windows(speech)
+        picks = sorted({round(i * (len(spans) - 1) / max(windows - 1, 1))
+                        for i in range(min(windows, len(spans)))})
+        totals: dict[str, float] = {}
+        for i in picks:
+            start, end = (int(spans[i][k] * SAMPLE_RATE) for k in ("start", "end"))
+            stretch = speech_audio[start:end]
+            _, _, ranked = self.model.detect_language(stretch)
+            for language, probability in ranked:
+                totals[language] = totals.get(language, 0.0) + probability / len(picks)
+        ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:5]
+        return {language: round(p, 4) for language, p in ranked if p >= 0.001}
+
     def _decode(self, speech_audio: np.ndarray, windows: list[dict], options: RecognitionOptions):
         segments, info = self._pipeline.transcribe(
             speech_audio,
@@ -111,7 +137,7 @@ class WhisperRecognizer:
         """The window's language, unless the text is written in another script (Whisper
         kept transcribing across a language change): then detect it on this stretch."""
         script = _script(raw.text)
-        if options.language is not None or script in (None, _script_of(window_language)):
+        if script in (None, _script_of(window_language)):
             return window_language
         # One detection per window and script: an encoder pass costs as much as a window.
         key = (raw.seek, script)
@@ -387,3 +413,7 @@ def collapse_repeated_text(text: str) -> str:
         return unit if _repeat_rule(len(unit.strip()), repeats) else match.group(0)
 
     return _REPEAT_TEXT.sub(keep_one, text)
+
+
+# Recogniser implementations by the manifest's ``engine`` field.
+RECOGNIZERS = {"ctranslate2-whisper": WhisperRecognizer}

@@ -47,6 +47,14 @@ class Recording:
     language_probability: float | None = None
     model_id: str | None = None
     error: str | None = None
+    profile: str | None = None
+    """The dialect profile the transcript was made with (auto mode stores its choice)."""
+    script: str | None = None
+    """Output script chosen for this recording, overriding the profile's."""
+    terms: list | None = None
+    """This recording's own hotwords and corrections ("misheard=right")."""
+    language_probabilities: dict | None = None
+    auto_decision: dict | None = None
 
 
 @dataclass(frozen=True)

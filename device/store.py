@@ -75,7 +75,21 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1]
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """Dialect profiles: what each recording was transcribed with, and the glossary."""
+    recordings = db["recordings"]
+    for column in ("profile", "script", "terms", "language_probabilities", "auto_decision"):
+        recordings.add_column(column, str)
+    db["glossary"].create(
+        {"id": int, "term": str, "misheard": str, "created": str},
+        pk="id", not_null={"term", "created"}, if_not_exists=True,
+    )
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS glossary_entry "
+               "ON glossary (term, coalesce(misheard, ''))")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
+_JSON_COLUMNS = ("terms", "language_probabilities", "auto_decision")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -144,11 +158,11 @@ class Store:
         rows = list(self.db["recordings"].rows_where("id = ?", [recording_id]))
         if not rows:
             raise RecordingNotFound(f"no recording with id {recording_id}")
-        return Recording(**rows[0])
+        return _recording(rows[0])
 
     def list_recordings(self, limit: int = 100, offset: int = 0) -> list[Recording]:
         return [
-            Recording(**row)
+            _recording(row)
             for row in self.db["recordings"].rows_where(
                 order_by="id desc", limit=limit, offset=offset
             )
@@ -156,7 +170,7 @@ class Store:
 
     def update_recording(self, recording_id: int, **fields: object) -> Recording:
         with self.transaction():
-            self.db["recordings"].update(recording_id, {**fields, "updated": now()})
+            self.db["recordings"].update(recording_id, {**_encode(fields), "updated": now()})
         return self.get_recording(recording_id)
 
     # -- transcripts --------------------------------------------------------------------
@@ -202,13 +216,11 @@ class Store:
         job_id: int,
         recording_id: int,
         segments: Sequence[Segment],
-        *,
-        language: str | None,
-        language_probability: float | None,
-        duration: float,
-        model_id: str,
+        **recording_fields: object,
     ) -> None:
-        """Replace the transcript and finish the job in one transaction: exactly once."""
+        """Replace the transcript, update the recording (status done plus
+        ``recording_fields``: language, duration, model_id, profile, …) and finish the job,
+        in one transaction: exactly once."""
         with self.transaction():
             self._delete_transcript(recording_id)
             for idx, segment in enumerate(segments):
@@ -233,9 +245,7 @@ class Store:
                 )
             self.db["recordings"].update(
                 recording_id,
-                {"status": "done", "error": None, "language": language,
-                 "language_probability": language_probability, "duration": duration,
-                 "model_id": model_id, "updated": now()},
+                {**_encode(recording_fields), "status": "done", "error": None, "updated": now()},
             )
             self._finish(job_id, "done", None)
 
@@ -280,6 +290,10 @@ class Store:
         where, args = ("status = ?", [status]) if status else (None, [])
         return [_job(r) for r in self.db["jobs"].rows_where(where, args, order_by="id desc",
                                                              limit=limit)]
+
+    def jobs_for(self, recording_id: int) -> list[Job]:
+        return [_job(r) for r in self.db["jobs"].rows_where(
+            "recording_id = ?", [recording_id], order_by="id")]
 
     def claim(
         self, worker_pid: int, worker_started: float, job_id: int | None = None
@@ -350,6 +364,42 @@ class Store:
                     self.db["recordings"].update(job.recording_id, {"status": "queued"})
                 changed.append(self.get_job(job.id))
         return changed
+
+
+    # -- glossary -------------------------------------------------------------------------
+
+    def glossary(self) -> list[dict]:
+        """Admin-managed terms: {id, term, misheard}; misheard None means a hotword only."""
+        return list(self.db.query("SELECT id, term, misheard FROM glossary ORDER BY term, id"))
+
+    def add_glossary(self, term: str, misheard: str | None = None) -> int:
+        term, misheard = term.strip(), (misheard or "").strip() or None
+        if not term:
+            raise ValueError("a glossary term cannot be empty")
+        with self.transaction():
+            existing = self.db.execute(
+                "SELECT id FROM glossary WHERE term = ? AND coalesce(misheard, '') = ?",
+                [term, misheard or ""],
+            ).fetchone()
+            if existing:
+                return existing[0]
+            return self.db["glossary"].insert(
+                {"term": term, "misheard": misheard, "created": now()}
+            ).last_pk
+
+    def remove_glossary(self, entry_id: int) -> bool:
+        with self.transaction():
+            return self.db.execute("DELETE FROM glossary WHERE id = ?", [entry_id]).rowcount > 0
+
+
+def _encode(fields: dict) -> dict:
+    return {k: json.dumps(v, ensure_ascii=False) if k in _JSON_COLUMNS and v is not None else v
+            for k, v in fields.items()}
+
+
+def _recording(row: dict) -> Recording:
+    return Recording(**{k: json.loads(v) if k in _JSON_COLUMNS and v else v
+                        for k, v in row.items()})
 
 
 def _job(row: dict) -> Job:

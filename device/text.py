@@ -31,6 +31,11 @@ def to_traditional(text: str) -> str:
     return _converter("s2t").convert(text)
 
 
+def to_hongkong(text: str) -> str:
+    """Hong Kong Traditional characters (the written form Cantonese readers expect)."""
+    return _converter("s2hk").convert(to_simplified(text))
+
+
 def fold(text: str) -> str:
     """Full-width to half-width (NFKC) and Traditional to Simplified, lower case."""
     return to_simplified(unicodedata.normalize("NFKC", text)).lower()

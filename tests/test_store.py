@@ -17,7 +17,8 @@ def _transcribed(store: Store, title: str, texts: list[str]) -> int:
         for i, t in enumerate(texts)
     ]
     store.complete_transcription(job.id, recording.id, segments, language="zh",
-                                 language_probability=1.0, duration=10.0, model_id="m")
+                                 language_probability=1.0, duration=10.0, model_id="m",
+                                 language_probabilities={"zh": 0.99, "en": 0.01})
     return recording.id
 
 
@@ -60,6 +61,24 @@ def test_a_new_transcript_replaces_the_old_one_and_its_index(store):
     assert [s.text for s in store.segments(rid)] == ["第二版"]
     assert store.search("第一版") == []
     assert store.get_job(job.id).status == "done"
+
+
+def test_recordings_keep_profile_terms_and_language_decisions(store):
+    rid = _transcribed(store, "访谈", ["你好"])
+    store.update_recording(rid, profile="cantonese", terms=["华为", "花为=华为"])
+    recording = store.get_recording(rid)
+    assert recording.profile == "cantonese" and recording.terms == ["华为", "花为=华为"]
+    assert recording.language_probabilities == {"zh": 0.99, "en": 0.01}
+
+
+def test_glossary_entries_are_unique_and_removable(store):
+    a = store.add_glossary("华为")
+    assert store.add_glossary(" 华为 ") == a
+    b = store.add_glossary("华为", misheard="花为")
+    assert a != b
+    assert [(g["term"], g["misheard"]) for g in store.glossary()] == [("华为", None),
+                                                                     ("华为", "花为")]
+    assert store.remove_glossary(a) and not store.remove_glossary(a)
 
 
 def test_jobs_are_claimed_oldest_first_and_only_once(store):

@@ -1,0 +1,133 @@
+"""Accuracy harness: python -m device.eval DIR [--profiles auto,dialect] [--out FILE.json]
+
+DIR holds audio clips and a manifest.tsv (file, language, dialect, reference, …) like
+../shared/speech.  Every clip is transcribed with each chosen profile ("auto", "dialect" =
+the profile named by the clip's dialect column, "raw" = Whisper with no profile at all, or
+any profile name); the character error
+rate (Chinese and other unspaced scripts) or word error rate (English and other spaced
+languages) and the real-time factor are written per clip and per dialect, as JSON and as a
+readable table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from device import audio
+from device.jobs import load_engines
+from device.pipeline import Engines, recognize, select_profile
+from device.settings import Settings
+from device.text import character_error_rate, word_error_rate
+
+SPACED_LANGUAGES = {"en", "fr", "de", "es", "it", "pt", "nl", "ru"}
+
+
+@dataclass(frozen=True)
+class ClipResult:
+    file: str
+    dialect: str
+    mode: str
+    profile: str
+    """The profile used (auto mode: the one it chose)."""
+    language: str | None
+    metric: str
+    error_rate: float
+    rtf: float
+    hypothesis: str
+    reference: str
+
+
+def read_manifest(directory: Path) -> list[dict]:
+    with open(directory / "manifest.tsv", encoding="utf-8") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def evaluate(
+    directory: Path, modes: list[str], settings: Settings, engines: Engines
+) -> list[ClipResult]:
+    results = []
+    for row in read_manifest(directory):
+        samples = audio.decode(directory / row["file"])
+        duration = samples.size / audio.SAMPLE_RATE
+        for mode in modes:
+            name = {"dialect": row["dialect"], "raw": "auto"}.get(mode, mode)
+            profile = select_profile(settings, name)
+            started = time.perf_counter()
+            speech = engines.detector.speech_chunks(samples)
+            outcome = recognize(engines, settings, samples, speech, profile,
+                                decide=mode != "raw")
+            elapsed = time.perf_counter() - started
+            spaced = row["language"] in SPACED_LANGUAGES
+            joiner = " " if spaced else ""
+            hypothesis = joiner.join(s.text for s in outcome.segments)
+            score = word_error_rate if spaced else character_error_rate
+            results.append(ClipResult(
+                file=row["file"], dialect=row["dialect"], mode=mode,
+                profile=outcome.profile.name, language=outcome.language,
+                metric="wer" if spaced else "cer",
+                error_rate=round(score(row["reference"], hypothesis), 4),
+                rtf=round(elapsed / duration, 4), hypothesis=hypothesis,
+                reference=row["reference"],
+            ))
+    return results
+
+
+def summarise(results: list[ClipResult]) -> dict:
+    groups: dict[str, list[ClipResult]] = {}
+    for r in results:
+        groups.setdefault(f"{r.dialect}/{r.mode}", []).append(r)
+    return {
+        key: {
+            "clips": len(items),
+            "metric": items[0].metric,
+            "mean_error_rate": round(sum(r.error_rate for r in items) / len(items), 4),
+            "mean_rtf": round(sum(r.rtf for r in items) / len(items), 4),
+            "profiles_chosen": sorted({r.profile for r in items}),
+        }
+        for key, items in sorted(groups.items())
+    }
+
+
+def table(results: list[ClipResult]) -> str:
+    lines = [f"{'clip':<34} {'mode':<10} {'profile':<11} {'lang':<5} {'error':>12} "
+             f"{'RTF':>6}  text"]
+    for r in results:
+        lines.append(f"{r.file:<34} {r.mode:<10} {r.profile:<11} {r.language or '-':<5} "
+                     f"{r.metric.upper()} {r.error_rate:>7.3f} {r.rtf:>6.3f}  {r.hypothesis}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m device.eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--profiles", default="auto,dialect",
+                        help="comma-separated: auto, dialect, or profile names")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    if not (args.directory / "manifest.tsv").is_file():
+        print(f"error: {args.directory}: no manifest.tsv", file=sys.stderr)
+        return 1
+    settings = Settings.load()
+    results = evaluate(args.directory, [m.strip() for m in args.profiles.split(",") if m.strip()],
+                       settings, load_engines(settings))
+    report = {"directory": str(args.directory), "summary": summarise(results),
+              "clips": [asdict(r) for r in results]}
+    print(table(results))
+    for key, s in report["summary"].items():
+        print(f"{key:<24} {s['metric'].upper()} {s['mean_error_rate']:.3f}  "
+              f"RTF {s['mean_rtf']:.3f}  profiles {', '.join(s['profiles_chosen'])}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

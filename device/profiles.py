@@ -1,0 +1,317 @@
+"""Dialect profiles: data that tells recognition how people in a place talk and write.
+
+A profile names a Whisper language, a model, an output script, an initial prompt in the
+variety's own written form, hotwords, corrections and normalisation rules.  The built-in
+profiles live in ``device/profiles.toml``; an admin's TOML files in ``DATA_DIR/profiles/``
+override or extend them.
+
+    >>> profiles = load_profiles(None)
+    >>> profiles["cantonese"].language, profiles["cantonese"].script
+    ('zh', 'hongkong')
+    >>> finish_text("開放時間早上九點 至下午五點", profiles["mandarin"])
+    '开放时间早上9点，至下午5点'
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from device.errors import TingjiError
+from device.records import Segment
+from device.text import to_hongkong, to_simplified, to_traditional
+
+BUILTIN = Path(__file__).with_name("profiles.toml")
+SCRIPTS = ("simplified", "traditional", "hongkong", "as-spoken")
+PUNCTUATION = ("full-width", "half-width", "keep")
+NUMBERS = ("arabic", "keep")
+AUTO = "auto"
+
+
+class ProfileError(TingjiError):
+    pass
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    title: str
+    language: str
+    """Whisper language code, or "auto"."""
+    model: str
+    script: str = "as-spoken"
+    prompt: str | None = None
+    hotwords: tuple[str, ...] = ()
+    corrections: tuple[tuple[str, str], ...] = ()
+    """(misheard, right) pairs, applied longest first."""
+    punctuation: str = "keep"
+    numbers: str = "keep"
+    markers: str = ""
+    source: str = "built-in"
+    """Where the profile was read from (for error messages and the admin page)."""
+
+    @property
+    def is_auto(self) -> bool:
+        return self.language == AUTO
+
+
+@dataclass(frozen=True)
+class Terms:
+    """Hotwords and corrections for one transcription: the glossary plus the recording's own."""
+
+    hotwords: tuple[str, ...] = ()
+    corrections: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, items: Iterable[str]) -> Terms:
+        """'华为' is a hotword; '花为=华为' also corrects 花为 to 华为."""
+        hotwords, corrections = [], []
+        for item in items:
+            item = item.strip()
+            if not item:
+                continue
+            if "=" in item:
+                wrong, right = (part.strip() for part in item.split("=", 1))
+                if not wrong or not right:
+                    raise ProfileError(f"term {item!r}: write it as misheard=right")
+                corrections.append((wrong, right))
+                hotwords.append(right)
+            else:
+                hotwords.append(item)
+        return cls(tuple(dict.fromkeys(hotwords)), tuple(corrections))
+
+    def __add__(self, other: Terms) -> Terms:
+        return Terms(tuple(dict.fromkeys(self.hotwords + other.hotwords)),
+                     self.corrections + other.corrections)
+
+
+NO_TERMS = Terms()
+
+_FIELDS = {f for f in Profile.__dataclass_fields__} - {"source"}
+
+
+def _profile(data: dict, source: str) -> Profile:
+    unknown = set(data) - _FIELDS
+    if unknown:
+        raise ProfileError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}; "
+                           f"valid: {', '.join(sorted(_FIELDS))}")
+    for required in ("name", "language", "model"):
+        if not isinstance(data.get(required), str) or not data[required].strip():
+            raise ProfileError(f"{source}: profile needs a {required!r}")
+    name = data["name"]
+    for key, choices in (("script", SCRIPTS), ("punctuation", PUNCTUATION), ("numbers", NUMBERS)):
+        if key in data and data[key] not in choices:
+            raise ProfileError(f"{source}: profile {name}: {key} = {data[key]!r}; "
+                               f"choose one of {', '.join(choices)}")
+    corrections = data.get("corrections", {})
+    hotwords = data.get("hotwords", [])
+    if not isinstance(corrections, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in corrections.items()
+    ):
+        raise ProfileError(f"{source}: profile {name}: corrections must map text to text")
+    if not isinstance(hotwords, list) or not all(isinstance(h, str) for h in hotwords):
+        raise ProfileError(f"{source}: profile {name}: hotwords must be a list of text")
+    plain = {k: v for k, v in data.items() if k not in ("corrections", "hotwords", "title")}
+    return Profile(
+        **plain,
+        title=data.get("title", name),
+        hotwords=tuple(hotwords),
+        corrections=tuple(sorted(corrections.items(), key=lambda kv: -len(kv[0]))),
+        source=source,
+    )
+
+
+def _read(path: Path) -> list[Profile]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ProfileError(f"{path}: {exc}") from exc
+    entries = data.get("profile", [])
+    if isinstance(entries, dict):
+        entries = [entries]
+    if not entries or set(data) - {"profile"}:
+        raise ProfileError(f"{path}: expected [profile] or [[profile]] tables")
+    return [_profile(entry, str(path)) for entry in entries]
+
+
+def load_profiles(data_dir: Path | None) -> dict[str, Profile]:
+    """Built-in profiles, overridden and extended by DATA_DIR/profiles/*.toml."""
+    profiles = {p.name: p for p in _read(BUILTIN)}
+    if data_dir is not None and (data_dir / "profiles").is_dir():
+        for path in sorted((data_dir / "profiles").glob("*.toml")):
+            profiles.update({p.name: p for p in _read(path)})
+    return profiles
+
+
+def get_profile(name: str, profiles: dict[str, Profile], model_languages=None) -> Profile:
+    """The named profile, checked against its model's languages; errors list the choices.
+
+    ``model_languages(model_id)`` returns the languages a model knows (None: unknown model).
+    """
+    if name not in profiles:
+        raise ProfileError(f"unknown profile {name!r}; choose one of {', '.join(sorted(profiles))}")
+    profile = profiles[name]
+    if model_languages is not None:
+        languages = model_languages(profile.model)
+        if languages is None:
+            raise ProfileError(f"profile {name} ({profile.source}) names model {profile.model!r}, "
+                               "which is not in the model manifest")
+        if not profile.is_auto and profile.language not in languages:
+            raise ProfileError(
+                f"profile {name} ({profile.source}): model {profile.model} has no language "
+                f"{profile.language!r}; it knows {', '.join(sorted(languages))}"
+            )
+    return profile
+
+
+# -- text ----------------------------------------------------------------------------------
+
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_TO_FULL = {",": "，", ".": "。", "?": "？", "!": "！", ":": "：", ";": "；"}
+_TO_HALF = {v: k for k, v in _TO_FULL.items()} | {"、": ",", "（": "(", "）": ")"}
+_NUMERAL = "零〇一二两三四五六七八九十百千万"
+_UNITS = "点时分秒年月日号岁个元块度倍层楼次人名"
+_DIGIT = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6,
+          "七": 7, "八": 8, "九": 9}
+_POWER = {"十": 10, "百": 100, "千": 1000}
+
+
+def convert_script(text: str, script: str) -> str:
+    if script == "simplified":
+        return to_simplified(text)
+    if script == "traditional":
+        return to_traditional(text)
+    if script == "hongkong":
+        return to_hongkong(text)
+    return text
+
+
+def chinese_number(numeral: str) -> int | None:
+    """一千二百三十 -> 1230, 二零二四 -> 2024, 十二 -> 12; None if it is not a plain number."""
+    if all(c in _DIGIT for c in numeral):
+        return int("".join(str(_DIGIT[c]) for c in numeral))
+    total, section, digit = 0, 0, None
+    for c in numeral:
+        if c in _DIGIT:
+            digit = _DIGIT[c]
+        elif c in _POWER:
+            section += (1 if digit is None else digit) * _POWER[c]
+            digit = None
+        elif c == "万":
+            total = (total + section + (digit or 0)) * 10000
+            section, digit = 0, None
+        else:
+            return None
+    return total + section + (digit or 0)
+
+
+def _arabic_numbers(text: str) -> str:
+    def convert(match: re.Match) -> str:
+        numeral, unit = match.group(1), match.group(2)
+        if numeral == "一":  # 一点 is "a little", 一个 "a": leave single 一 alone
+            return match.group(0)
+        value = chinese_number(numeral)
+        return f"{value}{unit}" if value is not None else match.group(0)
+
+    def percent(match: re.Match) -> str:
+        value = chinese_number(match.group(1))
+        return f"{value}%" if value is not None else match.group(0)
+
+    text = re.sub(f"百分之([{_NUMERAL}]+)", percent, text)
+    return re.sub(f"([{_NUMERAL}]+)([{_UNITS}])", convert, text)
+
+
+def _punctuation(text: str, style: str) -> str:
+    if style == "full-width":
+        text = re.sub(f"(?<=[{_CJK}])\\s*([,.?!:;])(?!\\d)\\s*",
+                      lambda m: _TO_FULL[m.group(1)], text)
+        # Whisper marks a pause inside Chinese with a space.
+        text = re.sub(f"(?<=[{_CJK}\\d])\\s+(?=[{_CJK}])", "，", text)
+        text = re.sub(f"(?<=[{_CJK}])\\s+(?=\\d)", "，", text)
+    elif style == "half-width":
+        text = "".join(_TO_HALF.get(c, c) for c in text)
+    return text
+
+
+def apply_corrections(text: str, corrections: Sequence[tuple[str, str]]) -> str:
+    for wrong, right in sorted(corrections, key=lambda kv: -len(kv[0])):
+        text = text.replace(wrong, right)
+    return text
+
+
+def finish_text(
+    text: str, profile: Profile, terms: Terms = NO_TERMS, script: str | None = None
+) -> str:
+    """Corrections, then script, punctuation and numbers, as the profile says."""
+    text = apply_corrections(text.strip(), profile.corrections + terms.corrections)
+    text = convert_script(text, script or profile.script)
+    text = _punctuation(text, profile.punctuation)
+    if profile.numbers == "arabic":
+        text = _arabic_numbers(text)
+    return text
+
+
+def finish_segment(segment: Segment, profile: Profile, terms: Terms = NO_TERMS,
+                   script: str | None = None) -> Segment:
+    words = tuple(replace(w, text=convert_script(w.text, script or profile.script))
+                  for w in segment.words)
+    return replace(segment, text=finish_text(segment.text, profile, terms, script), words=words)
+
+
+# -- auto mode -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AutoDecision:
+    profile: str
+    language: str
+    probabilities: dict[str, float]
+    """Whisper's language probabilities, averaged over several windows of speech."""
+    varieties: dict[str, float] = field(default_factory=dict)
+    """For varieties sharing a language code: the score each got (see detect_profile)."""
+
+
+def variety_score(segments: Sequence[Segment], markers: str) -> tuple[float, float]:
+    """(marker characters per 100 CJK characters, mean avg_logprob) of a trial decoding."""
+    text = "".join(s.text for s in segments)
+    cjk = len(re.findall(f"[{_CJK}]", text))
+    hits = sum(text.count(m) for m in markers)
+    logprob = float(np.mean([s.avg_logprob for s in segments])) if segments else -10.0
+    return (100.0 * hits / cjk if cjk else 0.0), logprob
+
+
+def choose_auto_profile(
+    language: str,
+    profiles: dict[str, Profile],
+    trial,
+) -> tuple[str, dict[str, float]]:
+    """Pick the profile for a detected language.
+
+    Where several profiles share the language (Mandarin, Cantonese, Sichuanese all use zh),
+    ``trial(profile)`` decodes a sample of the speech with that profile's prompt.  A variety
+    with markers wins over the plain profile only when its decoding both uses its written
+    forms (>= 3 marker characters per 100) and is more likely than the plain decoding.
+    """
+    candidates = [p for p in profiles.values() if p.language == language]
+    plain = [p for p in candidates if not p.markers]
+    varieties = [p for p in candidates if p.markers]
+    if not candidates:
+        return AUTO, {}
+    if not varieties or not plain:
+        return candidates[0].name, {}
+    base = plain[0]
+    _, base_logprob = variety_score(trial(base), "")
+    scores = {base.name: round(base_logprob, 3)}
+    best, best_logprob = base.name, base_logprob
+    for variety in varieties:
+        density, logprob = variety_score(trial(variety), variety.markers)
+        scores[variety.name] = round(logprob, 3)
+        scores[f"{variety.name}_markers_per_100"] = round(density, 1)
+        if density >= 3.0 and logprob > best_logprob + 0.05:
+            best, best_logprob = variety.name, logprob
+    return best, scores

@@ -1,0 +1,123 @@
+"""Dialect profiles as data: loading, validation, text finishing, and their errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from device.profiles import (
+    ProfileError,
+    Terms,
+    chinese_number,
+    choose_auto_profile,
+    finish_text,
+    get_profile,
+    load_profiles,
+)
+from device.records import Segment
+from models.store import load_manifest
+
+
+def _languages(model_id):
+    spec = load_manifest().get(model_id)
+    return None if spec is None else set(spec.languages)
+
+
+def test_builtin_profiles_are_valid_for_their_models():
+    profiles = load_profiles(None)
+    assert {"auto", "mandarin", "cantonese", "sichuanese", "english"} <= set(profiles)
+    for name in profiles:
+        get_profile(name, profiles, _languages)
+    assert "嘅" in profiles["cantonese"].prompt and "咗" in profiles["cantonese"].prompt
+
+
+def test_admin_profiles_override_and_extend(tmp_path):
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    (folder / "hakka.toml").write_text(
+        '[profile]\nname = "hakka"\ntitle = "客家话"\nlanguage = "zh"\nmodel = "whisper-base"\n'
+        'prompt = "客家话录音"\n[profile.corrections]\n"涯" = "𠊎"\n', encoding="utf-8")
+    (folder / "mandarin.toml").write_text(
+        '[profile]\nname = "mandarin"\nlanguage = "zh"\nmodel = "whisper-base"\n'
+        'script = "traditional"\n', encoding="utf-8")
+    profiles = load_profiles(tmp_path)
+    assert profiles["hakka"].corrections == (("涯", "𠊎"),)
+    assert profiles["mandarin"].script == "traditional"
+    assert profiles["mandarin"].source.endswith("mandarin.toml")
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('[profile]\nname = "x"\nlanguage = "zh"\nmodel = "whisper-base"\ncolour = "red"\n',
+         "unknown key.*colour"),
+        ('[profile]\nname = "x"\nlanguage = "zh"\nmodel = "whisper-base"\nscript = "klingon"\n',
+         "script = 'klingon'; choose one of simplified, traditional, hongkong, as-spoken"),
+        ('[profile]\nname = "x"\nmodel = "whisper-base"\n', "needs a 'language'"),
+        ('[profile\nname = "x"\n', "bad.toml"),
+        ('title = "no table"\n', r"expected \[profile\]"),
+    ],
+)
+def test_a_profile_file_with_errors_names_the_problem(tmp_path, content, message):
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "bad.toml").write_text(content, encoding="utf-8")
+    with pytest.raises(ProfileError, match=message):
+        load_profiles(tmp_path)
+
+
+def test_unknown_profile_and_missing_language_list_the_choices(tmp_path):
+    profiles = load_profiles(None)
+    with pytest.raises(ProfileError, match="unknown profile 'hokkien'; choose one of auto, "):
+        get_profile("hokkien", profiles, _languages)
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "yue.toml").write_text(
+        '[profile]\nname = "yue-native"\nlanguage = "yue"\nmodel = "whisper-base"\n')
+    profiles = load_profiles(tmp_path)
+    with pytest.raises(ProfileError, match="whisper-base has no language 'yue'; it knows af"):
+        get_profile("yue-native", profiles, _languages)
+    (tmp_path / "profiles" / "yue.toml").write_text(
+        '[profile]\nname = "big"\nlanguage = "zh"\nmodel = "whisper-large"\n')
+    with pytest.raises(ProfileError, match="model 'whisper-large', which is not in the model"):
+        get_profile("big", load_profiles(tmp_path), _languages)
+
+
+def test_script_punctuation_numbers_and_english_is_untouched():
+    p = load_profiles(None)
+    assert finish_text("開放時間早上九點 至下午五點", p["mandarin"]) == "开放时间早上9点，至下午5点"
+    assert finish_text("我有一点累,百分之五十的人来了.", p["mandarin"]) == "我有一点累，50%的人来了。"
+    assert finish_text("呢几个字都表达唔到", p["cantonese"]) == "呢幾個字都表達唔到"
+    english = "Ask not what your country can do for you, ask what you can do."
+    for profile in p.values():
+        assert finish_text(english, profile) == english
+    assert finish_text("我们用Python 3.11开发", p["mandarin"]) == "我们用Python 3.11开发"
+
+
+def test_chinese_numbers():
+    assert [chinese_number(n) for n in ("十二", "二零二四", "一千二百三十", "三万五千", "两百")] == [
+        12, 2024, 1230, 35000, 200]
+
+
+def test_terms_and_corrections():
+    terms = Terms.parse(["华为", "花为=华为", " ", "张总"])
+    assert terms.hotwords == ("华为", "张总")
+    assert finish_text("花为的张总说", load_profiles(None)["mandarin"], terms) == "华为的张总说"
+    with pytest.raises(ProfileError, match="misheard=right"):
+        Terms.parse(["=华为"])
+
+
+def test_auto_prefers_a_variety_only_with_its_written_forms_and_a_better_score():
+    profiles = load_profiles(None)
+
+    def trial_for(results):
+        return lambda profile: [Segment(0, 1, results[profile.name][0],
+                                         avg_logprob=results[profile.name][1])]
+
+    cantonese_speech = {"mandarin": ("这几个字都表达不到我想讲的意思", -0.28),
+                        "cantonese": ("呢幾個字都表達唔到我想講嘅意思", -0.10),
+                        "sichuanese": ("这几个字都表达不到我想讲的意思", -0.17)}
+    assert choose_auto_profile("zh", profiles, trial_for(cantonese_speech))[0] == "cantonese"
+    mandarin_speech = {"mandarin": ("甚至出现交易几乎停滞的情况", -0.11),
+                       "cantonese": ("甚至出現交易幾乎停滯嘅情況", -0.14),
+                       "sichuanese": ("甚至出现交易几乎停滞的情况", -0.13)}
+    assert choose_auto_profile("zh", profiles, trial_for(mandarin_speech))[0] == "mandarin"
+    assert choose_auto_profile("en", profiles, trial_for({}))[0] == "english"
+    assert choose_auto_profile("fr", profiles, trial_for({}))[0] == "auto"
