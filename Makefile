@@ -40,8 +40,13 @@ test: install
 	  if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	  exit $$status
 
+SPEECH_DIR ?= ../shared/speech
+
 bench: install
 	$(PY) bench/asr.py
+	@if [ -f $(SPEECH_DIR)/manifest.tsv ]; then \
+	  $(PY) -m device.eval $(SPEECH_DIR) --profiles raw,auto,dialect --out bench/results/eval.json; \
+	else echo "bench: no $(SPEECH_DIR)/manifest.tsv, accuracy harness skipped"; fi
 
 lint: deps
 	$(PY) -m ruff check device models web tests bench

@@ -216,18 +216,23 @@ def recognize(
 def recognition_options(
     profile: Profile, terms: Terms, settings: Settings, auto: bool = False
 ) -> RecognitionOptions:
-    """What a profile asks of the recogniser.  In auto mode every window keeps its own
-    detected language (code-switching); an explicit profile fixes the language."""
+    """What a profile asks of the recogniser.
+
+    An explicit profile fixes the language and prompts in its own written form.  In auto mode
+    every window keeps its own detected language (code-switching), and only a variety's
+    prompt is used: it is what makes Whisper write Cantonese rather than Mandarin, whereas a
+    standard-language prompt makes Whisper translate the other language's windows into it.
+    """
     hotwords = tuple(dict.fromkeys(profile.hotwords + terms.hotwords))
     return RecognitionOptions(
         language=None if auto or profile.is_auto else profile.language,
-        initial_prompt=profile.prompt,
+        initial_prompt=profile.prompt if not auto or profile.markers else None,
         hotwords="，".join(hotwords) if hotwords else None,
         batch_size=settings.batch_size,
     )
 
 
-TRIAL_SECONDS = 20.0
+TRIAL_SECONDS = 15.0
 
 
 def decide_profile(
@@ -248,7 +253,8 @@ def decide_profile(
         total += chunk.end_s - chunk.start_s
 
     def trial(candidate: Profile) -> list[Segment]:
-        options = recognition_options(candidate, terms, settings)
+        # Greedy decoding is enough to compare written forms and likelihoods.
+        options = replace(recognition_options(candidate, terms, settings), beam_size=1)
         return list(engines.recognizer(candidate.model).transcribe(samples, sample, options))
 
     name, varieties = choose_auto_profile(language, profiles, trial)

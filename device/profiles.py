@@ -174,6 +174,8 @@ def get_profile(name: str, profiles: dict[str, Profile], model_languages=None) -
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TO_FULL = {",": "，", ".": "。", "?": "？", "!": "！", ":": "：", ";": "；"}
 _TO_HALF = {v: k for k, v in _TO_FULL.items()} | {"、": ",", "（": "(", "）": ")"}
+# Full-width Latin letters and digits (ＡＢＣ１２３) are always written half-width.
+_FULL_WIDTH_ALNUM = {c: c - 0xFEE0 for c in range(0xFF10, 0xFF5B) if chr(c - 0xFEE0).isalnum()}
 _NUMERAL = "零〇一二两三四五六七八九十百千万"
 _UNITS = "点时分秒年月日号岁个元块度倍层楼次人名"
 _DIGIT = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6,
@@ -247,9 +249,19 @@ def apply_corrections(text: str, corrections: Sequence[tuple[str, str]]) -> str:
 def finish_text(
     text: str, profile: Profile, terms: Terms = NO_TERMS, script: str | None = None
 ) -> str:
-    """Corrections, then script, punctuation and numbers, as the profile says."""
-    text = apply_corrections(text.strip(), profile.corrections + terms.corrections)
-    text = convert_script(text, script or profile.script)
+    """Corrections, then script, punctuation and numbers, as the profile says.
+
+    Corrections are applied before and after the script conversion (in that script too), so
+    a term written in Simplified also corrects Traditional output and the other way round.
+    """
+    corrections = profile.corrections + terms.corrections
+    script = script or profile.script
+    text = text.strip().translate(_FULL_WIDTH_ALNUM)
+    text = apply_corrections(text, corrections)
+    text = convert_script(text, script)
+    text = apply_corrections(
+        text, [(convert_script(w, script), convert_script(r, script)) for w, r in corrections]
+    )
     text = _punctuation(text, profile.punctuation)
     if profile.numbers == "arabic":
         text = _arabic_numbers(text)

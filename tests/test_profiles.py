@@ -89,6 +89,7 @@ def test_script_punctuation_numbers_and_english_is_untouched():
     for profile in p.values():
         assert finish_text(english, profile) == english
     assert finish_text("我们用Python 3.11开发", p["mandarin"]) == "我们用Python 3.11开发"
+    assert finish_text("ＡＰＰ版本２", p["english"]) == "APP版本2"
 
 
 def test_chinese_numbers():
