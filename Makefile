@@ -7,8 +7,8 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
-# Debian packages: none needed to run yet; espeak-ng speaks test sentences.
-DEB_RUN  :=
+# Debian packages: PortAudio for the microphone; espeak-ng speaks test sentences.
+DEB_RUN  := libportaudio2
 DEB_TEST := espeak-ng
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 

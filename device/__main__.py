@@ -4,6 +4,10 @@
     retranscribe ID [--profile P] [--script S] [--term T]…   queue it again, e.g. after a fix
     search QUERY [--limit N] [--json]
     jobs [--status S]
+    record [--title T] [--source mic|file:PATH] [--device D] [--profile P] [--duration S]
+                        record with a live transcript; on a terminal: p pause, r resume,
+                        m NOTE marker, q (or Enter, Ctrl-C) stop
+    devices             input devices
     profiles            dialect profiles and where they come from
     glossary [add TERM [--misheard M] | remove ID]
     worker              run queued jobs until stopped
@@ -69,6 +73,24 @@ def _parser() -> argparse.ArgumentParser:
     _profile_arguments(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_retranscribe)
+
+    p = commands.add_parser("record", help="record with a live transcript")
+    p.add_argument("--title")
+    p.add_argument("--source", default="mic", help="mic (default) or file:PATH")
+    p.add_argument("--device", help="input device name or index (see `devices`)")
+    p.add_argument("--profile", help="dialect profile for the transcript; default auto")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="file source: times real time (0 = as fast as it decodes)")
+    p.add_argument("--no-live", action="store_true", help="no live transcript")
+    p.add_argument("--no-final", action="store_true",
+                   help="leave the final transcription to the worker")
+    p.add_argument("--json", action="store_true", help="print the final transcript as JSON")
+    p.add_argument("--fsync-trace", type=Path, help=argparse.SUPPRESS)  # power-cut tests
+    p.set_defaults(func=cmd_record)
+
+    p = commands.add_parser("devices", help="list audio input devices")
+    p.set_defaults(func=cmd_devices)
 
     p = commands.add_parser("profiles", help="list the dialect profiles")
     p.set_defaults(func=cmd_profiles)
@@ -210,6 +232,91 @@ class _progress_bar:
 def _clock(seconds: float) -> str:
     minutes, secs = divmod(seconds, 60)
     return f"{int(minutes):02d}:{secs:05.2f}"
+
+
+def cmd_record(settings: Settings, args: argparse.Namespace) -> int:
+    from device.capture import open_source
+    from device.recorder import Recorder, recover_interrupted
+
+    for recording_id in recover_interrupted(settings):
+        print(f"recording {recording_id} was cut off earlier: recovered and queued",
+              file=sys.stderr)
+    source = open_source(args.source, args.device, args.speed)
+    runner = Runner(settings)
+    recorder = Recorder(settings, None if args.no_live else runner.prepare(),
+                        fsync_trace=args.fsync_trace)
+    events = recorder.subscribe()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    recording = recorder.start(source, title=args.title, profile=args.profile)
+    print(f"recording {recording.id} from {source.name}"
+          + (" — p pause, r resume, m NOTE marker, q stop" if sys.stdin.isatty() else ""),
+          file=sys.stderr)
+    if sys.stdin.isatty():
+        threading.Thread(target=_keyboard, args=(recorder, stop), daemon=True).start()
+    started = time.monotonic()
+    while recorder.state == "recording" and recorder._thread.is_alive() and not stop.is_set():
+        if args.duration and time.monotonic() - started >= args.duration:
+            break
+        _print_events(events)
+        time.sleep(0.1)
+    recording = recorder.stop() if recorder._thread.is_alive() else recorder.wait()
+    _print_events(events)
+    detail = f" — {recording.error}" if recording.error else ""
+    print(f"recording {recording.id}: {recording.duration or 0.0:.1f} s, {recording.status}"
+          f"{detail}", file=sys.stderr)
+    if recorder.stop_reason:
+        return 1
+    if args.no_final or recording.status not in ("queued", "recovered"):
+        return 0
+    with Store(settings.database_path) as store:  # the final transcript, in batch
+        [job] = [j for j in store.jobs_for(recording.id) if j.status == "queued"][-1:] or [None]
+        if job is None:
+            return 0
+        return _run_and_print(store, runner, recording, job, args)
+
+
+def _keyboard(recorder, stop: threading.Event) -> None:
+    for line in sys.stdin:
+        command, _, note = line.strip().partition(" ")
+        try:
+            if command == "p":
+                recorder.pause()
+            elif command == "r":
+                recorder.resume()
+            elif command == "m":
+                marker = recorder.marker(note)
+                print(f"marker at {_clock(marker['t'])} {note}", file=sys.stderr)
+            elif command in ("q", ""):
+                break
+        except TingjiError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+    stop.set()
+
+
+def _print_events(events) -> None:
+    import queue
+
+    while True:
+        try:
+            event = events.get_nowait()
+        except queue.Empty:
+            return
+        if event["type"] == "segment":
+            print(f"[{_clock(event['start'])}] {event['text']}", flush=True)
+
+
+def cmd_devices(settings: Settings, args: argparse.Namespace) -> int:
+    from device.capture import CaptureError, input_devices
+
+    try:
+        devices = input_devices()
+    except OSError as exc:
+        raise CaptureError(f"no audio input available ({exc}); install libportaudio2") from exc
+    for index, name in devices:
+        print(f"{index}: {name}")
+    return 0 if devices else 1
 
 
 def cmd_profiles(settings: Settings, args: argparse.Namespace) -> int:

@@ -146,6 +146,10 @@ class Worker:
     def serve(self, stop: threading.Event, idle_wait: float = 0.5) -> None:
         """Run jobs until ``stop`` is set."""
         self._take_lock()
+        from device.recorder import recover_interrupted
+
+        for recording_id in recover_interrupted(self.settings):
+            log.info("recording %s was cut off; repaired and queued", recording_id)
         store = Store(self.settings.database_path)
         try:
             for job in store.requeue_interrupted(process_alive, MAX_ATTEMPTS):

@@ -88,7 +88,19 @@ def _migration_2(db: sqlite_utils.Database) -> None:
                "ON glossary (term, coalesce(misheard, ''))")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
+def _migration_3(db: sqlite_utils.Database) -> None:
+    """Markers: bookmarks an interviewer sets while recording (time and note)."""
+    db["markers"].create(
+        {"id": int, "recording_id": int, "t": float, "note": str, "created": str},
+        pk="id", foreign_keys=[("recording_id", "recordings", "id")],
+        not_null={"recording_id", "t", "created"}, if_not_exists=True,
+    )
+    db["markers"].create_index(["recording_id", "t"], if_not_exists=True)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _migration_1, _migration_2, _migration_3,
+]
 _JSON_COLUMNS = ("terms", "language_probabilities", "auto_decision")
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -224,30 +236,51 @@ class Store:
         with self.transaction():
             self._delete_transcript(recording_id)
             for idx, segment in enumerate(segments):
-                segment_id = self.db["segments"].insert(
-                    {
-                        "recording_id": recording_id, "idx": idx, "start": segment.start,
-                        "end": segment.end, "text": segment.text, "language": segment.language,
-                        "avg_logprob": segment.avg_logprob,
-                        "no_speech_prob": segment.no_speech_prob,
-                        "compression_ratio": segment.compression_ratio,
-                        "speaker": segment.speaker, "revision": 0,
-                    }
-                ).last_pk
-                self.db["words"].insert_all(
-                    {"segment_id": segment_id, "idx": i, "start": w.start, "end": w.end,
-                     "text": w.text, "probability": w.probability}
-                    for i, w in enumerate(segment.words)
-                )
-                self.db.execute(
-                    "INSERT INTO segments_fts (rowid, text) VALUES (?, ?)",
-                    [segment_id, search_form(segment.text)],
-                )
+                self._insert_segment(recording_id, idx, segment)
             self.db["recordings"].update(
                 recording_id,
                 {**_encode(recording_fields), "status": "done", "error": None, "updated": now()},
             )
             self._finish(job_id, "done", None)
+
+    def append_segment(self, recording_id: int, segment: Segment) -> int:
+        """Add one segment at the end of a transcript (the live transcript while recording)."""
+        with self.transaction():
+            idx = self.db.execute(
+                "SELECT coalesce(max(idx) + 1, 0) FROM segments WHERE recording_id = ?",
+                [recording_id]).fetchone()[0]
+            return self._insert_segment(recording_id, idx, segment)
+
+    def _insert_segment(self, recording_id: int, idx: int, segment: Segment) -> int:
+        segment_id = self.db["segments"].insert(
+            {
+                "recording_id": recording_id, "idx": idx, "start": segment.start,
+                "end": segment.end, "text": segment.text, "language": segment.language,
+                "avg_logprob": segment.avg_logprob, "no_speech_prob": segment.no_speech_prob,
+                "compression_ratio": segment.compression_ratio, "speaker": segment.speaker,
+                "revision": 0,
+            }
+        ).last_pk
+        self.db["words"].insert_all(
+            {"segment_id": segment_id, "idx": i, "start": w.start, "end": w.end,
+             "text": w.text, "probability": w.probability}
+            for i, w in enumerate(segment.words)
+        )
+        self.db.execute("INSERT INTO segments_fts (rowid, text) VALUES (?, ?)",
+                        [segment_id, search_form(segment.text)])
+        return segment_id
+
+    def add_marker(self, recording_id: int, t: float, note: str = "") -> dict:
+        with self.transaction():
+            marker_id = self.db["markers"].insert(
+                {"recording_id": recording_id, "t": t, "note": note, "created": now()}
+            ).last_pk
+        return {"id": marker_id, "recording_id": recording_id, "t": t, "note": note}
+
+    def markers(self, recording_id: int) -> list[dict]:
+        return list(self.db.query(
+            "SELECT id, recording_id, t, note FROM markers WHERE recording_id = ? ORDER BY t, id",
+            [recording_id]))
 
     def search(self, query: str, limit: int = 50) -> list[SearchHit]:
         """Segments containing every term of ``query`` (Chinese or English), best first.

@@ -10,7 +10,7 @@ from fastapi.templating import Jinja2Templates
 
 from device.settings import Settings
 from device.store import Store
-from web.routers import library, system
+from web.routers import library, record, system
 
 HERE = Path(__file__).parent
 
@@ -23,4 +23,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(system.router)
     app.include_router(library.router)
+    app.include_router(record.router)
     return app

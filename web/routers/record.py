@@ -1,0 +1,143 @@
+"""Recording over HTTP (JSON) and a Server-Sent Events stream of live segments and levels.
+
+POST /api/record/start {title?, source?, device?, profile?}   409 if one is running
+POST /api/record/pause | /resume | /stop                      409 if nothing is recording
+POST /api/record/marker {note?}
+GET  /api/record/status
+GET  /api/record/events                                       text/event-stream
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import threading
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from device.capture import CaptureError, FileSource, MicrophoneSource
+from device.errors import TingjiError
+from device.recorder import NotRecording, Recorder, RecorderBusy
+from web.deps import SettingsDep
+
+router = APIRouter(prefix="/api/record")
+_setup = threading.Lock()
+
+
+class StartRequest(BaseModel):
+    title: str | None = None
+    source: str = "mic"
+    """mic, or demo:NAME for a file in DATA_DIR/demo/ played at real-time speed."""
+    device: str | None = None
+    profile: str | None = None
+
+
+class MarkerRequest(BaseModel):
+    note: str = ""
+
+
+def recorder_of(request: Request) -> Recorder:
+    """The app's one recorder, created (with the models) on first use."""
+    with _setup:
+        if getattr(request.app.state, "recorder", None) is None:
+            from device.jobs import load_engines
+
+            settings = request.app.state.settings
+            request.app.state.recorder = Recorder(settings, load_engines(settings))
+        return request.app.state.recorder
+
+
+def _source(body: StartRequest, settings):
+    if body.source == "mic":
+        device = int(body.device) if body.device and body.device.isdigit() else body.device
+        return MicrophoneSource(device)
+    if body.source.startswith("demo:"):
+        name = body.source[5:]
+        folder = settings.data_dir / "demo"
+        if not name or "/" in name or name.startswith(".") or not (folder / name).is_file():
+            available = ", ".join(sorted(p.name for p in folder.glob("*"))) or "none"
+            raise CaptureError(f"no demo file {name!r}; available: {available}")
+        return FileSource(folder / name)
+    raise CaptureError(f"unknown source {body.source!r}; use mic or demo:NAME")
+
+
+@router.post("/start")
+def start(body: StartRequest, request: Request, settings: SettingsDep):
+    recorder = recorder_of(request)
+    try:
+        recording = recorder.start(_source(body, settings), title=body.title,
+                                   profile=body.profile)
+    except RecorderBusy as exc:
+        raise HTTPException(409, str(exc)) from exc
+    except TingjiError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    return {"recording_id": recording.id, **recorder.status()}
+
+
+def _control(request: Request, action: str, **kwargs):
+    recorder = recorder_of(request)
+    try:
+        result = getattr(recorder, action)(**kwargs)
+    except NotRecording as exc:
+        raise HTTPException(409, str(exc)) from exc
+    return result
+
+
+@router.post("/pause")
+def pause(request: Request):
+    _control(request, "pause")
+    return recorder_of(request).status()
+
+
+@router.post("/resume")
+def resume(request: Request):
+    _control(request, "resume")
+    return recorder_of(request).status()
+
+
+@router.post("/marker")
+def marker(body: MarkerRequest, request: Request):
+    return _control(request, "marker", note=body.note)
+
+
+@router.post("/stop")
+def stop(request: Request):
+    recording = _control(request, "stop")
+    return {"recording_id": recording.id, "status": recording.status,
+            "duration": recording.duration, "error": recording.error}
+
+
+@router.get("/status")
+def status(request: Request):
+    return recorder_of(request).status()
+
+
+@router.get("/events")
+async def events(request: Request):
+    recorder = await asyncio.to_thread(recorder_of, request)
+    subscription = recorder.subscribe()
+
+    async def stream():
+        try:
+            yield f"event: status\ndata: {json.dumps(recorder.status())}\n\n"
+            idle = 0.0
+            while not await request.is_disconnected():
+                try:
+                    event = subscription.get_nowait()
+                except queue.Empty:
+                    await asyncio.sleep(0.05)
+                    idle += 0.05
+                    if idle >= 15:
+                        idle = 0.0
+                        yield ": keep-alive\n\n"
+                    continue
+                idle = 0.0
+                yield f"event: {event['type']}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
+        finally:
+            recorder.unsubscribe(subscription)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
