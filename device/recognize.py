@@ -34,6 +34,9 @@ class RecognitionOptions:
     initial_prompt: str | None = None
     """Text in the speakers' own written form; steers vocabulary, script and dialect."""
     hotwords: str | None = None
+    word_timestamps: bool = True
+    """Needed for sentence segments and for finding speech a window dropped; the live
+    transcript goes without them."""
     beam_size: int = 5
     batch_size: int = 2
 
@@ -90,7 +93,7 @@ class WhisperRecognizer:
         # mid-window, a long pause) the rest of the window is lost.  Decode the speech
         # chunks that produced no words again, in windows of their own.
         missed = [i for i, was_heard in enumerate(heard) if not was_heard]
-        if missed:
+        if missed and options.word_timestamps:
             for raw, language in self._decode(speech_audio, timeline.windows(missed), options):
                 yield from self._finish(raw, language, timeline, speech_audio, options)
 
@@ -121,7 +124,7 @@ class WhisperRecognizer:
             multilingual=options.language is None,
             initial_prompt=options.initial_prompt,
             hotwords=options.hotwords,
-            word_timestamps=True,
+            word_timestamps=options.word_timestamps,
             beam_size=options.beam_size,
             batch_size=options.batch_size,
             vad_filter=False,

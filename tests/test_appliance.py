@@ -70,3 +70,62 @@ def test_the_appliance_serves_health_runs_jobs_and_stops_cleanly(settings, speec
     _until(lambda: not psutil.pid_exists(worker_pid)
            or psutil.Process(worker_pid).status() == psutil.STATUS_ZOMBIE, 30,
            "the worker to stop with the appliance")
+
+
+def test_recording_over_http_with_live_events(settings, tmp_path):
+    """Start, markers, pause/resume, 409s and the SSE stream, against the running appliance."""
+    import shutil
+
+    import httpx
+
+    from tests.conftest import long_speech
+
+    demo = settings.data_dir / "demo"
+    demo.mkdir(parents=True)
+    shutil.copy(long_speech(tmp_path, 25), demo / "clip.wav")  # utterances with pauses
+    port = _free_port()
+    env = {**os.environ, "TINGJI_DATA_DIR": str(settings.data_dir),
+           "TINGJI_MODELS_DIR": str(settings.models_dir), "TINGJI_PORT": str(port)}
+    appliance = subprocess.Popen([sys.executable, "-m", "device", "run"], cwd=PROJECT_ROOT,
+                                 env=env, stdin=subprocess.DEVNULL,
+                                 stdout=open(tmp_path / "run.log", "wb"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _until(lambda: _get(f"{base}/health")[0] == 200, 60, "/health")
+        with httpx.Client(base_url=base, timeout=60) as client:
+            assert client.post("/api/record/stop").status_code == 409
+            bad = client.post("/api/record/start", json={"source": "demo:../../etc/passwd"})
+            assert bad.status_code == 400 and "no demo file" in bad.json()["detail"]
+            started = client.post("/api/record/start",
+                                  json={"source": "demo:clip.wav", "title": "HTTP"})
+            assert started.status_code == 200, started.text
+            recording_id = started.json()["recording_id"]
+            again = client.post("/api/record/start", json={"source": "demo:clip.wav"})
+            assert again.status_code == 409
+            events = []
+            with client.stream("GET", "/api/record/events") as stream:
+                deadline = time.monotonic() + 30
+                for line in stream.iter_lines():
+                    if line.startswith("data: "):
+                        events.append(json.loads(line[6:]))
+                        if any(e.get("type") == "segment" for e in events) and any(
+                                e.get("type") == "level" for e in events):
+                            break
+                    if time.monotonic() > deadline:
+                        break
+            assert any(e.get("type") == "level" for e in events), events[:5]
+            assert any(e.get("type") == "segment" and e["text"] for e in events), events[:5]
+            marker = client.post("/api/record/marker", json={"note": "要点"}).json()
+            assert marker["note"] == "要点" and marker["recording_id"] == recording_id
+            assert client.post("/api/record/pause").json()["state"] == "paused"
+            assert client.post("/api/record/resume").json()["state"] == "recording"
+            stopped = client.post("/api/record/stop").json()
+            assert stopped["recording_id"] == recording_id and stopped["status"] == "queued"
+        with Store(settings.database_path) as store:
+            _until(lambda: store.get_recording(recording_id).status == "done", 120,
+                   "the worker's final transcript")
+            assert store.markers(recording_id)[0]["note"] == "要点"
+            assert store.segments(recording_id)
+    finally:
+        appliance.send_signal(signal.SIGTERM)
+        appliance.wait(30)

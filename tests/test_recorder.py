@@ -311,3 +311,39 @@ def test_recording_a_real_clip_gives_exact_audio_a_live_and_a_final_transcript(
     assert not capture_dir(settings, recording.id).exists()
     threading.enumerate()  # the recorder leaves no capture thread behind
     assert not any(t.name == "capture" and t.is_alive() for t in threading.enumerate())
+
+
+class _Tone:
+    """An hour of a 440 Hz tone, delivered as fast as it can be written."""
+
+    name = "tone"
+
+    def __init__(self, seconds: float):
+        self.blocks = int(seconds * 10)
+        t = np.arange(1600) / SR
+        self.block = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+    def frames(self):
+        for _ in range(self.blocks):
+            yield self.block
+
+    def close(self):
+        pass
+
+
+@pytest.mark.slow
+def test_an_hour_long_recording_does_not_grow_memory(settings):
+    import psutil
+
+    me = psutil.Process()
+    recorder = Recorder(settings)
+    before = me.memory_info().rss
+    recorder.start(_Tone(3600))
+    peak = before
+    while recorder._thread.is_alive():
+        peak = max(peak, me.memory_info().rss)
+        time.sleep(0.05)
+    recording = recorder.wait()
+    assert recording.duration == pytest.approx(3600, abs=0.01)
+    assert len(storage.segment_files(capture_dir(settings, 1))) == 0  # joined and removed
+    assert (peak - before) / 1e6 < 40, f"memory grew by {(peak - before) / 1e6:.0f} MB"
