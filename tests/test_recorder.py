@@ -347,3 +347,18 @@ def test_an_hour_long_recording_does_not_grow_memory(settings):
     assert recording.duration == pytest.approx(3600, abs=0.01)
     assert len(storage.segment_files(capture_dir(settings, 1))) == 0  # joined and removed
     assert (peak - before) / 1e6 < 40, f"memory grew by {(peak - before) / 1e6:.0f} MB"
+
+
+def test_a_48_khz_card_is_resampled_to_16_khz():
+    import av
+
+    from device.capture import _resample
+
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SR)
+    t = np.arange(48000) / 48000
+    tone = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    out = np.concatenate([_resample(resampler, tone[i : i + 4800], 48000)
+                          for i in range(0, tone.size, 4800)])
+    assert abs(out.size - SR) <= 64
+    spectrum = np.abs(np.fft.rfft(out[:8000]))
+    assert abs(np.argmax(spectrum) * SR / 8000 - 1000) <= 4
