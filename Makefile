@@ -12,7 +12,19 @@ DEB_RUN  := libportaudio2
 DEB_TEST := espeak-ng
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install deps models run worker test bench lint clean distclean
+# llama-cpp-python has no binary wheel here: it is compiled once (~4 min) into a wheelhouse
+# outside the tree, with portable CPU flags so the binary runs on any CPU of the architecture.
+LLAMA_VERSION := 0.3.36
+WHEELHOUSE ?= $(HOME)/.cache/tingji/wheels
+ARCH := $(shell uname -m)
+ifeq ($(ARCH),x86_64)
+  LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+else
+  LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16
+endif
+LLAMA_WHEEL = $(firstword $(wildcard $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl))
+
+.PHONY: install deps models test-models run worker test bench lint clean distclean
 
 install: deps models
 
@@ -22,11 +34,19 @@ $(VENV)/.deps-installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tingji needs Python >= 3.11"'
 	@bash scripts/ensure-deb.sh $(DEB_RUN)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@if [ -z "$(LLAMA_WHEEL)" ]; then \
+	  echo "building llama-cpp-python $(LLAMA_VERSION) once into $(WHEELHOUSE) (about 4 minutes)"; \
+	  mkdir -p $(WHEELHOUSE) && CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip wheel --quiet --no-deps \
+	    -w $(WHEELHOUSE) llama-cpp-python==$(LLAMA_VERSION); fi
+	$(PY) -m pip install --quiet --find-links $(WHEELHOUSE) -e '.[dev,llm]'
 	@touch $@
 
 models: deps
 	@$(PY) -m models install
+
+# The small summariser the tests use (the default models come with `make models`).
+test-models: models
+	@$(PY) -m models install qwen2.5-coder-0.5b-instruct
 
 run: install
 	$(PY) -m device run
@@ -34,7 +54,7 @@ run: install
 worker: install
 	$(PY) -m device worker
 
-test: install
+test: install test-models
 	@bash scripts/ensure-deb.sh $(DEB_TEST)
 	@$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \

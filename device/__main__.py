@@ -110,6 +110,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
 
+    p = commands.add_parser("summarize", help="summarise a transcribed recording")
+    p.add_argument("recording_id", type=int)
+    p.add_argument("--model", help="summariser model id (default: settings summary_model)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_summarize)
+
+    p = commands.add_parser("cancel", help="cancel a queued or running job")
+    p.add_argument("job_id", type=int)
+    p.set_defaults(func=cmd_cancel)
+
     p = commands.add_parser("jobs", help="list jobs")
     p.add_argument("--status", choices=["queued", "running", "done", "failed"])
     p.add_argument("--limit", type=int, default=50)
@@ -317,6 +327,51 @@ def cmd_devices(settings: Settings, args: argparse.Namespace) -> int:
     for index, name in devices:
         print(f"{index}: {name}")
     return 0 if devices else 1
+
+
+def cmd_summarize(settings: Settings, args: argparse.Namespace) -> int:
+    runner = Runner(settings, engines=None)
+    with Store(settings.database_path) as store:
+        recording = store.get_recording(args.recording_id)
+        job = store.enqueue("summarize", recording.id, {"model": args.model} if args.model else {})
+        claimed = runner.claim(store, job.id)
+        with _progress_bar(f"summary of {recording.title}") as show:
+            if claimed is not None:
+                runner.run(store, claimed, show)
+            else:
+                _follow(store, job.id, show)
+        job = store.get_job(job.id)
+        if job.status != "done":
+            print(f"error: {job.error or job.status}", file=sys.stderr)
+            return 1
+        summary = store.summaries(recording.id)[-1]
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False, indent=2))
+        return 0
+    content = summary["content"]
+    print(f"# {content['title']}\n\n{content['summary']}\n")
+    for heading, key in (("Key points", "key_points"), ("Decisions", "decisions")):
+        if content[key]:
+            print(f"## {heading}")
+            for item in content[key]:
+                print(f"- {item['text']}  [segments {', '.join(map(str, item['segments']))}]")
+    if content["action_items"]:
+        print("## Action items")
+        for item in content["action_items"]:
+            who = f" ({item['owner']})" if item.get("owner") else ""
+            due = f", due {item['due']}" if item.get("due") else ""
+            print(f"- {item['what']}{who}{due}  [segments {', '.join(map(str, item['segments']))}]")
+    for flag in summary["flags"]:
+        print(f"! {flag['section']} #{flag['index'] + 1}: {flag['term']} — {flag['reason']}")
+    print(f"(version {summary['version']}, {summary['model_id']})", file=sys.stderr)
+    return 0
+
+
+def cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
+    with Store(settings.database_path) as store:
+        if not store.cancel_job(args.job_id):
+            raise TingjiError(f"job {args.job_id} is not queued or running")
+    return 0
 
 
 def cmd_profiles(settings: Settings, args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from device.errors import TingjiError
+from device.errors import JobCancelled, TingjiError
 from device.pipeline import Engines, transcribe_recording
 from device.records import Job
 from device.settings import Settings, hardware_profile
@@ -72,6 +72,13 @@ def load_engines(settings: Settings) -> Engines:
     return engines
 
 
+def _summariser_installed(settings: Settings) -> bool:
+    from models.store import load_manifest, status
+
+    spec = load_manifest(models_dir=settings.models_dir).get(settings.summary_model)
+    return spec is not None and status(spec, settings.models_dir) == "installed"
+
+
 class Runner:
     """Runs claimed jobs with models loaded once, on first need."""
 
@@ -106,11 +113,26 @@ class Runner:
                 last = time.monotonic()
                 store.set_progress(job.id, percent)
 
+        def checkpoint(percent: float) -> None:
+            progress(percent)
+            if store.get_job(job.id).status == "cancelled":
+                raise JobCancelled(f"job {job.id} was cancelled")
+
         try:
-            if job.kind != "transcribe":
+            if job.kind == "transcribe":
+                transcribe_recording(store, self.settings, self.engines, job, progress)
+                if self.settings.auto_summarize and _summariser_installed(self.settings):
+                    store.enqueue("summarize", job.recording_id, {})
+            elif job.kind == "summarize":
+                from device.summarize import summarize_recording
+
+                summarize_recording(store, self.settings, job, checkpoint)
+                store.finish_job(job.id)
+            else:
                 raise TingjiError(f"unknown job kind {job.kind!r}")
-            transcribe_recording(store, self.settings, self.engines, job, progress)
             return True
+        except JobCancelled:
+            log.info("job %s cancelled", job.id)
         except (TingjiError, ModelError) as exc:
             store.fail_job(job.id, str(exc))
             log.warning("job %s failed: %s", job.id, exc)

@@ -58,6 +58,12 @@ class Settings:
     """Larger files are refused before anything is copied."""
     max_audio_seconds: float = 6 * 3600.0
     """Longer audio is refused (decoded audio is held in memory: 6 h = 1.4 GB)."""
+    summary_model: str = "qwen2.5-coder-1.5b-instruct-q4_k_m"
+    """Model id of the summariser (kind llm)."""
+    auto_summarize: bool = True
+    """Queue a summary after every finished transcription."""
+    llm_context: int = 8192
+    """Context window of the summariser, in tokens."""
     log_level: str = "INFO"
 
     @property
@@ -100,6 +106,11 @@ class Settings:
         converted = {}
         for name, raw in values.items():
             kind = type(getattr(cls, name)) if not isinstance(getattr(cls, name), Path) else Path
+            if kind is bool and isinstance(raw, str):
+                if raw.strip().lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise SettingsError(f"setting {name}={raw!r} is not true or false")
+                converted[name] = raw.strip().lower() in ("1", "true", "yes", "on")
+                continue
             try:
                 converted[name] = kind(raw)
             except (TypeError, ValueError) as exc:

@@ -98,8 +98,20 @@ def _migration_3(db: sqlite_utils.Database) -> None:
     db["markers"].create_index(["recording_id", "t"], if_not_exists=True)
 
 
+def _migration_4(db: sqlite_utils.Database) -> None:
+    """Summaries: every version kept, with the model, prompt and transcript it came from."""
+    db["summaries"].create(
+        {"id": int, "recording_id": int, "version": int, "model_id": str,
+         "prompt_version": str, "transcript_hash": str, "content": str, "flags": str,
+         "created": str},
+        pk="id", foreign_keys=[("recording_id", "recordings", "id")],
+        not_null={"recording_id", "version", "content", "created"}, if_not_exists=True,
+    )
+    db["summaries"].create_index(["recording_id", "version"], unique=True, if_not_exists=True)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _migration_1, _migration_2, _migration_3,
+    _migration_1, _migration_2, _migration_3, _migration_4,
 ]
 _JSON_COLUMNS = ("terms", "language_probabilities", "auto_decision")
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -357,14 +369,21 @@ class Store:
                 [round(min(max(progress, 0.0), 100.0), 1), job_id],
             )
 
+    def finish_job(self, job_id: int) -> None:
+        with self.transaction():
+            self.db.execute("UPDATE jobs SET status = 'done', progress = 100, finished = ? "
+                            "WHERE id = ? AND status = 'running'", [now(), job_id])
+
     def fail_job(self, job_id: int, error: str) -> None:
-        """Mark a job and its recording failed with a reason a user can read."""
+        """Mark a job failed with a reason a user can read; a failed transcription also
+        marks its recording failed (a failed summary leaves the transcript as it is)."""
         with self.transaction():
             job = self.get_job(job_id)
             self._finish(job_id, "failed", error)
-            self.db["recordings"].update(
-                job.recording_id, {"status": "failed", "error": error, "updated": now()}
-            )
+            if job.kind == "transcribe":
+                self.db["recordings"].update(
+                    job.recording_id, {"status": "failed", "error": error, "updated": now()}
+                )
 
     def _finish(self, job_id: int, status: str, error: str | None) -> None:
         self.db.execute(
@@ -394,10 +413,50 @@ class Store:
                         "UPDATE jobs SET status = 'queued', worker_pid = NULL WHERE id = ?",
                         [job.id],
                     )
-                    self.db["recordings"].update(job.recording_id, {"status": "queued"})
+                    if job.kind == "transcribe":
+                        self.db["recordings"].update(job.recording_id, {"status": "queued"})
                 changed.append(self.get_job(job.id))
         return changed
 
+
+    # -- summaries ------------------------------------------------------------------------
+
+    def transcript_hash(self, recording_id: int) -> str:
+        """Changes whenever the transcript's text does (a summary records which it read)."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for row in self.db.execute("SELECT id, text FROM segments WHERE recording_id = ? "
+                                   "ORDER BY idx", [recording_id]):
+            digest.update(f"{row[0]}\x1f{row[1]}\x1e".encode())
+        return digest.hexdigest()[:16]
+
+    def add_summary(self, recording_id: int, content: dict, flags: list, *, model_id: str,
+                    prompt_version: str, transcript_hash: str) -> dict:
+        with self.transaction():
+            version = self.db.execute(
+                "SELECT coalesce(max(version), 0) + 1 FROM summaries WHERE recording_id = ?",
+                [recording_id]).fetchone()[0]
+            self.db["summaries"].insert(
+                {"recording_id": recording_id, "version": version, "model_id": model_id,
+                 "prompt_version": prompt_version, "transcript_hash": transcript_hash,
+                 "content": json.dumps(content, ensure_ascii=False),
+                 "flags": json.dumps(flags, ensure_ascii=False), "created": now()})
+        return self.summaries(recording_id)[-1]
+
+    def summaries(self, recording_id: int) -> list[dict]:
+        """Every version, oldest first."""
+        return [{**row, "content": json.loads(row["content"]),
+                 "flags": json.loads(row["flags"] or "[]")}
+                for row in self.db.query("SELECT * FROM summaries WHERE recording_id = ? "
+                                         "ORDER BY version", [recording_id])]
+
+    def cancel_job(self, job_id: int) -> bool:
+        """Cancel a queued or running job (a running one stops at its next checkpoint)."""
+        with self.transaction():
+            return self.db.execute(
+                "UPDATE jobs SET status = 'cancelled', finished = ? WHERE id = ? "
+                "AND status IN ('queued', 'running')", [now(), job_id]).rowcount > 0
 
     # -- glossary -------------------------------------------------------------------------
 

