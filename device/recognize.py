@@ -176,7 +176,7 @@ class WhisperRecognizer:
             words=words,
         )
         for part in split_sentences(segment):
-            cleaned = clean_segment(part)
+            cleaned = clean_segment(part, options.initial_prompt)
             if cleaned is not None:
                 yield cleaned
 
@@ -354,7 +354,22 @@ _LOOP_NO_SPEECH_PROB = 0.5
 _MAX_COMPRESSION = 2.4
 
 
-def clean_segment(segment: Segment) -> Segment | None:
+def echoes_prompt(text: str, prompt: str | None) -> bool:
+    """Whisper sometimes writes its prompt back instead of the speech (on unclear audio)."""
+    if not prompt:
+        return False
+    a, b = _bare(text), _bare(prompt)
+    if len(a) < 4:
+        return False
+    grams = [a[i : i + 3] for i in range(len(a) - 2)]
+    return sum(g in b for g in grams) >= 0.6 * len(grams)
+
+
+def _bare(text: str) -> str:
+    return re.sub(r"[\s,.!?，。！？、:：\"'“”]+", "", text).lower()
+
+
+def clean_segment(segment: Segment, prompt: str | None = None) -> Segment | None:
     """Drop invented text and collapse repetition loops; None when nothing credible is left."""
     if segment.no_speech_prob > _NO_SPEECH_PROB and segment.avg_logprob < _LOW_LOGPROB:
         return None
@@ -365,8 +380,8 @@ def clean_segment(segment: Segment) -> Segment | None:
     if looped and segment.no_speech_prob > _LOOP_NO_SPEECH_PROB:
         return None
     text = text.strip()
-    key = re.sub(r"[\s,.!?，。！？、:：\"'“”]+", "", text).lower()
-    if not key or key in _INVENTED:
+    key = _bare(text)
+    if not key or key in _INVENTED or echoes_prompt(text, prompt):
         return None
     if compression_ratio(text) > _MAX_COMPRESSION:
         return None

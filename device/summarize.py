@@ -20,6 +20,17 @@ from device.records import Segment
 
 PROMPT_VERSION = "summary-v1"
 CHUNK_CHARS = 2200
+MERGE_GROUP = 5
+"""Partial summaries merged in one call (each is up to ~1,000 tokens of JSON)."""
+
+
+def _merge_calls(partials: int) -> int:
+    calls = 0
+    while partials > 1:
+        groups = -(-partials // MERGE_GROUP)
+        calls += sum(1 for g in range(groups) if min(MERGE_GROUP, partials - g * MERGE_GROUP) > 1)
+        partials = groups
+    return calls
 
 
 class NothingToSummarise(TingjiError):
@@ -254,22 +265,39 @@ class LlamaSummarizer:
         if not segments:
             raise NothingToSummarise("nothing to summarise: the transcript is empty")
         system = _instructions(language)
-        chunks = chunk_segments(segments)
+        # About 2,000 tokens a chunk: a CJK character is about a token, an English word
+        # (~5 characters with its space) a little more.
+        size = CHUNK_CHARS if language in ("zh", "yue", "ja", "ko") else CHUNK_CHARS * 3
+        chunks = chunk_segments(segments, size)
+        merges = _merge_calls(len(chunks))
+        done = 0
+
+        def step() -> None:
+            nonlocal done
+            done += 1
+            on_progress(99.0 * done / (len(chunks) + merges))
+
         partials = []
-        for i, chunk in enumerate(chunks):
+        for chunk in chunks:
             partials.append(self._complete(
                 system, "Transcript:\n" + _transcript_text(chunk) + "\n\nSummarise it as JSON.",
                 max_tokens=2048))
-            on_progress(90.0 * (i + 1) / (len(chunks) + (len(chunks) > 1)))
-        if len(partials) == 1:
-            merged = partials[0]
-        else:
-            merged = self._complete(
-                system,
-                "These are summaries of consecutive parts of one transcript, as JSON. Merge "
-                "them into one summary of the whole, keeping each item's segment ids:\n"
-                + json.dumps(partials, ensure_ascii=False),
-                max_tokens=2048)
+            step()
+        while len(partials) > 1:  # merge in groups that fit the context, until one is left
+            groups = [partials[i : i + MERGE_GROUP] for i in range(0, len(partials), MERGE_GROUP)]
+            partials = []
+            for group in groups:
+                if len(group) == 1:
+                    partials.append(group[0])
+                    continue
+                partials.append(self._complete(
+                    system,
+                    "These are summaries of consecutive parts of one transcript, as JSON. "
+                    "Merge them into one summary of the whole, keeping each item's segment "
+                    "ids:\n" + json.dumps(group, ensure_ascii=False),
+                    max_tokens=2048))
+                step()
+        merged = partials[0]
         on_progress(100.0)
         known = {s.id for s in segments}
         for section in ("key_points", "decisions", "action_items"):

@@ -111,6 +111,13 @@ def test_repetition_loops_are_collapsed_but_real_repetition_is_kept():
     assert collapse_repeated_text("哈哈哈哈") == "哈哈哈哈"
 
 
+def test_a_segment_that_echoes_the_prompt_is_dropped():
+    prompt = "以下是普通话的访谈录音，请用简体中文记录。"
+    assert clean_segment(Segment(0, 2, "请用简体中文记录音，请用简体中文记录。"), prompt) is None
+    kept = clean_segment(Segment(0, 2, "我们今天讨论访谈的安排"), prompt)
+    assert kept is not None
+
+
 def test_known_hallucinations_and_no_speech_segments_are_dropped():
     assert clean_segment(Segment(0, 2, "请不吝点赞 订阅 转发 打赏支持明镜与点点栏目")) is None
     assert clean_segment(Segment(0, 2, "hello", avg_logprob=-1.5, no_speech_prob=0.9)) is None

@@ -158,3 +158,9 @@ def test_missing_or_damaged_summariser_names_the_install_command(settings, tmp_p
     (models / SMALL / "model.gguf").write_bytes(b"GGUF" + b"\0" * 100)
     with pytest.raises(ModelCorruptError, match=f"python -m models install {SMALL} --force"):
         load_summarizer(settings.replace(models_dir=models), SMALL)
+
+
+def test_merges_happen_in_groups_that_fit_the_context():
+    from device.summarize import _merge_calls
+
+    assert [_merge_calls(n) for n in (1, 2, 5, 6, 23)] == [0, 1, 1, 2, 6]

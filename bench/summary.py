@@ -1,0 +1,177 @@
+"""Summary benchmark: an hour of Chinese and an hour of English transcript, both models.
+
+    python bench/summary.py [--models ID,ID] [--out bench/results/summary.json]
+
+Each (model, language) runs in its own process that also holds the speech models, as the
+worker does, so its peak RSS is the appliance's while summarising.  Next to tingji's
+summariser (schema-constrained map-reduce with citations) the same process measures a plain
+llama-cpp-python chat completion, without a schema, on the transcript's first chunk.
+
+The transcripts are synthetic: sentences from meeting templates with varied speakers,
+topics and figures (no hour of real transcribed speech can be had offline).  About 15,000
+characters of Chinese and 9,000 words of English, the length of an hour of talk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from device.records import Segment  # noqa: E402
+from device.settings import Settings, hardware_profile  # noqa: E402
+
+MODELS = ("qwen2.5-coder-1.5b-instruct-q4_k_m", "qwen2.5-coder-0.5b-instruct")
+TARGETS = {"seconds_per_hour_1_5b_max": 150, "peak_rss_gb_max": 2.5}
+
+ZH_PEOPLE = ["王经理", "李娜", "张伟", "刘芳", "陈强", "赵敏", "孙磊", "周静"]
+ZH_TOPICS = ["市场预算", "供应商合同", "新产品发布", "客户投诉", "招聘计划", "系统升级",
+             "年度审计", "培训安排", "物流成本", "渠道合作"]
+ZH_TEMPLATES = [
+    "{p}说{t}这个月的进度大概完成了百分之{n}。",
+    "关于{t}，我们上个季度一共花了{m}万元，比计划多了一些。",
+    "{p}建议把{t}的截止时间推迟到{d}号。",
+    "我觉得{t}还有几个问题没有解决，需要跟{q}再确认一下。",
+    "{p}负责在{d}号之前把{t}的方案发给大家。",
+    "财务那边要求{t}的费用控制在{m}万以内。",
+    "大家对{t}还有什么意见吗？没有的话我们就按这个方案执行。",
+    "{q}提到客户对{t}的反馈总体是正面的，但是价格偏高。",
+    "这个事情我们下周三再开会讨论，请{p}先准备一下数据。",
+    "{p}问{t}有没有可能提前完成，{q}说要看人手够不够。",
+]
+EN_PEOPLE = ["Maria", "David", "Priya", "Tom", "Chen", "Sofia", "Ahmed", "Laura"]
+EN_TOPICS = ["the records migration", "the vendor contract", "the budget review",
+             "the staff rota", "the new scanner", "patient feedback", "the audit",
+             "the training plan", "the network upgrade", "the backup servers"]
+EN_TEMPLATES = [
+    "{p} said that {t} is about {n} percent done at this point.",
+    "On {t}, we spent {m} thousand dollars last quarter, a bit more than planned.",
+    "{p} suggested moving the deadline for {t} to the {d}th of next month.",
+    "I think there are still a few open questions about {t}; {q} should confirm them.",
+    "{p} will send the plan for {t} to everyone before the {d}th.",
+    "Finance wants the cost of {t} kept under {m} thousand dollars.",
+    "Does anyone have concerns about {t}? If not, we go ahead as proposed.",
+    "{q} mentioned that feedback on {t} has been mostly positive, although it is expensive.",
+    "Let's come back to this next Wednesday; {p}, could you prepare the numbers?",
+    "{p} asked whether {t} could be finished early, and {q} said it depends on staffing.",
+]
+
+
+def transcript(language: str, target_chars: int) -> list[Segment]:
+    people, topics, templates = ((ZH_PEOPLE, ZH_TOPICS, ZH_TEMPLATES) if language == "zh"
+                                 else (EN_PEOPLE, EN_TOPICS, EN_TEMPLATES))
+    rng = random.Random(11)
+    segments, total, t = [], 0, 0.0
+    while total < target_chars:
+        p, q = rng.sample(people, 2)
+        text = rng.choice(templates).format(p=p, q=q, t=rng.choice(topics), n=rng.randint(10, 95),
+                                            m=rng.randint(5, 300), d=rng.randint(1, 28))
+        segments.append(Segment(t, t + 4.0, text, language=language, id=len(segments) + 1))
+        total += len(text)
+        t += 4.5
+    return segments
+
+
+def run_child(model_id: str, language: str) -> dict:
+    from llama_cpp import Llama
+
+    from device.jobs import load_engines
+    from device.summarize import _instructions, _transcript_text, chunk_segments, load_summarizer
+
+    settings = Settings.load()
+    load_engines(settings)  # the worker keeps the speech models loaded while it summarises
+    segments = transcript(language, 15_000 if language == "zh" else 50_000)
+    summarizer = load_summarizer(settings, model_id)
+    calls = []
+    original = summarizer._llm.create_chat_completion
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        result = original(*args, **kwargs)
+        calls.append((time.perf_counter() - started, result["usage"]))
+        return result
+
+    summarizer._llm.create_chat_completion = timed
+    started = time.perf_counter()
+    summary = summarizer.summarize(segments, language)
+    total = time.perf_counter() - started
+    llm: Llama = summarizer._llm
+    first = chunk_segments(segments)[0]
+    plain_started = time.perf_counter()
+    plain = llm.create_chat_completion(
+        messages=[{"role": "system", "content": _instructions(language)},
+                  {"role": "user", "content": "Transcript:\n" + _transcript_text(first)
+                   + "\n\nSummarise it."}],
+        temperature=0.2, max_tokens=1024)
+    plain_seconds = time.perf_counter() - plain_started
+    prompt_tokens = sum(u["prompt_tokens"] for _, u in calls)
+    completion_tokens = sum(u["completion_tokens"] for _, u in calls)
+    return {
+        "characters": sum(len(s.text) for s in segments),
+        "segments": len(segments),
+        "chunks": summary.chunks,
+        "total_s": round(total, 1),
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "tokens_per_s_overall": round((prompt_tokens + completion_tokens) / total, 1),
+        "generated_tokens_per_s": round(completion_tokens / total, 1),
+        "key_points": len(summary.key_points),
+        "action_items": len(summary.action_items),
+        "grounding_flags": len(summary.flags),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
+        "plain_llama_first_chunk": {
+            "seconds": round(plain_seconds, 1),
+            "completion_tokens": plain["usage"]["completion_tokens"],
+            "prompt_tokens": plain["usage"]["prompt_tokens"],
+        },
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "summary.json")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_child(*args.child)))
+        return 0
+    results: dict[str, dict] = {}
+    for model_id in args.models.split(","):
+        for language in ("zh", "en"):
+            child = subprocess.run([sys.executable, __file__, "--child", model_id, language],
+                                   capture_output=True, text=True, cwd=ROOT,
+                                   env={**os.environ, "TINGJI_LOG_LEVEL": "ERROR"})
+            if child.returncode != 0:
+                print(child.stderr[-2000:], file=sys.stderr)
+                return 1
+            result = json.loads(child.stdout.strip().splitlines()[-1])
+            results.setdefault(model_id, {})[language] = result
+            print(f"{model_id} {language}: {result['total_s']} s for {result['characters']} "
+                  f"characters ({result['chunks']} chunks), {result['generated_tokens_per_s']} "
+                  f"generated tok/s, peak RSS {result['peak_rss_gb']} GB", file=sys.stderr)
+    report = {
+        "benchmark": "summary",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": hardware_profile(Settings.load()).as_dict(),
+        "transcripts": "synthetic, templated meeting sentences; ~1 hour of talk each",
+        "results": results,
+        "targets": TARGETS,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    print(f"written to {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
