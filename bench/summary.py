@@ -141,13 +141,19 @@ def main() -> int:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "summary.json")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs already in --out and do only the missing ones")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_child(*args.child)))
         return 0
     results: dict[str, dict] = {}
+    if args.resume and args.out.is_file():
+        results = json.loads(args.out.read_text())["results"]
     for model_id in args.models.split(","):
         for language in ("zh", "en"):
+            if language in results.get(model_id, {}):
+                continue
             child = subprocess.run([sys.executable, __file__, "--child", model_id, language],
                                    capture_output=True, text=True, cwd=ROOT,
                                    env={**os.environ, "TINGJI_LOG_LEVEL": "ERROR"})
@@ -156,9 +162,15 @@ def main() -> int:
                 return 1
             result = json.loads(child.stdout.strip().splitlines()[-1])
             results.setdefault(model_id, {})[language] = result
+            write(args.out, results)  # after every run, so a cut-short run still reports
             print(f"{model_id} {language}: {result['total_s']} s for {result['characters']} "
                   f"characters ({result['chunks']} chunks), {result['generated_tokens_per_s']} "
                   f"generated tok/s, peak RSS {result['peak_rss_gb']} GB", file=sys.stderr)
+    print(f"written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def write(out: Path, results: dict) -> None:
     report = {
         "benchmark": "summary",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -167,10 +179,8 @@ def main() -> int:
         "results": results,
         "targets": TARGETS,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    print(f"written to {args.out}", file=sys.stderr)
-    return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -56,8 +56,9 @@ class Settings:
     peak RSS, 4 -> 764 MB and 15 % faster, 8 -> 1057 MB and no faster."""
     max_upload_bytes: int = 2 * 1024**3
     """Larger files are refused before anything is copied."""
-    max_audio_seconds: float = 6 * 3600.0
-    """Longer audio is refused (decoded audio is held in memory: 6 h = 1.4 GB)."""
+    max_audio_seconds: float = 8 * 3600.0
+    """Longer audio is refused: a recording may last 8 h, and the final batch pass holds
+    the decoded audio in memory (8 h = 1.8 GB; lower this on 4 GB boards)."""
     summary_model: str = "qwen2.5-coder-1.5b-instruct-q4_k_m"
     """Model id of the summariser (kind llm)."""
     auto_summarize: bool = True

@@ -47,7 +47,7 @@ def _text(longest: int) -> dict:
 
 
 def _points(most: int, extra: dict | None = None) -> dict:
-    fields = extra or {"text": _text(200)}
+    fields = extra or {"text": _text(120)}
     item = {"type": "object",
             "properties": {**fields, "segments": {"type": "array", "maxItems": 8,
                                                   "items": {"type": "integer"}}},
@@ -58,13 +58,13 @@ def _points(most: int, extra: dict | None = None) -> dict:
 SCHEMA = {
     "type": "object",
     "properties": {
-        "title": _text(80),
-        "summary": _text(600),
-        "key_points": _points(8),
-        "decisions": _points(6),
-        "action_items": _points(8, {"what": _text(200), "owner": _text(40),
-                                    "due": _text(40)}),
-        "keywords": {"type": "array", "maxItems": 10, "items": _text(30)},
+        "title": _text(60),
+        "summary": _text(400),
+        "key_points": _points(6),
+        "decisions": _points(4),
+        "action_items": _points(6, {"what": _text(120), "owner": _text(30),
+                                    "due": _text(30)}),
+        "keywords": {"type": "array", "maxItems": 8, "items": _text(20)},
         "language": _text(10),
     },
     "required": ["title", "summary", "key_points", "decisions", "action_items", "keywords",
@@ -255,7 +255,8 @@ class LlamaSummarizer:
         )
         text = result["choices"][0]["message"]["content"]
         try:
-            return json.loads(text)
+            # strict=False: the grammar lets a raw newline or tab into a string.
+            return json.loads(text, strict=False)
         except json.JSONDecodeError as exc:
             raise SummaryError(f"the model returned invalid JSON ({exc})") from exc
 
