@@ -266,12 +266,12 @@ def cmd_record(settings: Settings, args: argparse.Namespace) -> int:
     if sys.stdin.isatty():
         threading.Thread(target=_keyboard, args=(recorder, stop), daemon=True).start()
     started = time.monotonic()
-    while recorder.state == "recording" and recorder._thread.is_alive() and not stop.is_set():
+    while recorder.capturing and not stop.is_set():
         if args.duration and time.monotonic() - started >= args.duration:
             break
         _print_events(events)
         time.sleep(0.1)
-    recording = recorder.stop() if recorder._thread.is_alive() else recorder.wait()
+    recording = recorder.stop() if recorder.capturing else recorder.wait()
     _print_events(events)
     detail = f" — {recording.error}" if recording.error else ""
     print(f"recording {recording.id}: {recording.duration or 0.0:.1f} s, {recording.status}"

@@ -173,6 +173,15 @@ def stored_name(recording_id: int, source: Path) -> str:
     return f"{recording_id}{suffix if suffix in KNOWN_SUFFIXES else '.audio'}"
 
 
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new file in ``directory`` survive a power cut."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def copy_durably(source: Path, destination: Path) -> None:
     """Copy and fsync; on any failure (disk full included) no partial file is left."""
     temporary = destination.with_name(destination.name + ".part")
@@ -182,11 +191,7 @@ def copy_durably(source: Path, destination: Path) -> None:
             dst.flush()
             os.fsync(dst.fileno())
         os.replace(temporary, destination)
-        fd = os.open(destination.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(destination.parent)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
         if exc.errno in (28, 27):  # ENOSPC, EFBIG

@@ -270,10 +270,3 @@ def _majority_language(segments: list[Segment]) -> str | None:
         if s.language:
             totals[s.language] = totals.get(s.language, 0.0) + (s.end - s.start)
     return max(totals, key=totals.get) if totals else None
-
-
-def _share(segments: list[Segment], language: str | None) -> float | None:
-    total = sum(s.end - s.start for s in segments)
-    if not total or language is None:
-        return None
-    return round(sum(s.end - s.start for s in segments if s.language == language) / total, 3)

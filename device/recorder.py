@@ -182,6 +182,11 @@ class Recorder:
         self._thread.join(timeout)
         return self._finish()
 
+    @property
+    def capturing(self) -> bool:
+        """The source is still delivering (False once it ended, failed or was stopped)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def status(self) -> dict:
         seconds = self._writer.samples_written / SAMPLE_RATE if self._writer else 0.0
         return {"state": "paused" if self.state == "recording" and self.paused else self.state,

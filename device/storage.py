@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.audio import SAMPLE_RATE
+from device.audio import SAMPLE_RATE, fsync_dir
 from device.errors import DiskFullError
 
 HEADER_BYTES = 44
@@ -36,14 +36,6 @@ def wav_header(data_bytes: int, sample_rate: int = SAMPLE_RATE) -> bytes:
 
 def to_pcm(samples: np.ndarray) -> bytes:
     return (np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2")).tobytes()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _disk_error(exc: OSError, what: str) -> Exception:
@@ -99,7 +91,7 @@ class SegmentWriter:
         os.write(self._fd, wav_header(0))
         self._in_segment = 0
         os.fsync(self._fd)
-        _fsync_dir(self.directory)  # the new file's name must survive a power cut too
+        fsync_dir(self.directory)  # the new file's name must survive a power cut too
         self._note(path)
 
     def _sync(self) -> None:
@@ -168,7 +160,7 @@ def join(directory: Path, destination: Path) -> int:
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, destination)
-        _fsync_dir(destination.parent)
+        fsync_dir(destination.parent)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
         raise _disk_error(exc, f"joining {directory}") from exc

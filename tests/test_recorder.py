@@ -344,7 +344,7 @@ def test_an_eight_hour_recording_does_not_grow_memory(settings):
     before = me.memory_info().rss
     recorder.start(_Tone(8 * 3600))
     peak = before
-    while recorder._thread.is_alive():
+    while recorder.capturing:
         peak = max(peak, me.memory_info().rss)
         time.sleep(0.05)
     recording = recorder.wait()
