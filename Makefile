@@ -7,9 +7,10 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
-# Debian packages: PortAudio for the microphone; espeak-ng speaks test sentences.
+# Debian packages: PortAudio for the microphone; espeak-ng speaks test sentences; the
+# browser tests drive Debian's Chromium (with a CJK font for the screenshots).
 DEB_RUN  := libportaudio2
-DEB_TEST := espeak-ng
+DEB_TEST := espeak-ng chromium chromium-driver fonts-wqy-microhei
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 # llama-cpp-python has no binary wheel here: it is compiled once (~4 min) into a wheelhouse
@@ -24,7 +25,7 @@ else
 endif
 LLAMA_WHEEL = $(firstword $(wildcard $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl))
 
-.PHONY: install deps models test-models run worker test bench lint clean distclean
+.PHONY: install deps models test-models run worker test bench screenshots lint clean distclean
 
 install: deps models
 
@@ -69,6 +70,11 @@ bench: install
 	@if [ -f $(SPEECH_DIR)/manifest.tsv ]; then \
 	  $(PY) -m device.eval $(SPEECH_DIR) --profiles raw,auto,dialect --out bench/results/eval.json; \
 	else echo "bench: no $(SPEECH_DIR)/manifest.tsv, accuracy harness skipped"; fi
+
+# Screenshots of the main pages (README), taken by the browser test.
+screenshots: install
+	@bash scripts/ensure-deb.sh $(DEB_TEST)
+	TINGJI_SCREENSHOTS=bench/screenshots $(PY) -m pytest -q tests/test_browser.py
 
 lint: deps
 	$(PY) -m ruff check device models web tests bench

@@ -167,6 +167,28 @@ def _reason(exc: av.FFmpegError) -> str:
     return getattr(exc, "strerror", None) or str(exc)
 
 
+def sniff_container(head: bytes) -> str | None:
+    """The file suffix for an audio container recognised by its first bytes (at least 12),
+    or None: uploads are typed by content, never by their name."""
+    if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
+        return ".wav"
+    if head[:4] == b"fLaC":
+        return ".flac"
+    if head[:4] == b"OggS":
+        return ".ogg"
+    if head[4:8] == b"ftyp":
+        return ".m4a"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return ".webm"
+    if head[:3] == b"ID3":
+        return ".mp3"
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0:
+        return ".aac"  # ADTS
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+        return ".mp3"  # an MPEG audio frame without a tag
+    return None
+
+
 def stored_name(recording_id: int, source: Path) -> str:
     """The audio file's name in the data directory: the id, never a user-supplied path."""
     suffix = source.suffix.lower()

@@ -39,3 +39,16 @@ class RecordingNotFound(TingjiError):
 
 class JobCancelled(TingjiError):
     pass
+
+
+class SegmentNotFound(TingjiError):
+    pass
+
+
+class EditConflict(TingjiError):
+    """A write based on a revision that is no longer current; ``current`` holds what is
+    stored now (segment records) so the caller can show the newer text."""
+
+    def __init__(self, message: str, current: list | None = None):
+        super().__init__(message)
+        self.current = current or []

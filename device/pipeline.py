@@ -31,7 +31,7 @@ from device.vad import SpeechChunk, SpeechDetector
 def import_audio(
     store: Store, settings: Settings, path: Path, *, title: str | None = None,
     language: str | None = None, profile: str | None = None, script: str | None = None,
-    terms: Sequence[str] = (),
+    terms: Sequence[str] = (), owner_id: int | None = None,
 ) -> tuple[Recording, Job]:
     """Copy a file into the library as a new recording with a queued transcription job.
 
@@ -45,7 +45,8 @@ def import_audio(
     if script is not None and script not in SCRIPTS:
         raise ProfileError(f"script {script!r}; choose one of {', '.join(SCRIPTS)}")
     Terms.parse(terms)  # refuse malformed terms now, not in the worker
-    recording = store.create_recording(title or path.stem, source_name=path.name)
+    recording = store.create_recording(title or path.stem, source_name=path.name,
+                                       owner_id=owner_id)
     recording = store.update_recording(recording.id, profile=chosen.name, script=script,
                                        terms=list(terms) or None)
     job = store.enqueue("transcribe", recording.id, {"language": language or chosen.language})

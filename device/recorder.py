@@ -116,7 +116,7 @@ class Recorder:
     # -- controls -----------------------------------------------------------------------
 
     def start(self, source: AudioSource, title: str | None = None,
-              profile: str | None = None) -> Recording:
+              profile: str | None = None, owner_id: int | None = None) -> Recording:
         with self._control:
             if self.state == "recording":
                 raise RecorderBusy("a recording is already in progress; stop it first")
@@ -126,7 +126,7 @@ class Recorder:
                 self._store = Store(self.settings.database_path)
                 recording = self._store.create_recording(
                     title or time.strftime("Recording %Y-%m-%d %H:%M"),
-                    source_name=source.name, status="recording")
+                    source_name=source.name, status="recording", owner_id=owner_id)
                 self._store.update_recording(recording.id, profile=chosen.name)
                 self.recording_id = recording.id
                 self._writer = storage.SegmentWriter(capture_dir(self.settings, recording.id),

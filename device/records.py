@@ -55,6 +55,8 @@ class Recording:
     """This recording's own hotwords and corrections ("misheard=right")."""
     language_probabilities: dict | None = None
     auto_decision: dict | None = None
+    owner_id: int | None = None
+    """The account that recorded or uploaded it (interviewers see only their own)."""
 
 
 @dataclass(frozen=True)
@@ -83,3 +85,20 @@ class SearchHit:
     start: float
     end: float
     text: str
+
+
+ROLES = ("interviewer", "reviewer", "admin")
+"""Each role can do what the ones before it can: interviewers record and see their own
+recordings; reviewers see, edit and export all; admins also manage users and the box."""
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    username: str
+    password_hash: str
+    role: str
+    created: str
+
+    def can(self, role: str) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(role)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import sqlite_utils
 
-from device.errors import RecordingNotFound
-from device.records import Job, Recording, SearchHit, Segment, Word
+from device.errors import EditConflict, RecordingNotFound, SegmentNotFound
+from device.records import Job, Recording, SearchHit, Segment, User, Word
 from device.text import search_form
 
 
@@ -110,8 +110,30 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     db["summaries"].create_index(["recording_id", "version"], unique=True, if_not_exists=True)
 
 
+def _migration_5(db: sqlite_utils.Database) -> None:
+    """Accounts, sessions, the owner of each recording, and the revision history of edits."""
+    db["users"].create(
+        {"id": int, "username": str, "password_hash": str, "role": str, "created": str},
+        pk="id", not_null={"username", "password_hash", "role", "created"}, if_not_exists=True,
+    )
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS users_name ON users (username COLLATE NOCASE)")
+    db["sessions"].create(
+        {"token_hash": str, "user_id": int, "csrf": str, "created": str, "expires": float},
+        pk="token_hash", foreign_keys=[("user_id", "users", "id")],
+        not_null={"user_id", "csrf", "created", "expires"}, if_not_exists=True,
+    )
+    db["recordings"].add_column("owner_id", int)
+    db["revisions"].create(
+        {"id": int, "recording_id": int, "kind": str, "note": str, "user_id": int,
+         "username": str, "before": str, "after": str, "undone_by": int, "created": str},
+        pk="id", foreign_keys=[("recording_id", "recordings", "id")],
+        not_null={"recording_id", "kind", "before", "after", "created"}, if_not_exists=True,
+    )
+    db["revisions"].create_index(["recording_id", "id"], if_not_exists=True)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _migration_1, _migration_2, _migration_3, _migration_4,
+    _migration_1, _migration_2, _migration_3, _migration_4, _migration_5,
 ]
 _JSON_COLUMNS = ("terms", "language_probabilities", "auto_decision")
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -160,6 +182,8 @@ class Store:
         return self.db.execute("PRAGMA user_version").fetchone()[0]
 
     def migrate(self) -> None:
+        if self.schema_version >= SCHEMA_VERSION:
+            return  # the common case: no write lock taken just to open the store
         for version, migration in enumerate(MIGRATIONS, start=1):
             with self.transaction():
                 if self.schema_version >= version:
@@ -169,12 +193,13 @@ class Store:
 
     # -- recordings ---------------------------------------------------------------------
 
-    def create_recording(self, title: str, source_name: str, status: str = "queued") -> Recording:
+    def create_recording(self, title: str, source_name: str, status: str = "queued",
+                         owner_id: int | None = None) -> Recording:
         stamp = now()
         with self.transaction():
             row_id = self.db["recordings"].insert(
                 {"title": title, "source_name": source_name, "status": status,
-                 "created": stamp, "updated": stamp}
+                 "owner_id": owner_id, "created": stamp, "updated": stamp}
             ).last_pk
         return self.get_recording(row_id)
 
@@ -184,13 +209,49 @@ class Store:
             raise RecordingNotFound(f"no recording with id {recording_id}")
         return _recording(rows[0])
 
-    def list_recordings(self, limit: int = 100, offset: int = 0) -> list[Recording]:
+    def list_recordings(
+        self, limit: int = 100, offset: int = 0, *, status: str | None = None,
+        language: str | None = None, since: str | None = None, until: str | None = None,
+        owner_id: int | None = None,
+    ) -> list[Recording]:
+        """Newest first; ``since``/``until`` are ISO dates (inclusive) on the creation time."""
+        where, args = self._recording_filter(status, language, since, until, owner_id)
         return [
             _recording(row)
             for row in self.db["recordings"].rows_where(
-                order_by="id desc", limit=limit, offset=offset
+                where, args, order_by="id desc", limit=limit, offset=offset
             )
         ]
+
+    def count_recordings(self, *, status: str | None = None, language: str | None = None,
+                         since: str | None = None, until: str | None = None,
+                         owner_id: int | None = None) -> int:
+        where, args = self._recording_filter(status, language, since, until, owner_id)
+        return self.db["recordings"].count_where(where or "1", args)
+
+    @staticmethod
+    def _recording_filter(status, language, since, until, owner_id) -> tuple[str | None, list]:
+        clauses, args = [], []
+        if status:
+            clauses.append("status = ?")
+            args.append(status)
+        if language:
+            clauses.append("language = ?")
+            args.append(language)
+        if since:
+            clauses.append("created >= ?")
+            args.append(since)
+        if until:
+            clauses.append("substr(created, 1, 10) <= ?")
+            args.append(until)
+        if owner_id is not None:
+            clauses.append("owner_id = ?")
+            args.append(owner_id)
+        return (" AND ".join(clauses) or None), args
+
+    def recording_languages(self) -> list[str]:
+        return [r[0] for r in self.db.execute(
+            "SELECT DISTINCT language FROM recordings WHERE language IS NOT NULL ORDER BY 1")]
 
     def update_recording(self, recording_id: int, **fields: object) -> Recording:
         with self.transaction():
@@ -246,9 +307,16 @@ class Store:
         ``recording_fields``: language, duration, model_id, profile, …) and finish the job,
         in one transaction: exactly once."""
         with self.transaction():
+            edited = self.db.execute(
+                "SELECT count(*) FROM segments WHERE recording_id = ? AND revision > 0",
+                [recording_id]).fetchone()[0]
+            before = self._snapshots(recording_id) if edited else []
             self._delete_transcript(recording_id)
-            for idx, segment in enumerate(segments):
-                self._insert_segment(recording_id, idx, segment)
+            new_ids = [self._insert_segment(recording_id, idx, segment)
+                       for idx, segment in enumerate(segments)]
+            if edited:  # reviewers' edits stay in the history: undo brings them back
+                self._add_revision(recording_id, "retranscribe", "transcribed again", None,
+                                   before, self._snapshots(recording_id, new_ids))
             self.db["recordings"].update(
                 recording_id,
                 {**_encode(recording_fields), "status": "done", "error": None, "updated": now()},
@@ -264,15 +332,16 @@ class Store:
             return self._insert_segment(recording_id, idx, segment)
 
     def _insert_segment(self, recording_id: int, idx: int, segment: Segment) -> int:
-        segment_id = self.db["segments"].insert(
-            {
-                "recording_id": recording_id, "idx": idx, "start": segment.start,
-                "end": segment.end, "text": segment.text, "language": segment.language,
-                "avg_logprob": segment.avg_logprob, "no_speech_prob": segment.no_speech_prob,
-                "compression_ratio": segment.compression_ratio, "speaker": segment.speaker,
-                "revision": 0,
-            }
-        ).last_pk
+        row = {
+            "recording_id": recording_id, "idx": idx, "start": segment.start,
+            "end": segment.end, "text": segment.text, "language": segment.language,
+            "avg_logprob": segment.avg_logprob, "no_speech_prob": segment.no_speech_prob,
+            "compression_ratio": segment.compression_ratio, "speaker": segment.speaker,
+            "revision": segment.revision,
+        }
+        if segment.id is not None:
+            row["id"] = segment.id
+        segment_id = self.db["segments"].insert(row).last_pk
         self.db["words"].insert_all(
             {"segment_id": segment_id, "idx": i, "start": w.start, "end": w.end,
              "text": w.text, "probability": w.probability}
@@ -458,6 +527,308 @@ class Store:
                 "UPDATE jobs SET status = 'cancelled', finished = ? WHERE id = ? "
                 "AND status IN ('queued', 'running')", [now(), job_id]).rowcount > 0
 
+    # -- editing ----------------------------------------------------------------------------
+    # Every change to a transcript is a revision: who, when, and the affected segments before
+    # and after (with their words), so any change can be shown, undone, or redone.  Writers
+    # name the segment revision they saw; a stale one raises EditConflict with what is stored.
+
+    def get_segment(self, segment_id: int) -> Segment:
+        snaps = self._snapshots(None, [segment_id])
+        if not snaps:
+            raise SegmentNotFound(f"no segment with id {segment_id}")
+        return _segment_of(snaps[0])
+
+    def segment_recording(self, segment_id: int) -> int:
+        row = self.db.execute("SELECT recording_id FROM segments WHERE id = ?",
+                              [segment_id]).fetchone()
+        if row is None:
+            raise SegmentNotFound(f"no segment with id {segment_id}")
+        return row[0]
+
+    def edit_segment(self, segment_id: int, text: str, revision: int,
+                     user: User | None = None) -> Segment:
+        """New text for one segment.  Its word timings no longer match, so they go (the
+        revision keeps them for undo)."""
+        text = text.strip()
+        if not text:
+            raise ValueError("a segment cannot be empty: merge it with a neighbour instead")
+        with self.transaction():
+            before = self._current(segment_id, revision)
+            if before["text"] == text:
+                return _segment_of(before)
+            after = {**before, "text": text, "words": [], "revision": before["revision"] + 1}
+            self._change(before["recording_id"], "edit", "edited a segment", user,
+                         [before], [after])
+        return self.get_segment(segment_id)
+
+    def set_speaker(self, segment_id: int, speaker: str | None, revision: int,
+                    user: User | None = None) -> Segment:
+        speaker = (speaker or "").strip() or None
+        with self.transaction():
+            before = self._current(segment_id, revision)
+            after = {**before, "speaker": speaker, "revision": before["revision"] + 1}
+            self._change(before["recording_id"], "speaker", f"speaker → {speaker or '(none)'}",
+                         user, [before], [after])
+        return self.get_segment(segment_id)
+
+    def rename_speaker(self, recording_id: int, old: str, new: str,
+                       user: User | None = None) -> int:
+        """Rename a speaker on every segment of a recording; returns how many changed."""
+        new = new.strip()
+        if not new:
+            raise ValueError("a speaker name cannot be empty")
+        with self.transaction():
+            before = [s for s in self._snapshots(recording_id) if s["speaker"] == old]
+            after = [{**s, "speaker": new, "revision": s["revision"] + 1} for s in before]
+            if before:
+                self._change(recording_id, "rename_speaker", f"speaker {old} → {new}", user,
+                             before, after)
+        return len(before)
+
+    def replace_text(self, recording_id: int, find: str, replacement: str,
+                     user: User | None = None) -> int:
+        """Find & replace (exact, case-sensitive) across a recording; returns the number of
+        segments changed.  A segment the replacement would empty is left as it is."""
+        if not find:
+            raise ValueError("nothing to find")
+        with self.transaction():
+            before = [s for s in self._snapshots(recording_id) if find in s["text"]
+                      and s["text"].replace(find, replacement).strip()]
+            after = [{**s, "text": s["text"].replace(find, replacement).strip(), "words": [],
+                      "revision": s["revision"] + 1} for s in before]
+            if before:
+                self._change(recording_id, "replace", f"replaced “{find}” with “{replacement}”",
+                             user, before, after)
+        return len(before)
+
+    def split_segment(self, segment_id: int, at: int, revision: int,
+                      user: User | None = None) -> tuple[Segment, Segment]:
+        """Split a segment's text at character ``at``; the time is split where the words
+        say (or in proportion to the characters when there are none)."""
+        with self.transaction():
+            before = self._current(segment_id, revision)
+            text = before["text"]
+            first, second = text[:at].strip(), text[at:].strip()
+            if not first or not second:
+                raise ValueError(f"split position {at} leaves an empty segment")
+            words = before["words"]
+            cut = _word_cut(words, at) if words else None
+            if cut is not None:
+                t = words[cut][0]
+                head, tail = words[:cut], words[cut:]
+            else:
+                t = before["start"] + (before["end"] - before["start"]) * at / len(text)
+                head = tail = []
+            t = round(min(max(t, before["start"]), before["end"]), 3)
+            left = {**before, "text": first, "end": t, "words": head,
+                    "revision": before["revision"] + 1}
+            right = {**before, "id": None, "text": second, "start": t, "words": tail,
+                     "revision": 0}
+            ids = self._change(before["recording_id"], "split", "split a segment", user,
+                               [before], [left, right], structural=True)
+        return self.get_segment(ids[0]), self.get_segment(ids[1])
+
+    def merge_segments(self, segment_id: int, revision: int, next_revision: int,
+                       user: User | None = None) -> Segment:
+        """Merge a segment with the one after it."""
+        with self.transaction():
+            first = self._current(segment_id, revision)
+            row = self.db.execute(
+                "SELECT id FROM segments WHERE recording_id = ? AND idx > ? ORDER BY idx LIMIT 1",
+                [first["recording_id"], first["idx"]]).fetchone()
+            if row is None:
+                raise ValueError("the last segment has nothing after it to merge with")
+            second = self._current(row[0], next_revision)
+            joiner = "" if _cjk_edge(first["text"], second["text"]) else " "
+            merged = {**first, "text": first["text"] + joiner + second["text"],
+                      "end": second["end"], "words": first["words"] + second["words"],
+                      "revision": first["revision"] + 1}
+            self._change(first["recording_id"], "merge", "merged two segments", user,
+                         [first, second], [merged], structural=True)
+        return self.get_segment(segment_id)
+
+    def revisions(self, recording_id: int, limit: int = 1000) -> list[dict]:
+        """The history, newest first: id, kind, note, username, created, undone_by, and
+        the segments before and after."""
+        return [{**row, "before": json.loads(row["before"]), "after": json.loads(row["after"])}
+                for row in self.db.query(
+                    "SELECT * FROM revisions WHERE recording_id = ? ORDER BY id DESC LIMIT ?",
+                    [recording_id, limit])]
+
+    def get_revision(self, revision_id: int) -> dict:
+        rows = list(self.db.query("SELECT * FROM revisions WHERE id = ?", [revision_id]))
+        if not rows:
+            raise LookupError(f"no revision with id {revision_id}")
+        return {**rows[0], "before": json.loads(rows[0]["before"]),
+                "after": json.loads(rows[0]["after"])}
+
+    def undo_revision(self, revision_id: int, user: User | None = None) -> dict:
+        """Put back the segments as they were before a revision, itself a new revision (so
+        an undo can be undone).  Refused with EditConflict when a later change touched the
+        same segments: undo that one first."""
+        with self.transaction():
+            revision = self.get_revision(revision_id)
+            if revision["undone_by"]:
+                raise EditConflict(f"revision {revision_id} was already undone "
+                                   f"(by revision {revision['undone_by']})")
+            after_ids = [s["id"] for s in revision["after"]]
+            current = {s["id"]: s for s in self._snapshots(None, after_ids)}
+            for seg in revision["after"]:
+                now_ = current.get(seg["id"])
+                if now_ is None or _content(now_) != _content(seg):
+                    raise EditConflict(
+                        "a later change touched the same segments; undo that first",
+                        [_segment_of(s) for s in current.values()])
+            ids_before = {s["id"] for s in revision["before"]}
+            restored = [{**s, "revision": max(s["revision"],
+                                              current[s["id"]]["revision"]
+                                              if s["id"] in current else 0) + 1}
+                        for s in revision["before"]]
+            structural = ids_before != set(after_ids)
+            self._change(revision["recording_id"], "undo", f"undid: {revision['note']}", user,
+                         list(current.values()), restored, structural=structural)
+            new_id = self.db.execute("SELECT max(id) FROM revisions").fetchone()[0]
+            self.db.execute("UPDATE revisions SET undone_by = ? WHERE id = ?",
+                            [new_id, revision_id])
+        return self.get_revision(new_id)
+
+    def _current(self, segment_id: int, revision: int) -> dict:
+        snaps = self._snapshots(None, [segment_id])
+        if not snaps:
+            raise SegmentNotFound(f"no segment with id {segment_id}")
+        if snaps[0]["revision"] != revision:
+            raise EditConflict(
+                f"segment {segment_id} changed since you loaded it (revision "
+                f"{snaps[0]['revision']}, yours {revision}); here is the newer text",
+                [_segment_of(snaps[0])])
+        return snaps[0]
+
+    def _snapshots(self, recording_id: int | None, ids: Sequence[int] | None = None
+                   ) -> list[dict]:
+        """Segments as plain dicts with their words, in transcript order."""
+        if ids is not None:
+            if not ids:
+                return []
+            marks = ",".join("?" * len(ids))
+            rows = list(self.db.query(f"SELECT * FROM segments WHERE id IN ({marks}) "
+                                      "ORDER BY idx", list(ids)))
+        else:
+            rows = list(self.db.query("SELECT * FROM segments WHERE recording_id = ? "
+                                      "ORDER BY idx", [recording_id]))
+        words: dict[int, list] = {}
+        if rows:
+            marks = ",".join("?" * len(rows))
+            for w in self.db.execute(
+                    f"SELECT segment_id, start, end, text, probability FROM words "
+                    f"WHERE segment_id IN ({marks}) ORDER BY segment_id, idx",
+                    [r["id"] for r in rows]):
+                words.setdefault(w[0], []).append(list(w[1:]))
+        return [{**r, "words": words.get(r["id"], [])} for r in rows]
+
+    def _change(self, recording_id: int, kind: str, note: str, user: User | None,
+                before: list[dict], after: list[dict], structural: bool = False) -> list[int]:
+        """Replace the ``before`` segments by the ``after`` ones and record the revision;
+        returns the ids of the ``after`` segments.  Runs inside the caller's transaction."""
+        old_ids = [s["id"] for s in before]
+        marks = ",".join("?" * len(old_ids))
+        self.db.execute(f"DELETE FROM segments_fts WHERE rowid IN ({marks})", old_ids)
+        self.db.execute(f"DELETE FROM words WHERE segment_id IN ({marks})", old_ids)
+        self.db.execute(f"DELETE FROM segments WHERE id IN ({marks})", old_ids)
+        ids = []
+        for n, snap in enumerate(after):
+            idx = snap["idx"] if not structural else -1_000_000 - n  # renumbered below
+            ids.append(self._insert_segment(recording_id, idx, _segment_of(snap)))
+        if structural:
+            order = [r[0] for r in self.db.execute(
+                "SELECT id FROM segments WHERE recording_id = ? ORDER BY start, idx",
+                [recording_id])]
+            self.db.execute("UPDATE segments SET idx = -1 - idx WHERE recording_id = ? "
+                            "AND idx >= 0", [recording_id])
+            self.db.conn.executemany("UPDATE segments SET idx = ? WHERE id = ?",
+                                [(i, sid) for i, sid in enumerate(order)])
+        after_stored = self._snapshots(None, ids)
+        self._add_revision(recording_id, kind, note, user, before, after_stored)
+        self.db["recordings"].update(recording_id, {"updated": now()})
+        return ids
+
+    def _add_revision(self, recording_id: int, kind: str, note: str, user: User | None,
+                      before: list[dict], after: list[dict]) -> int:
+        return self.db["revisions"].insert({
+            "recording_id": recording_id, "kind": kind, "note": note,
+            "user_id": user.id if user else None, "username": user.username if user else None,
+            "before": json.dumps(before, ensure_ascii=False),
+            "after": json.dumps(after, ensure_ascii=False), "created": now(),
+        }).last_pk
+
+    # -- accounts -------------------------------------------------------------------------
+
+    def count_users(self) -> int:
+        return self.db["users"].count
+
+    def create_user(self, username: str, password_hash: str, role: str) -> User:
+        with self.transaction():
+            if self.db.execute("SELECT 1 FROM users WHERE username = ? COLLATE NOCASE",
+                               [username]).fetchone():
+                raise ValueError(f"the user name {username!r} is taken")
+            user_id = self.db["users"].insert(
+                {"username": username, "password_hash": password_hash, "role": role,
+                 "created": now()}).last_pk
+        return self.get_user(user_id)
+
+    def create_first_user(self, username: str, password_hash: str, role: str) -> User | None:
+        """Create the first account, or None when one exists already (setup is one-time)."""
+        with self.transaction():
+            if self.db["users"].count:
+                return None
+            return self.create_user(username, password_hash, role)
+
+    def get_user(self, user_id: int) -> User:
+        rows = list(self.db["users"].rows_where("id = ?", [user_id]))
+        if not rows:
+            raise LookupError(f"no user with id {user_id}")
+        return User(**rows[0])
+
+    def find_user(self, username: str) -> User | None:
+        rows = list(self.db["users"].rows_where("username = ? COLLATE NOCASE", [username]))
+        return User(**rows[0]) if rows else None
+
+    def list_users(self) -> list[User]:
+        return [User(**r) for r in self.db["users"].rows_where(order_by="username")]
+
+    def update_user(self, user_id: int, **fields: object) -> User:
+        with self.transaction():
+            self.db["users"].update(user_id, fields)
+        return self.get_user(user_id)
+
+    def delete_user(self, user_id: int) -> None:
+        with self.transaction():
+            self.db.execute("DELETE FROM sessions WHERE user_id = ?", [user_id])
+            self.db.execute("UPDATE recordings SET owner_id = NULL WHERE owner_id = ?",
+                            [user_id])
+            self.db.execute("DELETE FROM users WHERE id = ?", [user_id])
+
+    def create_session(self, token_hash: str, user_id: int, csrf: str, expires: float) -> None:
+        with self.transaction():
+            self.db["sessions"].insert({"token_hash": token_hash, "user_id": user_id,
+                                        "csrf": csrf, "created": now(), "expires": expires})
+
+    def get_session(self, token_hash: str, at: float) -> tuple[User, str] | None:
+        """The user and CSRF token of a live session, or None."""
+        row = self.db.execute("SELECT user_id, csrf FROM sessions WHERE token_hash = ? "
+                              "AND expires > ?", [token_hash, at]).fetchone()
+        if row is None:
+            return None
+        try:
+            return self.get_user(row[0]), row[1]
+        except LookupError:
+            return None
+
+    def end_sessions(self, user_id: int) -> int:
+        """Log a user out everywhere (logout, password change)."""
+        with self.transaction():
+            return self.db.execute("DELETE FROM sessions WHERE user_id = ?",
+                                   [user_id]).rowcount
+
     # -- glossary -------------------------------------------------------------------------
 
     def glossary(self) -> list[dict]:
@@ -496,3 +867,34 @@ def _recording(row: dict) -> Recording:
 
 def _job(row: dict) -> Job:
     return Job(**{**row, "params": json.loads(row["params"] or "{}")})
+
+
+def _segment_of(snap: dict) -> Segment:
+    return Segment(
+        id=snap["id"], start=snap["start"], end=snap["end"], text=snap["text"],
+        language=snap["language"], avg_logprob=snap["avg_logprob"],
+        no_speech_prob=snap["no_speech_prob"], compression_ratio=snap["compression_ratio"],
+        speaker=snap["speaker"], revision=snap["revision"],
+        words=tuple(Word(*w) for w in snap["words"]),
+    )
+
+
+def _content(snap: dict) -> tuple:
+    return snap["text"], snap["speaker"], snap["start"], snap["end"]
+
+
+def _word_cut(words: list, at: int) -> int | None:
+    """Index of the first word that starts at or after character ``at`` of the joined text
+    (approximate when the text was rewritten after recognition: numbers, punctuation)."""
+    position = 0
+    for i, w in enumerate(words):
+        text = w[2] if i else w[2].lstrip()
+        if i > 0 and position + len(text) - len(text.lstrip()) >= at:
+            return i
+        position += len(text)
+    return None
+
+
+def _cjk_edge(left: str, right: str) -> bool:
+    """Chinese text joins without a space."""
+    return bool(left and right and (left[-1] >= "\u2e80" or right[0] >= "\u2e80"))

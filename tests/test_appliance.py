@@ -79,7 +79,9 @@ def test_recording_over_http_with_live_events(settings, tmp_path):
     import httpx
 
     from tests.conftest import long_speech
+    from tests.webutil import create_account, sign_in
 
+    create_account(settings, "ivan", "interviewer")
     demo = settings.data_dir / "demo"
     demo.mkdir(parents=True)
     shutil.copy(long_speech(tmp_path, 25), demo / "clip.wav")  # utterances with pauses
@@ -93,6 +95,8 @@ def test_recording_over_http_with_live_events(settings, tmp_path):
     try:
         _until(lambda: _get(f"{base}/health")[0] == 200, 60, "/health")
         with httpx.Client(base_url=base, timeout=60) as client:
+            assert client.post("/api/record/stop").status_code == 401
+            client.headers["X-CSRF-Token"] = sign_in(client, "ivan")
             assert client.post("/api/record/stop").status_code == 409
             bad = client.post("/api/record/start", json={"source": "demo:../../etc/passwd"})
             assert bad.status_code == 400 and "no demo file" in bad.json()["detail"]

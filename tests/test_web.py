@@ -1,19 +1,35 @@
-"""The web app: health, the library page, and escaping of transcript text."""
+"""The web app through its HTTP interface: health, first-boot setup, sign-in, sessions,
+CSRF, roles on every endpoint, escaping, search, uploads, audio ranges and traversal."""
 
 from __future__ import annotations
 
+import re
+
+import pytest
 from fastapi.testclient import TestClient
 
-from device.records import Segment
 from device.store import Store
+from tests.webutil import (
+    PASSWORD,
+    form_token,
+    login,
+    make_box,
+    setup_admin,
+    stored_transcript,
+)
 from web.app import create_app
+
+
+@pytest.fixture
+def box(settings):
+    return make_box(settings)
 
 
 def test_health_reports_ok_with_the_model_installed(settings):
     client = TestClient(create_app(settings))
     body = client.get("/health").json()
     assert body["status"] == "ok" and body["asr_model"]["status"] == "installed"
-    assert body["schema_version"] >= 1
+    assert body["schema_version"] >= 5
 
 
 def test_health_is_503_without_the_model(settings, tmp_path):
@@ -22,15 +38,307 @@ def test_health_is_503_without_the_model(settings, tmp_path):
     assert response.status_code == 503 and response.json()["asr_model"]["status"] == "missing"
 
 
-def test_library_lists_recordings_and_escapes_their_text(settings):
+# -- first boot and sign-in ----------------------------------------------------------------
+
+def test_first_boot_needs_the_console_setup_code(settings, capfd):
+    app = create_app(settings)
+    assert app.state.setup_code in capfd.readouterr().err  # printed on the console
+    client = TestClient(app)
+    page = client.get("/", headers={"accept": "text/html"}, follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"] == "/setup"
+    assert client.get("/api/recordings/1").status_code == 401
+    token = form_token(client.get("/setup").text)
+    wrong = client.post("/setup", data={"code": "AAAA-AAAA", "username": "root",
+                                        "password": PASSWORD, "csrf_token": token})
+    assert wrong.status_code == 400 and "wrong setup code" in wrong.text
     with Store(settings.database_path) as store:
-        rec = store.create_recording("<script>alert(1)</script>", "x.wav")
-        job = store.claim(1, 0.0, store.enqueue("transcribe", rec.id).id)
-        store.complete_transcription(job.id, rec.id, [Segment(0, 1, "<b>预算</b> 讨论")],
-                                     language="zh", language_probability=1.0, duration=1.0,
-                                     model_id="whisper-base")
-    client = TestClient(create_app(settings))
-    page = client.get("/").text
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
-    hits = client.get("/", params={"q": "预算"}).text
-    assert "1 hit(s)" in hits and "&lt;b&gt;预算&lt;/b&gt;" in hits
+        assert store.count_users() == 0
+    admin = setup_admin(app)
+    cookie = admin.client.cookies.jar
+    assert any(c.name == "tingji_session" for c in cookie)
+    # one-time: the code is gone, a second setup is refused
+    assert app.state.setup_code is None
+    again = TestClient(app)
+    assert again.get("/setup", follow_redirects=False).headers["location"] == "/login"
+    refused = again.post("/setup", data={"code": "X", "username": "evil", "password": PASSWORD,
+                                         "csrf_token": form_token(again.get("/login").text)})
+    assert refused.status_code == 403
+    with Store(settings.database_path) as store:
+        users = store.list_users()
+    assert [(u.username, u.role) for u in users] == [("admin", "admin")]
+    assert users[0].password_hash.startswith("$argon2id$")
+
+
+def test_session_cookie_is_httponly_and_samesite_strict(settings):
+    app = create_app(settings)
+    client = TestClient(app)
+    token = form_token(client.get("/setup").text)
+    response = client.post("/setup", data={"code": app.state.setup_code, "username": "a",
+                                           "password": PASSWORD, "csrf_token": token},
+                           follow_redirects=False)
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+
+
+def test_login_is_rate_limited(box):
+    client = TestClient(box.app)
+    token = form_token(client.get("/login").text)
+    codes = [client.post("/login", data={"username": "rita", "password": "wrong-password",
+                                         "csrf_token": token}).status_code for _ in range(6)]
+    assert codes[:5] == [401] * 5 and codes[5] == 429
+    blocked = client.post("/login", data={"username": "rita", "password": PASSWORD,
+                                          "csrf_token": token}, follow_redirects=False)
+    assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) > 0
+    # another user from the same client is not locked out by rita's failures
+    assert login(box.app, "ivan").client.get("/").status_code == 200
+
+
+def test_login_form_needs_its_csrf_cookie(box):
+    client = TestClient(box.app)
+    response = client.post("/login", data={"username": "rita", "password": PASSWORD,
+                                           "csrf_token": "forged"})
+    assert response.status_code == 403
+
+
+def test_logout_ends_every_session_of_the_user(box):
+    second = login(box.app, "rita")
+    assert second.client.get("/api/recordings/1").status_code == 404  # signed in
+    box.reviewer.client.post("/logout", data={"csrf_token": box.reviewer.csrf})
+    assert second.client.get("/api/recordings/1").status_code == 401
+    assert box.reviewer.client.get("/api/recordings/1").status_code == 401
+
+
+def test_password_change_ends_other_sessions(box):
+    other = login(box.app, "rita")
+    response = box.reviewer.client.post("/account", data={
+        "current": PASSWORD, "new": "a much better one", "csrf_token": box.reviewer.csrf},
+        follow_redirects=False)
+    assert response.status_code == 303
+    assert other.client.get("/api/recordings/1").status_code == 401
+    assert box.reviewer.client.get("/account").status_code == 200  # this one signed in again
+    login(box.app, "rita", "a much better one")
+    short = box.admin.client.post("/account", data={
+        "current": PASSWORD, "new": "short", "csrf_token": box.admin.csrf})
+    assert short.status_code == 400 and "8 characters" in short.text
+
+
+# -- CSRF and roles ------------------------------------------------------------------------
+
+def test_state_changing_requests_need_the_csrf_token(box):
+    rec = stored_transcript(box.settings)
+    seg = box.reviewer.api("GET", f"/api/recordings/{rec}").json()["segments"][0]
+    client = box.reviewer.client
+    body = {"text": "forged", "revision": seg["revision"]}
+    assert client.patch(f"/api/segments/{seg['id']}", json=body).status_code == 403
+    assert client.patch(f"/api/segments/{seg['id']}", json=body,
+                        headers={"X-CSRF-Token": "wrong"}).status_code == 403
+    assert client.post("/logout").status_code == 403
+    # another user's token does not work either
+    assert client.patch(f"/api/segments/{seg['id']}", json=body,
+                        headers={"X-CSRF-Token": box.admin.csrf}).status_code == 403
+    assert box.reviewer.api("PATCH", f"/api/segments/{seg['id']}", body).status_code == 200
+
+
+RANK = {"anonymous": 0, "interviewer": 1, "reviewer": 2, "admin": 3}
+ENDPOINTS = [  # (method, url, json body, the least role that may)
+    ("GET", "/", None, "interviewer"),
+    ("GET", "/upload", None, "interviewer"),
+    ("GET", "/record", None, "interviewer"),
+    ("GET", "/account", None, "interviewer"),
+    ("GET", "/api/record/status", None, "interviewer"),
+    ("POST", "/api/record/pause", None, "interviewer"),
+    ("GET", "/recordings/{rec}", None, "interviewer"),
+    ("GET", "/recordings/{rec}/audio", None, "interviewer"),
+    ("GET", "/api/recordings/{rec}", None, "interviewer"),
+    ("GET", "/api/jobs/{job}", None, "interviewer"),
+    ("PUT", "/api/upload?filename=x.wav", None, "interviewer"),
+    ("PATCH", "/api/segments/{seg}", {"text": "changed", "revision": 0}, "reviewer"),
+    ("POST", "/api/segments/{seg}/speaker", {"speaker": "C", "revision": 0}, "reviewer"),
+    ("POST", "/api/segments/{seg}/split", {"position": 3, "revision": 0}, "reviewer"),
+    ("POST", "/api/segments/{seg}/merge", {"revision": 0, "next_revision": 0}, "reviewer"),
+    ("POST", "/api/recordings/{rec}/speakers/rename", {"old": "A", "new": "Ann"}, "reviewer"),
+    ("POST", "/api/recordings/{rec}/replace", {"find": "budget", "replace": "plan"},
+     "reviewer"),
+    ("POST", "/api/recordings/{rec}/title", {"title": "New"}, "reviewer"),
+    ("GET", "/api/recordings/{rec}/revisions", None, "reviewer"),
+    ("POST", "/api/revisions/999/undo", None, "reviewer"),
+    ("GET", "/recordings/{rec}/export.txt", None, "reviewer"),
+    ("GET", "/recordings/{rec}/export.docx", None, "reviewer"),
+    ("POST", "/api/recordings/{rec}/summarize", {}, "reviewer"),
+    ("PUT", "/api/recordings/{rec}/summary", {"content": {}, "version": 1}, "reviewer"),
+    ("GET", "/system", None, "admin"),
+    ("GET", "/admin/users", None, "admin"),
+    ("POST", "/api/jobs/{job}/cancel", None, "admin"),
+]
+
+
+@pytest.mark.parametrize("method,url,body,least", ENDPOINTS,
+                         ids=[f"{m} {u}" for m, u, _, _ in ENDPOINTS])
+def test_every_endpoint_checks_the_role(box, method, url, body, least):
+    """The interviewer owns the recording, so 'own recordings' access is what is tested."""
+    rec = stored_transcript(box.settings, owner_id=_user_id(box, "ivan"))
+    api = box.admin.api("GET", f"/api/recordings/{rec}").json()
+    ids = {"rec": rec, "seg": api["segments"][0]["id"], "job": api["jobs"][0]["id"]}
+    anonymous = TestClient(box.app)
+    anonymous_response = anonymous.request(method, url.format(**ids), json=body)
+    assert anonymous_response.status_code == 401
+    for role, browser in (("interviewer", box.interviewer), ("reviewer", box.reviewer),
+                          ("admin", box.admin)):
+        content = b"not audio" if method == "PUT" and "upload" in url else None
+        response = browser.api(method, url.format(**ids),
+                               json=body if content is None else None, content=content)
+        if RANK[role] >= RANK[least]:
+            assert response.status_code not in (401, 403), (role, response.text)
+            assert response.status_code < 500, (role, response.text)
+        else:
+            assert response.status_code == 403, (role, response.status_code)
+
+
+def _user_id(box, name: str) -> int:
+    with Store(box.settings.database_path) as store:
+        return store.find_user(name).id
+
+
+def test_interviewers_see_only_their_own_recordings(box):
+    mine = stored_transcript(box.settings, title="Ivan's interview",
+                             owner_id=_user_id(box, "ivan"))
+    other = stored_transcript(box.settings, title="Rita's upload", owner_id=_user_id(box, "rita"))
+    client = box.interviewer.client
+    library = client.get("/").text
+    assert "Ivan&#39;s interview" in library and "Rita&#39;s upload" not in library
+    assert client.get(f"/recordings/{mine}").status_code == 200
+    assert client.get(f"/recordings/{other}").status_code == 404
+    assert client.get(f"/recordings/{other}/audio").status_code == 404
+    hits = client.get("/", params={"q": "budget"}).text
+    assert f"/recordings/{mine}?" in hits and f"/recordings/{other}?" not in hits
+    # reviewers see both
+    assert "Rita&#39;s upload" in box.reviewer.client.get("/").text
+
+
+def test_admin_manages_users_and_a_role_change_ends_their_sessions(box):
+    assert box.reviewer.client.get("/admin/users").status_code == 403
+    rita = _user_id(box, "rita")
+    response = box.admin.client.post(f"/admin/users/{rita}/role",
+                                      data={"role": "interviewer", "csrf_token": box.admin.csrf},
+                                      follow_redirects=False)
+    assert response.status_code == 303
+    assert box.reviewer.client.get("/api/recordings/1").status_code == 401
+    rita_again = login(box.app, "rita")
+    assert rita_again.client.get("/recordings/1/export.txt").status_code == 403
+    taken = box.admin.client.post("/admin/users", data={
+        "username": "RITA", "password": PASSWORD, "role": "admin", "csrf_token": box.admin.csrf})
+    assert taken.status_code == 400 and "taken" in taken.text
+    box.admin.client.post(f"/admin/users/{rita}/delete", data={"csrf_token": box.admin.csrf})
+    assert rita_again.client.get("/").status_code in (401, 200)
+    assert rita_again.client.get("/api/recordings/1").status_code == 401
+
+
+# -- pages ---------------------------------------------------------------------------------
+
+def test_pages_escape_titles_and_transcript_text(box):
+    rec = stored_transcript(box.settings, title="<script>alert(1)</script>",
+                            texts=["<b>预算</b> 讨论 <img src=x onerror=alert(2)>"])
+    client = box.reviewer.client
+    for page in (client.get("/").text, client.get(f"/recordings/{rec}").text,
+                 client.get("/", params={"q": "预算"}).text):
+        assert "<script>alert(1)" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in client.get("/").text
+    assert "&lt;b&gt;" in client.get(f"/recordings/{rec}").text
+
+
+def test_search_highlights_hits_and_links_to_the_moment(box):
+    rec = stored_transcript(box.settings, texts=["開放時間是早上九點", "The Budget is final"])
+    page = box.reviewer.client.get("/", params={"q": "开放时间"}).text
+    assert "<mark>開放時間</mark>是早上九點" in page  # Simplified query, Traditional text
+    assert f'href="/recordings/{rec}?t=0.00#seg-' in page
+    english = box.reviewer.client.get("/", params={"q": "budget"}).text
+    assert "The <mark>Budget</mark> is final" in english
+
+
+def test_library_filters_by_status_language_and_date(box):
+    stored_transcript(box.settings, title="Done one")
+    with Store(box.settings.database_path) as store:
+        failed = store.create_recording("Broken upload", "x.wav")
+        store.update_recording(failed.id, status="failed", error="not audio", language="zh")
+    client = box.reviewer.client
+    assert "Broken upload" in client.get("/", params={"status": "failed"}).text
+    assert "Done one" not in client.get("/", params={"status": "failed"}).text
+    assert "Done one" in client.get("/", params={"language": "en"}).text
+    assert "Broken upload" not in client.get("/", params={"language": "en"}).text
+    assert "Done one" not in client.get("/", params={"until": "2000-01-01"}).text
+    assert "Done one" in client.get("/", params={"since": "2000-01-01"}).text
+
+
+def test_recording_page_has_word_spans_with_times(box):
+    rec = stored_transcript(box.settings)
+    page = box.reviewer.client.get(f"/recordings/{rec}").text
+    assert re.search(r'<span class="w" data-start="0.50" data-end="0.90">will</span>', page)
+    assert 'id="player" src="/recordings/' not in page  # no audio file stored for this one
+
+
+# -- uploads, audio, traversal -------------------------------------------------------------
+
+def test_upload_types_by_content_and_streams_to_a_job(box, speech_wav):
+    data = speech_wav.read_bytes()
+    kind = speech_wav.suffix.lower()  # a FLAC or WAV file, named .mp3 here
+    response = box.interviewer.api("PUT", "/api/upload?filename=interview.mp3&title=Talk",
+                                   content=data)
+    assert response.status_code == 200, response.text
+    rec = response.json()["recording_id"]
+    with Store(box.settings.database_path) as store:
+        recording = store.get_recording(rec)
+        assert recording.owner_id == _user_id(box, "ivan")
+        assert recording.audio_file == f"{rec}{kind}"  # typed by content, not by name
+        assert [j.status for j in store.jobs_for(rec)] == ["queued"]
+    assert (box.settings.audio_dir / f"{rec}{kind}").read_bytes() == data
+    audio = box.interviewer.client.get(f"/recordings/{rec}/audio",
+                                       headers={"Range": "bytes=100-199"})
+    assert audio.status_code == 206 and audio.content == data[100:200]
+    assert audio.headers["content-range"] == f"bytes 100-199/{len(data)}"
+    assert not list((box.settings.data_dir / "uploads").iterdir())
+
+
+@pytest.mark.parametrize("content,status", [
+    (b"", 400),
+    (b"This is a text file, renamed .wav by someone.", 415),
+    (b"MZ\x90\x00" + b"\x00" * 64, 415),
+])
+def test_bad_uploads_are_refused_and_leave_nothing(box, content, status):
+    response = box.interviewer.api("PUT", "/api/upload?filename=x.wav", content=content)
+    assert response.status_code == status and response.json()["detail"]
+    with Store(box.settings.database_path) as store:
+        assert store.count_recordings() == 0
+    assert not list((box.settings.data_dir / "uploads").glob("*"))
+
+
+def test_oversized_upload_is_refused_while_streaming(settings, speech_wav):
+    box = make_box(settings.replace(max_upload_bytes=10_000))
+
+    def chunks():  # no Content-Length: the cap is enforced on the stream
+        data = speech_wav.read_bytes()
+        for i in range(0, len(data), 4096):
+            yield data[i:i + 4096]
+
+    response = box.interviewer.api("PUT", "/api/upload?filename=big.wav", content=chunks())
+    assert response.status_code == 413
+    declared = box.interviewer.api("PUT", "/api/upload?filename=big.wav",
+                                   content=speech_wav.read_bytes())
+    assert declared.status_code == 413
+    with Store(box.settings.database_path) as store:
+        assert store.count_recordings() == 0
+    assert not list((box.settings.data_dir / "uploads").glob("*"))
+
+
+def test_file_serving_cannot_leave_the_data_directory(box):
+    rec = stored_transcript(box.settings)
+    secret = box.settings.data_dir / "secret.txt"
+    secret.write_text("do not serve")
+    with Store(box.settings.database_path) as store:
+        store.update_recording(rec, audio_file="../secret.txt")
+    client = box.admin.client
+    assert client.get(f"/recordings/{rec}/audio").status_code == 404
+    for url in ("/static/../tingji.db", "/static/%2e%2e/%2e%2e/device/settings.py",
+                "/static/..%2f..%2fdata%2ftingji.db", f"/recordings/{rec}/export.db"):
+        response = client.get(url)
+        assert response.status_code == 404, url
+        assert b"SQLite" not in response.content and b"do not serve" not in response.content

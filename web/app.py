@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+import device
+from device.errors import EditConflict, RecordingNotFound, SegmentNotFound, TingjiError
 from device.settings import Settings
 from device.store import Store
-from web.routers import library, record, system
+from web import security
+from web.deps import Forbidden, LoginRequired
+from web.routers import admin, auth, imports, library, record, recordings, system
 
 HERE = Path(__file__).parent
 
@@ -24,14 +30,56 @@ async def lifespan(app: FastAPI):
         recorder.stop()  # shutting down mid-recording: keep and queue what was recorded
 
 
+def _wants_html(request: Request) -> bool:
+    return request.method == "GET" and "text/html" in request.headers.get("accept", "")
+
+
+def _error(request: Request, status: int, message: str, extra: dict | None = None):
+    if _wants_html(request):
+        return request.app.state.templates.TemplateResponse(
+            request, "error.html", {"status": status, "message": message}, status_code=status)
+    return JSONResponse({"detail": message, **(extra or {})}, status_code=status)
+
+
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="tingji", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.settings = settings
     app.state.recorder = None
-    app.state.templates = Jinja2Templates(directory=HERE / "templates")
-    Store(settings.database_path).close()  # create or migrate the database up front
+    app.state.login_limiter = security.LoginLimiter()
+    templates = Jinja2Templates(directory=HERE / "templates")  # autoescape on for .html
+    templates.env.globals["version"] = device.__version__
+    app.state.templates = templates
+    with Store(settings.database_path) as store:  # create or migrate the database up front
+        first_boot = store.count_users() == 0
+    app.state.setup_code = security.new_setup_code() if first_boot else None
+    if first_boot:
+        print(f"tingji: first start: open http://{settings.host}:{settings.port}/setup and "
+              f"enter the setup code {app.state.setup_code} to create the admin account",
+              file=sys.stderr, flush=True)
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired):
+        if _wants_html(request):
+            target = "/setup" if app.state.setup_code else f"/login?next={request.url.path}"
+            return RedirectResponse(target, status_code=303)
+        return JSONResponse({"detail": "sign in first"}, status_code=401)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden):
+        return _error(request, 403, str(exc))
+
+    @app.exception_handler(EditConflict)
+    async def conflict(request: Request, exc: EditConflict):
+        from web.routers.recordings import segment_json
+
+        return _error(request, 409, str(exc), {"current": [segment_json(s) for s in exc.current]})
+
+    @app.exception_handler(RecordingNotFound)
+    @app.exception_handler(SegmentNotFound)
+    async def not_found(request: Request, exc: TingjiError):
+        return _error(request, 404, str(exc))
+
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    app.include_router(system.router)
-    app.include_router(library.router)
-    app.include_router(record.router)
+    for router in (system, auth, library, recordings, imports, record, admin):
+        app.include_router(router.router)
     return app

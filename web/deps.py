@@ -1,4 +1,8 @@
-"""Request dependencies: settings, a per-request store handle, templates."""
+"""Request dependencies: settings, a per-request store, the signed-in user and role checks.
+
+``require("reviewer")`` gives the signed-in user when their role is at least reviewer, and
+on a state-changing method also checks the session's CSRF token.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,21 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 
+from device.records import Recording, User
 from device.settings import Settings
 from device.store import Store
+from web import security
+
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+class LoginRequired(Exception):
+    """No valid session: pages redirect to the login (or first-boot setup), APIs say 401."""
+
+
+class Forbidden(Exception):
+    def __init__(self, message: str = "your role does not allow this"):
+        super().__init__(message)
 
 
 def get_settings(request: Request) -> Settings:
@@ -31,3 +48,46 @@ def templates(request: Request) -> Jinja2Templates:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
+
+
+async def _csrf_given(request: Request) -> str | None:
+    given = request.headers.get("x-csrf-token")
+    if given is None and request.headers.get("content-type", "").startswith(
+            "application/x-www-form-urlencoded"):
+        given = (await request.form()).get("csrf_token")
+    return given
+
+
+def require(role: str):
+    """Dependency: the signed-in user, at least ``role``; CSRF checked on writes."""
+
+    async def dependency(request: Request, store: StoreDep) -> User:
+        session = security.session_of(store, request.cookies.get(security.SESSION_COOKIE))
+        if session is None:
+            raise LoginRequired()
+        user, csrf = session
+        request.state.user, request.state.csrf = user, csrf
+        if request.method not in SAFE_METHODS and not security.same_token(
+                csrf, await _csrf_given(request)):
+            raise Forbidden("missing or wrong CSRF token: reload the page and try again")
+        if not user.can(role):
+            raise Forbidden(f"this needs the {role} role (you are {user.role})")
+        return user
+
+    return dependency
+
+
+Interviewer = Annotated[User, Depends(require("interviewer"))]
+Reviewer = Annotated[User, Depends(require("reviewer"))]
+Admin = Annotated[User, Depends(require("admin"))]
+
+
+def visible_recording(store: Store, user: User, recording_id: int) -> Recording:
+    """The recording if this user may see it; interviewers see only their own (a recording
+    they may not see answers 404, as if it did not exist)."""
+    from device.errors import RecordingNotFound
+
+    recording = store.get_recording(recording_id)
+    if not user.can("reviewer") and recording.owner_id != user.id:
+        raise RecordingNotFound(f"no recording with id {recording_id}")
+    return recording

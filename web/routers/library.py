@@ -1,18 +1,65 @@
-"""The library page: recordings and their status (placeholder until the reviewer UI lands)."""
+"""The library: recordings with status, filters, and full-text search with highlighted hits
+that open the recording at the moment they were said."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import re
+from datetime import date
 
-from web.deps import StoreDep, templates
+from fastapi import APIRouter, Request
+from markupsafe import Markup, escape
+
+from device.text import to_simplified
+from web.deps import Interviewer, StoreDep, templates
 
 router = APIRouter()
+PAGE = 50
+STATUSES = ("recording", "queued", "transcribing", "done", "failed", "interrupted")
+
+
+def highlight(text: str, query: str) -> Markup:
+    """``text`` escaped, with each query term marked; matches across Traditional/Simplified
+    and case, as the search does (folding is per character, so positions line up)."""
+    folded = "".join(to_simplified(ch).lower()[:1] or ch for ch in text)
+    spans = []
+    for term in query.split():
+        term = to_simplified(term).lower()
+        spans += [(m.start(), m.end()) for m in re.finditer(re.escape(term), folded)]
+    out, position = [], 0
+    for start, end in sorted(spans):
+        if start < position:
+            continue
+        out += [escape(text[position:start]), Markup("<mark>"), escape(text[start:end]),
+                Markup("</mark>")]
+        position = end
+    out.append(escape(text[position:]))
+    return Markup("").join(out)
+
+
+def _day(value: str) -> str | None:
+    try:
+        return date.fromisoformat(value).isoformat() if value else None
+    except ValueError:
+        return None
 
 
 @router.get("/")
-def library(request: Request, store: StoreDep, q: str = ""):
-    hits = store.search(q) if q.strip() else []
-    return templates(request).TemplateResponse(
-        request, "library.html",
-        {"recordings": store.list_recordings(limit=200), "query": q, "hits": hits},
-    )
+def library(request: Request, user: Interviewer, store: StoreDep, q: str = "",
+            status: str = "", language: str = "", since: str = "", until: str = "",
+            page: int = 1):
+    owner = None if user.can("reviewer") else user.id
+    filters = {"status": status if status in STATUSES else None, "language": language or None,
+               "since": _day(since), "until": _day(until), "owner_id": owner}
+    page = max(page, 1)
+    recordings = store.list_recordings(limit=PAGE, offset=(page - 1) * PAGE, **filters)
+    total = store.count_recordings(**filters)
+    hits = []
+    if q.strip():
+        hits = [h for h in store.search(q, limit=200)
+                if owner is None or store.get_recording(h.recording_id).owner_id == owner][:100]
+    return templates(request).TemplateResponse(request, "library.html", {
+        "recordings": recordings, "total": total, "page": page, "pages": -(-total // PAGE),
+        "query": q, "hits": hits, "highlight": highlight, "statuses": STATUSES,
+        "languages": store.recording_languages(), "status": status, "language": language,
+        "since": since, "until": until,
+    })

@@ -5,6 +5,8 @@ POST /api/record/pause | /resume | /stop                      409 if nothing is 
 POST /api/record/marker {note?}
 GET  /api/record/status
 GET  /api/record/events                                       text/event-stream
+GET  /record                                                  the Record page
+Every route needs a signed-in user (interviewer or above); writes need the CSRF token.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from pydantic import BaseModel
 
 from device.capture import CaptureError, FileSource, MicrophoneSource
 from device.errors import TingjiError
+from device.profiles import load_profiles
 from device.recorder import NotRecording, Recorder, RecorderBusy
-from web.deps import SettingsDep
+from web.deps import Interviewer, SettingsDep, templates
 
-router = APIRouter(prefix="/api/record")
+router = APIRouter()
 _setup = threading.Lock()
 
 
@@ -64,12 +67,20 @@ def _source(body: StartRequest, settings):
     raise CaptureError(f"unknown source {body.source!r}; use mic or demo:NAME")
 
 
-@router.post("/start")
-def start(body: StartRequest, request: Request, settings: SettingsDep):
+@router.get("/record")
+def record_page(request: Request, user: Interviewer, settings: SettingsDep):
+    demo = settings.data_dir / "demo"
+    return templates(request).TemplateResponse(request, "record.html", {
+        "profiles": sorted(load_profiles(settings.data_dir)),
+        "demos": sorted(p.name for p in demo.glob("*") if p.is_file()) if demo.is_dir() else []})
+
+
+@router.post("/api/record/start")
+def start(body: StartRequest, request: Request, settings: SettingsDep, user: Interviewer):
     recorder = recorder_of(request)
     try:
         recording = recorder.start(_source(body, settings), title=body.title,
-                                   profile=body.profile)
+                                   profile=body.profile, owner_id=user.id)
     except RecorderBusy as exc:
         raise HTTPException(409, str(exc)) from exc
     except TingjiError as exc:
@@ -86,37 +97,37 @@ def _control(request: Request, action: str, **kwargs):
     return result
 
 
-@router.post("/pause")
-def pause(request: Request):
+@router.post("/api/record/pause")
+def pause(request: Request, user: Interviewer):
     _control(request, "pause")
     return recorder_of(request).status()
 
 
-@router.post("/resume")
-def resume(request: Request):
+@router.post("/api/record/resume")
+def resume(request: Request, user: Interviewer):
     _control(request, "resume")
     return recorder_of(request).status()
 
 
-@router.post("/marker")
-def marker(body: MarkerRequest, request: Request):
+@router.post("/api/record/marker")
+def marker(body: MarkerRequest, request: Request, user: Interviewer):
     return _control(request, "marker", note=body.note)
 
 
-@router.post("/stop")
-def stop(request: Request):
+@router.post("/api/record/stop")
+def stop(request: Request, user: Interviewer):
     recording = _control(request, "stop")
     return {"recording_id": recording.id, "status": recording.status,
             "duration": recording.duration, "error": recording.error}
 
 
-@router.get("/status")
-def status(request: Request):
+@router.get("/api/record/status")
+def status(request: Request, user: Interviewer):
     return recorder_of(request).status()
 
 
-@router.get("/events")
-async def events(request: Request):
+@router.get("/api/record/events")
+async def events(request: Request, user: Interviewer):
     recorder = await asyncio.to_thread(recorder_of, request)
     subscription = recorder.subscribe()
 

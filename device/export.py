@@ -1,0 +1,165 @@
+"""Transcript exports: TXT, Markdown, SRT, VTT, JSON and DOCX, with speakers and time codes
+where the format allows.  They read the stored (latest, edited) transcript.
+
+    >>> from device.records import Segment
+    >>> print(srt([Segment(1.5, 3.25, "你好", speaker="A", id=1)]), end="")
+    1
+    00:00:01,500 --> 00:00:03,250
+    A: 你好
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+
+from device.records import Recording, Segment
+
+FORMATS = {
+    "txt": "text/plain; charset=utf-8",
+    "md": "text/markdown; charset=utf-8",
+    "srt": "application/x-subrip; charset=utf-8",
+    "vtt": "text/vtt; charset=utf-8",
+    "json": "application/json",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+}
+
+
+def clock(seconds: float, separator: str = ".", hours: bool = True) -> str:
+    ms = int(round(max(seconds, 0.0) * 1000))
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    if not hours and h == 0:
+        return f"{m:02d}:{s:02d}"
+    return f"{h:02d}:{m:02d}:{s:02d}{separator}{ms:03d}"
+
+
+def _line(segment: Segment) -> str:
+    return f"{segment.speaker}: {segment.text}" if segment.speaker else segment.text
+
+
+def txt(recording: Recording, segments: Sequence[Segment]) -> str:
+    lines = [recording.title, ""]
+    lines += [f"[{clock(s.start, hours=False)}] {_line(s)}" for s in segments]
+    return "\n".join(lines) + "\n"
+
+
+def markdown(recording: Recording, segments: Sequence[Segment],
+             summary: dict | None = None) -> str:
+    out = [f"# {recording.title}", ""]
+    facts = [f"{recording.created[:10]}"]
+    if recording.duration:
+        facts.append(clock(recording.duration, hours=False))
+    if recording.language:
+        facts.append(recording.language)
+    out += ["*" + " · ".join(facts) + "*", ""]
+    if summary:
+        content = summary["content"]
+        out += ["## Summary", "", content.get("summary", ""), ""]
+        for key, title in (("key_points", "Key points"), ("decisions", "Decisions")):
+            if content.get(key):
+                out += [f"### {title}", ""] + [f"- {_item_text(i)}" for i in content[key]] + [""]
+        if content.get("action_items"):
+            out += ["### Action items", ""] + [f"- {_action(a)}" for a in content["action_items"]]
+            out.append("")
+    out += ["## Transcript", ""]
+    for s in segments:
+        who = f"**{s.speaker}** " if s.speaker else ""
+        out.append(f"`{clock(s.start, hours=False)}` {who}{s.text}  ")
+    return "\n".join(out) + "\n"
+
+
+def _item_text(item) -> str:
+    return item.get("text", "") if isinstance(item, dict) else str(item)
+
+
+def _action(item: dict) -> str:
+    parts = [item.get("what", "")]
+    if item.get("owner"):
+        parts.append(f"({item['owner']})")
+    if item.get("due"):
+        parts.append(f"— {item['due']}")
+    return " ".join(parts)
+
+
+def srt(segments: Sequence[Segment]) -> str:
+    blocks = [f"{n}\n{clock(s.start, ',')} --> {clock(s.end, ',')}\n{_line(s)}\n"
+              for n, s in enumerate(segments, 1)]
+    return "\n".join(blocks)
+
+
+def vtt(segments: Sequence[Segment]) -> str:
+    blocks = ["WEBVTT\n"]
+    for s in segments:
+        text = s.text.replace("-->", "→")
+        voice = f"<v {s.speaker}>" if s.speaker else ""
+        blocks.append(f"{clock(s.start)} --> {clock(s.end)}\n{voice}{text}\n")
+    return "\n".join(blocks)
+
+
+def as_json(recording: Recording, segments: Sequence[Segment],
+            summary: dict | None = None) -> str:
+    return json.dumps({
+        "recording": {"id": recording.id, "title": recording.title,
+                      "created": recording.created, "duration": recording.duration,
+                      "language": recording.language, "profile": recording.profile},
+        "segments": [{"id": s.id, "start": s.start, "end": s.end, "speaker": s.speaker,
+                      "text": s.text, "language": s.language,
+                      "words": [{"start": w.start, "end": w.end, "text": w.text}
+                                for w in s.words]} for s in segments],
+        "summary": summary["content"] if summary else None,
+    }, ensure_ascii=False, indent=2)
+
+
+def docx(recording: Recording, segments: Sequence[Segment],
+         summary: dict | None = None) -> bytes:
+    from docx import Document
+    from docx.shared import Pt, RGBColor
+
+    document = Document()
+    document.add_heading(recording.title, level=1)
+    document.add_paragraph(recording.created[:10] + (
+        f" · {clock(recording.duration, hours=False)}" if recording.duration else ""))
+    if summary:
+        content = summary["content"]
+        document.add_heading("Summary", level=2)
+        document.add_paragraph(content.get("summary", ""))
+        for key, title in (("key_points", "Key points"), ("decisions", "Decisions"),
+                           ("action_items", "Action items")):
+            if content.get(key):
+                document.add_heading(title, level=3)
+            for item in content.get(key) or []:
+                text = _action(item) if key == "action_items" else _item_text(item)
+                document.add_paragraph(text, style="List Bullet")
+    document.add_heading("Transcript", level=2)
+    for s in segments:
+        paragraph = document.add_paragraph()
+        stamp = paragraph.add_run(f"[{clock(s.start, hours=False)}] ")
+        stamp.font.color.rgb = RGBColor(0x66, 0x66, 0x66)
+        stamp.font.size = Pt(9)
+        if s.speaker:
+            paragraph.add_run(f"{s.speaker}: ").bold = True
+        paragraph.add_run(s.text)
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
+
+
+def export(fmt: str, recording: Recording, segments: Sequence[Segment],
+           summary: dict | None = None) -> bytes:
+    """The transcript in ``fmt`` (one of FORMATS) as bytes."""
+    if fmt == "txt":
+        return txt(recording, segments).encode()
+    if fmt == "md":
+        return markdown(recording, segments, summary).encode()
+    if fmt == "srt":
+        return srt(segments).encode()
+    if fmt == "vtt":
+        return vtt(segments).encode()
+    if fmt == "json":
+        return as_json(recording, segments, summary).encode()
+    if fmt == "docx":
+        return docx(recording, segments, summary)
+    raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")

@@ -1,0 +1,179 @@
+"""The reviewer's path in a real headless Chromium (Debian's chromium + chromedriver, which
+`make test` installs), against the appliance started as `make run` starts it:
+first-boot setup, upload a real clip, wait for the transcript, click a word (the player
+seeks), edit a segment and reload (it persists), export DOCX and SRT.
+
+Screenshots go to $TINGJI_SCREENSHOTS when set (`make screenshots` → bench/screenshots/),
+otherwise to the test's temporary directory."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from device.settings import PROJECT_ROOT
+from tests.test_appliance import _free_port, _get, _until
+
+pytestmark = pytest.mark.slow
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+PASSWORD = "a good admin password"
+
+
+@pytest.fixture
+def appliance(settings, tmp_path):
+    """`python -m device run` on a free port; yields (base url, setup code)."""
+    port = _free_port()
+    env = {**os.environ, "TINGJI_DATA_DIR": str(settings.data_dir),
+           "TINGJI_MODELS_DIR": str(settings.models_dir), "TINGJI_PORT": str(port)}
+    log = tmp_path / "run.log"
+    process = subprocess.Popen([sys.executable, "-m", "device", "run"], cwd=PROJECT_ROOT,
+                               env=env, stdin=subprocess.DEVNULL, stdout=open(log, "wb"),
+                               stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _until(lambda: _get(f"{base}/health")[0] == 200, 60, "/health")
+        code = re.search(r"setup code (\S+)", log.read_text()).group(1)
+        yield base, code
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("chromium and chromedriver are not installed (make test installs the "
+                    "Debian packages chromium and chromium-driver with apt-get)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                "--autoplay-policy=no-user-gesture-required", "--window-size=1366,900",
+                f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(arg)
+    options.add_experimental_option("prefs", {
+        "download.default_directory": str(downloads), "download.prompt_for_download": False})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    driver.downloads = downloads
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def shots_dir(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("TINGJI_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def screenshot(driver, folder: Path, name: str) -> None:
+    path = folder / f"{name}.png"
+    driver.save_screenshot(str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    base, code = appliance
+    shots = shots_dir(tmp_path)
+    find = browser.find_element
+
+    # first boot: the console's setup code creates the admin
+    browser.get(base + "/")
+    assert browser.current_url.endswith("/setup")
+    screenshot(browser, shots, "setup")
+    find(By.ID, "code").send_keys(code)
+    find(By.ID, "username").send_keys("admin")
+    find(By.ID, "password").send_keys(PASSWORD)
+    find(By.ID, "create-admin").click()
+    wait(lambda: "Recordings" in browser.page_source, 10, "the library after setup")
+
+    # upload a real clip and wait for its transcript
+    browser.get(base + "/upload")
+    screenshot(browser, shots, "upload")
+    find(By.ID, "file").send_keys(str(speech_wav))
+    find(By.ID, "upload-title").send_keys("Browser interview")
+    find(By.ID, "upload-button").click()
+    wait(lambda: "/recordings/" in browser.current_url, 60, "the recording page")
+    recording_url = browser.current_url.split("?")[0]
+    wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".segment .w"), 180,
+         "the transcript (the worker transcribes the upload)")
+    find(By.ID, "player")
+
+    # click a word: the player seeks there
+    words = browser.find_elements(By.CSS_SELECTOR, ".segment .w")
+    word = next((w for w in words if float(w.get_attribute("data-start")) > 1.0), words[-1])
+    start = float(word.get_attribute("data-start"))
+    word.click()
+    position = wait(lambda: (t := browser.execute_script(
+        "return document.getElementById('player').currentTime")) >= start - 0.05 and t,
+        10, "the player to seek to the clicked word")
+    assert start - 0.05 <= position < start + 3.0
+    browser.execute_script("document.getElementById('player').pause()")
+    screenshot(browser, shots, "recording")
+
+    # edit the first segment inline; autosave; reload; it persists
+    text = find(By.CSS_SELECTOR, ".segment .text")
+    ActionChains(browser).double_click(text).perform()
+    wait(lambda: text.get_attribute("contenteditable") == "true", 5, "edit mode")
+    text.send_keys(Keys.CONTROL, "a")
+    text.send_keys("Edited in the browser 浏览器里改的")
+    text.send_keys(Keys.ENTER)
+    wait(lambda: find(By.ID, "save-state").text == "saved", 10, "the autosave")
+    browser.get(recording_url)
+    first = wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".segment .text"), 10,
+                 "the reloaded transcript")[0]
+    assert first.text == "Edited in the browser 浏览器里改的"
+
+    # export DOCX and SRT from the page's links
+    for fmt in ("docx", "srt"):
+        find(By.ID, f"export-{fmt}").click()
+    recording_id = recording_url.rstrip("/").split("/")[-1]
+    docx_path = browser.downloads / f"recording-{recording_id}.docx"
+    srt_path = browser.downloads / f"recording-{recording_id}.srt"
+    wait(lambda: docx_path.exists() and srt_path.exists()
+         and not list(browser.downloads.glob("*.crdownload")), 30, "the downloads")
+    from docx import Document
+
+    paragraphs = [p.text for p in Document(io.BytesIO(docx_path.read_bytes())).paragraphs]
+    assert any("Edited in the browser 浏览器里改的" in p for p in paragraphs)
+    srt = srt_path.read_text(encoding="utf-8")
+    assert srt.startswith("1\n00:00:") and "Edited in the browser 浏览器里改的" in srt
+
+    # the other main pages, for the README
+    browser.get(base + "/?q=" + first.text.split()[0])
+    assert "<mark>" in browser.page_source
+    screenshot(browser, shots, "library")
+    for page in ("system", "record"):
+        browser.get(f"{base}/{page}")
+        screenshot(browser, shots, page)

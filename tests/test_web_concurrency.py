@@ -1,0 +1,89 @@
+"""Ten reviewers editing one recording at once over real HTTP (uvicorn on 127.0.0.1):
+every acknowledged edit is in the history, stale writes get 409, nothing answers 5xx."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+import uvicorn
+
+from device.store import Store
+from tests.webutil import add_user, setup_admin, sign_in, stored_transcript
+from web.app import create_app
+
+CLIENTS, EDITS = 10, 100
+
+
+@pytest.fixture
+def server(settings):
+    """The app served by uvicorn in a thread on a free loopback port; stopped afterwards."""
+    app = create_app(settings)
+    admin = setup_admin(app)
+    add_user(admin, "rita", "reviewer")
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                            lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start within 30 s"
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def signed_in(base: str) -> tuple[httpx.Client, str]:
+    client = httpx.Client(base_url=base, timeout=60)
+    return client, sign_in(client, "rita")
+
+
+def test_ten_clients_times_a_hundred_edits(server, settings):
+    rec = stored_transcript(settings, texts=[f"segment {i}" for i in range(5)])
+    with Store(settings.database_path) as store:
+        ids = [s.id for s in store.segments(rec)]
+
+    def reviewer(number: int) -> dict:
+        client, csrf = signed_in(server)
+        revisions = {sid: 0 for sid in ids}
+        acknowledged, conflicts, errors = [], 0, []
+        for i in range(EDITS):
+            sid = ids[(number + i) % len(ids)]
+            text = f"client {number} edit {i}"
+            response = client.patch(f"/api/segments/{sid}", headers={"X-CSRF-Token": csrf},
+                                    json={"text": text, "revision": revisions[sid]})
+            if response.status_code == 200:
+                revisions[sid] = response.json()["revision"]
+                acknowledged.append((sid, text, revisions[sid]))
+            elif response.status_code == 409:
+                conflicts += 1
+                revisions[sid] = response.json()["current"][0]["revision"]
+            else:
+                errors.append((response.status_code, response.text[:200]))
+        client.close()
+        return {"acknowledged": acknowledged, "conflicts": conflicts, "errors": errors}
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        results = list(pool.map(reviewer, range(CLIENTS)))
+
+    errors = [e for r in results for e in r["errors"]]
+    assert errors == []
+    acknowledged = [a for r in results for a in r["acknowledged"]]
+    conflicts = sum(r["conflicts"] for r in results)
+    assert len(acknowledged) + conflicts == CLIENTS * EDITS
+    assert conflicts > 0 and len(acknowledged) > 0
+    with Store(settings.database_path) as store:
+        history = {(r["after"][0]["id"], r["after"][0]["text"], r["after"][0]["revision"])
+                   for r in store.revisions(rec, limit=100_000) if r["kind"] == "edit"}
+        final = {s.id: (s.text, s.revision) for s in store.segments(rec)}
+    assert set(acknowledged) <= history  # every acknowledged edit is in the history
+    assert len(history) == len(acknowledged)  # and nothing else was written
+    for sid in ids:  # the stored text is the last acknowledged edit of each segment
+        last = max((a for a in acknowledged if a[0] == sid), key=lambda a: a[2])
+        assert final[sid] == (last[1], last[2])

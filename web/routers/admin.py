@@ -1,0 +1,108 @@
+"""The admin area: the System page (models, disk, version, job queue) and user accounts.
+
+GET  /system
+GET  /admin/users                 POST /admin/users              (create)
+POST /admin/users/{id}/role       POST /admin/users/{id}/password (reset; ends their sessions)
+POST /admin/users/{id}/delete     POST /api/jobs/{id}/cancel
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import RedirectResponse
+
+import device
+from device.records import ROLES
+from models.store import load_manifest, status
+from web import security
+from web.deps import Admin, SettingsDep, StoreDep, templates
+
+router = APIRouter()
+FormStr = Annotated[str, Form()]
+
+
+@router.get("/system")
+def system_page(request: Request, user: Admin, store: StoreDep, settings: SettingsDep):
+    manifest = load_manifest(models_dir=settings.models_dir)
+    models = [{"id": spec.id, "kind": spec.kind, "size": spec.size, "default": spec.default,
+               "status": status(spec, settings.models_dir),
+               "in_use": spec.id in (settings.asr_model, settings.summary_model)}
+              for spec in manifest.values()]
+    disk = shutil.disk_usage(settings.data_dir)
+    return templates(request).TemplateResponse(request, "system.html", {
+        "models": models, "disk": disk, "version": device.__version__,
+        "schema_version": store.schema_version, "jobs": store.list_jobs(limit=50),
+        "recordings": store.count_recordings(), "data_dir": settings.data_dir.resolve()})
+
+
+@router.post("/api/jobs/{job_id}/cancel")
+def cancel_job(job_id: int, user: Admin, store: StoreDep):
+    return {"cancelled": store.cancel_job(job_id)}
+
+
+def _users_page(request: Request, store, error: str | None = None, status_code: int = 200):
+    return templates(request).TemplateResponse(request, "users.html", {
+        "users": store.list_users(), "roles": ROLES, "error": error}, status_code=status_code)
+
+
+@router.get("/admin/users")
+def users(request: Request, user: Admin, store: StoreDep):
+    return _users_page(request, store)
+
+
+@router.post("/admin/users")
+def create_user(request: Request, user: Admin, store: StoreDep, username: FormStr,
+                password: FormStr, role: FormStr):
+    try:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        if not username.strip():
+            raise ValueError("choose a user name")
+        security.check_new_password(password)
+        store.create_user(username.strip(), security.hash_password(password), role)
+    except ValueError as exc:
+        return _users_page(request, store, str(exc), 400)
+    return RedirectResponse("/admin/users", status_code=303)
+
+
+def _other_user(store, admin, user_id: int):
+    try:
+        target = store.get_user(user_id)
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    if target.id == admin.id:
+        raise HTTPException(400, "change your own account on the Account page")
+    return target
+
+
+@router.post("/admin/users/{user_id}/role")
+def set_role(user_id: int, user: Admin, store: StoreDep, role: FormStr):
+    target = _other_user(store, user, user_id)
+    if role not in ROLES:
+        raise HTTPException(400, f"unknown role {role!r}")
+    store.update_user(target.id, role=role)
+    store.end_sessions(target.id)
+    return RedirectResponse("/admin/users", status_code=303)
+
+
+@router.post("/admin/users/{user_id}/password")
+def reset_password(request: Request, user_id: int, user: Admin, store: StoreDep,
+                   password: FormStr):
+    target = _other_user(store, user, user_id)
+    try:
+        security.check_new_password(password)
+    except ValueError as exc:
+        return _users_page(request, store, str(exc), 400)
+    store.update_user(target.id, password_hash=security.hash_password(password))
+    store.end_sessions(target.id)
+    return RedirectResponse("/admin/users", status_code=303)
+
+
+@router.post("/admin/users/{user_id}/delete")
+def delete_user(user_id: int, user: Admin, store: StoreDep):
+    target = _other_user(store, user, user_id)
+    store.delete_user(target.id)
+    return RedirectResponse("/admin/users", status_code=303)

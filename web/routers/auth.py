@@ -1,0 +1,139 @@
+"""First-boot setup, sign in and out, password change.
+
+GET/POST /setup      one-time: the code printed on the console creates the admin
+GET/POST /login      rate-limited; 429 with Retry-After after repeated failures
+POST     /logout     ends every session of the user
+GET/POST /account    change password (ends every session, then signs in again)
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse
+
+from device.records import User
+from web import security
+from web.deps import Forbidden, Interviewer, StoreDep, templates
+
+router = APIRouter()
+FormStr = Annotated[str, Form()]
+
+
+def _page(request: Request, name: str, context: dict, status: int = 200):
+    """A sign-in form page, with a fresh double-submit CSRF cookie."""
+    token = request.cookies.get(security.PRELOGIN_COOKIE) or secrets.token_urlsafe(24)
+    response = templates(request).TemplateResponse(
+        request, name, {**context, "csrf": token}, status_code=status)
+    response.set_cookie(security.PRELOGIN_COOKIE, token, httponly=True, samesite="strict")
+    return response
+
+
+def _check_prelogin(request: Request, given: str) -> None:
+    if not security.same_token(request.cookies.get(security.PRELOGIN_COOKIE), given):
+        raise Forbidden("the form expired: reload the page and try again")
+
+
+def _signed_in(store, user: User, target: str) -> RedirectResponse:
+    response = RedirectResponse(target if target.startswith("/") and not target.startswith("//")
+                                else "/", status_code=303)
+    response.set_cookie(security.SESSION_COOKIE, security.start_session(store, user),
+                        max_age=security.SESSION_SECONDS, httponly=True, samesite="strict")
+    return response
+
+
+@router.get("/setup")
+def setup_form(request: Request):
+    if request.app.state.setup_code is None:
+        return RedirectResponse("/login", status_code=303)
+    return _page(request, "setup.html", {"error": None})
+
+
+@router.post("/setup")
+def setup(request: Request, store: StoreDep, code: FormStr, username: FormStr,
+          password: FormStr, csrf_token: FormStr):
+    _check_prelogin(request, csrf_token)
+    expected = request.app.state.setup_code
+    if expected is None:
+        raise Forbidden("setup is done: sign in")
+    error = None
+    if not security.same_token(expected, code.strip().upper()):
+        error = "wrong setup code (it is printed on the box's console)"
+    elif not username.strip():
+        error = "choose a user name"
+    else:
+        try:
+            security.check_new_password(password)
+        except ValueError as exc:
+            error = str(exc)
+    if error:
+        return _page(request, "setup.html", {"error": error}, status=400)
+    user = store.create_first_user(username.strip(), security.hash_password(password), "admin")
+    request.app.state.setup_code = None
+    if user is None:
+        raise Forbidden("setup is done: sign in")
+    return _signed_in(store, user, "/")
+
+
+@router.get("/login")
+def login_form(request: Request, next: str = "/"):
+    if request.app.state.setup_code is not None:
+        return RedirectResponse("/setup", status_code=303)
+    return _page(request, "login.html", {"error": None, "next": next})
+
+
+@router.post("/login")
+def login(request: Request, store: StoreDep, username: FormStr, password: FormStr,
+          csrf_token: FormStr, next: Annotated[str, Form()] = "/"):
+    _check_prelogin(request, csrf_token)
+    limiter: security.LoginLimiter = request.app.state.login_limiter
+    client = request.client.host if request.client else "?"
+    wait = limiter.retry_after(client, username)
+    if wait:
+        response = _page(request, "login.html", {
+            "error": f"too many failed attempts: try again in {int(wait) + 1} s", "next": next},
+            status=429)
+        response.headers["Retry-After"] = str(int(wait) + 1)
+        return response
+    user = store.find_user(username.strip())
+    if user is None or not security.verify_password(user.password_hash, password):
+        limiter.failed(client, username)
+        return _page(request, "login.html",
+                     {"error": "wrong user name or password", "next": next}, status=401)
+    limiter.succeeded(client, username)
+    return _signed_in(store, user, next)
+
+
+@router.post("/logout")
+def logout(user: Interviewer, store: StoreDep):
+    store.end_sessions(user.id)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(security.SESSION_COOKIE)
+    return response
+
+
+@router.get("/account")
+def account(request: Request, user: Interviewer):
+    return templates(request).TemplateResponse(request, "account.html",
+                                               {"error": None, "done": False})
+
+
+@router.post("/account")
+def change_password(request: Request, user: Interviewer, store: StoreDep,
+                    current: FormStr, new: FormStr):
+    error = None
+    if not security.verify_password(user.password_hash, current):
+        error = "the current password is wrong"
+    else:
+        try:
+            security.check_new_password(new)
+        except ValueError as exc:
+            error = str(exc)
+    if error:
+        return templates(request).TemplateResponse(
+            request, "account.html", {"error": error, "done": False}, status_code=400)
+    store.update_user(user.id, password_hash=security.hash_password(new))
+    store.end_sessions(user.id)  # every other device signs in again
+    return _signed_in(store, user, "/account?changed=1")

@@ -1,0 +1,267 @@
+"""One recording: the page (player + transcript + summary), its audio with range requests,
+the transcript as JSON, editing with revisions, exports and summaries.
+
+Edits name the segment revision they were made on; a stale one answers 409 with the stored
+segment, so no edit is silently lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated
+
+from fastapi import APIRouter, Body, HTTPException, Request
+from fastapi.responses import FileResponse, Response
+from markupsafe import Markup, escape
+from pydantic import BaseModel, Field
+
+from device import export
+from device.errors import EditConflict
+from device.records import Segment
+from device.summarize import grounding_flags
+from web.deps import Interviewer, Reviewer, SettingsDep, StoreDep, templates, visible_recording
+
+router = APIRouter()
+AUDIO_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".m4a": "audio/mp4",
+               ".aac": "audio/aac", ".flac": "audio/flac", ".ogg": "audio/ogg",
+               ".opus": "audio/ogg", ".webm": "audio/webm", ".mp4": "audio/mp4"}
+
+
+def segment_json(segment: Segment) -> dict:
+    return {"id": segment.id, "start": segment.start, "end": segment.end, "text": segment.text,
+            "speaker": segment.speaker, "language": segment.language,
+            "revision": segment.revision,
+            "words": [[w.start, w.end, w.text] for w in segment.words]}
+
+
+def words_markup(segment: Segment) -> Markup:
+    """The segment's text with each recognised word wrapped in a span carrying its times
+    (click to seek, highlighted while playing).  Words are found in the stored text, which
+    may differ (punctuation, numbers, edits); words not found nearby stay plain text."""
+    text, out, position = segment.text, [], 0
+    for word in segment.words:
+        token = word.text.strip()
+        found = text.find(token, position) if token else -1
+        if found < 0 or found - position > 12:
+            continue
+        out += [escape(text[position:found]),
+                Markup(f'<span class="w" data-start="{word.start:.2f}" '
+                       f'data-end="{word.end:.2f}">'), escape(token), Markup("</span>")]
+        position = found + len(token)
+    out.append(escape(text[position:]))
+    return Markup("").join(out)
+
+
+def _summary(store, recording_id: int) -> dict | None:
+    versions = store.summaries(recording_id)
+    return versions[-1] if versions else None
+
+
+@router.get("/recordings/{recording_id}")
+def recording_page(request: Request, recording_id: int, user: Interviewer, store: StoreDep,
+                   t: float | None = None):
+    recording = visible_recording(store, user, recording_id)
+    segments = store.segments(recording_id)
+    summaries = store.summaries(recording_id)
+    return templates(request).TemplateResponse(request, "recording.html", {
+        "recording": recording, "segments": segments, "summary": summaries[-1] if summaries
+        else None, "summary_versions": len(summaries), "can_edit": user.can("reviewer"),
+        "jobs": store.jobs_for(recording_id), "markers": store.markers(recording_id),
+        "start_at": t, "formats": list(export.FORMATS),
+        "transcript_hash": store.transcript_hash(recording_id), "words_markup": words_markup,
+        "speakers": sorted({s.speaker for s in segments if s.speaker}),
+    })
+
+
+@router.get("/recordings/{recording_id}/audio")
+def recording_audio(recording_id: int, user: Interviewer, store: StoreDep,
+                    settings: SettingsDep):
+    recording = visible_recording(store, user, recording_id)
+    if not recording.audio_file:
+        raise HTTPException(404, "this recording has no audio file yet")
+    root = settings.audio_dir.resolve()
+    path = (root / recording.audio_file).resolve()
+    if path.parent != root or not path.is_file():  # never serve outside the audio folder
+        raise HTTPException(404, "the audio file is missing")
+    return FileResponse(path, media_type=AUDIO_TYPES.get(path.suffix.lower(),
+                                                         "application/octet-stream"))
+
+
+@router.get("/api/recordings/{recording_id}")
+def recording_json(recording_id: int, user: Interviewer, store: StoreDep):
+    recording = visible_recording(store, user, recording_id)
+    return {"recording": asdict(recording),
+            "segments": [segment_json(s) for s in store.segments(recording_id)],
+            "jobs": [asdict(j) for j in store.jobs_for(recording_id)],
+            "summary": _summary(store, recording_id)}
+
+
+class TitleChange(BaseModel):
+    title: str = Field(min_length=1, max_length=200)
+
+
+@router.post("/api/recordings/{recording_id}/title")
+def rename_recording(recording_id: int, body: TitleChange, user: Reviewer, store: StoreDep):
+    store.get_recording(recording_id)
+    return asdict(store.update_recording(recording_id, title=body.title.strip()))
+
+
+# -- editing -------------------------------------------------------------------------------
+
+class TextEdit(BaseModel):
+    text: str = Field(max_length=20_000)
+    revision: int
+
+
+class SpeakerEdit(BaseModel):
+    speaker: str | None = Field(default=None, max_length=100)
+    revision: int
+
+
+class Split(BaseModel):
+    position: int = Field(ge=1)
+    revision: int
+
+
+class Merge(BaseModel):
+    revision: int
+    next_revision: int
+
+
+class SpeakerRename(BaseModel):
+    old: str
+    new: str = Field(min_length=1, max_length=100)
+
+
+class Replace(BaseModel):
+    find: str = Field(min_length=1, max_length=1000)
+    replace: str = Field(max_length=1000)
+
+
+def _bad_request(call):
+    try:
+        return call()
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from exc
+
+
+@router.patch("/api/segments/{segment_id}")
+def edit_segment(segment_id: int, body: TextEdit, user: Reviewer, store: StoreDep):
+    store.segment_recording(segment_id)
+    return segment_json(_bad_request(
+        lambda: store.edit_segment(segment_id, body.text, body.revision, user)))
+
+
+@router.post("/api/segments/{segment_id}/speaker")
+def set_speaker(segment_id: int, body: SpeakerEdit, user: Reviewer, store: StoreDep):
+    return segment_json(store.set_speaker(segment_id, body.speaker, body.revision, user))
+
+
+@router.post("/api/segments/{segment_id}/split")
+def split_segment(segment_id: int, body: Split, user: Reviewer, store: StoreDep):
+    pair = _bad_request(lambda: store.split_segment(segment_id, body.position, body.revision,
+                                                    user))
+    return {"segments": [segment_json(s) for s in pair]}
+
+
+@router.post("/api/segments/{segment_id}/merge")
+def merge_segment(segment_id: int, body: Merge, user: Reviewer, store: StoreDep):
+    return segment_json(_bad_request(lambda: store.merge_segments(
+        segment_id, body.revision, body.next_revision, user)))
+
+
+@router.post("/api/recordings/{recording_id}/speakers/rename")
+def rename_speaker(recording_id: int, body: SpeakerRename, user: Reviewer, store: StoreDep):
+    store.get_recording(recording_id)
+    return {"changed": _bad_request(
+        lambda: store.rename_speaker(recording_id, body.old, body.new, user))}
+
+
+@router.post("/api/recordings/{recording_id}/replace")
+def replace(recording_id: int, body: Replace, user: Reviewer, store: StoreDep):
+    store.get_recording(recording_id)
+    return {"changed": _bad_request(
+        lambda: store.replace_text(recording_id, body.find, body.replace, user))}
+
+
+@router.get("/api/recordings/{recording_id}/revisions")
+def revisions(recording_id: int, user: Reviewer, store: StoreDep, limit: int = 200):
+    store.get_recording(recording_id)
+    return [{k: v for k, v in r.items()} for r in store.revisions(recording_id, limit)]
+
+
+@router.post("/api/revisions/{revision_id}/undo")
+def undo(revision_id: int, user: Reviewer, store: StoreDep):
+    try:
+        store.get_revision(revision_id)
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    revision = store.undo_revision(revision_id, user)
+    return {"revision": revision["id"],
+            "segments": [segment_json(s) for s in store.segments(revision["recording_id"])]}
+
+
+# -- exports and summaries -----------------------------------------------------------------
+
+@router.get("/recordings/{recording_id}/export.{fmt}")
+def export_transcript(recording_id: int, fmt: str, user: Reviewer, store: StoreDep):
+    if fmt not in export.FORMATS:
+        raise HTTPException(404, f"no export format {fmt!r}; choose one of "
+                                 f"{', '.join(export.FORMATS)}")
+    recording = store.get_recording(recording_id)
+    body = export.export(fmt, recording, store.segments(recording_id),
+                         _summary(store, recording_id))
+    filename = f"recording-{recording.id}.{fmt}"
+    return Response(body, media_type=export.FORMATS[fmt], headers={
+        "Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+class SummarizeRequest(BaseModel):
+    model: str | None = None
+
+
+@router.post("/api/recordings/{recording_id}/summarize")
+def summarize(recording_id: int, user: Reviewer, store: StoreDep,
+              body: Annotated[SummarizeRequest | None, Body()] = None):
+    recording = store.get_recording(recording_id)
+    if recording.status != "done":
+        raise HTTPException(409, "the transcript is not finished yet")
+    queued = [j for j in store.jobs_for(recording_id)
+              if j.kind == "summarize" and j.status in ("queued", "running")]
+    job = queued[0] if queued else store.enqueue(
+        "summarize", recording_id, {"model": body.model} if body and body.model else {})
+    return asdict(job)
+
+
+class SummaryEdit(BaseModel):
+    content: dict
+    version: int
+    """The version the reviewer edited; a newer one answers 409."""
+
+
+@router.put("/api/recordings/{recording_id}/summary")
+def edit_summary(recording_id: int, body: SummaryEdit, user: Reviewer, store: StoreDep):
+    current = _summary(store, recording_id)
+    if current is None:
+        raise HTTPException(404, "this recording has no summary yet")
+    if current["version"] != body.version:
+        raise EditConflict(f"the summary changed since you loaded it (version "
+                           f"{current['version']}, yours {body.version})")
+    content = {**current["content"], **{k: v for k, v in body.content.items()
+                                        if k in current["content"]}}
+    flags = grounding_flags(content, store.segments(recording_id, with_words=False))
+    return store.add_summary(recording_id, content, [asdict(f) for f in flags],
+                             model_id=f"edited by {user.username}",
+                             prompt_version=current["prompt_version"],
+                             transcript_hash=store.transcript_hash(recording_id))
+
+
+@router.get("/api/jobs/{job_id}")
+def job_status(job_id: int, user: Interviewer, store: StoreDep):
+    try:
+        job = store.get_job(job_id)
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    visible_recording(store, user, job.recording_id)
+    return asdict(job)
+

@@ -1,0 +1,36 @@
+// tingji: shared helpers.  api() sends JSON with the session's CSRF token.
+"use strict";
+window.tingji = {
+  csrf() {
+    const meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.content : "";
+  },
+  async api(method, url, body) {
+    const response = await fetch(url, {
+      method,
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": tingji.csrf() },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "same-origin",
+    });
+    let data = null;
+    try { data = await response.json(); } catch (e) { data = null; }
+    return { ok: response.ok, status: response.status, data };
+  },
+  clock(t) {
+    t = Math.max(0, Math.floor(t));
+    return Math.floor(t / 60) + ":" + String(t % 60).padStart(2, "0");
+  },
+  // Poll a job until it ends; onProgress(job) on every answer.  Stops after maxSeconds.
+  async watchJob(jobId, onProgress, maxSeconds = 6 * 3600) {
+    const until = Date.now() + maxSeconds * 1000;
+    while (Date.now() < until) {
+      const { ok, data } = await tingji.api("GET", `/api/jobs/${jobId}`);
+      if (ok) {
+        onProgress(data);
+        if (!["queued", "running"].includes(data.status)) return data;
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    return null;
+  },
+};

@@ -1,0 +1,280 @@
+// The recording page: player ↔ transcript sync, click a word to seek, keyboard shortcuts,
+// inline editing with autosave (409 → show the newer text), speakers, split/merge,
+// find & replace, history with undo, the summary panel and job progress.
+"use strict";
+(function () {
+  const root = document.getElementById("recording");
+  if (!root) return;
+  const recordingId = root.dataset.id;
+  const canEdit = root.dataset.canEdit === "true";
+  const player = document.getElementById("player");
+  const transcript = document.getElementById("transcript");
+  const saveState = document.getElementById("save-state");
+  const conflictBox = document.getElementById("conflict");
+  const segments = () => Array.from(transcript.querySelectorAll(".segment"));
+  let editing = null;
+
+  // -- player sync ---------------------------------------------------------------------
+  function seek(t, play = true) {
+    if (!player) return;
+    player.currentTime = Math.max(0, t);
+    if (play) player.play().catch(() => {});
+  }
+  let current = null, currentWord = null;
+  function sync() {
+    const t = player.currentTime;
+    const list = segments();
+    let lo = 0, hi = list.length - 1, found = null;
+    while (lo <= hi) {  // last segment starting at or before t
+      const mid = (lo + hi) >> 1;
+      if (parseFloat(list[mid].dataset.start) <= t) { found = list[mid]; lo = mid + 1; } else hi = mid - 1;
+    }
+    if (found && t > parseFloat(found.dataset.end) + 0.5) found = null;
+    if (found !== current) {
+      if (current) current.classList.remove("current");
+      if (found) {
+        found.classList.add("current");
+        if (!editing) found.scrollIntoView({ block: "nearest", behavior: "smooth" });
+      }
+      current = found;
+    }
+    let word = null;
+    if (found) {
+      for (const w of found.querySelectorAll(".w")) {
+        if (parseFloat(w.dataset.start) <= t && t < parseFloat(w.dataset.end)) { word = w; break; }
+      }
+    }
+    if (word !== currentWord) {
+      if (currentWord) currentWord.classList.remove("now");
+      if (word) word.classList.add("now");
+      currentWord = word;
+    }
+  }
+  if (player) {
+    player.addEventListener("timeupdate", sync);
+    player.addEventListener("seeked", sync);
+    if (root.dataset.startAt) {
+      player.addEventListener("loadedmetadata", () => seek(parseFloat(root.dataset.startAt), false), { once: true });
+    }
+    document.getElementById("speed").addEventListener("change", (e) => { player.playbackRate = parseFloat(e.target.value); });
+  }
+
+  document.addEventListener("click", (e) => {
+    const target = e.target.closest("[data-seek], .w, [data-cite]");
+    if (!target || (editing && editing.contains(target))) return;
+    if (target.dataset.cite) {
+      const seg = document.getElementById("seg-" + target.dataset.cite);
+      if (seg) { e.preventDefault(); seg.scrollIntoView({ block: "center" }); seek(parseFloat(seg.dataset.start)); flash(seg); }
+      return;
+    }
+    seek(parseFloat(target.dataset.seek !== undefined ? target.dataset.seek : target.dataset.start));
+  });
+  function flash(el) { el.classList.add("flash"); setTimeout(() => el.classList.remove("flash"), 1500); }
+
+  document.addEventListener("keydown", (e) => {
+    if (!player || editing || e.target.closest("input, textarea, select, [contenteditable=true]")) return;
+    const list = segments();
+    const index = current ? list.indexOf(current) : -1;
+    if (e.key === " " || e.key === "k") { e.preventDefault(); player.paused ? player.play() : player.pause(); }
+    else if (e.key === "ArrowLeft" || e.key === "j") { seek(player.currentTime - 5, !player.paused); }
+    else if (e.key === "ArrowRight" || e.key === "l") { seek(player.currentTime + 5, !player.paused); }
+    else if (e.key === "n" && index + 1 < list.length) { seek(parseFloat(list[index + 1].dataset.start)); }
+    else if (e.key === "p" && index > 0) { seek(parseFloat(list[index - 1].dataset.start)); }
+  });
+
+  // -- editing -------------------------------------------------------------------------
+  function status(text, kind = "") { saveState.textContent = text; saveState.className = "save-state " + kind; }
+
+  function render(seg, data, withText = true) {  // the stored segment, new revision
+    seg.dataset.revision = data.revision;
+    seg.dataset.start = data.start; seg.dataset.end = data.end;
+    if (withText) seg.querySelector(".text").textContent = data.text;
+    const sp = seg.querySelector(".speaker");
+    sp.textContent = data.speaker || "speaker?";
+    sp.classList.toggle("none", !data.speaker);
+  }
+
+  function showConflict(seg, mine, body) {
+    const newer = (body && body.current && body.current[0]) || null;
+    conflictBox.hidden = false;
+    conflictBox.textContent = "";
+    const p = document.createElement("p");
+    p.textContent = (body && body.detail) || "Someone else changed this segment.";
+    const yours = document.createElement("p");
+    yours.className = "yours";
+    yours.textContent = "Your text (not saved): " + mine;
+    conflictBox.append(p, yours);
+    if (newer) render(seg, newer);
+    status("conflict: the newer text is shown", "bad");
+  }
+
+  async function save(seg) {
+    const text = seg.querySelector(".text").innerText.trim();
+    if (seg.dataset.saved === text) return;
+    status("saving…");
+    const { ok, status: code, data } = await tingji.api("PATCH", `/api/segments/${seg.dataset.id}`,
+      { text, revision: parseInt(seg.dataset.revision, 10) });
+    if (ok) { render(seg, data); seg.dataset.saved = data.text; status("saved", "good"); refreshHistory(); }
+    else if (code === 409) showConflict(seg, text, data);
+    else status("not saved: " + ((data && data.detail) || code), "bad");
+  }
+
+  let timer = null;
+  function startEdit(seg) {
+    if (!canEdit || editing === seg) return;
+    if (editing) stopEdit();
+    editing = seg;
+    const text = seg.querySelector(".text");
+    seg.dataset.saved = text.innerText.trim();
+    text.contentEditable = "true";
+    seg.classList.add("editing");
+    text.focus();
+  }
+  async function stopEdit() {
+    const seg = editing;
+    if (!seg) return;
+    clearTimeout(timer);
+    editing = null;
+    seg.querySelector(".text").contentEditable = "false";
+    seg.classList.remove("editing");
+    await save(seg);
+  }
+  if (canEdit) {
+    transcript.addEventListener("dblclick", (e) => {
+      const seg = e.target.closest(".segment");
+      if (seg && e.target.closest(".text")) startEdit(seg);
+    });
+    transcript.addEventListener("input", (e) => {
+      const seg = e.target.closest(".segment");
+      if (!seg) return;
+      status("editing…");
+      clearTimeout(timer);
+      timer = setTimeout(() => save(seg), 1500);  // autosave while typing
+    });
+    transcript.addEventListener("focusout", (e) => {
+      if (editing && e.target.closest(".segment") === editing && !editing.contains(e.relatedTarget)) stopEdit();
+    });
+    transcript.addEventListener("keydown", (e) => {
+      if (editing && (e.key === "Escape" || (e.key === "Enter" && !e.shiftKey))) { e.preventDefault(); stopEdit(); }
+    });
+    transcript.addEventListener("click", async (e) => {
+      const seg = e.target.closest(".segment");
+      if (!seg) return;
+      if (e.target.closest(".speaker")) {
+        const name = prompt("Speaker of this segment (empty to clear):", seg.querySelector(".speaker").classList.contains("none") ? "" : seg.querySelector(".speaker").textContent);
+        if (name === null) return;
+        const r = await tingji.api("POST", `/api/segments/${seg.dataset.id}/speaker`, { speaker: name, revision: parseInt(seg.dataset.revision, 10) });
+        r.ok ? (render(seg, r.data, false), status("saved", "good"), refreshHistory()) : r.status === 409 ? showConflict(seg, name, r.data) : status("not saved", "bad");
+      } else if (e.target.closest(".split")) {
+        const sel = window.getSelection();
+        const text = seg.querySelector(".text");
+        let position = 0;
+        if (sel.rangeCount && text.contains(sel.anchorNode)) {
+          const range = document.createRange();
+          range.selectNodeContents(text);
+          range.setEnd(sel.anchorNode, sel.anchorOffset);
+          position = range.toString().length;
+        }
+        if (!position) { status("put the cursor where the segment should split (double-click the text first)", "bad"); return; }
+        if (editing) { await stopEdit(); }
+        const r = await tingji.api("POST", `/api/segments/${seg.dataset.id}/split`, { position, revision: parseInt(seg.dataset.revision, 10) });
+        r.ok ? location.reload() : status("not split: " + (r.data && r.data.detail), "bad");
+      } else if (e.target.closest(".merge")) {
+        const next = seg.nextElementSibling;
+        if (!next) return;
+        const r = await tingji.api("POST", `/api/segments/${seg.dataset.id}/merge`, { revision: parseInt(seg.dataset.revision, 10), next_revision: parseInt(next.dataset.revision, 10) });
+        r.ok ? location.reload() : status("not merged: " + (r.data && r.data.detail), "bad");
+      }
+    });
+
+    for (const [id, url, body] of [
+      ["rename-speaker", `/api/recordings/${recordingId}/speakers/rename`, (f) => ({ old: f.old.value, new: f.new.value })],
+      ["replace", `/api/recordings/${recordingId}/replace`, (f) => ({ find: f.find.value, replace: f.replace.value })],
+    ]) {
+      const form = document.getElementById(id);
+      if (!form) continue;
+      form.addEventListener("submit", async (e) => {
+        e.preventDefault();
+        const r = await tingji.api("POST", url, body(form));
+        if (r.ok && r.data.changed) location.reload();
+        else status(r.ok ? "nothing changed" : "failed: " + (r.data && r.data.detail), r.ok ? "" : "bad");
+      });
+    }
+  }
+
+  // -- history -------------------------------------------------------------------------
+  const history = document.getElementById("history");
+  async function refreshHistory() {
+    if (!history || !history.open) return;
+    const { ok, data } = await tingji.api("GET", `/api/recordings/${recordingId}/revisions?limit=100`);
+    if (!ok) return;
+    const list = document.getElementById("revisions");
+    list.textContent = "";
+    for (const rev of data) {
+      const li = document.createElement("li");
+      const when = rev.created.slice(0, 19).replace("T", " ");
+      const change = rev.kind === "edit" && rev.before.length === 1
+        ? `: “${rev.before[0].text}” → “${rev.after[0].text}”` : "";
+      li.textContent = `${when} ${rev.username || "system"} ${rev.note}${change} `;
+      if (rev.undone_by) li.classList.add("undone");
+      else {
+        const undo = document.createElement("button");
+        undo.textContent = "undo";
+        undo.addEventListener("click", async () => {
+          const r = await tingji.api("POST", `/api/revisions/${rev.id}/undo`);
+          r.ok ? location.reload() : status("cannot undo: " + (r.data && r.data.detail), "bad");
+        });
+        li.append(undo);
+      }
+      list.append(li);
+    }
+  }
+  if (history) history.addEventListener("toggle", refreshHistory);
+
+  // -- summary -------------------------------------------------------------------------
+  const summarize = document.getElementById("summarize");
+  if (summarize) summarize.addEventListener("click", async () => {
+    summarize.disabled = true;
+    const r = await tingji.api("POST", `/api/recordings/${recordingId}/summarize`, {});
+    if (!r.ok) { status("cannot summarise: " + (r.data && r.data.detail), "bad"); summarize.disabled = false; return; }
+    await tingji.watchJob(r.data.id, (job) => { summarize.textContent = `Summarising… ${Math.round(job.progress)}%`; });
+    location.reload();
+  });
+  const editSummary = document.getElementById("edit-summary");
+  const saveSummary = document.getElementById("save-summary");
+  const body = document.getElementById("summary-body");
+  if (editSummary && body) {
+    editSummary.addEventListener("click", () => {
+      body.querySelectorAll("[data-field], [data-item]").forEach((el) => { el.contentEditable = "true"; });
+      body.classList.add("editing");
+      editSummary.hidden = true; saveSummary.hidden = false;
+    });
+    saveSummary.addEventListener("click", async () => {
+      const content = {};
+      body.querySelectorAll("[data-field]").forEach((el) => { content[el.dataset.field] = el.innerText.trim(); });
+      const lists = {};
+      body.querySelectorAll("[data-list]").forEach((ul) => {
+        lists[ul.dataset.list] = Array.from(ul.querySelectorAll("li")).map((li) => {
+          const item = li.querySelector("[data-item]");
+          return { field: item.dataset.item, value: item.innerText.trim(),
+                   segments: Array.from(li.querySelectorAll("[data-cite]")).map((a) => parseInt(a.dataset.cite, 10)) };
+        });
+      });
+      const current = await tingji.api("GET", `/api/recordings/${recordingId}`);
+      const base = current.data.summary.content;
+      for (const [key, items] of Object.entries(lists)) {
+        content[key] = items.map((it, i) => ({ ...(base[key][i] || {}), [it.field]: it.value, segments: it.segments }));
+      }
+      const r = await tingji.api("PUT", `/api/recordings/${recordingId}/summary`, { content, version: parseInt(body.dataset.version, 10) });
+      r.ok ? location.reload() : status("summary not saved: " + (r.data && r.data.detail), "bad");
+    });
+  }
+
+  // -- jobs ----------------------------------------------------------------------------
+  for (const el of document.querySelectorAll(".head .job")) {
+    tingji.watchJob(el.dataset.job, (job) => {
+      el.querySelector("progress").value = job.progress;
+      el.querySelector(".pct").textContent = Math.round(job.progress) + "%";
+    }).then(() => location.reload());
+  }
+})();
