@@ -67,6 +67,7 @@ bench: install
 	$(PY) bench/asr.py
 	$(PY) bench/live.py
 	$(PY) bench/summary.py
+	$(PY) bench/web.py
 	@if [ -f $(SPEECH_DIR)/manifest.tsv ]; then \
 	  $(PY) -m device.eval $(SPEECH_DIR) --profiles raw,auto,dialect --out bench/results/eval.json; \
 	else echo "bench: no $(SPEECH_DIR)/manifest.tsv, accuracy harness skipped"; fi

@@ -66,10 +66,10 @@ EN_TEMPLATES = [
 ]
 
 
-def transcript(language: str, target_chars: int) -> list[Segment]:
+def transcript(language: str, target_chars: int, seed: int = 11) -> list[Segment]:
     people, topics, templates = ((ZH_PEOPLE, ZH_TOPICS, ZH_TEMPLATES) if language == "zh"
                                  else (EN_PEOPLE, EN_TOPICS, EN_TEMPLATES))
-    rng = random.Random(11)
+    rng = random.Random(seed)
     segments, total, t = [], 0, 0.0
     while total < target_chars:
         p, q = rng.sample(people, 2)

@@ -266,14 +266,13 @@ class Store:
         )
         words: dict[int, list[Word]] = {}
         if with_words and rows:
-            for w in self.db.query(
-                "SELECT w.* FROM words w JOIN segments s ON s.id = w.segment_id "
-                "WHERE s.recording_id = ? ORDER BY w.segment_id, w.idx",
+            for segment_id, *fields in self.db.execute(
+                "SELECT w.segment_id, w.start, w.end, w.text, w.probability FROM words w "
+                "JOIN segments s ON s.id = w.segment_id "
+                "WHERE s.recording_id = ? ORDER BY s.idx, w.idx",  # index order: no sort
                 [recording_id],
             ):
-                words.setdefault(w["segment_id"], []).append(
-                    Word(w["start"], w["end"], w["text"], w["probability"])
-                )
+                words.setdefault(segment_id, []).append(Word(*fields))
         return [
             Segment(
                 id=r["id"], start=r["start"], end=r["end"], text=r["text"],
@@ -284,6 +283,17 @@ class Store:
             )
             for r in rows
         ]
+
+    def words_json(self, recording_id: int) -> str:
+        """Word timings of a transcript as JSON, built by SQLite: {"segment id":
+        [[start, end, text], …], …} (the recording page wraps the words in the browser)."""
+        row = self.db.execute(
+            "SELECT json_group_object(segment_id, json(words)) FROM ("
+            "  SELECT w.segment_id, json_group_array(json_array(w.start, w.end, w.text)) words"
+            "  FROM segments s JOIN words w ON w.segment_id = s.id"
+            "  WHERE s.recording_id = ? GROUP BY s.idx ORDER BY s.idx)",
+            [recording_id]).fetchone()
+        return row[0] or "{}"
 
     def _delete_transcript(self, recording_id: int) -> None:
         ids = [r[0] for r in self.db.execute(
@@ -364,7 +374,9 @@ class Store:
             [recording_id]))
 
     def search(self, query: str, limit: int = 50) -> list[SearchHit]:
-        """Segments containing every term of ``query`` (Chinese or English), best first.
+        """Segments containing every term of ``query`` (Chinese or English), newest first
+        (read straight off the index in id order, so a common word costs no more than a
+        rare one).
 
         Each whitespace-separated term is a phrase: "开放时间" matches those four characters
         in a row, in Simplified or Traditional writing.
@@ -376,9 +388,10 @@ class Store:
         match = " ".join('"' + t.replace('"', '""') + '"' for t in terms)
         rows = self.db.execute(
             "SELECT s.recording_id, r.title, s.id, s.start, s.end, s.text "
-            "FROM segments_fts f JOIN segments s ON s.id = f.rowid "
-            "JOIN recordings r ON r.id = s.recording_id "
-            "WHERE segments_fts MATCH ? ORDER BY f.rank, s.recording_id DESC, s.idx LIMIT ?",
+            "FROM (SELECT rowid FROM segments_fts WHERE segments_fts MATCH ? "
+            "      ORDER BY rowid DESC LIMIT ?) f "
+            "JOIN segments s ON s.id = f.rowid JOIN recordings r ON r.id = s.recording_id "
+            "ORDER BY s.recording_id DESC, s.idx",
             [match, limit],
         ).fetchall()
         return [SearchHit(*row) for row in rows]

@@ -173,7 +173,7 @@ def _install_hint(model_id: str, force: bool = False) -> str:
     return f"run `python -m models install {model_id}` (or `make models`)"
 
 
-def verify(spec: ModelSpec, models_dir: Path) -> Path:
+def verify(spec: ModelSpec, models_dir: Path, hashes: bool = True) -> Path:
     """Check every file of an installed model against the manifest; return its directory.
 
     Raises ModelMissingError or ModelCorruptError with the command that fixes it.
@@ -190,7 +190,7 @@ def verify(spec: ModelSpec, models_dir: Path) -> Path:
         )
     for file in source.files:
         path = directory / file.name
-        problem = _file_problem(path, file)
+        problem = _file_problem(path, file, hashes)
         if problem:
             raise ModelCorruptError(
                 f"model {spec.id} is damaged ({problem}): {_install_hint(spec.id, force=True)}"
@@ -198,21 +198,23 @@ def verify(spec: ModelSpec, models_dir: Path) -> Path:
     return directory
 
 
-def _file_problem(path: Path, file: ModelFile) -> str | None:
+def _file_problem(path: Path, file: ModelFile, hashes: bool = True) -> str | None:
     if not path.is_file():
         return f"{file.name} is missing"
     size = path.stat().st_size
     if size != file.size:
         return f"{file.name} has {size} bytes, expected {file.size}"
-    if sha256_file(path) != file.sha256:
+    if hashes and sha256_file(path) != file.sha256:
         return f"{file.name} fails its sha256 check"
     return None
 
 
-def status(spec: ModelSpec, models_dir: Path) -> str:
-    """'installed', 'missing' or 'damaged: …' — for listings."""
+def status(spec: ModelSpec, models_dir: Path, quick: bool = False) -> str:
+    """'installed', 'missing' or 'damaged: …' — for listings.  ``quick`` checks presence
+    and sizes only (for /health and status pages, which must answer in milliseconds; the
+    hashes are checked at install and whenever a model is loaded)."""
     try:
-        verify(spec, models_dir)
+        verify(spec, models_dir, hashes=not quick)
     except ModelMissingError:
         return "missing"
     except ModelCorruptError as exc:

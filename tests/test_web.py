@@ -3,6 +3,7 @@ CSRF, roles on every endpoint, escaping, search, uploads, audio ranges and trave
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -269,11 +270,17 @@ def test_library_filters_by_status_language_and_date(box):
     assert "Done one" in client.get("/", params={"since": "2000-01-01"}).text
 
 
-def test_recording_page_has_word_spans_with_times(box):
-    rec = stored_transcript(box.settings)
+def test_recording_page_carries_word_timings_for_the_player(box):
+    rec = stored_transcript(box.settings, texts=["We will </script><!--x review", "next"])
     page = box.reviewer.client.get(f"/recordings/{rec}").text
-    assert re.search(r'<span class="w" data-start="0.50" data-end="0.90">will</span>', page)
-    assert 'id="player" src="/recordings/' not in page  # no audio file stored for this one
+    blob = re.search(r'<script type="application/json" id="words">(.*?)</script>', page,
+                     re.S).group(1)
+    words = json.loads(blob)
+    first = box.reviewer.api("GET", f"/api/recordings/{rec}").json()["segments"][0]
+    assert words[str(first["id"])] == [[w[0], w[1], w[2]] for w in first["words"]]
+    assert words[str(first["id"])][2] == [1.0, 1.4, " </script><!--x"]
+    assert "</script>" not in blob and "<!--" not in blob  # cannot break out of the element
+    assert 'id="player" src=' not in page  # no audio file stored for this one
 
 
 # -- uploads, audio, traversal -------------------------------------------------------------

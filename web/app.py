@@ -30,6 +30,14 @@ async def lifespan(app: FastAPI):
         recorder.stop()  # shutting down mid-recording: keep and queue what was recorded
 
 
+def clock(seconds: float) -> str:
+    """m:ss (or h:mm:ss) for time codes on pages."""
+    s = int(seconds or 0)
+    if s >= 3600:
+        return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+    return f"{s // 60}:{s % 60:02d}"
+
+
 def _wants_html(request: Request) -> bool:
     return request.method == "GET" and "text/html" in request.headers.get("accept", "")
 
@@ -48,6 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.login_limiter = security.LoginLimiter()
     templates = Jinja2Templates(directory=HERE / "templates")  # autoescape on for .html
     templates.env.globals["version"] = device.__version__
+    templates.env.filters["clock"] = clock
     app.state.templates = templates
     with Store(settings.database_path) as store:  # create or migrate the database up front
         first_boot = store.count_users() == 0

@@ -28,7 +28,7 @@ FormStr = Annotated[str, Form()]
 def system_page(request: Request, user: Admin, store: StoreDep, settings: SettingsDep):
     manifest = load_manifest(models_dir=settings.models_dir)
     models = [{"id": spec.id, "kind": spec.kind, "size": spec.size, "default": spec.default,
-               "status": status(spec, settings.models_dir),
+               "status": status(spec, settings.models_dir, quick=True),
                "in_use": spec.id in (settings.asr_model, settings.summary_model)}
               for spec in manifest.values()]
     disk = shutil.disk_usage(settings.data_dir)

@@ -20,7 +20,9 @@ STATUSES = ("recording", "queued", "transcribing", "done", "failed", "interrupte
 def highlight(text: str, query: str) -> Markup:
     """``text`` escaped, with each query term marked; matches across Traditional/Simplified
     and case, as the search does (folding is per character, so positions line up)."""
-    folded = "".join(to_simplified(ch).lower()[:1] or ch for ch in text)
+    folded = to_simplified(text).lower()
+    if len(folded) != len(text):  # a phrase conversion changed the length: go per character
+        folded = "".join(to_simplified(ch).lower()[:1] or ch for ch in text)
     spans = []
     for term in query.split():
         term = to_simplified(term).lower()

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Request
 from fastapi.responses import FileResponse, Response
-from markupsafe import Markup, escape
+from markupsafe import Markup
 from pydantic import BaseModel, Field
 
 from device import export
@@ -34,24 +34,6 @@ def segment_json(segment: Segment) -> dict:
             "words": [[w.start, w.end, w.text] for w in segment.words]}
 
 
-def words_markup(segment: Segment) -> Markup:
-    """The segment's text with each recognised word wrapped in a span carrying its times
-    (click to seek, highlighted while playing).  Words are found in the stored text, which
-    may differ (punctuation, numbers, edits); words not found nearby stay plain text."""
-    text, out, position = segment.text, [], 0
-    for word in segment.words:
-        token = word.text.strip()
-        found = text.find(token, position) if token else -1
-        if found < 0 or found - position > 12:
-            continue
-        out += [escape(text[position:found]),
-                Markup(f'<span class="w" data-start="{word.start:.2f}" '
-                       f'data-end="{word.end:.2f}">'), escape(token), Markup("</span>")]
-        position = found + len(token)
-    out.append(escape(text[position:]))
-    return Markup("").join(out)
-
-
 def _summary(store, recording_id: int) -> dict | None:
     versions = store.summaries(recording_id)
     return versions[-1] if versions else None
@@ -61,14 +43,16 @@ def _summary(store, recording_id: int) -> dict | None:
 def recording_page(request: Request, recording_id: int, user: Interviewer, store: StoreDep,
                    t: float | None = None):
     recording = visible_recording(store, user, recording_id)
-    segments = store.segments(recording_id)
+    segments = store.segments(recording_id, with_words=False)
     summaries = store.summaries(recording_id)
     return templates(request).TemplateResponse(request, "recording.html", {
         "recording": recording, "segments": segments, "summary": summaries[-1] if summaries
         else None, "summary_versions": len(summaries), "can_edit": user.can("reviewer"),
         "jobs": store.jobs_for(recording_id), "markers": store.markers(recording_id),
         "start_at": t, "formats": list(export.FORMATS),
-        "transcript_hash": store.transcript_hash(recording_id), "words_markup": words_markup,
+        "transcript_hash": store.transcript_hash(recording_id),
+        # "<" escaped (valid JSON): no "</script>" or "<!--" can occur in the script element
+        "words_json": Markup(store.words_json(recording_id).replace("<", "\\u003c")),
         "speakers": sorted({s.speaker for s in segments if s.speaker}),
     })
 

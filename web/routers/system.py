@@ -14,7 +14,7 @@ router = APIRouter()
 
 @router.get("/health")
 def health(settings: SettingsDep, store: StoreDep):
-    model = status(get_spec(settings.asr_model), settings.models_dir)
+    model = status(get_spec(settings.asr_model), settings.models_dir, quick=True)
     body = {
         "status": "ok" if model == "installed" else "degraded",
         "version": device.__version__,

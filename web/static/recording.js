@@ -14,6 +14,36 @@
   const segments = () => Array.from(transcript.querySelectorAll(".segment"));
   let editing = null;
 
+  // -- words -----------------------------------------------------------------------------
+  // Each recognised word becomes a span with its times (click to seek, highlighted while
+  // playing).  Words are found in the stored text, which may differ (punctuation, numbers,
+  // edits): a word not found within a few characters stays plain text.
+  function wrapWords(seg, words) {
+    const text = seg.querySelector(".text");
+    const source = text.textContent;
+    const pieces = document.createDocumentFragment();
+    let position = 0;
+    for (const [start, end, raw] of words) {
+      const token = raw.trim();
+      const found = token ? source.indexOf(token, position) : -1;
+      if (found < 0 || found - position > 12) continue;
+      pieces.append(source.slice(position, found));
+      const span = document.createElement("span");
+      span.className = "w";
+      span.dataset.start = start.toFixed(2);
+      span.dataset.end = end.toFixed(2);
+      span.textContent = token;
+      pieces.append(span);
+      position = found + token.length;
+    }
+    pieces.append(source.slice(position));
+    text.replaceChildren(pieces);
+  }
+  const wordData = JSON.parse(document.getElementById("words").textContent || "{}");
+  for (const seg of transcript.querySelectorAll(".segment")) {
+    if (wordData[seg.dataset.id]) wrapWords(seg, wordData[seg.dataset.id]);
+  }
+
   // -- player sync ---------------------------------------------------------------------
   function seek(t, play = true) {
     if (!player) return;
