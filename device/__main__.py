@@ -10,6 +10,9 @@
     devices             input devices
     profiles            dialect profiles and where they come from
     glossary [add TERM [--misheard M] | remove ID]
+    users [add NAME --role R | passwd NAME | remove NAME]
+                        accounts (the password is read from standard input, or asked
+                        for on a terminal); passwd also ends the user's sessions
     worker              run queued jobs until stopped
     run                 the appliance: web UI + worker
     info                hardware profile, settings and models
@@ -32,7 +35,7 @@ from device.errors import TingjiError
 from device.jobs import Runner, Worker, process_alive
 from device.pipeline import import_audio, requeue_recording
 from device.profiles import SCRIPTS, load_profiles
-from device.records import Recording, Segment
+from device.records import ROLES, Recording, Segment
 from device.settings import Settings, SettingsError, hardware_profile
 from device.store import Store
 from models.store import ModelError
@@ -103,6 +106,15 @@ def _parser() -> argparse.ArgumentParser:
     remove = actions.add_parser("remove", help="remove an entry by id")
     remove.add_argument("id", type=int)
     p.set_defaults(func=cmd_glossary)
+
+    p = commands.add_parser("users", help="web accounts (e.g. reset a lost admin password)")
+    actions = p.add_subparsers(dest="action")
+    add = actions.add_parser("add", help="create an account")
+    add.add_argument("name")
+    add.add_argument("--role", choices=ROLES, default="reviewer")
+    actions.add_parser("passwd", help="set a new password").add_argument("name")
+    actions.add_parser("remove", help="delete an account").add_argument("name")
+    p.set_defaults(func=cmd_users)
 
     p = commands.add_parser("search", help="full-text search over all transcripts")
     p.add_argument("query")
@@ -377,6 +389,50 @@ def cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_profiles(settings: Settings, args: argparse.Namespace) -> int:
     for p in load_profiles(settings.data_dir).values():
         print(f"{p.name:<12} {p.language:<5} {p.model:<14} {p.script:<11} {p.title}  ({p.source})")
+    return 0
+
+
+def _read_password() -> str:
+    from device.accounts import check_new_password
+
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("new password: ")
+        if getpass.getpass("again: ") != password:
+            raise TingjiError("the passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    try:
+        check_new_password(password)
+    except ValueError as exc:
+        raise TingjiError(str(exc)) from exc
+    return password
+
+
+def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
+    from device.accounts import hash_password
+
+    with Store(settings.database_path) as store:
+        if args.action is None:
+            for user in store.list_users():
+                print(f"{user.id:>4} {user.username:<20} {user.role}")
+            return 0
+        user = store.find_user(args.name)
+        if args.action == "add":
+            if user is not None:
+                raise TingjiError(f"the user name {args.name!r} is taken")
+            password = _read_password()
+            store.create_user(args.name, hash_password(password), args.role)
+            return 0
+        if user is None:
+            raise TingjiError(f"no user named {args.name!r}")
+        if args.action == "passwd":
+            password = _read_password()
+            store.update_user(user.id, password_hash=hash_password(password))
+            store.end_sessions(user.id)
+        else:
+            store.delete_user(user.id)
     return 0
 
 

@@ -1,6 +1,6 @@
 """The reviewer's path in a real headless Chromium (Debian's chromium + chromedriver, which
 `make test` installs), against the appliance started as `make run` starts it:
-first-boot setup, upload a real clip, wait for the transcript, click a word (the player
+first-boot setup, sign out and in, upload a real clip, wait for the transcript, click a word (the player
 seeks), edit a segment and reload (it persists), export DOCX and SRT.
 
 Screenshots go to $TINGJI_SCREENSHOTS when set (`make screenshots` → bench/screenshots/),
@@ -117,6 +117,19 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     find(By.ID, "password").send_keys(PASSWORD)
     find(By.ID, "create-admin").click()
     wait(lambda: "Recordings" in browser.page_source, 10, "the library after setup")
+
+    # sign out, then in again through the login page
+    find(By.CSS_SELECTOR, "header form button").click()
+    wait(lambda: browser.current_url.endswith("/login"), 10, "the login page")
+    find(By.ID, "username").send_keys("admin")
+    find(By.ID, "password").send_keys("wrong password")
+    find(By.ID, "sign-in").click()
+    wait(lambda: "wrong user name or password" in browser.page_source, 10, "the refusal")
+    find(By.ID, "username").clear()
+    find(By.ID, "username").send_keys("admin")
+    find(By.ID, "password").send_keys(PASSWORD)
+    find(By.ID, "sign-in").click()
+    wait(lambda: "Recordings" in browser.page_source, 10, "the library after login")
 
     # upload a real clip and wait for its transcript
     browser.get(base + "/upload")

@@ -14,11 +14,32 @@ from device.settings import PROJECT_ROOT, Settings
 pytestmark = pytest.mark.slow
 
 
-def run(settings: Settings, *args: str) -> subprocess.CompletedProcess:
+def run(settings: Settings, *args: str, stdin: str | None = None
+        ) -> subprocess.CompletedProcess:
     env = {**os.environ, "TINGJI_DATA_DIR": str(settings.data_dir),
            "TINGJI_MODELS_DIR": str(settings.models_dir)}
     return subprocess.run([sys.executable, "-m", "device", *args], cwd=PROJECT_ROOT, env=env,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+                          capture_output=True, text=True, timeout=300, input=stdin,
+                          stdin=subprocess.DEVNULL if stdin is None else None)
+
+
+def test_users_cli_creates_accounts_and_resets_a_lost_password(settings):
+    from tests.webutil import login, sign_in
+    from web.app import create_app
+
+    assert run(settings, "users", "add", "boss", "--role", "admin",
+               stdin="first password\n").returncode == 0
+    short = run(settings, "users", "add", "tiny", stdin="short\n")
+    assert short.returncode == 1 and "8 characters" in short.stderr
+    app = create_app(settings)
+    assert app.state.setup_code is None  # an account exists: no first-boot setup
+    session = login(app, "boss", "first password")
+    assert run(settings, "users", "passwd", "boss", stdin="second password\n").returncode == 0
+    assert session.client.get("/api/recordings/1").status_code == 401  # sessions ended
+    sign_in(session.client, "boss", "second password")
+    listing = run(settings, "users").stdout
+    assert "boss" in listing and "admin" in listing and "tiny" not in listing
+    assert run(settings, "users", "passwd", "nobody", stdin="x" * 10 + "\n").returncode == 1
 
 
 def test_transcribe_json_then_search_and_jobs(settings, speech_wav):

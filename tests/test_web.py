@@ -167,10 +167,20 @@ ENDPOINTS = [  # (method, url, json body, the least role that may)
     ("GET", "/recordings/{rec}/export.docx", None, "reviewer"),
     ("POST", "/api/recordings/{rec}/summarize", {}, "reviewer"),
     ("PUT", "/api/recordings/{rec}/summary", {"content": {}, "version": 1}, "reviewer"),
+    ("POST", "/api/record/resume", None, "interviewer"),
+    ("POST", "/api/record/marker", {"note": "x"}, "interviewer"),
+    ("POST", "/api/record/stop", None, "interviewer"),
+    ("POST", "/api/record/start", {"source": "demo:none.wav"}, "interviewer"),
     ("GET", "/system", None, "admin"),
     ("GET", "/admin/users", None, "admin"),
+    ("POST", "/admin/users", {"username": "new", "password": "long enough", "role": "admin"},
+     "admin"),
+    ("POST", "/admin/users/999/role", {"role": "reviewer"}, "admin"),
+    ("POST", "/admin/users/999/password", {"password": "long enough"}, "admin"),
+    ("POST", "/admin/users/999/delete", None, "admin"),
     ("POST", "/api/jobs/{job}/cancel", None, "admin"),
 ]
+
 
 
 @pytest.mark.parametrize("method,url,body,least", ENDPOINTS,
@@ -186,8 +196,12 @@ def test_every_endpoint_checks_the_role(box, method, url, body, least):
     for role, browser in (("interviewer", box.interviewer), ("reviewer", box.reviewer),
                           ("admin", box.admin)):
         content = b"not audio" if method == "PUT" and "upload" in url else None
-        response = browser.api(method, url.format(**ids),
-                               json=body if content is None else None, content=content)
+        if url.startswith("/admin/users") and method == "POST":
+            response = browser.client.post(url.format(**ids), data={
+                **(body or {}), "csrf_token": browser.csrf}, follow_redirects=False)
+        else:
+            response = browser.api(method, url.format(**ids),
+                                   json=body if content is None else None, content=content)
         if RANK[role] >= RANK[least]:
             assert response.status_code not in (401, 403), (role, response.text)
             assert response.status_code < 500, (role, response.text)

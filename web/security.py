@@ -1,4 +1,4 @@
-"""Accounts and sessions: Argon2id passwords, session cookies, CSRF tokens, login limits,
+"""Sessions: session cookies, CSRF tokens, login limits (passwords: device.accounts),
 and the one-time setup code that creates the first admin.
 
 A session is a random token in an HttpOnly, SameSite=Strict cookie; the database keeps only
@@ -16,33 +16,15 @@ import threading
 import time
 from collections import deque
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
-
+from device.accounts import check_new_password, hash_password, verify_password
 from device.records import User
 from device.store import Store
+
+__all__ = ["check_new_password", "hash_password", "verify_password"]  # used by the routers
 
 SESSION_COOKIE = "tingji_session"
 PRELOGIN_COOKIE = "tingji_csrf"
 SESSION_SECONDS = 12 * 3600
-MIN_PASSWORD = 8
-_hasher = PasswordHasher()  # Argon2id, the library's defaults (RFC 9106 low-memory profile)
-
-
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
-
-
-def verify_password(password_hash: str, password: str) -> bool:
-    try:
-        return _hasher.verify(password_hash, password)
-    except (VerificationError, InvalidHashError):
-        return False
-
-
-def check_new_password(password: str) -> None:
-    if len(password) < MIN_PASSWORD:
-        raise ValueError(f"a password needs at least {MIN_PASSWORD} characters")
 
 
 def token_hash(token: str) -> str:
