@@ -25,7 +25,8 @@ else
 endif
 LLAMA_WHEEL = $(firstword $(wildcard $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl))
 
-.PHONY: install deps models test-models run worker test bench screenshots lint clean distclean
+.PHONY: install deps models test-models run worker test bench screenshots lint clean distclean \
+        keys bundle bundle-model flash rollback status start
 
 install: deps models
 
@@ -77,8 +78,49 @@ screenshots: install
 	@bash scripts/ensure-deb.sh $(DEB_TEST)
 	TINGJI_SCREENSHOTS=bench/screenshots $(PY) -m pytest -q tests/test_browser.py
 
+# -- signed updates (admins) ----------------------------------------------------------------
+# The signing key stays off the box and out of the repository; boxes trust the public keys in
+# updates/keys/ of their active firmware.  TARGET is the box's install root (A/B slots).
+KEY    ?= $(HOME)/.config/tingji/signing.key
+TARGET ?= /opt/tingji
+# On a box (make run from TARGET/current/code), the active slot's environment runs the
+# updater; in a checkout, the project's venv.
+BOX_LOCK := $(wildcard $(TARGET)/current/requirements.lock)
+UPDATE_PY = $(if $(BOX_LOCK),PYTHONPATH=$(TARGET)/current/code $(TARGET)/envs/$(shell \
+	sha256sum $(BOX_LOCK) | cut -c1-16)/bin/python,$(PY))
+UPDATE_DEPS = $(if $(BOX_LOCK),,deps)
+
+keys: deps
+	$(PY) -m updates keys --private $(KEY)
+
+# make bundle VERSION=1.2.0 [NO_WHEELS=1]   → bundles/tingji-1.2.0.tar
+bundle: deps
+	@test -n "$(VERSION)" || { echo "usage: make bundle VERSION=x.y.z" >&2; exit 2; }
+	$(PY) -m updates bundle $(VERSION) bundles/tingji-$(VERSION).tar --key $(KEY) \
+	  --find-links $(WHEELHOUSE) $(if $(NO_WHEELS),--no-wheels)
+
+# make bundle-model MODEL_TAR=x.tar VERSION=1.0.0   (MODEL_TAR from `python -m models make-bundle`)
+bundle-model: deps
+	@test -n "$(MODEL_TAR)" -a -n "$(VERSION)" || { echo "usage: make bundle-model MODEL_TAR=… VERSION=…" >&2; exit 2; }
+	$(PY) -m updates bundle-model $(MODEL_TAR) $(VERSION) bundles/$(notdir $(basename $(MODEL_TAR)))-$(VERSION).tar --key $(KEY)
+
+# make flash BUNDLE=path [TARGET=dir] [ALLOW_DOWNGRADE=1]
+flash: $(UPDATE_DEPS)
+	@test -n "$(BUNDLE)" || { echo "usage: make flash BUNDLE=path [TARGET=dir]" >&2; exit 2; }
+	$(UPDATE_PY) -m updates flash $(BUNDLE) --target $(TARGET) $(if $(ALLOW_DOWNGRADE),--allow-downgrade)
+
+rollback: $(UPDATE_DEPS)
+	$(UPDATE_PY) -m updates rollback --target $(TARGET)
+
+status: $(UPDATE_DEPS)
+	$(UPDATE_PY) -m updates status --target $(TARGET)
+
+# Start an installed box: finish or undo an interrupted update, then the active slot.
+start: $(UPDATE_DEPS)
+	$(UPDATE_PY) -m updates run --target $(TARGET)
+
 lint: deps
-	$(PY) -m ruff check device models web tests bench
+	$(PY) -m ruff check device models web updates tests bench
 
 # Removes what the build made; never the recordings (data/) or the model store.
 clean:

@@ -15,6 +15,7 @@
                         for on a terminal); passwd also ends the user's sessions
     worker              run queued jobs until stopped
     run                 the appliance: web UI + worker
+    serve               the web UI alone (the update health check starts a new slot so)
     info                hardware profile, settings and models
 """
 
@@ -142,6 +143,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("run", help="start the appliance: web UI and worker")
     p.set_defaults(func=cmd_run)
+
+    p = commands.add_parser("serve", help="the web UI alone (no worker)")
+    p.set_defaults(func=cmd_serve)
 
     p = commands.add_parser("info", help="hardware profile, settings and models as JSON")
     p.set_defaults(func=cmd_info)
@@ -497,6 +501,16 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             worker.wait(timeout=30)
         except subprocess.TimeoutExpired:
             worker.kill()
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from web.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level.lower())
     return 0
 
 

@@ -1,0 +1,318 @@
+"""Signed updates: bundles refused when altered, unknown or old; A/B install with a health
+check and automatic rollback; flashes killed at random moments; update/rollback cycles.
+
+The test box's environment is this test run's own (registered under its lock hash), and its
+model store is the installed one, so bundles carry code and a lock but no wheels."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from device.settings import PROJECT_ROOT, Settings
+from tests.webutil import stored_transcript
+from updates import bundle as bundles
+from updates.slots import Box, UpdateFailed, flash, recover, rollback, status
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("keys")
+    private, _ = bundles.write_keys(folder / "signing.key", folder / "public", "test")
+    return private, folder / "public"
+
+
+@pytest.fixture(scope="module")
+def lock() -> str:
+    return bundles.freeze()
+
+
+@pytest.fixture(scope="module")
+def make(keys, lock, tmp_path_factory):
+    """make(version, source=PROJECT_ROOT, key=the test key) -> a signed bundle."""
+    folder = tmp_path_factory.mktemp("bundles")
+
+    def build(version: str, source: Path = PROJECT_ROOT, key: Path | None = None) -> Path:
+        out = folder / f"tingji-{version}-{source.name}-{random.random():.6f}.tar"
+        return bundles.build(out, version, key or keys[0], source=source, lock=lock,
+                             public_keys=keys[1])
+
+    return build
+
+
+def variant(folder: Path, *, migrations: int = 0, broken_health: bool = False) -> Path:
+    """A copy of the source with ``migrations`` schema migrations added (tables
+    update_probe_0 …) and/or /health broken."""
+    source = folder / "source"
+    for path in bundles.code_files(PROJECT_ROOT):
+        target = source / path.relative_to(PROJECT_ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    if migrations:
+        store = source / "device" / "store.py"
+        text = store.read_text()
+        probes = "".join(f"def _probe_{n}(db):\n    db.execute('CREATE TABLE update_probe_{n} "
+                         f"(x INTEGER)')\n\n\n" for n in range(migrations))
+        text = text.replace("MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [",
+                            probes + "MIGRATIONS: list[Callable[[sqlite_utils.Database], "
+                            "None]] = [")
+        text = text.replace("_migration_4, _migration_5,", "_migration_4, _migration_5, "
+                            + "".join(f"_probe_{n}, " for n in range(migrations)))
+        store.write_text(text)
+    if broken_health:
+        system = source / "web" / "routers" / "system.py"
+        system.write_text(system.read_text().replace(
+            'status_code=200 if body["status"] == "ok" else 503', "status_code=500"))
+    return source
+
+
+@pytest.fixture
+def box(tmp_path, lock, make, keys):
+    """A box at version 1.0.0 (slot a) with a recording and its transcript in its data."""
+    root = tmp_path / "box"
+    (root / "envs").mkdir(parents=True)
+    os.symlink(os.path.realpath(sys.prefix), root / "envs" / bundles.lock_hash(lock))
+    os.symlink(Settings.load().models_dir, root / "models")
+    box = Box(root)
+    data = Settings(data_dir=box.data_dir, models_dir=box.models_dir)
+    stored_transcript(data, title="会议记录 before the update")
+    (box.data_dir / "audio").mkdir(parents=True, exist_ok=True)
+    (box.data_dir / "audio" / "1.wav").write_bytes(
+        (PROJECT_ROOT / "updates" / "healthcheck.wav").read_bytes())
+    flash(box, make("1.0.0"), trust=keys[1], health_check=False)
+    return box
+
+
+def snapshot(box: Box) -> str:
+    """The recordings, transcripts and audio, as one digest (byte-identical or not)."""
+    digest = hashlib.sha256()
+    with sqlite3.connect(box.database) as db:
+        for table in ("recordings", "segments", "words", "revisions", "summaries"):
+            for row in db.execute(f"SELECT * FROM {table} ORDER BY 1"):
+                digest.update(repr(row).encode())
+    for path in sorted((box.data_dir / "audio").iterdir()):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def slot_digest(box: Box, name: str) -> str:
+    digest = hashlib.sha256()
+    folder = box.slots / name
+    for path in sorted(folder.rglob("*")) if folder.exists() else []:
+        digest.update(str(path.relative_to(folder)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def schema(box: Box) -> tuple[int, list[str]]:
+    """(user_version, the probe tables) of the box's database."""
+    with sqlite3.connect(box.database) as db:
+        probes = [r[0] for r in db.execute("SELECT name FROM sqlite_master "
+                                           "WHERE name LIKE 'update_probe_%' ORDER BY 1")]
+        return db.execute("PRAGMA user_version").fetchone()[0], probes
+
+
+def test_update_installs_into_the_other_slot_after_its_health_check(box, make):
+    before = snapshot(box)
+    result = flash(box, make("1.1.0"))
+    assert result["slot"] == "b" and box.active() == "b"
+    info = status(box)
+    assert info["active"]["version"] == "1.1.0" and info["inactive"]["version"] == "1.0.0"
+    assert info["floor"] == "1.1.0" and info["last_update"]["outcome"] == "installed"
+    assert snapshot(box) == before
+    log = (box.state_dir / "updates.log").read_text()
+    assert "update to 1.1.0 installed; slot b active" in log
+    assert rollback(box)["version"] == "1.0.0" and box.active() == "a"
+    assert status(box)["last_update"]["outcome"] == "rolled back"
+    assert snapshot(box) == before
+
+
+def _flip(path: Path, offset: int, out: Path) -> Path:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_altered_unknown_and_old_bundles_are_refused_and_change_nothing(box, make, tmp_path):
+    good = make("1.2.0")
+    size = good.stat().st_size
+    with tarfile.open(good) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+    code = members["payload/code/device/store.py"]
+    offsets = {
+        "payload": code.offset_data + 100,
+        "payload tar header": code.offset + 10,
+        "manifest": members["manifest.json"].offset_data + 20,
+        "tar padding": code.offset_data + code.size + 1 if code.size % 512 else 0,
+        "end of archive": size - bundles.TRAILER - 100,
+        "signature": size - bundles.TRAILER + 5,
+        "key id": size - bundles.TRAILER + 64 + 3,
+        "magic": size - 2,
+    }
+    other_private, _ = bundles.write_keys(tmp_path / "other.key", tmp_path / "other", "other")
+    refused = {name: _flip(good, offset, tmp_path / f"flipped-{i}.tar")
+               for i, (name, offset) in enumerate(offsets.items())}
+    refused["unknown key"] = make("1.2.0", key=other_private)
+    refused["equal version"] = make("1.0.0")
+    refused["older version"] = make("0.9.9")
+    refused["not a bundle"] = tmp_path / "notes.tar"
+    refused["not a bundle"].write_text("just some text, not a bundle at all\n" * 10)
+    refused["missing"] = tmp_path / "missing.tar"
+    slots = {name: slot_digest(box, name) for name in ("a", "b")}
+    data = snapshot(box)
+    for name, bundle in refused.items():
+        with pytest.raises((bundles.BundleError, UpdateFailed)) as error:
+            flash(box, bundle)
+        assert str(error.value), name
+        assert box.active() == "a", name
+        assert {n: slot_digest(box, n) for n in ("a", "b")} == slots, name
+    assert snapshot(box) == data
+    assert "unknown key" in _message(box, refused["unknown key"])
+    assert "not newer than 1.0.0" in _message(box, refused["older version"])
+    assert "no such bundle" in _message(box, refused["missing"])
+    assert flash(box, good)["version"] == "1.2.0"  # the unaltered bundle is fine
+
+
+def _message(box: Box, bundle: Path) -> str:
+    try:
+        flash(box, bundle)
+    except (bundles.BundleError, UpdateFailed) as exc:
+        return str(exc)
+    raise AssertionError(f"{bundle} was accepted")
+
+
+def test_an_explicit_logged_override_allows_a_downgrade(box, make):
+    flash(box, make("1.3.0"), health_check=False)
+    result = flash(box, make("1.0.1"), allow_downgrade=True, health_check=False)
+    assert result["version"] == "1.0.1"
+    assert "OVERRIDE: installing 1.0.1 over the floor 1.3.0" in (
+        box.state_dir / "updates.log").read_text()
+
+
+def test_a_failed_health_check_rolls_back_and_restores_the_database(box, make, tmp_path):
+    before, schema_before = snapshot(box), schema(box)
+    broken = make("2.0.0", source=variant(tmp_path, migrations=1, broken_health=True))
+    with pytest.raises(UpdateFailed, match="/health did not answer 200"):
+        flash(box, broken)
+    assert box.active() == "a" and status(box)["last_update"]["outcome"] == "failed"
+    assert schema(box) == schema_before and schema_before[1] == []  # the migration undone
+    assert snapshot(box) == before
+    assert not box.journal.exists()
+
+
+def test_flashes_killed_at_random_moments_leave_a_complete_slot_and_intact_data(
+        box, make, tmp_path):
+    """Each bundle adds a schema migration, so a kill between migration and switch must
+    restore the database."""
+    before = snapshot(box)
+    rng = random.Random(7)
+    started = time.monotonic()
+    base_version = schema(box)[0]
+    flash_time = _timed_flash(box, make("1.1.0"))  # one uninterrupted flash, to aim the kills
+    outcomes = []
+    for i in range(20):
+        bundle = make(f"1.2.{i}", source=variant(tmp_path / str(i), migrations=i + 1))
+        version_before = box.slot_info(box.active())["version"]
+        schema_before = schema(box)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "updates", "flash", str(bundle), "--target", str(box.root)],
+            cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.0, flash_time * 1.2))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        recover(box)  # what the next start, flash or rollback does first
+        active = box.active()
+        assert active in ("a", "b") and box.slot_info(active) is not None, i
+        assert (box.slots / active / "code" / "device" / "store.py").is_file()
+        version = box.slot_info(active)["version"]
+        if version == version_before:  # killed before the switch: the database as it was
+            assert schema(box) == schema_before, i
+        else:  # after it: the new slot, with its migrations applied
+            assert version == f"1.2.{i}", i
+            assert schema(box) == (base_version + i + 1,
+                                   sorted(f"update_probe_{n}" for n in range(i + 1))), i
+        assert snapshot(box) == before, i
+        with sqlite3.connect(box.database) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert not box.journal.exists()
+        outcomes.append(version == version_before)
+    assert time.monotonic() - started < 600
+    assert True in outcomes and False in outcomes  # kills landed before and after the switch
+
+
+def _timed_flash(box: Box, bundle: Path) -> float:
+    t0 = time.monotonic()
+    flash(box, bundle)
+    return time.monotonic() - t0
+
+
+def test_ten_update_and_rollback_cycles_keep_recordings_byte_identical(box, make):
+    before = snapshot(box)
+    audio = (box.data_dir / "audio" / "1.wav").read_bytes()
+    for i in range(10):
+        result = flash(box, make(f"3.{i}.0"))
+        assert box.slot_info(box.active())["version"] == f"3.{i}.0" == result["version"]
+        rollback(box)
+        assert box.slot_info(box.active())["version"] != f"3.{i}.0"
+        assert snapshot(box) == before
+    assert (box.data_dir / "audio" / "1.wav").read_bytes() == audio
+
+
+def test_a_full_disk_during_install_changes_nothing(box, make):
+    bundle = make("4.0.0")
+    slots = {name: slot_digest(box, name) for name in ("a", "b")}
+    data = snapshot(box)
+
+    def small_files():  # writes past 40 kB fail as on a full disk (EFBIG, like ENOSPC)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "updates", "flash", str(bundle), "--target", str(box.root)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, preexec_fn=small_files, timeout=300)
+    assert result.returncode == 1 and "disk is full" in result.stderr, result.stderr
+    assert box.active() == "a"
+    assert {n: slot_digest(box, n) for n in ("a", "b")} == slots
+    assert snapshot(box) == data
+    assert not list(box.slots.glob(".staging-*"))
+    assert json.loads((box.state_dir / "state.json").read_text())["last"]["outcome"] == "failed"
+
+
+def test_a_signed_model_bundle_installs_into_the_model_store(box, keys, tmp_path):
+    from models.store import make_bundle
+
+    model = tmp_path / "probe-model"
+    model.mkdir()
+    (model / "config.json").write_text('{"probe": true}')
+    tar = make_bundle(model, tmp_path / "probe.tar", model_id="probe-model", kind="asr",
+                      engine="ctranslate2-whisper", languages=["en"])
+    signed = bundles.build(tmp_path / "probe-signed.tar", "1.0.0", keys[0], kind="model",
+                           model_bundle=tar)
+    store = tmp_path / "store"
+    os.unlink(box.models_dir)
+    store.mkdir()
+    os.symlink(store, box.models_dir)
+    result = flash(box, signed)
+    assert (store / "probe-model" / "config.json").read_text() == '{"probe": true}'
+    assert result["version"] == "1.0.0"
+    tampered = _flip(signed, 700, tmp_path / "probe-flipped.tar")
+    with pytest.raises(bundles.BundleError):
+        flash(box, tampered)
