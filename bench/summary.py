@@ -119,6 +119,8 @@ def run_child(model_id: str, language: str) -> dict:
         "characters": sum(len(s.text) for s in segments),
         "segments": len(segments),
         "chunks": summary.chunks,
+        "calls": [{"seconds": round(t, 1), "prompt_tokens": u["prompt_tokens"],
+                   "completion_tokens": u["completion_tokens"]} for t, u in calls],
         "total_s": round(total, 1),
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,

@@ -1,9 +1,11 @@
 """Summaries a reviewer can trust: a local LLM (llama.cpp), schema-constrained JSON, grounded.
 
-The transcript is cut at segment boundaries into chunks of about ``CHUNK_CHARS`` characters;
-each chunk is summarised (map) with every point citing the ids of the segments it comes
-from, then the partial summaries are merged (reduce).  The grounding check then flags every
-number or name in a point that does not occur in the segments it cites.
+A transcript that fits one call is summarised in one call.  A longer one is cut at segment
+boundaries into chunks of about ``CHUNK_CHARS`` characters; each chunk gives short notes
+(map: key points, decisions and action items, each citing the ids of the segments it comes
+from), and one final call writes the summary from all the notes (reduce; notes too long for
+it are first merged in groups).  The grounding check then flags every number or name in a
+point that does not occur in the segments it cites.
 """
 
 from __future__ import annotations
@@ -18,19 +20,12 @@ from typing import Protocol
 from device.errors import TingjiError
 from device.records import Segment
 
-PROMPT_VERSION = "summary-v1"
-CHUNK_CHARS = 2200
-MERGE_GROUP = 5
-"""Partial summaries merged in one call (each is up to ~1,000 tokens of JSON)."""
-
-
-def _merge_calls(partials: int) -> int:
-    calls = 0
-    while partials > 1:
-        groups = -(-partials // MERGE_GROUP)
-        calls += sum(1 for g in range(groups) if min(MERGE_GROUP, partials - g * MERGE_GROUP) > 1)
-        partials = groups
-    return calls
+PROMPT_VERSION = "summary-v2"
+CHUNK_CHARS = 4000
+"""Characters of Chinese per chunk (English: three times as many), about 3,000 tokens."""
+NOTES_BUDGET = 4500
+"""Tokens of notes the final call reads at most; more are first merged in groups."""
+MERGE_GROUP = 6
 
 
 class NothingToSummarise(TingjiError):
@@ -70,6 +65,18 @@ SCHEMA = {
     "required": ["title", "summary", "key_points", "decisions", "action_items", "keywords",
                  "language"],
 }
+
+
+NOTES_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "key_points": _points(5),
+        "decisions": _points(3),
+        "action_items": _points(4, {"what": _text(120), "owner": _text(30), "due": _text(30)}),
+    },
+    "required": ["key_points", "decisions", "action_items"],
+}
+_NOTE_SECTIONS = ("key_points", "decisions", "action_items")
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,12 @@ def _instructions(language: str | None) -> str:
 def _transcript_text(segments: Sequence[Segment]) -> str:
     return "\n".join(f"[{s.id}] {(s.speaker + ': ') if s.speaker else ''}{s.text.strip()}"
                      for s in segments)
+
+
+def _notes_text(notes: Sequence[dict]) -> str:
+    """Notes of several chunks as one JSON object: each section's items in order."""
+    return json.dumps({section: [item for note in notes for item in note.get(section, [])]
+                       for section in _NOTE_SECTIONS}, ensure_ascii=False)
 
 
 def chunk_segments(segments: Sequence[Segment], size: int = CHUNK_CHARS) -> list[list[Segment]]:
@@ -247,10 +260,10 @@ class LlamaSummarizer:
     def close(self) -> None:
         self._llm = None
 
-    def _complete(self, system: str, user: str, max_tokens: int) -> dict:
+    def _complete(self, system: str, user: str, max_tokens: int, schema: dict = SCHEMA) -> dict:
         result = self._llm.create_chat_completion(
             messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-            response_format={"type": "json_object", "schema": SCHEMA},
+            response_format={"type": "json_object", "schema": schema},
             temperature=0.2, max_tokens=max_tokens,
         )
         text = result["choices"][0]["message"]["content"]
@@ -260,45 +273,52 @@ class LlamaSummarizer:
         except json.JSONDecodeError as exc:
             raise SummaryError(f"the model returned invalid JSON ({exc})") from exc
 
+    def _tokens(self, text: str) -> int:
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False))
+
     def summarize(self, segments: Sequence[Segment], language: str | None,
                   on_progress: Callable[[float], None] = lambda p: None) -> Summary:
         segments = [s for s in segments if s.text.strip()]
         if not segments:
             raise NothingToSummarise("nothing to summarise: the transcript is empty")
         system = _instructions(language)
-        # About 2,000 tokens a chunk: a CJK character is about a token, an English word
-        # (~5 characters with its space) a little more.
+        # About 3,000 tokens a chunk: Qwen's tokens hold 1-2 Chinese characters, or about
+        # four characters of English.
         size = CHUNK_CHARS if language in ("zh", "yue", "ja", "ko") else CHUNK_CHARS * 3
         chunks = chunk_segments(segments, size)
-        merges = _merge_calls(len(chunks))
-        done = 0
+        calls, done = len(chunks) + (len(chunks) > 1), 0
 
         def step() -> None:
             nonlocal done
             done += 1
-            on_progress(99.0 * done / (len(chunks) + merges))
+            on_progress(99.0 * min(done / calls, 1.0))
 
-        partials = []
-        for chunk in chunks:
-            partials.append(self._complete(
-                system, "Transcript:\n" + _transcript_text(chunk) + "\n\nSummarise it as JSON.",
-                max_tokens=2048))
-            step()
-        while len(partials) > 1:  # merge in groups that fit the context, until one is left
-            groups = [partials[i : i + MERGE_GROUP] for i in range(0, len(partials), MERGE_GROUP)]
-            partials = []
-            for group in groups:
-                if len(group) == 1:
-                    partials.append(group[0])
-                    continue
-                partials.append(self._complete(
-                    system,
-                    "These are summaries of consecutive parts of one transcript, as JSON. "
-                    "Merge them into one summary of the whole, keeping each item's segment "
-                    "ids:\n" + json.dumps(group, ensure_ascii=False),
-                    max_tokens=2048))
+        if len(chunks) == 1:
+            merged = self._complete(system, "Transcript:\n" + _transcript_text(chunks[0])
+                                    + "\n\nSummarise it as JSON.", max_tokens=2048)
+        else:
+            notes = []
+            for n, chunk in enumerate(chunks, 1):
+                notes.append(self._complete(
+                    system, f"Part {n} of {len(chunks)} of a transcript:\n"
+                    + _transcript_text(chunk) + "\n\nList this part's key points, decisions "
+                    "and action items as JSON.", max_tokens=1024, schema=NOTES_SCHEMA))
                 step()
-        merged = partials[0]
+            while len(notes) > 1 and self._tokens(_notes_text(notes)) > NOTES_BUDGET:
+                groups = [notes[i : i + MERGE_GROUP] for i in range(0, len(notes), MERGE_GROUP)]
+                calls += len(groups)
+                notes = []
+                for group in groups:
+                    notes.append(self._complete(
+                        system, "Notes on consecutive parts of one transcript, as JSON. Merge "
+                        "them into one set of notes, keeping each item's segment ids:\n"
+                        + _notes_text(group), max_tokens=1024, schema=NOTES_SCHEMA))
+                    step()
+            merged = self._complete(
+                system, "Notes on the consecutive parts of one transcript, as JSON. Write the "
+                "summary of the whole transcript as JSON, keeping each item's segment ids:\n"
+                + _notes_text(notes), max_tokens=2048)
+            step()
         on_progress(100.0)
         known = {s.id for s in segments}
         for section in ("key_points", "decisions", "action_items"):

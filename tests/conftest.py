@@ -7,6 +7,7 @@ import csv
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,21 @@ def store(settings: Settings):
 def engines() -> Engines:
     """The real VAD and Whisper model, loaded once for the session."""
     return load_engines(Settings.load())
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.1,
+               ignore: tuple[type[BaseException], ...] = ()):
+    """Poll ``condition`` until it returns something true (returned), failing the test after
+    ``timeout`` seconds; exceptions of the ``ignore`` types count as not yet."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if value := condition():
+                return value
+        except ignore:
+            pass
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def espeak(text: str, path: Path, voice: str = "en-us") -> Path:

@@ -17,6 +17,7 @@ import pytest
 from device.pipeline import import_audio
 from device.settings import PROJECT_ROOT
 from device.store import Store
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -36,15 +37,7 @@ def _get(url: str) -> tuple[int, dict]:
 
 
 def _until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if value := condition():
-                return value
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return wait_until(condition, timeout, what, interval=0.2, ignore=(OSError,))
 
 
 def test_the_appliance_serves_health_runs_jobs_and_stops_cleanly(settings, speech_wav, tmp_path):

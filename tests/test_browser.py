@@ -15,13 +15,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from device.settings import PROJECT_ROOT
-from tests.test_appliance import _free_port, _get, _until
+from tests.conftest import wait_until as wait
+from tests.test_appliance import _free_port, _get
 
 pytestmark = pytest.mark.slow
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -40,7 +40,7 @@ def appliance(settings, tmp_path):
                                stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        _until(lambda: _get(f"{base}/health")[0] == 200, 60, "/health")
+        wait(lambda: _get(f"{base}/health")[0] == 200, 60, "/health", ignore=(OSError,))
         code = re.search(r"setup code (\S+)", log.read_text()).group(1)
         yield base, code
     finally:
@@ -75,16 +75,6 @@ def browser(tmp_path):
         yield driver
     finally:
         driver.quit()
-
-
-def wait(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def shots_dir(tmp_path: Path) -> Path:

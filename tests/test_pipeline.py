@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from device.jobs import Runner
 from device.pipeline import import_audio
 from device.settings import PROJECT_ROOT, Settings
 from device.store import Store
-from tests.conftest import long_speech
+from tests.conftest import long_speech, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -86,16 +85,6 @@ def test_a_failed_job_does_not_block_the_queue(store, settings, engines, speech_
     assert store.get_job(good_job.id).status == "done"
 
 
-def _wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def _start_worker(settings: Settings, log: Path) -> subprocess.Popen:
     env = {**os.environ, "TINGJI_DATA_DIR": str(settings.data_dir),
            "TINGJI_MODELS_DIR": str(settings.models_dir), "TINGJI_BATCH_SIZE": "2"}
@@ -112,7 +101,7 @@ def test_a_killed_worker_resumes_the_job_which_completes_exactly_once(settings, 
     worker = _start_worker(settings, log)
     try:
         with Store(settings.database_path) as store:
-            _wait_for(lambda: store.get_job(job.id).progress > 5, 120, "the job to make progress")
+            wait_until(lambda: store.get_job(job.id).progress > 5, 120, "the job to make progress")
             worker.send_signal(signal.SIGKILL)
             worker.wait(10)
             interrupted = store.get_job(job.id)
@@ -120,7 +109,7 @@ def test_a_killed_worker_resumes_the_job_which_completes_exactly_once(settings, 
             assert store.segments(recording.id) == []  # nothing partial was written
         worker = _start_worker(settings, log)
         with Store(settings.database_path) as store:
-            done = _wait_for(lambda: (j := store.get_job(job.id)).status == "done" and j, 180,
+            done = wait_until(lambda: (j := store.get_job(job.id)).status == "done" and j, 180,
                              "the resumed job to finish")
             assert done.attempts == 2
             segments = store.segments(recording.id)
@@ -177,7 +166,7 @@ def test_only_one_worker_runs_per_data_directory(settings):
     first = threading.Thread(target=Worker(settings).serve, args=(stop,))
     first.start()
     try:
-        _wait_for(lambda: (settings.data_dir / "worker.lock").stat().st_size > 0
+        wait_until(lambda: (settings.data_dir / "worker.lock").stat().st_size > 0
                   if (settings.data_dir / "worker.lock").exists() else False, 30, "the lock")
         with pytest.raises(WorkerBusy, match="another worker"):
             Worker(settings).serve(threading.Event())

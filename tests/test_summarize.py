@@ -13,6 +13,7 @@ from device.jobs import Runner
 from device.records import Segment
 from device.store import Store
 from device.summarize import (
+    PROMPT_VERSION,
     chunk_segments,
     grounding_flags,
     load_summarizer,
@@ -95,7 +96,7 @@ def test_a_chinese_transcript_gets_a_grounded_chinese_summary(store, settings):
     cited = [i for section in ("key_points", "decisions", "action_items")
              for item in content[section] for i in item["segments"]]
     assert cited and set(cited) <= ids
-    assert summary["model_id"] == SMALL and summary["prompt_version"] == "summary-v1"
+    assert summary["model_id"] == SMALL and summary["prompt_version"] == PROMPT_VERSION
     assert summary["transcript_hash"] == store.transcript_hash(recording_id)
     assert isinstance(summary["flags"], list)
     assert job.progress == 100
@@ -115,7 +116,7 @@ def test_an_english_transcript_gets_an_english_summary_and_versions_are_kept(sto
 
 @pytest.mark.slow
 def test_a_long_transcript_is_summarised_in_chunks_and_can_be_cancelled(store, settings):
-    recording_id = _transcribed(store, "meeting_zh.json", repeat=12)  # ~2,900 characters
+    recording_id = _transcribed(store, "meeting_zh.json", repeat=24)  # ~5,800 characters
     job = store.enqueue("summarize", recording_id, {"model": SMALL})
     runner = Runner(settings)
     claimed = runner.claim(store, job.id)
@@ -160,7 +161,14 @@ def test_missing_or_damaged_summariser_names_the_install_command(settings, tmp_p
         load_summarizer(settings.replace(models_dir=models), SMALL)
 
 
-def test_merges_happen_in_groups_that_fit_the_context():
-    from device.summarize import _merge_calls
+def test_notes_of_several_chunks_are_read_as_one_set():
+    from device.summarize import _notes_text
 
-    assert [_merge_calls(n) for n in (1, 2, 5, 6, 23)] == [0, 1, 1, 2, 6]
+    notes = [{"key_points": [{"text": "a", "segments": [1]}], "decisions": [],
+              "action_items": [{"what": "x", "owner": "", "due": "", "segments": [2]}]},
+             {"key_points": [{"text": "b", "segments": [7]}], "decisions": [
+                 {"text": "d", "segments": [8]}], "action_items": []}]
+    assert json.loads(_notes_text(notes)) == {
+        "key_points": [{"text": "a", "segments": [1]}, {"text": "b", "segments": [7]}],
+        "decisions": [{"text": "d", "segments": [8]}],
+        "action_items": [{"what": "x", "owner": "", "due": "", "segments": [2]}]}

@@ -28,6 +28,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from device.audio import fsync_dir
 from device.errors import TingjiError
 from updates.bundle import (
     KEYS_DIR,
@@ -139,15 +140,7 @@ def _write_json(path: Path, value: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(temporary, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def _point_current(box: Box, slot: str) -> None:
@@ -156,7 +149,7 @@ def _point_current(box: Box, slot: str) -> None:
     temporary.unlink(missing_ok=True)
     os.symlink(Path("slots") / slot, temporary)
     os.replace(temporary, box.current)
-    _fsync_dir(box.root)
+    fsync_dir(box.root)
 
 
 # -- the database ---------------------------------------------------------------------------------
@@ -180,7 +173,7 @@ def backup_database(box: Box, version: str) -> Path | None:
     with open(partial, "rb") as f:
         os.fsync(f.fileno())
     os.replace(partial, path)
-    _fsync_dir(folder)
+    fsync_dir(folder)
     return path
 
 
@@ -344,7 +337,7 @@ def _install_slot(box: Box, bundle: Bundle, slot: str) -> None:
         os.replace(old, trash)
         shutil.rmtree(trash)
     os.replace(staging, old)
-    _fsync_dir(box.slots)
+    fsync_dir(box.slots)
 
 
 def _bundle_python(staging: Path) -> str:
