@@ -70,7 +70,8 @@ SCHEMA = {
 NOTES_SCHEMA = {
     "type": "object",
     "properties": {
-        "key_points": _points(5),
+        # at least one: small models otherwise answer "nothing here" for whole chunks
+        "key_points": {**_points(5), "minItems": 1},
         "decisions": _points(3),
         "action_items": _points(4, {"what": _text(120), "owner": _text(30), "due": _text(30)}),
     },
