@@ -1,7 +1,8 @@
 """The reviewer's path in a real headless Chromium (Debian's chromium + chromedriver, which
-`make test` installs), against the appliance started as `make run` starts it:
-first-boot setup, sign out and in, upload a real clip, wait for the transcript, click a word (the player
-seeks), edit a segment and reload (it persists), export DOCX and SRT.
+`make test` installs), against the appliance started as `make run` starts it: first-boot
+setup, sign out and in, upload a real clip, wait for the transcript, click a word (the
+player seeks), edit a segment and reload (it persists), export DOCX and SRT, record (level
+meter and live transcript) and stop.
 
 Screenshots go to $TINGJI_SCREENSHOTS when set (`make screenshots` → bench/screenshots/),
 otherwise to the test's temporary directory."""
@@ -30,7 +31,7 @@ PASSWORD = "a good admin password"
 
 @pytest.fixture
 def appliance(settings, tmp_path):
-    """`python -m device run` on a free port; yields (base url, setup code)."""
+    """`python -m device run` on a free port; yields (base url, setup code, data dir)."""
     port = _free_port()
     env = {**os.environ, "TINGJI_DATA_DIR": str(settings.data_dir),
            "TINGJI_MODELS_DIR": str(settings.models_dir), "TINGJI_PORT": str(port)}
@@ -42,7 +43,7 @@ def appliance(settings, tmp_path):
     try:
         wait(lambda: _get(f"{base}/health")[0] == 200, 60, "/health", ignore=(OSError,))
         code = re.search(r"setup code (\S+)", log.read_text()).group(1)
-        yield base, code
+        yield base, code, settings.data_dir
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
@@ -94,7 +95,9 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    base, code = appliance
+    base, code, data_dir = appliance
+    (data_dir / "demo").mkdir(parents=True, exist_ok=True)
+    shutil.copy(speech_wav, data_dir / "demo" / ("clip" + speech_wav.suffix))
     shots = shots_dir(tmp_path)
     find = browser.find_element
 
@@ -177,6 +180,21 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     browser.get(base + "/?q=" + first.text.split()[0])
     assert "<mark>" in browser.page_source
     screenshot(browser, shots, "library")
-    for page in ("system", "record"):
-        browser.get(f"{base}/{page}")
-        screenshot(browser, shots, page)
+    browser.get(f"{base}/system")
+    screenshot(browser, shots, "system")
+
+    # record (a demo file played through the capture path): level meter, live transcript
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(f"{base}/record")
+    Select(find(By.ID, "source")).select_by_value("demo:clip" + speech_wav.suffix)
+    find(By.ID, "record-title").send_keys("Live in the browser")
+    find(By.ID, "rec-start").click()
+    wait(lambda: find(By.ID, "rec-level").value_of_css_property("width") not in ("0px", "auto"),
+         15, "the level meter to move")
+    wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#live li"), 60,
+         "a line of live transcript")
+    screenshot(browser, shots, "record")
+    find(By.ID, "rec-stop").click()
+    wait(lambda: "/recordings/" in browser.current_url, 30, "the recording page after stop")
+    assert "Live in the browser" in browser.page_source
