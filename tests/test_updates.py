@@ -138,6 +138,13 @@ def test_update_installs_into_the_other_slot_after_its_health_check(box, make):
     assert snapshot(box) == before
     log = (box.state_dir / "updates.log").read_text()
     assert "update to 1.1.0 installed; slot b active" in log
+    shown = subprocess.run(  # what the System page shows, from the slot's own code
+        [str(box.python("b")), "-c", "import json; from web.routers.admin import "
+         "update_status; print(json.dumps(update_status()))"],
+        env=box.environment("b"), cwd=box.slots / "b" / "code", capture_output=True, text=True,
+        check=True)
+    page = json.loads(shown.stdout)
+    assert page["active"]["version"] == "1.1.0" and page["inactive"]["version"] == "1.0.0"
     assert rollback(box)["version"] == "1.0.0" and box.active() == "a"
     assert status(box)["last_update"]["outcome"] == "rolled back"
     assert snapshot(box) == before

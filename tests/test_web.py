@@ -179,6 +179,9 @@ ENDPOINTS = [  # (method, url, json body, the least role that may)
     ("POST", "/admin/users/999/password", {"password": "long enough"}, "admin"),
     ("POST", "/admin/users/999/delete", None, "admin"),
     ("POST", "/api/jobs/{job}/cancel", None, "admin"),
+    ("GET", "/admin/vocabulary", None, "admin"),
+    ("POST", "/admin/glossary", {"term": "华为"}, "admin"),
+    ("POST", "/admin/glossary/999/delete", None, "admin"),
 ]
 
 
@@ -196,7 +199,7 @@ def test_every_endpoint_checks_the_role(box, method, url, body, least):
     for role, browser in (("interviewer", box.interviewer), ("reviewer", box.reviewer),
                           ("admin", box.admin)):
         content = b"not audio" if method == "PUT" and "upload" in url else None
-        if url.startswith("/admin/users") and method == "POST":
+        if url.startswith(("/admin/users", "/admin/glossary")) and method == "POST":
             response = browser.client.post(url.format(**ids), data={
                 **(body or {}), "csrf_token": browser.csrf}, follow_redirects=False)
         else:
@@ -246,6 +249,25 @@ def test_admin_manages_users_and_a_role_change_ends_their_sessions(box):
     box.admin.client.post(f"/admin/users/{rita}/delete", data={"csrf_token": box.admin.csrf})
     assert rita_again.client.get("/").status_code in (401, 200)
     assert rita_again.client.get("/api/recordings/1").status_code == 401
+
+
+def test_admin_keeps_the_glossary_and_sees_profiles_and_update_state(box):
+    client, csrf = box.admin.client, box.admin.csrf
+    added = client.post("/admin/glossary", data={"term": "华为", "misheard": "花为",
+                                                 "csrf_token": csrf}, follow_redirects=False)
+    assert added.status_code == 303
+    page = client.get("/admin/vocabulary").text
+    assert "华为" in page and "花为" in page and "cantonese" in page and "profiles.toml" in page
+    with Store(box.settings.database_path) as store:
+        [entry] = store.glossary()
+    assert (entry["term"], entry["misheard"]) == ("华为", "花为")
+    empty = client.post("/admin/glossary", data={"term": " ", "csrf_token": csrf})
+    assert empty.status_code == 400 and "cannot be empty" in empty.text
+    client.post(f"/admin/glossary/{entry['id']}/delete", data={"csrf_token": csrf})
+    with Store(box.settings.database_path) as store:
+        assert store.glossary() == []
+    system = client.get("/system").text
+    assert "development checkout" in system and "whisper-base" in system
 
 
 # -- pages ---------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """The admin area: the System page (models, disk, version, job queue) and user accounts.
 
-GET  /system
+GET  /system                      (with the update status when running from an install root)
+GET  /admin/vocabulary            dialect profiles and the glossary
+POST /admin/glossary              POST /admin/glossary/{id}/delete
 GET  /admin/users                 POST /admin/users              (create)
 POST /admin/users/{id}/role       POST /admin/users/{id}/password (reset; ends their sessions)
 POST /admin/users/{id}/delete     POST /api/jobs/{id}/cancel
@@ -15,7 +17,9 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse
 
 import device
+from device.profiles import load_profiles
 from device.records import ROLES
+from device.settings import PROJECT_ROOT
 from models.store import load_manifest, status
 from web import security
 from web.deps import Admin, SettingsDep, StoreDep, templates
@@ -35,7 +39,50 @@ def system_page(request: Request, user: Admin, store: StoreDep, settings: Settin
     return templates(request).TemplateResponse(request, "system.html", {
         "models": models, "disk": disk, "version": device.__version__,
         "schema_version": store.schema_version, "jobs": store.list_jobs(limit=50),
-        "recordings": store.count_recordings(), "data_dir": settings.data_dir.resolve()})
+        "recordings": store.count_recordings(), "data_dir": settings.data_dir.resolve(),
+        "updates": update_status()})
+
+
+def update_status() -> dict | None:
+    """The A/B slots' state when this code runs from an install root's slot
+    (ROOT/slots/X/code), else None (a development checkout)."""
+    root = PROJECT_ROOT.parents[2] if len(PROJECT_ROOT.parents) > 2 else None
+    if PROJECT_ROOT.parent.parent.name != "slots" or root is None \
+            or not (root / "current").is_symlink():
+        return None
+    from updates.slots import Box
+    from updates.slots import status as slots_status
+
+    return slots_status(Box(root))
+
+
+def _vocabulary_page(request: Request, store, settings, error: str | None = None,
+                     status_code: int = 200):
+    return templates(request).TemplateResponse(request, "vocabulary.html", {
+        "profiles": sorted(load_profiles(settings.data_dir).values(), key=lambda p: p.name),
+        "glossary": store.glossary(), "error": error}, status_code=status_code)
+
+
+@router.get("/admin/vocabulary")
+def vocabulary(request: Request, user: Admin, store: StoreDep, settings: SettingsDep):
+    return _vocabulary_page(request, store, settings)
+
+
+@router.post("/admin/glossary")
+def add_glossary(request: Request, user: Admin, store: StoreDep, settings: SettingsDep,
+                 term: FormStr, misheard: Annotated[str, Form()] = ""):
+    try:
+        store.add_glossary(term, misheard or None)
+    except ValueError as exc:
+        return _vocabulary_page(request, store, settings, str(exc), 400)
+    return RedirectResponse("/admin/vocabulary", status_code=303)
+
+
+@router.post("/admin/glossary/{entry_id}/delete")
+def remove_glossary(entry_id: int, user: Admin, store: StoreDep):
+    if not store.remove_glossary(entry_id):
+        raise HTTPException(404, f"no glossary entry with id {entry_id}")
+    return RedirectResponse("/admin/vocabulary", status_code=303)
 
 
 @router.post("/api/jobs/{job_id}/cancel")
