@@ -30,6 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import header, write  # noqa: E402
 from device import audio  # noqa: E402
 from device.settings import Settings, hardware_profile  # noqa: E402
 from device.text import character_error_rate  # noqa: E402
@@ -172,10 +173,10 @@ def main() -> int:
         print(json.dumps(run_variant(args.variant, args.wav)))
         return 0
     settings = Settings.load()
+    stamp = header("asr", settings)
     report = {
-        "benchmark": "asr",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": hardware_profile(settings).as_dict() | {"python": platform.python_version()},
+        **stamp,
+        "machine": stamp["machine"] | {"python": platform.python_version()},
         "batch_size": settings.batch_size,
         "targets": TARGETS,
         "scenarios": {
@@ -183,8 +184,7 @@ def main() -> int:
             for name, dialects in SCENARIOS.items()
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write(args.out, report)
     print(f"written to {args.out}", file=sys.stderr)
     return 0
 

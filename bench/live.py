@@ -15,7 +15,6 @@ Dropped frames = samples the source delivered that did not reach the recording f
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import tempfile
@@ -30,6 +29,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from asr import build_audio  # noqa: E402
 
+from bench.report import header, write  # noqa: E402
 from device import audio  # noqa: E402
 from device.capture import FileSource  # noqa: E402
 from device.jobs import load_engines  # noqa: E402
@@ -117,9 +117,7 @@ def main() -> int:
     print(f"  plain faster-whisper per utterance: p50 {plain['transcribe_p50_s']} s, "
           f"p95 {plain['transcribe_p95_s']} s", file=sys.stderr)
     report = {
-        "benchmark": "live",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": hardware_profile(settings).as_dict(),
+        **header("live", settings),
         "audio": {"seconds": round(duration, 1), "clips": clips},
         "recorder_only": baseline,
         "recorder_with_live_transcript": live,
@@ -131,8 +129,7 @@ def main() -> int:
             "dropped_frames": live["dropped_frames"] == 0,
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write(args.out, report)
     print(f"written to {args.out}", file=sys.stderr)
     return 0
 

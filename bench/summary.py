@@ -27,8 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import report  # noqa: E402
 from device.records import Segment  # noqa: E402
-from device.settings import Settings, hardware_profile  # noqa: E402
+from device.settings import Settings  # noqa: E402
 
 MODELS = ("qwen2.5-coder-1.5b-instruct-q4_k_m", "qwen2.5-coder-0.5b-instruct")
 TARGETS = {"seconds_per_hour_1_5b_max": 150, "peak_rss_gb_max": 2.5}
@@ -174,16 +175,12 @@ def main() -> int:
 
 
 def write(out: Path, results: dict) -> None:
-    report = {
-        "benchmark": "summary",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": hardware_profile(Settings.load()).as_dict(),
+    report.write(out, {
+        **report.header("summary", Settings.load()),
         "transcripts": "synthetic, templated meeting sentences; ~1 hour of talk each",
         "results": results,
         "targets": TARGETS,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    })
 
 
 if __name__ == "__main__":

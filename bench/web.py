@@ -30,9 +30,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import header, write  # noqa: E402
 from bench.summary import transcript  # noqa: E402
 from device.records import Segment, Word  # noqa: E402
-from device.settings import Settings, hardware_profile  # noqa: E402
+from device.settings import Settings  # noqa: E402
 from device.store import Store  # noqa: E402
 
 TARGET_P95_MS = 100
@@ -215,9 +216,7 @@ def main() -> int:
                for name, v in timings.items()}
     pages = ("library", "search", "recording")
     report = {
-        "benchmark": "web",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": hardware_profile(Settings.load()).as_dict(),
+        **header("web", Settings.load()),
         "database": {"recordings": args.recordings, "transcript_hours": args.hours,
                      **{k: v for k, v in database.items() if k != "wanted"},
                      "content": "synthetic meeting sentences, half Chinese, half English, "
@@ -230,8 +229,7 @@ def main() -> int:
         "target": {"p95_ms_max": TARGET_P95_MS,
                    "met": all(results[p]["p95_ms"] <= TARGET_P95_MS for p in pages)},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write(args.out, report)
     print(json.dumps(report["results"], indent=2))
     print(f"target p95 <= {TARGET_P95_MS} ms: {'met' if report['target']['met'] else 'NOT met'}")
     return 0
