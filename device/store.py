@@ -231,23 +231,11 @@ class Store:
 
     @staticmethod
     def _recording_filter(status, language, since, until, owner_id) -> tuple[str | None, list]:
-        clauses, args = [], []
-        if status:
-            clauses.append("status = ?")
-            args.append(status)
-        if language:
-            clauses.append("language = ?")
-            args.append(language)
-        if since:
-            clauses.append("created >= ?")
-            args.append(since)
-        if until:
-            clauses.append("substr(created, 1, 10) <= ?")
-            args.append(until)
-        if owner_id is not None:
-            clauses.append("owner_id = ?")
-            args.append(owner_id)
-        return (" AND ".join(clauses) or None), args
+        given = [(clause, value) for clause, value in (
+            ("status = ?", status), ("language = ?", language), ("created >= ?", since),
+            ("substr(created, 1, 10) <= ?", until), ("owner_id = ?", owner_id),
+        ) if value not in (None, "")]
+        return (" AND ".join(c for c, _ in given) or None), [v for _, v in given]
 
     def recording_languages(self) -> list[str]:
         return [r[0] for r in self.db.execute(
