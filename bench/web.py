@@ -57,7 +57,7 @@ def build(data_dir: Path, recordings: int, hours: float) -> dict:
     segments_total = words_total = 0
     started = time.perf_counter()
     with Store(settings.database_path) as store:
-        from web.security import hash_password
+        from device.accounts import hash_password
 
         store.create_user("rita", hash_password(PASSWORD), "reviewer")
         for n in range(recordings):

@@ -61,7 +61,7 @@ def sign_in(client: httpx.Client, username: str, password: str = PASSWORD) -> st
 def create_account(settings: Settings, username: str, role: str = "admin") -> None:
     """An account written straight into the database (for an appliance started as a process,
     whose setup code is on its console)."""
-    from web.security import hash_password
+    from device.accounts import hash_password
 
     with Store(settings.database_path) as store:
         store.create_user(username, hash_password(PASSWORD), role)

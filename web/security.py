@@ -16,11 +16,8 @@ import threading
 import time
 from collections import deque
 
-from device.accounts import check_new_password, hash_password, verify_password
 from device.records import User
 from device.store import Store
-
-__all__ = ["check_new_password", "hash_password", "verify_password"]  # used by the routers
 
 SESSION_COOKIE = "tingji_session"
 PRELOGIN_COOKIE = "tingji_csrf"

@@ -17,11 +17,11 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse
 
 import device
+from device.accounts import check_new_password, hash_password
 from device.profiles import load_profiles
 from device.records import ROLES
 from device.settings import PROJECT_ROOT
 from models.store import load_manifest, status
-from web import security
 from web.deps import Admin, SettingsDep, StoreDep, templates
 
 router = APIRouter()
@@ -46,14 +46,13 @@ def system_page(request: Request, user: Admin, store: StoreDep, settings: Settin
 def update_status() -> dict | None:
     """The A/B slots' state when this code runs from an install root's slot
     (ROOT/slots/X/code), else None (a development checkout)."""
-    root = PROJECT_ROOT.parents[2] if len(PROJECT_ROOT.parents) > 2 else None
-    if PROJECT_ROOT.parent.parent.name != "slots" or root is None \
-            or not (root / "current").is_symlink():
+    slots = PROJECT_ROOT.parent.parent
+    if slots.name != "slots" or not (slots.parent / "current").is_symlink():
         return None
     from updates.slots import Box
     from updates.slots import status as slots_status
 
-    return slots_status(Box(root))
+    return slots_status(Box(slots.parent))
 
 
 def _vocabulary_page(request: Request, store, settings, error: str | None = None,
@@ -108,8 +107,8 @@ def create_user(request: Request, user: Admin, store: StoreDep, username: FormSt
             raise ValueError(f"unknown role {role!r}")
         if not username.strip():
             raise ValueError("choose a user name")
-        security.check_new_password(password)
-        store.create_user(username.strip(), security.hash_password(password), role)
+        check_new_password(password)
+        store.create_user(username.strip(), hash_password(password), role)
     except ValueError as exc:
         return _users_page(request, store, str(exc), 400)
     return RedirectResponse("/admin/users", status_code=303)
@@ -140,10 +139,10 @@ def reset_password(request: Request, user_id: int, user: Admin, store: StoreDep,
                    password: FormStr):
     target = _other_user(store, user, user_id)
     try:
-        security.check_new_password(password)
+        check_new_password(password)
     except ValueError as exc:
         return _users_page(request, store, str(exc), 400)
-    store.update_user(target.id, password_hash=security.hash_password(password))
+    store.update_user(target.id, password_hash=hash_password(password))
     store.end_sessions(target.id)
     return RedirectResponse("/admin/users", status_code=303)
 

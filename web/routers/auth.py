@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse
 
+from device.accounts import check_new_password, hash_password, verify_password
 from device.records import User
 from web import security
 from web.deps import Forbidden, Interviewer, StoreDep, templates
@@ -65,12 +66,12 @@ def setup(request: Request, store: StoreDep, code: FormStr, username: FormStr,
         error = "choose a user name"
     else:
         try:
-            security.check_new_password(password)
+            check_new_password(password)
         except ValueError as exc:
             error = str(exc)
     if error:
         return _page(request, "setup.html", {"error": error}, status=400)
-    user = store.create_first_user(username.strip(), security.hash_password(password), "admin")
+    user = store.create_first_user(username.strip(), hash_password(password), "admin")
     request.app.state.setup_code = None
     if user is None:
         raise Forbidden("setup is done: sign in")
@@ -98,7 +99,7 @@ def login(request: Request, store: StoreDep, username: FormStr, password: FormSt
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
     user = store.find_user(username.strip())
-    if user is None or not security.verify_password(user.password_hash, password):
+    if user is None or not verify_password(user.password_hash, password):
         limiter.failed(client, username)
         return _page(request, "login.html",
                      {"error": "wrong user name or password", "next": next}, status=401)
@@ -124,16 +125,16 @@ def account(request: Request, user: Interviewer):
 def change_password(request: Request, user: Interviewer, store: StoreDep,
                     current: FormStr, new: FormStr):
     error = None
-    if not security.verify_password(user.password_hash, current):
+    if not verify_password(user.password_hash, current):
         error = "the current password is wrong"
     else:
         try:
-            security.check_new_password(new)
+            check_new_password(new)
         except ValueError as exc:
             error = str(exc)
     if error:
         return templates(request).TemplateResponse(
             request, "account.html", {"error": error, "done": False}, status_code=400)
-    store.update_user(user.id, password_hash=security.hash_password(new))
+    store.update_user(user.id, password_hash=hash_password(new))
     store.end_sessions(user.id)  # every other device signs in again
     return _signed_in(store, user, "/account?changed=1")

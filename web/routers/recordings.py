@@ -171,7 +171,7 @@ def replace(recording_id: int, body: Replace, user: Reviewer, store: StoreDep):
 @router.get("/api/recordings/{recording_id}/revisions")
 def revisions(recording_id: int, user: Reviewer, store: StoreDep, limit: int = 200):
     store.get_recording(recording_id)
-    return [{k: v for k, v in r.items()} for r in store.revisions(recording_id, limit)]
+    return store.revisions(recording_id, limit)
 
 
 @router.post("/api/revisions/{revision_id}/undo")
