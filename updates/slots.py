@@ -259,10 +259,7 @@ def flash(box: Box, bundle_path: Path, *, allow_downgrade: bool = False,
     keys for a box with no active slot yet (its first flash)."""
     recover(box)
     active = box.active()
-    if active is None and trust is None:
-        keys = trusted_keys(KEYS_DIR)
-    else:
-        keys = trusted_keys(trust) if active is None else box.keys()
+    keys = trusted_keys(trust) if active is None and trust is not None else box.keys()
     bundle = open_bundle(Path(bundle_path), keys)
     if bundle.kind == "model":
         return _flash_model(box, bundle)
@@ -326,8 +323,7 @@ def _install_slot(box: Box, bundle: Bundle, slot: str) -> None:
     staging = box.slots / f".staging-{slot}"
     shutil.rmtree(staging, ignore_errors=True)
     extract(bundle, staging)
-    (staging / "python-version").write_text(bundle.manifest["python"] + "\n")
-    _ensure_environment(box, staging)
+    _ensure_environment(box, staging, bundle.manifest["python"])
     _write_json(staging / "SLOT.json", {"version": bundle.version, "key_id": bundle.key_id,
                                         "bundle": bundle.path.name,
                                         "installed": time.strftime("%Y-%m-%dT%H:%M:%S")})
@@ -340,11 +336,7 @@ def _install_slot(box: Box, bundle: Bundle, slot: str) -> None:
     fsync_dir(box.slots)
 
 
-def _bundle_python(staging: Path) -> str:
-    return (staging / "python-version").read_text().strip()
-
-
-def _ensure_environment(box: Box, staging: Path) -> None:
+def _ensure_environment(box: Box, staging: Path, python_version: str) -> None:
     """The locked dependency set's environment: reused when the box has it, else created
     offline from the bundle's wheels."""
     lock = (staging / "requirements.lock").read_text()
@@ -358,10 +350,9 @@ def _ensure_environment(box: Box, staging: Path) -> None:
     partial = box.root / "envs" / f".partial-{lock_hash(lock)}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.parent.mkdir(parents=True, exist_ok=True)
-    version = _bundle_python(staging)
-    python = shutil.which(f"python{version}") or shutil.which("python3")
+    python = shutil.which(f"python{python_version}") or shutil.which("python3")
     if python is None:
-        raise BundleError(f"the bundle needs Python {version}, which this box does not have")
+        raise BundleError(f"the bundle needs Python {python_version}, which this box lacks")
     subprocess.run([python, "-m", "venv", str(partial)], check=True)
     subprocess.run([str(partial / "bin" / "python"), "-m", "pip", "install", "--no-index",
                     "--find-links", str(wheels), "--disable-pip-version-check", "-q",
