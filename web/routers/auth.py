@@ -59,18 +59,14 @@ def setup(request: Request, store: StoreDep, code: FormStr, username: FormStr,
     expected = request.app.state.setup_code
     if expected is None:
         raise Forbidden("setup is done: sign in")
-    error = None
-    if not security.same_token(expected, code.strip().upper()):
-        error = "wrong setup code (it is printed on the box's console)"
-    elif not username.strip():
-        error = "choose a user name"
-    else:
-        try:
-            check_new_password(password)
-        except ValueError as exc:
-            error = str(exc)
-    if error:
-        return _page(request, "setup.html", {"error": error}, status=400)
+    try:
+        if not security.same_token(expected, code.strip().upper()):
+            raise ValueError("wrong setup code (it is printed on the box's console)")
+        if not username.strip():
+            raise ValueError("choose a user name")
+        check_new_password(password)
+    except ValueError as exc:
+        return _page(request, "setup.html", {"error": str(exc)}, status=400)
     user = store.create_first_user(username.strip(), hash_password(password), "admin")
     request.app.state.setup_code = None
     if user is None:
@@ -118,23 +114,19 @@ def logout(user: Interviewer, store: StoreDep):
 @router.get("/account")
 def account(request: Request, user: Interviewer):
     return templates(request).TemplateResponse(request, "account.html",
-                                               {"error": None, "done": False})
+                                               {"error": None})
 
 
 @router.post("/account")
 def change_password(request: Request, user: Interviewer, store: StoreDep,
                     current: FormStr, new: FormStr):
-    error = None
-    if not verify_password(user.password_hash, current):
-        error = "the current password is wrong"
-    else:
-        try:
-            check_new_password(new)
-        except ValueError as exc:
-            error = str(exc)
-    if error:
+    try:
+        if not verify_password(user.password_hash, current):
+            raise ValueError("the current password is wrong")
+        check_new_password(new)
+    except ValueError as exc:
         return templates(request).TemplateResponse(
-            request, "account.html", {"error": error, "done": False}, status_code=400)
+            request, "account.html", {"error": str(exc)}, status_code=400)
     store.update_user(user.id, password_hash=hash_password(new))
     store.end_sessions(user.id)  # every other device signs in again
     return _signed_in(store, user, "/account?changed=1")
