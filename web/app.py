@@ -79,9 +79,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(EditConflict)
     async def conflict(request: Request, exc: EditConflict):
-        from web.routers.recordings import segment_json
-
-        return _error(request, 409, str(exc), {"current": [segment_json(s) for s in exc.current]})
+        current = [recordings.segment_json(s) for s in exc.current]
+        return _error(request, 409, str(exc), {"current": current})
 
     @app.exception_handler(RecordingNotFound)
     @app.exception_handler(SegmentNotFound)

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 
+from device.errors import RecordingNotFound
 from device.records import Recording, User
 from device.settings import Settings
 from device.store import Store
@@ -85,8 +86,6 @@ Admin = Annotated[User, Depends(require("admin"))]
 def visible_recording(store: Store, user: User, recording_id: int) -> Recording:
     """The recording if this user may see it; interviewers see only their own (a recording
     they may not see answers 404, as if it did not exist)."""
-    from device.errors import RecordingNotFound
-
     recording = store.get_recording(recording_id)
     if not user.can("reviewer") and recording.owner_id != user.id:
         raise RecordingNotFound(f"no recording with id {recording_id}")
