@@ -6,13 +6,16 @@ system packages.  Every refusal is an AudioError naming the file and the reason.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
 import struct
 import wave
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -204,18 +207,29 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def copy_durably(source: Path, destination: Path) -> None:
-    """Copy and fsync; on any failure (disk full included) no partial file is left."""
+@contextlib.contextmanager
+def durable_file(destination: Path) -> Iterator[BinaryIO]:
+    """A file written aside (``.part``), fsync'd and renamed into place once complete; on
+    any failure (disk full included) no partial file is left."""
     temporary = destination.with_name(destination.name + ".part")
     try:
-        with open(source, "rb") as src, open(temporary, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-            dst.flush()
-            os.fsync(dst.fileno())
+        with open(temporary, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(temporary, destination)
         fsync_dir(destination.parent)
-    except OSError as exc:
+    except BaseException:
         temporary.unlink(missing_ok=True)
+        raise
+
+
+def copy_durably(source: Path, destination: Path) -> None:
+    """Copy and fsync; on any failure (disk full included) no partial file is left."""
+    try:
+        with open(source, "rb") as src, durable_file(destination) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    except OSError as exc:
         if exc.errno in (28, 27):  # ENOSPC, EFBIG
             raise DiskFullError(
                 f"no space left to store {source.name} in {destination.parent}: "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.audio import SAMPLE_RATE, fsync_dir
+from device.audio import SAMPLE_RATE, durable_file, fsync_dir
 from device.errors import DiskFullError
 
 HEADER_BYTES = 44
@@ -148,21 +148,15 @@ def repair(directory: Path) -> int:
 def join(directory: Path, destination: Path) -> int:
     """Concatenate the segments' samples into one WAV (written aside, then renamed)."""
     total = repair(directory)
-    temporary = destination.with_name(destination.name + ".part")
     try:
-        with open(temporary, "wb") as out:
+        with durable_file(destination) as out:
             out.write(wav_header(total * SAMPLE_BYTES))
             for path in segment_files(directory):
                 with open(path, "rb") as segment:
                     segment.seek(HEADER_BYTES)
                     while block := segment.read(1 << 20):
                         out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, destination)
-        fsync_dir(destination.parent)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         raise _disk_error(exc, f"joining {directory}") from exc
     return total
 

@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from device.audio import fsync_dir
+from device.audio import durable_file, fsync_dir
 from device.errors import TingjiError
 from updates.bundle import (
     KEYS_DIR,
@@ -134,13 +134,8 @@ class Box:
 def _write_json(path: Path, value: dict) -> None:
     """Write atomically and durably (temp file, fsync, rename, fsync the folder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
-    fsync_dir(path.parent)
+    with durable_file(path) as f:
+        f.write(json.dumps(value, indent=1).encode())
 
 
 def _point_current(box: Box, slot: str) -> None:
