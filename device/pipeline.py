@@ -253,12 +253,20 @@ def decide_profile(
         sample.append(chunk)
         total += chunk.end_s - chunk.start_s
 
-    def trial(candidate: Profile) -> list[Segment]:
-        # Greedy decoding is enough to compare written forms and likelihoods.
-        options = replace(recognition_options(candidate, terms, settings), beam_size=1)
-        return list(engines.recognizer(candidate.model).transcribe(samples, sample, options))
+    def trials(candidates: list[Profile]) -> list[list[Segment]]:
+        # Greedy decodings of one sample are enough to compare written forms and
+        # likelihoods; candidates sharing a model are decoded together.
+        decoded: dict[str, list[Segment]] = {}
+        for model in dict.fromkeys(c.model for c in candidates):
+            group = [c for c in candidates if c.model == model]
+            options = [recognition_options(c, terms, settings) for c in group]
+            for candidate, segments in zip(
+                group, engines.recognizer(model).compare(samples, sample, options), strict=True
+            ):
+                decoded[candidate.name] = segments
+        return [decoded[c.name] for c in candidates]
 
-    name, varieties = choose_auto_profile(language, profiles, trial)
+    name, varieties = choose_auto_profile(language, profiles, trials)
     chosen = profiles[name] if name != AUTO else auto
     decision = AutoDecision(profile=name, language=language, probabilities=probabilities,
                             varieties=varieties)

@@ -300,14 +300,15 @@ def variety_score(segments: Sequence[Segment], markers: str) -> tuple[float, flo
 def choose_auto_profile(
     language: str,
     profiles: dict[str, Profile],
-    trial,
+    trials,
 ) -> tuple[str, dict[str, float]]:
     """Pick the profile for a detected language.
 
     Where several profiles share the language (Mandarin, Cantonese, Sichuanese all use zh),
-    ``trial(profile)`` decodes a sample of the speech with that profile's prompt.  A variety
-    with markers wins over the plain profile only when its decoding both uses its written
-    forms (>= 3 marker characters per 100) and is more likely than the plain decoding.
+    ``trials(candidates)`` decodes a sample of the speech with each candidate's prompt and
+    returns their segments in order.  A variety with markers wins over the plain profile
+    only when its decoding both uses its written forms (>= 3 marker characters per 100) and
+    is more likely than the plain decoding.
     """
     candidates = [p for p in profiles.values() if p.language == language]
     plain = [p for p in candidates if not p.markers]
@@ -317,11 +318,12 @@ def choose_auto_profile(
     if not varieties or not plain:
         return candidates[0].name, {}
     base = plain[0]
-    _, base_logprob = variety_score(trial(base), "")
+    base_segments, *variety_segments = trials([base, *varieties])
+    _, base_logprob = variety_score(base_segments, "")
     scores = {base.name: round(base_logprob, 3)}
     best, best_logprob = base.name, base_logprob
-    for variety in varieties:
-        density, logprob = variety_score(trial(variety), variety.markers)
+    for variety, segments in zip(varieties, variety_segments, strict=True):
+        density, logprob = variety_score(segments, variety.markers)
         scores[variety.name] = round(logprob, 3)
         scores[f"{variety.name}_markers_per_100"] = round(density, 1)
         if density >= 3.0 and logprob > best_logprob + 0.05:

@@ -109,8 +109,9 @@ def test_auto_prefers_a_variety_only_with_its_written_forms_and_a_better_score()
     profiles = load_profiles(None)
 
     def trial_for(results):
-        return lambda profile: [Segment(0, 1, results[profile.name][0],
-                                         avg_logprob=results[profile.name][1])]
+        return lambda candidates: [
+            [Segment(0, 1, results[p.name][0], avg_logprob=results[p.name][1])]
+            for p in candidates]
 
     cantonese_speech = {"mandarin": ("这几个字都表达不到我想讲的意思", -0.28),
                         "cantonese": ("呢幾個字都表達唔到我想講嘅意思", -0.10),

@@ -66,6 +66,24 @@ def test_generated_english_speech(engines, tmp_path):
     assert word_error_rate(reference, " ".join(s.text for s in segments)) <= ESPEAK_MAX_WER
 
 
+def test_comparing_prompts_decodes_the_sample_once_per_option_in_order(engines, tmp_path):
+    reference = "The committee approved the new budget for the hospital after a long debate."
+    samples = audio.decode(espeak(reference, tmp_path / "espeak.wav"))
+    speech = engines.detector.speech_chunks(samples)
+    options = [RecognitionOptions(language="en"),
+               RecognitionOptions(language="en", initial_prompt="Minutes of the board meeting."),
+               RecognitionOptions(language="fr")]
+    plain, prompted, french = engines.recognizer("whisper-base").compare(samples, speech, options)
+    for segments in (plain, prompted):
+        [segment] = segments
+        assert word_error_rate(reference, segment.text) <= ESPEAK_MAX_WER, segment.text
+        assert segment.language == "en" and segment.avg_logprob > -1.0
+        assert segment.start == speech[0].start_s and segment.end == speech[-1].end_s
+    # English speech forced into French decodes to something, and less likely.
+    assert all(s.avg_logprob < plain[0].avg_logprob for s in french)
+    assert engines.recognizer("whisper-base").compare(samples, [], options) == [[], [], []]
+
+
 def test_times_map_back_onto_the_recording_after_silence_is_removed(engines, speech_wav):
     speech = audio.decode(speech_wav)
     gap = np.zeros(20 * audio.SAMPLE_RATE, dtype=np.float32)
