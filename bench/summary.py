@@ -2,9 +2,10 @@
 
     python bench/summary.py [--models ID,ID] [--out bench/results/summary.json]
 
-Each (model, language) runs in its own process that also holds the speech models, as the
+Each (models, language) runs in its own process that also holds the speech models, as the
 worker does, so its peak RSS is the appliance's while summarising.  Next to tingji's
-summariser (schema-constrained map-reduce with citations) the same process measures a plain
+summariser (schema-constrained map-reduce with citations; each model alone, and the 1.5B
+writing from notes the 0.5B took) the same process measures a plain
 llama-cpp-python chat completion, without a schema, on the transcript's first chunk.
 
 The transcripts are synthetic: sentences from meeting templates with varied speakers,
@@ -31,7 +32,9 @@ from bench import report  # noqa: E402
 from device.records import Segment  # noqa: E402
 from device.settings import Settings  # noqa: E402
 
-MODELS = ("qwen2.5-coder-1.5b-instruct-q4_k_m", "qwen2.5-coder-0.5b-instruct")
+DEFAULT, SMALL = "qwen2.5-coder-1.5b-instruct-q4_k_m", "qwen2.5-coder-0.5b-instruct"
+# Each model alone, and the default writing the summary from notes the small one took.
+RUNS = (DEFAULT, SMALL, f"{DEFAULT}+{SMALL}")
 TARGETS = {"seconds_per_hour_1_5b_max": 150, "peak_rss_gb_max": 2.5}
 
 ZH_PEOPLE = ["王经理", "李娜", "张伟", "刘芳", "陈强", "赵敏", "孙磊", "周静"]
@@ -82,31 +85,36 @@ def transcript(language: str, target_chars: int, seed: int = 11) -> list[Segment
     return segments
 
 
-def run_child(model_id: str, language: str) -> dict:
+def run_child(model_id: str, notes_model_id: str | None, language: str) -> dict:
     from llama_cpp import Llama
 
     from device.jobs import load_engines
-    from device.summarize import _instructions, _transcript_text, chunk_segments, load_summarizer
+    from device.summarize import (
+        _instructions,
+        _transcript_text,
+        chunk_segments,
+        load_summarizer,
+        summarize,
+    )
 
     settings = Settings.load()
     load_engines(settings)  # the worker keeps the speech models loaded while it summarises
     segments = transcript(language, 15_000 if language == "zh" else 50_000)
-    summarizer = load_summarizer(settings, model_id)
     calls = []
-    original = summarizer._llm.create_chat_completion
+    original = Llama.create_chat_completion
 
-    def timed(*args, **kwargs):
+    def timed(self, *args, **kwargs):
         started = time.perf_counter()
-        result = original(*args, **kwargs)
+        result = original(self, *args, **kwargs)
         calls.append((time.perf_counter() - started, result["usage"]))
         return result
 
-    summarizer._llm.create_chat_completion = timed
-    started = time.perf_counter()
-    summary = summarizer.summarize(segments, language)
+    Llama.create_chat_completion = timed
+    started = time.perf_counter()  # model loading counts: the job loads them too
+    summary = summarize(settings, segments, language, model_id, notes_model_id)
     total = time.perf_counter() - started
-    summarizer._llm.create_chat_completion = original  # the baseline is not one of tingji's
-    llm: Llama = summarizer._llm
+    Llama.create_chat_completion = original  # the baseline is not one of tingji's
+    llm: Llama = load_summarizer(settings, model_id)._llm
     first = chunk_segments(segments)[0]
     plain_started = time.perf_counter()
     plain = llm.create_chat_completion(
@@ -118,6 +126,8 @@ def run_child(model_id: str, language: str) -> dict:
     prompt_tokens = sum(u["prompt_tokens"] for _, u in calls)
     completion_tokens = sum(u["completion_tokens"] for _, u in calls)
     return {
+        "model": model_id,
+        "notes_model": notes_model_id or model_id,
         "characters": sum(len(s.text) for s in segments),
         "segments": len(segments),
         "chunks": summary.chunks,
@@ -142,32 +152,37 @@ def run_child(model_id: str, language: str) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--runs", default=",".join(RUNS),
+                        help="comma-separated: a model id, or MODEL+NOTES_MODEL")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "summary.json")
-    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--resume", action="store_true",
                         help="keep the runs already in --out and do only the missing ones")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_child(*args.child)))
+        model_id, notes_model_id, language = args.child
+        print(json.dumps(run_child(model_id, notes_model_id if notes_model_id != "-" else None,
+                                   language)))
         return 0
     results: dict[str, dict] = {}
     if args.resume and args.out.is_file():
         results = json.loads(args.out.read_text())["results"]
-    for model_id in args.models.split(","):
+    for run in args.runs.split(","):
+        model_id, _, notes_model_id = run.partition("+")
         for language in ("zh", "en"):
-            if language in results.get(model_id, {}):
+            if language in results.get(run, {}):
                 continue
-            child = subprocess.run([sys.executable, __file__, "--child", model_id, language],
-                                   capture_output=True, text=True, cwd=ROOT,
-                                   env={**os.environ, "TINGJI_LOG_LEVEL": "ERROR"})
+            child = subprocess.run(
+                [sys.executable, __file__, "--child", model_id, notes_model_id or "-", language],
+                capture_output=True, text=True, cwd=ROOT,
+                env={**os.environ, "TINGJI_LOG_LEVEL": "ERROR"})
             if child.returncode != 0:
                 print(child.stderr[-2000:], file=sys.stderr)
                 return 1
             result = json.loads(child.stdout.strip().splitlines()[-1])
-            results.setdefault(model_id, {})[language] = result
+            results.setdefault(run, {})[language] = result
             write(args.out, results)  # after every run, so a cut-short run still reports
-            print(f"{model_id} {language}: {result['total_s']} s for {result['characters']} "
+            print(f"{run} {language}: {result['total_s']} s for {result['characters']} "
                   f"characters ({result['chunks']} chunks), {result['generated_tokens_per_s']} "
                   f"generated tok/s, peak RSS {result['peak_rss_gb']} GB", file=sys.stderr)
     print(f"written to {args.out}", file=sys.stderr)

@@ -126,6 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("summarize", help="summarise a transcribed recording")
     p.add_argument("recording_id", type=int)
     p.add_argument("--model", help="summariser model id (default: settings summary_model)")
+    p.add_argument("--notes-model", help="model that reads a long transcript into notes "
+                   "(default: settings summary_notes_model, else the summariser)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_summarize)
 
@@ -349,7 +351,9 @@ def cmd_summarize(settings: Settings, args: argparse.Namespace) -> int:
     runner = Runner(settings, engines=None)
     with Store(settings.database_path) as store:
         recording = store.get_recording(args.recording_id)
-        job = store.enqueue("summarize", recording.id, {"model": args.model} if args.model else {})
+        params = {k: v for k, v in (("model", args.model), ("notes_model", args.notes_model))
+                  if v}
+        job = store.enqueue("summarize", recording.id, params)
         claimed = runner.claim(store, job.id)
         with _progress_bar(f"summary of {recording.title}") as show:
             if claimed is not None:

@@ -61,6 +61,9 @@ class Settings:
     the decoded audio in memory (8 h = 1.8 GB; lower this on 4 GB boards)."""
     summary_model: str = "qwen2.5-coder-1.5b-instruct-q4_k_m"
     """Model id of the summariser (kind llm)."""
+    summary_notes_model: str = ""
+    """Model id that reads a long transcript into notes for the summariser; empty = the
+    summariser itself.  The 0.5B reads about twice as fast (see the README's benchmark)."""
     auto_summarize: bool = True
     """Queue a summary after every finished transcription."""
     llm_context: int = 8192

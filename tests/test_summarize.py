@@ -83,6 +83,9 @@ def test_chunks_follow_segment_boundaries():
 
 @pytest.mark.slow
 def test_a_chinese_transcript_gets_a_grounded_chinese_summary(store, settings):
+    # Another recording first: segment ids then differ from the line numbers the model
+    # cites, so a citation left unmapped would point outside this recording.
+    _transcribed(store, "meeting_en.json")
     recording_id = _transcribed(store, "meeting_zh.json")
     ok, job = _summarise(store, settings, recording_id)
     assert ok, job.error
@@ -141,6 +144,21 @@ def test_the_default_summariser_on_the_fixture(store, settings):
     everything = json.dumps(content, ensure_ascii=False)
     assert "二十万" in everything or "20万" in everything
     assert content["action_items"]
+
+
+@pytest.mark.slow
+def test_a_long_transcript_can_be_read_into_notes_by_the_small_model(store, settings):
+    recording_id = _transcribed(store, "meeting_zh.json", repeat=12)  # two chunks
+    job = store.enqueue("summarize", recording_id, {"model": DEFAULT, "notes_model": SMALL})
+    runner = Runner(settings)
+    assert runner.run(store, runner.claim(store, job.id)), store.get_job(job.id).error
+    [summary] = store.summaries(recording_id)
+    content = summary["content"]
+    assert summary["model_id"] == DEFAULT and content["notes_model_id"] == SMALL
+    assert content["chunks"] == 2 and content["key_points"]
+    ids = {s.id for s in store.segments(recording_id)}
+    assert {i for item in content["key_points"] for i in item["segments"]} <= ids
+    assert store.get_job(job.id).progress == 100
 
 
 def test_an_empty_transcript_has_nothing_to_summarise(store, settings):
