@@ -203,8 +203,10 @@ def test_summary_can_be_edited_and_regenerated(box, rec):
     stale = box.reviewer.api("PUT", f"/api/recordings/{rec}/summary",
                              {"version": 1, "content": {"title": "Old"}})
     assert stale.status_code == 409
-    job = box.reviewer.api("POST", f"/api/recordings/{rec}/summarize", {"model": None})
+    job = box.reviewer.api("POST", f"/api/recordings/{rec}/summarize",
+                           {"model": None, "notes_model": "qwen2.5-coder-0.5b-instruct"})
     assert job.status_code == 200 and job.json()["kind"] == "summarize"
+    assert job.json()["params"] == {"notes_model": "qwen2.5-coder-0.5b-instruct"}
     again = box.reviewer.api("POST", f"/api/recordings/{rec}/summarize", {})
     assert again.json()["id"] == job.json()["id"]  # one summary job at a time
 

@@ -202,6 +202,8 @@ def export_transcript(recording_id: int, fmt: str, user: Reviewer, store: StoreD
 
 class SummarizeRequest(BaseModel):
     model: str | None = None
+    notes_model: str | None = None
+    """The model that reads a long transcript into notes (default: the setting)."""
 
 
 @router.post("/api/recordings/{recording_id}/summarize")
@@ -212,8 +214,8 @@ def summarize(recording_id: int, user: Reviewer, store: StoreDep,
         raise HTTPException(409, "the transcript is not finished yet")
     queued = [j for j in store.jobs_for(recording_id)
               if j.kind == "summarize" and j.status in ("queued", "running")]
-    job = queued[0] if queued else store.enqueue(
-        "summarize", recording_id, {"model": body.model} if body and body.model else {})
+    params = {k: v for k, v in (body.model_dump() if body else {}).items() if v}
+    job = queued[0] if queued else store.enqueue("summarize", recording_id, params)
     return asdict(job)
 
 
