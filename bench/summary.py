@@ -185,6 +185,7 @@ def main() -> int:
             print(f"{run} {language}: {result['total_s']} s for {result['characters']} "
                   f"characters ({result['chunks']} chunks), {result['generated_tokens_per_s']} "
                   f"generated tok/s, peak RSS {result['peak_rss_gb']} GB", file=sys.stderr)
+    write(args.out, results)  # also when --resume found nothing left to run
     print(f"written to {args.out}", file=sys.stderr)
     return 0
 
