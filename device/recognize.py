@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import itertools
 import re
 import zlib
 from collections.abc import Iterator, Sequence
@@ -97,16 +98,18 @@ class WhisperRecognizer:
         timeline = _Timeline(speech)
         self._switched: dict[tuple[int, str], str] = {}
         heard = np.zeros(len(speech), dtype=bool)
-        for raw, language in self._decode(speech_audio, _windows(speech), options):
-            heard[timeline.chunks_heard(raw)] = True
-            yield from self._finish(raw, language, timeline, speech_audio, options)
+        for window in _by_window(self._decode(speech_audio, _windows(speech), options)):
+            for raw, _ in window:
+                heard[timeline.chunks_heard(raw)] = True
+            yield from self._finish(window, timeline, speech_audio, options)
         # A batched window is decoded once: when Whisper stops early (a language change
         # mid-window, a long pause) the rest of the window is lost.  Decode the speech
         # chunks that produced no words again, in windows of their own.
         missed = [i for i, was_heard in enumerate(heard) if not was_heard]
         if missed and options.word_timestamps:
-            for raw, language in self._decode(speech_audio, timeline.windows(missed), options):
-                yield from self._finish(raw, language, timeline, speech_audio, options)
+            for window in _by_window(self._decode(speech_audio, timeline.windows(missed),
+                                                  options)):
+                yield from self._finish(window, timeline, speech_audio, options)
 
     def detect_language(
         self, audio: np.ndarray, speech: Sequence[SpeechChunk], windows: int = 4
@@ -213,9 +216,22 @@ class WhisperRecognizer:
         return self._switched[key]
 
     def _finish(
-        self, raw, window_language: str, timeline: _Timeline, speech_audio: np.ndarray,
+        self, window: list, timeline: _Timeline, speech_audio: np.ndarray,
         options: RecognitionOptions,
     ) -> Iterator[Segment]:
+        """One window's segments, cleaned and cut into sentences."""
+        segments = [self._segment(raw, language, timeline, speech_audio, options)
+                    for raw, language in window]
+        for segment in drop_noise_loops(segments):
+            for part in split_sentences(segment):
+                cleaned = clean_segment(part, options.initial_prompt)
+                if cleaned is not None:
+                    yield cleaned
+
+    def _segment(
+        self, raw, window_language: str, timeline: _Timeline, speech_audio: np.ndarray,
+        options: RecognitionOptions,
+    ) -> Segment:
         language = self._segment_language(raw, window_language, speech_audio, options)
         words = tuple(
             Word(
@@ -226,7 +242,7 @@ class WhisperRecognizer:
             )
             for w in raw.words or ()
         )
-        segment = Segment(
+        return Segment(
             start=words[0].start if words else timeline.to_recording(raw.start),
             end=words[-1].end if words else timeline.to_recording(raw.end, is_end=True),
             text=raw.text,
@@ -236,10 +252,13 @@ class WhisperRecognizer:
             compression_ratio=float(raw.compression_ratio),
             words=words,
         )
-        for part in split_sentences(segment):
-            cleaned = clean_segment(part, options.initial_prompt)
-            if cleaned is not None:
-                yield cleaned
+
+
+def _by_window(decoded: Iterator[tuple]) -> Iterator[list[tuple]]:
+    """Consecutive (segment, language) pairs of one decoding window: Whisper cuts a window's
+    text at its timestamp tokens, and a loop may run on across those cuts."""
+    for _, window in itertools.groupby(decoded, key=lambda pair: pair[0].seek):
+        yield list(window)
 
 
 _HAN_KANA_HANGUL = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
@@ -472,6 +491,30 @@ def clean_segment(segment: Segment, prompt: str | None = None) -> Segment | None
     return replace(segment, text=text, words=words, compression_ratio=compression_ratio(text))
 
 
+def drop_noise_loops(segments: Sequence[Segment]) -> list[Segment]:
+    """Remove every copy of a repetition loop from a window's segments when the model itself
+    thinks the audio is not speech, before they are cut into sentences.  Whisper cuts a
+    window at its timestamp tokens, so a loop may be spread over many segments (noise decoded
+    as fourteen segments of "1 tbh"), each too short to look like a loop on its own.  Other
+    words stay; segments left with none go."""
+    if all(s.no_speech_prob <= _LOOP_NO_SPEECH_PROB for s in segments):
+        return list(segments)
+    words = tuple(w for s in segments for w in s.words)
+    kept = {id(w) for w in collapse_repeats(words, keep_one=False)}
+    if len(kept) == len(words):
+        return list(segments)
+    result = []
+    for segment in segments:
+        if segment.no_speech_prob <= _LOOP_NO_SPEECH_PROB or not segment.words:
+            result.append(segment)
+            continue
+        left = tuple(w for w in segment.words if id(w) in kept)
+        if left:
+            result.append(replace(segment, start=left[0].start, end=left[-1].end, words=left,
+                                  text="".join(w.text for w in left)))
+    return result
+
+
 def compression_ratio(text: str) -> float:
     data = text.encode("utf-8")
     return len(data) / len(zlib.compress(data)) if data else 0.0
@@ -482,8 +525,11 @@ def _repeat_rule(unit_chars: int, repeats: int) -> bool:
     return repeats >= (8 if unit_chars < 2 else 4)
 
 
-def collapse_repeats(words: tuple[Word, ...], max_unit: int = 12) -> tuple[Word, ...]:
-    """Keep one copy of any run of words repeated back-to-back beyond what speech does."""
+def collapse_repeats(
+    words: tuple[Word, ...], max_unit: int = 12, keep_one: bool = True
+) -> tuple[Word, ...]:
+    """Keep one copy (or none) of any run of words repeated back-to-back beyond what speech
+    does."""
     result = list(words)
     i = 0
     while i < len(result):
@@ -495,7 +541,9 @@ def collapse_repeats(words: tuple[Word, ...], max_unit: int = 12) -> tuple[Word,
             while _texts(result[i + repeats * size : i + (repeats + 1) * size]) == unit:
                 repeats += 1
             if _repeat_rule(len("".join(unit)), repeats):
-                del result[i + size : i + repeats * size]
+                del result[i + (size if keep_one else 0) : i + repeats * size]
+                if not keep_one:
+                    i -= 1  # the word after the loop is at i now: look at it again
                 break
         i += 1
     return tuple(result)

@@ -11,6 +11,7 @@ from device.recognize import (
     clean_segment,
     collapse_repeated_text,
     collapse_repeats,
+    drop_noise_loops,
 )
 from device.records import Segment, Word
 from device.text import character_error_rate, word_error_rate
@@ -127,6 +128,24 @@ def test_repetition_loops_are_collapsed_but_real_repetition_is_kept():
     assert collapse_repeats(speech) == speech
     assert collapse_repeated_text("我们我们我们我们我们去吃饭") == "我们去吃饭"
     assert collapse_repeated_text("哈哈哈哈") == "哈哈哈哈"
+
+
+def test_a_loop_over_audio_the_model_calls_non_speech_is_removed_whole():
+    # Whisper base on an AVX2-only CPU decoded 10 s of noise as fourteen segments of
+    # "1 tbh" (no_speech_prob 0.75, confident tokens): each short one looked like speech.
+    def window(texts, no_speech_prob=0.75):
+        words = _words(texts)
+        return [Segment(w[0].start, w[-1].end, "".join(x.text for x in w),
+                        no_speech_prob=no_speech_prob, words=w)
+                for w in (words[i : i + 2] for i in range(0, len(words), 2))]
+
+    speech_then_loop = window(["我们", "明天"] + [" 1", " tbh"] * 12)
+    assert [s.text for s in drop_noise_loops(speech_then_loop)] == ["我们明天"]
+    assert drop_noise_loops(window([" 1", " tbh"] * 12)) == []
+    heard_as_speech = window(["我们", "明天"] + [" 1", " tbh"] * 12, no_speech_prob=0.2)
+    assert drop_noise_loops(heard_as_speech) == heard_as_speech  # clean_segment decides
+    said_twice = window(["我们", "明天", "我们", "明天"])
+    assert drop_noise_loops(said_twice) == said_twice
 
 
 def test_a_segment_that_echoes_the_prompt_is_dropped():
