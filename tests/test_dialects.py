@@ -7,6 +7,7 @@ import tarfile
 
 import pytest
 
+from bench.report import cpu
 from device import audio
 from device.eval import main as eval_main
 from device.jobs import Runner, load_engines
@@ -19,7 +20,11 @@ from tests.conftest import SPEECH_DIR, require_shared_clips
 pytestmark = pytest.mark.slow
 
 # Dev-set error rates measured with whisper-base (README "Dialects"); regression guards.
-LIMITS = {"mandarin": 0.08, "cantonese": 0.05, "english": 0.05}
+# CTranslate2 picks its int8 kernels by the CPU's vector extensions and they decode these
+# short Mandarin clips differently: mean CER 0.077 with AVX-512, 0.160 with AVX2 only
+# (停滞→停制, 换→坏; the same on the commit before and after a recogniser change).
+MANDARIN = 0.08 if "avx512f" in cpu()["simd"] else 0.17
+LIMITS = {"mandarin": MANDARIN, "cantonese": 0.05, "english": 0.05}
 
 
 def _run(store, settings, engines, path, **kwargs):
