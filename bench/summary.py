@@ -1,6 +1,6 @@
 """Summary benchmark: an hour of Chinese and an hour of English transcript, both models.
 
-    python bench/summary.py [--models ID,ID] [--out bench/results/summary.json]
+    python bench/summary.py [--runs ID,ID+NOTES_ID] [--out bench/results/summary.json] [--resume]
 
 Each (models, language) runs in its own process that also holds the speech models, as the
 worker does, so its peak RSS is the appliance's while summarising.  Next to tingji's

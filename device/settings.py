@@ -63,7 +63,8 @@ class Settings:
     """Model id of the summariser (kind llm)."""
     summary_notes_model: str = ""
     """Model id that reads a long transcript into notes for the summariser; empty = the
-    summariser itself.  The 0.5B reads about twice as fast (see the README's benchmark)."""
+    summariser itself.  With the 0.5B an hour is summarised 1.5-2.2x faster, from weaker
+    notes (see the README's benchmark)."""
     auto_summarize: bool = True
     """Queue a summary after every finished transcription."""
     llm_context: int = 8192
@@ -127,6 +128,34 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+# The vector extensions that decide llama.cpp's and CTranslate2's speed on a CPU.
+_SIMD = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "asimd", "asimddp",
+         "i8mm")
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """The CPU's model name and vector extensions: two "2-core x86_64" boxes differ ~2.5x in
+    LLM prompt speed with and without AVX-512, and decode Whisper's int8 slightly apart."""
+
+    model: str
+    simd: tuple[str, ...] = ()
+
+    @classmethod
+    def read(cls, cpuinfo: Path = Path("/proc/cpuinfo")) -> Cpu:
+        name, flags = platform.processor() or platform.machine(), set()
+        try:
+            for line in cpuinfo.read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    name = value.strip()
+                elif key.strip() in ("flags", "Features"):
+                    flags = set(value.split())
+        except OSError:
+            pass
+        return cls(name, tuple(f for f in _SIMD if f in flags))
+
+
 @dataclass(frozen=True)
 class HardwareProfile:
     """What this box can do, and the choices the pipeline makes from it."""
@@ -138,6 +167,7 @@ class HardwareProfile:
     compute_type: str
     onnx_providers: tuple[str, ...] = field(default=())
     """Available onnxruntime providers, the ones the VAD will use, best first."""
+    cpu: Cpu = field(default_factory=lambda: Cpu(platform.machine()))
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -159,4 +189,5 @@ def hardware_profile(settings: Settings) -> HardwareProfile:
         cpu_threads=settings.threads or (cores or 1),
         compute_type=settings.compute_type,
         onnx_providers=providers,
+        cpu=Cpu.read(),
     )

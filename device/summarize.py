@@ -422,7 +422,7 @@ def summarize(
     """Summarise with ``model_id``; a long transcript is read into notes by
     ``notes_model_id`` when given.  One model is loaded at a time and freed after use."""
     plan = Plan.of(segments, language, on_progress)
-    reader_id = notes_model_id if plan.long and notes_model_id not in (None, model_id) else None
+    reader_id = notes_model_id if plan.long and notes_model_id != model_id else None
     notes = None
     if reader_id is not None:
         with closing(load_summarizer(settings, reader_id)) as reader:

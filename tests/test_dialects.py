@@ -7,12 +7,12 @@ import tarfile
 
 import pytest
 
-from bench.report import cpu
 from device import audio
 from device.eval import main as eval_main
 from device.jobs import Runner, load_engines
 from device.pipeline import import_audio, requeue_recording
 from device.profiles import ProfileError
+from device.settings import Cpu
 from device.store import Store
 from models.store import ModelInstallError, install_bundle, load_manifest, make_bundle
 from tests.conftest import SPEECH_DIR, require_shared_clips
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 # CTranslate2 picks its int8 kernels by the CPU's vector extensions and they decode these
 # short Mandarin clips differently: mean CER 0.077 with AVX-512, 0.160 with AVX2 only
 # (停滞→停制, 换→坏; the same on the commit before and after a recogniser change).
-MANDARIN = 0.08 if "avx512f" in cpu()["simd"] else 0.17
+MANDARIN = 0.08 if "avx512f" in Cpu.read().simd else 0.17
 LIMITS = {"mandarin": MANDARIN, "cantonese": 0.05, "english": 0.05}
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from device.settings import Settings, SettingsError, hardware_profile
+from device.settings import Cpu, Settings, SettingsError, hardware_profile
 
 
 def test_defaults_are_the_embedded_appliance():
@@ -39,3 +39,16 @@ def test_hardware_profile_picks_threads_int8_and_a_cpu_provider():
     assert profile.cpu_threads >= 1 and profile.compute_type == "int8"
     assert profile.onnx_providers[-1] == "CPUExecutionProvider"
     assert profile.machine in ("x86_64", "aarch64", "arm64", "AMD64")
+    assert profile.cpu.model and set(profile.cpu.simd) <= {
+        "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "asimd", "asimddp",
+        "i8mm"}
+
+
+def test_the_cpu_is_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\n"
+                       "flags\t\t: fpu sse2 avx avx2 fma f16c\n")
+    assert Cpu.read(cpuinfo) == Cpu("AMD EPYC", ("avx2", "fma", "f16c"))
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp\n")
+    assert Cpu.read(arm).simd == ("asimd", "asimddp")
