@@ -7,28 +7,33 @@ from), and one final call writes the summary from all the notes (reduce; notes t
 it are first merged in groups).  The grounding check then flags every number or name in a
 point that does not occur in the segments it cites.
 
-The model sees the transcript as numbered lines, "[12]text", and cites line numbers; they are
-turned into segment ids at the end.  Store ids grow with the library (five or more digits,
-one token each for Qwen) where line numbers stay short: an hour of Chinese costs ~15 % fewer
-prompt tokens this way, and prompt reading is most of the time on a small board.
+The model sees the transcript as numbered lines, "[12]text", each holding a few consecutive
+segments of one speaker, and cites line numbers; they are turned into the ids of the lines'
+segments at the end.  Store ids grow with the library (five or more digits) where line
+numbers stay short, and Qwen spells numbers digit by digit: with a line per segment the
+numbers were a fifth of the prompt, and prompt reading is most of the time on a small board.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from device.errors import TingjiError
+from device.llm import JsonGenerator
 from device.records import Segment
 
-PROMPT_VERSION = "summary-v3"
-CHUNK_CHARS = 4000
-"""Characters of Chinese per chunk (English: three times as many), about 3,000 tokens."""
+PROMPT_VERSION = "summary-v4"
+LINE_CHARS = 80
+"""Characters of Chinese per transcript line at most (English: three times as many)."""
+CHUNK_CHARS = 4500
+"""Characters of Chinese per chunk at most (English: three times as many), ~2,900 tokens."""
 NOTES_BUDGET = 4500
 """Tokens of notes the final call reads at most; more are first merged in groups."""
 MERGE_GROUP = 6
@@ -145,14 +150,44 @@ def _instructions(language: str | None) -> str:
             f"nothing for it.")
 
 
-def _transcript_text(segments: Sequence[Segment], first_line: int = 1) -> str:
+@dataclass(frozen=True)
+class Line:
+    """Consecutive segments of one speaker, shown to the model (and cited by it) as one
+    numbered line."""
+
+    segments: tuple[Segment, ...]
+    text: str
+
+    @property
+    def speaker(self) -> str | None:
+        return self.segments[0].speaker
+
+
+def transcript_lines(segments: Sequence[Segment], cjk: bool) -> list[Line]:
+    """Segments joined into lines of about ``LINE_CHARS`` characters (English: three times
+    as many), never across a change of speaker.  Qwen spells a line number digit by digit,
+    so "[123]" costs five tokens: one line per sentence spent a fifth of the prompt on them."""
+    size = LINE_CHARS if cjk else LINE_CHARS * 3
+    lines: list[list[Segment]] = []
+    for segment in segments:
+        last = lines[-1] if lines else None
+        if (last and last[0].speaker == segment.speaker
+                and sum(len(s.text.strip()) for s in last) + len(segment.text.strip()) <= size):
+            last.append(segment)
+        else:
+            lines.append([segment])
+    glue = "" if cjk else " "
+    return [Line(tuple(line), glue.join(s.text.strip() for s in line)) for line in lines]
+
+
+def _transcript_text(lines: Sequence[Line | Segment], first_line: int = 1) -> str:
     """Numbered lines, "[12]文字" or "[12] Text": a space before a Chinese character splits
     it into two tokens, whereas an English word's token includes the space before it."""
-    lines = []
-    for n, s in enumerate(segments, first_line):
-        text = f"{(s.speaker + ': ') if s.speaker else ''}{s.text.strip()}"
-        lines.append(f"[{n}]{' ' if text[:1].isascii() else ''}{text}")
-    return "\n".join(lines)
+    numbered = []
+    for n, line in enumerate(lines, first_line):
+        text = f"{(line.speaker + ': ') if line.speaker else ''}{line.text.strip()}"
+        numbered.append(f"[{n}]{' ' if text[:1].isascii() else ''}{text}")
+    return "\n".join(numbered)
 
 
 def _notes_text(notes: Sequence[dict]) -> str:
@@ -161,20 +196,22 @@ def _notes_text(notes: Sequence[dict]) -> str:
                        for section in _NOTE_SECTIONS}, ensure_ascii=False)
 
 
-def chunk_segments(segments: Sequence[Segment], size: int = CHUNK_CHARS) -> list[list[Segment]]:
-    """Consecutive segments, about ``size`` characters per chunk, never splitting one."""
-    chunks: list[list[Segment]] = []
-    current: list[Segment] = []
-    length = 0
-    for segment in segments:
-        if current and length + len(segment.text) > size:
-            chunks.append(current)
-            current, length = [], 0
-        current.append(segment)
-        length += len(segment.text) + 8
-    if current:
-        chunks.append(current)
-    return chunks
+_Piece = TypeVar("_Piece", Segment, Line)
+
+
+def chunk_segments(segments: Sequence[_Piece], size: int = CHUNK_CHARS) -> list[list[_Piece]]:
+    """Consecutive segments (or lines) in as few chunks of about ``size`` characters as
+    there must be, of even length (no short last chunk: every chunk costs a call and its
+    notes), never splitting one."""
+    lengths = [len(s.text) + 8 for s in segments]  # 8: the line number and the line break
+    total = sum(lengths)
+    count = max(1, math.ceil(total / size))
+    chunks: list[list[_Piece]] = [[] for _ in range(count)]
+    start = 0
+    for segment, length in zip(segments, lengths, strict=True):
+        chunks[min(count - 1, int((start + length / 2) * count / total))].append(segment)
+        start += length
+    return [chunk for chunk in chunks if chunk]
 
 
 # -- grounding -----------------------------------------------------------------------------
@@ -277,20 +314,23 @@ class LlamaSummarizer:
         except (ValueError, RuntimeError) as exc:
             raise SummaryError(f"model {model_id} could not be loaded ({exc}): run "
                                f"`python -m models install {model_id} --force`") from exc
+        try:
+            self._generator = JsonGenerator(self._llm)
+        except ValueError as exc:
+            raise SummaryError(f"model {model_id} cannot be used for summaries ({exc})") from exc
 
     def close(self) -> None:
+        self._generator.close()
         self._llm = None
 
     def _complete(self, system: str, user: str, max_tokens: int, schema: dict) -> dict:
-        result = self._llm.create_chat_completion(
-            messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-            response_format={"type": "json_object", "schema": schema},
-            temperature=0.2, max_tokens=max_tokens,
-        )
-        text = result["choices"][0]["message"]["content"]
+        try:
+            completion = self._generator.complete(system, user, schema, max_tokens)
+        except ValueError as exc:
+            raise SummaryError(str(exc)) from exc
         try:
             # strict=False: the grammar lets a raw newline or tab into a string.
-            return json.loads(text, strict=False)
+            return json.loads(completion.text, strict=False)
         except json.JSONDecodeError as exc:
             raise SummaryError(f"the model returned invalid JSON ({exc})") from exc
 
@@ -331,7 +371,7 @@ class LlamaSummarizer:
         """The summary: from the transcript itself when it fits one call, else from notes."""
         if notes is None:
             merged = self._complete(plan.system, "Transcript:\n"
-                                    + _transcript_text(plan.segments)
+                                    + _transcript_text(plan.lines)
                                     + "\n\nSummarise it as JSON.", max_tokens=2048,
                                     schema=plan.summary_schema)
         else:
@@ -341,11 +381,14 @@ class LlamaSummarizer:
                 + _notes_text(notes), max_tokens=2048, schema=plan.summary_schema)
         plan.step()
         plan.on_progress(100.0)
-        segments = plan.segments
+        lines = plan.lines
         for section in ("key_points", "decisions", "action_items"):
             for item in merged.get(section, []):
-                item["segments"] = [segments[n - 1].id for n in item.get("segments", [])
-                                    if isinstance(n, int) and 1 <= n <= len(segments)]
+                cited = [n for n in item.get("segments", [])
+                         if isinstance(n, int) and 1 <= n <= len(lines)]
+                item["segments"] = list(dict.fromkeys(
+                    s.id for n in cited for s in lines[n - 1].segments))
+        segments = plan.segments
         return Summary(
             title=merged.get("title", ""), summary=merged.get("summary", ""),
             key_points=merged.get("key_points", []), decisions=merged.get("decisions", []),
@@ -362,7 +405,8 @@ class Plan:
 
     segments: list[Segment]
     language: str | None
-    chunks: list[list[Segment]]
+    lines: list[Line]
+    chunks: list[list[Line]]
     system: str
     summary_schema: dict
     notes_schema: dict
@@ -380,8 +424,9 @@ class Plan:
         summary_schema, notes_schema = schemas(cjk)
         # About 3,000 tokens a chunk: Qwen's tokens hold 1-2 Chinese characters, or about
         # four characters of English.
-        chunks = chunk_segments(segments, CHUNK_CHARS if cjk else CHUNK_CHARS * 3)
-        return cls(segments, language, chunks, _instructions(language), summary_schema,
+        lines = transcript_lines(segments, cjk)
+        chunks = chunk_segments(lines, CHUNK_CHARS if cjk else CHUNK_CHARS * 3)
+        return cls(segments, language, lines, chunks, _instructions(language), summary_schema,
                    notes_schema, on_progress, calls=len(chunks) + (len(chunks) > 1))
 
     @property

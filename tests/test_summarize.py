@@ -74,8 +74,22 @@ def test_grounding_flags_invented_numbers_and_names_only():
 def test_chunks_follow_segment_boundaries():
     segments = _segments(["字" * 700] * 10)
     chunks = chunk_segments(segments, size=2200)
-    assert [len(c) for c in chunks] == [3, 3, 3, 1]
+    assert [len(c) for c in chunks] == [2, 3, 2, 3]  # four, as even as whole segments allow
     assert [s for c in chunks for s in c] == segments
+
+
+def test_lines_join_one_speakers_segments_and_are_numbered():
+    from device.summarize import LINE_CHARS, _transcript_text, transcript_lines
+
+    segments = _segments(["字" * 30, "好" * 30, "行" * 30, "Yes.", "No."])
+    segments[4] = Segment(5, 6, "No.", id=5, speaker="B")
+    lines = transcript_lines(segments, cjk=True)
+    assert [[s.id for s in line.segments] for line in lines] == [[1, 2], [3, 4], [5]]
+    assert all(len(line.text) <= LINE_CHARS for line in lines)
+    assert _transcript_text(lines, first_line=7).splitlines() == [
+        "[7]" + "字" * 30 + "好" * 30, "[8]" + "行" * 30 + "Yes.", "[9] B: No."]
+    english = transcript_lines(_segments(["One.", "Two."]), cjk=False)
+    assert [line.text for line in english] == ["One. Two."]
 
 
 # -- the real models ----------------------------------------------------------------------
@@ -148,7 +162,7 @@ def test_the_default_summariser_on_the_fixture(store, settings):
 
 @pytest.mark.slow
 def test_a_long_transcript_can_be_read_into_notes_by_the_small_model(store, settings):
-    recording_id = _transcribed(store, "meeting_zh.json", repeat=12)  # two chunks
+    recording_id = _transcribed(store, "meeting_zh.json", repeat=20)  # two chunks
     job = store.enqueue("summarize", recording_id, {"model": DEFAULT, "notes_model": SMALL})
     runner = Runner(settings)
     assert runner.run(store, runner.claim(store, job.id)), store.get_job(job.id).error

@@ -1,0 +1,151 @@
+"""JSON that obeys a schema, from a llama.cpp model, asking the grammar about one token at a time.
+
+llama-cpp-python's chat completion filters the whole vocabulary through the JSON grammar
+before it picks each token: 151,646 candidates for Qwen, ~29 ms a token on two cores, about
+half of what the 1.5B model itself takes (~60 ms).  Like llama.cpp's own tools
+(``common_sampler_sample``), :class:`JsonGenerator` draws the token from the unconstrained
+distribution first and asks the grammar about that one token; only when the grammar refuses it
+is the whole vocabulary filtered and the token drawn again.  The text obeys the same grammar
+either way; a refusal costs what every token cost before.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+SEED = 20261124
+"""Fixed: the same transcript and model give the same summary."""
+
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    read_tokens: int
+    """The prompt's tokens that were read; the rest were still in the cache from the last call."""
+    completion_tokens: int
+    seconds: float
+    refusals: int
+    """Tokens the grammar refused, each drawn again from the filtered vocabulary."""
+
+
+class JsonGenerator:
+    """Chat completions constrained to a JSON schema, for one loaded ``llama_cpp.Llama``."""
+
+    def __init__(self, llm, temperature: float = 0.2, top_k: int = 40, top_p: float = 0.95,
+                 min_p: float = 0.05):
+        import llama_cpp
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self._chain = None
+        self._llm = llm
+        self._c = llama_cpp
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ValueError("the model file has no chat template")
+
+        def text(token: int) -> str:
+            return llm.detokenize([token], special=True).decode("utf-8") if token >= 0 else ""
+
+        self._format = Jinja2ChatFormatter(template, eos_token=text(llm.token_eos()),
+                                           bos_token=text(llm.token_bos()))
+        self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        self._n_vocab = llm.n_vocab()
+        self._ids = np.arange(self._n_vocab, dtype=np.int32)
+        # The sampling chain of llama-cpp-python's chat completion, without its grammar.
+        self._chain = llama_cpp.llama_sampler_chain_init(
+            llama_cpp.llama_sampler_chain_default_params())
+        for sampler in (llama_cpp.llama_sampler_init_top_k(top_k),
+                        llama_cpp.llama_sampler_init_top_p(top_p, 1),
+                        llama_cpp.llama_sampler_init_min_p(min_p, 1),
+                        llama_cpp.llama_sampler_init_temp(temperature),
+                        llama_cpp.llama_sampler_init_dist(SEED)):
+            llama_cpp.llama_sampler_chain_add(self._chain, sampler)
+
+    def close(self) -> None:
+        if self._chain is not None:
+            self._c.llama_sampler_free(self._chain)
+            self._chain = None
+
+    def __del__(self):
+        self.close()
+
+    def prompt(self, system: str, user: str) -> list[int]:
+        formatted = self._format(messages=[{"role": "system", "content": system},
+                                           {"role": "user", "content": user}])
+        return self._llm.tokenize(formatted.prompt.encode("utf-8"),
+                                  add_bos=not formatted.added_special, special=True)
+
+    def complete(self, system: str, user: str, schema: dict, max_tokens: int) -> Completion:
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+        c, llm = self._c, self._llm
+        started = time.perf_counter()
+        tokens = self.prompt(system, user)
+        if len(tokens) + max_tokens > llm.n_ctx():
+            raise ValueError(f"the prompt ({len(tokens)} tokens) and its answer "
+                             f"({max_tokens}) do not fit the context of {llm.n_ctx()}")
+        grammar = c.llama_sampler_init_grammar(
+            self._vocab, json_schema_to_gbnf(json.dumps(schema)).encode("utf-8"), b"root")
+        if not grammar:
+            raise ValueError("the schema's grammar could not be built")
+        c.llama_sampler_reset(self._chain)
+        try:
+            # The tokens already in the KV cache (the system prompt of the previous call)
+            # are not read again.
+            old = llm.input_ids[: min(llm.n_tokens, len(tokens) - 1)]
+            differ = np.flatnonzero(old != np.asarray(tokens[: len(old)]))
+            cached = int(differ[0]) if len(differ) else len(old)
+            llm.n_tokens = cached
+            llm.eval(tokens[cached:])
+            output: list[int] = []
+            refusals = 0
+            while len(output) < max_tokens:
+                token, refused = self._next(grammar)
+                refusals += refused
+                if c.llama_vocab_is_eog(self._vocab, token):
+                    break
+                c.llama_sampler_accept(grammar, token)
+                output.append(token)
+                llm.eval([token])
+        finally:
+            c.llama_sampler_free(grammar)
+        text = llm.detokenize(output).decode("utf-8", errors="replace")
+        return Completion(text, len(tokens), len(tokens) - cached, len(output),
+                          time.perf_counter() - started, refusals)
+
+    def _next(self, grammar) -> tuple[int, bool]:
+        """The next token: drawn unconstrained, then drawn again from the tokens the
+        grammar allows if the grammar refuses it."""
+        token = self._draw(None)
+        one = np.array([(token, 0.0, 0.0)], dtype=_TOKEN_DATA)
+        self._c.llama_sampler_apply(grammar, ctypes.byref(self._array(one)))
+        if np.isfinite(one["logit"][0]):
+            return token, False
+        return self._draw(grammar), True
+
+    def _draw(self, grammar) -> int:
+        logits = np.ctypeslib.as_array(self._c.llama_get_logits_ith(self._llm.ctx, -1),
+                                       shape=(self._n_vocab,))
+        candidates = np.empty(self._n_vocab, dtype=_TOKEN_DATA)
+        candidates["id"] = self._ids
+        candidates["logit"] = logits
+        candidates["p"] = 0.0
+        array = self._array(candidates)
+        if grammar is not None:
+            self._c.llama_sampler_apply(grammar, ctypes.byref(array))
+        self._c.llama_sampler_apply(self._chain, ctypes.byref(array))
+        # The samplers may point ``data`` elsewhere (top-k sorts into its own buffer).
+        return int(array.data[array.selected].id)
+
+    def _array(self, candidates: np.ndarray):
+        return self._c.llama_token_data_array(
+            data=candidates.ctypes.data_as(self._c.llama_token_data_p),
+            size=len(candidates), selected=-1, sorted=False)

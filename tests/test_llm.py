@@ -1,0 +1,65 @@
+"""Schema-constrained generation with the real small model: the grammar holds when the
+model's own choice is refused, and a prompt too long for the context is an error."""
+
+from __future__ import annotations
+
+import json
+from contextlib import closing
+
+import pytest
+
+from device.summarize import SummaryError, load_summarizer
+
+SMALL = "qwen2.5-coder-0.5b-instruct"
+
+
+@pytest.fixture(scope="module")
+def generator():
+    from device.settings import Settings
+
+    with closing(load_summarizer(Settings.load(), SMALL)) as summarizer:
+        yield summarizer._generator
+
+
+def test_the_grammar_holds_where_the_model_would_write_something_else(generator):
+    schema = {"type": "object",
+              "properties": {"capital": {"type": "string", "enum": ["Zürich", "广州"]},
+                             "founded": {"type": "integer"},
+                             "motto": {"type": "string", "maxLength": 12}},
+              "required": ["capital", "founded", "motto"]}
+    completion = generator.complete(
+        "Answer in JSON.", "What is the capital of France, when was Paris founded, and "
+        "what is the long official motto of the city of Paris?", schema, max_tokens=80)
+    answer = json.loads(completion.text)
+    assert answer["capital"] in ("Zürich", "广州")  # the model's own answer is Paris
+    assert isinstance(answer["founded"], int) and len(answer["motto"]) <= 12
+    assert completion.refusals >= 1
+    assert completion.completion_tokens > completion.refusals
+
+
+def test_a_second_call_reads_only_what_differs_from_the_first(generator):
+    system = "You list facts as JSON. " * 20
+    schema = {"type": "object", "properties": {"facts": {"type": "array", "maxItems": 2,
+                                                         "items": {"type": "string",
+                                                                   "maxLength": 30}}},
+              "required": ["facts"]}
+    first = generator.complete(system, "Facts about tea.", schema, max_tokens=60)
+    second = generator.complete(system, "Facts about rice.", schema, max_tokens=60)
+    assert json.loads(first.text)["facts"] is not None and json.loads(second.text)["facts"]
+    assert second.read_tokens < second.prompt_tokens // 2 < first.read_tokens
+
+
+def test_a_prompt_longer_than_the_context_is_refused_before_reading(generator):
+    with pytest.raises(ValueError, match="do not fit the context"):
+        generator.complete("Summarise.", "word " * 9000, {"type": "object"}, max_tokens=10)
+
+
+def test_a_model_without_a_chat_template_cannot_summarise(tmp_path, monkeypatch):
+    from device import summarize
+
+    class NoTemplate:
+        metadata: dict = {}
+
+    monkeypatch.setattr("llama_cpp.Llama", lambda **kwargs: NoTemplate())
+    with pytest.raises(SummaryError, match="no chat template"):
+        summarize.LlamaSummarizer(tmp_path / "m.gguf", "m", threads=1)
