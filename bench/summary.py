@@ -5,8 +5,8 @@
 Each (models, language) runs in its own process that also holds the speech models, as the
 worker does, so its peak RSS is the appliance's while summarising.  Next to tingji's
 summariser (schema-constrained map-reduce with citations; each model alone, and the 1.5B
-writing from notes the 0.5B took) the same process measures a plain
-llama-cpp-python chat completion, without a schema, on the transcript's first chunk.
+writing from notes the 0.5B took) the same process measures the first chunk's notes call
+through llama-cpp-python's own chat completion, with the same schema and without one.
 
 The transcripts are synthetic: sentences from meeting templates with varied speakers,
 topics and figures (no hour of real transcribed speech can be had offline).  About 15,000
@@ -86,53 +86,41 @@ def transcript(language: str, target_chars: int, seed: int = 11) -> list[Segment
 
 
 def run_child(model_id: str, notes_model_id: str | None, language: str) -> dict:
-    from llama_cpp import Llama
-
     from device.jobs import load_engines
-    from device.summarize import (
-        _instructions,
-        _transcript_text,
-        chunk_segments,
-        load_summarizer,
-        summarize,
-    )
+    from device.llm import JsonGenerator
+    from device.summarize import Plan, _transcript_text, load_summarizer, summarize
 
     settings = Settings.load()
     load_engines(settings)  # the worker keeps the speech models loaded while it summarises
     segments = transcript(language, 15_000 if language == "zh" else 50_000)
     calls = []
-    original = Llama.create_chat_completion
+    original = JsonGenerator.complete
 
-    def timed(self, *args, **kwargs):
-        started = time.perf_counter()
-        result = original(self, *args, **kwargs)
-        calls.append((time.perf_counter() - started, result["usage"]))
-        return result
+    def recorded(self, *args, **kwargs):
+        completion = original(self, *args, **kwargs)
+        calls.append(completion)
+        return completion
 
-    Llama.create_chat_completion = timed
+    JsonGenerator.complete = recorded
     started = time.perf_counter()  # model loading counts: the job loads them too
     summary = summarize(settings, segments, language, model_id, notes_model_id)
     total = time.perf_counter() - started
-    Llama.create_chat_completion = original  # the baseline is not one of tingji's
-    llm: Llama = load_summarizer(settings, model_id)._llm
-    first = chunk_segments(segments)[0]
-    plain_started = time.perf_counter()
-    plain = llm.create_chat_completion(
-        messages=[{"role": "system", "content": _instructions(language)},
-                  {"role": "user", "content": "Transcript:\n" + _transcript_text(first)
-                   + "\n\nSummarise it."}],
-        temperature=0.2, max_tokens=1024)
-    plain_seconds = time.perf_counter() - plain_started
-    prompt_tokens = sum(u["prompt_tokens"] for _, u in calls)
-    completion_tokens = sum(u["completion_tokens"] for _, u in calls)
+    JsonGenerator.complete = original
+    baseline = None  # a run with a notes model: its summariser's baseline is in its own run
+    if notes_model_id is None:
+        baseline = first_chunk(load_summarizer(settings, model_id), Plan.of(segments, language),
+                               _transcript_text)
+    prompt_tokens = sum(c.prompt_tokens for c in calls)
+    completion_tokens = sum(c.completion_tokens for c in calls)
     return {
         "model": model_id,
         "notes_model": notes_model_id or model_id,
         "characters": sum(len(s.text) for s in segments),
         "segments": len(segments),
         "chunks": summary.chunks,
-        "calls": [{"seconds": round(t, 1), "prompt_tokens": u["prompt_tokens"],
-                   "completion_tokens": u["completion_tokens"]} for t, u in calls],
+        "calls": [{"seconds": round(c.seconds, 1), "prompt_tokens": c.prompt_tokens,
+                   "read_tokens": c.read_tokens, "completion_tokens": c.completion_tokens,
+                   "grammar_refusals": c.refusals} for c in calls],
         "total_s": round(total, 1),
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -142,12 +130,43 @@ def run_child(model_id: str, notes_model_id: str | None, language: str) -> dict:
         "action_items": len(summary.action_items),
         "grounding_flags": len(summary.flags),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
-        "plain_llama_first_chunk": {
-            "seconds": round(plain_seconds, 1),
-            "completion_tokens": plain["usage"]["completion_tokens"],
-            "prompt_tokens": plain["usage"]["prompt_tokens"],
-        },
+        "first_chunk": baseline,
     }
+
+
+def first_chunk(summarizer, plan, transcript_text) -> dict:
+    """The first chunk's notes call three ways, each from an empty cache: tingji's (grammar
+    asked about the drawn token), llama-cpp-python's chat completion with the same schema
+    (grammar over the whole vocabulary for every token), and without a schema; and the
+    time to read its prompt alone."""
+    llm = summarizer._llm
+    user = ("Part 1 of a transcript:\n" + transcript_text(plan.chunks[0])
+            + "\n\nList this part's key points, decisions and action items as JSON.")
+    messages = [{"role": "system", "content": plan.system}, {"role": "user", "content": user}]
+    runs = {}
+    llm.reset()
+    completion = summarizer._generator.complete(plan.system, user, plan.notes_schema, 1024)
+    runs["tingji"] = {"seconds": round(completion.seconds, 1),
+                      "prompt_tokens": completion.prompt_tokens,
+                      "completion_tokens": completion.completion_tokens}
+    for name, response_format in (("llama_cpp_schema",
+                                   {"type": "json_object", "schema": plan.notes_schema}),
+                                  ("llama_cpp_plain", None)):
+        llm.reset()
+        started = time.perf_counter()
+        result = llm.create_chat_completion(messages=messages, response_format=response_format,
+                                            temperature=0.2, max_tokens=1024)
+        runs[name] = {"seconds": round(time.perf_counter() - started, 1),
+                      "prompt_tokens": result["usage"]["prompt_tokens"],
+                      "completion_tokens": result["usage"]["completion_tokens"]}
+    llm.reset()
+    started = time.perf_counter()
+    llm.create_chat_completion(messages=messages, max_tokens=1)
+    reading = time.perf_counter() - started
+    for run in runs.values():  # the time after reading the prompt, per generated token
+        run["ms_per_generated_token"] = round(
+            1000 * (run["seconds"] - reading) / max(run["completion_tokens"], 1))
+    return {"prompt_seconds": round(reading, 1), **runs}
 
 
 def main() -> int:
