@@ -70,9 +70,11 @@ class JsonGenerator:
             llama_cpp.llama_sampler_chain_add(self._chain, sampler)
 
     def close(self) -> None:
+        """Free the sampler and let go of the model (its owner frees it)."""
         if self._chain is not None:
             self._c.llama_sampler_free(self._chain)
             self._chain = None
+        self._llm = None
 
     def __del__(self):
         self.close()

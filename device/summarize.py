@@ -320,8 +320,12 @@ class LlamaSummarizer:
             raise SummaryError(f"model {model_id} cannot be used for summaries ({exc})") from exc
 
     def close(self) -> None:
-        self._generator.close()
-        self._llm = None
+        """Free the model now: the summariser may be loaded next, and both together would
+        pass the memory budget."""
+        if self._llm is not None:
+            self._generator.close()
+            self._llm.close()
+            self._llm = None
 
     def _complete(self, system: str, user: str, max_tokens: int, schema: dict) -> dict:
         try:

@@ -54,6 +54,20 @@ def test_a_prompt_longer_than_the_context_is_refused_before_reading(generator):
         generator.complete("Summarise.", "word " * 9000, {"type": "object"}, max_tokens=10)
 
 
+def test_closing_a_summariser_frees_its_model():
+    import gc
+    import weakref
+
+    from device.settings import Settings
+
+    summarizer = load_summarizer(Settings.load(), SMALL)
+    model = weakref.ref(summarizer._llm)
+    summarizer.close()
+    summarizer.close()  # twice is harmless
+    gc.collect()
+    assert model() is None  # although ``summarizer`` itself is still referenced here
+
+
 def test_a_model_without_a_chat_template_cannot_summarise(tmp_path, monkeypatch):
     from device import summarize
 
