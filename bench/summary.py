@@ -129,6 +129,7 @@ def run_child(model_id: str, notes_model_id: str | None, language: str) -> dict:
         "key_points": len(summary.key_points),
         "action_items": len(summary.action_items),
         "grounding_flags": len(summary.flags),
+        "flagged": [f"{f.section}[{f.index}] {f.term}: {f.reason}" for f in summary.flags],
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
         "first_chunk": baseline,
     }
