@@ -14,12 +14,17 @@ from __future__ import annotations
 import ctypes
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 SEED = 20261124
 """Fixed: the same transcript and model give the same summary."""
+
+READING = 0.7
+"""The share of a call's progress given to reading its prompt (most of the time on a board)."""
+STEP_TOKENS = 16
 
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
@@ -85,7 +90,11 @@ class JsonGenerator:
         return self._llm.tokenize(formatted.prompt.encode("utf-8"),
                                   add_bos=not formatted.added_special, special=True)
 
-    def complete(self, system: str, user: str, schema: dict, max_tokens: int) -> Completion:
+    def complete(self, system: str, user: str, schema: dict, max_tokens: int,
+                 on_step: Callable[[float], None] = lambda done: None) -> Completion:
+        """``on_step`` hears how much of the call is done (0-1) after every batch of the
+        prompt and every ``STEP_TOKENS`` generated tokens; an exception it raises (a
+        cancelled job) ends the call there."""
         from llama_cpp.llama_grammar import json_schema_to_gbnf
 
         c, llm = self._c, self._llm
@@ -106,10 +115,15 @@ class JsonGenerator:
             differ = np.flatnonzero(old != np.asarray(tokens[: len(old)]))
             cached = int(differ[0]) if len(differ) else len(old)
             llm.n_tokens = cached
-            llm.eval(tokens[cached:])
+            unread = tokens[cached:]
+            for start in range(0, len(unread), llm.n_batch):
+                llm.eval(unread[start : start + llm.n_batch])
+                on_step(READING * min(1.0, (start + llm.n_batch) / len(unread)))
             output: list[int] = []
             refusals = 0
             while len(output) < max_tokens:
+                if len(output) % STEP_TOKENS == 0:
+                    on_step(READING + (1 - READING) * len(output) / max_tokens)
                 token, refused = self._next(grammar)
                 refusals += refused
                 if c.llama_vocab_is_eog(self._vocab, token):

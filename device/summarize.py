@@ -327,9 +327,10 @@ class LlamaSummarizer:
             self._llm.close()
             self._llm = None
 
-    def _complete(self, system: str, user: str, max_tokens: int, schema: dict) -> dict:
+    def _complete(self, plan: Plan, user: str, max_tokens: int, schema: dict) -> dict:
         try:
-            completion = self._generator.complete(system, user, schema, max_tokens)
+            completion = self._generator.complete(plan.system, user, schema, max_tokens,
+                                                  on_step=plan.within)
         except ValueError as exc:
             raise SummaryError(str(exc)) from exc
         try:
@@ -352,7 +353,7 @@ class LlamaSummarizer:
         notes, first_line = [], 1
         for n, chunk in enumerate(plan.chunks, 1):
             notes.append(self._complete(
-                plan.system, f"Part {n} of {len(plan.chunks)} of a transcript:\n"
+                plan, f"Part {n} of {len(plan.chunks)} of a transcript:\n"
                 + _transcript_text(chunk, first_line) + "\n\nList this part's key points, "
                 "decisions and action items as JSON.", max_tokens=1024,
                 schema=plan.notes_schema))
@@ -364,7 +365,7 @@ class LlamaSummarizer:
             notes = []
             for group in groups:
                 notes.append(self._complete(
-                    plan.system, "Notes on consecutive parts of one transcript, as JSON. "
+                    plan, "Notes on consecutive parts of one transcript, as JSON. "
                     "Merge them into one set of notes, keeping each item's segments:\n"
                     + _notes_text(group), max_tokens=1024, schema=plan.notes_schema))
                 plan.step()
@@ -374,13 +375,13 @@ class LlamaSummarizer:
               notes_model_id: str | None = None) -> Summary:
         """The summary: from the transcript itself when it fits one call, else from notes."""
         if notes is None:
-            merged = self._complete(plan.system, "Transcript:\n"
+            merged = self._complete(plan, "Transcript:\n"
                                     + _transcript_text(plan.lines)
                                     + "\n\nSummarise it as JSON.", max_tokens=2048,
                                     schema=plan.summary_schema)
         else:
             merged = self._complete(
-                plan.system, "Notes on the consecutive parts of one transcript, as JSON. Write "
+                plan, "Notes on the consecutive parts of one transcript, as JSON. Write "
                 "the summary of the whole transcript as JSON, keeping each item's segments:\n"
                 + _notes_text(notes), max_tokens=2048, schema=plan.summary_schema)
         plan.step()
@@ -438,9 +439,14 @@ class Plan:
         """Too long for one call: read in chunks into notes first."""
         return len(self.chunks) > 1
 
+    def within(self, fraction: float) -> None:
+        """Progress inside the current call (0-1 of it)."""
+        self.on_progress(99.0 * min((self.done + fraction) / self.calls, 1.0))
+
     def step(self) -> None:
+        """A call is done."""
         self.done += 1
-        self.on_progress(99.0 * min(self.done / self.calls, 1.0))
+        self.within(0.0)
 
 
 # -- the job -------------------------------------------------------------------------------

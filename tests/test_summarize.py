@@ -132,7 +132,17 @@ def test_an_english_transcript_gets_an_english_summary_and_versions_are_kept(sto
 
 
 @pytest.mark.slow
-def test_a_long_transcript_is_summarised_in_chunks_and_can_be_cancelled(store, settings):
+def test_a_long_transcript_is_cancelled_inside_its_first_call(store, settings, monkeypatch):
+    from device.llm import JsonGenerator
+
+    finished = []
+    complete = JsonGenerator.complete
+
+    def counted(self, *args, **kwargs):
+        finished.append(complete(self, *args, **kwargs))
+        return finished[-1]
+
+    monkeypatch.setattr(JsonGenerator, "complete", counted)
     recording_id = _transcribed(store, "meeting_zh.json", repeat=24)  # ~5,800 characters
     job = store.enqueue("summarize", recording_id, {"model": SMALL})
     runner = Runner(settings)
@@ -142,9 +152,11 @@ def test_a_long_transcript_is_summarised_in_chunks_and_can_be_cancelled(store, s
     deadline = time.monotonic() + 120
     while store.get_job(job.id).progress < 1 and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert 0 < store.get_job(job.id).progress < 50  # progress moves while the prompt is read
     assert store.cancel_job(job.id)
     worker.join(300)
     assert store.get_job(job.id).status == "cancelled"
+    assert finished == []  # the first notes call stopped where it was, not at its end
     assert store.summaries(recording_id) == []
     assert store.get_recording(recording_id).status == "done"  # the transcript is untouched
 
