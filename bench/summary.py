@@ -88,7 +88,7 @@ def transcript(language: str, target_chars: int, seed: int = 11) -> list[Segment
 def run_child(model_id: str, notes_model_id: str | None, language: str) -> dict:
     from device.jobs import load_engines
     from device.llm import JsonGenerator
-    from device.summarize import Plan, _transcript_text, load_summarizer, summarize
+    from device.summarize import Plan, load_summarizer, summarize
 
     settings = Settings.load()
     load_engines(settings)  # the worker keeps the speech models loaded while it summarises
@@ -108,8 +108,7 @@ def run_child(model_id: str, notes_model_id: str | None, language: str) -> dict:
     JsonGenerator.complete = original
     baseline = None  # a run with a notes model: its summariser's baseline is in its own run
     if notes_model_id is None:
-        baseline = first_chunk(load_summarizer(settings, model_id), Plan.of(segments, language),
-                               _transcript_text)
+        baseline = first_chunk(load_summarizer(settings, model_id), Plan.of(segments, language))
     prompt_tokens = sum(c.prompt_tokens for c in calls)
     completion_tokens = sum(c.completion_tokens for c in calls)
     return {
@@ -135,14 +134,13 @@ def run_child(model_id: str, notes_model_id: str | None, language: str) -> dict:
     }
 
 
-def first_chunk(summarizer, plan, transcript_text) -> dict:
+def first_chunk(summarizer, plan) -> dict:
     """The first chunk's notes call three ways, each from an empty cache: tingji's (grammar
     asked about the drawn token), llama-cpp-python's chat completion with the same schema
     (grammar over the whole vocabulary for every token), and without a schema; and the
     time to read its prompt alone."""
     llm = summarizer._llm
-    user = ("Part 1 of a transcript:\n" + transcript_text(plan.chunks[0])
-            + "\n\nList this part's key points, decisions and action items as JSON.")
+    user = plan.notes_request(0)
     messages = [{"role": "system", "content": plan.system}, {"role": "user", "content": user}]
     runs = {}
     llm.reset()

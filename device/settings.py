@@ -63,8 +63,8 @@ class Settings:
     """Model id of the summariser (kind llm)."""
     summary_notes_model: str = ""
     """Model id that reads a long transcript into notes for the summariser; empty = the
-    summariser itself.  With the 0.5B an hour is summarised 1.5-2.2x faster, from weaker
-    notes (see the README's benchmark)."""
+    summariser itself.  With the 0.5B an hour is summarised ~1.6x faster, from weaker notes
+    (see the README's benchmark)."""
     auto_summarize: bool = True
     """Queue a summary after every finished transcription."""
     llm_context: int = 8192

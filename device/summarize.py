@@ -350,14 +350,10 @@ class LlamaSummarizer:
 
     def take_notes(self, plan: Plan) -> list[dict]:
         """Map: notes per chunk; then notes too long for the final call merged in groups."""
-        notes, first_line = [], 1
-        for n, chunk in enumerate(plan.chunks, 1):
-            notes.append(self._complete(
-                plan, f"Part {n} of {len(plan.chunks)} of a transcript:\n"
-                + _transcript_text(chunk, first_line) + "\n\nList this part's key points, "
-                "decisions and action items as JSON.", max_tokens=1024,
-                schema=plan.notes_schema))
-            first_line += len(chunk)
+        notes = []
+        for index in range(len(plan.chunks)):
+            notes.append(self._complete(plan, plan.notes_request(index), max_tokens=1024,
+                                        schema=plan.notes_schema))
             plan.step()
         while len(notes) > 1 and self._tokens(_notes_text(notes)) > NOTES_BUDGET:
             groups = [notes[i : i + MERGE_GROUP] for i in range(0, len(notes), MERGE_GROUP)]
@@ -427,7 +423,7 @@ class Plan:
             raise NothingToSummarise("nothing to summarise: the transcript is empty")
         cjk = language in ("zh", "yue", "ja", "ko")
         summary_schema, notes_schema = schemas(cjk)
-        # About 3,000 tokens a chunk: Qwen's tokens hold 1-2 Chinese characters, or about
+        # About 2,900 tokens a chunk: Qwen's tokens hold 1-2 Chinese characters, or about
         # four characters of English.
         lines = transcript_lines(segments, cjk)
         chunks = chunk_segments(lines, CHUNK_CHARS if cjk else CHUNK_CHARS * 3)
@@ -438,6 +434,14 @@ class Plan:
     def long(self) -> bool:
         """Too long for one call: read in chunks into notes first."""
         return len(self.chunks) > 1
+
+    def notes_request(self, index: int) -> str:
+        """The notes call's request for chunk ``index``: its lines, numbered as in the whole
+        transcript."""
+        first_line = 1 + sum(len(chunk) for chunk in self.chunks[:index])
+        return (f"Part {index + 1} of {len(self.chunks)} of a transcript:\n"
+                + _transcript_text(self.chunks[index], first_line)
+                + "\n\nList this part's key points, decisions and action items as JSON.")
 
     def within(self, fraction: float) -> None:
         """Progress inside the current call (0-1 of it)."""
