@@ -200,7 +200,8 @@ def recognize(
     if profile.is_auto and speech and decide:
         profile, decision = decide_profile(engines, samples, speech, profile, settings, terms)
     on_progress(8.0)
-    options = recognition_options(profile, terms, settings, auto=decision is not None)
+    options = recognition_options(profile, terms, settings, auto=decision is not None,
+                                  languages=decision.languages() if decision else ())
     recognizer = engines.recognizer(profile.model)
     duration = samples.size / audio.SAMPLE_RATE
     segments: list[Segment] = []
@@ -215,7 +216,8 @@ def recognize(
 
 
 def recognition_options(
-    profile: Profile, terms: Terms, settings: Settings, auto: bool = False
+    profile: Profile, terms: Terms, settings: Settings, auto: bool = False,
+    languages: Sequence[str] = (),
 ) -> RecognitionOptions:
     """What a profile asks of the recogniser.
 
@@ -230,6 +232,7 @@ def recognition_options(
         initial_prompt=profile.prompt if not auto or profile.markers else None,
         hotwords="，".join(hotwords) if hotwords else None,
         batch_size=settings.batch_size,
+        languages=tuple(languages) if auto or profile.is_auto else (),
     )
 
 

@@ -278,6 +278,9 @@ def finish_segment(segment: Segment, profile: Profile, terms: Terms = NO_TERMS,
 # -- auto mode -----------------------------------------------------------------------------
 
 
+LANGUAGE_PRESENT = 0.05
+
+
 @dataclass(frozen=True)
 class AutoDecision:
     profile: str
@@ -286,6 +289,11 @@ class AutoDecision:
     """Whisper's language probabilities, averaged over several windows of speech."""
     varieties: dict[str, float] = field(default_factory=dict)
     """For varieties sharing a language code: the score each got (see detect_profile)."""
+
+    def languages(self, least: float = LANGUAGE_PRESENT) -> tuple[str, ...]:
+        """The languages spoken in the recording, most likely first: a language heard in
+        one of the (four) windows detection listened to averages well above ``least``."""
+        return tuple(lang for lang, p in self.probabilities.items() if p >= least)
 
 
 def variety_score(segments: Sequence[Segment], markers: str) -> tuple[float, float]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import itertools
 import re
 import zlib
@@ -42,6 +43,13 @@ class RecognitionOptions:
     transcript goes without them."""
     beam_size: int = 5
     batch_size: int = 2
+    languages: tuple[str, ...] = ()
+    """With ``language`` None: the languages auto mode found in the recording, most likely
+    first.  The first starts the decoding (every window still gets its own).  A segment
+    written in another script than its window's language is named by the window's own
+    detection when one language of that script stands out there, else by the first of these
+    in that script; only when neither names one is its language detected on its own audio
+    (an encoder pass)."""
 
 
 class Recognizer(Protocol):
@@ -73,10 +81,8 @@ class WhisperRecognizer:
     """Whisper (CTranslate2) from a verified model directory; loaded once, reused."""
 
     def __init__(self, model_dir: Path, model_id: str, cpu_threads: int, compute_type: str):
-        from faster_whisper import WhisperModel
-
         self.model_id = model_id
-        self.model = WhisperModel(
+        self.model = _model_class()(
             str(model_dir),
             device="cpu",
             compute_type=compute_type,
@@ -98,22 +104,27 @@ class WhisperRecognizer:
         timeline = _Timeline(speech)
         self._switched: dict[tuple[int, str], str] = {}
         heard = np.zeros(len(speech), dtype=bool)
-        for window in _by_window(self._decode(speech_audio, _windows(speech), options)):
-            for raw, _ in window:
-                heard[timeline.chunks_heard(raw)] = True
-            yield from self._finish(window, timeline, speech_audio, options)
-        # A batched window is decoded once: when Whisper stops early (a language change
-        # mid-window, a long pause) the rest of the window is lost.  Decode the speech
-        # chunks that produced no words again, in windows of their own.
-        missed = [i for i, was_heard in enumerate(heard) if not was_heard]
-        if missed and options.word_timestamps:
-            for window in _by_window(self._decode(speech_audio, timeline.windows(missed),
-                                                  options)):
+        try:
+            for window in _by_window(self._decode(speech_audio, _windows(speech), options)):
+                for raw, _ in window:
+                    heard[timeline.chunks_heard(raw)] = True
                 yield from self._finish(window, timeline, speech_audio, options)
+            # A batched window is decoded once: when Whisper stops early (a language change
+            # mid-window, a long pause) the rest of the window is lost.  Decode the speech
+            # chunks that produced no words again, in windows of their own.
+            missed = [i for i, was_heard in enumerate(heard) if not was_heard]
+            if missed and options.word_timestamps:
+                for window in _by_window(self._decode(speech_audio, timeline.windows(missed),
+                                                      options)):
+                    yield from self._finish(window, timeline, speech_audio, options)
+        finally:
+            self.model.forget()
 
     def detect_language(
         self, audio: np.ndarray, speech: Sequence[SpeechChunk], windows: int = 4
     ) -> dict[str, float]:
+        from faster_whisper.audio import pad_or_trim
+
         if not speech:
             return {}
         speech_audio = np.concatenate([audio[c.start : c.end] for c in speech])
@@ -123,9 +134,12 @@ class WhisperRecognizer:
         totals: dict[str, float] = {}
         for i in picks:
             start, end = (int(spans[i][k] * SAMPLE_RATE) for k in ("start", "end"))
-            stretch = speech_audio[start:end]
-            _, _, ranked = self.model.detect_language(stretch)
-            for language, probability in ranked:
+            # The window's features exactly as the batched transcription computes them, so
+            # that it reuses this encoding instead of encoding the window again.
+            features = pad_or_trim(self.model.feature_extractor(speech_audio[start:end])[..., :-1])
+            encoded = self.model.encode(features, keep=True)
+            for token, probability in self.model.model.detect_language(encoded)[0]:
+                language = token[2:-2]  # "<|zh|>"
                 totals[language] = totals.get(language, 0.0) + probability / len(picks)
         ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:5]
         return {language: round(p, 4) for language, p in ranked if p >= 0.001}
@@ -183,7 +197,9 @@ class WhisperRecognizer:
     def _decode(self, speech_audio: np.ndarray, windows: list[dict], options: RecognitionOptions):
         segments, info = self._pipeline.transcribe(
             speech_audio,
-            language=options.language,
+            # Without a language faster-whisper first detects one on the first window: an
+            # encoder pass more, when auto mode has already found the recording's languages.
+            language=options.language or next(iter(options.languages), None),
             # Each window gets the language Whisper detects in it (code-switching).
             multilingual=options.language is None,
             initial_prompt=options.initial_prompt,
@@ -196,7 +212,8 @@ class WhisperRecognizer:
             without_timestamps=False,
         )
         for raw in segments:
-            yield raw, self._pipeline.window_language.get(raw.seek) or info.language
+            ranking = self._pipeline.window_ranking.get(raw.seek)
+            yield raw, ranking[0][0] if ranking else info.language
 
     def _segment_language(
         self, raw, window_language: str, speech_audio: np.ndarray, options: RecognitionOptions
@@ -206,6 +223,13 @@ class WhisperRecognizer:
         script = _script(raw.text)
         if script in (None, _script_of(window_language)):
             return window_language
+        # The window's own ranking (one decoder step), then the recording's languages: either
+        # names the other language without another encoder pass.
+        named = _clear_choice(self._pipeline.window_ranking.get(raw.seek, []), script)
+        named = named or next((lang for lang in options.languages if _script_of(lang) == script),
+                              None)
+        if named is not None:
+            return named
         # One detection per window and script: an encoder pass costs as much as a window.
         key = (raw.seek, script)
         if key not in self._switched:
@@ -282,36 +306,99 @@ def _script_of(language: str | None) -> str | None:
     return "cjk" if language in _CJK_LANGUAGES else "latin"
 
 
+def _model_class():
+    """faster-whisper's WhisperModel, able to keep the encoder output of chosen windows.
+
+    Auto mode detects the recording's languages on a few of the windows the transcription
+    then decodes; an encoder pass costs as much as decoding a window (~1 s on 2 cores), so
+    the transcription takes those windows' encodings from here.  Windows are known by their
+    features' bytes: a kept encoding is only ever used for the very same input.
+    """
+    import ctranslate2
+    from faster_whisper import WhisperModel
+
+    class KeepingEncodings(WhisperModel):
+        KEPT_MAX = 8  # 3 MB each (1500 x 512 floats)
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._kept: dict[bytes, np.ndarray] = {}
+
+        def encode(self, features: np.ndarray, keep: bool = False):
+            batch = features[np.newaxis] if features.ndim == 2 else features
+            keys = [_features_key(row) for row in batch]
+            if not keep and not any(key in self._kept for key in keys):
+                return super().encode(features)
+            missing = [i for i, key in enumerate(keys) if key not in self._kept]
+            fresh = np.array(super().encode(batch[missing])) if missing else None
+            rows = []
+            for i, key in enumerate(keys):
+                row = fresh[missing.index(i)] if i in missing else self._kept[key]
+                if keep and len(self._kept) < self.KEPT_MAX:
+                    self._kept[key] = row
+                rows.append(row)
+            return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(rows)))
+
+        def forget(self) -> None:
+            self._kept.clear()
+
+    return KeepingEncodings
+
+
+def _features_key(features: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(features).tobytes(), digest_size=16).digest()
+
+
+def _clear_choice(ranking: Sequence[tuple[str, float]], script: str) -> str | None:
+    """The language of ``script`` a window's detection ranks first, if it stands out.
+
+    Whisper detects a window's language mostly from its first seconds, so a language that
+    comes in later gets a small probability (measured: English after Mandarin 0.004-0.011)
+    but still ranks far above the other languages of its script (~0.0001).
+    """
+    candidates = [(lang, p) for lang, p in ranking if _script_of(lang) == script]
+    if not candidates:
+        return None
+    (first, p1), p2 = candidates[0], candidates[1][1] if len(candidates) > 1 else 0.0
+    return first if p1 >= _CLEAR_MIN and p1 >= _CLEAR_RATIO * p2 else None
+
+
+_CLEAR_MIN = 0.001
+_CLEAR_RATIO = 5.0
+
+
 def _pipeline_class():
     """faster-whisper's BatchedInferencePipeline, remembering each window's language.
 
     With ``multilingual=True`` faster-whisper prompts every window with the language Whisper
-    detects in it but does not report it; this records it by window (``Segment.seek``).
-    The extra detection reuses the encoder output: one decoder step per window.
+    detects in it but does not report it; this records it by window (``Segment.seek``),
+    with the probabilities of the others.  The extra detection reuses the encoder output:
+    one decoder step per window.
     """
     from faster_whisper import BatchedInferencePipeline
 
     class LanguagePerWindow(BatchedInferencePipeline):
         def __init__(self, model):
             super().__init__(model)
-            self.window_language: dict[int, str] = {}
-            self._batch_languages: list[str | None] = []
+            self.window_ranking: dict[int, list[tuple[str, float]]] = {}
+            self._batch_rankings: list[list[tuple[str, float]]] = []
 
         def generate_segment_batched(self, features, tokenizer, options):
             encoder_output, output = super().generate_segment_batched(features, tokenizer, options)
             if options.multilingual:
                 detected = self.model.model.detect_language(encoder_output)
-                self._batch_languages = [ranked[0][0][2:-2] for ranked in detected]
+                self._batch_rankings = [[(token[2:-2], p) for token, p in ranked]
+                                        for ranked in detected]
             else:
-                self._batch_languages = [None] * len(output)
+                self._batch_rankings = [[] for _ in output]
             return encoder_output, output
 
         def forward(self, features, tokenizer, chunks_metadata, options):
             results = super().forward(features, tokenizer, chunks_metadata, options)
             release_freed_memory()
-            for meta, language in zip(chunks_metadata, self._batch_languages, strict=True):
+            for meta, ranking in zip(chunks_metadata, self._batch_rankings, strict=True):
                 seek = int(meta["offset"] * self.model.frames_per_second)
-                self.window_language[seek] = language
+                self.window_ranking[seek] = ranking
             return results
 
     return LanguagePerWindow

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from faster_whisper import WhisperModel
 
 from device import audio
 from device.recognize import (
     RecognitionOptions,
+    _clear_choice,
+    _windows,
     clean_segment,
     collapse_repeated_text,
     collapse_repeats,
@@ -15,7 +18,7 @@ from device.recognize import (
 )
 from device.records import Segment, Word
 from device.text import character_error_rate, word_error_rate
-from tests.conftest import espeak, require_shared_clips
+from tests.conftest import espeak, long_speech, require_shared_clips
 
 pytestmark = pytest.mark.slow
 
@@ -196,9 +199,61 @@ def test_a_recording_that_switches_language_is_transcribed_in_both(engines):
     pause = np.zeros(audio.SAMPLE_RATE, dtype=np.float32)
     samples = np.concatenate([audio.decode(zh.path), pause, audio.decode(en.path), pause,
                               audio.decode(zh.path)])
-    segments = sorted(_transcribe(engines, samples), key=lambda s: s.start)
+    detect = WhisperModel.detect_language
+    detections = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(WhisperModel, "detect_language",
+                      lambda self, *a, **k: detections.append(1) or detect(self, *a, **k))
+        # As auto mode passes it when detection heard Mandarin only.
+        options = RecognitionOptions(languages=("zh",))
+        speech = engines.detector.speech_chunks(samples)
+        segments = sorted(engines.recognizer("whisper-base").transcribe(samples, speech, options),
+                          key=lambda s: s.start)
+    # English after Mandarin in one window: the window's own detection ranks English far
+    # above the other Latin-script languages, so no stretch needs an encoder pass of its own
+    # (nor the first window: the recording's language starts the decoding).
+    assert detections == []
     chinese = "".join(s.text for s in segments if s.language == "zh")
     english = " ".join(s.text for s in segments if s.language == "en")
     assert character_error_rate(zh.reference * 2, chinese) <= MANDARIN_MAX_CER_PER_CLIP
     assert word_error_rate(en.reference, english) <= ENGLISH_MAX_WER
     assert [s.language for s in segments][0] == "zh" and segments[-1].language == "zh"
+
+
+def test_a_window_names_the_language_it_ranks_far_above_others_of_its_script():
+    # Measured: English spoken after Mandarin in one window.
+    ranking = [("zh", 0.9866), ("en", 0.0112), ("ko", 0.0002), ("de", 0.0002), ("ja", 0.0002)]
+    assert _clear_choice(ranking, "latin") == "en"
+    assert _clear_choice(ranking, "cjk") == "zh"
+    # Nothing stands out: the caller detects the language on the stretch itself.
+    assert _clear_choice([("zh", 0.998), ("en", 0.0004), ("de", 0.0003)], "latin") is None
+    assert _clear_choice([("zh", 0.99), ("ja", 0.004), ("en", 0.003), ("de", 0.002)],
+                         "latin") is None
+    assert _clear_choice([], "latin") is None
+
+
+def test_the_transcription_reuses_the_windows_language_detection_encoded(engines, tmp_path,
+                                                                        monkeypatch):
+    samples = audio.decode(long_speech(tmp_path, 85.0))
+    speech = engines.detector.speech_chunks(samples)
+    # Detection over two windows takes the first and the last: the transcription's first
+    # batch (two windows) has one encoding kept and one to compute.
+    assert len(_windows(speech)) >= 3
+    whisper = engines.recognizer("whisper-base")
+    encoded_rows = []
+    encode = WhisperModel.encode
+    monkeypatch.setattr(WhisperModel, "encode", lambda self, features: encoded_rows.append(
+        1 if features.ndim == 2 else len(features)) or encode(self, features))
+
+    def transcribe(options):
+        encoded_rows.clear()
+        segments = list(whisper.transcribe(samples, speech, options))
+        return [s.text for s in segments], sum(encoded_rows)
+
+    options = RecognitionOptions(languages=("zh", "en"))
+    alone, encoded_alone = transcribe(options)
+    assert whisper.detect_language(samples, speech, windows=2)
+    after_detection, encoded_after_detection = transcribe(options)
+    assert encoded_after_detection == encoded_alone - 2
+    assert after_detection == alone and len(alone) >= 5
+    assert whisper.model._kept == {}  # forgotten once the recording is transcribed
