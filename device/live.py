@@ -122,6 +122,11 @@ class LiveTranscriber:
             except Exception as exc:  # the final batch pass still transcribes everything
                 self.errors.append(f"{type(exc).__name__}: {exc}")
                 continue
+            if segments and segments[-1].language and self.options.language is None:
+                # In auto mode each utterance still gets the language Whisper detects in it;
+                # starting from the last one's spares faster-whisper an encoder pass per
+                # utterance to detect a language to start from.
+                self.options = replace(self.options, languages=(segments[-1].language,))
             for segment in segments:
                 shifted = replace(
                     segment, start=round(segment.start + shift, 3),

@@ -317,6 +317,36 @@ def test_recording_a_real_clip_gives_exact_audio_a_live_and_a_final_transcript(
     assert not any(t.name == "capture" and t.is_alive() for t in threading.enumerate())
 
 
+@pytest.mark.slow
+def test_the_live_transcript_in_auto_mode_detects_a_language_to_start_from_once(
+        settings, engines, tmp_path, monkeypatch):
+    from faster_whisper import WhisperModel
+
+    from device.live import LiveTranscriber
+    from device.pipeline import recognition_options, select_profile
+    from device.profiles import NO_TERMS
+    from tests.conftest import long_speech
+
+    samples = audio.decode(long_speech(tmp_path, 30.0))
+    detect = WhisperModel.detect_language
+    detections = []
+    monkeypatch.setattr(WhisperModel, "detect_language",
+                        lambda self, *a, **k: detections.append(1) or detect(self, *a, **k))
+    auto = select_profile(settings, "auto")
+    live = []
+    transcriber = LiveTranscriber(engines.detector, engines.recognizer(auto.model),
+                                  recognition_options(auto, NO_TERMS, settings, auto=True),
+                                  live.append)
+    for block in np.array_split(samples, samples.size // 1600):
+        transcriber.feed(block)
+    transcriber.finish()
+    assert not transcriber.errors
+    assert len({s.speech_end for s in live}) >= 3 and all(s.segment.language for s in live)
+    # Only the first utterance has no language before it to start from; every utterance
+    # still gets the language Whisper detects in it (one decoder step, no encoder pass).
+    assert detections == [1]
+
+
 class _Tone:
     """A 440 Hz tone, delivered as fast as it can be written."""
 
