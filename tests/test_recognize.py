@@ -257,3 +257,27 @@ def test_the_transcription_reuses_the_windows_language_detection_encoded(engines
     assert encoded_after_detection == encoded_alone - 2
     assert after_detection == alone and len(alone) >= 5
     assert whisper.model._kept == {}  # forgotten once the recording is transcribed
+
+
+def test_a_batch_has_its_languages_detected_once(engines, speech_wav, monkeypatch):
+    """faster-whisper detects a batch's languages to prompt it; the probabilities the
+    recogniser keeps per window come from that same detection, not from a second one."""
+    samples = audio.decode(speech_wav)
+    whisper = engines.recognizer("whisper-base")
+    once = whisper.model.model
+    whisper_itself = once._whisper
+    detections = []
+
+    class Counting:
+        def detect_language(self, encoder_output):
+            detections.append(1)
+            return whisper_itself.detect_language(encoder_output)
+
+        def __getattr__(self, name):
+            return getattr(whisper_itself, name)
+
+    monkeypatch.setattr(once, "_whisper", Counting())
+    speech = engines.detector.speech_chunks(samples)
+    segments = list(whisper.transcribe(samples, speech, RecognitionOptions(languages=("en",))))
+    assert segments and {s.language for s in segments} == {"en"}
+    assert len(detections) == len(_windows(speech)) == 1
