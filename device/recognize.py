@@ -330,11 +330,12 @@ def _model_class():
             keys = [_features_key(row) for row in batch]
             if not keep and not any(key in self._kept for key in keys):
                 return super().encode(features)
-            missing = [i for i, key in enumerate(keys) if key not in self._kept]
+            found = [self._kept.get(key) for key in keys]
+            missing = [i for i, row in enumerate(found) if row is None]
             fresh = np.array(super().encode(batch[missing])) if missing else None
             rows = []
             for i, key in enumerate(keys):
-                row = fresh[missing.index(i)] if i in missing else self._kept[key]
+                row = fresh[missing.index(i)] if i in missing else found[i]
                 if keep and len(self._kept) < self.KEPT_MAX:
                     self._kept[key] = row
                 rows.append(row)
@@ -358,9 +359,11 @@ class _DetectsOnce:
         self._last: tuple[object, list] | None = None
 
     def detect_language(self, encoder_output) -> list:
-        if self._last is None or self._last[0] is not encoder_output:
-            self._last = (encoder_output, self._whisper.detect_language(encoder_output))
-        return self._last[1]
+        last = self._last  # read once: another thread may replace it meanwhile
+        if last is None or last[0] is not encoder_output:
+            last = (encoder_output, self._whisper.detect_language(encoder_output))
+            self._last = last
+        return last[1]
 
     def forget(self) -> None:
         self._last = None
