@@ -232,7 +232,7 @@ def recognition_options(
         initial_prompt=profile.prompt if not auto or profile.markers else None,
         hotwords="，".join(hotwords) if hotwords else None,
         batch_size=settings.batch_size,
-        languages=tuple(languages) if auto or profile.is_auto else (),
+        languages=tuple(languages),
     )
 
 

@@ -117,8 +117,9 @@ class WhisperRecognizer:
                 for window in _by_window(self._decode(speech_audio, timeline.windows(missed),
                                                       options)):
                     yield from self._finish(window, timeline, speech_audio, options)
-        finally:
+        finally:  # what was kept for this recording
             self.model.forget()
+            self._pipeline.window_ranking.clear()
 
     def detect_language(
         self, audio: np.ndarray, speech: Sequence[SpeechChunk], windows: int = 4
@@ -326,19 +327,21 @@ def _model_class():
             self.model = _DetectsOnce(self.model)
 
         def encode(self, features: np.ndarray, keep: bool = False):
+            if not keep and not self._kept:  # no hashing when there is nothing to find
+                return super().encode(features)
             batch = features[np.newaxis] if features.ndim == 2 else features
             keys = [_features_key(row) for row in batch]
-            if not keep and not any(key in self._kept for key in keys):
+            rows = [self._kept.get(key) for key in keys]
+            missing = [i for i, row in enumerate(rows) if row is None]
+            if not keep and len(missing) == len(rows):
                 return super().encode(features)
-            found = [self._kept.get(key) for key in keys]
-            missing = [i for i, row in enumerate(found) if row is None]
-            fresh = np.array(super().encode(batch[missing])) if missing else None
-            rows = []
-            for i, key in enumerate(keys):
-                row = fresh[missing.index(i)] if i in missing else found[i]
-                if keep and len(self._kept) < self.KEPT_MAX:
-                    self._kept[key] = row
-                rows.append(row)
+            if missing:
+                for i, row in zip(missing, np.array(super().encode(batch[missing])), strict=True):
+                    rows[i] = row
+            if keep:
+                for key, row in zip(keys, rows, strict=True):
+                    if len(self._kept) < self.KEPT_MAX:
+                        self._kept[key] = row
             return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(rows)))
 
         def forget(self) -> None:
