@@ -6,6 +6,8 @@ Each variant runs in its own process so its peak RSS is its own:
   plain-sequential  WhisperModel.transcribe(vad_filter=True)
   plain-batched     BatchedInferencePipeline.transcribe(batch_size=settings.batch_size)
   tingji            import_audio + the job runner: decode + VAD + ASR + SQLite store
+  tingji-greedy     the same with the setting beam_size = 1 (greedy; doubtful windows
+                    decoded again with a beam of 5)
 All use the same model files, int8, one thread per core, word timestamps and the batch
 size from the settings.  Accuracy is measured too: the character error rate of the whole
 transcript against the clips' reference texts.
@@ -36,7 +38,7 @@ from device.settings import Settings, hardware_profile  # noqa: E402
 from device.text import character_error_rate  # noqa: E402
 
 SPEECH_DIR = ROOT.parent / "shared" / "speech"
-VARIANTS = ("plain-sequential", "plain-batched", "tingji")
+VARIANTS = ("plain-sequential", "plain-batched", "tingji", "tingji-greedy")
 TARGETS = {"rtf_max": 0.04, "peak_rss_mb_max": 600, "ratio_to_fastest_plain_max": 1.1}
 
 
@@ -81,13 +83,15 @@ def run_variant(name: str, wav: Path) -> dict:
 
     model_dir = str(verify(get_spec(settings.asr_model), settings.models_dir))
     start = time.perf_counter()
-    if name == "tingji":
+    if name.startswith("tingji"):
         from device.jobs import Runner
         from device.pipeline import import_audio
         from device.store import Store
 
         with tempfile.TemporaryDirectory() as data:
             local = settings.replace(data_dir=Path(data))
+            if name == "tingji-greedy":
+                local = local.replace(beam_size=1)
             runner = Runner(local)
             runner.prepare()  # load the models before the clock starts
             loaded = time.perf_counter()
@@ -154,6 +158,7 @@ def run_scenario(name: str, dialects: set[str] | None, seconds: float) -> dict:
         "audio": {"seconds": round(duration, 1), "clips": sources},
         "results": results,
         "tingji_vs_fastest_plain": ratio,
+        "tingji_greedy_vs_fastest_plain": round(results["tingji-greedy"]["wall_s"] / fastest, 3),
         "targets_met": {
             "rtf": ours["rtf"] <= TARGETS["rtf_max"],
             "peak_rss": ours["peak_rss_mb"] <= TARGETS["peak_rss_mb_max"],
@@ -178,6 +183,7 @@ def main() -> int:
         **stamp,
         "machine": stamp["machine"] | {"python": platform.python_version()},
         "batch_size": settings.batch_size,
+        "beam_size": settings.beam_size,
         "targets": TARGETS,
         "scenarios": {
             name: run_scenario(name, dialects, args.seconds)

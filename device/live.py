@@ -40,9 +40,9 @@ class LiveTranscriber:
                  check_every: float = 0.1):
         self.detector = detector
         self.recognizer = recognizer
-        # Greedy and without word timing: about twice as fast, and the final batch
-        # transcript replaces this one anyway.
-        self.options = replace(options, beam_size=1, word_timestamps=False)
+        # Greedy with no retry and without word timing: the final batch transcript
+        # replaces this one anyway.
+        self.options = replace(options, beam_size=1, retry_beam_size=1, word_timestamps=False)
         self.on_segment = on_segment
         self.check_every = int(check_every * SAMPLE_RATE)
         self._open: list[np.ndarray] = []

@@ -231,6 +231,7 @@ def recognition_options(
         language=None if auto or profile.is_auto else profile.language,
         initial_prompt=profile.prompt if not auto or profile.markers else None,
         hotwords="，".join(hotwords) if hotwords else None,
+        beam_size=settings.beam_size,
         batch_size=settings.batch_size,
         languages=tuple(languages),
     )

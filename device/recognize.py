@@ -42,6 +42,12 @@ class RecognitionOptions:
     """Needed for sentence segments and for finding speech a window dropped; the live
     transcript goes without them."""
     beam_size: int = 5
+    """1 = greedy: a third faster on 2 AVX2 cores, mostly as accurate (README)."""
+    retry_beam_size: int = 5
+    """A window whose decoding fails Whisper's own tests (text too repetitive to be speech,
+    or too unlikely) is decoded again with this beam, and the likelier text kept; no retry
+    when it is not larger than ``beam_size``.  (Whisper itself retries at higher
+    temperatures.)"""
     batch_size: int = 2
     languages: tuple[str, ...] = ()
     """With ``language`` None: the languages auto mode found in the recording, most likely
@@ -105,7 +111,7 @@ class WhisperRecognizer:
         self._switched: dict[tuple[int, str], str] = {}
         heard = np.zeros(len(speech), dtype=bool)
         try:
-            for window in _by_window(self._decode(speech_audio, _windows(speech), options)):
+            for window in self._decode_windows(speech_audio, _windows(speech), options):
                 for raw, _ in window:
                     heard[timeline.chunks_heard(raw)] = True
                 yield from self._finish(window, timeline, speech_audio, options)
@@ -114,8 +120,8 @@ class WhisperRecognizer:
             # chunks that produced no words again, in windows of their own.
             missed = [i for i, was_heard in enumerate(heard) if not was_heard]
             if missed and options.word_timestamps:
-                for window in _by_window(self._decode(speech_audio, timeline.windows(missed),
-                                                      options)):
+                for window in self._decode_windows(speech_audio, timeline.windows(missed),
+                                                   options):
                     yield from self._finish(window, timeline, speech_audio, options)
         finally:  # what was kept for this recording
             self.model.forget()
@@ -194,6 +200,29 @@ class WhisperRecognizer:
             cleaned = clean_segment(segment, option.initial_prompt)
             decoded.append([cleaned] if cleaned is not None else [])
         return decoded
+
+    def _decode_windows(
+        self, speech_audio: np.ndarray, windows: list[dict], options: RecognitionOptions
+    ) -> Iterator[list[tuple]]:
+        """The windows' (segment, language) pairs, window by window.  Windows that fail
+        Whisper's own tests are decoded again with the larger beam and come last."""
+        doubtful: dict[int, list[tuple]] = {}
+        for window in _by_window(self._decode(speech_audio, windows, options)):
+            if options.retry_beam_size > options.beam_size and _doubtful(window):
+                doubtful[window[0][0].seek] = window
+            else:
+                yield window
+        if not doubtful:
+            return
+        fps = self.model.frames_per_second
+        # Segment.seek as faster-whisper computes it from a window's start.
+        spans = [w for w in windows
+                 if int(int(w["start"] * SAMPLE_RATE) / SAMPLE_RATE * fps) in doubtful]
+        again = {window[0][0].seek: window for window in _by_window(self._decode(
+            speech_audio, spans, replace(options, beam_size=options.retry_beam_size)))}
+        for seek, window in doubtful.items():
+            retried = again.get(seek)
+            yield retried if retried is not None and _likelier(retried, window) else window
 
     def _decode(self, speech_audio: np.ndarray, windows: list[dict], options: RecognitionOptions):
         segments, info = self._pipeline.transcribe(
@@ -277,6 +306,27 @@ class WhisperRecognizer:
             compression_ratio=float(raw.compression_ratio),
             words=words,
         )
+
+
+def _doubtful(window: list[tuple]) -> bool:
+    """Whisper's tests for a failed decoding (its temperature fallback): the window's text
+    compresses too well (a repetition loop) or is too unlikely, unless the model thinks
+    there is no speech at all (then the text is dropped anyway)."""
+    raw = window[0][0]  # a batched window's segments share its scores
+    if raw.no_speech_prob > _NO_SPEECH_PROB and raw.avg_logprob < _LOW_LOGPROB:
+        return False
+    text = "".join(r.text for r, _ in window)
+    return raw.avg_logprob < _LOW_LOGPROB or compression_ratio(text) > _MAX_COMPRESSION
+
+
+def _likelier(retried: list[tuple], first: list[tuple]) -> bool:
+    """Whether the retried decoding of a window is the one to keep: the one that passes the
+    repetition test, then the more likely."""
+    def score(window: list[tuple]) -> tuple[bool, float]:
+        text = "".join(r.text for r, _ in window)
+        return compression_ratio(text) <= _MAX_COMPRESSION, window[0][0].avg_logprob
+
+    return score(retried) >= score(first)
 
 
 def _by_window(decoded: Iterator[tuple]) -> Iterator[list[tuple]]:

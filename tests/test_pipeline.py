@@ -42,6 +42,22 @@ def test_import_and_transcribe_stores_a_searchable_transcript(store, settings, e
     assert any(h.recording_id == recording.id for h in store.search(word))
 
 
+def test_the_beam_setting_reaches_the_recogniser(store, settings, engines, speech_wav,
+                                                 monkeypatch):
+    from device.recognize import WhisperRecognizer
+
+    beams = []
+    decode = WhisperRecognizer._decode
+    monkeypatch.setattr(WhisperRecognizer, "_decode", lambda self, audio, windows, options: (
+        beams.append(options.beam_size) or decode(self, audio, windows, options)))
+    greedy = _transcribe(store, settings.replace(beam_size=1), engines, speech_wav)
+    assert greedy.status == "done" and store.segments(greedy.id)
+    assert beams and set(beams) == {1}
+    beams.clear()
+    assert _transcribe(store, settings, engines, speech_wav).status == "done"
+    assert beams and set(beams) == {5}
+
+
 def test_a_bad_file_fails_its_job_and_touches_nothing_else(store, settings, engines, speech_wav,
                                                           tmp_path):
     good = _transcribe(store, settings, engines, speech_wav)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from faster_whisper import WhisperModel
@@ -9,7 +11,10 @@ from faster_whisper import WhisperModel
 from device import audio
 from device.recognize import (
     RecognitionOptions,
+    WhisperRecognizer,
     _clear_choice,
+    _doubtful,
+    _likelier,
     _windows,
     clean_segment,
     collapse_repeated_text,
@@ -281,3 +286,65 @@ def test_a_batch_has_its_languages_detected_once(engines, speech_wav, monkeypatc
     segments = list(whisper.transcribe(samples, speech, RecognitionOptions(languages=("en",))))
     assert segments and {s.language for s in segments} == {"en"}
     assert len(detections) == len(_windows(speech)) == 1
+
+
+def _window(text: str, avg_logprob: float, no_speech_prob: float = 0.01) -> list[tuple]:
+    # A batched window's segments share its scores.
+    raws = [SimpleNamespace(text=part, avg_logprob=avg_logprob, no_speech_prob=no_speech_prob,
+                            seek=0) for part in text.split("|")]
+    return [(raw, "zh") for raw in raws]
+
+
+def test_a_window_that_fails_whispers_own_tests_is_doubtful():
+    assert not _doubtful(_window("开放时间早上9点，|至下午5点。", -0.3))
+    assert _doubtful(_window("睡下5点，" * 12, -0.2))  # a loop compresses too well
+    assert _doubtful(_window("会医手歌", -1.3))  # too unlikely
+    # No speech, by the model's own account: the text is dropped, not decoded again.
+    assert not _doubtful(_window("谢谢观看", -1.3, no_speech_prob=0.9))
+    # The retry is kept when it loops no more, else when it is the likelier.
+    loop, plain = _window("睡下5点，" * 12, -0.1), _window("开放时间早上9点", -0.8)
+    assert _likelier(plain, loop) and not _likelier(loop, plain)
+    assert _likelier(_window("换一首歌", -0.4), _window("患一首歌", -1.2))
+    assert not _likelier(_window("患一首歌", -1.2), _window("换一首歌", -0.4))
+
+
+def _decoding(monkeypatch) -> list[tuple[int, int]]:
+    """(beam size, windows) of every decoding call the recogniser makes."""
+    calls = []
+    decode = WhisperRecognizer._decode
+
+    def counting(self, speech_audio, windows, options):
+        calls.append((options.beam_size, len(windows)))
+        return decode(self, speech_audio, windows, options)
+
+    monkeypatch.setattr(WhisperRecognizer, "_decode", counting)
+    return calls
+
+
+def test_windows_are_decoded_greedily_and_only_doubtful_ones_again(engines, tmp_path,
+                                                                  monkeypatch):
+    samples = audio.decode(long_speech(tmp_path, 85.0))
+    speech = engines.detector.speech_chunks(samples)
+    windows = len(_windows(speech))
+    assert windows >= 3
+    whisper = engines.recognizer("whisper-base")
+    calls = _decoding(monkeypatch)
+
+    def transcribe(options):
+        calls.clear()
+        return sorted((s.start, s.text) for s in whisper.transcribe(samples, speech, options))
+
+    greedy = transcribe(RecognitionOptions(languages=("zh", "en"), beam_size=1))
+    assert greedy and all(beam == 1 for beam, _ in calls)  # clean speech: no retry
+    beam = transcribe(RecognitionOptions(languages=("zh", "en"), beam_size=5))
+    assert calls[0] == (5, windows)
+    # Every window doubtful and every retry kept: the transcript a beam of 5 makes, each
+    # retried window in its own place.
+    monkeypatch.setattr("device.recognize._doubtful", lambda window: True)
+    monkeypatch.setattr("device.recognize._likelier", lambda retried, first: True)
+    retried = transcribe(RecognitionOptions(languages=("zh", "en"), beam_size=1))
+    assert calls[:2] == [(1, windows), (5, windows)]
+    assert retried == beam
+    # Retries kept only when likelier: one of the two decodings, window by window.
+    monkeypatch.setattr("device.recognize._likelier", lambda retried, first: False)
+    assert transcribe(RecognitionOptions(languages=("zh", "en"), beam_size=1)) == greedy

@@ -25,6 +25,8 @@ def test_environment_overrides_file_overrides_defaults(tmp_path):
 def test_bad_settings_say_what_is_wrong(tmp_path):
     with pytest.raises(SettingsError, match="TINGJI_PORT|port"):
         Settings.load(environ={"TINGJI_PORT": "eighty"})
+    with pytest.raises(SettingsError, match="beam_size='0': at least 1"):
+        Settings.load(environ={"TINGJI_BEAM_SIZE": "0"})
     config = tmp_path / "bad.toml"
     config.write_text("colour = 'blue'\n")
     with pytest.raises(SettingsError, match="unknown setting.*colour"):
