@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -123,6 +124,12 @@ def test_noise_fed_straight_to_whisper_yields_nothing(engines):
     # Whisper base decodes this noise as " 1,5,5,5,…" with high token confidence.
     whisper = engines.recognizer("whisper-base")
     assert list(whisper.transcribe(noise, forced, RecognitionOptions())) == []
+    # Brown noise: "1-2-3-4-4-4…" on an AVX2-only CPU, the "1-2-3" unsure (mean p 0.36).
+    brown = np.cumsum(rng.standard_normal(30 * audio.SAMPLE_RATE)).astype(np.float32)
+    brown = 0.3 * brown / np.abs(brown).max()
+    for beam_size in (5, 1):
+        options = RecognitionOptions(beam_size=beam_size)
+        assert list(whisper.transcribe(brown, [SpeechChunk(0, brown.size)], options)) == []
 
 
 def _words(texts):
@@ -154,6 +161,10 @@ def test_a_loop_over_audio_the_model_calls_non_speech_is_removed_whole():
     assert drop_noise_loops(heard_as_speech) == heard_as_speech  # clean_segment decides
     said_twice = window(["我们", "明天", "我们", "明天"])
     assert drop_noise_loops(said_twice) == said_twice
+    # Words the model was unsure of before the loop are its lead-in, not speech.
+    counted = [replace(s, words=tuple(replace(w, probability=0.3) for w in s.words))
+               for s in window([" 1", "-2", "-3"] + ["-4", "-4"] * 12)]
+    assert drop_noise_loops(counted) == []
 
 
 def test_a_segment_that_echoes_the_prompt_is_dropped():
