@@ -315,18 +315,21 @@ def _doubtful(window: list[tuple]) -> bool:
     raw = window[0][0]  # a batched window's segments share its scores
     if raw.no_speech_prob > _NO_SPEECH_PROB and raw.avg_logprob < _LOW_LOGPROB:
         return False
-    text = "".join(r.text for r, _ in window)
-    return raw.avg_logprob < _LOW_LOGPROB or compression_ratio(text) > _MAX_COMPRESSION
+    return raw.avg_logprob < _LOW_LOGPROB or _loops(window)
 
 
 def _likelier(retried: list[tuple], first: list[tuple]) -> bool:
     """Whether the retried decoding of a window is the one to keep: the one that passes the
     repetition test, then the more likely."""
     def score(window: list[tuple]) -> tuple[bool, float]:
-        text = "".join(r.text for r, _ in window)
-        return compression_ratio(text) <= _MAX_COMPRESSION, window[0][0].avg_logprob
+        return not _loops(window), window[0][0].avg_logprob
 
     return score(retried) >= score(first)
+
+
+def _loops(window: list[tuple]) -> bool:
+    """The window's whole text compresses too well to be speech (Whisper's loop test)."""
+    return compression_ratio("".join(raw.text for raw, _ in window)) > _MAX_COMPRESSION
 
 
 def _by_window(decoded: Iterator[tuple]) -> Iterator[list[tuple]]:

@@ -55,10 +55,10 @@ class Settings:
     """Whisper windows decoded together.  Measured on 2 cores (300 s of speech): 2 -> 518 MB
     peak RSS, 4 -> 764 MB and 15 % faster, 8 -> 1057 MB and no faster."""
     beam_size: int = 5
-    """Whisper's beam in batch transcription.  1 = greedy, ~30 % faster on 2 AVX2 cores; a
+    """Whisper's beam in batch transcription.  1 = greedy, 11-20 % faster on 2 AVX2 cores; a
     window greedy decoding fails on (a repetition loop, unlikely text) is decoded again with
-    a beam of 5.  Accuracy in the README's benchmark: as good on the long recordings, worse
-    on one short clip."""
+    a beam of 5.  Accuracy varies by CPU and audio: better or worse than the beam of 5 in
+    the README's measurements."""
     max_upload_bytes: int = 2 * 1024**3
     """Larger files are refused before anything is copied."""
     max_audio_seconds: float = 8 * 3600.0

@@ -120,3 +120,19 @@ def long_speech(tmp_path: Path, seconds: float) -> Path:
     path = tmp_path / f"long-{int(seconds)}s.wav"
     audio.write_wav(path, np.concatenate(pieces))
     return path
+
+
+def decoding_calls(monkeypatch) -> list[tuple[int, int]]:
+    """(beam size, windows) of every decoding call Whisper recognisers make from now on: a
+    spy, the calls themselves are real."""
+    from device.recognize import WhisperRecognizer
+
+    calls = []
+    decode = WhisperRecognizer._decode
+
+    def counting(self, speech_audio, windows, options):
+        calls.append((options.beam_size, len(windows)))
+        return decode(self, speech_audio, windows, options)
+
+    monkeypatch.setattr(WhisperRecognizer, "_decode", counting)
+    return calls

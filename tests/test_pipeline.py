@@ -17,7 +17,7 @@ from device.jobs import Runner
 from device.pipeline import import_audio
 from device.settings import PROJECT_ROOT, Settings
 from device.store import Store
-from tests.conftest import long_speech, wait_until
+from tests.conftest import decoding_calls, long_speech, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -44,18 +44,13 @@ def test_import_and_transcribe_stores_a_searchable_transcript(store, settings, e
 
 def test_the_beam_setting_reaches_the_recogniser(store, settings, engines, speech_wav,
                                                  monkeypatch):
-    from device.recognize import WhisperRecognizer
-
-    beams = []
-    decode = WhisperRecognizer._decode
-    monkeypatch.setattr(WhisperRecognizer, "_decode", lambda self, audio, windows, options: (
-        beams.append(options.beam_size) or decode(self, audio, windows, options)))
+    calls = decoding_calls(monkeypatch)
     greedy = _transcribe(store, settings.replace(beam_size=1), engines, speech_wav)
     assert greedy.status == "done" and store.segments(greedy.id)
-    assert beams and set(beams) == {1}
-    beams.clear()
+    assert calls and {beam for beam, _ in calls} == {1}
+    calls.clear()
     assert _transcribe(store, settings, engines, speech_wav).status == "done"
-    assert beams and set(beams) == {5}
+    assert calls and {beam for beam, _ in calls} == {5}
 
 
 def test_a_bad_file_fails_its_job_and_touches_nothing_else(store, settings, engines, speech_wav,

@@ -12,7 +12,6 @@ from faster_whisper import WhisperModel
 from device import audio, recognize
 from device.recognize import (
     RecognitionOptions,
-    WhisperRecognizer,
     _clear_choice,
     _doubtful,
     _likelier,
@@ -24,7 +23,7 @@ from device.recognize import (
 )
 from device.records import Segment, Word
 from device.text import character_error_rate, word_error_rate
-from tests.conftest import espeak, long_speech, require_shared_clips
+from tests.conftest import decoding_calls, espeak, long_speech, require_shared_clips
 
 pytestmark = pytest.mark.slow
 
@@ -324,19 +323,6 @@ def test_a_window_that_fails_whispers_own_tests_is_doubtful():
     assert not _likelier(_window("患一首歌", -1.2), _window("换一首歌", -0.4))
 
 
-def _decoding(monkeypatch) -> list[tuple[int, int]]:
-    """(beam size, windows) of every decoding call the recogniser makes."""
-    calls = []
-    decode = WhisperRecognizer._decode
-
-    def counting(self, speech_audio, windows, options):
-        calls.append((options.beam_size, len(windows)))
-        return decode(self, speech_audio, windows, options)
-
-    monkeypatch.setattr(WhisperRecognizer, "_decode", counting)
-    return calls
-
-
 def test_greedy_decoding_retries_only_the_window_that_fails_whispers_tests(engines, speech_wav,
                                                                         monkeypatch):
     from device.vad import SpeechChunk
@@ -350,7 +336,7 @@ def test_greedy_decoding_retries_only_the_window_that_fails_whispers_tests(engin
               SpeechChunk(words.size + pause.size, samples.size)]
     assert len(_windows(speech)) == 2
     whisper = engines.recognizer("whisper-base")
-    calls = _decoding(monkeypatch)
+    calls = decoding_calls(monkeypatch)
     verdicts = []
     doubtful = recognize._doubtful
     monkeypatch.setattr(recognize, "_doubtful",  # a spy: the verdict is the real one
