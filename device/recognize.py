@@ -43,11 +43,12 @@ class RecognitionOptions:
     transcript goes without them."""
     beam_size: int = 5
     """1 = greedy: 11-20 % faster on 2 AVX2 cores; more or less accurate by CPU (README)."""
-    retry_beam_size: int = 5
+    retry_beam_size: int | None = None
     """A window whose decoding fails Whisper's own tests (text too repetitive to be speech,
-    or too unlikely) is decoded again with this beam, and the likelier text kept; no retry
-    when it is not larger than ``beam_size``.  (Whisper itself retries at higher
-    temperatures.)"""
+    or too unlikely) is decoded again with this beam, and the likelier text kept.  None:
+    the other decoder (greedy after a beam, a beam of 5 after greedy), since a beam and
+    greedy decoding seldom loop on the same window; ``beam_size``: no retry.  (Whisper
+    itself retries at higher temperatures.)"""
     batch_size: int = 2
     languages: tuple[str, ...] = ()
     """With ``language`` None: the languages auto mode found in the recording, most likely
@@ -56,6 +57,12 @@ class RecognitionOptions:
     detection when one language of that script stands out there, else by the first of these
     in that script; only when neither names one is its language detected on its own audio
     (an encoder pass)."""
+
+    @property
+    def retry_beam(self) -> int:
+        if self.retry_beam_size is not None:
+            return self.retry_beam_size
+        return 1 if self.beam_size > 1 else 5
 
 
 class Recognizer(Protocol):
@@ -205,10 +212,11 @@ class WhisperRecognizer:
         self, speech_audio: np.ndarray, windows: list[dict], options: RecognitionOptions
     ) -> Iterator[list[tuple]]:
         """The windows' (segment, language) pairs, window by window.  Windows that fail
-        Whisper's own tests are decoded again with the larger beam and come last."""
+        Whisper's own tests are decoded again with the retry beam and come last."""
+        retry = options.retry_beam
         doubtful: dict[int, list[tuple]] = {}
         for window in _by_window(self._decode(speech_audio, windows, options)):
-            if options.retry_beam_size > options.beam_size and _doubtful(window):
+            if retry != options.beam_size and _doubtful(window):
                 doubtful[window[0][0].seek] = window
             else:
                 yield window
@@ -219,7 +227,7 @@ class WhisperRecognizer:
         spans = [w for w in windows
                  if int(int(w["start"] * SAMPLE_RATE) / SAMPLE_RATE * fps) in doubtful]
         again = {window[0][0].seek: window for window in _by_window(self._decode(
-            speech_audio, spans, replace(options, beam_size=options.retry_beam_size)))}
+            speech_audio, spans, replace(options, beam_size=retry)))}
         for seek, window in doubtful.items():
             retried = again.get(seek)
             yield retried if retried is not None and _likelier(retried, window) else window

@@ -323,8 +323,9 @@ def test_a_window_that_fails_whispers_own_tests_is_doubtful():
     assert not _likelier(_window("患一首歌", -1.2), _window("换一首歌", -0.4))
 
 
-def test_greedy_decoding_retries_only_the_window_that_fails_whispers_tests(engines, speech_wav,
-                                                                        monkeypatch):
+@pytest.mark.parametrize(("beam", "retry"), [(1, 5), (5, 1)])
+def test_the_window_that_fails_whispers_tests_alone_is_decoded_by_the_other_decoder(
+        engines, speech_wav, monkeypatch, beam, retry):
     from device.vad import SpeechChunk
 
     words = audio.decode(speech_wav)
@@ -341,15 +342,17 @@ def test_greedy_decoding_retries_only_the_window_that_fails_whispers_tests(engin
     doubtful = recognize._doubtful
     monkeypatch.setattr(recognize, "_doubtful",  # a spy: the verdict is the real one
                         lambda window: verdicts.append(doubtful(window)) or verdicts[-1])
-    segments = list(whisper.transcribe(samples, speech, RecognitionOptions(beam_size=1)))
+    segments = list(whisper.transcribe(samples, speech, RecognitionOptions(beam_size=beam)))
     if verdicts[:2] != [False, True]:
-        pytest.skip(f"Whisper on this CPU decodes this noise without a loop ({verdicts})")
-    # Greedy over both windows, then a beam of 5 over the noise window alone (found by its
-    # place), whose loop the noise guard then drops.
-    assert calls == [(1, 2), (5, 1)]
+        pytest.skip(f"Whisper (beam {beam}) on this CPU decodes this noise without a loop "
+                    f"({verdicts})")
+    # Both windows with the setting's decoder, then the noise window alone (found by its
+    # place) with the other one; the noise guard drops whatever text is kept there.
+    assert calls == [(beam, 2), (retry, 1)]
     assert segments and all(s.end <= words.size / audio.SAMPLE_RATE + 0.5 for s in segments)
     assert "country" in " ".join(s.text for s in segments).lower()  # either speech_wav
-    # The live transcript never retries.
+    # A retry with the same beam is no retry (the live transcript's choice).
     calls.clear()
-    list(whisper.transcribe(samples, speech, RecognitionOptions(beam_size=1, retry_beam_size=1)))
-    assert calls == [(1, 2)]
+    list(whisper.transcribe(samples, speech,
+                            RecognitionOptions(beam_size=beam, retry_beam_size=beam)))
+    assert calls == [(beam, 2)]
