@@ -45,10 +45,10 @@ class RecognitionOptions:
     """1 = greedy: 11-20 % faster on 2 AVX2 cores; more or less accurate by CPU (README)."""
     retry_beam_size: int | None = None
     """A window whose decoding fails Whisper's own tests (text too repetitive to be speech,
-    or too unlikely) is decoded again with this beam, and the likelier text kept.  None:
-    the other decoder (greedy after a beam, a beam of 5 after greedy), since a beam and
-    greedy decoding seldom loop on the same window; ``beam_size``: no retry.  (Whisper
-    itself retries at higher temperatures.)"""
+    or too unlikely) is decoded again with this beam, and the likelier text kept; a smaller
+    beam is only asked after a loop.  None: the other decoder (greedy after a beam, a beam
+    of 5 after greedy), since a beam and greedy decoding seldom loop on the same window;
+    ``beam_size``: no retry.  (Whisper itself retries at higher temperatures.)"""
     batch_size: int = 2
     languages: tuple[str, ...] = ()
     """With ``language`` None: the languages auto mode found in the recording, most likely
@@ -216,7 +216,10 @@ class WhisperRecognizer:
         retry = options.retry_beam
         doubtful: dict[int, list[tuple]] = {}
         for window in _by_window(self._decode(speech_audio, windows, options)):
-            if retry != options.beam_size and _doubtful(window):
+            # Greedy after the beam only for a loop: a narrower search seldom finds text
+            # likelier than the beam's, so unlikely text alone is not worth an encoder pass.
+            if (retry != options.beam_size and _doubtful(window)
+                    and (retry > options.beam_size or _loops(window))):
                 doubtful[window[0][0].seek] = window
             else:
                 yield window

@@ -356,3 +356,21 @@ def test_the_window_that_fails_whispers_tests_alone_is_decoded_by_the_other_deco
     list(whisper.transcribe(samples, speech,
                             RecognitionOptions(beam_size=beam, retry_beam_size=beam)))
     assert calls == [(beam, 2)]
+
+
+def test_unlikely_text_from_the_beam_is_not_decoded_again_greedily(engines, speech_wav,
+                                                                  monkeypatch):
+    """Greedy search seldom finds text likelier than the beam's (on speech under white noise
+    at 0 to -10 dB its windows scored below the beam's every time), so only a loop of the beam
+    is worth an encoder pass more; greedy's unlikely text is worth a beam."""
+    samples = audio.decode(speech_wav)
+    speech = engines.detector.speech_chunks(samples)
+    whisper = engines.recognizer("whisper-base")
+    calls = decoding_calls(monkeypatch)
+    # The window fails the likelihood test (as if its text were unlikely), not the loop test.
+    monkeypatch.setattr(recognize, "_doubtful", lambda window: True)
+    assert list(whisper.transcribe(samples, speech, RecognitionOptions(beam_size=5)))
+    assert calls == [(5, 1)]
+    calls.clear()
+    assert list(whisper.transcribe(samples, speech, RecognitionOptions(beam_size=1)))
+    assert calls == [(1, 1), (5, 1)]
