@@ -8,6 +8,8 @@ Each variant runs in its own process so its peak RSS is its own:
   tingji            import_audio + the job runner: decode + VAD + ASR + SQLite store
   tingji-greedy     the same with the setting beam_size = 1 (greedy; doubtful windows
                     decoded again with a beam of 5)
+The tingji variants also report their decoding passes (beam, windows): the first pass, a
+retry of the windows that failed Whisper's tests, the speech chunks a window lost.
 All use the same model files, int8, one thread per core, word timestamps and the batch
 size from the settings.  Accuracy is measured too: the character error rate of the whole
 transcript against the clips' reference texts.
@@ -82,11 +84,21 @@ def run_variant(name: str, wav: Path) -> dict:
     from models.store import get_spec, verify
 
     model_dir = str(verify(get_spec(settings.asr_model), settings.models_dir))
+    decodings = []
     start = time.perf_counter()
     if name.startswith("tingji"):
         from device.jobs import Runner
         from device.pipeline import import_audio
+        from device.recognize import WhisperRecognizer
         from device.store import Store
+
+        decode = WhisperRecognizer._decode  # recorded: each pass's beam and windows
+
+        def recorded(self, speech_audio, windows, options):
+            decodings.append({"beam": options.beam_size, "windows": len(windows)})
+            return decode(self, speech_audio, windows, options)
+
+        WhisperRecognizer._decode = recorded
 
         with tempfile.TemporaryDirectory() as data:
             local = settings.replace(data_dir=Path(data))
@@ -119,6 +131,7 @@ def run_variant(name: str, wav: Path) -> dict:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "segments": len(texts),
         "text": " ".join(texts),
+        **({"decodings": decodings} if decodings else {}),
     }
 
 
