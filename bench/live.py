@@ -104,7 +104,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     wav = work / f"live-{int(args.seconds)}s.wav"
     duration, clips, _ = build_audio(args.seconds, wav)
-    engines = load_engines(settings)
+    engines = load_engines(settings, live=True)  # as the web app's recorder loads them
     print(f"live: {duration:.0f} s of speech, real time", file=sys.stderr)
     baseline = record(settings, wav, None)
     print(f"  recorder only: CPU {baseline['cpu_share_of_one_core']:.1%} of a core, "

@@ -49,9 +49,10 @@ def process_alive(pid: int | None, started: float | None) -> bool:
         return False
 
 
-def load_engines(settings: Settings) -> Engines:
+def load_engines(settings: Settings, live: bool = False) -> Engines:
     """The VAD, and the default recogniser loaded now so a missing model fails early;
-    other models load when a profile first asks for them.  Never from the network."""
+    other models load when a profile first asks for them.  Never from the network.
+    ``live``: recognisers for the live transcript, one utterance at a time."""
     from device.recognize import RECOGNIZERS
     from device.vad import SpeechDetector
     from models.store import ModelError, get_spec, load_manifest, verify
@@ -65,7 +66,7 @@ def load_engines(settings: Settings) -> Engines:
                              f"speech; speech engines: {', '.join(RECOGNIZERS)}")
         model_dir = verify(spec, settings.models_dir)
         return RECOGNIZERS[spec.engine](
-            model_dir, model_id, hardware.cpu_threads, hardware.compute_type)
+            model_dir, model_id, hardware.cpu_threads, hardware.compute_type, live=live)
 
     engines = Engines(SpeechDetector(providers=hardware.onnx_providers), load)
     engines.recognizer(settings.asr_model)

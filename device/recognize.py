@@ -8,16 +8,19 @@ recording, and drops the text Whisper is known to invent on noise and in repetit
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import functools
 import hashlib
 import itertools
 import re
+import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -29,6 +32,8 @@ WINDOW_SECONDS = 30.0
 PAUSE_SPLIT_SECONDS = 1.0
 LONGEST_SEGMENT_SECONDS = 15.0
 _SENTENCE_END = (".", "?", "!", "。", "？", "！", "…")
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,8 @@ class RecognitionOptions:
     beam is only asked after a loop.  None: the other decoder (greedy after a beam, a beam
     of 5 after greedy), since a beam and greedy decoding seldom loop on the same window;
     ``beam_size``: no retry.  (Whisper itself retries at higher temperatures.)"""
-    batch_size: int = 2
+    batch_size: int = 1
+    """Windows one decoder decodes together; there is a decoder per thread."""
     languages: tuple[str, ...] = ()
     """With ``language`` None: the languages auto mode found in the recording, most likely
     first.  The first starts the decoding (every window still gets its own).  A segment
@@ -93,16 +99,26 @@ class Recognizer(Protocol):
 class WhisperRecognizer:
     """Whisper (CTranslate2) from a verified model directory; loaded once, reused."""
 
-    def __init__(self, model_dir: Path, model_id: str, cpu_threads: int, compute_type: str):
+    def __init__(self, model_dir: Path, model_id: str, cpu_threads: int, compute_type: str,
+                 live: bool = False):
+        """By default a single-threaded decoder per thread, decoding windows side by side: a
+        decoding step is too small to share between threads (2 AVX2 cores: 14 ms a step on
+        one thread, 19-23 ms on two; a 5-minute recording 26-35 s instead of 38-46 s), and
+        the decoders share the weights.  ``live``: one decoder on every thread, for the live
+        transcript's one utterance at a time (whose encoder pass two threads speed up)."""
         self.model_id = model_id
+        threads = max(1, cpu_threads)
+        self.workers = 1 if live else threads
+        share_one_malloc_arena()
         self.model = _model_class()(
             str(model_dir),
             device="cpu",
             compute_type=compute_type,
-            cpu_threads=cpu_threads,
+            cpu_threads=threads // self.workers,
+            num_workers=self.workers,
             local_files_only=True,
         )
-        self._pipeline = _pipeline_class()(self.model)
+        self._pipeline = _pipeline_class()(self.model, self.workers)
         self._switched: dict[tuple[int, str], str] = {}
 
     def transcribe(
@@ -145,14 +161,17 @@ class WhisperRecognizer:
         spans = _windows(speech)
         picks = sorted({round(i * (len(spans) - 1) / max(windows - 1, 1))
                         for i in range(min(windows, len(spans)))})
-        totals: dict[str, float] = {}
-        for i in picks:
+
+        def detect(i: int) -> list[tuple[str, float]]:
             start, end = (int(spans[i][k] * SAMPLE_RATE) for k in ("start", "end"))
             # The window's features exactly as the batched transcription computes them, so
             # that it reuses this encoding instead of encoding the window again.
             features = pad_or_trim(self.model.feature_extractor(speech_audio[start:end])[..., :-1])
-            encoded = self.model.encode(features, keep=True)
-            for token, probability in self.model.model.detect_language(encoded)[0]:
+            return self.model.model.detect_language(self.model.encode(features, keep=True))[0]
+
+        totals: dict[str, float] = {}
+        for ranking in self._side_by_side(detect, picks):
+            for token, probability in ranking:
                 language = token[2:-2]  # "<|zh|>"
                 totals[language] = totals.get(language, 0.0) + probability / len(picks)
         ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:5]
@@ -163,8 +182,8 @@ class WhisperRecognizer:
         options: Sequence[RecognitionOptions],
     ) -> list[list[Segment]]:
         """One encoder pass over the stretch, reused by a greedy decoding per set of options
-        (decoding each through ``transcribe`` would encode it every time).  Not batched:
-        CTranslate2 wants the prompts of a batch to be of one length."""
+        (decoding each through ``transcribe`` would encode it every time), side by side.  Not
+        batched: CTranslate2 wants the prompts of a batch to be of one length."""
         from faster_whisper.audio import pad_or_trim
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
@@ -175,8 +194,8 @@ class WhisperRecognizer:
         stretch = stretch[: int(WINDOW_SECONDS * SAMPLE_RATE)]
         new_tokens = 16 + int(8 * stretch.size / SAMPLE_RATE)
         encoded = self.model.encode(pad_or_trim(self.model.feature_extractor(stretch)[..., :-1]))
-        decoded = []
-        for option in options:
+
+        def decode(option: RecognitionOptions) -> list[Segment]:
             tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual,
                                   task="transcribe", language=option.language)
             previous = (tokenizer.encode(" " + option.initial_prompt.strip())
@@ -205,8 +224,14 @@ class WhisperRecognizer:
                 compression_ratio=compression_ratio(text),
             )
             cleaned = clean_segment(segment, option.initial_prompt)
-            decoded.append([cleaned] if cleaned is not None else [])
-        return decoded
+            return [cleaned] if cleaned is not None else []
+
+        return self._side_by_side(decode, options)
+
+    def _side_by_side(self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """``work`` on every item, as many at once as there are decoding workers."""
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="whisper") as pool:
+            return list(pool.map(work, items))
 
     def _decode_windows(
         self, speech_audio: np.ndarray, windows: list[dict], options: RecognitionOptions
@@ -419,21 +444,23 @@ class _DetectsOnce:
     """CTranslate2's Whisper, answering a second language detection on the same encoder
     output from memory.  faster-whisper detects each batch's languages to prompt its windows
     and does not return them; the pipeline below asks again for the probabilities (a decoder
-    step, ~0.13 s per batch on 2 AVX2 cores)."""
+    step, ~0.13 s per batch on 2 AVX2 cores).  Batches are decoded side by side, so each
+    thread remembers its own."""
 
     def __init__(self, whisper):
         self._whisper = whisper
-        self._last: tuple[object, list] | None = None
+        self._local = threading.local()
 
     def detect_language(self, encoder_output) -> list:
-        last = self._last  # read once: another thread may replace it meanwhile
+        last = getattr(self._local, "last", None)
         if last is None or last[0] is not encoder_output:
             last = (encoder_output, self._whisper.detect_language(encoder_output))
-            self._last = last
+            self._local.last = last
         return last[1]
 
     def forget(self) -> None:
-        self._last = None
+        """Drop this thread's (the decoding workers' go with them)."""
+        self._local.last = None
 
     def __getattr__(self, name: str):
         return getattr(self._whisper, name)
@@ -472,28 +499,60 @@ def _pipeline_class():
     from faster_whisper import BatchedInferencePipeline
 
     class LanguagePerWindow(BatchedInferencePipeline):
-        def __init__(self, model):
+        def __init__(self, model, workers: int):
+            self._local = threading.local()  # before super(): it sets last_speech_timestamp
             super().__init__(model)
+            self.workers = workers
             self.window_ranking: dict[int, list[tuple[str, float]]] = {}
-            self._batch_rankings: list[list[tuple[str, float]]] = []
+
+        # faster-whisper carries the end of the last word heard from batch to batch; batches
+        # decoded side by side each start from their own first window (speech-only time is
+        # contiguous, so that is where the speech before it ended).
+        @property
+        def last_speech_timestamp(self) -> float:
+            return getattr(self._local, "last_speech_timestamp", 0.0)
+
+        @last_speech_timestamp.setter
+        def last_speech_timestamp(self, value: float) -> None:
+            self._local.last_speech_timestamp = value
+
+        def _batched_segments_generator(
+            self, features, tokenizer, chunks_metadata, batch_size, options, log_progress
+        ):
+            pool = ThreadPoolExecutor(self.workers, thread_name_prefix="whisper")
+            self._local.pending = collections.deque(
+                pool.submit(self._decode_batch, features[i : i + batch_size], tokenizer,
+                            chunks_metadata[i : i + batch_size], options)
+                for i in range(0, len(features), batch_size)
+            )
+            try:
+                yield from super()._batched_segments_generator(
+                    features, tokenizer, chunks_metadata, batch_size, options, log_progress)
+            finally:
+                pool.shutdown(cancel_futures=True)
+
+        def forward(self, features, tokenizer, chunks_metadata, options):
+            """The next batch's results, in order, decoded meanwhile by a worker."""
+            return self._local.pending.popleft().result()
+
+        def _decode_batch(self, features, tokenizer, chunks_metadata, options):
+            self.last_speech_timestamp = chunks_metadata[0]["offset"]
+            results = super().forward(features, tokenizer, chunks_metadata, options)
+            release_freed_memory()
+            for meta, ranking in zip(chunks_metadata, self._local.rankings, strict=True):
+                seek = int(meta["offset"] * self.model.frames_per_second)
+                self.window_ranking[seek] = ranking
+            return results
 
         def generate_segment_batched(self, features, tokenizer, options):
             encoder_output, output = super().generate_segment_batched(features, tokenizer, options)
             if options.multilingual:
                 detected = self.model.model.detect_language(encoder_output)
-                self._batch_rankings = [[(token[2:-2], p) for token, p in ranked]
+                self._local.rankings = [[(token[2:-2], p) for token, p in ranked]
                                         for ranked in detected]
             else:
-                self._batch_rankings = [[] for _ in output]
+                self._local.rankings = [[] for _ in output]
             return encoder_output, output
-
-        def forward(self, features, tokenizer, chunks_metadata, options):
-            results = super().forward(features, tokenizer, chunks_metadata, options)
-            release_freed_memory()
-            for meta, ranking in zip(chunks_metadata, self._batch_rankings, strict=True):
-                seek = int(meta["offset"] * self.model.frames_per_second)
-                self.window_ranking[seek] = ranking
-            return results
 
     return LanguagePerWindow
 
@@ -504,6 +563,22 @@ def _glibc():
         return ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc (musl): nothing to do
         return None
+
+
+def share_one_malloc_arena() -> None:
+    """Have every thread allocate from glibc's main arena.
+
+    Each decoding worker thread would otherwise get an arena of its own, and pages freed in
+    one cannot serve the others: decoding side by side on 2 cores peaked at 612-627 MB, with
+    one arena at 511 MB, as fast (305 s of speech).  Called before the model starts its
+    worker threads.
+    """
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_ARENA_MAX, 1)
+
+
+_M_ARENA_MAX = -8  # glibc's malloc.h
 
 
 def release_freed_memory() -> None:

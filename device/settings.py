@@ -48,12 +48,13 @@ class Settings:
     language: str = "auto"
     """Default language: 'auto' or a Whisper code such as zh, yue, en."""
     threads: int = 0
-    """CPU threads for recognition; 0 = one per available core."""
+    """CPU threads for recognition (one single-threaded decoder each, decoding windows side
+    by side); 0 = one per available core."""
     compute_type: str = "int8"
     """CTranslate2 compute type; int8 is the fast, accurate choice on CPU."""
-    batch_size: int = 2
-    """Whisper windows decoded together.  Measured on 2 cores (300 s of speech): 2 -> 518 MB
-    peak RSS, 4 -> 764 MB and 15 % faster, 8 -> 1057 MB and no faster."""
+    batch_size: int = 1
+    """Whisper windows each decoder decodes together.  Measured on 2 AVX2 cores (305 s of
+    speech, two decoders): 1 -> 548 MB peak RSS, 2 -> 796 MB and 3 % faster."""
     beam_size: int = 5
     """Whisper's beam in batch transcription.  1 = greedy, 11-20 % faster on 2 AVX2 cores; a
     window greedy decoding fails on (a repetition loop, unlikely text) is decoded again with

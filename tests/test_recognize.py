@@ -23,7 +23,13 @@ from device.recognize import (
 )
 from device.records import Segment, Word
 from device.text import character_error_rate, word_error_rate
-from tests.conftest import decoding_calls, espeak, long_speech, require_shared_clips
+from tests.conftest import (
+    decoding_calls,
+    espeak,
+    long_speech,
+    require_shared_clips,
+    shared_clips,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -256,8 +262,8 @@ def test_the_transcription_reuses_the_windows_language_detection_encoded(engines
                                                                         monkeypatch):
     samples = audio.decode(long_speech(tmp_path, 85.0))
     speech = engines.detector.speech_chunks(samples)
-    # Detection over two windows takes the first and the last: the transcription's first
-    # batch (two windows) has one encoding kept and one to compute.
+    # Detection over two windows takes the first and the last: the transcription finds
+    # their encodings kept and computes the others'.
     assert len(_windows(speech)) >= 3
     whisper = engines.recognizer("whisper-base")
     encoded_rows = []
@@ -277,6 +283,36 @@ def test_the_transcription_reuses_the_windows_language_detection_encoded(engines
     assert encoded_after_detection == encoded_alone - 2
     assert after_detection == alone and len(alone) >= 5
     assert whisper.model._kept == {}  # forgotten once the recording is transcribed
+
+
+def test_windows_decoded_side_by_side_come_out_as_one_decoder_writes_them(engines, tmp_path):
+    """The batch recogniser decodes windows on a decoder per core at once; the live one,
+    one at a time on every core.  Both write the same transcript, in the recording's order,
+    with each window's language and word times."""
+    from device.settings import Settings, hardware_profile
+    from models.store import get_spec, verify
+
+    samples = audio.decode(long_speech(tmp_path, 100.0))
+    speech = engines.detector.speech_chunks(samples)
+    assert len(_windows(speech)) >= 3
+    side_by_side = engines.recognizer("whisper-base")
+    settings = Settings.load()
+    profile = hardware_profile(settings)
+    one_at_a_time = recognize.WhisperRecognizer(
+        verify(get_spec("whisper-base"), settings.models_dir), "whisper-base",
+        profile.cpu_threads, profile.compute_type, live=True)
+    assert one_at_a_time.workers == 1 and side_by_side.workers == profile.cpu_threads
+
+    def transcript(recogniser):
+        options = RecognitionOptions(languages=("zh", "en"))
+        segments = sorted(recogniser.transcribe(samples, speech, options), key=lambda s: s.start)
+        return [(s.start, s.text, s.language, [(w.start, w.text) for w in s.words])
+                for s in segments]
+
+    expected = transcript(one_at_a_time)
+    languages = {"zh", "en"} if shared_clips() else {"en"}  # espeak speaks English only
+    assert len(expected) >= 8 and {language for _, _, language, _ in expected} >= languages
+    assert transcript(side_by_side) == expected
 
 
 def test_a_batch_has_its_languages_detected_once(engines, speech_wav, monkeypatch):

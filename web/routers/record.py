@@ -49,7 +49,8 @@ def recorder_of(request: Request) -> Recorder:
             from device.jobs import load_engines
 
             settings = request.app.state.settings
-            request.app.state.recorder = Recorder(settings, load_engines(settings))
+            # This process only transcribes live; the worker makes the final pass.
+            request.app.state.recorder = Recorder(settings, load_engines(settings, live=True))
         return request.app.state.recorder
 
 
