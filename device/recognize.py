@@ -103,7 +103,7 @@ class WhisperRecognizer:
                  live: bool = False):
         """By default a single-threaded decoder per thread, decoding windows side by side: a
         decoding step is too small to share between threads (2 AVX2 cores: 14 ms a step on
-        one thread, 19-23 ms on two; a 5-minute recording 26-35 s instead of 38-46 s), and
+        one thread, 19-23 ms on two; a 5-minute recording 23-35 s instead of 38-46 s), and
         the decoders share the weights.  ``live``: one decoder on every thread, for the live
         transcript's one utterance at a time (whose encoder pass two threads speed up)."""
         self.model_id = model_id
