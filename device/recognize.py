@@ -8,7 +8,6 @@ recording, and drops the text Whisper is known to invent on noise and in repetit
 
 from __future__ import annotations
 
-import collections
 import ctypes
 import functools
 import hashlib
@@ -520,11 +519,11 @@ def _pipeline_class():
             self, features, tokenizer, chunks_metadata, batch_size, options, log_progress
         ):
             pool = ThreadPoolExecutor(self.workers, thread_name_prefix="whisper")
-            self._local.pending = collections.deque(
-                pool.submit(self._decode_batch, features[i : i + batch_size], tokenizer,
-                            chunks_metadata[i : i + batch_size], options)
-                for i in range(0, len(features), batch_size)
-            )
+            starts = range(0, len(features), batch_size)
+            self._local.pending = pool.map(
+                self._decode_batch, [features[i : i + batch_size] for i in starts],
+                itertools.repeat(tokenizer), [chunks_metadata[i : i + batch_size] for i in starts],
+                itertools.repeat(options))
             try:
                 yield from super()._batched_segments_generator(
                     features, tokenizer, chunks_metadata, batch_size, options, log_progress)
@@ -533,7 +532,7 @@ def _pipeline_class():
 
         def forward(self, features, tokenizer, chunks_metadata, options):
             """The next batch's results, in order, decoded meanwhile by a worker."""
-            return self._local.pending.popleft().result()
+            return next(self._local.pending)
 
         def _decode_batch(self, features, tokenizer, chunks_metadata, options):
             self.last_speech_timestamp = chunks_metadata[0]["offset"]
@@ -565,6 +564,9 @@ def _glibc():
         return None
 
 
+_M_ARENA_MAX = -8  # glibc's malloc.h
+
+
 def share_one_malloc_arena() -> None:
     """Have every thread allocate from glibc's main arena.
 
@@ -576,9 +578,6 @@ def share_one_malloc_arena() -> None:
     libc = _glibc()
     if libc is not None:
         libc.mallopt(_M_ARENA_MAX, 1)
-
-
-_M_ARENA_MAX = -8  # glibc's malloc.h
 
 
 def release_freed_memory() -> None:

@@ -289,19 +289,17 @@ def test_windows_decoded_side_by_side_come_out_as_one_decoder_writes_them(engine
     """The batch recogniser decodes windows on a decoder per core at once; the live one,
     one at a time on every core.  Both write the same transcript, in the recording's order,
     with each window's language and word times."""
+    from device.jobs import load_engines
     from device.settings import Settings, hardware_profile
-    from models.store import get_spec, verify
 
     samples = audio.decode(long_speech(tmp_path, 100.0))
     speech = engines.detector.speech_chunks(samples)
     assert len(_windows(speech)) >= 3
     side_by_side = engines.recognizer("whisper-base")
     settings = Settings.load()
-    profile = hardware_profile(settings)
-    one_at_a_time = recognize.WhisperRecognizer(
-        verify(get_spec("whisper-base"), settings.models_dir), "whisper-base",
-        profile.cpu_threads, profile.compute_type, live=True)
-    assert one_at_a_time.workers == 1 and side_by_side.workers == profile.cpu_threads
+    one_at_a_time = load_engines(settings, live=True).recognizer("whisper-base")
+    assert one_at_a_time.workers == 1
+    assert side_by_side.workers == hardware_profile(settings).cpu_threads
 
     def transcript(recogniser):
         options = RecognitionOptions(languages=("zh", "en"))
