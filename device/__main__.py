@@ -274,9 +274,7 @@ def cmd_record(settings: Settings, args: argparse.Namespace) -> int:
     recorder = Recorder(settings, None if args.no_live else runner.prepare(),
                         fsync_trace=args.fsync_trace)
     events = recorder.subscribe()
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_on_signals()
     recording = recorder.start(source, title=args.title, profile=args.profile)
     print(f"recording {recording.id} from {source.name}"
           + (" — p pause, r resume, m NOTE marker, q stop" if sys.stdin.isatty() else ""),
@@ -478,11 +476,27 @@ def cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+def stop_on_signals() -> threading.Event:
+    """An event SIGTERM and SIGINT set.
+
+    Python runs a signal handler in the main thread between two bytecodes: inside the
+    event's own ``set()`` when a second signal follows the first (`make run` stopping
+    terminates its worker, and the kernel signals the worker again as the parent dies).
+    Setting the event there again waited for the lock the main thread held, for ever, and
+    left the worker running; a thread of its own sets it instead.
+    """
     stop = threading.Event()
+
+    def handler(signum, frame) -> None:
+        threading.Thread(target=stop.set, daemon=True).start()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    Worker(settings).serve(stop)
+        signal.signal(sig, handler)
+    return stop
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    Worker(settings).serve(stop_on_signals())
     return 0
 
 

@@ -86,3 +86,23 @@ def test_a_missing_model_names_the_install_command(settings, tmp_path, speech_wa
     assert result.returncode == 1
     assert "python -m models install whisper-base" in result.stderr
     assert not settings.database_path.exists()  # nothing was imported
+
+
+def test_a_signal_arriving_while_the_stop_event_is_busy_still_stops(tmp_path):
+    """A second SIGTERM can reach the worker while the main thread is inside ``stop.set()``
+    for the first (the appliance terminates it, and the kernel signals it as the appliance
+    dies): the handler runs right there, holding the event's lock.  Here the main thread
+    holds that lock when the signal comes; before, the worker waited on it for ever."""
+    script = (
+        "import os, signal, sys\n"
+        "from device.__main__ import stop_on_signals\n"
+        "stop = stop_on_signals()\n"
+        "with stop._cond:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    for _ in range(1000):\n"
+        "        pass  # the handler runs between these bytecodes\n"
+        "sys.exit(0 if stop.wait(10) else 1)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, timeout=60,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
