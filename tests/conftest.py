@@ -106,20 +106,31 @@ def speech_wav(tmp_path: Path) -> Path:
 
 def long_speech(tmp_path: Path, seconds: float) -> Path:
     """Real speech clips (or espeak speech) joined with pauses up to ``seconds``; a WAV file."""
-    sources = [c.path for c in shared_clips()] or [
-        espeak("The committee will meet again next Tuesday to review the budget.",
-               tmp_path / "espeak.wav")
+    return long_speech_with_texts(tmp_path, seconds)[0]
+
+
+def long_speech_with_texts(
+    tmp_path: Path, seconds: float, language: str | None = None
+) -> tuple[Path, list[tuple[float, float, str]]]:
+    """``long_speech`` (of the shared clips in ``language`` only, if given), and where each
+    clip is in it: (start, end, reference text)."""
+    sentence = "The committee will meet again next Tuesday to review the budget."
+    sources = [(c.path, c.reference) for c in shared_clips()
+               if language in (None, c.language)] or [
+        (espeak(sentence, tmp_path / "espeak.wav"), sentence)
     ]
-    pieces, total, i = [], 0.0, 0
+    pieces, placed, total, i = [], [], 0.0, 0
     pause = np.zeros(int(0.8 * audio.SAMPLE_RATE), dtype=np.float32)
     while total < seconds:
-        clip = audio.decode(sources[i % len(sources)])
+        path, reference = sources[i % len(sources)]
+        clip = audio.decode(path)
         pieces += [clip, pause]
+        placed.append((total, total + clip.size / audio.SAMPLE_RATE, reference))
         total += (clip.size + pause.size) / audio.SAMPLE_RATE
         i += 1
     path = tmp_path / f"long-{int(seconds)}s.wav"
     audio.write_wav(path, np.concatenate(pieces))
-    return path
+    return path, placed
 
 
 def decoding_calls(monkeypatch) -> list[tuple[int, int]]:
