@@ -143,14 +143,15 @@ class WhisperRecognizer:
             return
         release_freed_memory()  # what decoding and the VAD left behind
         try:
-            missed = yield from self._pass(audio, _Timeline(speech), options)
+            missed, heard_in = yield from self._pass(audio, _Timeline(speech), options)
             # Words tell which chunks were heard.  Packing puts stretches from anywhere in
             # one window, decoded in one language: with several in the recording, Whisper
             # translates the others into it (measured: CER 0.069 -> 0.126).
             if (missed and options.word_timestamps
-                    and (options.language is not None or len(options.languages) <= 1)):
+                    and (options.language is not None
+                         or len(heard_in | set(options.languages)) <= 1)):
                 packed = _Timeline(missed)
-                missed = yield from self._pass(audio, packed, options, parts=math.ceil(
+                missed, _ = yield from self._pass(audio, packed, options, parts=math.ceil(
                     packed.seconds / PACKED_WINDOW_SECONDS))
             if missed and options.word_timestamps:
                 yield from self._pass(audio, _Timeline(missed), options, adjacent_in=speech)
@@ -161,19 +162,24 @@ class WhisperRecognizer:
     def _pass(
         self, audio: np.ndarray, timeline: _Timeline, options: RecognitionOptions,
         parts: int = 1, adjacent_in: Sequence[SpeechChunk] | None = None,
-    ) -> Generator[Segment, None, list[SpeechChunk]]:
+    ) -> Generator[Segment, None, tuple[list[SpeechChunk], set[str]]]:
         """Decode the timeline's chunks in windows (see ``_Timeline.windows``); yield their
-        segments and return the chunks in which no word was heard."""
+        segments and return the chunks in which no word was heard, and the languages of
+        the segments."""
         speech_audio = timeline.audio(audio)
         self._switched: dict[tuple[int, str], str] = {}  # windows are this pass's own
         heard = np.zeros(len(timeline.chunks), dtype=bool)
+        languages: set[str] = set()
         for window in self._decode_windows(
                 speech_audio, timeline.windows(parts, adjacent_in), options):
             for raw, _ in window:
                 heard[timeline.chunks_heard(raw)] = True
-            yield from self._finish(window, timeline, speech_audio, options)
-        return [chunk for chunk, was_heard in zip(timeline.chunks, heard, strict=True)
-                if not was_heard]
+            for segment in self._finish(window, timeline, speech_audio, options):
+                languages.add(segment.language or "")
+                yield segment
+        missed = [chunk for chunk, was_heard in zip(timeline.chunks, heard, strict=True)
+                  if not was_heard]
+        return missed, languages
 
     def detect_language(
         self, audio: np.ndarray, speech: Sequence[SpeechChunk], windows: int = 4
