@@ -144,16 +144,17 @@ class WhisperRecognizer:
         release_freed_memory()  # what decoding and the VAD left behind
         try:
             missed, heard_in = yield from self._pass(audio, _Timeline(speech), options)
-            # Words tell which chunks were heard.  Packing puts stretches from anywhere in
-            # one window, decoded in one language: with several in the recording, Whisper
-            # translates the others into it (measured: CER 0.069 -> 0.126).
-            if (missed and options.word_timestamps
-                    and (options.language is not None
-                         or len(heard_in | set(options.languages)) <= 1)):
+            if not options.word_timestamps:  # words tell which chunks were heard
+                return
+            # Packing puts stretches from anywhere in one window, decoded in one language:
+            # with several in the recording, Whisper translates the others into it
+            # (measured: CER 0.069 -> 0.126).
+            if missed and (options.language is not None
+                           or len(heard_in | set(options.languages)) <= 1):
                 packed = _Timeline(missed)
                 missed, _ = yield from self._pass(audio, packed, options, parts=math.ceil(
                     packed.seconds / PACKED_WINDOW_SECONDS))
-            if missed and options.word_timestamps:
+            if missed:
                 yield from self._pass(audio, _Timeline(missed), options, adjacent_in=speech)
         finally:  # what was kept for this recording
             self.model.forget()
@@ -167,7 +168,7 @@ class WhisperRecognizer:
         segments and return the chunks in which no word was heard, and the languages of
         the segments."""
         speech_audio = timeline.audio(audio)
-        self._switched: dict[tuple[int, str], str] = {}  # windows are this pass's own
+        self._switched = {}  # windows are this pass's own
         heard = np.zeros(len(timeline.chunks), dtype=bool)
         languages: set[str] = set()
         for window in self._decode_windows(
@@ -698,9 +699,8 @@ class _Timeline:
     def __init__(self, speech: Sequence[SpeechChunk]):
         self.chunks = list(speech)
         lengths = np.array([c.end - c.start for c in speech], dtype=np.int64)
-        bounds = np.cumsum(np.concatenate([[0], lengths])) / SAMPLE_RATE
-        self._lengths = lengths / SAMPLE_RATE
-        self._bounds = bounds  # chunk i is [bounds[i], bounds[i + 1])
+        # Chunk i is [bounds[i], bounds[i + 1]).
+        self._bounds = np.cumsum(np.concatenate([[0], lengths])) / SAMPLE_RATE
 
     @property
     def seconds(self) -> float:
@@ -719,16 +719,17 @@ class _Timeline:
         index = {chunk: i for i, chunk in enumerate(adjacent_in or ())}
         share = self.seconds / parts or 1.0
         windows: list[dict[str, float]] = []
+        last_part = None
         for i, chunk in enumerate(self.chunks):
             start, end = float(self._bounds[i]), float(self._bounds[i + 1])
             part = int((start + end) / 2 // share)
-            if (windows and end - windows[-1]["start"] <= WINDOW_SECONDS
-                    and part == windows[-1]["part"]
+            if (windows and end - windows[-1]["start"] <= WINDOW_SECONDS and part == last_part
                     and (adjacent_in is None or index[chunk] == index[self.chunks[i - 1]] + 1)):
                 windows[-1]["end"] = end
             else:
-                windows.append({"start": start, "end": end, "part": part})
-        return [{"start": w["start"], "end": w["end"]} for w in windows]
+                windows.append({"start": start, "end": end})
+            last_part = part
+        return windows
 
     def chunks_heard(self, raw) -> list[int]:
         """Indexes of the chunks in which a raw segment has words."""
@@ -740,7 +741,8 @@ class _Timeline:
         anchor = t if anchor is None else anchor
         index = int(np.searchsorted(self._bounds, anchor, side="left" if is_end else "right")) - 1
         index = min(max(index, 0), len(self.chunks) - 1)
-        local = min(max(t - self._bounds[index], 0.0), self._lengths[index])
+        start, end = self._bounds[index], self._bounds[index + 1]
+        local = min(max(t - start, 0.0), end - start)
         return round(float(self.chunks[index].start_s + local), 3)
 
 
