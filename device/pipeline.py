@@ -237,35 +237,27 @@ def recognition_options(
     )
 
 
-TRIAL_SECONDS = 15.0
-
-
 def decide_profile(
     engines: Engines, samples, speech: Sequence[SpeechChunk], auto: Profile,
     settings: Settings, terms: Terms,
 ) -> tuple[Profile, AutoDecision]:
     """Auto mode: detect the language over several stretches of speech, then the variety
-    (for languages several profiles share) by decoding a sample with each one's prompt."""
+    (for languages several profiles share) by decoding the first window of speech with each
+    one's prompt (its encoding is the one detection made of it)."""
     profiles = load_profiles(settings.data_dir)
     recognizer = engines.recognizer(auto.model)
     probabilities = recognizer.detect_language(samples, speech)
     language = next(iter(probabilities), None)
-    sample, total = [], 0.0
-    for chunk in speech:
-        if total >= TRIAL_SECONDS:
-            break
-        sample.append(chunk)
-        total += chunk.end_s - chunk.start_s
 
     def trials(candidates: list[Profile]) -> list[list[Segment]]:
-        # Greedy decodings of one sample are enough to compare written forms and
+        # Greedy decodings of one window are enough to compare written forms and
         # likelihoods; candidates sharing a model are decoded together.
         decoded: dict[str, list[Segment]] = {}
         for model in dict.fromkeys(c.model for c in candidates):
             group = [c for c in candidates if c.model == model]
             options = [recognition_options(c, terms, settings) for c in group]
             for candidate, segments in zip(
-                group, engines.recognizer(model).compare(samples, sample, options), strict=True
+                group, engines.recognizer(model).compare(samples, speech, options), strict=True
             ):
                 decoded[candidate.name] = segments
         return [decoded[c.name] for c in candidates]

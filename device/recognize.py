@@ -185,8 +185,6 @@ class WhisperRecognizer:
     def detect_language(
         self, audio: np.ndarray, speech: Sequence[SpeechChunk], windows: int = 4
     ) -> dict[str, float]:
-        from faster_whisper.audio import pad_or_trim
-
         if not speech:
             return {}
         timeline = _Timeline(speech)
@@ -196,11 +194,8 @@ class WhisperRecognizer:
                         for i in range(min(windows, len(spans)))})
 
         def detect(i: int) -> list[tuple[str, float]]:
-            start, end = (int(spans[i][k] * SAMPLE_RATE) for k in ("start", "end"))
-            # The window's features exactly as the batched transcription computes them, so
-            # that it reuses this encoding instead of encoding the window again.
-            features = pad_or_trim(self.model.feature_extractor(speech_audio[start:end])[..., :-1])
-            return self.model.model.detect_language(self.model.encode(features, keep=True))[0]
+            encoded = self._encode_window(speech_audio, spans[i], keep=True)
+            return self.model.model.detect_language(encoded)[0]
 
         totals: dict[str, float] = {}
         for ranking in self._side_by_side(detect, picks):
@@ -214,19 +209,21 @@ class WhisperRecognizer:
         self, audio: np.ndarray, speech: Sequence[SpeechChunk],
         options: Sequence[RecognitionOptions],
     ) -> list[list[Segment]]:
-        """One encoder pass over the stretch, reused by a greedy decoding per set of options
+        """The speech's first window, encoded once and decoded greedily per set of options
         (decoding each through ``transcribe`` would encode it every time), side by side.  Not
-        batched: CTranslate2 wants the prompts of a batch to be of one length."""
-        from faster_whisper.audio import pad_or_trim
+        batched: CTranslate2 wants the prompts of a batch to be of one length.
+
+        Language detection keeps the encoding of the first window, so after it this costs
+        no encoder pass (one was ~1.2 s on 2 AVX2 cores, with a core idle)."""
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
         if not speech:
             return [[] for _ in options]
-        stretch = np.concatenate([audio[c.start : c.end] for c in speech])
-        stretch = stretch[: int(WINDOW_SECONDS * SAMPLE_RATE)]
-        new_tokens = 16 + int(8 * stretch.size / SAMPLE_RATE)
-        encoded = self.model.encode(pad_or_trim(self.model.feature_extractor(stretch)[..., :-1]))
+        timeline = _Timeline(speech)
+        window = timeline.windows()[0]
+        new_tokens = 16 + int(8 * (window["end"] - window["start"]))
+        encoded = self._encode_window(timeline.audio(audio), window)
 
         def decode(option: RecognitionOptions) -> list[Segment]:
             tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual,
@@ -249,7 +246,8 @@ class WhisperRecognizer:
             tokens = result.sequences_ids[0]
             text = tokenizer.decode(tokens)
             segment = Segment(
-                start=speech[0].start_s, end=speech[-1].end_s, text=text,
+                start=speech[0].start_s,
+                end=timeline.to_recording(window["end"], is_end=True), text=text,
                 language=option.language,
                 # As faster-whisper scores a window (length penalty 1).
                 avg_logprob=result.scores[0] * len(tokens) / (len(tokens) + 1),
@@ -260,6 +258,15 @@ class WhisperRecognizer:
             return [cleaned] if cleaned is not None else []
 
         return self._side_by_side(decode, options)
+
+    def _encode_window(self, speech_audio: np.ndarray, window: dict[str, float], keep=False):
+        """A window's encoder output, from its features exactly as the batched transcription
+        computes them: an encoding kept (``keep``) is then reused, not computed again."""
+        from faster_whisper.audio import pad_or_trim
+
+        start, end = (int(window[k] * SAMPLE_RATE) for k in ("start", "end"))
+        features = pad_or_trim(self.model.feature_extractor(speech_audio[start:end])[..., :-1])
+        return self.model.encode(features, keep=keep)
 
     def _side_by_side(self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``work`` on every item, as many at once as there are decoding workers."""

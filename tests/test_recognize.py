@@ -262,12 +262,13 @@ def test_a_window_names_the_language_it_ranks_far_above_others_of_its_script():
     assert _clear_choice([], "latin") is None
 
 
-def test_the_transcription_reuses_the_windows_language_detection_encoded(engines, tmp_path,
-                                                                        monkeypatch):
+def test_trials_and_transcription_reuse_the_windows_language_detection_encoded(
+        engines, tmp_path, monkeypatch):
     samples = audio.decode(long_speech(tmp_path, 85.0))
     speech = engines.detector.speech_chunks(samples)
-    # Detection over two windows takes the first and the last: the transcription finds
-    # their encodings kept and computes the others'.
+    # Detection over two windows takes the first and the last: auto mode's trial decodings
+    # (of the first window) and the transcription find their encodings kept and compute
+    # only the others'.
     assert len(_windows(speech)) >= 3
     whisper = engines.recognizer("whisper-base")
     encoded_rows = []
@@ -283,6 +284,10 @@ def test_the_transcription_reuses_the_windows_language_detection_encoded(engines
     options = RecognitionOptions(languages=("zh", "en"))
     alone, encoded_alone = transcribe(options)
     assert whisper.detect_language(samples, speech, windows=2)
+    encoded_rows.clear()
+    trials = whisper.compare(samples, speech, [RecognitionOptions(language="zh"),
+                                               RecognitionOptions(language="en")])
+    assert sum(encoded_rows) == 0 and all(segments for segments in trials)
     after_detection, encoded_after_detection = transcribe(options)
     assert encoded_after_detection == encoded_alone - 2
     assert after_detection == alone and len(alone) >= 5
