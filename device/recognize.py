@@ -223,7 +223,7 @@ class WhisperRecognizer:
         timeline = _Timeline(speech)
         window = timeline.windows()[0]
         new_tokens = 16 + int(8 * (window["end"] - window["start"]))
-        encoded = self._encode_window(timeline.audio(audio), window)
+        encoded = self._encode_window(timeline.audio(audio, until=window["end"]), window)
 
         def decode(option: RecognitionOptions) -> list[Segment]:
             tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual,
@@ -259,7 +259,9 @@ class WhisperRecognizer:
 
         return self._side_by_side(decode, options)
 
-    def _encode_window(self, speech_audio: np.ndarray, window: dict[str, float], keep=False):
+    def _encode_window(
+        self, speech_audio: np.ndarray, window: dict[str, float], keep: bool = False
+    ):
         """A window's encoder output, from its features exactly as the batched transcription
         computes them: an encoding kept (``keep``) is then reused, not computed again."""
         from faster_whisper.audio import pad_or_trim
@@ -713,8 +715,11 @@ class _Timeline:
     def seconds(self) -> float:
         return float(self._bounds[-1])
 
-    def audio(self, recording: np.ndarray) -> np.ndarray:
-        return np.concatenate([recording[c.start : c.end] for c in self.chunks])
+    def audio(self, recording: np.ndarray, until: float | None = None) -> np.ndarray:
+        """The chunks' audio, one after the other; with ``until`` (a chunk edge, in seconds)
+        only as far as that."""
+        count = len(self.chunks) if until is None else int(np.searchsorted(self._bounds, until))
+        return np.concatenate([recording[c.start : c.end] for c in self.chunks[:count]])
 
     def windows(
         self, parts: int = 1, adjacent_in: Sequence[SpeechChunk] | None = None
