@@ -684,11 +684,6 @@ def split_sentences(
     ]
 
 
-def _windows(speech: Sequence[SpeechChunk]) -> list[dict[str, float]]:
-    """The windows a first pass decodes the chunks in."""
-    return _Timeline(speech).windows()
-
-
 def _anchor(word) -> float:
     """Where a word surely is: near its end.  Whisper's word timing stretches the first
     word after a pause back over the pause, so that word's middle may lie in the speech

@@ -18,7 +18,7 @@ from device.recognize import (
     _clear_choice,
     _doubtful,
     _likelier,
-    _windows,
+    _Timeline,
     clean_segment,
     collapse_repeated_text,
     collapse_repeats,
@@ -269,7 +269,7 @@ def test_trials_and_transcription_reuse_the_windows_language_detection_encoded(
     # Detection over two windows takes the first and the last: auto mode's trial decodings
     # (of the first window) and the transcription find their encodings kept and compute
     # only the others'.
-    assert len(_windows(speech)) >= 3
+    assert len(_Timeline(speech).windows()) >= 3
     whisper = engines.recognizer("whisper-base")
     encoded_rows = []
     encode = WhisperModel.encode
@@ -303,7 +303,7 @@ def test_windows_decoded_side_by_side_come_out_as_one_decoder_writes_them(engine
 
     samples = audio.decode(long_speech(tmp_path, 100.0))
     speech = engines.detector.speech_chunks(samples)
-    assert len(_windows(speech)) >= 3
+    assert len(_Timeline(speech).windows()) >= 3
     side_by_side = engines.recognizer("whisper-base")
     settings = Settings.load()
     one_at_a_time = load_engines(settings, live=True).recognizer("whisper-base")
@@ -343,7 +343,7 @@ def test_a_batch_has_its_languages_detected_once(engines, speech_wav, monkeypatc
     speech = engines.detector.speech_chunks(samples)
     segments = list(whisper.transcribe(samples, speech, RecognitionOptions(languages=("en",))))
     assert segments and {s.language for s in segments} == {"en"}
-    assert len(detections) == len(_windows(speech)) == 1
+    assert len(detections) == len(_Timeline(speech).windows()) == 1
 
 
 def _window(text: str, avg_logprob: float, no_speech_prob: float = 0.01) -> list[tuple]:
@@ -378,7 +378,7 @@ def test_the_window_that_fails_whispers_tests_alone_is_decoded_by_the_other_deco
     # The speech the VAD finds, then the noise let through as if it were speech: two windows.
     speech = [*engines.detector.speech_chunks(words),
               SpeechChunk(words.size + pause.size, samples.size)]
-    assert len(_windows(speech)) == 2
+    assert len(_Timeline(speech).windows()) == 2
     whisper = engines.recognizer("whisper-base")
     calls = decoding_calls(monkeypatch)
     verdicts = []
@@ -452,7 +452,7 @@ def test_speech_a_first_pass_lost_is_decoded_again(engines, tmp_path, monkeypatc
     segments = list(engines.recognizer("whisper-base").transcribe(samples, speech, options))
 
     lost, windows = passes[1]
-    one_window_per_run = len(recognize._Timeline(lost).windows(adjacent_in=speech))
+    one_window_per_run = len(_Timeline(lost).windows(adjacent_in=speech))
     packed = math.ceil(sum(c.end_s - c.start_s for c in lost) / recognize.PACKED_WINDOW_SECONDS)
     assert len(lost) >= 3 and packed < one_window_per_run
     assert windows == (one_window_per_run if several_languages else packed)
