@@ -17,7 +17,7 @@ import re
 import threading
 import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -279,28 +279,36 @@ class WhisperRecognizer:
         self, speech_audio: np.ndarray, windows: list[dict], options: RecognitionOptions
     ) -> Iterator[list[tuple]]:
         """The windows' (segment, language) pairs, window by window.  Windows that fail
-        Whisper's own tests are decoded again with the retry beam and come last."""
-        retry = options.retry_beam
-        doubtful: dict[int, list[tuple]] = {}
-        for window in _by_window(self._decode(speech_audio, windows, options)):
-            # Greedy after the beam only for a loop: a narrower search seldom finds text
-            # likelier than the beam's, so unlikely text alone is not worth an encoder pass.
-            if (retry != options.beam_size and _doubtful(window)
-                    and (retry > options.beam_size or _loops(window))):
-                doubtful[window[0][0].seek] = window
-            else:
-                yield window
-        if not doubtful:
-            return
+        Whisper's own tests are decoded again with the retry beam and come last.
+
+        A window is decoded again as soon as it has failed, while the pass decodes the
+        rest: the decoders take the retry between the pass's windows, so no core waits
+        for it at the end (a looping window of the Mandarin benchmark: ~2 s with a core
+        idle)."""
+        retry = replace(options, beam_size=options.retry_beam)
         fps = self.model.frames_per_second
         # Segment.seek as faster-whisper computes it from a window's start.
-        spans = [w for w in windows
-                 if int(int(w["start"] * SAMPLE_RATE) / SAMPLE_RATE * fps) in doubtful]
-        again = {window[0][0].seek: window for window in _by_window(self._decode(
-            speech_audio, spans, replace(options, beam_size=retry)))}
-        for seek, window in doubtful.items():
-            retried = again.get(seek)
-            yield retried if retried is not None and _likelier(retried, window) else window
+        by_seek = {int(int(w["start"] * SAMPLE_RATE) / SAMPLE_RATE * fps): w for w in windows}
+        retried: list[tuple[list[tuple], Future]] = []
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="whisper-retry") as pool:
+            try:
+                for window in _by_window(self._decode(speech_audio, windows, options)):
+                    # Greedy after the beam only for a loop: a narrower search seldom finds
+                    # text likelier than the beam's, so unlikely text alone is not worth an
+                    # encoder pass.
+                    span = by_seek.get(window[0][0].seek)
+                    if (retry.beam_size != options.beam_size and span and _doubtful(window)
+                            and (retry.beam_size > options.beam_size or _loops(window))):
+                        retried.append((window, pool.submit(
+                            lambda span=span: list(self._decode(speech_audio, [span], retry)))))
+                    else:
+                        yield window
+                for first, decoding in retried:
+                    again = decoding.result()
+                    yield again if again and _likelier(again, first) else first
+            finally:  # a pass given up (an error, a cancelled job) leaves no retry queued
+                for _, decoding in retried:
+                    decoding.cancel()
 
     def _decode(self, speech_audio: np.ndarray, windows: list[dict], options: RecognitionOptions):
         segments, info = self._pipeline.transcribe(

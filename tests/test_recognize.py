@@ -419,6 +419,40 @@ def test_unlikely_text_from_the_beam_is_not_decoded_again_greedily(engines, spee
     assert calls == [(1, 1), (5, 1)]
 
 
+def test_a_failed_window_is_decoded_again_while_the_pass_decodes_the_rest(
+        engines, tmp_path, monkeypatch):
+    """The retry does not wait for the end of the pass (a core would idle through it)."""
+    samples = audio.decode(long_speech(tmp_path, 150.0))
+    speech = engines.detector.speech_chunks(samples)
+    # The first window's retry starts while the other decoder still has windows to go
+    # (they are of about one length).
+    assert len(_Timeline(speech).windows()) >= 5
+    whisper = engines.recognizer("whisper-base")
+    events = []
+    decode = WhisperRecognizer._decode
+
+    def spying(self, speech_audio, windows, options):
+        events.append(("decoding", options.beam_size, len(windows)))
+        return decode(self, speech_audio, windows, options)
+
+    monkeypatch.setattr(WhisperRecognizer, "_decode", spying)
+    # The first window fails (as if its text were unlikely): greedy's is worth a beam.
+    monkeypatch.setattr(recognize, "_doubtful",
+                        lambda window: events.append(("judged", window[0][0].seek)) or
+                        window[0][0].seek == 0)
+    timeline = _Timeline(speech)
+    segments = list(whisper.transcribe(samples, speech, RecognitionOptions(
+        beam_size=1, languages=("zh", "en"), word_timestamps=False)))
+    judged = [event for event in events if event[0] == "judged"]
+    assert len(judged) == len(timeline.windows())
+    retry = events.index(("decoding", 5, 1))
+    assert events[0] == ("decoding", 1, len(judged)) and retry < events.index(judged[-1])
+    # The window's text (the first decoding's or the retry's: one of them) comes last.
+    end = timeline.to_recording(timeline.windows()[0]["end"], is_end=True)
+    first_window = [s for s in segments if s.start < end]
+    assert first_window and segments[-len(first_window):] == first_window
+
+
 @pytest.mark.parametrize("several_languages", [False, True])
 def test_speech_a_first_pass_lost_is_decoded_again(engines, tmp_path, monkeypatch,
                                                    several_languages):
