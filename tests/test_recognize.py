@@ -262,14 +262,21 @@ def test_a_window_names_the_language_it_ranks_far_above_others_of_its_script():
     assert _clear_choice([], "latin") is None
 
 
+def _long_speech_chunks(engines, tmp_path, seconds: float, windows: int):
+    """``long_speech``'s samples and speech chunks, which pack into at least ``windows``
+    windows."""
+    samples = audio.decode(long_speech(tmp_path, seconds))
+    speech = engines.detector.speech_chunks(samples)
+    assert len(_Timeline(speech).windows()) >= windows
+    return samples, speech
+
+
 def test_trials_and_transcription_reuse_the_windows_language_detection_encoded(
         engines, tmp_path, monkeypatch):
-    samples = audio.decode(long_speech(tmp_path, 85.0))
-    speech = engines.detector.speech_chunks(samples)
     # Detection over two windows takes the first and the last: auto mode's trial decodings
     # (of the first window) and the transcription find their encodings kept and compute
     # only the others'.
-    assert len(_Timeline(speech).windows()) >= 3
+    samples, speech = _long_speech_chunks(engines, tmp_path, 85.0, windows=3)
     whisper = engines.recognizer("whisper-base")
     encoded_rows = []
     encode = WhisperModel.encode
@@ -301,9 +308,7 @@ def test_windows_decoded_side_by_side_come_out_as_one_decoder_writes_them(engine
     from device.jobs import load_engines
     from device.settings import Settings, hardware_profile
 
-    samples = audio.decode(long_speech(tmp_path, 100.0))
-    speech = engines.detector.speech_chunks(samples)
-    assert len(_Timeline(speech).windows()) >= 3
+    samples, speech = _long_speech_chunks(engines, tmp_path, 100.0, windows=3)
     side_by_side = engines.recognizer("whisper-base")
     settings = Settings.load()
     one_at_a_time = load_engines(settings, live=True).recognizer("whisper-base")
@@ -422,20 +427,11 @@ def test_unlikely_text_from_the_beam_is_not_decoded_again_greedily(engines, spee
 def test_a_failed_window_is_decoded_again_while_the_pass_decodes_the_rest(
         engines, tmp_path, monkeypatch):
     """The retry does not wait for the end of the pass (a core would idle through it)."""
-    samples = audio.decode(long_speech(tmp_path, 150.0))
-    speech = engines.detector.speech_chunks(samples)
     # The first window's retry starts while the other decoder still has windows to go
     # (they are of about one length).
-    assert len(_Timeline(speech).windows()) >= 5
+    samples, speech = _long_speech_chunks(engines, tmp_path, 150.0, windows=5)
     whisper = engines.recognizer("whisper-base")
-    events = []
-    decode = WhisperRecognizer._decode
-
-    def spying(self, speech_audio, windows, options):
-        events.append(("decoding", options.beam_size, len(windows)))
-        return decode(self, speech_audio, windows, options)
-
-    monkeypatch.setattr(WhisperRecognizer, "_decode", spying)
+    events = decoding_calls(monkeypatch)  # (beam, windows) of each decoding, as it starts
     # The first window fails (as if its text were unlikely): greedy's is worth a beam.
     monkeypatch.setattr(recognize, "_doubtful",
                         lambda window: events.append(("judged", window[0][0].seek)) or
@@ -445,8 +441,8 @@ def test_a_failed_window_is_decoded_again_while_the_pass_decodes_the_rest(
         beam_size=1, languages=("zh", "en"), word_timestamps=False)))
     judged = [event for event in events if event[0] == "judged"]
     assert len(judged) == len(timeline.windows())
-    retry = events.index(("decoding", 5, 1))
-    assert events[0] == ("decoding", 1, len(judged)) and retry < events.index(judged[-1])
+    retry = events.index((5, 1))
+    assert events[0] == (1, len(judged)) and retry < events.index(judged[-1])
     # The window's text (the first decoding's or the retry's: one of them) comes last.
     end = timeline.to_recording(timeline.windows()[0]["end"], is_end=True)
     first_window = [s for s in segments if s.start < end]
