@@ -20,6 +20,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -214,7 +215,8 @@ class WhisperRecognizer:
         batched: CTranslate2 wants the prompts of a batch to be of one length.
 
         Language detection keeps the encoding of the first window, so after it this costs
-        no encoder pass (one was ~1.2 s on 2 AVX2 cores, with a core idle)."""
+        no encoder pass (one was ~1.2 s on 2 AVX2 cores, with a core idle); it is kept again
+        for the transcription."""
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
@@ -223,7 +225,8 @@ class WhisperRecognizer:
         timeline = _Timeline(speech)
         window = timeline.windows()[0]
         new_tokens = 16 + int(8 * (window["end"] - window["start"]))
-        encoded = self._encode_window(timeline.audio(audio, until=window["end"]), window)
+        encoded = self._encode_window(timeline.audio(audio, until=window["end"]), window,
+                                      keep=True)
 
         def decode(option: RecognitionOptions) -> list[Segment]:
             tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual,
@@ -286,6 +289,10 @@ class WhisperRecognizer:
         for it at the end (a looping window of the Mandarin benchmark: ~2 s with a core
         idle)."""
         retry = replace(options, beam_size=options.retry_beam)
+        retried_test = _retry_test(options)
+        # The decoding threads keep the encoding of a window that will be retried (the
+        # retry then costs no encoder pass); the retry's own windows are not retried.
+        self._pipeline.keep_encodings_of(retried_test)
         fps = self.model.frames_per_second
         # Segment.seek as faster-whisper computes it from a window's start.
         by_seek = {int(int(w["start"] * SAMPLE_RATE) / SAMPLE_RATE * fps): w for w in windows}
@@ -293,12 +300,8 @@ class WhisperRecognizer:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="whisper-retry") as pool:
             try:
                 for window in _by_window(self._decode(speech_audio, windows, options)):
-                    # Greedy after the beam only for a loop: a narrower search seldom finds
-                    # text likelier than the beam's, so unlikely text alone is not worth an
-                    # encoder pass.
                     span = by_seek.get(window[0][0].seek)
-                    if (retry.beam_size != options.beam_size and span and _doubtful(window)
-                            and (retry.beam_size > options.beam_size or _loops(window))):
+                    if span and retried_test is not None and retried_test(window):
                         retried.append((window, pool.submit(
                             lambda span=span: list(self._decode(speech_audio, [span], retry)))))
                     else:
@@ -404,6 +407,18 @@ def _doubtful(window: list[tuple]) -> bool:
     return raw.avg_logprob < _LOW_LOGPROB or _loops(window)
 
 
+def _retry_test(options: RecognitionOptions) -> Callable[[list[tuple]], bool] | None:
+    """Which windows of a pass decoded with ``options`` are decoded again (None: none)."""
+    retry = options.retry_beam
+    if retry == options.beam_size:
+        return None
+    if retry > options.beam_size:
+        return lambda window: _doubtful(window)
+    # Greedy after the beam only for a loop: a narrower search seldom finds text likelier
+    # than the beam's, so unlikely text alone is not worth an encoder pass.
+    return lambda window: _doubtful(window) and _loops(window)
+
+
 def _likelier(retried: list[tuple], first: list[tuple]) -> bool:
     """Whether the retried decoding of a window is the one to keep: the one that passes the
     repetition test, then the more likely."""
@@ -450,9 +465,11 @@ def _model_class():
     """faster-whisper's WhisperModel, able to keep the encoder output of chosen windows.
 
     Auto mode detects the recording's languages on a few of the windows the transcription
-    then decodes; an encoder pass costs as much as decoding a window (~1 s on 2 cores), so
-    the transcription takes those windows' encodings from here.  Windows are known by their
-    features' bytes: a kept encoding is only ever used for the very same input.
+    then decodes, and a window that fails Whisper's tests is decoded again; an encoder pass
+    costs as much as decoding a window (~2 s on one AVX2 core), so the transcription and the
+    retry take those windows' encodings from here.  Windows are known by their features'
+    bytes: a kept encoding is only ever used for the very same input, and once, unless the
+    use keeps it again.
     """
     import ctranslate2
     from faster_whisper import WhisperModel
@@ -470,7 +487,7 @@ def _model_class():
                 return super().encode(features)
             batch = features[np.newaxis] if features.ndim == 2 else features
             keys = [_features_key(row) for row in batch]
-            rows = [self._kept.get(key) for key in keys]
+            rows = [self._kept.pop(key, None) for key in keys]
             missing = [i for i, row in enumerate(rows) if row is None]
             if not keep and len(missing) == len(rows):
                 return super().encode(features)
@@ -478,10 +495,14 @@ def _model_class():
                 for i, row in zip(missing, np.array(super().encode(batch[missing])), strict=True):
                     rows[i] = row
             if keep:
-                for key, row in zip(keys, rows, strict=True):
-                    if len(self._kept) < self.KEPT_MAX:
-                        self._kept[key] = row
+                for row_features, row in zip(batch, rows, strict=True):
+                    self.keep(row_features, row)
             return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(rows)))
+
+        def keep(self, features: np.ndarray, encoding: np.ndarray) -> None:
+            """Keep one window's encoding for its next encoder pass (while there is room)."""
+            if len(self._kept) < self.KEPT_MAX:
+                self._kept[_features_key(features)] = encoding
 
         def forget(self) -> None:
             self._kept.clear()
@@ -555,6 +576,11 @@ def _pipeline_class():
             self.workers = workers
             self.window_ranking: dict[int, list[tuple[str, float]]] = {}
 
+        def keep_encodings_of(self, test: Callable[[list[tuple]], bool] | None) -> None:
+            """From now on, in this thread's decodings, keep the encoding of every window
+            whose (segment, language) pairs pass ``test``."""
+            self._local.keep_test = test
+
         # faster-whisper carries the end of the last word heard from batch to batch; batches
         # decoded side by side each start from their own first window (speech-only time is
         # contiguous, so that is where the speech before it ended).
@@ -574,7 +600,8 @@ def _pipeline_class():
             self._local.pending = pool.map(
                 self._decode_batch, [features[i : i + batch_size] for i in starts],
                 itertools.repeat(tokenizer), [chunks_metadata[i : i + batch_size] for i in starts],
-                itertools.repeat(options))
+                itertools.repeat(options),
+                itertools.repeat(getattr(self._local, "keep_test", None)))
             try:
                 yield from super()._batched_segments_generator(
                     features, tokenizer, chunks_metadata, batch_size, options, log_progress)
@@ -585,9 +612,16 @@ def _pipeline_class():
             """The next batch's results, in order, decoded meanwhile by a worker."""
             return next(self._local.pending)
 
-        def _decode_batch(self, features, tokenizer, chunks_metadata, options):
+        def _decode_batch(self, features, tokenizer, chunks_metadata, options, keep_test):
             self.last_speech_timestamp = chunks_metadata[0]["offset"]
             results = super().forward(features, tokenizer, chunks_metadata, options)
+            if keep_test is not None:
+                for i, window in enumerate(results):
+                    # As the pass will see it (the segments of a window share its scores).
+                    pairs = [(SimpleNamespace(**segment), None) for segment in window]
+                    if pairs and keep_test(pairs):
+                        self.model.keep(features[i], np.array(self._local.encoder_output)[i])
+            self._local.encoder_output = None
             release_freed_memory()
             for meta, ranking in zip(chunks_metadata, self._local.rankings, strict=True):
                 seek = int(meta["offset"] * self.model.frames_per_second)
@@ -596,6 +630,7 @@ def _pipeline_class():
 
         def generate_segment_batched(self, features, tokenizer, options):
             encoder_output, output = super().generate_segment_batched(features, tokenizer, options)
+            self._local.encoder_output = encoder_output
             if options.multilingual:
                 detected = self.model.model.detect_language(encoder_output)
                 self._local.rankings = [[(token[2:-2], p) for token, p in ranked]

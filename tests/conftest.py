@@ -147,3 +147,19 @@ def decoding_calls(monkeypatch) -> list[tuple[int, int]]:
 
     monkeypatch.setattr(WhisperRecognizer, "_decode", counting)
     return calls
+
+
+def encoder_passes(monkeypatch) -> list[int]:
+    """The windows of every encoder pass Whisper makes from now on (a spy on faster-whisper's
+    ``encode``, under the encodings the recogniser keeps)."""
+    from faster_whisper import WhisperModel
+
+    passes = []
+    encode = WhisperModel.encode
+
+    def counting(self, features):
+        passes.append(1 if features.ndim == 2 else len(features))
+        return encode(self, features)
+
+    monkeypatch.setattr(WhisperModel, "encode", counting)
+    return passes

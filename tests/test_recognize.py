@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -28,6 +29,7 @@ from device.records import Segment, Word
 from device.text import character_error_rate, word_error_rate
 from tests.conftest import (
     decoding_calls,
+    encoder_passes,
     espeak,
     long_speech,
     long_speech_with_texts,
@@ -278,10 +280,7 @@ def test_trials_and_transcription_reuse_the_windows_language_detection_encoded(
     # only the others'.
     samples, speech = _long_speech_chunks(engines, tmp_path, 85.0, windows=3)
     whisper = engines.recognizer("whisper-base")
-    encoded_rows = []
-    encode = WhisperModel.encode
-    monkeypatch.setattr(WhisperModel, "encode", lambda self, features: encoded_rows.append(
-        1 if features.ndim == 2 else len(features)) or encode(self, features))
+    encoded_rows = encoder_passes(monkeypatch)
 
     def transcribe(options):
         encoded_rows.clear()
@@ -386,10 +385,17 @@ def test_the_window_that_fails_whispers_tests_alone_is_decoded_by_the_other_deco
     assert len(_Timeline(speech).windows()) == 2
     whisper = engines.recognizer("whisper-base")
     calls = decoding_calls(monkeypatch)
+    encoded = encoder_passes(monkeypatch)
     verdicts = []
     doubtful = recognize._doubtful
-    monkeypatch.setattr(recognize, "_doubtful",  # a spy: the verdict is the real one
-                        lambda window: verdicts.append(doubtful(window)) or verdicts[-1])
+
+    def judging(window):  # a spy: the verdict is the real one
+        verdict = doubtful(window)
+        if threading.current_thread() is threading.main_thread():  # the pass's, in order
+            verdicts.append(verdict)
+        return verdict
+
+    monkeypatch.setattr(recognize, "_doubtful", judging)
     segments = list(whisper.transcribe(samples, speech, RecognitionOptions(beam_size=beam)))
     if verdicts[:2] != [False, True]:
         pytest.skip(f"Whisper (beam {beam}) on this CPU decodes this noise without a loop "
@@ -397,6 +403,10 @@ def test_the_window_that_fails_whispers_tests_alone_is_decoded_by_the_other_deco
     # Both windows with the setting's decoder, then the noise window alone (found by its
     # place) with the other one; the noise guard drops whatever text is kept there.
     assert calls == [(beam, 2), (retry, 1)]
+    # The two windows, and for each decoding a language to start from (none is given): the
+    # retry takes the encoding the first decoding kept.
+    assert sum(encoded) == 2 + 2
+    assert whisper.model._kept == {}
     assert segments and all(s.end <= words.size / audio.SAMPLE_RATE + 0.5 for s in segments)
     assert "country" in " ".join(s.text for s in segments).lower()  # either speech_wav
     # A retry with the same beam is no retry (the live transcript's choice).
@@ -432,10 +442,16 @@ def test_a_failed_window_is_decoded_again_while_the_pass_decodes_the_rest(
     samples, speech = _long_speech_chunks(engines, tmp_path, 150.0, windows=5)
     whisper = engines.recognizer("whisper-base")
     events = decoding_calls(monkeypatch)  # (beam, windows) of each decoding, as it starts
-    # The first window fails (as if its text were unlikely): greedy's is worth a beam.
-    monkeypatch.setattr(recognize, "_doubtful",
-                        lambda window: events.append(("judged", window[0][0].seek)) or
-                        window[0][0].seek == 0)
+    encoded = encoder_passes(monkeypatch)
+
+    def doubtful(window):  # the first window fails (as if its text were unlikely)
+        # The decoding threads ask too, to keep the encoding of a window to retry; the pass
+        # judges in this thread.
+        if threading.current_thread() is threading.main_thread():
+            events.append(("judged", window[0][0].seek))
+        return window[0][0].seek == 0
+
+    monkeypatch.setattr(recognize, "_doubtful", doubtful)  # greedy's failure is worth a beam
     timeline = _Timeline(speech)
     segments = list(whisper.transcribe(samples, speech, RecognitionOptions(
         beam_size=1, languages=("zh", "en"), word_timestamps=False)))
@@ -443,6 +459,7 @@ def test_a_failed_window_is_decoded_again_while_the_pass_decodes_the_rest(
     assert len(judged) == len(timeline.windows())
     retry = events.index((5, 1))
     assert events[0] == (1, len(judged)) and retry < events.index(judged[-1])
+    assert sum(encoded) == len(judged)  # the retry took the window's kept encoding
     # The window's text (the first decoding's or the retry's: one of them) comes last.
     end = timeline.to_recording(timeline.windows()[0]["end"], is_end=True)
     first_window = [s for s in segments if s.start < end]
