@@ -141,11 +141,8 @@ def run_variant(name: str, wav: Path) -> dict:
         loaded = time.perf_counter()
         samples = audio.decode(wav)
         speech = engines.detector.speech_chunks(samples)
-        if options.word_timestamps:  # the first pass only: transcribe() goes on to lost speech
-            segments = list(recognizer._pass(samples, _Timeline(speech), options))
-        else:
-            segments = list(recognizer.transcribe(samples, speech, options))
-        texts = [s.text for s in segments]
+        # The first pass alone: with word times transcribe() goes on to the speech it lost.
+        texts = [s.text for s in recognizer._pass(samples, _Timeline(speech), options)]
         done = time.perf_counter()
     else:
         model = WhisperModel(model_dir, device="cpu", compute_type=profile.compute_type,
