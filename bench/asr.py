@@ -99,50 +99,42 @@ def run_variant(name: str, wav: Path) -> dict:
     from models.store import get_spec, verify
 
     model_dir = str(verify(get_spec(settings.asr_model), settings.models_dir))
-    decodings = []
+    report = None
     start = time.perf_counter()
     if name.startswith("tingji"):
         from device.jobs import Runner
         from device.pipeline import import_audio
-        from device.recognize import WhisperRecognizer
         from device.store import Store
-
-        decode = WhisperRecognizer._decode  # recorded: each pass's beam and windows
-
-        def recorded(self, speech_audio, windows, options):
-            decodings.append({"beam": options.beam_size, "windows": len(windows)})
-            return decode(self, speech_audio, windows, options)
-
-        WhisperRecognizer._decode = recorded
 
         with tempfile.TemporaryDirectory() as data:
             local = settings.replace(data_dir=Path(data))
             if name == "tingji-greedy":
                 local = local.replace(beam_size=1)
             runner = Runner(local)
-            runner.prepare()  # load the models before the clock starts
+            engines = runner.prepare()  # load the models before the clock starts
             loaded = time.perf_counter()
             with Store(local.database_path) as store:
                 recording, job = import_audio(store, local, wav)
                 runner.run(store, runner.claim(store, job.id))
                 segments = store.segments(recording.id)
                 assert store.get_job(job.id).status == "done"
+            # Each pass's beam and windows, retries and encoder passes.
+            report = engines.recognizer(local.asr_model).report.as_dict()
             texts = [s.text for s in segments]
             done = time.perf_counter()
     elif name.startswith("floor"):
         from device.jobs import load_engines
-        from device.recognize import RecognitionOptions, _Timeline
+        from device.recognize import RecognitionOptions
 
         engines = load_engines(settings)
         recognizer = engines.recognizer(settings.asr_model)
         # Each window detects its own language (one decoder step); the first starts it.
         options = RecognitionOptions(languages=("zh",), word_timestamps=name == "floor-words",
-                                     beam_size=1, retry_beam_size=1)
+                                     recover_lost=False, beam_size=1, retry_beam_size=1)
         loaded = time.perf_counter()
         samples = audio.decode(wav)
         speech = engines.detector.speech_chunks(samples)
-        # The first pass alone: with word times transcribe() goes on to the speech it lost.
-        texts = [s.text for s in recognizer._pass(samples, _Timeline(speech), options)]
+        texts = [s.text for s in recognizer.transcribe(samples, speech, options)]
         done = time.perf_counter()
     else:
         model = WhisperModel(model_dir, device="cpu", compute_type=profile.compute_type,
@@ -162,7 +154,7 @@ def run_variant(name: str, wav: Path) -> dict:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "segments": len(texts),
         "text": " ".join(texts),
-        **({"decodings": decodings} if decodings else {}),
+        **({"passes": report} if report else {}),
     }
 
 

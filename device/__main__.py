@@ -34,6 +34,7 @@ from pathlib import Path
 
 from device.errors import TingjiError
 from device.jobs import Runner, Worker, process_alive
+from device.libc import die_with_parent
 from device.pipeline import import_audio, requeue_recording
 from device.profiles import SCRIPTS, load_profiles
 from device.records import ROLES, Recording, Segment
@@ -508,7 +509,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     # uvicorn re-raises SIGTERM/SIGINT after its own shutdown, so the finally below may not
     # run: the kernel also stops the worker when this process dies (PR_SET_PDEATHSIG).
     worker = subprocess.Popen([sys.executable, "-m", "device", "worker"],
-                              preexec_fn=_stop_with_parent)
+                              preexec_fn=die_with_parent)
     try:
         print(f"tingji: web UI on http://{settings.host}:{settings.port}", file=sys.stderr)
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
@@ -530,13 +531,6 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
                 log_level=settings.log_level.lower())
     return 0
-
-
-def _stop_with_parent() -> None:
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def cmd_info(settings: Settings, args: argparse.Namespace) -> int:

@@ -131,35 +131,3 @@ def long_speech_with_texts(
     path = tmp_path / f"long-{int(seconds)}s.wav"
     audio.write_wav(path, np.concatenate(pieces))
     return path, placed
-
-
-def decoding_calls(monkeypatch) -> list[tuple[int, int]]:
-    """(beam size, windows) of every decoding call Whisper recognisers make from now on: a
-    spy, the calls themselves are real."""
-    from device.recognize import WhisperRecognizer
-
-    calls = []
-    decode = WhisperRecognizer._decode
-
-    def counting(self, speech_audio, windows, options):
-        calls.append((options.beam_size, len(windows)))
-        return decode(self, speech_audio, windows, options)
-
-    monkeypatch.setattr(WhisperRecognizer, "_decode", counting)
-    return calls
-
-
-def encoder_passes(monkeypatch) -> list[int]:
-    """The windows of every encoder pass Whisper makes from now on (a spy on faster-whisper's
-    ``encode``, under the encodings the recogniser keeps)."""
-    from faster_whisper import WhisperModel
-
-    passes = []
-    encode = WhisperModel.encode
-
-    def counting(self, features):
-        passes.append(1 if features.ndim == 2 else len(features))
-        return encode(self, features)
-
-    monkeypatch.setattr(WhisperModel, "encode", counting)
-    return passes

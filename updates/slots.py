@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -29,7 +30,8 @@ import urllib.request
 from pathlib import Path
 
 from device.audio import durable_file, fsync_dir
-from device.errors import TingjiError
+from device.errors import TingjiError, is_disk_full
+from device.libc import die_with_parent
 from updates.bundle import (
     KEYS_DIR,
     Bundle,
@@ -290,7 +292,7 @@ def flash(box: Box, bundle_path: Path, *, allow_downgrade: bool = False,
     except BaseException as exc:
         shutil.rmtree(box.slots / f".staging-{slot}", ignore_errors=True)
         reason = str(exc) or type(exc).__name__
-        if isinstance(exc, OSError) and exc.errno in (28, 27):  # ENOSPC, EFBIG
+        if is_disk_full(exc):
             reason = f"the disk is full ({exc.strerror}); nothing was switched"
         if journal.get("migrated") and journal.get("backup"):
             restore_database(box, Path(journal["backup"]))
@@ -435,10 +437,7 @@ def _health_check(box: Box, slot: str, journal: dict) -> None:
 
 def _die_with_parent() -> None:
     """A child of the flash (migration, health check) is killed with it, even on kill -9."""
-    import ctypes
-    import signal
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    die_with_parent(signal.SIGKILL)
 
 
 def _flash_model(box: Box, bundle: Bundle) -> dict:

@@ -1,0 +1,42 @@
+"""Which language a stretch of text is in, judged by its script and Whisper's rankings."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+_HAN_KANA_HANGUL = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
+_CJK_LANGUAGES = {"zh", "yue", "ja", "ko"}
+_CLEAR_MIN = 0.001
+_CLEAR_RATIO = 5.0
+
+
+def script(text: str) -> str | None:
+    """'cjk' or 'latin' for text clearly in one of them, else None."""
+    cjk, latin = len(_HAN_KANA_HANGUL.findall(text)), len(_LATIN.findall(text))
+    if cjk >= 2 and cjk * 3 >= latin:
+        return "cjk"
+    if latin >= 4 and cjk == 0:
+        return "latin"
+    return None
+
+
+def script_of(language: str | None) -> str | None:
+    if language is None:
+        return None
+    return "cjk" if language in _CJK_LANGUAGES else "latin"
+
+
+def clear_choice(ranking: Sequence[tuple[str, float]], script: str) -> str | None:
+    """The language of ``script`` a window's detection ranks first, if it stands out.
+
+    Whisper detects a window's language mostly from its first seconds, so a language that
+    comes in later gets a small probability (English after Mandarin: 0.004-0.011) but still
+    ranks far above the other languages of its script (~0.0001).
+    """
+    candidates = [(lang, p) for lang, p in ranking if script_of(lang) == script]
+    if not candidates:
+        return None
+    (first, p1), p2 = candidates[0], candidates[1][1] if len(candidates) > 1 else 0.0
+    return first if p1 >= _CLEAR_MIN and p1 >= _CLEAR_RATIO * p2 else None

@@ -1,0 +1,96 @@
+"""Where each speech chunk lies in the audio a pass decodes, and the way back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from device.audio import SAMPLE_RATE
+from device.vad import SpeechChunk
+
+WINDOW_SECONDS = 30.0
+"""What Whisper's encoder reads at once."""
+ANCHOR_BEFORE_END = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A stretch of a pass's speech-only audio decoded at once; seconds from its start."""
+
+    start: float
+    end: float
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+def anchor(word) -> float:
+    """Where a word surely is: near its end.  Whisper's word timing stretches the first
+    word after a pause back over the pause, so that word's middle may lie in the speech
+    chunk before, whereas a word's end stays in its chunk (the VAD leaves 0.3 s of
+    silence after the last word)."""
+    return max(word.start, word.end - ANCHOR_BEFORE_END)
+
+
+class Timeline:
+    """The chunks one after the other, silence removed, and the way back to the recording.
+
+    Chunks packed together are not joined by silence: a pause between them made Whisper
+    stop early and lose packed chunks again (docs/benchmarks.md)."""
+
+    def __init__(self, speech: Sequence[SpeechChunk]):
+        self.chunks = list(speech)
+        lengths = np.array([c.end - c.start for c in speech], dtype=np.int64)
+        # Chunk i is [bounds[i], bounds[i + 1]).
+        self._bounds = np.cumsum(np.concatenate([[0], lengths])) / SAMPLE_RATE
+
+    @property
+    def seconds(self) -> float:
+        return float(self._bounds[-1])
+
+    def audio(self, recording: np.ndarray, until: float | None = None) -> np.ndarray:
+        """The chunks' audio, one after the other; with ``until`` (a chunk edge, in seconds)
+        only as far as that."""
+        count = len(self.chunks) if until is None else int(np.searchsorted(self._bounds, until))
+        return np.concatenate([recording[c.start : c.end] for c in self.chunks[:count]])
+
+    def windows(
+        self, parts: int = 1, adjacent_in: Sequence[SpeechChunk] | None = None
+    ) -> list[Window]:
+        """Windows of at most 30 s, cut at chunk edges; with ``parts``, also where the
+        audio's 1st, 2nd... of that many equal shares ends (a chunk goes with the share its
+        middle is in).  With ``adjacent_in`` (chunks of which these are a part) a window only
+        joins chunks that follow each other there."""
+        index = {chunk: i for i, chunk in enumerate(adjacent_in or ())}
+        share = self.seconds / parts or 1.0
+        windows: list[Window] = []
+        last_part = None
+        for i, chunk in enumerate(self.chunks):
+            start, end = float(self._bounds[i]), float(self._bounds[i + 1])
+            part = int((start + end) / 2 // share)
+            if (windows and end - windows[-1].start <= WINDOW_SECONDS and part == last_part
+                    and (adjacent_in is None or index[chunk] == index[self.chunks[i - 1]] + 1)):
+                windows[-1] = Window(windows[-1].start, end)
+            else:
+                windows.append(Window(start, end))
+            last_part = part
+        return windows
+
+    def chunks_heard(self, words) -> list[int]:
+        """Indexes of the chunks in which these words (with times in the pass's audio)
+        lie."""
+        found = np.searchsorted(self._bounds, [anchor(w) for w in words], side="right") - 1
+        return sorted({int(i) for i in found if 0 <= i < len(self.chunks)})
+
+    def to_recording(self, t: float, anchor: float | None = None, is_end: bool = False) -> float:
+        """A time in the pass's audio as seconds of the recording; ``anchor`` picks the
+        chunk (a word's, see ``anchor()``), an end belongs to the chunk it closes."""
+        anchor = t if anchor is None else anchor
+        index = int(np.searchsorted(self._bounds, anchor, side="left" if is_end else "right")) - 1
+        index = min(max(index, 0), len(self.chunks) - 1)
+        start, end = self._bounds[index], self._bounds[index + 1]
+        local = min(max(t - start, 0.0), end - start)
+        return round(float(self.chunks[index].start_s + local), 3)

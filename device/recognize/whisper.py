@@ -1,0 +1,323 @@
+"""The Whisper recogniser: passes over speech-only audio, retries, language per window."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from device.audio import SAMPLE_RATE
+from device.libc import release_freed_memory, share_one_malloc_arena
+from device.recognize import Decoding, Pass, PassReport, RecognitionOptions
+from device.recognize import _faster_whisper as fw
+from device.recognize.cleanup import clean_segment, compression_ratio, drop_noise_loops
+from device.recognize.languages import clear_choice, script, script_of
+from device.recognize.retry import DecodedWindow, RetryPolicy, by_window
+from device.recognize.sentences import split_sentences
+from device.recognize.timeline import Timeline, Window, anchor
+from device.records import Segment, Word
+from device.vad import SpeechChunk
+
+PACKED_WINDOW_SECONDS = 15.0
+"""Speech lost in a first pass, packed together, is decoded in windows of about this
+length: a short window loses less, and lost chunks came back whole in two windows of 15 s
+where seven windows of their own took three times as long."""
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class WhisperRecognizer:
+    """Whisper (CTranslate2) from a verified model directory; loaded once, reused."""
+
+    def __init__(self, model_dir: Path, model_id: str, cpu_threads: int, compute_type: str,
+                 live: bool = False):
+        """By default a single-threaded decoder per thread, decoding windows side by side: a
+        decoding step is too small to share between threads, and the decoders share the
+        weights.  ``live``: one decoder on every thread, for the live transcript's one
+        utterance at a time (whose encoder pass two threads speed up)."""
+        self.model_id = model_id
+        threads = max(1, cpu_threads)
+        self.workers = 1 if live else threads
+        share_one_malloc_arena()
+        self.model = fw.KeepingEncodings(
+            str(model_dir),
+            device="cpu",
+            compute_type=compute_type,
+            cpu_threads=threads // self.workers,
+            num_workers=self.workers,
+            local_files_only=True,
+        )
+        self._pipeline = fw.LanguagePerWindow(self.model, self.workers)
+        self._switched: dict[tuple[int, str], str] = {}
+        self.report = PassReport()
+
+    @property
+    def encoder_passes(self) -> int:
+        """Windows run through the encoder since the model was loaded."""
+        return self.model.windows_encoded
+
+    @property
+    def language_detections(self) -> int:
+        return self.model.model.detections
+
+    @property
+    def kept_encodings(self) -> int:
+        """Encodings kept for reuse (none once a recording is done)."""
+        return self.model.kept
+
+    def transcribe(
+        self, audio: np.ndarray, speech: Sequence[SpeechChunk], options: RecognitionOptions
+    ) -> Iterator[Segment]:
+        """Yield segments; passages recovered by a later pass come after the rest,
+        so callers that need time order sort (the pipeline does)."""
+        if not speech:
+            return
+        with self._reporting():
+            missed, heard_in = yield from self._pass(audio, Timeline(speech), options, "first")
+            if options.word_timestamps and options.recover_lost:  # words tell what was heard
+                yield from self._recover(audio, speech, missed, heard_in, options)
+
+    def recover(
+        self, audio: np.ndarray, speech: Sequence[SpeechChunk], lost: Sequence[SpeechChunk],
+        languages_heard: set[str], options: RecognitionOptions,
+    ) -> Iterator[Segment]:
+        """Decode again the chunks of ``speech`` in which a pass heard no word (``lost``),
+        as ``transcribe`` does after its first pass."""
+        with self._reporting():
+            yield from self._recover(audio, speech, lost, languages_heard, options)
+
+    def _recover(self, audio, speech, missed, heard_in, options) -> Iterator[Segment]:
+        """A batched window is decoded once: when Whisper stops early or skips a stretch (a
+        language change mid-window, a long pause, a sentence said again) that speech is
+        lost.  In a recording of one language the lost chunks are packed together into
+        windows of about 15 s (an encoder pass each, and a short window loses less); what
+        is lost even then, or lost in a recording of several languages, is decoded in
+        windows of its own, each chunk with only the chunks beside it in the recording."""
+        # Packing puts stretches from anywhere in one window, decoded in one language:
+        # with several in the recording, Whisper translates the others into it.
+        if missed and (options.language is not None
+                       or len(heard_in | set(options.languages)) <= 1):
+            packed = Timeline(missed)
+            missed, _ = yield from self._pass(audio, packed, options, "packed", parts=math.ceil(
+                packed.seconds / PACKED_WINDOW_SECONDS))
+        if missed:
+            yield from self._pass(audio, Timeline(missed), options, "alone", adjacent_in=speech)
+
+    @contextmanager
+    def _reporting(self) -> Iterator[None]:
+        """``report`` covers what happens inside; what was kept for the recording is
+        forgotten after it."""
+        release_freed_memory()  # what decoding and the VAD left behind
+        encoded, detected = self.encoder_passes, self.language_detections
+        self.report = PassReport()
+        try:
+            yield
+        finally:
+            self.report = replace(self.report, encoder_passes=self.encoder_passes - encoded,
+                                  language_detections=self.language_detections - detected)
+            self.model.forget()
+            self._pipeline.window_ranking.clear()
+
+    def _pass(
+        self, audio: np.ndarray, timeline: Timeline, options: RecognitionOptions, kind: str,
+        parts: int = 1, adjacent_in: Sequence[SpeechChunk] | None = None,
+    ) -> Generator[Segment, None, tuple[list[SpeechChunk], set[str]]]:
+        """Decode the timeline's chunks in windows (see ``Timeline.windows``); yield their
+        segments and return the chunks in which no word was heard, and the languages of
+        the segments."""
+        speech_audio = timeline.audio(audio)
+        self._switched = {}  # windows are this pass's own
+        heard = np.zeros(len(timeline.chunks), dtype=bool)
+        languages: set[str] = set()
+        windows = timeline.windows(parts, adjacent_in)
+        decodings: list[Decoding] = []
+        retried: list[int] = []
+        for window in self._decode_windows(speech_audio, windows, options, decodings, retried):
+            for raw in window.segments:
+                heard[timeline.chunks_heard(raw.words or ())] = True
+            for segment in self._finish(window, timeline, speech_audio, options):
+                languages.add(segment.language or "")
+                yield segment
+        missed = [chunk for chunk, was_heard in zip(timeline.chunks, heard, strict=True)
+                  if not was_heard]
+        self.report = replace(self.report, passes=(*self.report.passes, Pass(
+            kind=kind, chunks=tuple(timeline.chunks), windows=len(windows),
+            decodings=tuple(decodings), retried=len(retried), missed=tuple(missed))))
+        return missed, languages
+
+    def detect_language(
+        self, audio: np.ndarray, speech: Sequence[SpeechChunk], windows: int = 4
+    ) -> dict[str, float]:
+        if not speech:
+            return {}
+        timeline = Timeline(speech)
+        speech_audio = timeline.audio(audio)
+        spans = timeline.windows()
+        picks = sorted({round(i * (len(spans) - 1) / max(windows - 1, 1))
+                        for i in range(min(windows, len(spans)))})
+
+        def detect(i: int) -> list[tuple[str, float]]:
+            encoded = fw.encode_window(self.model, speech_audio, spans[i], keep=True)
+            return fw.detect_languages(self.model, encoded)
+
+        totals: dict[str, float] = {}
+        for ranking in self._side_by_side(detect, picks):
+            for language, probability in ranking:
+                totals[language] = totals.get(language, 0.0) + probability / len(picks)
+        ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:5]
+        return {language: round(p, 4) for language, p in ranked if p >= 0.001}
+
+    def compare(
+        self, audio: np.ndarray, speech: Sequence[SpeechChunk],
+        options: Sequence[RecognitionOptions],
+    ) -> list[list[Segment]]:
+        """The speech's first window, encoded once and decoded greedily per set of options
+        (decoding each through ``transcribe`` would encode it every time), side by side.  Not
+        batched: CTranslate2 wants the prompts of a batch to be of one length.
+
+        Language detection keeps the encoding of the first window, so after it this costs
+        no encoder pass; it is kept again for the transcription."""
+        if not speech:
+            return [[] for _ in options]
+        timeline = Timeline(speech)
+        window = timeline.windows()[0]
+        # A prompt that sets off a repetition loop must not decode on to the model's
+        # limit: speech is well under 8 tokens a second.
+        new_tokens = 16 + int(8 * window.seconds)
+        encoded = fw.encode_window(self.model, timeline.audio(audio, until=window.end), window,
+                                   keep=True)
+
+        def decode(option: RecognitionOptions) -> list[Segment]:
+            text, avg_logprob, no_speech_prob = fw.decode_greedy(
+                self.model, encoded, option.language, option.initial_prompt, option.hotwords,
+                new_tokens)
+            segment = Segment(
+                start=speech[0].start_s, end=timeline.to_recording(window.end, is_end=True),
+                text=text, language=option.language, avg_logprob=avg_logprob,
+                no_speech_prob=no_speech_prob, compression_ratio=compression_ratio(text))
+            cleaned = clean_segment(segment, option.initial_prompt)
+            return [cleaned] if cleaned is not None else []
+
+        return self._side_by_side(decode, options)
+
+    def _side_by_side(self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """``work`` on every item, as many at once as there are decoding workers."""
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="whisper") as pool:
+            return list(pool.map(work, items))
+
+    def _decode_windows(
+        self, speech_audio: np.ndarray, windows: list[Window], options: RecognitionOptions,
+        decodings: list[Decoding], retried: list[int],
+    ) -> Iterator[DecodedWindow]:
+        """The windows' decodings, window by window.  Windows that fail Whisper's own tests
+        are decoded again with the retry beam and come last.
+
+        A window is decoded again as soon as it has failed, while the pass decodes the
+        rest: the decoders take the retry between the pass's windows, so no core waits
+        for it at the end."""
+        policy = RetryPolicy(options.beam_size, options.retry_beam, options.log_prob_threshold,
+                             options.compression_ratio_threshold)
+        retry = replace(options, beam_size=options.retry_beam)
+        # The decoding threads keep the encoding of a window that will be retried (the
+        # retry then costs no encoder pass); the retry's own windows are not retried.
+        self._pipeline.keep_encodings_of(policy.decode_again if policy.retries else None)
+        by_seek = {fw.window_seek(self.model, w): w for w in windows}
+        judged = 0
+        pending: list[tuple[DecodedWindow, Future]] = []
+
+        def decode_again(window: Window) -> list[DecodedWindow]:
+            decodings.append(Decoding(retry.beam_size, 1, judged))
+            return list(by_window(self._decode(speech_audio, [window], retry)))
+
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="whisper-retry") as pool:
+            try:
+                decodings.append(Decoding(options.beam_size, len(windows), 0))
+                for window in by_window(self._decode(speech_audio, windows, options)):
+                    judged += 1
+                    span = by_seek.get(window.seek)
+                    if span and policy.decode_again(window):
+                        retried.append(window.seek)
+                        pending.append((window, pool.submit(decode_again, span)))
+                    else:
+                        yield window
+                for first, decoding in pending:
+                    again = decoding.result()
+                    yield again[0] if again and policy.keep_retry(again[0], first) else first
+            finally:  # a pass given up (an error, a cancelled job) leaves no retry queued
+                for _, decoding in pending:
+                    decoding.cancel()
+
+    def _decode(self, speech_audio: np.ndarray, windows: list[Window],
+                options: RecognitionOptions) -> Iterator[tuple]:
+        # Without a language faster-whisper first detects one on the first window: an
+        # encoder pass more, when auto mode has already found the recording's languages.
+        return fw.decode(self._pipeline, speech_audio, windows, options,
+                         options.language or next(iter(options.languages), None))
+
+    def _segment_language(
+        self, raw, window_language: str, speech_audio: np.ndarray, options: RecognitionOptions
+    ) -> str:
+        """The window's language, unless the text is written in another script (Whisper
+        kept transcribing across a language change): then detect it on this stretch."""
+        written_in = script(raw.text)
+        if written_in in (None, script_of(window_language)):
+            return window_language
+        # The window's own ranking (one decoder step), then the recording's languages: either
+        # names the other language without another encoder pass.
+        named = clear_choice(self._pipeline.window_ranking.get(raw.seek, []), written_in)
+        named = named or next(
+            (lang for lang in options.languages if script_of(lang) == written_in), None)
+        if named is not None:
+            return named
+        # One detection per window and script: an encoder pass costs as much as a window.
+        key = (raw.seek, written_in)
+        if key not in self._switched:
+            stretch = speech_audio[int(raw.start * SAMPLE_RATE) : int(raw.end * SAMPLE_RATE)]
+            if stretch.size < SAMPLE_RATE // 2:
+                return window_language
+            self._switched[key] = fw.detect_language(self.model, stretch)
+        return self._switched[key]
+
+    def _finish(
+        self, window: DecodedWindow, timeline: Timeline, speech_audio: np.ndarray,
+        options: RecognitionOptions,
+    ) -> Iterator[Segment]:
+        """One window's segments, cleaned and cut into sentences."""
+        segments = [self._segment(raw, language, timeline, speech_audio, options)
+                    for raw, language in zip(window.segments, window.languages, strict=True)]
+        for segment in drop_noise_loops(segments):
+            for part in split_sentences(segment):
+                cleaned = clean_segment(part, options.initial_prompt)
+                if cleaned is not None:
+                    yield cleaned
+
+    def _segment(
+        self, raw, window_language: str, timeline: Timeline, speech_audio: np.ndarray,
+        options: RecognitionOptions,
+    ) -> Segment:
+        language = self._segment_language(raw, window_language, speech_audio, options)
+        words = tuple(
+            Word(
+                start=timeline.to_recording(w.start, anchor=anchor(w)),
+                end=timeline.to_recording(w.end, anchor=anchor(w)),
+                text=w.word,
+                probability=float(w.probability),
+            )
+            for w in raw.words or ()
+        )
+        return Segment(
+            start=words[0].start if words else timeline.to_recording(raw.start),
+            end=words[-1].end if words else timeline.to_recording(raw.end, is_end=True),
+            text=raw.text,
+            language=language,
+            avg_logprob=float(raw.avg_logprob),
+            no_speech_prob=float(raw.no_speech_prob),
+            compression_ratio=float(raw.compression_ratio),
+            words=words,
+        )

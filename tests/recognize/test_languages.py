@@ -1,0 +1,24 @@
+"""Naming the language of a stretch written in another script than its window's."""
+
+from __future__ import annotations
+
+from device.recognize.languages import clear_choice, script, script_of
+
+
+def test_a_window_names_the_language_it_ranks_far_above_others_of_its_script():
+    # Measured: English spoken after Mandarin in one window.
+    ranking = [("zh", 0.9866), ("en", 0.0112), ("ko", 0.0002), ("de", 0.0002), ("ja", 0.0002)]
+    assert clear_choice(ranking, "latin") == "en"
+    assert clear_choice(ranking, "cjk") == "zh"
+    # Nothing stands out: the caller detects the language on the stretch itself.
+    assert clear_choice([("zh", 0.998), ("en", 0.0004), ("de", 0.0003)], "latin") is None
+    assert clear_choice([("zh", 0.99), ("ja", 0.004), ("en", 0.003), ("de", 0.002)],
+                        "latin") is None
+    assert clear_choice([], "latin") is None
+
+
+def test_text_is_in_a_script_only_when_it_clearly_is():
+    assert script("开放时间早上9点") == "cjk"
+    assert script(" And so my fellow Americans") == "latin"
+    assert script("OK") is None and script("9点") is None
+    assert script_of("yue") == "cjk" and script_of("en") == "latin" and script_of(None) is None

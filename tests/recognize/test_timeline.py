@@ -1,0 +1,51 @@
+"""Speech-only time and the way back to the recording."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from device.audio import SAMPLE_RATE
+from device.recognize import Timeline, Window
+from device.vad import SpeechChunk
+
+
+def _chunks(spans):
+    return [SpeechChunk(int(a * SAMPLE_RATE), int(b * SAMPLE_RATE)) for a, b in spans]
+
+
+def test_windows_are_cut_at_chunk_edges_and_hold_at_most_30_seconds():
+    timeline = Timeline(_chunks([(0, 12), (20, 32), (40, 50), (60, 70)]))
+    assert timeline.seconds == 44.0
+    assert timeline.windows() == [Window(0.0, 24.0), Window(24.0, 44.0)]
+    # Two equal shares: each chunk goes with the share its middle is in.
+    assert timeline.windows(parts=2) == [Window(0.0, 24.0), Window(24.0, 44.0)]
+    assert timeline.windows(parts=4) == [Window(0.0, 12.0), Window(12.0, 24.0),
+                                         Window(24.0, 34.0), Window(34.0, 44.0)]
+
+
+def test_only_neighbouring_chunks_share_a_window_when_asked():
+    speech = _chunks([(0, 2), (3, 5), (6, 8), (9, 11)])
+    lost = [speech[0], speech[1], speech[3]]
+    assert Timeline(lost).windows(adjacent_in=speech) == [Window(0.0, 4.0), Window(4.0, 6.0)]
+
+
+def test_a_time_maps_back_into_its_own_chunk():
+    timeline = Timeline(_chunks([(10, 12), (20, 23)]))
+    assert timeline.to_recording(0.5) == 10.5
+    assert timeline.to_recording(2.0) == 20.0  # a start at an edge opens the next chunk
+    assert timeline.to_recording(2.0, is_end=True) == 12.0  # an end closes its chunk
+    assert timeline.to_recording(9.0) == 23.0  # past the end: clamped
+
+
+@given(st.lists(st.tuples(st.floats(0.1, 20), st.floats(0.1, 20)), min_size=1, max_size=12))
+def test_windows_cover_the_speech_once(gaps_and_lengths):
+    spans, t = [], 0.0
+    for gap, length in gaps_and_lengths:
+        spans.append((t + gap, t + gap + length))
+        t += gap + length
+    timeline = Timeline(_chunks(spans))
+    windows = timeline.windows()
+    assert windows[0].start == 0.0 and abs(windows[-1].end - timeline.seconds) < 1e-9
+    assert all(a.end == b.start for a, b in zip(windows, windows[1:], strict=False))
+    assert all(w.seconds <= 30.0 for w in windows)  # no chunk here is longer
