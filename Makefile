@@ -1,6 +1,7 @@
 # tingji — every target is idempotent and quick when nothing changed.
 #   make run     set everything up and start the appliance on http://127.0.0.1:8000
 #   make test    set everything up and run the test suite
+#   make test-fast  the tests that need no model, server or large file (under a minute)
 SHELL := /bin/bash
 .DEFAULT_GOAL := run
 
@@ -25,7 +26,7 @@ else
 endif
 LLAMA_WHEEL = $(firstword $(wildcard $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl))
 
-.PHONY: install deps models test-models run worker test bench screenshots lint clean distclean \
+.PHONY: install deps models test-models run worker test test-fast bench screenshots lint clean distclean \
         keys bundle bundle-model flash rollback status start
 
 install: deps models
@@ -61,6 +62,10 @@ test: install test-models
 	@$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	  exit $$status
+
+# Pure logic only: no model, no server, no subprocess, no large file.
+test-fast: deps
+	@$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 SPEECH_DIR ?= ../shared/speech
 

@@ -20,7 +20,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from device.errors import AudioDecodeError, AudioTooLargeError, DiskFullError
+from device.errors import AudioDecodeError, AudioTooLargeError, DiskFullError, is_disk_full
 
 SAMPLE_RATE = 16_000
 # Decoded audio may fall short of the container's declared length by a few frames of
@@ -230,7 +230,7 @@ def copy_durably(source: Path, destination: Path) -> None:
         with open(source, "rb") as src, durable_file(destination) as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
     except OSError as exc:
-        if exc.errno in (28, 27):  # ENOSPC, EFBIG
+        if is_disk_full(exc):
             raise DiskFullError(
                 f"no space left to store {source.name} in {destination.parent}: "
                 "free some space and import it again"

@@ -5,7 +5,16 @@ The CLI prints them as one line and exits non-zero; the web app maps them to sta
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an error means the disk (or the user's quota, or a file size limit) has no
+    room left: every write path asks this one question."""
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
 
 
 class TingjiError(Exception):

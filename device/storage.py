@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from device.audio import SAMPLE_RATE, durable_file, fsync_dir
-from device.errors import DiskFullError
+from device.errors import DiskFullError, is_disk_full
 
 HEADER_BYTES = 44
 SAMPLE_BYTES = 2
@@ -39,7 +39,7 @@ def to_pcm(samples: np.ndarray) -> bytes:
 
 
 def _disk_error(exc: OSError, what: str) -> Exception:
-    if exc.errno in (28, 27, 122):  # ENOSPC, EFBIG, EDQUOT
+    if is_disk_full(exc):
         return DiskFullError(f"no space left while {what}: {os.strerror(exc.errno)}")
     return exc
 

@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from device.errors import TingjiError, is_disk_full
+
 MANIFEST_PATH = Path(__file__).with_name("manifest.toml")
 SOURCE_MARKER = ".source"
 BUNDLE_MANIFEST = "bundle.toml"
@@ -34,7 +36,7 @@ DOWNLOADS = ".downloads"
 _CHUNK = 1 << 20
 
 
-class ModelError(Exception):
+class ModelError(TingjiError):
     """Base class of every model store error; the message tells the user what to do."""
 
 
@@ -354,7 +356,7 @@ def assemble(
                 )
             log(f"  {file.name}: {size / 1e6:.1f} MB ok")
     except (zipfile.BadZipFile, OSError) as exc:
-        if isinstance(exc, OSError) and exc.errno == 28:
+        if is_disk_full(exc):
             raise ModelInstallError(f"disk full while writing {dest}") from exc
         raise ModelInstallError(f"cannot read the packages: {exc}") from exc
     finally:
@@ -534,7 +536,7 @@ def _copy_checked(stream, destination: Path, file: ModelFile, origin: Path) -> N
                 size += len(block)
                 out.write(block)
     except OSError as exc:
-        if exc.errno == 28:
+        if is_disk_full(exc):
             raise ModelInstallError(f"disk full while installing {file.name}") from exc
         raise
     if size != file.size or digest.hexdigest() != file.sha256:

@@ -17,8 +17,6 @@ from device.store import Store
 from models.store import ModelInstallError, install_bundle, load_manifest, make_bundle
 from tests.conftest import SPEECH_DIR, require_shared_clips
 
-pytestmark = pytest.mark.slow
-
 # Dev-set error rates measured with whisper-base (README "Dialects"); regression guards.
 # CTranslate2 picks its int8 kernels by the CPU's vector extensions and they decode these
 # short Mandarin clips differently: mean CER 0.077 with AVX-512, 0.160 with AVX2 only
@@ -34,6 +32,7 @@ def _run(store, settings, engines, path, **kwargs):
     return store.get_recording(recording.id), store.segments(recording.id)
 
 
+@pytest.mark.slow
 def test_eval_harness_holds_error_rates_and_auto_picks_every_dialect(tmp_path):
     require_shared_clips()
     out = tmp_path / "eval.json"
@@ -47,6 +46,7 @@ def test_eval_harness_holds_error_rates_and_auto_picks_every_dialect(tmp_path):
         assert summary["mean_error_rate"] <= LIMITS[dialect], (key, summary)
 
 
+@pytest.mark.slow
 def test_cantonese_profile_writes_cantonese(store, settings, engines):
     clip = next(c for c in require_shared_clips() if c.dialect == "cantonese")
     recording, segments = _run(store, settings, engines, clip.path, profile="cantonese")
@@ -57,6 +57,7 @@ def test_cantonese_profile_writes_cantonese(store, settings, engines):
     assert not {"嘅", "唔"} & set("".join(s.text for s in plain))
 
 
+@pytest.mark.slow
 def test_auto_mode_stores_its_decision(store, settings, engines):
     clip = next(c for c in require_shared_clips() if c.dialect == "cantonese")
     recording, _ = _run(store, settings, engines, clip.path)
@@ -67,6 +68,7 @@ def test_auto_mode_stores_its_decision(store, settings, engines):
     assert decision["varieties"]["cantonese"] > decision["varieties"]["mandarin"]
 
 
+@pytest.mark.slow
 def test_script_override_and_glossary_corrections(store, settings, engines):
     clip = next(c for c in require_shared_clips() if c.path.name.startswith("zh_aishell"))
     store.add_glossary("停滞", misheard="停制")  # whisper-base hears 停制 on this clip
@@ -76,6 +78,7 @@ def test_script_override_and_glossary_corrections(store, settings, engines):
     assert "停滯" in text and "情形" in text and "出現" in text, text
 
 
+@pytest.mark.slow
 def test_a_profile_that_disappears_fails_the_job_and_keeps_the_recording(store, settings,
                                                                          engines, speech_wav):
     folder = settings.data_dir / "profiles"
@@ -103,6 +106,7 @@ def test_bad_profile_choices_are_refused_before_import(store, settings, speech_w
     assert store.list_recordings() == []
 
 
+@pytest.mark.slow
 def test_a_model_bundle_installs_offline_and_a_profile_routes_to_it(settings, tmp_path):
     clip = next(c for c in require_shared_clips() if c.dialect == "cantonese")
     bundle = make_bundle(settings.models_dir / "whisper-base", tmp_path / "yue.tar",
@@ -124,6 +128,7 @@ def test_a_model_bundle_installs_offline_and_a_profile_routes_to_it(settings, tm
     assert recording.model_id == "whisper-base-yue" and "嘅" in segments[0].text
 
 
+@pytest.mark.slow
 def test_damaged_or_foreign_bundles_are_refused_and_install_nothing(settings, tmp_path):
     good = make_bundle(settings.models_dir / "whisper-base", tmp_path / "b.tar",
                        model_id="copy", kind="asr", engine="ctranslate2-whisper",
@@ -155,6 +160,7 @@ def test_damaged_or_foreign_bundles_are_refused_and_install_nothing(settings, tm
         install_bundle(clash, models, log=lambda line: None)
 
 
+@pytest.mark.slow
 def test_generated_speech_is_recognised_with_the_english_profile(store, settings, engines,
                                                                 tmp_path):
     from tests.conftest import espeak

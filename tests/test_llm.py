@@ -21,6 +21,7 @@ def generator():
         yield summarizer._generator
 
 
+@pytest.mark.slow
 def test_the_grammar_holds_where_the_model_would_write_something_else(generator):
     schema = {"type": "object",
               "properties": {"capital": {"type": "string", "enum": ["Zürich", "广州"]},
@@ -37,6 +38,7 @@ def test_the_grammar_holds_where_the_model_would_write_something_else(generator)
     assert completion.completion_tokens > completion.refusals
 
 
+@pytest.mark.slow
 def test_a_second_call_reads_only_what_differs_from_the_first(generator):
     system = "You list facts as JSON. " * 20
     schema = {"type": "object", "properties": {"facts": {"type": "array", "maxItems": 2,
@@ -49,11 +51,13 @@ def test_a_second_call_reads_only_what_differs_from_the_first(generator):
     assert second.read_tokens < second.prompt_tokens // 2 < first.read_tokens
 
 
+@pytest.mark.slow
 def test_a_prompt_longer_than_the_context_is_refused_before_reading(generator):
     with pytest.raises(ValueError, match="do not fit the context"):
         generator.complete("Summarise.", "word " * 9000, {"type": "object"}, max_tokens=10)
 
 
+@pytest.mark.slow
 def test_closing_a_summariser_frees_its_model():
     import gc
     import weakref

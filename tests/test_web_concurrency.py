@@ -1,8 +1,9 @@
-"""Ten reviewers editing one recording at once over real HTTP (uvicorn on 127.0.0.1):
-every acknowledged edit is in the history, stale writes get 409, nothing answers 5xx."""
+"""The box under concurrent load over real HTTP (uvicorn on 127.0.0.1): ten reviewers
+editing one recording at once, and requests served while a large upload streams in."""
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from tests.webutil import add_user, setup_admin, sign_in, stored_transcript
 from web.app import create_app
 
 CLIENTS, EDITS = 10, 100
+pytestmark = pytest.mark.slow  # real servers
 
 
 @pytest.fixture
@@ -87,3 +89,48 @@ def test_ten_clients_times_a_hundred_edits(server, settings):
     for sid in ids:  # the stored text is the last acknowledged edit of each segment
         last = max((a for a in acknowledged if a[0] == sid), key=lambda a: a[2])
         assert final[sid] == (last[1], last[2])
+
+
+def _wav_header(data_bytes: int, rate: int = 48_000, channels: int = 2) -> bytes:
+    block = 2 * channels
+    return (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt "
+            + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * block, block, 16)
+            + b"data" + struct.pack("<I", data_bytes))
+
+
+def test_a_large_upload_does_not_stall_other_requests(server, settings):
+    """Receiving, fsyncing and copying an upload of 500 MB into the audio store run off the
+    event loop: meanwhile the health check and a library page answer at once."""
+    size, block = 500 * 2**20, bytes(2**20)
+    uploader, csrf = signed_in(server)
+    prober, _ = signed_in(server)
+    uploaded: dict[str, int] = {}
+
+    def body():
+        yield _wav_header(size)
+        for _ in range(size // len(block)):
+            yield block
+
+    def upload():
+        response = uploader.put("/api/upload", params={"filename": "long.wav"}, content=body(),
+                                headers={"X-CSRF-Token": csrf,
+                                         "Content-Type": "application/octet-stream"})
+        uploaded["status"] = response.status_code
+
+    thread = threading.Thread(target=upload)
+    thread.start()
+    answers = []
+    deadline = time.monotonic() + 300
+    while thread.is_alive() and time.monotonic() < deadline:
+        for url in ("/health", "/"):
+            started = time.perf_counter()
+            status = prober.get(url).status_code
+            answers.append((url, status, time.perf_counter() - started))
+    thread.join(timeout=60)
+    assert uploaded.get("status") == 200, uploaded
+    with Store(settings.database_path) as store:
+        [recording] = store.list_recordings()
+    assert (settings.audio_dir / recording.audio_file).stat().st_size == size + 44
+    assert len(answers) >= 20 and {status for _, status, _ in answers} == {200}
+    slowest = max(answers, key=lambda answer: answer[2])
+    assert slowest[2] < 0.2, slowest

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 import device
 from device.errors import EditConflict, RecordingNotFound, SegmentNotFound, TingjiError
@@ -27,7 +28,8 @@ async def lifespan(app: FastAPI):
     yield
     recorder = getattr(app.state, "recorder", None)
     if recorder is not None and recorder.state == "recording":
-        recorder.stop()  # shutting down mid-recording: keep and queue what was recorded
+        # Shutting down mid-recording: keep and queue what was recorded.
+        await run_in_threadpool(recorder.stop)
 
 
 def clock(seconds: float) -> str:

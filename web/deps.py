@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from device.errors import RecordingNotFound
 from device.records import Recording, User
@@ -63,7 +64,8 @@ def require(role: str):
     """Dependency: the signed-in user, at least ``role``; CSRF checked on writes."""
 
     async def dependency(request: Request, store: StoreDep) -> User:
-        session = security.session_of(store, request.cookies.get(security.SESSION_COOKIE))
+        session = await run_in_threadpool(
+            security.session_of, store, request.cookies.get(security.SESSION_COOKIE))
         if session is None:
             raise LoginRequired()
         user, csrf = session

@@ -10,14 +10,19 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import BinaryIO
 
 from fastapi import APIRouter, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
 
 from device import audio
-from device.errors import AudioError, DiskFullError
+from device.errors import AudioError, DiskFullError, is_disk_full
 from device.pipeline import import_audio
 from device.profiles import ProfileError, load_profiles
-from web.deps import Interviewer, SettingsDep, StoreDep, templates
+from device.records import Job, Recording
+from device.settings import Settings
+from device.store import Store
+from web.deps import Interviewer, SettingsDep, templates
 
 router = APIRouter()
 SNIFF_BYTES = 16
@@ -32,12 +37,13 @@ def upload_page(request: Request, user: Interviewer, settings: SettingsDep):
 
 async def _receive(request: Request, folder: Path, limit: int) -> Path:
     """Stream the body to a temporary file named by its sniffed type; nothing is left
-    behind when it is too large, not audio, or the disk fills."""
-    folder.mkdir(parents=True, exist_ok=True)
+    behind when it is too large, not audio, or the disk fills.  Every write, the fsync and
+    the rename run in worker threads: the event loop serves other requests meanwhile."""
     temporary = folder / f"upload-{secrets.token_hex(8)}.part"
     size, head, suffix = 0, b"", None
     try:
-        with open(temporary, "wb") as out:
+        out = await run_in_threadpool(_open_new, temporary)
+        try:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
@@ -47,21 +53,31 @@ async def _receive(request: Request, folder: Path, limit: int) -> Path:
                     head += chunk[: SNIFF_BYTES - len(head)]
                     if len(head) >= SNIFF_BYTES:
                         suffix = _audio_suffix(head)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+                await run_in_threadpool(out.write, chunk)
+            await run_in_threadpool(_flush_to_disk, out)
+        finally:
+            await run_in_threadpool(out.close)
         if size == 0:
             raise HTTPException(400, "the file is empty")
-        suffix = suffix or _audio_suffix(head)
-        path = temporary.with_suffix(suffix)
-        os.replace(temporary, path)
+        path = temporary.with_suffix(suffix or _audio_suffix(head))
+        await run_in_threadpool(os.replace, temporary, path)
         return path
     except OSError as exc:
-        if exc.errno in (28, 27):
+        if is_disk_full(exc):
             raise HTTPException(507, "the disk is full: nothing was stored") from exc
         raise
     finally:
-        temporary.unlink(missing_ok=True)
+        await run_in_threadpool(temporary.unlink, missing_ok=True)
+
+
+def _open_new(path: Path) -> BinaryIO:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "wb")
+
+
+def _flush_to_disk(out: BinaryIO) -> None:
+    out.flush()
+    os.fsync(out.fileno())
 
 
 def _audio_suffix(head: bytes) -> str:
@@ -73,7 +89,7 @@ def _audio_suffix(head: bytes) -> str:
 
 
 @router.put("/api/upload")
-async def upload(request: Request, user: Interviewer, store: StoreDep, settings: SettingsDep,
+async def upload(request: Request, user: Interviewer, settings: SettingsDep,
                  filename: str = "upload", title: str | None = None,
                  profile: str | None = None):
     limit = settings.max_upload_bytes
@@ -81,15 +97,24 @@ async def upload(request: Request, user: Interviewer, store: StoreDep, settings:
     if declared and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"the file is larger than the {limit / 1e9:.1f} GB limit")
     path = await _receive(request, settings.data_dir / "uploads", limit)
+    name = Path(filename).name or "upload"
+    # Copying a file of up to the upload limit into the audio store, durably.
+    recording, job = await run_in_threadpool(
+        _import, settings, path, name, title or Path(name).stem, profile or None, user.id)
+    return {"recording_id": recording.id, "job_id": job.id}
+
+
+def _import(settings: Settings, path: Path, name: str, title: str, profile: str | None,
+            owner_id: int) -> tuple[Recording, Job]:
     try:
-        name = Path(filename).name or "upload"
-        recording, job = import_audio(store, settings, path, title=title or Path(name).stem,
-                                      profile=profile or None, owner_id=user.id)
-        store.update_recording(recording.id, source_name=name)
+        with Store(settings.database_path) as store:
+            recording, job = import_audio(store, settings, path, title=title, profile=profile,
+                                          owner_id=owner_id)
+            store.update_recording(recording.id, source_name=name)
+            return recording, job
     except ProfileError as exc:
         raise HTTPException(400, str(exc)) from exc
     except (AudioError, DiskFullError) as exc:
         raise HTTPException(507 if isinstance(exc, DiskFullError) else 400, str(exc)) from exc
     finally:
         path.unlink(missing_ok=True)
-    return {"recording_id": recording.id, "job_id": job.id}
