@@ -59,7 +59,7 @@ class Settings:
     """Whisper's beam in batch transcription.  1 = greedy, 11-20 % faster on 2 AVX2 cores; a
     window greedy decoding fails on (a repetition loop, unlikely text) is decoded again with
     a beam of 5.  Accuracy varies by CPU and audio: better or worse than the beam of 5 in
-    the README's measurements."""
+    the measurements in docs/benchmarks.md."""
     max_upload_bytes: int = 2 * 1024**3
     """Larger files are refused before anything is copied."""
     max_audio_seconds: float = 8 * 3600.0
@@ -70,7 +70,7 @@ class Settings:
     summary_notes_model: str = ""
     """Model id that reads a long transcript into notes for the summariser; empty = the
     summariser itself.  With the 0.5B an hour is summarised ~1.6x faster, from weaker notes
-    (see the README's benchmark)."""
+    (see docs/benchmarks.md)."""
     auto_summarize: bool = True
     """Queue a summary after every finished transcription."""
     llm_context: int = 8192

@@ -17,7 +17,7 @@ from device.store import Store
 from models.store import ModelInstallError, install_bundle, load_manifest, make_bundle
 from tests.conftest import SPEECH_DIR, require_shared_clips
 
-# Dev-set error rates measured with whisper-base (README "Dialects"); regression guards.
+# Dev-set error rates measured with whisper-base (docs/benchmarks.md); regression guards.
 # CTranslate2 picks its int8 kernels by the CPU's vector extensions and they decode these
 # short Mandarin clips differently: mean CER 0.077 with AVX-512, 0.160 with AVX2 only
 # (停滞→停制, 换→坏; the same on the commit before and after a recogniser change).

@@ -42,7 +42,7 @@ MAGIC = b"TJBUNDL1"
 TRAILER = 64 + 16 + len(MAGIC)  # signature, key id (hex), magic
 DOMAIN = b"tingji update bundle v1\0"
 CODE_PATHS = ("device", "models", "web", "updates", "scripts", ".ci", "pyproject.toml",
-              "Makefile", "README.md")
+              "Makefile", "README.md", "docs")
 SKIP = re.compile(r"(^|/)(__pycache__|\.pytest_cache|\.ruff_cache|weights|\.downloads)(/|$)"
                   r"|\.pyc$|\.part$")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")

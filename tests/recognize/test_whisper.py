@@ -21,7 +21,7 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.slow
 
-# Measured with whisper-base int8 on 2 cores (see README): zh_hours 0.15, aishell 0.08,
+# Measured with whisper-base int8 on 2 cores (docs/benchmarks.md): zh_hours 0.15, aishell 0.08,
 # command 0.00, JFK WER 0.00.  The limits leave room for thread-count jitter only.
 MANDARIN_MAX_CER_PER_CLIP = 0.25
 MANDARIN_MAX_MEAN_CER = 0.12
