@@ -32,12 +32,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from device import export
 from device.errors import TingjiError
 from device.jobs import Runner, Worker, process_alive
 from device.libc import die_with_parent
 from device.pipeline import import_audio, requeue_recording
 from device.profiles import SCRIPTS, load_profiles
-from device.records import ROLES, Recording, Segment
+from device.records import ROLES, Recording
 from device.settings import Settings, SettingsError, hardware_profile
 from device.store import Store
 from models.store import ModelError
@@ -199,30 +200,13 @@ def _run_and_print(store: Store, runner: Runner, recording: Recording, job, args
     recording = store.get_recording(recording.id)
     segments = store.segments(recording.id)
     if args.json:
-        print(json.dumps(transcript_json(recording, segments), ensure_ascii=False, indent=2))
+        print(export.as_json(recording, segments))
     else:
         for s in segments:
-            print(f"[{_clock(s.start)} → {_clock(s.end)}] {s.text}")
+            print(f"[{export.clock(s.start)} → {export.clock(s.end)}] {s.text}")
         print(f"recording {recording.id}: {recording.language}, profile {recording.profile}, "
               f"{recording.duration:.1f} s, {len(segments)} segments", file=sys.stderr)
     return 0
-
-
-def transcript_json(recording: Recording, segments: list[Segment]) -> dict:
-    return {
-        "recording_id": recording.id,
-        "title": recording.title,
-        "language": recording.language,
-        "duration": recording.duration,
-        "model": recording.model_id,
-        "profile": recording.profile,
-        "language_probabilities": recording.language_probabilities,
-        "segments": [
-            {**{k: v for k, v in asdict(s).items() if k != "words"},
-             "words": [asdict(w) for w in s.words]}
-            for s in segments
-        ],
-    }
 
 
 def _follow(store: Store, job_id: int, show) -> None:
@@ -256,11 +240,6 @@ class _progress_bar:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(seconds, 60)
-    return f"{int(minutes):02d}:{secs:05.2f}"
 
 
 def cmd_record(settings: Settings, args: argparse.Namespace) -> int:
@@ -314,7 +293,7 @@ def _keyboard(recorder, stop: threading.Event) -> None:
                 recorder.resume()
             elif command == "m":
                 marker = recorder.marker(note)
-                print(f"marker at {_clock(marker['t'])} {note}", file=sys.stderr)
+                print(f"marker at {export.clock(marker.t)} {note}", file=sys.stderr)
             elif command in ("q", ""):
                 break
         except TingjiError as exc:
@@ -331,7 +310,7 @@ def _print_events(events) -> None:
         except queue.Empty:
             return
         if event["type"] == "segment":
-            print(f"[{_clock(event['start'])}] {event['text']}", flush=True)
+            print(f"[{export.clock(event['start'])}] {event['text']}", flush=True)
 
 
 def cmd_devices(settings: Settings, args: argparse.Namespace) -> int:
@@ -363,26 +342,13 @@ def cmd_summarize(settings: Settings, args: argparse.Namespace) -> int:
         if job.status != "done":
             print(f"error: {job.error or job.status}", file=sys.stderr)
             return 1
-        summary = store.summaries(recording.id)[-1]
+        summary = store.latest_summary(recording.id)
     if args.json:
-        print(json.dumps(summary, ensure_ascii=False, indent=2))
+        print(json.dumps(asdict(summary), ensure_ascii=False, indent=2))
         return 0
-    content = summary["content"]
-    print(f"# {content['title']}\n\n{content['summary']}\n")
-    for heading, key in (("Key points", "key_points"), ("Decisions", "decisions")):
-        if content[key]:
-            print(f"## {heading}")
-            for item in content[key]:
-                print(f"- {item['text']}  [segments {', '.join(map(str, item['segments']))}]")
-    if content["action_items"]:
-        print("## Action items")
-        for item in content["action_items"]:
-            who = f" ({item['owner']})" if item.get("owner") else ""
-            due = f", due {item['due']}" if item.get("due") else ""
-            print(f"- {item['what']}{who}{due}  [segments {', '.join(map(str, item['segments']))}]")
-    for flag in summary["flags"]:
-        print(f"! {flag['section']} #{flag['index'] + 1}: {flag['term']} — {flag['reason']}")
-    print(f"(version {summary['version']}, {summary['model_id']})", file=sys.stderr)
+    print(f"# {summary.content['title']}\n")
+    print(export.summary_markdown(summary))
+    print(f"(version {summary.version}, {summary.model_id})", file=sys.stderr)
     return 0
 
 
@@ -410,10 +376,7 @@ def _read_password() -> str:
             raise TingjiError("the passwords differ")
     else:
         password = sys.stdin.readline().rstrip("\n")
-    try:
-        check_new_password(password)
-    except ValueError as exc:
-        raise TingjiError(str(exc)) from exc
+    check_new_password(password)  # InvalidInput is a TingjiError: one line, exit 1
     return password
 
 
@@ -452,8 +415,8 @@ def cmd_glossary(settings: Settings, args: argparse.Namespace) -> int:
                 raise TingjiError(f"no glossary entry with id {args.id}")
         else:
             for g in store.glossary():
-                fix = f"  (corrects {g['misheard']})" if g["misheard"] else ""
-                print(f"{g['id']:>4} {g['term']}{fix}")
+                fix = f"  (corrects {g.misheard})" if g.misheard else ""
+                print(f"{g.id:>4} {g.term}{fix}")
     return 0
 
 
@@ -463,7 +426,7 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([asdict(h) for h in hits], ensure_ascii=False, indent=2))
     for h in [] if args.json else hits:
-        print(f"#{h.recording_id} {h.recording_title} [{_clock(h.start)}] {h.text}")
+        print(f"#{h.recording_id} {h.recording_title} [{export.clock(h.start)}] {h.text}")
     return 0 if hits else 1
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from device.errors import InvalidInput
+
 MIN_PASSWORD = 8
 _hasher = PasswordHasher()
 
@@ -23,4 +25,4 @@ def verify_password(password_hash: str, password: str) -> bool:
 
 def check_new_password(password: str) -> None:
     if len(password) < MIN_PASSWORD:
-        raise ValueError(f"a password needs at least {MIN_PASSWORD} characters")
+        raise InvalidInput(f"a password needs at least {MIN_PASSWORD} characters")

@@ -42,15 +42,37 @@ class DiskFullError(TingjiError):
     pass
 
 
-class RecordingNotFound(TingjiError):
+class NotFound(TingjiError):
+    """A recording, segment, job, revision, summary, user or glossary entry that does not
+    exist (or that this user may not see); the web answers 404."""
+
+
+class RecordingNotFound(NotFound):
     pass
+
+
+class JobNotFound(NotFound):
+    pass
+
+
+class RevisionNotFound(NotFound):
+    pass
+
+
+class UserNotFound(NotFound):
+    pass
+
+
+class InvalidInput(TingjiError):
+    """A change refused as it stands (an empty segment, a taken user name, a short
+    password); the message says what to change, and the web answers 400."""
 
 
 class JobCancelled(TingjiError):
     pass
 
 
-class SegmentNotFound(TingjiError):
+class SegmentNotFound(NotFound):
     pass
 
 

@@ -14,7 +14,7 @@ import io
 import json
 from collections.abc import Sequence
 
-from device.records import Recording, Segment
+from device.records import Recording, Segment, Summary
 
 FORMATS = {
     "txt": "text/plain; charset=utf-8",
@@ -26,14 +26,69 @@ FORMATS = {
 }
 
 
-def clock(seconds: float, separator: str = ".", hours: bool = True) -> str:
+def timecode(seconds: float, separator: str = ".") -> str:
+    """HH:MM:SS.mmm, as subtitles want it (SRT with a comma)."""
     ms = int(round(max(seconds, 0.0) * 1000))
     h, rest = divmod(ms, 3_600_000)
     m, rest = divmod(rest, 60_000)
     s, ms = divmod(rest, 1000)
-    if not hours and h == 0:
-        return f"{m:02d}:{s:02d}"
     return f"{h:02d}:{m:02d}:{s:02d}{separator}{ms:03d}"
+
+
+def clock(seconds: float | None) -> str:
+    """MM:SS, or H:MM:SS from an hour on: the time a reader scans (pages, TXT, the CLI)."""
+    total = int(max(seconds or 0.0, 0.0))
+    h, rest = divmod(total, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def segment_record(segment: Segment) -> dict:
+    """A segment as the JSON export, the CLI's ``--json`` and the web API write it."""
+    return {"id": segment.id, "start": segment.start, "end": segment.end,
+            "speaker": segment.speaker, "text": segment.text, "language": segment.language,
+            "revision": segment.revision, "avg_logprob": segment.avg_logprob,
+            "no_speech_prob": segment.no_speech_prob,
+            "words": [{"start": w.start, "end": w.end, "text": w.text,
+                       "probability": w.probability} for w in segment.words]}
+
+
+def transcript_record(recording: Recording, segments: Sequence[Segment],
+                      summary: Summary | None = None) -> dict:
+    """A recording with its transcript (and summary) as one JSON document."""
+    return {
+        "recording": {"id": recording.id, "title": recording.title,
+                      "created": recording.created, "duration": recording.duration,
+                      "language": recording.language, "profile": recording.profile,
+                      "model": recording.model_id,
+                      "language_probabilities": recording.language_probabilities},
+        "segments": [segment_record(s) for s in segments],
+        "summary": summary.content if summary else None,
+    }
+
+
+def summary_markdown(summary: Summary, level: int = 2) -> str:
+    """The summary's sections in Markdown, each point with the segments it cites and the
+    grounding check's flags (the Markdown export and ``python -m device summarize``)."""
+    content, mark = summary.content, "#" * level
+    out = [f"{mark} Summary", "", content.get("summary", ""), ""]
+    for key, title in (("key_points", "Key points"), ("decisions", "Decisions"),
+                       ("action_items", "Action items")):
+        items = content.get(key) or []
+        if items:
+            out += [f"{mark}# {title}", ""]
+            out += [f"- {_action(i) if key == 'action_items' else _item_text(i)}{_cites(i)}"
+                    for i in items] + [""]
+    if summary.flags:
+        out += [f"{mark}# Not found in the cited segments", ""]
+        out += [f"- {f['section']} #{f['index'] + 1}: {f['term']} — {f['reason']}"
+                for f in summary.flags] + [""]
+    return "\n".join(out)
+
+
+def _cites(item) -> str:
+    cited = item.get("segments") if isinstance(item, dict) else None
+    return f"  [segments {', '.join(map(str, cited))}]" if cited else ""
 
 
 def _line(segment: Segment) -> str:
@@ -42,32 +97,25 @@ def _line(segment: Segment) -> str:
 
 def txt(recording: Recording, segments: Sequence[Segment]) -> str:
     lines = [recording.title, ""]
-    lines += [f"[{clock(s.start, hours=False)}] {_line(s)}" for s in segments]
+    lines += [f"[{clock(s.start)}] {_line(s)}" for s in segments]
     return "\n".join(lines) + "\n"
 
 
 def markdown(recording: Recording, segments: Sequence[Segment],
-             summary: dict | None = None) -> str:
+             summary: Summary | None = None) -> str:
     out = [f"# {recording.title}", ""]
     facts = [f"{recording.created[:10]}"]
     if recording.duration:
-        facts.append(clock(recording.duration, hours=False))
+        facts.append(clock(recording.duration))
     if recording.language:
         facts.append(recording.language)
     out += ["*" + " · ".join(facts) + "*", ""]
     if summary:
-        content = summary["content"]
-        out += ["## Summary", "", content.get("summary", ""), ""]
-        for key, title in (("key_points", "Key points"), ("decisions", "Decisions")):
-            if content.get(key):
-                out += [f"### {title}", ""] + [f"- {_item_text(i)}" for i in content[key]] + [""]
-        if content.get("action_items"):
-            out += ["### Action items", ""] + [f"- {_action(a)}" for a in content["action_items"]]
-            out.append("")
+        out.append(summary_markdown(summary))
     out += ["## Transcript", ""]
     for s in segments:
         who = f"**{s.speaker}** " if s.speaker else ""
-        out.append(f"`{clock(s.start, hours=False)}` {who}{s.text}  ")
+        out.append(f"`{clock(s.start)}` {who}{s.text}  ")
     return "\n".join(out) + "\n"
 
 
@@ -85,7 +133,7 @@ def _action(item: dict) -> str:
 
 
 def srt(segments: Sequence[Segment]) -> str:
-    blocks = [f"{n}\n{clock(s.start, ',')} --> {clock(s.end, ',')}\n{_line(s)}\n"
+    blocks = [f"{n}\n{timecode(s.start, ',')} --> {timecode(s.end, ',')}\n{_line(s)}\n"
               for n, s in enumerate(segments, 1)]
     return "\n".join(blocks)
 
@@ -95,35 +143,27 @@ def vtt(segments: Sequence[Segment]) -> str:
     for s in segments:
         text = s.text.replace("-->", "→")
         voice = f"<v {s.speaker}>" if s.speaker else ""
-        blocks.append(f"{clock(s.start)} --> {clock(s.end)}\n{voice}{text}\n")
+        blocks.append(f"{timecode(s.start)} --> {timecode(s.end)}\n{voice}{text}\n")
     return "\n".join(blocks)
 
 
 def as_json(recording: Recording, segments: Sequence[Segment],
-            summary: dict | None = None) -> str:
-    return json.dumps({
-        "recording": {"id": recording.id, "title": recording.title,
-                      "created": recording.created, "duration": recording.duration,
-                      "language": recording.language, "profile": recording.profile},
-        "segments": [{"id": s.id, "start": s.start, "end": s.end, "speaker": s.speaker,
-                      "text": s.text, "language": s.language,
-                      "words": [{"start": w.start, "end": w.end, "text": w.text}
-                                for w in s.words]} for s in segments],
-        "summary": summary["content"] if summary else None,
-    }, ensure_ascii=False, indent=2)
+            summary: Summary | None = None) -> str:
+    return json.dumps(transcript_record(recording, segments, summary), ensure_ascii=False,
+                      indent=2)
 
 
 def docx(recording: Recording, segments: Sequence[Segment],
-         summary: dict | None = None) -> bytes:
+         summary: Summary | None = None) -> bytes:
     from docx import Document
     from docx.shared import Pt, RGBColor
 
     document = Document()
     document.add_heading(recording.title, level=1)
     document.add_paragraph(recording.created[:10] + (
-        f" · {clock(recording.duration, hours=False)}" if recording.duration else ""))
+        f" · {clock(recording.duration)}" if recording.duration else ""))
     if summary:
-        content = summary["content"]
+        content = summary.content
         document.add_heading("Summary", level=2)
         document.add_paragraph(content.get("summary", ""))
         for key, title in (("key_points", "Key points"), ("decisions", "Decisions"),
@@ -136,7 +176,7 @@ def docx(recording: Recording, segments: Sequence[Segment],
     document.add_heading("Transcript", level=2)
     for s in segments:
         paragraph = document.add_paragraph()
-        stamp = paragraph.add_run(f"[{clock(s.start, hours=False)}] ")
+        stamp = paragraph.add_run(f"[{clock(s.start)}] ")
         stamp.font.color.rgb = RGBColor(0x66, 0x66, 0x66)
         stamp.font.size = Pt(9)
         if s.speaker:
@@ -148,7 +188,7 @@ def docx(recording: Recording, segments: Sequence[Segment],
 
 
 def export(fmt: str, recording: Recording, segments: Sequence[Segment],
-           summary: dict | None = None) -> bytes:
+           summary: Summary | None = None) -> bytes:
     """The transcript in ``fmt`` (one of FORMATS) as bytes."""
     if fmt == "txt":
         return txt(recording, segments).encode()

@@ -156,7 +156,7 @@ def transcribe_recording(
     speech = engines.detector.speech_chunks(samples)
     on_progress(3.0)
     terms = Terms.parse(
-        [g["term"] if not g["misheard"] else f"{g['misheard']}={g['term']}"
+        [g.term if not g.misheard else f"{g.misheard}={g.term}"
          for g in store.glossary()] + list(recording.terms or [])
     )
     result = recognize(engines, settings, samples, speech, profile, terms, recording.script,

@@ -19,7 +19,7 @@ import math
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from device.errors import DiskFullError, RecordingNotFound, TingjiError
 from device.live import LiveSegment, LiveTranscriber
 from device.pipeline import Engines, recognition_options, select_profile
 from device.profiles import NO_TERMS, finish_segment
-from device.records import Recording
+from device.records import Marker, Recording
 from device.settings import Settings
 from device.store import Store
 
@@ -158,12 +158,12 @@ class Recorder:
         self.paused = False
         self._publish({"type": "state", "state": "recording", "recording_id": self.recording_id})
 
-    def marker(self, note: str = "") -> dict:
+    def marker(self, note: str = "") -> Marker:
         self._require_recording()
         t = round(self._writer.samples_written / SAMPLE_RATE, 3)
         with Store(self.settings.database_path) as store:
             marker = store.add_marker(self.recording_id, t, note)
-        self._publish({"type": "marker", **marker})
+        self._publish({"type": "marker", **asdict(marker)})
         return marker
 
     def stop(self, timeout: float = 120.0) -> Recording:

@@ -102,3 +102,57 @@ class User:
 
     def can(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A bookmark an interviewer set while recording; ``t`` is seconds into the recording."""
+
+    id: int
+    recording_id: int
+    t: float
+    note: str
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One stored version of a recording's summary (every version is kept)."""
+
+    id: int
+    recording_id: int
+    version: int
+    model_id: str | None
+    prompt_version: str | None
+    transcript_hash: str | None
+    """The transcript it was written from (``Store.transcript_hash``)."""
+    content: dict
+    """title, summary, key_points, decisions, action_items, keywords (see summarize.py)."""
+    flags: list
+    """Claims the grounding check could not find in their cited segments."""
+    created: str
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One change to a transcript: the segments before and after it (store snapshots, as
+    JSON), so an undo puts back exactly what was there."""
+
+    id: int
+    recording_id: int
+    kind: str
+    note: str | None
+    user_id: int | None
+    username: str | None
+    before: list
+    after: list
+    undone_by: int | None
+    created: str
+
+
+@dataclass(frozen=True)
+class GlossaryEntry:
+    """An admin's hotword; with ``misheard``, also a correction of that mis-hearing."""
+
+    id: int
+    term: str
+    misheard: str | None

@@ -492,7 +492,7 @@ def summarize(
         return writer.write(plan, notes, reader_id)
 
 
-def summarize_recording(store, settings, job, on_progress: Callable[[float], None]) -> dict:
+def summarize_recording(store, settings, job, on_progress: Callable[[float], None]) -> Summary:
     """The body of a "summarize" job: the LLM is loaded for the job and freed after it, so
     it never shares memory with a transcription (the worker runs one job at a time)."""
     recording = store.get_recording(job.recording_id)

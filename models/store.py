@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from device.audio import fsync_dir
 from device.errors import TingjiError, is_disk_full
 
 MANIFEST_PATH = Path(__file__).with_name("manifest.toml")
@@ -295,7 +296,7 @@ def _swap_into_place(staging: Path, models_dir: Path, model_id: str) -> Path:
         shutil.rmtree(retired, ignore_errors=True)
     else:
         staging.rename(final)
-    _fsync_dir(models_dir)
+    fsync_dir(models_dir)
     return final
 
 
@@ -391,15 +392,7 @@ def _fsync_tree(directory: Path) -> None:
     for path in directory.iterdir():
         with open(path, "rb") as f:
             os.fsync(f.fileno())
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(directory)
 
 
 # -- local model bundles (a tarball carried on a USB stick) ---------------------------------

@@ -121,7 +121,7 @@ def test_recording_over_http_with_live_events(settings, tmp_path):
         with Store(settings.database_path) as store:
             _until(lambda: store.get_recording(recording_id).status == "done", 120,
                    "the worker's final transcript")
-            assert store.markers(recording_id)[0]["note"] == "要点"
+            assert store.markers(recording_id)[0].note == "要点"
             assert store.segments(recording_id)
     finally:
         appliance.send_signal(signal.SIGTERM)

@@ -46,8 +46,8 @@ def test_transcribe_json_then_search_and_jobs(settings, speech_wav):
     result = run(settings, "transcribe", str(speech_wav), "--json")
     assert result.returncode == 0, result.stderr
     transcript = json.loads(result.stdout)
-    assert transcript["recording_id"] == 1 and transcript["language"] == "en"
-    assert transcript["duration"] > 1
+    recording = transcript["recording"]
+    assert recording["id"] == 1 and recording["language"] == "en" and recording["duration"] > 1
     segment = transcript["segments"][0]
     expected = {"start", "end", "text", "avg_logprob", "no_speech_prob", "language", "words"}
     assert expected <= set(segment)

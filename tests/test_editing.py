@@ -114,7 +114,7 @@ def test_split_and_merge_keep_times_and_order(box, rec):
     left, right = split.json()["segments"]
     assert (left["text"], right["text"]) == ("We will review", "the budget on Tuesday.")
     assert left["start"] == first["start"] and right["end"] == first["end"]
-    assert left["end"] == right["start"] == right["words"][0][0]
+    assert left["end"] == right["start"] == right["words"][0]["start"]
     order = segments(box, rec)
     assert [s["id"] for s in order][:2] == [left["id"], right["id"]] and len(order) == 4
     bad = box.reviewer.api("POST", f"/api/segments/{left['id']}/split",
@@ -148,8 +148,8 @@ def test_a_new_transcription_keeps_reviewers_edits_in_the_history(settings):
                                      language="en")
         assert [s.text for s in store.segments(rec)] == ["fresh machine text"]
         retranscribed = store.revisions(rec)[0]
-        assert retranscribed["kind"] == "retranscribe"
-        store.undo_revision(retranscribed["id"])
+        assert retranscribed.kind == "retranscribe"
+        store.undo_revision(retranscribed.id)
         assert store.segments(rec)[0].text == "Reviewed text"
 
 

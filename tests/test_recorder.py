@@ -192,7 +192,7 @@ def test_one_recording_at_a_time_pause_and_markers(settings, tmp_path):
     assert 0 < stored.size < expected.size  # the paused stretch was not recorded
     with Store(settings.database_path) as store:
         [saved] = store.markers(recording.id)
-    assert saved["note"] == "budget figure" and saved["t"] == marker["t"] >= 1.0
+    assert saved.note == "budget figure" and saved.t == marker.t >= 1.0
 
 
 # -- kill -9 and power cuts, in real processes ------------------------------------------

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+from pathlib import Path
 
+from device.migrations import migration_names, schema_migrations
 from device.records import Segment, Word
 from device.store import SCHEMA_VERSION, Store
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def _transcribed(store: Store, title: str, texts: list[str]) -> int:
@@ -76,7 +81,7 @@ def test_glossary_entries_are_unique_and_removable(store):
     assert store.add_glossary(" 华为 ") == a
     b = store.add_glossary("华为", misheard="花为")
     assert a != b
-    assert [(g["term"], g["misheard"]) for g in store.glossary()] == [("华为", None),
+    assert [(g.term, g.misheard) for g in store.glossary()] == [("华为", None),
                                                                      ("华为", "花为")]
     assert store.remove_glossary(a) and not store.remove_glossary(a)
 
@@ -118,3 +123,52 @@ def test_foreign_keys_are_enforced(store):
     except sqlite3.IntegrityError:
         return
     raise AssertionError("a job for a missing recording was accepted")
+
+
+def test_a_database_numbered_by_user_version_is_upgraded_in_place(tmp_path):
+    """``schema5.db`` was written by the store when the schema was numbered in ``PRAGMA
+    user_version`` (five migrations, no migrations table): a recording with its transcript
+    and words, a marker, a summary, an edit, an account and a glossary entry."""
+    path = tmp_path / "tingji.db"
+    shutil.copy(FIXTURES / "schema5.db", path)
+    with Store(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert [m.name for m in schema_migrations().applied(store.db)] == \
+            list(migration_names())
+        [recording] = store.list_recordings()
+        assert recording.title == "访谈 before the change"
+        segments = store.segments(recording.id)
+        assert [s.text for s in segments] == ["开放时间早上9点", "We meet on Wednesday."]
+        assert [w.text for w in segments[0].words] == ["开放时间", "早上9点"]
+        assert [h.recording_id for h in store.search("開放時間")] == [recording.id]
+        assert [m.note for m in store.markers(recording.id)] == ["重点"]
+        assert store.summaries(recording.id)[0].content["title"] == "会议"
+        assert [r.kind for r in store.revisions(recording.id)] == ["edit"]
+        assert store.find_user("admin").role == "admin"
+        assert [g.term for g in store.glossary()] == ["华为"]
+    before = path.read_bytes()
+    Store(path).close()  # nothing is pending: opening it again changes nothing
+    assert path.read_bytes() == before
+
+
+def test_a_failing_migration_leaves_the_schema_as_it_was(settings):
+    from sqlite_utils.migrations import Migrations
+
+    Store(settings.database_path).close()
+    with Store(settings.database_path) as store:
+        broken = Migrations("tingji")
+        for migration in schema_migrations().pending(store.db) or ():
+            broken(name=migration.name)(migration.fn)
+
+        @broken(name="m999_half_done")
+        def half_done(db):
+            db["half"].create({"x": int})
+            raise RuntimeError("power cut")
+
+        try:
+            with store.transaction():
+                broken.apply(store.db)
+        except RuntimeError:
+            pass
+        assert "half" not in store.db.table_names()
+        assert store.schema_version == SCHEMA_VERSION

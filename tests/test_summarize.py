@@ -104,7 +104,7 @@ def test_a_chinese_transcript_gets_a_grounded_chinese_summary(store, settings):
     ok, job = _summarise(store, settings, recording_id)
     assert ok, job.error
     [summary] = store.summaries(recording_id)
-    content = summary["content"]
+    content = summary.content
     assert set(content) >= {"title", "summary", "key_points", "decisions", "action_items",
                             "keywords", "language"}
     chinese = sum("\u4e00" <= c <= "\u9fff" for c in content["summary"])
@@ -113,9 +113,9 @@ def test_a_chinese_transcript_gets_a_grounded_chinese_summary(store, settings):
     cited = [i for section in ("key_points", "decisions", "action_items")
              for item in content[section] for i in item["segments"]]
     assert cited and set(cited) <= ids
-    assert summary["model_id"] == SMALL and summary["prompt_version"] == PROMPT_VERSION
-    assert summary["transcript_hash"] == store.transcript_hash(recording_id)
-    assert isinstance(summary["flags"], list)
+    assert summary.model_id == SMALL and summary.prompt_version == PROMPT_VERSION
+    assert summary.transcript_hash == store.transcript_hash(recording_id)
+    assert isinstance(summary.flags, list)
     assert job.progress == 100
 
 
@@ -127,7 +127,7 @@ def test_an_english_transcript_gets_an_english_summary_and_versions_are_kept(sto
         assert ok, job.error
     first, second = store.summaries(recording_id)
     assert (first["version"], second["version"]) == (1, 2)
-    text = second["content"]["summary"]
+    text = second.content["summary"]
     assert text and sum(c.isascii() for c in text) > 0.9 * len(text)
 
 
@@ -166,7 +166,7 @@ def test_the_default_summariser_on_the_fixture(store, settings):
     recording_id = _transcribed(store, "meeting_zh.json")
     ok, job = _summarise(store, settings, recording_id, model=DEFAULT)
     assert ok, job.error
-    content = store.summaries(recording_id)[0]["content"]
+    content = store.summaries(recording_id)[0].content
     everything = json.dumps(content, ensure_ascii=False)
     assert "二十万" in everything or "20万" in everything
     assert content["action_items"]
@@ -179,8 +179,8 @@ def test_a_long_transcript_can_be_read_into_notes_by_the_small_model(store, sett
     runner = Runner(settings)
     assert runner.run(store, runner.claim(store, job.id)), store.get_job(job.id).error
     [summary] = store.summaries(recording_id)
-    content = summary["content"]
-    assert summary["model_id"] == DEFAULT and content["notes_model_id"] == SMALL
+    content = summary.content
+    assert summary.model_id == DEFAULT and content["notes_model_id"] == SMALL
     assert content["chunks"] == 2 and content["key_points"]
     ids = {s.id for s in store.segments(recording_id)}
     assert {i for item in content["key_points"] for i in item["segments"]} <= ids

@@ -63,17 +63,10 @@ def variant(folder: Path, *, migrations: int = 0, broken_health: bool = False) -
         target = source / path.relative_to(PROJECT_ROOT)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
-    if migrations:
-        store = source / "device" / "store.py"
-        text = store.read_text()
-        probes = "".join(f"def _probe_{n}(db):\n    db.execute('CREATE TABLE update_probe_{n} "
-                         f"(x INTEGER)')\n\n\n" for n in range(migrations))
-        text = text.replace("MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [",
-                            probes + "MIGRATIONS: list[Callable[[sqlite_utils.Database], "
-                            "None]] = [")
-        text = text.replace("_migration_4, _migration_5,", "_migration_4, _migration_5, "
-                            + "".join(f"_probe_{n}, " for n in range(migrations)))
-        store.write_text(text)
+    for n in range(migrations):  # what a version that changes the schema ships
+        (source / "device" / "migrations" / f"m{100 + n}_update_probe_{n}.py").write_text(
+            '"""A table a newer version adds."""\n\n\n'
+            f'def migrate(db):\n    db["update_probe_{n}"].create({{"x": int}})\n')
     if broken_health:
         system = source / "web" / "routers" / "system.py"
         system.write_text(system.read_text().replace(

@@ -275,10 +275,10 @@ def test_admin_keeps_the_glossary_and_sees_profiles_and_update_state(box):
     assert "华为" in page and "花为" in page and "cantonese" in page and "profiles.toml" in page
     with Store(box.settings.database_path) as store:
         [entry] = store.glossary()
-    assert (entry["term"], entry["misheard"]) == ("华为", "花为")
+    assert (entry.term, entry.misheard) == ("华为", "花为")
     empty = client.post("/admin/glossary", data={"term": " ", "csrf_token": csrf})
     assert empty.status_code == 400 and "cannot be empty" in empty.text
-    client.post(f"/admin/glossary/{entry['id']}/delete", data={"csrf_token": csrf})
+    client.post(f"/admin/glossary/{entry.id}/delete", data={"csrf_token": csrf})
     with Store(box.settings.database_path) as store:
         assert store.glossary() == []
     system = client.get("/system").text
@@ -328,7 +328,7 @@ def test_recording_page_carries_word_timings_for_the_player(box):
                      re.S).group(1)
     words = json.loads(blob)
     first = box.reviewer.api("GET", f"/api/recordings/{rec}").json()["segments"][0]
-    assert words[str(first["id"])] == [[w[0], w[1], w[2]] for w in first["words"]]
+    assert words[str(first["id"])] == [[w["start"], w["end"], w["text"]] for w in first["words"]]
     assert words[str(first["id"])][2] == [1.0, 1.4, " </script><!--x"]
     assert "</script>" not in blob and "<!--" not in blob  # cannot break out of the element
     assert 'id="player" src=' not in page  # no audio file stored for this one

@@ -13,7 +13,8 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 import device
-from device.errors import EditConflict, RecordingNotFound, SegmentNotFound, TingjiError
+from device import export
+from device.errors import EditConflict, InvalidInput, NotFound
 from device.settings import Settings
 from device.store import Store
 from web import security
@@ -30,14 +31,6 @@ async def lifespan(app: FastAPI):
     if recorder is not None and recorder.state == "recording":
         # Shutting down mid-recording: keep and queue what was recorded.
         await run_in_threadpool(recorder.stop)
-
-
-def clock(seconds: float) -> str:
-    """m:ss (or h:mm:ss) for time codes on pages."""
-    s = int(seconds or 0)
-    if s >= 3600:
-        return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
-    return f"{s // 60}:{s % 60:02d}"
 
 
 def _wants_html(request: Request) -> bool:
@@ -58,7 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.login_limiter = security.LoginLimiter()
     templates = Jinja2Templates(directory=HERE / "templates")  # autoescape on for .html
     templates.env.globals["version"] = device.__version__
-    templates.env.filters["clock"] = clock
+    templates.env.filters["clock"] = export.clock
     app.state.templates = templates
     with Store(settings.database_path) as store:  # create or migrate the database up front
         first_boot = store.count_users() == 0
@@ -81,13 +74,16 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(EditConflict)
     async def conflict(request: Request, exc: EditConflict):
-        current = [recordings.segment_json(s) for s in exc.current]
+        current = [export.segment_record(s) for s in exc.current]
         return _error(request, 409, str(exc), {"current": current})
 
-    @app.exception_handler(RecordingNotFound)
-    @app.exception_handler(SegmentNotFound)
-    async def not_found(request: Request, exc: TingjiError):
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound):
         return _error(request, 404, str(exc))
+
+    @app.exception_handler(InvalidInput)
+    async def invalid(request: Request, exc: InvalidInput):
+        return _error(request, 400, str(exc))
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     for router in (system, auth, library, recordings, imports, record, admin):

@@ -18,6 +18,7 @@ from fastapi.responses import RedirectResponse
 
 import device
 from device.accounts import check_new_password, hash_password
+from device.errors import InvalidInput
 from device.profiles import load_profiles
 from device.records import ROLES
 from device.settings import PROJECT_ROOT
@@ -72,7 +73,7 @@ def add_glossary(request: Request, user: Admin, store: StoreDep, settings: Setti
                  term: FormStr, misheard: Annotated[str, Form()] = ""):
     try:
         store.add_glossary(term, misheard or None)
-    except ValueError as exc:
+    except InvalidInput as exc:
         return _vocabulary_page(request, store, settings, str(exc), 400)
     return RedirectResponse("/admin/vocabulary", status_code=303)
 
@@ -104,21 +105,18 @@ def create_user(request: Request, user: Admin, store: StoreDep, username: FormSt
                 password: FormStr, role: FormStr):
     try:
         if role not in ROLES:
-            raise ValueError(f"unknown role {role!r}")
+            raise InvalidInput(f"unknown role {role!r}")
         if not username.strip():
-            raise ValueError("choose a user name")
+            raise InvalidInput("choose a user name")
         check_new_password(password)
         store.create_user(username.strip(), hash_password(password), role)
-    except ValueError as exc:
+    except InvalidInput as exc:
         return _users_page(request, store, str(exc), 400)
     return RedirectResponse("/admin/users", status_code=303)
 
 
 def _other_user(store, admin, user_id: int):
-    try:
-        target = store.get_user(user_id)
-    except LookupError as exc:
-        raise HTTPException(404, str(exc)) from exc
+    target = store.get_user(user_id)
     if target.id == admin.id:
         raise HTTPException(400, "change your own account on the Account page")
     return target
@@ -140,7 +138,7 @@ def reset_password(request: Request, user_id: int, user: Admin, store: StoreDep,
     target = _other_user(store, user, user_id)
     try:
         check_new_password(password)
-    except ValueError as exc:
+    except InvalidInput as exc:
         return _users_page(request, store, str(exc), 400)
     store.update_user(target.id, password_hash=hash_password(password))
     store.end_sessions(target.id)

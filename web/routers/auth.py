@@ -15,6 +15,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse
 
 from device.accounts import check_new_password, hash_password, verify_password
+from device.errors import InvalidInput
 from device.records import User
 from web import security
 from web.deps import Forbidden, Interviewer, StoreDep, templates
@@ -61,11 +62,11 @@ def setup(request: Request, store: StoreDep, code: FormStr, username: FormStr,
         raise Forbidden("setup is done: sign in")
     try:
         if not security.same_token(expected, code.strip().upper()):
-            raise ValueError("wrong setup code (it is printed on the box's console)")
+            raise InvalidInput("wrong setup code (it is printed on the box's console)")
         if not username.strip():
-            raise ValueError("choose a user name")
+            raise InvalidInput("choose a user name")
         check_new_password(password)
-    except ValueError as exc:
+    except InvalidInput as exc:
         return _page(request, "setup.html", {"error": str(exc)}, status=400)
     user = store.create_first_user(username.strip(), hash_password(password), "admin")
     request.app.state.setup_code = None
@@ -122,9 +123,9 @@ def change_password(request: Request, user: Interviewer, store: StoreDep,
                     current: FormStr, new: FormStr):
     try:
         if not verify_password(user.password_hash, current):
-            raise ValueError("the current password is wrong")
+            raise InvalidInput("the current password is wrong")
         check_new_password(new)
-    except ValueError as exc:
+    except InvalidInput as exc:
         return templates(request).TemplateResponse(
             request, "account.html", {"error": str(exc)}, status_code=400)
     store.update_user(user.id, password_hash=hash_password(new))

@@ -17,7 +17,6 @@ from pydantic import BaseModel, Field
 
 from device import export
 from device.errors import EditConflict
-from device.records import Segment
 from device.summarize import grounding_flags
 from web.deps import Interviewer, Reviewer, SettingsDep, StoreDep, templates, visible_recording
 
@@ -25,18 +24,6 @@ router = APIRouter()
 AUDIO_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".m4a": "audio/mp4",
                ".aac": "audio/aac", ".flac": "audio/flac", ".ogg": "audio/ogg",
                ".opus": "audio/ogg", ".webm": "audio/webm", ".mp4": "audio/mp4"}
-
-
-def segment_json(segment: Segment) -> dict:
-    return {"id": segment.id, "start": segment.start, "end": segment.end, "text": segment.text,
-            "speaker": segment.speaker, "language": segment.language,
-            "revision": segment.revision,
-            "words": [[w.start, w.end, w.text] for w in segment.words]}
-
-
-def _summary(store, recording_id: int) -> dict | None:
-    versions = store.summaries(recording_id)
-    return versions[-1] if versions else None
 
 
 @router.get("/recordings/{recording_id}")
@@ -75,9 +62,13 @@ def recording_audio(recording_id: int, user: Interviewer, store: StoreDep,
 def recording_json(recording_id: int, user: Interviewer, store: StoreDep):
     recording = visible_recording(store, user, recording_id)
     return {"recording": asdict(recording),
-            "segments": [segment_json(s) for s in store.segments(recording_id)],
+            "segments": [export.segment_record(s) for s in store.segments(recording_id)],
             "jobs": [asdict(j) for j in store.jobs_for(recording_id)],
-            "summary": _summary(store, recording_id)}
+            "summary": _as_dict(store.latest_summary(recording_id))}
+
+
+def _as_dict(record) -> dict | None:
+    return asdict(record) if record is not None else None
 
 
 class TitleChange(BaseModel):
@@ -122,50 +113,39 @@ class Replace(BaseModel):
     replace: str = Field(max_length=1000)
 
 
-def _bad_request(call):
-    try:
-        return call()
-    except ValueError as exc:
-        raise HTTPException(400, str(exc)) from exc
-
-
 @router.patch("/api/segments/{segment_id}")
 def edit_segment(segment_id: int, body: TextEdit, user: Reviewer, store: StoreDep):
     store.segment_recording(segment_id)
-    return segment_json(_bad_request(
-        lambda: store.edit_segment(segment_id, body.text, body.revision, user)))
+    return export.segment_record(store.edit_segment(segment_id, body.text, body.revision, user))
 
 
 @router.post("/api/segments/{segment_id}/speaker")
 def set_speaker(segment_id: int, body: SpeakerEdit, user: Reviewer, store: StoreDep):
-    return segment_json(store.set_speaker(segment_id, body.speaker, body.revision, user))
+    return export.segment_record(store.set_speaker(segment_id, body.speaker, body.revision, user))
 
 
 @router.post("/api/segments/{segment_id}/split")
 def split_segment(segment_id: int, body: Split, user: Reviewer, store: StoreDep):
-    pair = _bad_request(lambda: store.split_segment(segment_id, body.position, body.revision,
-                                                    user))
-    return {"segments": [segment_json(s) for s in pair]}
+    pair = store.split_segment(segment_id, body.position, body.revision, user)
+    return {"segments": [export.segment_record(s) for s in pair]}
 
 
 @router.post("/api/segments/{segment_id}/merge")
 def merge_segment(segment_id: int, body: Merge, user: Reviewer, store: StoreDep):
-    return segment_json(_bad_request(lambda: store.merge_segments(
-        segment_id, body.revision, body.next_revision, user)))
+    return export.segment_record(store.merge_segments(segment_id, body.revision, body.next_revision,
+                                             user))
 
 
 @router.post("/api/recordings/{recording_id}/speakers/rename")
 def rename_speaker(recording_id: int, body: SpeakerRename, user: Reviewer, store: StoreDep):
     store.get_recording(recording_id)
-    return {"changed": _bad_request(
-        lambda: store.rename_speaker(recording_id, body.old, body.new, user))}
+    return {"changed": store.rename_speaker(recording_id, body.old, body.new, user)}
 
 
 @router.post("/api/recordings/{recording_id}/replace")
 def replace(recording_id: int, body: Replace, user: Reviewer, store: StoreDep):
     store.get_recording(recording_id)
-    return {"changed": _bad_request(
-        lambda: store.replace_text(recording_id, body.find, body.replace, user))}
+    return {"changed": store.replace_text(recording_id, body.find, body.replace, user)}
 
 
 @router.get("/api/recordings/{recording_id}/revisions")
@@ -176,13 +156,9 @@ def revisions(recording_id: int, user: Reviewer, store: StoreDep, limit: int = 2
 
 @router.post("/api/revisions/{revision_id}/undo")
 def undo(revision_id: int, user: Reviewer, store: StoreDep):
-    try:
-        store.get_revision(revision_id)
-    except LookupError as exc:
-        raise HTTPException(404, str(exc)) from exc
     revision = store.undo_revision(revision_id, user)
-    return {"revision": revision["id"],
-            "segments": [segment_json(s) for s in store.segments(revision["recording_id"])]}
+    return {"revision": revision.id,
+            "segments": [export.segment_record(s) for s in store.segments(revision.recording_id)]}
 
 
 # -- exports and summaries -----------------------------------------------------------------
@@ -194,7 +170,7 @@ def export_transcript(recording_id: int, fmt: str, user: Reviewer, store: StoreD
                                  f"{', '.join(export.FORMATS)}")
     recording = store.get_recording(recording_id)
     body = export.export(fmt, recording, store.segments(recording_id),
-                         _summary(store, recording_id))
+                         store.latest_summary(recording_id))
     filename = f"recording-{recording.id}.{fmt}"
     return Response(body, media_type=export.FORMATS[fmt], headers={
         "Content-Disposition": f'attachment; filename="{filename}"'})
@@ -227,27 +203,24 @@ class SummaryEdit(BaseModel):
 
 @router.put("/api/recordings/{recording_id}/summary")
 def edit_summary(recording_id: int, body: SummaryEdit, user: Reviewer, store: StoreDep):
-    current = _summary(store, recording_id)
+    current = store.latest_summary(recording_id)
     if current is None:
         raise HTTPException(404, "this recording has no summary yet")
-    if current["version"] != body.version:
+    if current.version != body.version:
         raise EditConflict(f"the summary changed since you loaded it (version "
-                           f"{current['version']}, yours {body.version})")
-    content = {**current["content"], **{k: v for k, v in body.content.items()
-                                        if k in current["content"]}}
+                           f"{current.version}, yours {body.version})")
+    content = {**current.content, **{k: v for k, v in body.content.items()
+                                     if k in current.content}}
     flags = grounding_flags(content, store.segments(recording_id, with_words=False))
     return store.add_summary(recording_id, content, [asdict(f) for f in flags],
                              model_id=f"edited by {user.username}",
-                             prompt_version=current["prompt_version"],
+                             prompt_version=current.prompt_version,
                              transcript_hash=store.transcript_hash(recording_id))
 
 
 @router.get("/api/jobs/{job_id}")
 def job_status(job_id: int, user: Interviewer, store: StoreDep):
-    try:
-        job = store.get_job(job_id)
-    except LookupError as exc:
-        raise HTTPException(404, str(exc)) from exc
+    job = store.get_job(job_id)
     visible_recording(store, user, job.recording_id)
     return asdict(job)
 

@@ -1,0 +1,73 @@
+"""The SQLite store: the only package that knows the schema; every query lives here.
+
+WAL journal, synchronous=FULL, foreign keys on.  The schema's migrations live in
+``device/migrations/`` and run when a store opens, in one transaction, so a crash
+mid-migration leaves the previous version intact and a rerun is harmless.  Every read
+returns a record of ``device.records``; a missing thing raises a ``NotFound`` error.
+
+    >>> store = Store(Path(":memory:"))
+    >>> rec = store.create_recording("Interview", source_name="a.wav")
+    >>> store.get_recording(rec.id).status
+    'queued'
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import sqlite_utils
+
+from device.migrations import adopt_numbered_schema, migration_names, schema_migrations
+from device.store._base import now
+from device.store.accounts import AccountRooms
+from device.store.editing import EditingRooms
+from device.store.jobs import JobRooms
+from device.store.library import LibraryRooms
+from device.store.transcripts import TranscriptRooms
+
+SCHEMA_VERSION = len(migration_names())
+__all__ = ["SCHEMA_VERSION", "Store", "now"]
+
+
+class Store(LibraryRooms, TranscriptRooms, EditingRooms, JobRooms, AccountRooms):
+    """A handle on the database; cheap to open, one per thread or process.  Its methods
+    live in one module per area: library, transcripts, editing, jobs, accounts."""
+
+    def __init__(self, path: Path):
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = FULL")
+        self.db.execute("PRAGMA foreign_keys = ON")
+        self.db.execute("PRAGMA busy_timeout = 30000")
+        self.migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        """Migrations applied (also kept in ``PRAGMA user_version``, which firmware from
+        before the migrations table reads: a rollback to it must not migrate again)."""
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def migrate(self) -> None:
+        """Apply pending migrations, all in one write transaction: processes opening the
+        store at once queue for it, and a crash leaves the previous schema intact."""
+        migrations = schema_migrations()
+        if not migrations.pending(self.db):
+            return  # the common case: no write lock taken just to open the store
+        with self.transaction():
+            adopt_numbered_schema(self.db, migrations)
+            migrations.apply(self.db)
+            applied = len(migrations.applied(self.db))
+            self.db.execute(f"PRAGMA user_version = {applied}")

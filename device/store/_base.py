@@ -1,0 +1,70 @@
+"""What every area of the store shares: the connection, the write transaction, and the
+rows-to-records conversions."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import sqlite_utils
+
+from device.records import Job, Recording, Revision, Segment, Word
+
+JSON_COLUMNS = ("terms", "language_probabilities", "auto_decision")
+"""Recording columns stored as JSON text."""
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class Rooms:
+    """The base of each area's methods; ``Store`` joins them over one connection."""
+
+    db: sqlite_utils.Database
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE: take the write lock up front so writers queue instead of failing."""
+        if self.db.conn.in_transaction:
+            with self.db.atomic():
+                yield
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.rollback()
+            raise
+        self.db.execute("COMMIT")
+
+
+def encode_fields(fields: dict) -> dict:
+    return {k: json.dumps(v, ensure_ascii=False) if k in JSON_COLUMNS and v is not None else v
+            for k, v in fields.items()}
+
+
+def revision_of(row: dict) -> Revision:
+    return Revision(**{**row, "before": json.loads(row["before"]),
+                       "after": json.loads(row["after"])})
+
+
+def recording_of(row: dict) -> Recording:
+    return Recording(**{k: json.loads(v) if k in JSON_COLUMNS and v else v
+                        for k, v in row.items()})
+
+
+def job_of(row: dict) -> Job:
+    return Job(**{**row, "params": json.loads(row["params"] or "{}")})
+
+
+def segment_of(snap: dict) -> Segment:
+    return Segment(
+        id=snap["id"], start=snap["start"], end=snap["end"], text=snap["text"],
+        language=snap["language"], avg_logprob=snap["avg_logprob"],
+        no_speech_prob=snap["no_speech_prob"], compression_ratio=snap["compression_ratio"],
+        speaker=snap["speaker"], revision=snap["revision"],
+        words=tuple(Word(*w) for w in snap["words"]),
+    )

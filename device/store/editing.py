@@ -1,0 +1,237 @@
+"""Every change to a transcript is a revision: who, when, and the affected segments before
+and after (with their words), so any change can be shown, undone, or redone.  Writers
+name the segment revision they saw; a stale one raises EditConflict with what is stored."""
+
+from __future__ import annotations
+
+import json
+
+from device.errors import EditConflict, InvalidInput, RevisionNotFound, SegmentNotFound
+from device.records import Revision, Segment, User
+from device.store._base import Rooms, now, revision_of, segment_of
+
+
+class EditingRooms(Rooms):
+    def get_segment(self, segment_id: int) -> Segment:
+        snaps = self._snapshots(None, [segment_id])
+        if not snaps:
+            raise SegmentNotFound(f"no segment with id {segment_id}")
+        return segment_of(snaps[0])
+
+    def segment_recording(self, segment_id: int) -> int:
+        row = self.db.execute("SELECT recording_id FROM segments WHERE id = ?",
+                              [segment_id]).fetchone()
+        if row is None:
+            raise SegmentNotFound(f"no segment with id {segment_id}")
+        return row[0]
+
+    def edit_segment(self, segment_id: int, text: str, revision: int,
+                     user: User | None = None) -> Segment:
+        """New text for one segment.  Its word timings no longer match, so they go (the
+        revision keeps them for undo)."""
+        text = text.strip()
+        if not text:
+            raise InvalidInput("a segment cannot be empty: merge it with a neighbour instead")
+        with self.transaction():
+            before = self._current(segment_id, revision)
+            if before["text"] == text:
+                return segment_of(before)
+            after = {**before, "text": text, "words": [], "revision": before["revision"] + 1}
+            self._change(before["recording_id"], "edit", "edited a segment", user,
+                         [before], [after])
+        return self.get_segment(segment_id)
+
+    def set_speaker(self, segment_id: int, speaker: str | None, revision: int,
+                    user: User | None = None) -> Segment:
+        speaker = (speaker or "").strip() or None
+        with self.transaction():
+            before = self._current(segment_id, revision)
+            after = {**before, "speaker": speaker, "revision": before["revision"] + 1}
+            self._change(before["recording_id"], "speaker", f"speaker → {speaker or '(none)'}",
+                         user, [before], [after])
+        return self.get_segment(segment_id)
+
+    def rename_speaker(self, recording_id: int, old: str, new: str,
+                       user: User | None = None) -> int:
+        """Rename a speaker on every segment of a recording; returns how many changed."""
+        new = new.strip()
+        if not new:
+            raise InvalidInput("a speaker name cannot be empty")
+        with self.transaction():
+            before = [s for s in self._snapshots(recording_id) if s["speaker"] == old]
+            after = [{**s, "speaker": new, "revision": s["revision"] + 1} for s in before]
+            if before:
+                self._change(recording_id, "rename_speaker", f"speaker {old} → {new}", user,
+                             before, after)
+        return len(before)
+
+    def replace_text(self, recording_id: int, find: str, replacement: str,
+                     user: User | None = None) -> int:
+        """Find & replace (exact, case-sensitive) across a recording; returns the number of
+        segments changed.  A segment the replacement would empty is left as it is."""
+        if not find:
+            raise InvalidInput("nothing to find")
+        with self.transaction():
+            before = [s for s in self._snapshots(recording_id) if find in s["text"]
+                      and s["text"].replace(find, replacement).strip()]
+            after = [{**s, "text": s["text"].replace(find, replacement).strip(), "words": [],
+                      "revision": s["revision"] + 1} for s in before]
+            if before:
+                self._change(recording_id, "replace", f"replaced “{find}” with “{replacement}”",
+                             user, before, after)
+        return len(before)
+
+    def split_segment(self, segment_id: int, at: int, revision: int,
+                      user: User | None = None) -> tuple[Segment, Segment]:
+        """Split a segment's text at character ``at``; the time is split where the words
+        say (or in proportion to the characters when there are none)."""
+        with self.transaction():
+            before = self._current(segment_id, revision)
+            text = before["text"]
+            first, second = text[:at].strip(), text[at:].strip()
+            if not first or not second:
+                raise InvalidInput(f"split position {at} leaves an empty segment")
+            words = before["words"]
+            cut = _word_cut(words, at) if words else None
+            if cut is not None:
+                t = words[cut][0]
+                head, tail = words[:cut], words[cut:]
+            else:
+                t = before["start"] + (before["end"] - before["start"]) * at / len(text)
+                head = tail = []
+            t = round(min(max(t, before["start"]), before["end"]), 3)
+            left = {**before, "text": first, "end": t, "words": head,
+                    "revision": before["revision"] + 1}
+            right = {**before, "id": None, "text": second, "start": t, "words": tail,
+                     "revision": 0}
+            ids = self._change(before["recording_id"], "split", "split a segment", user,
+                               [before], [left, right], structural=True)
+        return self.get_segment(ids[0]), self.get_segment(ids[1])
+
+    def merge_segments(self, segment_id: int, revision: int, next_revision: int,
+                       user: User | None = None) -> Segment:
+        """Merge a segment with the one after it."""
+        with self.transaction():
+            first = self._current(segment_id, revision)
+            row = self.db.execute(
+                "SELECT id FROM segments WHERE recording_id = ? AND idx > ? ORDER BY idx LIMIT 1",
+                [first["recording_id"], first["idx"]]).fetchone()
+            if row is None:
+                raise InvalidInput("the last segment has nothing after it to merge with")
+            second = self._current(row[0], next_revision)
+            joiner = "" if _cjk_edge(first["text"], second["text"]) else " "
+            merged = {**first, "text": first["text"] + joiner + second["text"],
+                      "end": second["end"], "words": first["words"] + second["words"],
+                      "revision": first["revision"] + 1}
+            self._change(first["recording_id"], "merge", "merged two segments", user,
+                         [first, second], [merged], structural=True)
+        return self.get_segment(segment_id)
+
+    def revisions(self, recording_id: int, limit: int = 1000) -> list[Revision]:
+        """The history, newest first."""
+        return [revision_of(row) for row in self.db.query(
+            "SELECT * FROM revisions WHERE recording_id = ? ORDER BY id DESC LIMIT ?",
+            [recording_id, limit])]
+
+    def get_revision(self, revision_id: int) -> Revision:
+        rows = list(self.db.query("SELECT * FROM revisions WHERE id = ?", [revision_id]))
+        if not rows:
+            raise RevisionNotFound(f"no revision with id {revision_id}")
+        return revision_of(rows[0])
+
+    def undo_revision(self, revision_id: int, user: User | None = None) -> Revision:
+        """Put back the segments as they were before a revision, itself a new revision (so
+        an undo can be undone).  Refused with EditConflict when a later change touched the
+        same segments: undo that one first."""
+        with self.transaction():
+            revision = self.get_revision(revision_id)
+            if revision.undone_by:
+                raise EditConflict(f"revision {revision_id} was already undone "
+                                   f"(by revision {revision.undone_by})")
+            after_ids = [s["id"] for s in revision.after]
+            current = {s["id"]: s for s in self._snapshots(None, after_ids)}
+            for seg in revision.after:
+                now_ = current.get(seg["id"])
+                if now_ is None or _content(now_) != _content(seg):
+                    raise EditConflict(
+                        "a later change touched the same segments; undo that first",
+                        [segment_of(s) for s in current.values()])
+            ids_before = {s["id"] for s in revision.before}
+            restored = [{**s, "revision": max(s["revision"],
+                                              current[s["id"]]["revision"]
+                                              if s["id"] in current else 0) + 1}
+                        for s in revision.before]
+            structural = ids_before != set(after_ids)
+            self._change(revision.recording_id, "undo", f"undid: {revision.note}", user,
+                         list(current.values()), restored, structural=structural)
+            new_id = self.db.execute("SELECT max(id) FROM revisions").fetchone()[0]
+            self.db.execute("UPDATE revisions SET undone_by = ? WHERE id = ?",
+                            [new_id, revision_id])
+        return self.get_revision(new_id)
+
+    def _current(self, segment_id: int, revision: int) -> dict:
+        snaps = self._snapshots(None, [segment_id])
+        if not snaps:
+            raise SegmentNotFound(f"no segment with id {segment_id}")
+        if snaps[0]["revision"] != revision:
+            raise EditConflict(
+                f"segment {segment_id} changed since you loaded it (revision "
+                f"{snaps[0]['revision']}, yours {revision}); here is the newer text",
+                [segment_of(snaps[0])])
+        return snaps[0]
+
+    def _change(self, recording_id: int, kind: str, note: str, user: User | None,
+                before: list[dict], after: list[dict], structural: bool = False) -> list[int]:
+        """Replace the ``before`` segments by the ``after`` ones and record the revision;
+        returns the ids of the ``after`` segments.  Runs inside the caller's transaction."""
+        old_ids = [s["id"] for s in before]
+        marks = ",".join("?" * len(old_ids))
+        self.db.execute(f"DELETE FROM segments_fts WHERE rowid IN ({marks})", old_ids)
+        self.db.execute(f"DELETE FROM words WHERE segment_id IN ({marks})", old_ids)
+        self.db.execute(f"DELETE FROM segments WHERE id IN ({marks})", old_ids)
+        ids = []
+        for n, snap in enumerate(after):
+            idx = snap["idx"] if not structural else -1_000_000 - n  # renumbered below
+            ids.append(self._insert_segment(recording_id, idx, segment_of(snap)))
+        if structural:
+            order = [r[0] for r in self.db.execute(
+                "SELECT id FROM segments WHERE recording_id = ? ORDER BY start, idx",
+                [recording_id])]
+            self.db.execute("UPDATE segments SET idx = -1 - idx WHERE recording_id = ? "
+                            "AND idx >= 0", [recording_id])
+            self.db.conn.executemany("UPDATE segments SET idx = ? WHERE id = ?",
+                                [(i, sid) for i, sid in enumerate(order)])
+        after_stored = self._snapshots(None, ids)
+        self._add_revision(recording_id, kind, note, user, before, after_stored)
+        self.db["recordings"].update(recording_id, {"updated": now()})
+        return ids
+
+    def _add_revision(self, recording_id: int, kind: str, note: str, user: User | None,
+                      before: list[dict], after: list[dict]) -> int:
+        return self.db["revisions"].insert({
+            "recording_id": recording_id, "kind": kind, "note": note,
+            "user_id": user.id if user else None, "username": user.username if user else None,
+            "before": json.dumps(before, ensure_ascii=False),
+            "after": json.dumps(after, ensure_ascii=False), "created": now(),
+        }).last_pk
+
+
+def _content(snap: dict) -> tuple:
+    return snap["text"], snap["speaker"], snap["start"], snap["end"]
+
+
+def _word_cut(words: list, at: int) -> int | None:
+    """Index of the first word that starts at or after character ``at`` of the joined text
+    (approximate when the text was rewritten after recognition: numbers, punctuation)."""
+    position = 0
+    for i, w in enumerate(words):
+        text = w[2] if i else w[2].lstrip()
+        if i > 0 and position + len(text) - len(text.lstrip()) >= at:
+            return i
+        position += len(text)
+    return None
+
+
+def _cjk_edge(left: str, right: str) -> bool:
+    """Chinese text joins without a space."""
+    return bool(left and right and (left[-1] >= "\u2e80" or right[0] >= "\u2e80"))

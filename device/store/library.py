@@ -1,0 +1,158 @@
+"""Recordings, their markers and summaries, full-text search and the admin's glossary."""
+
+from __future__ import annotations
+
+import json
+
+from device.errors import InvalidInput, RecordingNotFound
+from device.records import GlossaryEntry, Marker, Recording, SearchHit, Summary
+from device.store._base import Rooms, encode_fields, now, recording_of
+from device.text import search_form
+
+
+class LibraryRooms(Rooms):
+    def create_recording(self, title: str, source_name: str, status: str = "queued",
+                         owner_id: int | None = None) -> Recording:
+        stamp = now()
+        with self.transaction():
+            row_id = self.db["recordings"].insert(
+                {"title": title, "source_name": source_name, "status": status,
+                 "owner_id": owner_id, "created": stamp, "updated": stamp}
+            ).last_pk
+        return self.get_recording(row_id)
+
+    def get_recording(self, recording_id: int) -> Recording:
+        rows = list(self.db["recordings"].rows_where("id = ?", [recording_id]))
+        if not rows:
+            raise RecordingNotFound(f"no recording with id {recording_id}")
+        return recording_of(rows[0])
+
+    def list_recordings(
+        self, limit: int = 100, offset: int = 0, *, status: str | None = None,
+        language: str | None = None, since: str | None = None, until: str | None = None,
+        owner_id: int | None = None,
+    ) -> list[Recording]:
+        """Newest first; ``since``/``until`` are ISO dates (inclusive) on the creation time."""
+        where, args = self._recording_filter(status, language, since, until, owner_id)
+        return [
+            recording_of(row)
+            for row in self.db["recordings"].rows_where(
+                where, args, order_by="id desc", limit=limit, offset=offset
+            )
+        ]
+
+    def count_recordings(self, *, status: str | None = None, language: str | None = None,
+                         since: str | None = None, until: str | None = None,
+                         owner_id: int | None = None) -> int:
+        where, args = self._recording_filter(status, language, since, until, owner_id)
+        return self.db["recordings"].count_where(where or "1", args)
+
+    @staticmethod
+    def _recording_filter(status, language, since, until, owner_id) -> tuple[str | None, list]:
+        given = [(clause, value) for clause, value in (
+            ("status = ?", status), ("language = ?", language), ("created >= ?", since),
+            ("substr(created, 1, 10) <= ?", until), ("owner_id = ?", owner_id),
+        ) if value not in (None, "")]
+        return (" AND ".join(c for c, _ in given) or None), [v for _, v in given]
+
+    def recording_languages(self) -> list[str]:
+        return [r[0] for r in self.db.execute(
+            "SELECT DISTINCT language FROM recordings WHERE language IS NOT NULL ORDER BY 1")]
+
+    def update_recording(self, recording_id: int, **fields: object) -> Recording:
+        with self.transaction():
+            self.db["recordings"].update(recording_id,
+                                         {**encode_fields(fields), "updated": now()})
+        return self.get_recording(recording_id)
+
+    def add_marker(self, recording_id: int, t: float, note: str = "") -> Marker:
+        with self.transaction():
+            marker_id = self.db["markers"].insert(
+                {"recording_id": recording_id, "t": t, "note": note, "created": now()}
+            ).last_pk
+        return Marker(marker_id, recording_id, t, note)
+
+    def markers(self, recording_id: int) -> list[Marker]:
+        return [Marker(**row) for row in self.db.query(
+            "SELECT id, recording_id, t, note FROM markers WHERE recording_id = ? ORDER BY t, id",
+            [recording_id])]
+
+    def search(self, query: str, limit: int = 50) -> list[SearchHit]:
+        """Segments containing every term of ``query`` (Chinese or English), newest first
+        (read straight off the index in id order, so a common word costs no more than a
+        rare one).
+
+        Each whitespace-separated term is a phrase: "开放时间" matches those four characters
+        in a row, in Simplified or Traditional writing.
+        """
+        terms = [search_form(term) for term in query.split()]
+        terms = [t for t in terms if t]
+        if not terms:
+            return []
+        match = " ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        rows = self.db.execute(
+            "SELECT s.recording_id, r.title, s.id, s.start, s.end, s.text "
+            "FROM (SELECT rowid FROM segments_fts WHERE segments_fts MATCH ? "
+            "      ORDER BY rowid DESC LIMIT ?) f "
+            "JOIN segments s ON s.id = f.rowid JOIN recordings r ON r.id = s.recording_id "
+            "ORDER BY s.recording_id DESC, s.idx",
+            [match, limit],
+        ).fetchall()
+        return [SearchHit(*row) for row in rows]
+
+    def transcript_hash(self, recording_id: int) -> str:
+        """Changes whenever the transcript's text does (a summary records which it read)."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for row in self.db.execute("SELECT id, text FROM segments WHERE recording_id = ? "
+                                   "ORDER BY idx", [recording_id]):
+            digest.update(f"{row[0]}\x1f{row[1]}\x1e".encode())
+        return digest.hexdigest()[:16]
+
+    def add_summary(self, recording_id: int, content: dict, flags: list, *, model_id: str,
+                    prompt_version: str, transcript_hash: str) -> Summary:
+        with self.transaction():
+            version = self.db.execute(
+                "SELECT coalesce(max(version), 0) + 1 FROM summaries WHERE recording_id = ?",
+                [recording_id]).fetchone()[0]
+            self.db["summaries"].insert(
+                {"recording_id": recording_id, "version": version, "model_id": model_id,
+                 "prompt_version": prompt_version, "transcript_hash": transcript_hash,
+                 "content": json.dumps(content, ensure_ascii=False),
+                 "flags": json.dumps(flags, ensure_ascii=False), "created": now()})
+        return self.summaries(recording_id)[-1]
+
+    def summaries(self, recording_id: int) -> list[Summary]:
+        """Every version, oldest first."""
+        return [Summary(**{**row, "content": json.loads(row["content"]),
+                           "flags": json.loads(row["flags"] or "[]")})
+                for row in self.db.query("SELECT * FROM summaries WHERE recording_id = ? "
+                                         "ORDER BY version", [recording_id])]
+
+    def latest_summary(self, recording_id: int) -> Summary | None:
+        versions = self.summaries(recording_id)
+        return versions[-1] if versions else None
+
+    def glossary(self) -> list[GlossaryEntry]:
+        return [GlossaryEntry(**row) for row in self.db.query(
+            "SELECT id, term, misheard FROM glossary ORDER BY term, id")]
+
+    def add_glossary(self, term: str, misheard: str | None = None) -> int:
+        term, misheard = term.strip(), (misheard or "").strip() or None
+        if not term:
+            raise InvalidInput("a glossary term cannot be empty")
+        with self.transaction():
+            existing = self.db.execute(
+                "SELECT id FROM glossary WHERE term = ? AND coalesce(misheard, '') = ?",
+                [term, misheard or ""],
+            ).fetchone()
+            if existing:
+                return existing[0]
+            return self.db["glossary"].insert(
+                {"term": term, "misheard": misheard, "created": now()}
+            ).last_pk
+
+    def remove_glossary(self, entry_id: int) -> bool:
+        with self.transaction():
+            return self.db.execute("DELETE FROM glossary WHERE id = ?", [entry_id]).rowcount > 0
