@@ -15,16 +15,8 @@ import sys
 from pathlib import Path
 
 from device.settings import Settings
-from models.store import (
-    ModelError,
-    get_spec,
-    install,
-    install_bundle,
-    load_manifest,
-    make_bundle,
-    status,
-    verify,
-)
+from models.bundles import install_bundle, make_bundle
+from models.store import ModelError, get_spec, install, load_manifest, status, verify
 
 
 def main(argv: list[str] | None = None) -> int:

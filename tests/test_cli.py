@@ -95,7 +95,7 @@ def test_a_signal_arriving_while_the_stop_event_is_busy_still_stops(tmp_path):
     holds that lock when the signal comes; before, the worker waited on it for ever."""
     script = (
         "import os, signal, sys\n"
-        "from device.__main__ import stop_on_signals\n"
+        "from device.cli.appliance import stop_on_signals\n"
         "stop = stop_on_signals()\n"
         "with stop._cond:\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"

@@ -14,7 +14,8 @@ from device.pipeline import import_audio, requeue_recording
 from device.profiles import ProfileError
 from device.settings import Cpu
 from device.store import Store
-from models.store import ModelInstallError, install_bundle, load_manifest, make_bundle
+from models.bundles import install_bundle, make_bundle
+from models.store import ModelInstallError, load_manifest
 from tests.conftest import SPEECH_DIR, require_shared_clips
 
 # Dev-set error rates measured with whisper-base (docs/benchmarks.md); regression guards.

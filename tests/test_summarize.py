@@ -9,15 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from device.grounding import grounding_flags
 from device.jobs import Runner
 from device.records import Segment
 from device.store import Store
-from device.summarize import (
-    PROMPT_VERSION,
-    chunk_segments,
-    grounding_flags,
-    load_summarizer,
-)
+from device.summarize import PROMPT_VERSION, chunk_segments, load_summarizer
 from models.store import ModelCorruptError, ModelMissingError
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -313,7 +313,7 @@ def test_a_full_disk_during_install_changes_nothing(box, make):
 
 
 def test_a_signed_model_bundle_installs_into_the_model_store(box, keys, tmp_path):
-    from models.store import make_bundle
+    from models.bundles import make_bundle
 
     model = tmp_path / "probe-model"
     model.mkdir()

@@ -443,7 +443,7 @@ def _die_with_parent() -> None:
 def _flash_model(box: Box, bundle: Bundle) -> dict:
     """A signed model bundle: verified, then installed into the model store (which checks
     every file's hash again and swaps the model in atomically)."""
-    from models.store import install_bundle
+    from models.bundles import install_bundle
 
     staging = box.root / "state" / "model-staging"
     shutil.rmtree(staging, ignore_errors=True)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from device import export
 from device.errors import EditConflict
-from device.summarize import grounding_flags
+from device.grounding import grounding_flags
 from web.deps import Interviewer, Reviewer, SettingsDep, StoreDep, templates, visible_recording
 
 router = APIRouter()

@@ -1,0 +1,156 @@
+"""python -m device: a thin command line over the pipeline.
+
+    transcribe PATH [--profile P | --language L] [--script S] [--term T]… [--title T] [--json]
+    retranscribe ID [--profile P] [--script S] [--term T]…   queue it again, e.g. after a fix
+    search QUERY [--limit N] [--json]
+    jobs [--status S]
+    record [--title T] [--source mic|file:PATH] [--device D] [--profile P] [--duration S]
+                        record with a live transcript; on a terminal: p pause, r resume,
+                        m NOTE marker, q (or Enter, Ctrl-C) stop
+    devices             input devices
+    profiles            dialect profiles and where they come from
+    glossary [add TERM [--misheard M] | remove ID]
+    users [add NAME --role R | passwd NAME | remove NAME]
+                        accounts (the password is read from standard input, or asked
+                        for on a terminal); passwd also ends the user's sessions
+    worker              run queued jobs until stopped
+    run                 the appliance: web UI + worker
+    serve               the web UI alone (the update health check starts a new slot so)
+    info                hardware profile, settings and models
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from device.cli.admin import cmd_glossary, cmd_info, cmd_profiles, cmd_users
+from device.cli.appliance import cmd_run, cmd_serve, cmd_worker
+from device.cli.recording import cmd_devices, cmd_record
+from device.cli.transcripts import (
+    cmd_cancel,
+    cmd_jobs,
+    cmd_retranscribe,
+    cmd_search,
+    cmd_summarize,
+    cmd_transcribe,
+    profile_arguments,
+)
+from device.errors import TingjiError
+from device.records import ROLES
+from device.settings import Settings, SettingsError
+from models.store import ModelError
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.load()
+        # Services log at the configured level; one-shot commands only say what went wrong.
+        level = settings.log_level if args.command in ("worker", "run") else "ERROR"
+        logging.basicConfig(
+            level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        )
+        return args.func(settings, args)
+    except (TingjiError, ModelError, SettingsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m device", description="tingji appliance")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("transcribe", help="import an audio file and transcribe it")
+    p.add_argument("path", type=Path)
+    profile_arguments(p)
+    p.add_argument("--language", default=None,
+                   help="a Whisper language code (zh, en, …): its plain profile")
+    p.add_argument("--title")
+    p.add_argument("--json", action="store_true", help="print the transcript as JSON")
+    p.set_defaults(func=cmd_transcribe)
+
+    p = commands.add_parser("retranscribe", help="transcribe a stored recording again")
+    p.add_argument("recording_id", type=int)
+    profile_arguments(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_retranscribe)
+
+    p = commands.add_parser("record", help="record with a live transcript")
+    p.add_argument("--title")
+    p.add_argument("--source", default="mic", help="mic (default) or file:PATH")
+    p.add_argument("--device", help="input device name or index (see `devices`)")
+    p.add_argument("--profile", help="dialect profile for the transcript; default auto")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="file source: times real time (0 = as fast as it decodes)")
+    p.add_argument("--no-live", action="store_true", help="no live transcript")
+    p.add_argument("--no-final", action="store_true",
+                   help="leave the final transcription to the worker")
+    p.add_argument("--json", action="store_true", help="print the final transcript as JSON")
+    p.add_argument("--fsync-trace", type=Path, help=argparse.SUPPRESS)  # power-cut tests
+    p.set_defaults(func=cmd_record)
+
+    p = commands.add_parser("devices", help="list audio input devices")
+    p.set_defaults(func=cmd_devices)
+
+    p = commands.add_parser("profiles", help="list the dialect profiles")
+    p.set_defaults(func=cmd_profiles)
+
+    p = commands.add_parser("glossary", help="the admin's hotwords and corrections")
+    actions = p.add_subparsers(dest="action")
+    add = actions.add_parser("add", help="add a term (with --misheard: also a correction)")
+    add.add_argument("term")
+    add.add_argument("--misheard", help="what the recogniser writes instead")
+    remove = actions.add_parser("remove", help="remove an entry by id")
+    remove.add_argument("id", type=int)
+    p.set_defaults(func=cmd_glossary)
+
+    p = commands.add_parser("users", help="web accounts (e.g. reset a lost admin password)")
+    actions = p.add_subparsers(dest="action")
+    add = actions.add_parser("add", help="create an account")
+    add.add_argument("name")
+    add.add_argument("--role", choices=ROLES, default="reviewer")
+    actions.add_parser("passwd", help="set a new password").add_argument("name")
+    actions.add_parser("remove", help="delete an account").add_argument("name")
+    p.set_defaults(func=cmd_users)
+
+    p = commands.add_parser("search", help="full-text search over all transcripts")
+    p.add_argument("query")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+    p = commands.add_parser("summarize", help="summarise a transcribed recording")
+    p.add_argument("recording_id", type=int)
+    p.add_argument("--model", help="summariser model id (default: settings summary_model)")
+    p.add_argument("--notes-model", help="model that reads a long transcript into notes "
+                   "(default: settings summary_notes_model, else the summariser)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_summarize)
+
+    p = commands.add_parser("cancel", help="cancel a queued or running job")
+    p.add_argument("job_id", type=int)
+    p.set_defaults(func=cmd_cancel)
+
+    p = commands.add_parser("jobs", help="list jobs")
+    p.add_argument("--status", choices=["queued", "running", "done", "failed"])
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_jobs)
+
+    p = commands.add_parser("worker", help="run queued jobs until stopped")
+    p.set_defaults(func=cmd_worker)
+
+    p = commands.add_parser("run", help="start the appliance: web UI and worker")
+    p.set_defaults(func=cmd_run)
+
+    p = commands.add_parser("serve", help="the web UI alone (no worker)")
+    p.set_defaults(func=cmd_serve)
+
+    p = commands.add_parser("info", help="hardware profile, settings and models as JSON")
+    p.set_defaults(func=cmd_info)
+    return parser

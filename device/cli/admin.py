@@ -1,0 +1,86 @@
+"""The admin's console commands: accounts, glossary, profiles, machine info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+
+from device.errors import TingjiError
+from device.profiles import load_profiles
+from device.settings import Settings, hardware_profile
+from device.store import Store
+
+
+def cmd_profiles(settings: Settings, args: argparse.Namespace) -> int:
+    for p in load_profiles(settings.data_dir).values():
+        print(f"{p.name:<12} {p.language:<5} {p.model:<14} {p.script:<11} {p.title}  ({p.source})")
+    return 0
+
+
+def _read_password() -> str:
+    from device.accounts import check_new_password
+
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("new password: ")
+        if getpass.getpass("again: ") != password:
+            raise TingjiError("the passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    check_new_password(password)  # InvalidInput is a TingjiError: one line, exit 1
+    return password
+
+
+def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
+    from device.accounts import hash_password
+
+    with Store(settings.database_path) as store:
+        if args.action is None:
+            for user in store.list_users():
+                print(f"{user.id:>4} {user.username:<20} {user.role}")
+            return 0
+        user = store.find_user(args.name)
+        if args.action == "add":
+            if user is not None:
+                raise TingjiError(f"the user name {args.name!r} is taken")
+            password = _read_password()
+            store.create_user(args.name, hash_password(password), args.role)
+            return 0
+        if user is None:
+            raise TingjiError(f"no user named {args.name!r}")
+        if args.action == "passwd":
+            password = _read_password()
+            store.update_user(user.id, password_hash=hash_password(password))
+            store.end_sessions(user.id)
+        else:
+            store.delete_user(user.id)
+    return 0
+
+
+def cmd_glossary(settings: Settings, args: argparse.Namespace) -> int:
+    with Store(settings.database_path) as store:
+        if args.action == "add":
+            print(store.add_glossary(args.term, args.misheard))
+        elif args.action == "remove":
+            if not store.remove_glossary(args.id):
+                raise TingjiError(f"no glossary entry with id {args.id}")
+        else:
+            for g in store.glossary():
+                fix = f"  (corrects {g.misheard})" if g.misheard else ""
+                print(f"{g.id:>4} {g.term}{fix}")
+    return 0
+
+
+def cmd_info(settings: Settings, args: argparse.Namespace) -> int:
+    from models.store import load_manifest, status
+
+    info = {
+        "settings": {k: str(v) for k, v in asdict(settings).items()},
+        "hardware": hardware_profile(settings).as_dict(),
+        "models": {m.id: status(m, settings.models_dir) for m in load_manifest().values()},
+    }
+    print(json.dumps(info, ensure_ascii=False, indent=2))
+    return 0
