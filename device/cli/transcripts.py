@@ -13,7 +13,7 @@ from device.errors import TingjiError
 from device.jobs import Runner, process_alive
 from device.pipeline import import_audio, requeue_recording
 from device.profiles import SCRIPTS
-from device.records import Recording
+from device.records import Job, Recording
 from device.settings import Settings
 from device.store import Store
 
@@ -49,13 +49,7 @@ def cmd_retranscribe(settings: Settings, args: argparse.Namespace) -> int:
 
 def run_and_print(store: Store, runner: Runner, recording: Recording, job, args) -> int:
     """Run the job here (or follow a running worker that took it), then print the result."""
-    claimed = runner.claim(store, job.id)
-    with _progress_bar(recording.source_name) as show:
-        if claimed is not None:
-            runner.run(store, claimed, show)
-        else:  # a running worker took it first: follow its progress
-            _follow(store, job.id, show)
-    job = store.get_job(job.id)
+    job = _run_here(store, runner, job, recording.source_name)
     if job.status != "done":
         print(f"error: {job.error}", file=sys.stderr)
         return 1
@@ -69,6 +63,18 @@ def run_and_print(store: Store, runner: Runner, recording: Recording, job, args)
         print(f"recording {recording.id}: {recording.language}, profile {recording.profile}, "
               f"{recording.duration:.1f} s, {len(segments)} segments", file=sys.stderr)
     return 0
+
+
+def _run_here(store: Store, runner: Runner, job: Job, label: str) -> Job:
+    """Run a queued job in this process with a progress bar, or follow the worker that
+    took it first; the job as it ended."""
+    claimed = runner.claim(store, job.id)
+    with _progress_bar(label) as show:
+        if claimed is not None:
+            runner.run(store, claimed, show)
+        else:
+            _follow(store, job.id, show)
+    return store.get_job(job.id)
 
 
 def _follow(store: Store, job_id: int, show) -> None:
@@ -110,14 +116,8 @@ def cmd_summarize(settings: Settings, args: argparse.Namespace) -> int:
         recording = store.get_recording(args.recording_id)
         params = {k: v for k, v in (("model", args.model), ("notes_model", args.notes_model))
                   if v}
-        job = store.enqueue("summarize", recording.id, params)
-        claimed = runner.claim(store, job.id)
-        with _progress_bar(f"summary of {recording.title}") as show:
-            if claimed is not None:
-                runner.run(store, claimed, show)
-            else:
-                _follow(store, job.id, show)
-        job = store.get_job(job.id)
+        job = _run_here(store, runner, store.enqueue("summarize", recording.id, params),
+                        f"summary of {recording.title}")
         if job.status != "done":
             print(f"error: {job.error or job.status}", file=sys.stderr)
             return 1
