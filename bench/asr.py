@@ -15,7 +15,7 @@ Two references, to tell where the time goes on the machine at hand:
                     times: no auto mode, retry, recovery of lost speech or store.  Not a
                     usable transcript (it loses what a window drops); the least that
                     transcribing every window once costs on this machine
-  floor-words       the floor with word times (which the issue asks for): the first pass
+  floor-words       the floor with word times (which the transcript needs): the first pass
                     of tingji's recogniser alone, greedy, in one language
 The tingji variants also report their decoding passes (beam, windows): the first pass, a
 retry of the windows that failed Whisper's tests, the speech chunks a window lost.
@@ -53,7 +53,7 @@ from device.text import character_error_rate  # noqa: E402
 SPEECH_DIR = ROOT.parent / "shared" / "speech"
 VARIANTS = ("plain-sequential", "plain-batched", "tingji", "tingji-greedy",
             "plain-batched-timestamps", "floor", "floor-words")
-PLAIN = ("plain-sequential", "plain-batched")  # the issue's "fastest plain run" is of these
+PLAIN = ("plain-sequential", "plain-batched")  # the "fastest plain run" is one of these
 TARGETS = {"rtf_max": 0.04, "peak_rss_mb_max": 600, "ratio_to_fastest_plain_max": 1.1}
 # Plain BatchedInferencePipeline's batch: 2 windows (0.5-0.6 GB), as in every run so far.
 PLAIN_BATCH_SIZE = 2
