@@ -1,8 +1,8 @@
 """JSON that obeys a schema, from a llama.cpp model, asking the grammar about one token at a time.
 
 llama-cpp-python's chat completion filters the whole vocabulary through the JSON grammar
-before it picks each token: 151,646 candidates for Qwen, ~29 ms a token on two cores, about
-half of what the 1.5B model itself takes (~60 ms).  Like llama.cpp's own tools
+before it picks each token: 151,646 candidates for Qwen, about half as long again as the
+1.5B model itself takes for the token (docs/benchmarks.md).  Like llama.cpp's own tools
 (``common_sampler_sample``), :class:`JsonGenerator` draws the token from the unconstrained
 distribution first and asks the grammar about that one token; only when the grammar refuses it
 is the whole vocabulary filtered and the token drawn again.  The text obeys the same grammar

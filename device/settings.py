@@ -53,10 +53,10 @@ class Settings:
     compute_type: str = "int8"
     """CTranslate2 compute type; int8 is the fast, accurate choice on CPU."""
     batch_size: int = 1
-    """Whisper windows each decoder decodes together.  Measured on 2 AVX2 cores (305 s of
-    speech, two decoders): 1 -> 548 MB peak RSS, 2 -> 796 MB and 3 % faster."""
+    """Whisper windows each decoder decodes together: 2 costs about half as much memory
+    again and is hardly faster (docs/benchmarks.md)."""
     beam_size: int = 5
-    """Whisper's beam in batch transcription.  1 = greedy, 11-20 % faster on 2 AVX2 cores; a
+    """Whisper's beam in batch transcription.  1 = greedy, faster; a
     window greedy decoding fails on (a repetition loop, unlikely text) is decoded again with
     a beam of 5.  Accuracy varies by CPU and audio: better or worse than the beam of 5 in
     the measurements in docs/benchmarks.md."""

@@ -62,8 +62,8 @@ def _points(most: int, fields: dict, cited: int = 8) -> dict:
 
 def schemas(cjk: bool) -> tuple[dict, dict]:
     """The summary's schema and the notes' schema.  Lengths are in characters, so Chinese
-    gets about half as many (one character is ~0.7 tokens, an English one ~0.25): every
-    generated token costs ~40 ms on two cores.  At least one key point: small models
+    gets about half as many (one character is ~0.7 tokens, an English one ~0.25): generated
+    tokens are the slow part of a summary.  At least one key point: small models
     otherwise write a long summary and leave every list empty."""
     short, long = (50, 250) if cjk else (120, 500)
     action = {"what": _text(short), "owner": _text(30), "due": _text(30)}
