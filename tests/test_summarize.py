@@ -122,7 +122,7 @@ def test_an_english_transcript_gets_an_english_summary_and_versions_are_kept(sto
         ok, job = _summarise(store, settings, recording_id)
         assert ok, job.error
     first, second = store.summaries(recording_id)
-    assert (first["version"], second["version"]) == (1, 2)
+    assert (first.version, second.version) == (1, 2)
     text = second.content["summary"]
     assert text and sum(c.isascii() for c in text) > 0.9 * len(text)
 

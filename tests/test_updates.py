@@ -155,7 +155,7 @@ def test_altered_unknown_and_old_bundles_are_refused_and_change_nothing(box, mak
     size = good.stat().st_size
     with tarfile.open(good) as tar:
         members = {m.name: m for m in tar.getmembers()}
-    code = members["payload/code/device/store.py"]
+    code = members["payload/code/device/store/__init__.py"]
     offsets = {
         "payload": code.offset_data + 100,
         "payload tar header": code.offset + 10,
@@ -248,7 +248,7 @@ def test_flashes_killed_at_random_moments_leave_a_complete_slot_and_intact_data(
         recover(box)  # what the next start, flash or rollback does first
         active = box.active()
         assert active in ("a", "b") and box.slot_info(active) is not None, i
-        assert (box.slots / active / "code" / "device" / "store.py").is_file()
+        assert (box.slots / active / "code" / "device" / "store" / "__init__.py").is_file()
         version = box.slot_info(active)["version"]
         if version == version_before:  # killed before the switch: the database as it was
             assert schema(box) == schema_before, i

@@ -81,7 +81,7 @@ def test_ten_clients_times_a_hundred_edits(server, settings):
     assert len(acknowledged) + conflicts == CLIENTS * EDITS
     assert conflicts > 0 and len(acknowledged) > 0
     with Store(settings.database_path) as store:
-        history = {(r["after"][0]["id"], r["after"][0]["text"], r["after"][0]["revision"])
+        history = {(r.after[0]["id"], r.after[0]["text"], r.after[0]["revision"])
                    for r in store.revisions(rec, limit=100_000) if r.kind == "edit"}
         final = {s.id: (s.text, s.revision) for s in store.segments(rec)}
     assert set(acknowledged) <= history  # every acknowledged edit is in the history
