@@ -400,3 +400,20 @@ def test_file_serving_cannot_leave_the_data_directory(box):
         response = client.get(url)
         assert response.status_code == 404, url
         assert b"SQLite" not in response.content and b"do not serve" not in response.content
+
+
+def test_numbers_beyond_sqlites_range_are_refused_not_overflowed(box):
+    """SQLite's integers end at 2**63 - 1: a larger id, page or revision answered 500
+    (OverflowError) before."""
+    rec = stored_transcript(box.settings)
+    big = 10**30
+    admin = box.admin
+    for url in (f"/recordings/{big}", f"/api/recordings/{big}", f"/api/jobs/{big}",
+                f"/recordings/{big}/audio", f"/?page={big}",
+                f"/api/recordings/{rec}/revisions?limit={big}"):
+        assert admin.client.get(url).status_code == 422, url
+    segment = admin.api("GET", f"/api/recordings/{rec}").json()["segments"][0]
+    for body in ({"text": "x", "revision": big}, {"text": "x", "revision": -1}):
+        assert admin.api("PATCH", f"/api/segments/{segment['id']}", body).status_code == 422
+    assert admin.api("POST", f"/api/revisions/{big}/undo").status_code == 422
+    assert admin.client.get(f"/api/recordings/{2**63 - 1}").status_code == 404  # in range

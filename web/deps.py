@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi import Path as FastAPIPath
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
@@ -20,6 +21,10 @@ from device.store import Store
 from web import security
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+ROW_ID_MAX = 2**63 - 1
+"""SQLite's largest integer: a larger id in a URL or body would overflow, not miss."""
+RowId = Annotated[int, FastAPIPath(ge=1, le=ROW_ID_MAX)]
+"""An id in a URL path: out of SQLite's range answers 422 instead of overflowing."""
 
 
 class LoginRequired(Exception):

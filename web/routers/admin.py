@@ -23,7 +23,7 @@ from device.profiles import load_profiles
 from device.records import ROLES
 from device.settings import PROJECT_ROOT
 from models.store import load_manifest, status
-from web.deps import Admin, SettingsDep, StoreDep, templates
+from web.deps import Admin, RowId, SettingsDep, StoreDep, templates
 
 router = APIRouter()
 FormStr = Annotated[str, Form()]
@@ -79,14 +79,14 @@ def add_glossary(request: Request, user: Admin, store: StoreDep, settings: Setti
 
 
 @router.post("/admin/glossary/{entry_id}/delete")
-def remove_glossary(entry_id: int, user: Admin, store: StoreDep):
+def remove_glossary(entry_id: RowId, user: Admin, store: StoreDep):
     if not store.remove_glossary(entry_id):
         raise HTTPException(404, f"no glossary entry with id {entry_id}")
     return RedirectResponse("/admin/vocabulary", status_code=303)
 
 
 @router.post("/api/jobs/{job_id}/cancel")
-def cancel_job(job_id: int, user: Admin, store: StoreDep):
+def cancel_job(job_id: RowId, user: Admin, store: StoreDep):
     return {"cancelled": store.cancel_job(job_id)}
 
 
@@ -123,7 +123,7 @@ def _other_user(store, admin, user_id: int):
 
 
 @router.post("/admin/users/{user_id}/role")
-def set_role(user_id: int, user: Admin, store: StoreDep, role: FormStr):
+def set_role(user_id: RowId, user: Admin, store: StoreDep, role: FormStr):
     target = _other_user(store, user, user_id)
     if role not in ROLES:
         raise HTTPException(400, f"unknown role {role!r}")
@@ -133,7 +133,7 @@ def set_role(user_id: int, user: Admin, store: StoreDep, role: FormStr):
 
 
 @router.post("/admin/users/{user_id}/password")
-def reset_password(request: Request, user_id: int, user: Admin, store: StoreDep,
+def reset_password(request: Request, user_id: RowId, user: Admin, store: StoreDep,
                    password: FormStr):
     target = _other_user(store, user, user_id)
     try:
@@ -146,7 +146,7 @@ def reset_password(request: Request, user_id: int, user: Admin, store: StoreDep,
 
 
 @router.post("/admin/users/{user_id}/delete")
-def delete_user(user_id: int, user: Admin, store: StoreDep):
+def delete_user(user_id: RowId, user: Admin, store: StoreDep):
     target = _other_user(store, user, user_id)
     store.delete_user(target.id)
     return RedirectResponse("/admin/users", status_code=303)

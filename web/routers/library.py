@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from markupsafe import Markup, escape
 
 from device.text import to_simplified
@@ -48,11 +49,10 @@ def _day(value: str) -> str | None:
 @router.get("/")
 def library(request: Request, user: Interviewer, store: StoreDep, q: str = "",
             status: str = "", language: str = "", since: str = "", until: str = "",
-            page: int = 1):
+            page: Annotated[int, Query(ge=1, le=1_000_000)] = 1):
     owner = None if user.can("reviewer") else user.id
     filters = {"status": status if status in STATUSES else None, "language": language or None,
                "since": _day(since), "until": _day(until), "owner_id": owner}
-    page = max(page, 1)
     recordings = store.list_recordings(limit=PAGE, offset=(page - 1) * PAGE, **filters)
     total = store.count_recordings(**filters)
     hits = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, Request
+from fastapi import APIRouter, Body, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
 from markupsafe import Markup
 from pydantic import BaseModel, Field
@@ -18,7 +18,16 @@ from pydantic import BaseModel, Field
 from device import export
 from device.errors import EditConflict
 from device.grounding import grounding_flags
-from web.deps import Interviewer, Reviewer, SettingsDep, StoreDep, templates, visible_recording
+from web.deps import (
+    ROW_ID_MAX,
+    Interviewer,
+    Reviewer,
+    RowId,
+    SettingsDep,
+    StoreDep,
+    templates,
+    visible_recording,
+)
 
 router = APIRouter()
 AUDIO_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".m4a": "audio/mp4",
@@ -27,7 +36,7 @@ AUDIO_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".m4a": "audio/mp4",
 
 
 @router.get("/recordings/{recording_id}")
-def recording_page(request: Request, recording_id: int, user: Interviewer, store: StoreDep,
+def recording_page(request: Request, recording_id: RowId, user: Interviewer, store: StoreDep,
                    t: float | None = None):
     recording = visible_recording(store, user, recording_id)
     segments = store.segments(recording_id, with_words=False)
@@ -45,7 +54,7 @@ def recording_page(request: Request, recording_id: int, user: Interviewer, store
 
 
 @router.get("/recordings/{recording_id}/audio")
-def recording_audio(recording_id: int, user: Interviewer, store: StoreDep,
+def recording_audio(recording_id: RowId, user: Interviewer, store: StoreDep,
                     settings: SettingsDep):
     recording = visible_recording(store, user, recording_id)
     if not recording.audio_file:
@@ -59,7 +68,7 @@ def recording_audio(recording_id: int, user: Interviewer, store: StoreDep,
 
 
 @router.get("/api/recordings/{recording_id}")
-def recording_json(recording_id: int, user: Interviewer, store: StoreDep):
+def recording_json(recording_id: RowId, user: Interviewer, store: StoreDep):
     recording = visible_recording(store, user, recording_id)
     return {"recording": asdict(recording),
             "segments": [export.segment_record(s) for s in store.segments(recording_id)],
@@ -76,31 +85,35 @@ class TitleChange(BaseModel):
 
 
 @router.post("/api/recordings/{recording_id}/title")
-def rename_recording(recording_id: int, body: TitleChange, user: Reviewer, store: StoreDep):
+def rename_recording(recording_id: RowId, body: TitleChange, user: Reviewer, store: StoreDep):
     store.get_recording(recording_id)
     return asdict(store.update_recording(recording_id, title=body.title.strip()))
 
 
 # -- editing -------------------------------------------------------------------------------
 
+SegmentRevision = Annotated[int, Field(ge=0, le=ROW_ID_MAX)]
+"""The segment revision an edit was made on."""
+
+
 class TextEdit(BaseModel):
     text: str = Field(max_length=20_000)
-    revision: int
+    revision: SegmentRevision
 
 
 class SpeakerEdit(BaseModel):
     speaker: str | None = Field(default=None, max_length=100)
-    revision: int
+    revision: SegmentRevision
 
 
 class Split(BaseModel):
-    position: int = Field(ge=1)
-    revision: int
+    position: int = Field(ge=1, le=20_000)
+    revision: SegmentRevision
 
 
 class Merge(BaseModel):
-    revision: int
-    next_revision: int
+    revision: SegmentRevision
+    next_revision: SegmentRevision
 
 
 class SpeakerRename(BaseModel):
@@ -114,48 +127,49 @@ class Replace(BaseModel):
 
 
 @router.patch("/api/segments/{segment_id}")
-def edit_segment(segment_id: int, body: TextEdit, user: Reviewer, store: StoreDep):
+def edit_segment(segment_id: RowId, body: TextEdit, user: Reviewer, store: StoreDep):
     store.segment_recording(segment_id)
     return export.segment_record(store.edit_segment(segment_id, body.text, body.revision, user))
 
 
 @router.post("/api/segments/{segment_id}/speaker")
-def set_speaker(segment_id: int, body: SpeakerEdit, user: Reviewer, store: StoreDep):
+def set_speaker(segment_id: RowId, body: SpeakerEdit, user: Reviewer, store: StoreDep):
     return export.segment_record(store.set_speaker(segment_id, body.speaker, body.revision, user))
 
 
 @router.post("/api/segments/{segment_id}/split")
-def split_segment(segment_id: int, body: Split, user: Reviewer, store: StoreDep):
+def split_segment(segment_id: RowId, body: Split, user: Reviewer, store: StoreDep):
     pair = store.split_segment(segment_id, body.position, body.revision, user)
     return {"segments": [export.segment_record(s) for s in pair]}
 
 
 @router.post("/api/segments/{segment_id}/merge")
-def merge_segment(segment_id: int, body: Merge, user: Reviewer, store: StoreDep):
+def merge_segment(segment_id: RowId, body: Merge, user: Reviewer, store: StoreDep):
     return export.segment_record(store.merge_segments(segment_id, body.revision, body.next_revision,
                                              user))
 
 
 @router.post("/api/recordings/{recording_id}/speakers/rename")
-def rename_speaker(recording_id: int, body: SpeakerRename, user: Reviewer, store: StoreDep):
+def rename_speaker(recording_id: RowId, body: SpeakerRename, user: Reviewer, store: StoreDep):
     store.get_recording(recording_id)
     return {"changed": store.rename_speaker(recording_id, body.old, body.new, user)}
 
 
 @router.post("/api/recordings/{recording_id}/replace")
-def replace(recording_id: int, body: Replace, user: Reviewer, store: StoreDep):
+def replace(recording_id: RowId, body: Replace, user: Reviewer, store: StoreDep):
     store.get_recording(recording_id)
     return {"changed": store.replace_text(recording_id, body.find, body.replace, user)}
 
 
 @router.get("/api/recordings/{recording_id}/revisions")
-def revisions(recording_id: int, user: Reviewer, store: StoreDep, limit: int = 200):
+def revisions(recording_id: RowId, user: Reviewer, store: StoreDep,
+              limit: Annotated[int, Query(ge=1, le=100_000)] = 200):
     store.get_recording(recording_id)
     return store.revisions(recording_id, limit)
 
 
 @router.post("/api/revisions/{revision_id}/undo")
-def undo(revision_id: int, user: Reviewer, store: StoreDep):
+def undo(revision_id: RowId, user: Reviewer, store: StoreDep):
     revision = store.undo_revision(revision_id, user)
     return {"revision": revision.id,
             "segments": [export.segment_record(s) for s in store.segments(revision.recording_id)]}
@@ -164,7 +178,7 @@ def undo(revision_id: int, user: Reviewer, store: StoreDep):
 # -- exports and summaries -----------------------------------------------------------------
 
 @router.get("/recordings/{recording_id}/export.{fmt}")
-def export_transcript(recording_id: int, fmt: str, user: Reviewer, store: StoreDep):
+def export_transcript(recording_id: RowId, fmt: str, user: Reviewer, store: StoreDep):
     if fmt not in export.FORMATS:
         raise HTTPException(404, f"no export format {fmt!r}; choose one of "
                                  f"{', '.join(export.FORMATS)}")
@@ -183,7 +197,7 @@ class SummarizeRequest(BaseModel):
 
 
 @router.post("/api/recordings/{recording_id}/summarize")
-def summarize(recording_id: int, user: Reviewer, store: StoreDep,
+def summarize(recording_id: RowId, user: Reviewer, store: StoreDep,
               body: Annotated[SummarizeRequest | None, Body()] = None):
     recording = store.get_recording(recording_id)
     if recording.status != "done":
@@ -197,12 +211,12 @@ def summarize(recording_id: int, user: Reviewer, store: StoreDep,
 
 class SummaryEdit(BaseModel):
     content: dict
-    version: int
+    version: int = Field(ge=1, le=ROW_ID_MAX)
     """The version the reviewer edited; a newer one answers 409."""
 
 
 @router.put("/api/recordings/{recording_id}/summary")
-def edit_summary(recording_id: int, body: SummaryEdit, user: Reviewer, store: StoreDep):
+def edit_summary(recording_id: RowId, body: SummaryEdit, user: Reviewer, store: StoreDep):
     current = store.latest_summary(recording_id)
     if current is None:
         raise HTTPException(404, "this recording has no summary yet")
@@ -219,7 +233,7 @@ def edit_summary(recording_id: int, body: SummaryEdit, user: Reviewer, store: St
 
 
 @router.get("/api/jobs/{job_id}")
-def job_status(job_id: int, user: Interviewer, store: StoreDep):
+def job_status(job_id: RowId, user: Interviewer, store: StoreDep):
     job = store.get_job(job_id)
     visible_recording(store, user, job.recording_id)
     return asdict(job)
