@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse
 
-from device.accounts import check_new_password, hash_password, verify_password
+from device.accounts import check_new_password, hash_password, signs_in, verify_password
 from device.errors import InvalidInput
 from device.records import User
 from web import security
@@ -96,7 +96,7 @@ def login(request: Request, store: StoreDep, username: FormStr, password: FormSt
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
     user = store.find_user(username.strip())
-    if user is None or not verify_password(user.password_hash, password):
+    if not signs_in(user, password):
         limiter.failed(client, username)
         return _page(request, "login.html",
                      {"error": "wrong user name or password", "next": next}, status=401)
