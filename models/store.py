@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,10 @@ BUNDLE_MANIFEST = "bundle.toml"
 BUNDLE_SOURCE = "bundle"
 DOWNLOADS = ".downloads"
 CHUNK = 1 << 20
+MODEL_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+"""Model ids and file names come from bundles too, and are joined into paths: they can only
+name a direct child of their folder."""
+FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class ModelError(TingjiError):
@@ -83,6 +88,11 @@ class ModelFile:
     size: int
     sha256: str
 
+    def __post_init__(self) -> None:
+        if not FILE_NAME.fullmatch(self.name) or self.name == BUNDLE_MANIFEST:
+            raise ModelInstallError(f"model file name {self.name!r} is not a plain file name "
+                                    f"({FILE_NAME.pattern})")
+
 
 @dataclass(frozen=True)
 class Source:
@@ -105,6 +115,11 @@ class ModelSpec:
     default: bool
     license: str
     sources: tuple[Source, ...]
+
+    def __post_init__(self) -> None:
+        # The id names the model's folder: it must not be able to name anything else.
+        if not MODEL_ID.fullmatch(self.id):
+            raise ModelInstallError(f"model id {self.id!r} is not allowed ({MODEL_ID.pattern})")
 
     @property
     def size(self) -> int:
@@ -416,8 +431,6 @@ def bundle_spec(data: dict) -> ModelSpec:
         for f in model["file"]
     )
     for f in files:
-        if "/" in f.name or f.name.startswith(".") or f.name == BUNDLE_MANIFEST or not f.name:
-            raise ModelInstallError(f"bundle file name {f.name!r} is not a plain file name")
         if len(f.sha256) != 64:
             raise ModelInstallError(f"bundle file {f.name} has no valid sha256")
     for key in ("id", "kind", "engine"):

@@ -171,3 +171,39 @@ def test_models_cli_lists_and_verifies(capsys):
     assert "whisper-base: ok" in capsys.readouterr().out
     assert main(["path", "no-such-model"]) == 1
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
+
+
+def _crafted_bundle(path: Path, model_id: str, file_name: str) -> Path:
+    """A bundle as an attacker would write it: its own bundle.toml, hashes that match."""
+    import io
+    import tarfile
+
+    payload = b"import os; os.system('touch /tmp/owned')\n"
+    manifest = (f'[model]\nid = "{model_id}"\nkind = "asr"\nengine = "ctranslate2-whisper"\n'
+                f'[[model.file]]\nname = "{file_name}"\nsize = {len(payload)}\n'
+                f'sha256 = "{hashlib.sha256(payload).hexdigest()}"\n').encode()
+    with tarfile.open(path, "w") as tar:
+        for name, data in (("bundle.toml", manifest), (file_name, payload)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize(("model_id", "file_name"), [
+    ("./../../slots/a/code/sitecustomize", "__init__.py"),  # installed beside the code
+    ("..", "__init__.py"),
+    ("Upper", "model.bin"),
+    ("ok-model", "../escape.py"),
+    ("ok-model", ".hidden"),
+])
+def test_a_bundle_cannot_name_a_path_outside_the_model_store(tmp_path, model_id, file_name):
+    from models.bundles import install_bundle
+
+    models = tmp_path / "box" / "models"
+    models.mkdir(parents=True)
+    bundle = _crafted_bundle(tmp_path / "evil.tar", model_id, file_name)
+    with pytest.raises(ModelInstallError, match="not allowed|not a plain file name"):
+        install_bundle(bundle, models, log=lambda line: None)
+    written = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")}
+    assert written == {Path("box"), Path("box/models"), Path("evil.tar")}
