@@ -106,6 +106,26 @@ def test_find_and_replace_across_a_recording_is_one_revision(box):
     assert search.count("<mark>budget</mark>") == 2  # the index follows edits
 
 
+def test_no_edit_path_stores_a_segment_over_the_cap(box):
+    """Find & replace bypassed the cap and compounded: "a" replaced by 1,000 × "Q" in a
+    2,000-character segment stored 2,000,000 characters."""
+    rec = stored_transcript(box.settings, texts=["a" * 2000, "b" * 12_000, "c" * 12_000])
+    before = segments(box, rec)
+    grown = box.reviewer.api("POST", f"/api/recordings/{rec}/replace",
+                             {"find": "a", "replace": "Q" * 1000})
+    assert grown.status_code == 400 and "20,000 characters" in grown.json()["detail"]
+    second, third = before[1], before[2]
+    merged = box.reviewer.api("POST", f"/api/segments/{second['id']}/merge",
+                              {"revision": second["revision"],
+                               "next_revision": third["revision"]})
+    assert merged.status_code == 400
+    edited = box.reviewer.api("PATCH", f"/api/segments/{second['id']}",
+                              {"text": "b" * 20_001, "revision": second["revision"]})
+    assert edited.status_code == 422
+    assert segments(box, rec) == before  # nothing changed
+    assert box.reviewer.api("GET", f"/api/recordings/{rec}/revisions").json() == []
+
+
 def test_split_and_merge_keep_times_and_order(box, rec):
     first = segments(box, rec)[0]  # "We will review the budget on Tuesday." with words
     split = box.reviewer.api("POST", f"/api/segments/{first['id']}/split",

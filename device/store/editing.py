@@ -10,6 +10,10 @@ from device.errors import EditConflict, InvalidInput, RevisionNotFound, SegmentN
 from device.records import Revision, Segment, User
 from device.store._base import Rooms, now, revision_of, segment_of
 
+SEGMENT_MAX_CHARS = 20_000
+"""A segment is a few sentences; a cap keeps an edit (or find & replace, whose growth
+compounds) from storing megabytes."""
+
 
 class EditingRooms(Rooms):
     def get_segment(self, segment_id: int) -> Segment:
@@ -183,7 +187,12 @@ class EditingRooms(Rooms):
     def _change(self, recording_id: int, kind: str, note: str, user: User | None,
                 before: list[dict], after: list[dict], structural: bool = False) -> list[int]:
         """Replace the ``before`` segments by the ``after`` ones and record the revision;
-        returns the ids of the ``after`` segments.  Runs inside the caller's transaction."""
+        returns the ids of the ``after`` segments.  Runs inside the caller's transaction.
+        Every edit comes through here, so here the length of a segment is capped."""
+        for snap in after:
+            if len(snap["text"]) > SEGMENT_MAX_CHARS:
+                raise InvalidInput(f"a segment may hold {SEGMENT_MAX_CHARS:,} characters; this "
+                                   f"{kind} would make one of {len(snap['text']):,}")
         old_ids = [s["id"] for s in before]
         marks = ",".join("?" * len(old_ids))
         self.db.execute(f"DELETE FROM segments_fts WHERE rowid IN ({marks})", old_ids)

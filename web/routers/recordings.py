@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from device import export
 from device.errors import EditConflict
 from device.grounding import grounding_flags
+from device.store.editing import SEGMENT_MAX_CHARS
 from web.deps import (
     ROW_ID_MAX,
     Interviewer,
@@ -97,7 +98,7 @@ SegmentRevision = Annotated[int, Field(ge=0, le=ROW_ID_MAX)]
 
 
 class TextEdit(BaseModel):
-    text: str = Field(max_length=20_000)
+    text: str = Field(max_length=SEGMENT_MAX_CHARS)
     revision: SegmentRevision
 
 
