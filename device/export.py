@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Sequence
 
 from device.records import Recording, Segment, Summary
@@ -91,6 +92,14 @@ def _cites(item) -> str:
     return f"  [segments {', '.join(map(str, cited))}]" if cited else ""
 
 
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_safe(text: str) -> str:
+    """Text DOCX (XML 1.0) can hold: a stored vertical tab made the export fail before."""
+    return _NOT_XML.sub("", text)
+
+
 def _line(segment: Segment) -> str:
     return f"{segment.speaker}: {segment.text}" if segment.speaker else segment.text
 
@@ -159,20 +168,20 @@ def docx(recording: Recording, segments: Sequence[Segment],
     from docx.shared import Pt, RGBColor
 
     document = Document()
-    document.add_heading(recording.title, level=1)
+    document.add_heading(_xml_safe(recording.title), level=1)
     document.add_paragraph(recording.created[:10] + (
         f" · {clock(recording.duration)}" if recording.duration else ""))
     if summary:
         content = summary.content
         document.add_heading("Summary", level=2)
-        document.add_paragraph(content.get("summary", ""))
+        document.add_paragraph(_xml_safe(str(content.get("summary", ""))))
         for key, title in (("key_points", "Key points"), ("decisions", "Decisions"),
                            ("action_items", "Action items")):
             if content.get(key):
                 document.add_heading(title, level=3)
             for item in content.get(key) or []:
                 text = _action(item) if key == "action_items" else _item_text(item)
-                document.add_paragraph(text, style="List Bullet")
+                document.add_paragraph(_xml_safe(text), style="List Bullet")
     document.add_heading("Transcript", level=2)
     for s in segments:
         paragraph = document.add_paragraph()
@@ -180,8 +189,8 @@ def docx(recording: Recording, segments: Sequence[Segment],
         stamp.font.color.rgb = RGBColor(0x66, 0x66, 0x66)
         stamp.font.size = Pt(9)
         if s.speaker:
-            paragraph.add_run(f"{s.speaker}: ").bold = True
-        paragraph.add_run(s.text)
+            paragraph.add_run(_xml_safe(f"{s.speaker}: ")).bold = True
+        paragraph.add_run(_xml_safe(s.text))
     buffer = io.BytesIO()
     document.save(buffer)
     return buffer.getvalue()

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from device.errors import TingjiError
+from device.errors import InvalidInput, TingjiError
 from device.grounding import Flag, grounding_flags
 from device.llm import JsonGenerator
 from device.records import Segment
@@ -91,6 +91,40 @@ def schemas(cjk: bool) -> tuple[dict, dict]:
         "required": ["key_points", "decisions", "action_items"],
     }
     return summary, notes
+
+
+EDITED_TEXT_MAX, EDITED_ITEMS_MAX = 20_000, 100
+"""A reviewer's edit may run longer than the model is allowed to write, within these."""
+
+
+def check_summary_content(content: dict) -> None:
+    """Refuse (InvalidInput) a reviewer's edit that does not have the summary's shape:
+    the page and every export read it as the schema says."""
+    problem = _shape_problem(schemas(cjk=False)[0], content, "the summary")
+    if problem:
+        raise InvalidInput(problem)
+
+
+def _shape_problem(schema: dict, value, where: str) -> str | None:
+    kind = schema.get("type")
+    if kind == "object":
+        if not isinstance(value, dict):
+            return f"{where} must be an object"
+        missing = [k for k in schema.get("required", ()) if k not in value]
+        if missing:
+            return f"{where} lacks {', '.join(missing)}"
+        return next((p for key, sub in schema.get("properties", {}).items() if key in value
+                     if (p := _shape_problem(sub, value[key], f"{where}.{key}"))), None)
+    if kind == "array":
+        if not isinstance(value, list) or len(value) > EDITED_ITEMS_MAX:
+            return f"{where} must be a list of at most {EDITED_ITEMS_MAX} items"
+        return next((p for i, item in enumerate(value)
+                     if (p := _shape_problem(schema["items"], item, f"{where}[{i}]"))), None)
+    if kind == "string" and not (isinstance(value, str) and len(value) <= EDITED_TEXT_MAX):
+        return f"{where} must be text of at most {EDITED_TEXT_MAX:,} characters"
+    if kind == "integer" and not (isinstance(value, int) and not isinstance(value, bool)):
+        return f"{where} must be a whole number"
+    return None
 
 
 _NOTE_SECTIONS = ("key_points", "decisions", "action_items")

@@ -16,6 +16,30 @@ _CJK = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ff
 _PUNCT_OR_SPACE = re.compile(r"[\s\W_]+", re.UNICODE)
 
 
+# Control characters, and the marks that reorder text or hide it (a title with U+202E
+# shows its end first on every reviewer's screen).
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e"
+                        "\u2060-\u2069\ufeff]")
+TITLE_MAX, NAME_MAX, NOTE_MAX = 200, 64, 1000
+"""Characters in a recording's title; in a user, speaker or glossary name; in a note."""
+
+
+def clean_label(text: str, what: str, longest: int) -> str:
+    """A title, name or note as people type it: control and bidi characters removed,
+    white space folded to single spaces; InvalidInput when it is longer than ``longest``.
+
+    >>> clean_label("\u202eevil.exe\x0b title ", "a title", 200)
+    'evil.exe title'
+    """
+    from device.errors import InvalidInput
+
+    cleaned = " ".join(_INVISIBLE.sub(" ", text).split())
+    if len(cleaned) > longest:
+        raise InvalidInput(f"{what} may be at most {longest} characters "
+                           f"(this one has {len(cleaned):,})")
+    return cleaned
+
+
 @functools.lru_cache(maxsize=4)
 def _converter(config: str):
     import opencc

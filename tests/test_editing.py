@@ -236,3 +236,24 @@ def test_summarize_waits_for_the_transcript(box):
         rec = store.create_recording("Queued", "a.wav")
     response = box.reviewer.api("POST", f"/api/recordings/{rec.id}/summarize", {})
     assert response.status_code == 409
+
+
+def test_a_summary_edit_of_the_wrong_shape_is_refused_and_exports_keep_working(box):
+    """{"summary": {"x": 1}} was stored and the Markdown export then answered 500; a
+    vertical tab in stored text made the DOCX export answer 500."""
+    rec = stored_transcript(box.settings, texts=["Budget\x0b review on Tuesday."])
+    with Store(box.settings.database_path) as store:
+        store.add_summary(rec, {"title": "Budget", "summary": "Review.", "key_points": [],
+                                "decisions": [], "action_items": [], "keywords": [],
+                                "language": "en"}, [], model_id="m", prompt_version="1",
+                          transcript_hash=store.transcript_hash(rec))
+    url = f"/api/recordings/{rec}/summary"
+    for content in ({"summary": {"x": 1}}, {"key_points": "one"},
+                    {"key_points": [{"text": "x", "segments": ["1"]}]},
+                    {"action_items": [{"owner": "Li", "segments": [1]}]}):
+        response = box.reviewer.api("PUT", url, {"content": content, "version": 1})
+        assert response.status_code == 400, content
+    assert box.reviewer.api("PUT", url, {"content": {"summary": "Fine."}, "version": 1}
+                            ).status_code == 200
+    for fmt in ("md", "docx", "txt", "json"):
+        assert box.reviewer.client.get(f"/recordings/{rec}/export.{fmt}").status_code == 200

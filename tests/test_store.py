@@ -172,3 +172,25 @@ def test_a_failing_migration_leaves_the_schema_as_it_was(settings):
             pass
         assert "half" not in store.db.table_names()
         assert store.schema_version == SCHEMA_VERSION
+
+
+def test_titles_names_and_notes_lose_control_and_bidi_characters_and_are_bounded(store):
+    """A 3 MB title or marker note was stored as it came, and so were U+202E (which shows
+    the end of a title first) and control characters (which break exports)."""
+    import pytest
+
+    from device.errors import InvalidInput
+
+    recording = store.create_recording("\u202egnp.exe\x0b Interview\t Li", "a\x00.wav")
+    assert (recording.title, recording.source_name) == ("gnp.exe Interview Li", "a .wav")
+    with pytest.raises(InvalidInput, match="at most 200 characters"):
+        store.create_recording("题" * 3_000_000, "b.wav")
+    with pytest.raises(InvalidInput, match="at most 1000 characters"):
+        store.add_marker(recording.id, 1.0, "x" * 3_000_000)
+    assert store.add_marker(recording.id, 1.0, "key\u2066 point\n").note == "key point"
+    store.create_user("rita", "hash", "reviewer")
+    with pytest.raises(InvalidInput, match="taken"):  # the same name behind an invisible mark
+        store.create_user("\u200brita", "hash", "reviewer")
+    with pytest.raises(InvalidInput, match="a title cannot be empty"):
+        store.update_recording(recording.id, title="\u202e\u202c")
+    assert [r.title for r in store.list_recordings()] == ["gnp.exe Interview Li"]

@@ -437,3 +437,16 @@ def test_numbers_beyond_sqlites_range_are_refused_not_overflowed(box):
         assert admin.api("PATCH", f"/api/segments/{segment['id']}", body).status_code == 422
     assert admin.api("POST", f"/api/revisions/{big}/undo").status_code == 422
     assert admin.client.get(f"/api/recordings/{2**63 - 1}").status_code == 404  # in range
+
+
+def test_titles_from_the_web_are_bounded_and_cleaned(box):
+    rec = stored_transcript(box.settings)
+    url = f"/api/recordings/{rec}/title"
+    assert box.reviewer.api("POST", url, {"title": "题" * 3_000_000}).status_code == 422
+    assert box.reviewer.api("POST", url, {"title": "题" * 300}).status_code == 400
+    renamed = box.reviewer.api("POST", url, {"title": "\u202efdp.exe\x0b 采访"})
+    assert renamed.status_code == 200 and renamed.json()["title"] == "fdp.exe 采访"
+    uploaded = box.interviewer.client.put(
+        "/api/upload", params={"filename": "a\u202e.wav", "title": "x" * 2000},
+        content=b"RIFF", headers={"X-CSRF-Token": box.interviewer.csrf})
+    assert uploaded.status_code == 422

@@ -5,6 +5,7 @@ from __future__ import annotations
 from device.errors import InvalidInput, UserNotFound
 from device.records import User
 from device.store._base import Rooms, now
+from device.text import NAME_MAX, clean_label
 
 
 class AccountRooms(Rooms):
@@ -12,6 +13,9 @@ class AccountRooms(Rooms):
         return self.db["users"].count
 
     def create_user(self, username: str, password_hash: str, role: str) -> User:
+        username = clean_label(username, "a user name", NAME_MAX)
+        if not username:
+            raise InvalidInput("choose a user name")
         with self.transaction():
             if self.db.execute("SELECT 1 FROM users WHERE username = ? COLLATE NOCASE",
                                [username]).fetchone():

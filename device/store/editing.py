@@ -9,6 +9,7 @@ import json
 from device.errors import EditConflict, InvalidInput, RevisionNotFound, SegmentNotFound
 from device.records import Revision, Segment, User
 from device.store._base import Rooms, now, revision_of, segment_of
+from device.text import NAME_MAX, clean_label
 
 SEGMENT_MAX_CHARS = 20_000
 """A segment is a few sentences; a cap keeps an edit (or find & replace, whose growth
@@ -47,7 +48,7 @@ class EditingRooms(Rooms):
 
     def set_speaker(self, segment_id: int, speaker: str | None, revision: int,
                     user: User | None = None) -> Segment:
-        speaker = (speaker or "").strip() or None
+        speaker = clean_label(speaker or "", "a speaker name", NAME_MAX) or None
         with self.transaction():
             before = self._current(segment_id, revision)
             after = {**before, "speaker": speaker, "revision": before["revision"] + 1}
@@ -58,7 +59,7 @@ class EditingRooms(Rooms):
     def rename_speaker(self, recording_id: int, old: str, new: str,
                        user: User | None = None) -> int:
         """Rename a speaker on every segment of a recording; returns how many changed."""
-        new = new.strip()
+        new = clean_label(new, "a speaker name", NAME_MAX)
         if not new:
             raise InvalidInput("a speaker name cannot be empty")
         with self.transaction():

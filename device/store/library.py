@@ -7,13 +7,14 @@ import json
 from device.errors import InvalidInput, RecordingNotFound
 from device.records import GlossaryEntry, Marker, Recording, SearchHit, Summary
 from device.store._base import Rooms, encode_fields, now, recording_of
-from device.text import search_form
+from device.text import NAME_MAX, NOTE_MAX, TITLE_MAX, clean_label, search_form
 
 
 class LibraryRooms(Rooms):
     def create_recording(self, title: str, source_name: str, status: str = "queued",
                          owner_id: int | None = None) -> Recording:
-        stamp = now()
+        stamp, title = now(), clean_label(title, "a title", TITLE_MAX) or "Untitled"
+        source_name = clean_label(source_name, "a file name", TITLE_MAX)
         with self.transaction():
             row_id = self.db["recordings"].insert(
                 {"title": title, "source_name": source_name, "status": status,
@@ -60,12 +61,18 @@ class LibraryRooms(Rooms):
             "SELECT DISTINCT language FROM recordings WHERE language IS NOT NULL ORDER BY 1")]
 
     def update_recording(self, recording_id: int, **fields: object) -> Recording:
+        for key, what in (("title", "a title"), ("source_name", "a file name")):
+            if key in fields:
+                fields[key] = clean_label(str(fields[key]), what, TITLE_MAX)
+                if not fields[key]:
+                    raise InvalidInput(f"{what} cannot be empty")
         with self.transaction():
             self.db["recordings"].update(recording_id,
                                          {**encode_fields(fields), "updated": now()})
         return self.get_recording(recording_id)
 
     def add_marker(self, recording_id: int, t: float, note: str = "") -> Marker:
+        note = clean_label(note, "a marker's note", NOTE_MAX)
         with self.transaction():
             marker_id = self.db["markers"].insert(
                 {"recording_id": recording_id, "t": t, "note": note, "created": now()}
@@ -139,7 +146,8 @@ class LibraryRooms(Rooms):
             "SELECT id, term, misheard FROM glossary ORDER BY term, id")]
 
     def add_glossary(self, term: str, misheard: str | None = None) -> int:
-        term, misheard = term.strip(), (misheard or "").strip() or None
+        term = clean_label(term, "a glossary term", NAME_MAX)
+        misheard = clean_label(misheard or "", "a mis-hearing", NAME_MAX) or None
         if not term:
             raise InvalidInput("a glossary term cannot be empty")
         with self.transaction():

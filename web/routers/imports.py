@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import BinaryIO
+from typing import Annotated, BinaryIO
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from device import audio
@@ -90,8 +90,9 @@ def _audio_suffix(head: bytes) -> str:
 
 @router.put("/api/upload")
 async def upload(request: Request, user: Interviewer, settings: SettingsDep,
-                 filename: str = "upload", title: str | None = None,
-                 profile: str | None = None):
+                 filename: Annotated[str, Query(max_length=1000)] = "upload",
+                 title: Annotated[str | None, Query(max_length=1000)] = None,
+                 profile: Annotated[str | None, Query(max_length=100)] = None):
     limit = settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:

@@ -18,12 +18,13 @@ import threading
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from device.capture import CaptureError, FileSource, MicrophoneSource
 from device.errors import TingjiError
 from device.profiles import load_profiles
 from device.recorder import NotRecording, Recorder, RecorderBusy
+from device.text import NOTE_MAX, TITLE_MAX
 from web.deps import Interviewer, SettingsDep, templates
 
 router = APIRouter()
@@ -31,15 +32,15 @@ _setup = threading.Lock()
 
 
 class StartRequest(BaseModel):
-    title: str | None = None
-    source: str = "mic"
+    title: str | None = Field(default=None, max_length=4 * TITLE_MAX)
+    source: str = Field(default="mic", max_length=300)
     """mic, or demo:NAME for a file in DATA_DIR/demo/ played at real-time speed."""
-    device: str | None = None
-    profile: str | None = None
+    device: str | None = Field(default=None, max_length=200)
+    profile: str | None = Field(default=None, max_length=100)
 
 
 class MarkerRequest(BaseModel):
-    note: str = ""
+    note: str = Field(default="", max_length=4 * NOTE_MAX)
 
 
 def recorder_of(request: Request) -> Recorder:

@@ -19,6 +19,7 @@ from device import export
 from device.errors import EditConflict
 from device.grounding import grounding_flags
 from device.store.editing import SEGMENT_MAX_CHARS
+from device.summarize import check_summary_content
 from web.deps import (
     ROW_ID_MAX,
     Interviewer,
@@ -82,7 +83,7 @@ def _as_dict(record) -> dict | None:
 
 
 class TitleChange(BaseModel):
-    title: str = Field(min_length=1, max_length=200)
+    title: str = Field(min_length=1, max_length=800)
 
 
 @router.post("/api/recordings/{recording_id}/title")
@@ -118,8 +119,8 @@ class Merge(BaseModel):
 
 
 class SpeakerRename(BaseModel):
-    old: str
-    new: str = Field(min_length=1, max_length=100)
+    old: str = Field(max_length=400)
+    new: str = Field(min_length=1, max_length=400)
 
 
 class Replace(BaseModel):
@@ -226,6 +227,7 @@ def edit_summary(recording_id: RowId, body: SummaryEdit, user: Reviewer, store: 
                            f"{current.version}, yours {body.version})")
     content = {**current.content, **{k: v for k, v in body.content.items()
                                      if k in current.content}}
+    check_summary_content(content)
     flags = grounding_flags(content, store.segments(recording_id, with_words=False))
     return store.add_summary(recording_id, content, [asdict(f) for f in flags],
                              model_id=f"edited by {user.username}",
