@@ -134,3 +134,16 @@ def test_a_large_upload_does_not_stall_other_requests(server, settings):
     assert len(answers) >= 20 and {status for _, status, _ in answers} == {200}
     slowest = max(answers, key=lambda answer: answer[2])
     assert slowest[2] < 0.2, slowest
+
+
+def test_a_declared_huge_body_is_refused_before_a_byte_of_it_is_sent(server):
+    """The box answers 413 to the headers alone: nothing of the 400 MB is read."""
+    import socket
+    from urllib.parse import urlsplit
+
+    address = urlsplit(server)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(b"POST /api/record/start HTTP/1.1\r\nHost: box\r\n"
+                     b"Content-Type: text/plain\r\nContent-Length: 419430400\r\n\r\n")
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
