@@ -332,3 +332,27 @@ def test_a_signed_model_bundle_installs_into_the_model_store(box, keys, tmp_path
     tampered = _flip(signed, 700, tmp_path / "probe-flipped.tar")
     with pytest.raises(bundles.BundleError):
         flash(box, tampered)
+
+
+def test_a_bundle_swapped_after_its_signature_check_installs_nothing_of_it(make, keys,
+                                                                          tmp_path):
+    """The check hashed one open of the bundle and then opened it again by path to read the
+    manifest and extract: renaming another bundle over the path in between installed the
+    other one (4 of 4 runs).  Now every read is of the private copy that was checked."""
+    signed = make("1.5.0")
+    other_key, _ = bundles.write_keys(tmp_path / "other.key", tmp_path / "other", "evil")
+    evil = make("9.9.9", source=variant(tmp_path, broken_health=True), key=other_key)
+    handed_in = tmp_path / "incoming.tar"
+    shutil.copy(signed, handed_in)
+    copy = tmp_path / "private" / "bundle.tar"
+    copy.parent.mkdir(mode=0o700)
+    bundle = bundles.open_bundle(handed_in, bundles.trusted_keys(keys[1]), copy)
+    os.replace(evil, handed_in)  # the swap, after the check
+    bundles.extract(bundle, tmp_path / "slot")
+    health = (tmp_path / "slot" / "code" / "web" / "routers" / "system.py").read_text()
+    assert bundle.version == "1.5.0" and 'status_code=500' not in health
+    assert bundle.path == copy and copy.stat().st_mode & 0o077 == 0
+    # A refused bundle leaves no copy behind.
+    with pytest.raises(bundles.BundleError, match="unknown key"):
+        bundles.open_bundle(handed_in, bundles.trusted_keys(keys[1]), tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()

@@ -243,8 +243,11 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 @dataclass(frozen=True)
 class Bundle:
     path: Path
+    """The verified private copy: every later read is of these bytes."""
     manifest: dict
     key_id: str
+    origin: Path
+    """Where the bundle was handed in (for logs only: it may have changed since)."""
 
     @property
     def version(self) -> str:
@@ -255,24 +258,28 @@ class Bundle:
         return self.manifest["kind"]
 
 
-def open_bundle(path: Path, keys: dict[str, Ed25519PublicKey]) -> Bundle:
-    """Check a bundle's signature (over every byte of the file) against the trusted ``keys``
-    and read its manifest; the payload is checked file by file as it is extracted."""
+def open_bundle(path: Path, keys: dict[str, Ed25519PublicKey], private_copy: Path) -> Bundle:
+    """Copy a bundle to ``private_copy`` (a new file only its owner can touch) while hashing
+    it from one open file, check the signature over every byte of that copy against the
+    trusted ``keys``, and read its manifest; the payload is checked file by file as it is
+    extracted, from the copy.  Reading the given path again later would let whoever can
+    write there swap in other bytes after the check.  A refused bundle leaves no copy."""
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"{path}: no such bundle file")
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        if size <= TRAILER:
-            raise BundleError(f"{path}: not a tingji bundle (too short)")
-        f.seek(size - TRAILER)
-        trailer = f.read(TRAILER)
-        f.seek(0)
-        digest, left = hashlib.sha256(), size - TRAILER
-        while left:
-            block = f.read(min(left, 1 << 20))
-            digest.update(block)
-            left -= len(block)
+    try:
+        digest, trailer = _copy_and_hash(path, private_copy)
+        signer = _check_signature(path, digest, trailer, keys)
+        manifest = _manifest(path, private_copy)
+    except BaseException:
+        private_copy.unlink(missing_ok=True)
+        raise
+    return Bundle(private_copy, manifest, signer, path)
+
+
+def _check_signature(path: Path, digest, trailer: bytes,
+                     keys: dict[str, Ed25519PublicKey]) -> str:
+    """The id of the trusted key that signed the bytes hashed into ``digest``."""
     signature, signer, magic = trailer[:64], trailer[64:80].decode("ascii", "replace"), \
         trailer[80:]
     if magic != MAGIC:
@@ -286,15 +293,44 @@ def open_bundle(path: Path, keys: dict[str, Ed25519PublicKey]) -> Bundle:
     except InvalidSignature as exc:
         raise BundleError(f"{path}: the signature does not match: the bundle was altered "
                           "or damaged") from exc
+    return signer
+
+
+def _manifest(path: Path, copy: Path) -> dict:
     try:
-        with tarfile.open(path, "r:") as tar:
+        with tarfile.open(copy, "r:") as tar:
             manifest = json.loads(_member_bytes(tar, "manifest.json", 1 << 24))
     except (tarfile.TarError, OSError, ValueError, KeyError) as exc:
         raise BundleError(f"{path}: not a tingji bundle ({exc})") from exc
     if manifest.get("format") != FORMAT or manifest.get("kind") not in ("firmware", "model"):
         raise BundleError(f"{path}: unsupported bundle format or kind")
     parse_version(manifest.get("version", ""))
-    return Bundle(path, manifest, signer)
+    return manifest
+
+
+def _copy_and_hash(path: Path, copy: Path) -> tuple:
+    """sha256 of all but the trailer, and the trailer, of the bytes copied from one open
+    file into ``copy`` (created 0600, never an existing file)."""
+    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(path, "rb") as source, os.fdopen(fd, "wb") as out:
+        size = os.fstat(source.fileno()).st_size
+        if size <= TRAILER:
+            raise BundleError(f"{path}: not a tingji bundle (too short)")
+        digest, left = hashlib.sha256(), size - TRAILER
+        while left:
+            block = source.read(min(left, 1 << 20))
+            if not block:
+                raise BundleError(f"{path}: the file shrank while it was read")
+            digest.update(block)
+            out.write(block)
+            left -= len(block)
+        trailer = source.read(TRAILER)
+        out.write(trailer)
+        out.flush()
+        os.fsync(out.fileno())
+    if len(trailer) != TRAILER:
+        raise BundleError(f"{path}: the file shrank while it was read")
+    return digest, trailer
 
 
 def _member_bytes(tar: tarfile.TarFile, name: str, limit: int) -> bytes:

@@ -257,9 +257,30 @@ def flash(box: Box, bundle_path: Path, *, allow_downgrade: bool = False,
     recover(box)
     active = box.active()
     keys = trusted_keys(trust) if active is None and trust is not None else box.keys()
-    bundle = open_bundle(Path(bundle_path), keys)
-    if bundle.kind == "model":
-        return _flash_model(box, bundle)
+    incoming = box.state_dir / "incoming"  # the verified copy: root's alone
+    incoming.mkdir(mode=0o700, parents=True, exist_ok=True)
+    incoming.chmod(0o700)
+    copy = incoming / "bundle.tar"
+    copy.unlink(missing_ok=True)
+    try:
+        bundle = open_bundle(Path(bundle_path), keys, copy)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        reason = f"the disk is full ({exc.strerror}): no room to copy the bundle"
+        box.save_state(last={"version": None, "outcome": "failed", "detail": reason})
+        box.log(f"update FAILED before it started: {reason}")
+        raise UpdateFailed(f"{reason}; nothing was changed") from exc
+    try:
+        if bundle.kind == "model":
+            return _flash_model(box, bundle)
+        return _flash_firmware(box, bundle, active, allow_downgrade, health_check)
+    finally:
+        copy.unlink(missing_ok=True)
+
+
+def _flash_firmware(box: Box, bundle: Bundle, active: str | None, allow_downgrade: bool,
+                    health_check: bool) -> dict:
 
     installed = box.slot_info(active)
     floor = max((v for v in (box.state().get("floor"), installed and installed["version"]) if v),
@@ -273,9 +294,9 @@ def flash(box: Box, bundle_path: Path, *, allow_downgrade: bool = False,
     box.save_state(floor=floor)  # persisted before anything is replaced
     slot = "b" if active == "a" else "a"
     journal = {"phase": "installing", "slot": slot, "from": active, "version": bundle.version,
-               "bundle": str(bundle.path)}
+               "bundle": str(bundle.origin)}
     _write_json(box.journal, journal)
-    box.log(f"flash {bundle.version} ({bundle.path.name}) into slot {slot}")
+    box.log(f"flash {bundle.version} ({bundle.origin.name}) into slot {slot}")
     try:
         _install_slot(box, bundle, slot)
         backup = backup_database(box, bundle.version)
@@ -322,7 +343,7 @@ def _install_slot(box: Box, bundle: Bundle, slot: str) -> None:
     extract(bundle, staging)
     _ensure_environment(box, staging, bundle.manifest["python"])
     _write_json(staging / "SLOT.json", {"version": bundle.version, "key_id": bundle.key_id,
-                                        "bundle": bundle.path.name,
+                                        "bundle": bundle.origin.name,
                                         "installed": time.strftime("%Y-%m-%dT%H:%M:%S")})
     old = box.slots / slot
     if old.exists():
@@ -453,7 +474,7 @@ def _flash_model(box: Box, bundle: Bundle) -> dict:
         installed = install_bundle(staging / "model.tar", box.models_dir, force=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    box.log(f"model bundle {bundle.path.name} ({bundle.version}) installed: {installed}")
+    box.log(f"model bundle {bundle.origin.name} ({bundle.version}) installed: {installed}")
     return {"model": str(installed), "version": bundle.version}
 
 
