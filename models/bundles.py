@@ -24,6 +24,7 @@ from models.store import (
     SOURCE_MARKER,
     ModelFile,
     ModelInstallError,
+    ModelSpec,
     bundle_spec,
     ensure_space,
     fsync_tree,
@@ -85,13 +86,13 @@ def install_bundle(
         raise ModelInstallError(f"{bundle}: not a model bundle ({exc})") from exc
     with tar:
         try:
-            member = tar.getmember(BUNDLE_MANIFEST)
-            text = tar.extractfile(member).read().decode("utf-8")
+            text = _member(tar, BUNDLE_MANIFEST, None, bundle).read(MANIFEST_MAX).decode()
             spec = bundle_spec(tomllib.loads(text))
         except (KeyError, AttributeError, UnicodeDecodeError, tomllib.TOMLDecodeError,
                 TypeError, ValueError) as exc:
             raise ModelInstallError(f"{bundle}: not a model bundle (bad {BUNDLE_MANIFEST}: "
                                     f"{exc})") from exc
+        _check_members(tar, spec, bundle)
         if spec.id in load_manifest():
             raise ModelInstallError(f"{bundle}: model id {spec.id} belongs to a packaged model; "
                                     "give the bundle another id")
@@ -106,12 +107,7 @@ def install_bundle(
         staging.chmod(0o755)
         try:
             for file in spec.sources[0].files:
-                try:
-                    stream = tar.extractfile(tar.getmember(file.name))
-                except KeyError:
-                    stream = None
-                if stream is None:
-                    raise ModelInstallError(f"{bundle}: {file.name} is listed but not included")
+                stream = _member(tar, file.name, file.size, bundle)
                 _copy_checked(stream, staging / file.name, file, bundle)
             (staging / BUNDLE_MANIFEST).write_text(text, encoding="utf-8")
             (staging / SOURCE_MARKER).write_text(BUNDLE_SOURCE + "\n", encoding="utf-8")
@@ -124,11 +120,42 @@ def install_bundle(
     return models_dir / spec.id
 
 
+MANIFEST_MAX = 1 << 20
+
+
+def _check_members(tar, spec: ModelSpec, origin: Path) -> None:
+    """Only the manifest and the files it lists, each once, each a regular file: no links,
+    devices or folders, nothing extra."""
+    allowed = {BUNDLE_MANIFEST, *(f.name for f in spec.sources[0].files)}
+    seen: set[str] = set()
+    for member in tar.getmembers():
+        if not member.isfile() or member.name not in allowed or member.name in seen:
+            raise ModelInstallError(f"{origin}: unexpected member {member.name!r} (a bundle "
+                                    "holds bundle.toml and the regular files it lists)")
+        seen.add(member.name)
+
+
+def _member(tar, name: str, size: int | None, origin: Path):
+    """A member to read: a regular file whose size in the archive is the size its manifest
+    gives (the manifest itself: at most MANIFEST_MAX), checked before a byte is read."""
+    try:
+        member = tar.getmember(name)
+    except KeyError:
+        what = "is listed but not included" if size is not None else "is missing"
+        raise ModelInstallError(f"{origin}: not a model bundle ({name} {what})") from None
+    if not member.isfile():
+        raise ModelInstallError(f"{origin}: {name} is not a regular file")
+    if (member.size > MANIFEST_MAX) if size is None else (member.size != size):
+        raise ModelInstallError(f"{origin}: {name} is {member.size:,} bytes in the archive, "
+                                "not what its manifest allows")
+    return tar.extractfile(member)
+
+
 def _copy_checked(stream, destination: Path, file: ModelFile, origin: Path) -> None:
     digest, size = hashlib.sha256(), 0
     try:
         with open(destination, "wb") as out:
-            while block := stream.read(CHUNK):
+            while size <= file.size and (block := stream.read(CHUNK)):  # a byte budget
                 digest.update(block)
                 size += len(block)
                 out.write(block)

@@ -207,3 +207,46 @@ def test_a_bundle_cannot_name_a_path_outside_the_model_store(tmp_path, model_id,
         install_bundle(bundle, models, log=lambda line: None)
     written = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")}
     assert written == {Path("box"), Path("box/models"), Path("evil.tar")}
+
+
+def _tar_gz(path: Path, members: list) -> Path:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def test_a_model_bundle_bomb_or_link_is_refused_before_anything_is_written(tmp_path):
+    """A 510 KB .tar.gz whose manifest declared a 10-byte file wrote 500 MB before it
+    failed; links and other members were not looked at."""
+    import tarfile
+
+    from models.bundles import install_bundle
+
+    def info(name: str, size: int, kind=tarfile.REGTYPE) -> tarfile.TarInfo:
+        member = tarfile.TarInfo(name)
+        member.size, member.type = size, kind
+        return member
+
+    manifest = (b'[model]\nid = "small"\nkind = "asr"\nengine = "ctranslate2-whisper"\n'
+                b'[[model.file]]\nname = "model.bin"\nsize = 10\nsha256 = "' + b"0" * 64
+                + b'"\n')
+    zeros = b"\0" * (64 << 20)
+    bomb = _tar_gz(tmp_path / "bomb.tar.gz", [(info("bundle.toml", len(manifest)), manifest),
+                                              (info("model.bin", len(zeros)), zeros)])
+    assert bomb.stat().st_size < 1 << 20
+    link = info("model.bin", 0, tarfile.SYMTYPE)
+    link.linkname = "/etc/passwd"
+    linked = _tar_gz(tmp_path / "link.tar.gz", [(info("bundle.toml", len(manifest)), manifest),
+                                                (link, None)])
+    extra = _tar_gz(tmp_path / "extra.tar.gz", [(info("bundle.toml", len(manifest)), manifest),
+                                                (info("model.bin", 10), b"0123456789"),
+                                                (info("run.sh", 3), b"ls\n")])
+    models = tmp_path / "models"
+    for bundle in (bomb, linked, extra):
+        with pytest.raises(ModelInstallError, match="not what its manifest|unexpected member"):
+            install_bundle(bundle, models, log=lambda line: None)
+        assert not models.exists() or list(models.iterdir()) == []
