@@ -71,6 +71,19 @@ def _toml(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def read_bundle_spec(bundle: Path) -> ModelSpec:
+    """The model a bundle file holds, from its bundle.toml (nothing is installed)."""
+    import tarfile
+
+    try:
+        with tarfile.open(bundle) as tar:
+            text = _member(tar, BUNDLE_MANIFEST, None, bundle).read(MANIFEST_MAX).decode()
+        return bundle_spec(tomllib.loads(text))
+    except (tarfile.TarError, OSError, KeyError, AttributeError, UnicodeDecodeError,
+            tomllib.TOMLDecodeError, TypeError, ValueError) as exc:
+        raise ModelInstallError(f"{bundle}: not a model bundle ({exc})") from exc
+
+
 def install_bundle(
     bundle: Path, models_dir: Path, *, force: bool = False,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),

@@ -332,6 +332,20 @@ def test_a_signed_model_bundle_installs_into_the_model_store(box, keys, tmp_path
     tampered = _flip(signed, 700, tmp_path / "probe-flipped.tar")
     with pytest.raises(bundles.BundleError):
         flash(box, tampered)
+    # A model has a version floor: a signed 1.0.0 cannot come back over 2.0.0 unasked.
+    (model / "config.json").write_text('{"probe": 2}')
+    newer = bundles.build(tmp_path / "probe-2.tar", "2.0.0", keys[0], kind="model",
+                          model_bundle=make_bundle(model, tmp_path / "probe2.tar",
+                                                   model_id="probe-model", kind="asr",
+                                                   engine="ctranslate2-whisper",
+                                                   languages=["en"]))
+    assert flash(box, newer)["version"] == "2.0.0"
+    with pytest.raises(UpdateFailed, match="model probe-model 1.0.0 is not newer than 2.0.0"):
+        flash(box, signed)
+    assert (store / "probe-model" / "config.json").read_text() == '{"probe": 2}'
+    assert flash(box, signed, allow_downgrade=True)["version"] == "1.0.0"
+    assert "OVERRIDE: installing model probe-model 1.0.0" in (
+        box.state_dir / "updates.log").read_text()
 
 
 def test_a_bundle_swapped_after_its_signature_check_installs_nothing_of_it(make, keys,

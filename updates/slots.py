@@ -273,7 +273,7 @@ def flash(box: Box, bundle_path: Path, *, allow_downgrade: bool = False,
         raise UpdateFailed(f"{reason}; nothing was changed") from exc
     try:
         if bundle.kind == "model":
-            return _flash_model(box, bundle)
+            return _flash_model(box, bundle, allow_downgrade)
         return _flash_firmware(box, bundle, active, allow_downgrade, health_check)
     finally:
         copy.unlink(missing_ok=True)
@@ -461,19 +461,31 @@ def _die_with_parent() -> None:
     die_with_parent(signal.SIGKILL)
 
 
-def _flash_model(box: Box, bundle: Bundle) -> dict:
+def _flash_model(box: Box, bundle: Bundle, allow_downgrade: bool) -> dict:
     """A signed model bundle: verified, then installed into the model store (which checks
-    every file's hash again and swaps the model in atomically)."""
-    from models.bundles import install_bundle
+    every file's hash again and swaps the model in atomically).  Each model has a version
+    floor, as the firmware has: an older signed bundle cannot bring back an older model."""
+    from models.bundles import install_bundle, read_bundle_spec
 
     staging = box.root / "state" / "model-staging"
     shutil.rmtree(staging, ignore_errors=True)
     try:
         extract(bundle, staging)
+        model_id = read_bundle_spec(staging / "model.tar").id
+        floors = box.state().get("model_floors", {})
+        floor = floors.get(model_id)
+        if floor and parse_version(bundle.version) <= parse_version(floor):
+            if not allow_downgrade:
+                raise UpdateFailed(f"model {model_id} {bundle.version} is not newer than "
+                                   f"{floor} (installed or already accepted); nothing was "
+                                   "changed")
+            box.log(f"OVERRIDE: installing model {model_id} {bundle.version} over the floor "
+                    f"{floor} (allow_downgrade), by uid {os.getuid()}")
         box.models_dir.mkdir(parents=True, exist_ok=True)
         installed = install_bundle(staging / "model.tar", box.models_dir, force=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    box.save_state(model_floors={**floors, model_id: bundle.version})
     box.log(f"model bundle {bundle.origin.name} ({bundle.version}) installed: {installed}")
     return {"model": str(installed), "version": bundle.version}
 
