@@ -19,6 +19,7 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -106,7 +107,7 @@ class Recorder:
         self.frames_received = 0
         self._lock = _RecorderLock(settings)
         self._control = threading.Lock()
-        self._subscribers: list[queue.Queue] = []
+        self._subscribers: list[Callable[[dict], None]] = []
         self._thread: threading.Thread | None = None
         self._source: AudioSource | None = None
         self._writer: storage.SegmentWriter | None = None
@@ -194,14 +195,20 @@ class Recorder:
                 "level": {"peak_db": self.level.peak_db, "rms_db": self.level.rms_db},
                 "stop_reason": self.stop_reason}
 
-    def subscribe(self) -> queue.Queue:
-        events: queue.Queue = queue.Queue(maxsize=1000)
-        self._subscribers.append(events)
+    def subscribe(self, deliver: Callable[[dict], None] | None = None) -> queue.Queue | None:
+        """Have every event handed to ``deliver`` (called from the capture thread: it must
+        not block), or, without one, put into a queue that is returned."""
+        events: queue.Queue | None = None
+        if deliver is None:
+            events = queue.Queue(maxsize=1000)
+            deliver = events.put_nowait
+        self._subscribers.append(deliver)
         return events
 
-    def unsubscribe(self, events: queue.Queue) -> None:
-        if events in self._subscribers:
-            self._subscribers.remove(events)
+    def unsubscribe(self, subscription: Callable[[dict], None] | queue.Queue) -> None:
+        for deliver in list(self._subscribers):
+            if deliver == subscription or getattr(deliver, "__self__", None) is subscription:
+                self._subscribers.remove(deliver)
 
     # -- inside ---------------------------------------------------------------------------
 
@@ -266,10 +273,10 @@ class Recorder:
                        "lag": live.lag})
 
     def _publish(self, event: dict) -> None:
-        for subscriber in list(self._subscribers):
+        for deliver in list(self._subscribers):
             try:
-                subscriber.put_nowait(event)
-            except queue.Full:
+                deliver(event)
+            except (queue.Full, RuntimeError):  # a full queue, a closed event loop
                 pass  # a slow client misses level updates, never blocks capture
 
 

@@ -147,3 +147,34 @@ def test_a_declared_huge_body_is_refused_before_a_byte_of_it_is_sent(server):
                      b"Content-Type: text/plain\r\nContent-Length: 419430400\r\n\r\n")
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+
+
+def test_live_event_streams_are_capped_per_user_and_freed_when_closed(server, settings):
+    """Each open stream polled every 50 ms (1,500 of them used 72 % of a core), with no
+    limit; now a user may hold four, and a stream waits for events instead of polling."""
+    from web.routers.record import STREAMS_PER_USER
+
+    client, _ = signed_in(server)
+    streams, lines = [], []  # an iterator dropped closes its stream: keep them
+    try:
+        for _ in range(STREAMS_PER_USER):
+            stream = client.stream("GET", "/api/record/events", timeout=60)
+            response = stream.__enter__()
+            streams.append(stream)
+            assert response.status_code == 200
+            lines.append(response.iter_lines())
+            assert next(lines[-1]) == "event: status"
+        with client.stream("GET", "/api/record/events", timeout=60) as refused:
+            assert refused.status_code == 429
+    finally:
+        for stream in streams:
+            stream.__exit__(None, None, None)
+
+    def reopened() -> bool:  # the server notices the closed streams
+        with client.stream("GET", "/api/record/events", timeout=60) as response:
+            return response.status_code == 200
+
+    deadline = time.monotonic() + 30
+    while not reopened():
+        assert time.monotonic() < deadline, "closed streams were never freed"
+        time.sleep(0.2)

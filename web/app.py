@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -51,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.recorder = None
     app.state.login_limiter = security.LoginLimiter()
+    app.state.event_streams = collections.Counter()  # open live-event streams by user
     templates = Jinja2Templates(directory=HERE / "templates")  # autoescape on for .html
     templates.env.globals["version"] = device.__version__
     templates.env.filters["clock"] = export.clock

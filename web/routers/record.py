@@ -12,8 +12,9 @@ Every route needs a signed-in user (interviewer or above); writes need the CSRF 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import json
-import queue
 import threading
 
 from fastapi import APIRouter, HTTPException, Request
@@ -90,6 +91,11 @@ def start(body: StartRequest, request: Request, settings: SettingsDep, user: Int
     return {"recording_id": recording.id, **recorder.status()}
 
 
+def _offer(inbox: asyncio.Queue, event: dict) -> None:
+    with contextlib.suppress(asyncio.QueueFull):  # a slow client misses level updates
+        inbox.put_nowait(event)
+
+
 def _control(request: Request, action: str, **kwargs):
     recorder = recorder_of(request)
     try:
@@ -128,29 +134,42 @@ def status(request: Request, user: Interviewer):
     return recorder_of(request).status()
 
 
+STREAMS_PER_USER, STREAMS_IN_ALL = 4, 32
+"""Open live-event streams: a browser tab needs one; more from one user is a leak or an
+attack, and each costs the box a connection."""
+KEEP_ALIVE_SECONDS = 15.0
+
+
 @router.get("/api/record/events")
 async def events(request: Request, user: Interviewer):
+    open_streams: collections.Counter = request.app.state.event_streams
+    if (open_streams[user.id] >= STREAMS_PER_USER
+            or sum(open_streams.values()) >= STREAMS_IN_ALL):
+        raise HTTPException(429, "too many live-transcript streams are open: close other "
+                                 "tabs or windows of the Record page")
     recorder = await asyncio.to_thread(recorder_of, request)
-    subscription = recorder.subscribe()
+    loop = asyncio.get_running_loop()
+    inbox: asyncio.Queue = asyncio.Queue(maxsize=1000)
+
+    def deliver(event: dict) -> None:  # the capture thread: hand over, never wait
+        loop.call_soon_threadsafe(_offer, inbox, event)
+
+    open_streams[user.id] += 1
+    recorder.subscribe(deliver)
 
     async def stream():
         try:
             yield f"event: status\ndata: {json.dumps(recorder.status())}\n\n"
-            idle = 0.0
-            while not await request.is_disconnected():
+            while True:  # ends when the client goes (Starlette cancels it)
                 try:
-                    event = subscription.get_nowait()
-                except queue.Empty:
-                    await asyncio.sleep(0.05)
-                    idle += 0.05
-                    if idle >= 15:
-                        idle = 0.0
-                        yield ": keep-alive\n\n"
+                    event = await asyncio.wait_for(inbox.get(), KEEP_ALIVE_SECONDS)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
                     continue
-                idle = 0.0
                 yield f"event: {event['type']}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n"
         finally:
-            recorder.unsubscribe(subscription)
+            recorder.unsubscribe(deliver)
+            open_streams[user.id] -= 1
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})
