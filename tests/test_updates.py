@@ -25,7 +25,8 @@ import pytest
 from device.settings import PROJECT_ROOT, Settings
 from tests.webutil import stored_transcript
 from updates import bundle as bundles
-from updates.slots import Box, UpdateFailed, flash, recover, rollback, status
+from updates.box import Box, UpdateFailed
+from updates.slots import flash, recover, rollback, status
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from device.errors import TingjiError
 from updates import bundle as bundles
-from updates.slots import Box, flash, recover, rollback, status
+from updates.box import Box
+from updates.slots import flash, recover, rollback, status
 
 DEFAULT_KEY = Path(os.environ.get("TINGJI_SIGNING_KEY",
                                   Path.home() / ".config" / "tingji" / "signing.key"))

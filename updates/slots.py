@@ -20,20 +20,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from device.audio import durable_file, fsync_dir
+from device.audio import fsync_dir
 from device.errors import TingjiError, is_disk_full
-from device.libc import die_with_parent
+from updates.box import Box, UpdateFailed, write_json
 from updates.bundle import (
-    KEYS_DIR,
     Bundle,
     BundleError,
     extract,
@@ -42,102 +37,9 @@ from updates.bundle import (
     parse_version,
     trusted_keys,
 )
+from updates.checks import check_health, run_migrations
 
-SLOTS = ("a", "b")
 HEALTH_TIMEOUT = 120.0
-
-
-class UpdateFailed(TingjiError):
-    """The update was not applied; the box stays on (or went back to) the old slot."""
-
-
-class Box:
-    """An install root (``make flash TARGET=…``)."""
-
-    def __init__(self, root: Path):
-        self.root = Path(root).absolute()
-        self.slots = self.root / "slots"
-        self.state_dir = self.root / "state"
-        self.current = self.root / "current"
-
-    # -- paths and state ------------------------------------------------------------------------
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def models_dir(self) -> Path:
-        return self.root / "models"
-
-    @property
-    def database(self) -> Path:
-        return self.data_dir / "tingji.db"
-
-    @property
-    def journal(self) -> Path:
-        return self.state_dir / "flash.json"
-
-    def active(self) -> str | None:
-        try:
-            target = os.readlink(self.current)
-        except OSError:
-            return None
-        name = Path(target).name
-        return name if name in SLOTS else None
-
-    def slot_info(self, name: str | None) -> dict | None:
-        """The slot's SLOT.json, or None when the slot is missing or incomplete."""
-        if name is None:
-            return None
-        try:
-            return json.loads((self.slots / name / "SLOT.json").read_text())
-        except (OSError, ValueError):
-            return None
-
-    def state(self) -> dict:
-        try:
-            return json.loads((self.state_dir / "state.json").read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def save_state(self, **changes: object) -> dict:
-        state = {**self.state(), **changes}
-        _write_json(self.state_dir / "state.json", state)
-        return state
-
-    def log(self, message: str) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.state_dir / "updates.log", "a", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def python(self, slot: str) -> Path:
-        lock = (self.slots / slot / "requirements.lock").read_text()
-        return self.root / "envs" / lock_hash(lock) / "bin" / "python"
-
-    def environment(self, slot: str, data_dir: Path | None = None) -> dict[str, str]:
-        """Variables under which a slot's code runs: its code first on the path, the data
-        and the models from outside the slots."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TINGJI_")}
-        env.update(PYTHONPATH=str(self.slots / slot / "code"),
-                   TINGJI_DATA_DIR=str(data_dir or self.data_dir),
-                   TINGJI_MODELS_DIR=str(self.models_dir), HF_HUB_OFFLINE="1")
-        return env
-
-    def keys(self) -> dict:
-        """The public keys the active firmware trusts."""
-        active = self.active()
-        folder = self.slots / active / "code" / "updates" / "keys" if active else KEYS_DIR
-        return trusted_keys(folder)
-
-
-def _write_json(path: Path, value: dict) -> None:
-    """Write atomically and durably (temp file, fsync, rename, fsync the folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with durable_file(path) as f:
-        f.write(json.dumps(value, indent=1).encode())
 
 
 def _point_current(box: Box, slot: str) -> None:
@@ -295,20 +197,20 @@ def _flash_firmware(box: Box, bundle: Bundle, active: str | None, allow_downgrad
     slot = "b" if active == "a" else "a"
     journal = {"phase": "installing", "slot": slot, "from": active, "version": bundle.version,
                "bundle": str(bundle.origin)}
-    _write_json(box.journal, journal)
+    write_json(box.journal, journal)
     box.log(f"flash {bundle.version} ({bundle.origin.name}) into slot {slot}")
     try:
         _install_slot(box, bundle, slot)
         backup = backup_database(box, bundle.version)
         journal.update(phase="migrating", backup=str(backup) if backup else None, migrated=True)
-        _write_json(box.journal, journal)
-        _migrate(box, slot, journal)
+        write_json(box.journal, journal)
+        run_migrations(box, slot, journal)
         if health_check:
             journal.update(phase="checking")
-            _write_json(box.journal, journal)
-            _health_check(box, slot, journal)
+            write_json(box.journal, journal)
+            check_health(box, slot, journal)
         journal.update(phase="switching", server_pid=None, child_pid=None)
-        _write_json(box.journal, journal)
+        write_json(box.journal, journal)
         _point_current(box, slot)
     except BaseException as exc:
         shutil.rmtree(box.slots / f".staging-{slot}", ignore_errors=True)
@@ -342,7 +244,7 @@ def _install_slot(box: Box, bundle: Bundle, slot: str) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     extract(bundle, staging)
     _ensure_environment(box, staging, bundle.manifest["python"])
-    _write_json(staging / "SLOT.json", {"version": bundle.version, "key_id": bundle.key_id,
+    write_json(staging / "SLOT.json", {"version": bundle.version, "key_id": bundle.key_id,
                                         "bundle": bundle.origin.name,
                                         "installed": time.strftime("%Y-%m-%dT%H:%M:%S")})
     old = box.slots / slot
@@ -377,88 +279,6 @@ def _ensure_environment(box: Box, staging: Path, python_version: str) -> None:
                     "-r", str(staging / "requirements.lock")], check=True)
     os.replace(partial, env)
     shutil.rmtree(wheels)  # installed: the slot keeps the lock, not the wheels
-
-
-def _migrate(box: Box, slot: str, journal: dict) -> None:
-    """Run the new slot's migrations on the live database, in a child process recorded in
-    the journal (so recovery can make sure it is gone before restoring the backup)."""
-    box.data_dir.mkdir(parents=True, exist_ok=True)
-    child = subprocess.Popen(
-        [str(box.python(slot)), "-c",
-         "import sys; from pathlib import Path; from device.store import Store; "
-         "s = Store(Path(sys.argv[1])); print(s.schema_version); s.close()",
-         str(box.database)],
-        env=box.environment(slot), cwd=box.slots / slot / "code", stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
-    journal["child_pid"] = child.pid
-    _write_json(box.journal, journal)
-    _, stderr = child.communicate(timeout=600)
-    if child.returncode != 0:
-        raise UpdateFailed(f"the database migration failed: {stderr.strip()[-500:]}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _health_check(box: Box, slot: str, journal: dict) -> None:
-    """The new slot must serve /health (200, status ok) on a spare port and transcribe the
-    bundled clip into the words of its reference."""
-    code = box.slots / slot / "code"
-    port = _free_port()
-    env = {**box.environment(slot), "TINGJI_HOST": "127.0.0.1", "TINGJI_PORT": str(port)}
-    log = open(box.state_dir / "healthcheck.log", "wb")
-    server = subprocess.Popen([str(box.python(slot)), "-m", "device", "serve"], env=env,
-                              cwd=code, stdin=subprocess.DEVNULL, stdout=log,
-                              stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-    journal["server_pid"] = server.pid
-    _write_json(box.journal, journal)
-    scratch = box.state_dir / "healthcheck-data"
-    try:
-        deadline, status = time.monotonic() + HEALTH_TIMEOUT, None
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
-                    status = (r.status, json.loads(r.read()).get("status"))
-                    break
-            except urllib.error.HTTPError as exc:  # it answered, and not 200: a verdict
-                status = exc.code, None
-                break
-            except OSError:
-                time.sleep(0.25)  # not listening yet
-        if status != (200, "ok"):
-            raise UpdateFailed(f"the new version's /health did not answer 200 ok ({status}); "
-                               f"see {box.state_dir / 'healthcheck.log'}")
-        shutil.rmtree(scratch, ignore_errors=True)
-        clip = code / "updates" / "healthcheck.wav"
-        result = subprocess.run(
-            [str(box.python(slot)), "-m", "device", "transcribe", str(clip), "--json"],
-            env={**box.environment(slot, data_dir=scratch), "TINGJI_AUTO_SUMMARIZE": "0"},
-            cwd=code, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent)
-        if result.returncode != 0:
-            raise UpdateFailed(f"the new version could not transcribe the health-check clip: "
-                               f"{result.stderr.strip()[-300:]}")
-        from device.text import word_error_rate
-
-        heard = " ".join(s["text"] for s in json.loads(result.stdout)["segments"])
-        reference = (code / "updates" / "healthcheck.txt").read_text()
-        if word_error_rate(reference.replace("nine", "9"), heard) > 0.34:
-            raise UpdateFailed(f"the new version mis-heard the health-check clip: {heard!r}")
-    finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _die_with_parent() -> None:
-    """A child of the flash (migration, health check) is killed with it, even on kill -9."""
-    die_with_parent(signal.SIGKILL)
 
 
 def _flash_model(box: Box, bundle: Bundle, allow_downgrade: bool) -> dict:

@@ -50,7 +50,7 @@ def update_status() -> dict | None:
     slots = PROJECT_ROOT.parent.parent
     if slots.name != "slots" or not (slots.parent / "current").is_symlink():
         return None
-    from updates.slots import Box
+    from updates.box import Box
     from updates.slots import status as slots_status
 
     return slots_status(Box(slots.parent))

@@ -1,0 +1,103 @@
+"""What a new slot must pass before the switch: its migrations on the live database, then
+a health check (its web app answers /health and its recogniser transcribes a known clip).
+Both run the new slot's own code in children that die with the flash."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+from device.libc import die_with_parent
+from updates.box import Box, UpdateFailed, write_json
+
+HEALTH_TIMEOUT = 120.0
+
+
+def run_migrations(box: Box, slot: str, journal: dict) -> None:
+    """Run the new slot's migrations on the live database, in a child process recorded in
+    the journal (so recovery can make sure it is gone before restoring the backup)."""
+    box.data_dir.mkdir(parents=True, exist_ok=True)
+    child = subprocess.Popen(
+        [str(box.python(slot)), "-c",
+         "import sys; from pathlib import Path; from device.store import Store; "
+         "s = Store(Path(sys.argv[1])); print(s.schema_version); s.close()",
+         str(box.database)],
+        env=box.environment(slot), cwd=box.slots / slot / "code", stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
+    journal["child_pid"] = child.pid
+    write_json(box.journal, journal)
+    _, stderr = child.communicate(timeout=600)
+    if child.returncode != 0:
+        raise UpdateFailed(f"the database migration failed: {stderr.strip()[-500:]}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_health(box: Box, slot: str, journal: dict) -> None:
+    """The new slot must serve /health (200, status ok) on a spare port and transcribe the
+    bundled clip into the words of its reference."""
+    code = box.slots / slot / "code"
+    port = _free_port()
+    env = {**box.environment(slot), "TINGJI_HOST": "127.0.0.1", "TINGJI_PORT": str(port)}
+    log = open(box.state_dir / "healthcheck.log", "wb")
+    server = subprocess.Popen([str(box.python(slot)), "-m", "device", "serve"], env=env,
+                              cwd=code, stdin=subprocess.DEVNULL, stdout=log,
+                              stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+    journal["server_pid"] = server.pid
+    write_json(box.journal, journal)
+    scratch = box.state_dir / "healthcheck-data"
+    try:
+        deadline, status = time.monotonic() + HEALTH_TIMEOUT, None
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                    status = (r.status, json.loads(r.read()).get("status"))
+                    break
+            except urllib.error.HTTPError as exc:  # it answered, and not 200: a verdict
+                status = exc.code, None
+                break
+            except OSError:
+                time.sleep(0.25)  # not listening yet
+        if status != (200, "ok"):
+            raise UpdateFailed(f"the new version's /health did not answer 200 ok ({status}); "
+                               f"see {box.state_dir / 'healthcheck.log'}")
+        shutil.rmtree(scratch, ignore_errors=True)
+        clip = code / "updates" / "healthcheck.wav"
+        result = subprocess.run(
+            [str(box.python(slot)), "-m", "device", "transcribe", str(clip), "--json"],
+            env={**box.environment(slot, data_dir=scratch), "TINGJI_AUTO_SUMMARIZE": "0"},
+            cwd=code, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent)
+        if result.returncode != 0:
+            raise UpdateFailed(f"the new version could not transcribe the health-check clip: "
+                               f"{result.stderr.strip()[-300:]}")
+        from device.text import word_error_rate
+
+        heard = " ".join(s["text"] for s in json.loads(result.stdout)["segments"])
+        reference = (code / "updates" / "healthcheck.txt").read_text()
+        if word_error_rate(reference.replace("nine", "9"), heard) > 0.34:
+            raise UpdateFailed(f"the new version mis-heard the health-check clip: {heard!r}")
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """A child of the flash (migration, health check) is killed with it, even on kill -9."""
+    die_with_parent(signal.SIGKILL)
+
+
