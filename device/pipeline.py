@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -49,17 +50,32 @@ def import_audio(
                                        owner_id=owner_id)
     recording = store.update_recording(recording.id, profile=chosen.name, script=script,
                                        terms=list(terms) or None)
-    job = store.enqueue("transcribe", recording.id, {"language": language or chosen.language})
+    params = {"language": language or chosen.language}
     try:
-        audio.check_size(path, settings.max_upload_bytes)
+        size = audio.check_size(path, settings.max_upload_bytes)
         settings.audio_dir.mkdir(parents=True, exist_ok=True)
+        keep_room_for_recording(settings, size, path.name)
         name = audio.stored_name(recording.id, path)
         audio.copy_durably(path, settings.audio_dir / name)
     except (AudioError, DiskFullError) as exc:
-        store.fail_job(job.id, str(exc))
+        store.fail_job(store.enqueue("transcribe", recording.id, params).id, str(exc))
         raise
-    recording = store.update_recording(recording.id, audio_file=name)
+    # Queued only once the copy is durable: a worker that takes the job at once finds it.
+    with store.transaction():
+        recording = store.update_recording(recording.id, audio_file=name)
+        job = store.enqueue("transcribe", recording.id, params)
     return recording, job
+
+
+def keep_room_for_recording(settings: Settings, size: int, name: str) -> None:
+    """DiskFullError when storing ``size`` bytes more would eat into the space kept free
+    for live recording."""
+    free = shutil.disk_usage(settings.data_dir).free
+    if free - size < settings.disk_reserve_bytes:
+        raise DiskFullError(
+            f"{name}: storing it would leave {max(free - size, 0) / 1e9:.1f} GB free, less "
+            f"than the {settings.disk_reserve_bytes / 1e9:.1f} GB kept for recording: free "
+            "some space first")
 
 
 def select_profile(settings: Settings, name: str | None, language: str | None = None) -> Profile:

@@ -62,6 +62,12 @@ class Settings:
     the measurements in docs/benchmarks.md."""
     max_upload_bytes: int = 2 * 1024**3
     """Larger files are refused before anything is copied."""
+    disk_reserve_bytes: int = 1024**3
+    """Free space that uploads and imports must leave on the data disk: it is kept for live
+    recording (16 kHz mono: 115 MB an hour), which never waits for it."""
+    pending_imports_per_user: int = 3
+    """Transcriptions an interviewer may have waiting at once; more uploads are refused
+    until one is done, so one person cannot fill the queue for everyone."""
     max_audio_seconds: float = 8 * 3600.0
     """Longer audio is refused: a recording may last 8 h, and the final batch pass holds
     the decoded audio in memory (8 h = 1.8 GB; lower this on 4 GB boards)."""

@@ -7,8 +7,10 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from device import audio
@@ -187,3 +189,31 @@ def test_only_one_worker_runs_per_data_directory(settings):
     finally:
         stop.set()
         first.join(30)
+
+
+@pytest.mark.slow
+def test_the_job_is_queued_only_once_the_audio_is_stored(store, settings, tmp_path):
+    """The job was queued before the audio had been copied: a worker that took it at once
+    failed with "the recording has no stored audio"."""
+    import threading
+
+    big = tmp_path / "long.wav"
+    audio.write_wav(big, np.zeros(16000 * 60 * 60 * 2, dtype=np.float32))  # 2 h, 230 MB
+    done = threading.Event()
+    def copy_in() -> None:
+        with Store(settings.database_path) as own:
+            import_audio(own, settings, big)
+        done.set()
+
+    worker = threading.Thread(target=copy_in)
+    worker.start()
+    seen = None
+    deadline = time.monotonic() + 120
+    while seen is None and time.monotonic() < deadline:
+        queued = store.list_jobs(status="queued")
+        if queued:  # what a worker would find: the job and its recording
+            seen = store.get_recording(queued[0].recording_id)
+    worker.join(120)
+    assert done.is_set() and seen is not None
+    assert seen.audio_file and (settings.audio_dir / seen.audio_file).stat().st_size == \
+        big.stat().st_size

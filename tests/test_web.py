@@ -475,3 +475,38 @@ def test_bodies_over_their_routes_cap_are_refused_before_the_sign_in_check(box):
                           headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert form.status_code == 413
     assert anonymous.post("/api/record/start", content=b"{}").status_code == 401  # small: on
+
+
+def _wav_bytes(seconds: float = 0.5) -> bytes:
+    import io
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\0\0" * int(16000 * seconds))
+    return buffer.getvalue()
+
+
+def test_an_interviewer_cannot_fill_the_queue_and_uploads_keep_room_for_recording(settings):
+    """Five uploads in 0.1 s queued five transcriptions (each also a summary of minutes)
+    and nothing kept the disk for live recording."""
+    box = make_box(settings.replace(pending_imports_per_user=2))
+    data = _wav_bytes()
+
+    def upload(browser):
+        return browser.api("PUT", "/api/upload?filename=x.wav", content=data)
+
+    assert [upload(box.interviewer).status_code for _ in range(3)] == [200, 200, 429]
+    assert "waiting to be transcribed" in upload(box.interviewer).json()["detail"]
+    assert upload(box.admin).status_code == 200  # the admin's own work is not capped
+    with Store(box.settings.database_path) as store:
+        assert store.pending_transcriptions(_user_id(box, "ivan")) == 2
+    full = make_box(settings.replace(data_dir=settings.data_dir.parent / "full",
+                                     disk_reserve_bytes=10**18))
+    refused = upload(full.interviewer)
+    assert refused.status_code == 507 and "kept for recording" in refused.json()["detail"]
+    with Store(full.settings.database_path) as store:
+        assert store.count_recordings() == 0

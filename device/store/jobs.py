@@ -31,6 +31,13 @@ class JobRooms(Rooms):
         return [job_of(r) for r in self.db["jobs"].rows_where(where, args, order_by="id desc",
                                                              limit=limit)]
 
+    def pending_transcriptions(self, owner_id: int) -> int:
+        """Transcriptions queued or running for one user's recordings."""
+        return self.db.execute(
+            "SELECT count(*) FROM jobs j JOIN recordings r ON r.id = j.recording_id "
+            "WHERE r.owner_id = ? AND j.kind = 'transcribe' "
+            "AND j.status IN ('queued', 'running')", [owner_id]).fetchone()[0]
+
     def jobs_for(self, recording_id: int) -> list[Job]:
         return [job_of(r) for r in self.db["jobs"].rows_where(
             "recording_id = ?", [recording_id], order_by="id")]

@@ -17,9 +17,9 @@ from starlette.concurrency import run_in_threadpool
 
 from device import audio
 from device.errors import AudioError, DiskFullError, is_disk_full
-from device.pipeline import import_audio
+from device.pipeline import import_audio, keep_room_for_recording
 from device.profiles import ProfileError, load_profiles
-from device.records import Job, Recording
+from device.records import Job, Recording, User
 from device.settings import Settings
 from device.store import Store
 from web.deps import Interviewer, SettingsDep, templates
@@ -70,6 +70,20 @@ async def _receive(request: Request, folder: Path, limit: int) -> Path:
         await run_in_threadpool(temporary.unlink, missing_ok=True)
 
 
+def _check_room(settings: Settings, user: User, size: int) -> None:
+    """Refuse an upload before receiving it when its owner already has their share of the
+    queue waiting, or when it would eat into the space kept for live recording."""
+    with Store(settings.database_path) as store:
+        waiting = store.pending_transcriptions(user.id)
+    if not user.can("admin") and waiting >= settings.pending_imports_per_user:
+        raise HTTPException(429, f"{waiting} of your files are still waiting to be "
+                                 "transcribed: upload more when one is done")
+    try:
+        keep_room_for_recording(settings, size, "the upload")
+    except DiskFullError as exc:
+        raise HTTPException(507, str(exc)) from exc
+
+
 def _open_new(path: Path) -> BinaryIO:
     path.parent.mkdir(parents=True, exist_ok=True)
     return open(path, "wb")
@@ -97,6 +111,7 @@ async def upload(request: Request, user: Interviewer, settings: SettingsDep,
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"the file is larger than the {limit / 1e9:.1f} GB limit")
+    await run_in_threadpool(_check_room, settings, user, int(declared or 0))
     path = await _receive(request, settings.data_dir / "uploads", limit)
     name = Path(filename).name or "upload"
     # Copying a file of up to the upload limit into the audio store, durably.
