@@ -510,3 +510,34 @@ def test_an_interviewer_cannot_fill_the_queue_and_uploads_keep_room_for_recordin
     assert refused.status_code == 507 and "kept for recording" in refused.json()["detail"]
     with Store(full.settings.database_path) as store:
         assert store.count_recordings() == 0
+
+
+def test_kept_as_they_are_sessions_rotate_ranges_stay_private_and_multipart_needs_csrf(box):
+    """Pins of what a security review found sound: a sign-in always issues a new session
+    id (a cookie planted before sign-in is never promoted); another interviewer's audio is
+    404 with or without a Range header; a multipart write without the token is refused."""
+    def session_after_sign_in(planted: str | None) -> str:
+        client = TestClient(box.app)
+        token = form_token(client.get("/login").text)
+        if planted:
+            client.cookies.set("tingji_session", planted)
+        response = client.post("/login", data={"username": "ivan", "password": PASSWORD,
+                                               "csrf_token": token}, follow_redirects=False)
+        assert response.status_code == 303
+        return re.search(r"tingji_session=([^;]+)", response.headers["set-cookie"]).group(1)
+
+    first, second = session_after_sign_in("planted"), session_after_sign_in(None)
+    assert first != "planted" and second != first
+    fixated = TestClient(box.app)
+    fixated.cookies.set("tingji_session", "planted")
+    assert fixated.get("/api/record/status").status_code == 401
+    mine = box.admin.api("PUT", "/api/upload?filename=a.wav", content=_wav_bytes()).json()
+    for headers in ({}, {"Range": "bytes=0-99"}, {"Range": "bytes=-10"}):
+        response = box.interviewer.client.get(f"/recordings/{mine['recording_id']}/audio",
+                                              headers=headers)
+        assert response.status_code == 404, headers
+    ranged = box.admin.client.get(f"/recordings/{mine['recording_id']}/audio",
+                                  headers={"Range": "bytes=0-99"})
+    assert ranged.status_code == 206 and len(ranged.content) == 100
+    multipart = box.admin.client.post("/admin/glossary", files={"term": (None, "华为")})
+    assert multipart.status_code == 403
