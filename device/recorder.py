@@ -108,6 +108,8 @@ class Recorder:
         self._lock = _RecorderLock(settings)
         self._control = threading.Lock()
         self._subscribers: list[Callable[[dict], None]] = []
+        self.owner_id: int | None = None
+        """The account recording now (None: the console's, or nobody's)."""
         self._thread: threading.Thread | None = None
         self._source: AudioSource | None = None
         self._writer: storage.SegmentWriter | None = None
@@ -129,7 +131,7 @@ class Recorder:
                     title or time.strftime("Recording %Y-%m-%d %H:%M"),
                     source_name=source.name, status="recording", owner_id=owner_id)
                 self._store.update_recording(recording.id, profile=chosen.name)
-                self.recording_id = recording.id
+                self.recording_id, self.owner_id = recording.id, owner_id
                 self._writer = storage.SegmentWriter(capture_dir(self.settings, recording.id),
                                                      trace=self.fsync_trace)
                 if self.live:

@@ -541,3 +541,44 @@ def test_kept_as_they_are_sessions_rotate_ranges_stay_private_and_multipart_need
     assert ranged.status_code == 206 and len(ranged.content) == 100
     multipart = box.admin.client.post("/admin/glossary", files={"term": (None, "华为")})
     assert multipart.status_code == 403
+
+
+@pytest.mark.slow  # the Record page's recorder loads the live recogniser
+def test_a_recording_in_progress_is_its_owners_alone(settings, tmp_path):
+    """Interviewer B could pause, mark, and stop interviewer A's recording (B's marker was
+    saved in A's recording) and saw its status; now B learns only that the box is busy."""
+    from tests.conftest import long_speech, wait_until
+    from tests.webutil import add_user, login
+
+    box = make_box(settings)
+    add_user(box.admin, "bo", "interviewer")
+    other = login(box.app, "bo")
+    demo = settings.data_dir / "demo"
+    demo.mkdir(parents=True)
+    (demo / "clip.wav").write_bytes(long_speech(tmp_path, 20).read_bytes())
+    started = box.interviewer.api("POST", "/api/record/start", {"source": "demo:clip.wav"})
+    assert started.status_code == 200, started.text
+    recording_id = started.json()["recording_id"]
+    try:
+        seen = other.api("GET", "/api/record/status").json()
+        assert seen == {"state": "busy", "message": "the box is recording for someone else"}
+        for action, body in (("pause", None), ("resume", None), ("marker", {"note": "mine"}),
+                             ("stop", None)):
+            response = other.api("POST", f"/api/record/{action}", body)
+            assert response.status_code == 403, (action, response.text)
+        assert other.api("POST", "/api/record/start", {"source": "demo:clip.wav"}
+                         ).status_code == 409
+        mine = box.interviewer.api("GET", "/api/record/status").json()
+        assert mine["recording_id"] == recording_id and mine["state"] == "recording"
+        assert box.admin.api("GET", "/api/record/status").json()["recording_id"] == \
+            recording_id
+        assert box.interviewer.api("POST", "/api/record/marker", {"note": "ok"}
+                                   ).status_code == 200
+    finally:
+        stopped = box.interviewer.api("POST", "/api/record/stop")
+    assert stopped.status_code == 200
+    wait_until(lambda: box.interviewer.api("GET", "/api/record/status").json()["state"]
+               == "idle", 60, "the recorder to stop")
+    with Store(settings.database_path) as store:
+        assert [m.note for m in store.markers(recording_id)] == ["ok"]
+    assert other.api("GET", "/api/record/status").json()["state"] == "idle"

@@ -25,6 +25,7 @@ from device.capture import CaptureError, FileSource, MicrophoneSource
 from device.errors import TingjiError
 from device.profiles import load_profiles
 from device.recorder import NotRecording, Recorder, RecorderBusy
+from device.records import User
 from device.text import NOTE_MAX, TITLE_MAX
 from web.deps import Interviewer, SettingsDep, templates
 
@@ -96,8 +97,30 @@ def _offer(inbox: asyncio.Queue, event: dict) -> None:
         inbox.put_nowait(event)
 
 
-def _control(request: Request, action: str, **kwargs):
+BUSY = "the box is recording for someone else"
+
+
+def _foreign(recorder: Recorder, user: User) -> bool:
+    """Whether the recorder's recording (in progress or just ended) is someone else's: a
+    recording is its owner's (and the admins') to see and control."""
+    return (recorder.owner_id is not None and recorder.owner_id != user.id
+            and not user.can("admin"))
+
+
+def _theirs(recorder: Recorder, user: User) -> bool:
+    return recorder.state == "recording" and _foreign(recorder, user)
+
+
+def _status(recorder: Recorder, user: User) -> dict:
+    if _theirs(recorder, user):
+        return {"state": "busy", "message": BUSY}
+    return recorder.status()
+
+
+def _control(request: Request, user: User, action: str, **kwargs):
     recorder = recorder_of(request)
+    if _theirs(recorder, user):
+        raise HTTPException(403, BUSY)
     try:
         result = getattr(recorder, action)(**kwargs)
     except NotRecording as exc:
@@ -107,31 +130,31 @@ def _control(request: Request, action: str, **kwargs):
 
 @router.post("/api/record/pause")
 def pause(request: Request, user: Interviewer):
-    _control(request, "pause")
+    _control(request, user, "pause")
     return recorder_of(request).status()
 
 
 @router.post("/api/record/resume")
 def resume(request: Request, user: Interviewer):
-    _control(request, "resume")
+    _control(request, user, "resume")
     return recorder_of(request).status()
 
 
 @router.post("/api/record/marker")
 def marker(body: MarkerRequest, request: Request, user: Interviewer):
-    return _control(request, "marker", note=body.note)
+    return _control(request, user, "marker", note=body.note)
 
 
 @router.post("/api/record/stop")
 def stop(request: Request, user: Interviewer):
-    recording = _control(request, "stop")
+    recording = _control(request, user, "stop")
     return {"recording_id": recording.id, "status": recording.status,
             "duration": recording.duration, "error": recording.error}
 
 
 @router.get("/api/record/status")
 def status(request: Request, user: Interviewer):
-    return recorder_of(request).status()
+    return _status(recorder_of(request), user)
 
 
 STREAMS_PER_USER, STREAMS_IN_ALL = 4, 32
@@ -152,6 +175,11 @@ async def events(request: Request, user: Interviewer):
     inbox: asyncio.Queue = asyncio.Queue(maxsize=1000)
 
     def deliver(event: dict) -> None:  # the capture thread: hand over, never wait
+        if _foreign(recorder, user):  # someone else's: only that the box is busy, or free
+            if event["type"] != "state":
+                return
+            event = {"type": "state", "state": "busy" if event["state"] != "stopped"
+                     else "stopped"}
         loop.call_soon_threadsafe(_offer, inbox, event)
 
     open_streams[user.id] += 1
@@ -159,7 +187,7 @@ async def events(request: Request, user: Interviewer):
 
     async def stream():
         try:
-            yield f"event: status\ndata: {json.dumps(recorder.status())}\n\n"
+            yield f"event: status\ndata: {json.dumps(_status(recorder, user))}\n\n"
             while True:  # ends when the client goes (Starlette cancels it)
                 try:
                     event = await asyncio.wait_for(inbox.get(), KEEP_ALIVE_SECONDS)

@@ -10,6 +10,12 @@
   let paused = false;
 
   function show(status) {
+    if (status.state === "busy") {  // someone else's recording: nothing of it is shown
+      Object.values(buttons).forEach((b) => { b.disabled = true; });
+      state.textContent = status.message || "The box is recording for someone else.";
+      clock.textContent = "0:00";
+      return;
+    }
     const active = status.state === "recording" || status.state === "paused";
     buttons.start.disabled = active;
     buttons.pause.disabled = buttons.marker.disabled = buttons.stop.disabled = !active;
