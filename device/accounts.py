@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import secrets
+from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -12,7 +13,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from device.errors import InvalidInput
 from device.records import User
 
-MIN_PASSWORD = 8
+MIN_PASSWORD = 10
+COMMON_PASSWORDS = Path(__file__).with_name("common-passwords.txt")
+"""The 10,000 most common passwords (licence: common-passwords.LICENSE beside it)."""
 _hasher = PasswordHasher()
 
 
@@ -42,6 +45,14 @@ def signs_in(user: User | None, password: str) -> bool:
     return verify_password(user.password_hash, password)
 
 
+@functools.cache
+def _common_passwords() -> frozenset[str]:
+    return frozenset(COMMON_PASSWORDS.read_text(encoding="utf-8").split())
+
+
 def check_new_password(password: str) -> None:
+    """Long enough, and not one of the passwords tried first by anyone guessing."""
     if len(password) < MIN_PASSWORD:
         raise InvalidInput(f"a password needs at least {MIN_PASSWORD} characters")
+    if password.lower() in _common_passwords():
+        raise InvalidInput("this password is one of the 10,000 most common: choose another")

@@ -50,7 +50,11 @@ def test_the_appliance_serves_health_runs_jobs_and_stops_cleanly(settings, speec
                                  stdout=open(tmp_path / "run.log", "wb"), stderr=subprocess.STDOUT)
     try:
         status, body = _until(lambda: _get(f"http://127.0.0.1:{port}/health"), 60, "/health")
-        assert status == 200 and body["status"] == "ok"
+        assert status == 200 and body == {"status": "ok"}  # no version for strangers
+        head = urllib.request.Request(f"http://127.0.0.1:{port}/setup", method="HEAD")
+        with urllib.request.urlopen(head, timeout=5) as response:
+            assert response.status == 200 and response.read() == b""
+            assert response.headers.get("Server") is None  # was "uvicorn"
         with Store(settings.database_path) as store:
             recording, job = import_audio(store, settings, speech_wav)
             _until(lambda: store.get_job(job.id).status == "done", 120, "the worker to run the job")

@@ -30,7 +30,7 @@ def test_users_cli_creates_accounts_and_resets_a_lost_password(settings):
     assert run(settings, "users", "add", "boss", "--role", "admin",
                stdin="first password\n").returncode == 0
     short = run(settings, "users", "add", "tiny", stdin="short\n")
-    assert short.returncode == 1 and "8 characters" in short.stderr
+    assert short.returncode == 1 and "10 characters" in short.stderr
     app = create_app(settings)
     assert app.state.setup_code is None  # an account exists: no first-boot setup
     session = login(app, "boss", "first password")

@@ -39,15 +39,18 @@ def role_box(tmp_path_factory):
 
 @pytest.mark.slow
 def test_health_reports_ok_with_the_model_installed(settings):
-    client = TestClient(create_app(settings))
-    body = client.get("/health").json()
+    box = make_box(settings)
+    assert TestClient(box.app).get("/health").json() == {"status": "ok"}  # nothing more
+    body = box.admin.client.get("/health").json()
     assert body["status"] == "ok" and body["asr_model"]["status"] == "installed"
-    assert body["schema_version"] >= 5
+    assert body["schema_version"] >= 5 and body["version"]
+    assert box.reviewer.client.get("/health").json() == {"status": "ok"}
 
 
 def test_health_is_503_without_the_model(settings, tmp_path):
-    client = TestClient(create_app(settings.replace(models_dir=tmp_path / "none")))
-    response = client.get("/health")
+    box = make_box(settings.replace(models_dir=tmp_path / "none"))
+    assert TestClient(box.app).get("/health").status_code == 503
+    response = box.admin.client.get("/health")
     assert response.status_code == 503 and response.json()["asr_model"]["status"] == "missing"
 
 
@@ -150,8 +153,12 @@ def test_password_change_ends_other_sessions(box):
     assert box.reviewer.client.get("/account").status_code == 200  # this one signed in again
     login(box.app, "rita", "a much better one")
     short = box.admin.client.post("/account", data={
-        "current": PASSWORD, "new": "short", "csrf_token": box.admin.csrf})
-    assert short.status_code == 400 and "8 characters" in short.text
+        "current": PASSWORD, "new": "12345678", "csrf_token": box.admin.csrf})
+    assert short.status_code == 400 and "10 characters" in short.text
+    for common in ("1234567890", "qwertyuiop", "Password123"):  # long enough, and common
+        refused = box.admin.client.post("/account", data={
+            "current": PASSWORD, "new": common, "csrf_token": box.admin.csrf})
+        assert refused.status_code == 400 and "most common" in refused.text, common
 
 
 # -- CSRF and roles ------------------------------------------------------------------------
@@ -582,3 +589,15 @@ def test_a_recording_in_progress_is_its_owners_alone(settings, tmp_path):
     with Store(settings.database_path) as store:
         assert [m.note for m in store.markers(recording_id)] == ["ok"]
     assert other.api("GET", "/api/record/status").json()["state"] == "idle"
+
+
+def test_head_is_answered_like_get_without_a_body(box):
+    for url in ("/login", "/health", "/static/app.js"):
+        head, get = TestClient(box.app).head(url), TestClient(box.app).get(url)
+        assert head.status_code == get.status_code == 200, url
+        assert head.content == b"" and head.headers["content-type"] == \
+            get.headers["content-type"]
+    assert box.reviewer.client.head("/").status_code == 200
+    page = {"Accept": "text/html"}
+    assert TestClient(box.app).head("/", headers=page, follow_redirects=False
+                                    ).status_code == 303  # to the sign-in, as GET

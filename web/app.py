@@ -20,6 +20,7 @@ from device.settings import Settings
 from device.store import Store
 from web import security
 from web.deps import Forbidden, LoginRequired
+from web.head import HeadAsGet
 from web.limits import BodyLimit
 from web.routers import admin, auth, imports, library, record, recordings, system
 
@@ -49,6 +50,7 @@ def _error(request: Request, status: int, message: str, extra: dict | None = Non
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="tingji", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.add_middleware(BodyLimit, upload_max=settings.max_upload_bytes)
+    app.add_middleware(HeadAsGet)
     app.state.settings = settings
     app.state.recorder = None
     app.state.login_limiter = security.LoginLimiter()

@@ -37,19 +37,24 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+def _serve(settings: Settings) -> None:
+    """The web UI, until stopped.  No Server header: it would tell anyone what to attack."""
     import uvicorn
 
     from web.app import create_app
 
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level.lower(), server_header=False)
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     # uvicorn re-raises SIGTERM/SIGINT after its own shutdown, so the finally below may not
     # run: the kernel also stops the worker when this process dies (PR_SET_PDEATHSIG).
     worker = subprocess.Popen([sys.executable, "-m", "device", "worker"],
                               preexec_fn=die_with_parent)
     try:
         print(f"tingji: web UI on http://{settings.host}:{settings.port}", file=sys.stderr)
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                    log_level=settings.log_level.lower())
+        _serve(settings)
     finally:
         worker.terminate()
         try:
@@ -60,10 +65,5 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from web.app import create_app
-
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level.lower())
+    _serve(settings)
     return 0
