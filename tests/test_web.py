@@ -329,7 +329,15 @@ def test_search_highlights_hits_and_links_to_the_moment(box):
     rec = stored_transcript(box.settings, texts=["開放時間是早上九點", "The Budget is final"])
     page = box.reviewer.client.get("/", params={"q": "开放时间"}).text
     assert "<mark>開放時間</mark>是早上九點" in page  # Simplified query, Traditional text
-    assert f'href="/recordings/{rec}?t=0.00#seg-' in page
+    # A hit links to its segment, not to a rounded time (?t=8.72 for a segment starting
+    # at 8.724 opened the segment before it).
+    with Store(box.settings.database_path) as store:
+        segment = store.segments(rec)[1]
+        store.db.execute("UPDATE segments SET start = 8.724 WHERE id = ?", [segment.id])
+    hit = box.reviewer.client.get("/", params={"q": "budget"}).text
+    assert f'href="/recordings/{rec}?segment={segment.id}#seg-{segment.id}"' in hit
+    opened = box.reviewer.client.get(f"/recordings/{rec}", params={"segment": segment.id})
+    assert 'data-start-at="8.724"' in opened.text
     english = box.reviewer.client.get("/", params={"q": "budget"}).text
     assert "The <mark>Budget</mark> is final" in english
 

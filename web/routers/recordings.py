@@ -39,15 +39,19 @@ AUDIO_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".m4a": "audio/mp4",
 
 @router.get("/recordings/{recording_id}")
 def recording_page(request: Request, recording_id: RowId, user: Interviewer, store: StoreDep,
-                   t: float | None = None):
+                   t: Annotated[float | None, Query(ge=0, le=1e7)] = None,
+                   segment: Annotated[int | None, Query(ge=1, le=ROW_ID_MAX)] = None):
+    """``segment`` opens the page at that segment's own start (a search hit); ``t`` at a
+    time."""
     recording = visible_recording(store, user, recording_id)
     segments = store.segments(recording_id, with_words=False)
+    start = next((s.start for s in segments if s.id == segment), t)
     summaries = store.summaries(recording_id)
     return templates(request).TemplateResponse(request, "recording.html", {
         "recording": recording, "segments": segments, "summary": summaries[-1] if summaries
         else None, "summary_versions": len(summaries), "can_edit": user.can("reviewer"),
         "jobs": store.jobs_for(recording_id), "markers": store.markers(recording_id),
-        "start_at": t, "formats": list(export.FORMATS),
+        "start_at": start, "formats": list(export.FORMATS),
         "transcript_hash": store.transcript_hash(recording_id),
         # "<" escaped (valid JSON): no "</script>" or "<!--" can occur in the script element
         "words_json": Markup(store.words_json(recording_id).replace("<", "\\u003c")),
