@@ -609,3 +609,22 @@ def test_head_is_answered_like_get_without_a_body(box):
     page = {"Accept": "text/html"}
     assert TestClient(box.app).head("/", headers=page, follow_redirects=False
                                     ).status_code == 303  # to the sign-in, as GET
+
+
+def test_a_refused_sign_in_keeps_the_name_and_an_added_user_is_confirmed(settings):
+    app = create_app(settings)
+    client = TestClient(app)
+    token = form_token(client.get("/setup").text)
+    wrong = client.post("/setup", data={"code": "WRONG-CODE", "username": "lin",
+                                        "password": PASSWORD, "csrf_token": token})
+    assert wrong.status_code == 400 and 'value="lin"' in wrong.text
+    admin = setup_admin(app, "lin")
+    added = admin.client.post("/admin/users", data={
+        "username": "mei", "password": PASSWORD, "role": "reviewer",
+        "csrf_token": admin.csrf})
+    assert added.status_code == 200 and "Added mei (reviewer)." in added.text  # redirected
+    anonymous = TestClient(app)
+    token = form_token(anonymous.get("/login").text)
+    refused = anonymous.post("/login", data={"username": "mei", "password": "not it at all",
+                                             "csrf_token": token})
+    assert refused.status_code == 401 and 'value="mei"' in refused.text

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse
 
 import device
@@ -23,7 +23,7 @@ from device.profiles import load_profiles
 from device.records import ROLES
 from device.settings import PROJECT_ROOT
 from models.store import load_manifest, status
-from web.deps import Admin, RowId, SettingsDep, StoreDep, templates
+from web.deps import ROW_ID_MAX, Admin, RowId, SettingsDep, StoreDep, templates
 
 router = APIRouter()
 FormStr = Annotated[str, Form()]
@@ -90,14 +90,19 @@ def cancel_job(job_id: RowId, user: Admin, store: StoreDep):
     return {"cancelled": store.cancel_job(job_id)}
 
 
-def _users_page(request: Request, store, error: str | None = None, status_code: int = 200):
+def _users_page(request: Request, store, error: str | None = None, status_code: int = 200,
+                added: int | None = None):
+    """``added``: the account just created, confirmed at the top of the page."""
+    users = store.list_users()
     return templates(request).TemplateResponse(request, "users.html", {
-        "users": store.list_users(), "roles": ROLES, "error": error}, status_code=status_code)
+        "users": users, "roles": ROLES, "error": error,
+        "added": next((u for u in users if u.id == added), None)}, status_code=status_code)
 
 
 @router.get("/admin/users")
-def users(request: Request, user: Admin, store: StoreDep):
-    return _users_page(request, store)
+def users(request: Request, user: Admin, store: StoreDep,
+          added: Annotated[int | None, Query(ge=1, le=ROW_ID_MAX)] = None):
+    return _users_page(request, store, added=added)
 
 
 @router.post("/admin/users")
@@ -109,10 +114,10 @@ def create_user(request: Request, user: Admin, store: StoreDep, username: FormSt
         if not username.strip():
             raise InvalidInput("choose a user name")
         check_new_password(password)
-        store.create_user(username.strip(), hash_password(password), role)
+        created = store.create_user(username.strip(), hash_password(password), role)
     except InvalidInput as exc:
         return _users_page(request, store, str(exc), 400)
-    return RedirectResponse("/admin/users", status_code=303)
+    return RedirectResponse(f"/admin/users?added={created.id}", status_code=303)
 
 
 def _other_user(store, admin, user_id: int):

@@ -67,7 +67,8 @@ def setup(request: Request, store: StoreDep, code: FormStr, username: FormStr,
             raise InvalidInput("choose a user name")
         check_new_password(password)
     except InvalidInput as exc:
-        return _page(request, "setup.html", {"error": str(exc)}, status=400)
+        return _page(request, "setup.html", {"error": str(exc), "username": username},
+                     status=400)
     user = store.create_first_user(username.strip(), hash_password(password), "admin")
     request.app.state.setup_code = None
     if user is None:
@@ -98,8 +99,8 @@ def login(request: Request, store: StoreDep, username: FormStr, password: FormSt
     user = store.find_user(username.strip())
     if not signs_in(user, password):
         limiter.failed(client, username)
-        return _page(request, "login.html",
-                     {"error": "wrong user name or password", "next": next}, status=401)
+        return _page(request, "login.html", {"error": "wrong user name or password",
+                                             "next": next, "username": username}, status=401)
     limiter.succeeded(client, username)
     return _signed_in(store, user, next)
 
