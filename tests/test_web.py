@@ -201,8 +201,8 @@ ENDPOINTS = [  # (method, url, json body, the least role that may)
     ("POST", "/api/recordings/{rec}/title", {"title": "New"}, "reviewer"),
     ("GET", "/api/recordings/{rec}/revisions", None, "reviewer"),
     ("POST", "/api/revisions/999/undo", None, "reviewer"),
-    ("GET", "/recordings/{rec}/export.txt", None, "reviewer"),
-    ("GET", "/recordings/{rec}/export.docx", None, "reviewer"),
+    ("GET", "/recordings/{rec}/export.txt", None, "interviewer"),  # their own
+    ("GET", "/recordings/{rec}/export.docx", None, "interviewer"),
     ("POST", "/api/recordings/{rec}/summarize", {}, "reviewer"),
     ("PUT", "/api/recordings/{rec}/summary", {"content": {}, "version": 1}, "reviewer"),
     ("POST", "/api/record/resume", None, "interviewer"),
@@ -273,6 +273,12 @@ def test_interviewers_see_only_their_own_recordings(box):
     assert f"/recordings/{mine}?" in hits and f"/recordings/{other}?" not in hits
     # reviewers see both
     assert "Rita&#39;s upload" in box.reviewer.client.get("/").text
+    # Interviewers export their own, and their page offers only what their role can do.
+    assert client.get(f"/recordings/{mine}/export.txt").status_code == 200
+    assert client.get(f"/recordings/{other}/export.txt").status_code == 404
+    page = client.get(f"/recordings/{mine}").text
+    assert "export.docx" in page and "double-click" not in page
+    assert "double-click" in box.reviewer.client.get(f"/recordings/{mine}").text
 
 
 def test_admin_manages_users_and_a_role_change_ends_their_sessions(box):
@@ -284,7 +290,7 @@ def test_admin_manages_users_and_a_role_change_ends_their_sessions(box):
     assert response.status_code == 303
     assert box.reviewer.client.get("/api/recordings/1").status_code == 401
     rita_again = login(box.app, "rita")
-    assert rita_again.client.get("/recordings/1/export.txt").status_code == 403
+    assert rita_again.client.get("/api/recordings/1/revisions").status_code == 403
     taken = box.admin.client.post("/admin/users", data={
         "username": "RITA", "password": PASSWORD, "role": "admin", "csrf_token": box.admin.csrf})
     assert taken.status_code == 400 and "taken" in taken.text

@@ -184,11 +184,12 @@ def undo(revision_id: RowId, user: Reviewer, store: StoreDep):
 # -- exports and summaries -----------------------------------------------------------------
 
 @router.get("/recordings/{recording_id}/export.{fmt}")
-def export_transcript(recording_id: RowId, fmt: str, user: Reviewer, store: StoreDep):
+def export_transcript(recording_id: RowId, fmt: str, user: Interviewer, store: StoreDep):
+    """Reviewers export every recording, an interviewer their own."""
     if fmt not in export.FORMATS:
         raise HTTPException(404, f"no export format {fmt!r}; choose one of "
                                  f"{', '.join(export.FORMATS)}")
-    recording = store.get_recording(recording_id)
+    recording = visible_recording(store, user, recording_id)
     body = export.export(fmt, recording, store.segments(recording_id),
                          store.latest_summary(recording_id))
     filename = f"recording-{recording.id}.{fmt}"
