@@ -55,7 +55,12 @@ class BodyLimit:
             if not refused:  # the 413 is already on its way
                 await send(message)
 
-        await self.app(scope, counted, unless_refused)
+        try:
+            await self.app(scope, counted, unless_refused)
+        except Exception:
+            if not refused:
+                raise  # the app's own failure
+            # else: the app failed to read the body it was refused; the 413 has gone out
 
 
 async def _too_large(send, limit: int) -> None:
