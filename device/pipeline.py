@@ -23,7 +23,7 @@ from device.profiles import (
     load_profiles,
 )
 from device.recognize import RecognitionOptions, Recognizer
-from device.records import Job, Recording, Segment
+from device.records import Job, Recording, Segment, User
 from device.settings import Settings
 from device.store import Store
 from device.vad import SpeechChunk, SpeechDetector
@@ -65,6 +65,18 @@ def import_audio(
         recording = store.update_recording(recording.id, audio_file=name)
         job = store.enqueue("transcribe", recording.id, params)
     return recording, job
+
+
+def delete_recording(store: Store, settings: Settings, recording_id: int,
+                     user: User | None = None) -> Recording:
+    """Delete a recording with its audio (the deletion itself is kept: ``store.deletions``)."""
+    from device.recorder import capture_dir  # the recorder builds on this module
+
+    recording = store.delete_recording(recording_id, user)
+    if recording.audio_file:
+        (settings.audio_dir / recording.audio_file).unlink(missing_ok=True)
+    shutil.rmtree(capture_dir(settings, recording_id), ignore_errors=True)
+    return recording
 
 
 def keep_room_for_recording(settings: Settings, size: int, name: str) -> None:

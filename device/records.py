@@ -156,3 +156,16 @@ class GlossaryEntry:
     id: int
     term: str
     misheard: str | None
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """A deleted recording, as the admin's history keeps it."""
+
+    id: int
+    recording_id: int
+    title: str
+    owner_id: int | None
+    user_id: int | None
+    username: str | None
+    created: str

@@ -198,7 +198,7 @@ ENDPOINTS = [  # (method, url, json body, the least role that may)
     ("POST", "/api/recordings/{rec}/speakers/rename", {"old": "A", "new": "Ann"}, "reviewer"),
     ("POST", "/api/recordings/{rec}/replace", {"find": "budget", "replace": "plan"},
      "reviewer"),
-    ("POST", "/api/recordings/{rec}/title", {"title": "New"}, "reviewer"),
+    ("POST", "/api/recordings/{rec}/title", {"title": "New"}, "interviewer"),  # their own
     ("GET", "/api/recordings/{rec}/revisions", None, "reviewer"),
     ("POST", "/api/revisions/999/undo", None, "reviewer"),
     ("GET", "/recordings/{rec}/export.txt", None, "interviewer"),  # their own
@@ -634,3 +634,40 @@ def test_a_refused_sign_in_keeps_the_name_and_an_added_user_is_confirmed(setting
     refused = anonymous.post("/login", data={"username": "mei", "password": "not it at all",
                                              "csrf_token": token})
     assert refused.status_code == 401 and 'value="mei"' in refused.text
+
+
+def test_owners_rename_and_delete_their_recordings_and_the_admin_sees_the_deletion(box):
+    """A failed upload stayed in the library for ever: recordings could be neither renamed
+    nor deleted.  The owner renames and deletes their own (the audio goes too), reviewers
+    rename, an admin deletes any; the deletion stays in the admin's history."""
+    ivan, rita = _user_id(box, "ivan"), _user_id(box, "rita")
+    mine = box.interviewer.api("PUT", "/api/upload?filename=a.wav", content=_wav_bytes()).json()
+    rec = mine["recording_id"]
+    others = stored_transcript(box.settings, title="Rita's", owner_id=rita)
+    assert box.interviewer.api("POST", f"/api/recordings/{rec}/title", {"title": "采访 李"}
+                               ).json()["title"] == "采访 李"
+    assert box.interviewer.api("POST", f"/api/recordings/{others}/title", {"title": "x"}
+                               ).status_code == 404
+    page = box.interviewer.client.get(f"/recordings/{rec}").text
+    assert 'id="delete-recording"' in page and 'id="rename-recording"' in page
+    assert 'id="delete-recording"' not in box.reviewer.client.get(f"/recordings/{rec}").text
+    assert box.reviewer.api("POST", f"/api/recordings/{rec}/delete").status_code == 403
+    assert TestClient(box.app).post(f"/api/recordings/{rec}/delete").status_code == 401
+    assert box.interviewer.client.post(f"/api/recordings/{rec}/delete").status_code == 403
+    assert box.interviewer.api("POST", f"/api/recordings/{others}/delete").status_code == 404
+    with Store(box.settings.database_path) as store:
+        audio_file = box.settings.audio_dir / store.get_recording(rec).audio_file
+    assert audio_file.is_file()
+    assert box.interviewer.api("POST", f"/api/recordings/{rec}/delete").json() == \
+        {"deleted": rec}
+    assert not audio_file.exists()
+    assert box.interviewer.client.get(f"/recordings/{rec}").status_code == 404
+    assert box.admin.api("POST", f"/api/recordings/{others}/delete").status_code == 200
+    with Store(box.settings.database_path) as store:
+        assert store.count_recordings() == 0 and store.list_jobs() == []
+        assert store.search("budget") == []
+        assert [(d.recording_id, d.username) for d in store.deletions()] == [
+            (others, "admin"), (rec, "ivan")]
+        assert store.deletions()[1].owner_id == ivan
+    system = box.admin.client.get("/system").text
+    assert "Deleted recordings" in system and "采访 李" in system

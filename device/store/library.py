@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 
 from device.errors import InvalidInput, RecordingNotFound
-from device.records import GlossaryEntry, Marker, Recording, SearchHit, Summary
+from device.records import (
+    Deletion,
+    GlossaryEntry,
+    Marker,
+    Recording,
+    SearchHit,
+    Summary,
+    User,
+)
 from device.store._base import Rooms, encode_fields, now, recording_of
 from device.text import NAME_MAX, NOTE_MAX, TITLE_MAX, clean_label, search_form
 
@@ -70,6 +78,32 @@ class LibraryRooms(Rooms):
             self.db["recordings"].update(recording_id,
                                          {**encode_fields(fields), "updated": now()})
         return self.get_recording(recording_id)
+
+    def delete_recording(self, recording_id: int, user: User | None = None) -> Recording:
+        """Remove a recording and everything about it, keeping who deleted what and when
+        (``deletions``); returns it as it was, so the caller removes its audio.  Refused
+        while it is being recorded or a job works on it."""
+        with self.transaction():
+            recording = self.get_recording(recording_id)
+            if recording.status == "recording":
+                raise InvalidInput("it is being recorded: stop the recording first")
+            if self.db.execute("SELECT 1 FROM jobs WHERE recording_id = ? AND status = "
+                               "'running'", [recording_id]).fetchone():
+                raise InvalidInput("a job is working on it: wait for it or cancel it first")
+            self._delete_transcript(recording_id)
+            for table in ("markers", "summaries", "revisions", "jobs"):
+                self.db.execute(f"DELETE FROM {table} WHERE recording_id = ?", [recording_id])
+            self.db.execute("DELETE FROM recordings WHERE id = ?", [recording_id])
+            self.db["deletions"].insert({
+                "recording_id": recording_id, "title": recording.title,
+                "owner_id": recording.owner_id, "user_id": user.id if user else None,
+                "username": user.username if user else None, "created": now()})
+        return recording
+
+    def deletions(self, limit: int = 100) -> list[Deletion]:
+        """Newest first."""
+        return [Deletion(**row) for row in self.db.query(
+            "SELECT * FROM deletions ORDER BY id DESC LIMIT ?", [limit])]
 
     def add_marker(self, recording_id: int, t: float, note: str = "") -> Marker:
         note = clean_label(note, "a marker's note", NOTE_MAX)

@@ -41,6 +41,7 @@ def system_page(request: Request, user: Admin, store: StoreDep, settings: Settin
         "models": models, "disk": disk, "version": device.__version__,
         "schema_version": store.schema_version, "jobs": store.list_jobs(limit=50),
         "recordings": store.count_recordings(), "data_dir": settings.data_dir.resolve(),
+        "deletions": store.deletions(limit=50),
         "updates": update_status()})
 
 

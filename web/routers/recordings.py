@@ -18,10 +18,12 @@ from pydantic import BaseModel, Field
 from device import export
 from device.errors import EditConflict
 from device.grounding import grounding_flags
+from device.pipeline import delete_recording
 from device.store.editing import SEGMENT_MAX_CHARS
 from device.summarize import check_summary_content
 from web.deps import (
     ROW_ID_MAX,
+    Forbidden,
     Interviewer,
     Reviewer,
     RowId,
@@ -50,6 +52,8 @@ def recording_page(request: Request, recording_id: RowId, user: Interviewer, sto
     return templates(request).TemplateResponse(request, "recording.html", {
         "recording": recording, "segments": segments, "summary": summaries[-1] if summaries
         else None, "summary_versions": len(summaries), "can_edit": user.can("reviewer"),
+        "can_rename": user.can("reviewer") or recording.owner_id == user.id,
+        "can_delete": user.can("admin") or recording.owner_id == user.id,
         "jobs": store.jobs_for(recording_id), "markers": store.markers(recording_id),
         "start_at": start, "formats": list(export.FORMATS),
         "transcript_hash": store.transcript_hash(recording_id),
@@ -91,9 +95,22 @@ class TitleChange(BaseModel):
 
 
 @router.post("/api/recordings/{recording_id}/title")
-def rename_recording(recording_id: RowId, body: TitleChange, user: Reviewer, store: StoreDep):
-    store.get_recording(recording_id)
+def rename_recording(recording_id: RowId, body: TitleChange, user: Interviewer,
+                     store: StoreDep):
+    """Reviewers rename any recording, an interviewer their own."""
+    visible_recording(store, user, recording_id)
     return asdict(store.update_recording(recording_id, title=body.title.strip()))
+
+
+@router.post("/api/recordings/{recording_id}/delete")
+def delete(recording_id: RowId, user: Interviewer, store: StoreDep, settings: SettingsDep):
+    """The owner deletes their own recording, an admin any; the audio goes too, and the
+    deletion stays in the admin's history (System page)."""
+    recording = visible_recording(store, user, recording_id)
+    if recording.owner_id != user.id and not user.can("admin"):
+        raise Forbidden("only the recording's owner or an admin may delete it")
+    delete_recording(store, settings, recording_id, user)
+    return {"deleted": recording_id}
 
 
 # -- editing -------------------------------------------------------------------------------

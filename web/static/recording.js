@@ -4,6 +4,20 @@
 "use strict";
 (function () {
   const root = document.getElementById("recording");
+  const renameForm = document.getElementById("rename-recording");
+  if (renameForm) renameForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const r = await tingji.api("POST", `/api/recordings/${root.dataset.id}/title`, { title: renameForm.title.value });
+    if (r.ok) document.getElementById("title").textContent = r.data.title;
+    else alert((r.data && r.data.detail) || `failed (${r.status})`);
+  });
+  const deleteButton = document.getElementById("delete-recording");
+  if (deleteButton) deleteButton.addEventListener("click", async () => {
+    if (!confirm(`Delete "${deleteButton.dataset.title}" with its audio, transcript and summary? This cannot be undone.`)) return;
+    const r = await tingji.api("POST", `/api/recordings/${root.dataset.id}/delete`);
+    if (r.ok) location.href = "/";
+    else alert((r.data && r.data.detail) || `failed (${r.status})`);
+  });
   if (!root) return;
   const recordingId = root.dataset.id;
   const canEdit = root.dataset.canEdit === "true";
