@@ -14,6 +14,7 @@ import dataclasses
 import os
 import platform
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -82,6 +83,8 @@ class Settings:
     llm_context: int = 8192
     """Context window of the summariser, in tokens."""
     log_level: str = "INFO"
+    time_zone: str = "Asia/Shanghai"
+    """IANA time zone in which pages show times (the database keeps UTC)."""
 
     @property
     def database_path(self) -> Path:
@@ -136,6 +139,13 @@ class Settings:
                 ) from exc
         if converted.get("beam_size", 1) < 1:
             raise SettingsError(f"setting beam_size={values['beam_size']!r}: at least 1")
+        if "time_zone" in converted:
+            try:
+                zoneinfo.ZoneInfo(str(converted["time_zone"]))
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+                raise SettingsError(f"setting time_zone={converted['time_zone']!r} is not a "
+                                    "time zone (e.g. Asia/Shanghai, Asia/Hong_Kong, UTC)"
+                                    ) from exc
         return cls(**converted)
 
     def replace(self, **changes: object) -> Settings:

@@ -54,3 +54,9 @@ def test_the_cpu_is_read_from_cpuinfo(tmp_path):
     arm = tmp_path / "arm"
     arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp\n")
     assert Cpu.read(arm).simd == ("asimd", "asimddp")
+
+
+def test_a_time_zone_must_exist():
+    assert Settings.from_mapping({"time_zone": "Asia/Hong_Kong"}).time_zone == "Asia/Hong_Kong"
+    with pytest.raises(SettingsError, match="time_zone='Mars/Olympus' is not a time zone"):
+        Settings.from_mapping({"time_zone": "Mars/Olympus"})

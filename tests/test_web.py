@@ -671,3 +671,20 @@ def test_owners_rename_and_delete_their_recordings_and_the_admin_sees_the_deleti
         assert store.deletions()[1].owner_id == ivan
     system = box.admin.client.get("/system").text
     assert "Deleted recordings" in system and "采访 李" in system
+
+
+def test_times_are_shown_in_the_boxs_zone_with_the_zone(settings):
+    """Times were stored in UTC and shown without a zone: 09:05 for a recording made at
+    17:05 in Beijing."""
+    box = make_box(settings)
+    rec = stored_transcript(box.settings)
+    with Store(box.settings.database_path) as store:
+        store.db.execute("UPDATE recordings SET created = '2026-12-01T09:05:00.000+00:00'")
+    assert "2026-12-01 17:05 CST" in box.reviewer.client.get("/").text
+    assert "2026-12-01 17:05 CST" in box.reviewer.client.get(f"/recordings/{rec}").text
+    elsewhere = make_box(settings.replace(data_dir=settings.data_dir.parent / "utc",
+                                          time_zone="UTC"))
+    rec = stored_transcript(elsewhere.settings)
+    with Store(elsewhere.settings.database_path) as store:
+        store.db.execute("UPDATE recordings SET created = '2026-12-01T09:05:00.000+00:00'")
+    assert "2026-12-01 09:05 UTC" in elsewhere.reviewer.client.get("/").text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import functools
 import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -58,6 +59,8 @@ def create_app(settings: Settings) -> FastAPI:
     templates = Jinja2Templates(directory=HERE / "templates")  # autoescape on for .html
     templates.env.globals["version"] = device.__version__
     templates.env.filters["clock"] = export.clock
+    templates.env.filters["local_time"] = functools.partial(export.local_time,
+                                                           zone=settings.time_zone)
     app.state.templates = templates
     with Store(settings.database_path) as store:  # create or migrate the database up front
         first_boot = store.count_users() == 0
