@@ -191,7 +191,9 @@ class Recorder:
         return self._thread is not None and self._thread.is_alive()
 
     def status(self) -> dict:
-        seconds = self._writer.samples_written / SAMPLE_RATE if self._writer else 0.0
+        recording = self.state == "recording" and self._writer is not None
+        # Idle, the page shows 0:00, not the last recording's length.
+        seconds = self._writer.samples_written / SAMPLE_RATE if recording else 0.0
         return {"state": "paused" if self.state == "recording" and self.paused else self.state,
                 "recording_id": self.recording_id, "seconds": round(seconds, 2),
                 "level": {"peak_db": self.level.peak_db, "rms_db": self.level.rms_db},

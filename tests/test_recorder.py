@@ -166,6 +166,7 @@ def test_a_vanished_microphone_stops_cleanly_and_keeps_the_audio(settings, tmp_p
     recorder = Recorder(settings)
     recorder.start(_Vanishing(audio.decode(path), after=3 * SR))
     recording = recorder.wait(30)
+    assert recorder.status()["seconds"] == 0.0  # idle: not the last recording's time
     assert "device gone" in recorder.stop_reason and "device gone" in recording.error
     assert recording.status == "queued"
     assert np.array_equal(_stored(settings, recording), expected[: 3 * SR])
@@ -188,6 +189,7 @@ def test_one_recording_at_a_time_pause_and_markers(settings, tmp_path):
     time.sleep(0.5)
     recorder.resume()
     recording = recorder.wait(30)
+    assert recorder.status()["seconds"] == 0.0  # idle: not the last recording's time
     stored = _stored(settings, recording)
     assert 0 < stored.size < expected.size  # the paused stretch was not recorded
     with Store(settings.database_path) as store:

@@ -8,6 +8,9 @@
   const buttons = { start: $("rec-start"), pause: $("rec-pause"), marker: $("rec-marker"), stop: $("rec-stop") };
   const state = $("rec-state"), live = $("live"), meter = $("rec-level"), clock = $("rec-clock");
   let paused = false;
+  const note = document.createElement("span");  // marker messages, beside the state
+  note.className = "muted";
+  state.after(note);
 
   function show(status) {
     if (status.state === "busy") {  // someone else's recording: nothing of it is shown
@@ -22,6 +25,7 @@
     paused = status.state === "paused";
     buttons.pause.textContent = paused ? "Resume" : "Pause";
     if (status.seconds !== undefined) clock.textContent = tingji.clock(status.seconds);
+    if (!active) { clock.textContent = tingji.clock(status.seconds || 0); note.textContent = ""; }
     state.textContent = active ? (paused ? "Paused" : "Recording…") : (status.stop_reason || "");
   }
 
@@ -41,7 +45,7 @@
     const note = prompt("Marker note (optional):", "");
     if (note === null) return;
     const m = await call("marker", { note });
-    if (m) state.textContent = `Marker at ${tingji.clock(m.t)}`;
+    if (m) note.textContent = ` · marker at ${tingji.clock(m.t)}`;
   });
   buttons.stop.addEventListener("click", async () => {
     buttons.stop.disabled = true;
@@ -71,5 +75,5 @@
     live.append(li);
     li.scrollIntoView({ block: "nearest" });
   });
-  events.addEventListener("marker", (e) => { state.textContent = `Marker at ${tingji.clock(JSON.parse(e.data).t)}`; });
+  events.addEventListener("marker", (e) => { note.textContent = ` · marker at ${tingji.clock(JSON.parse(e.data).t)}`; });
 })();

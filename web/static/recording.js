@@ -317,6 +317,11 @@
   // -- jobs ----------------------------------------------------------------------------
   for (const el of document.querySelectorAll(".head .job")) {
     tingji.watchJob(el.dataset.job, (job) => {
+      const badge = document.querySelector(".head .status");
+      if (badge && job.kind === "transcribe" && job.status === "running") {
+        badge.textContent = "transcribing";  // not "queued" while the bar moves
+        badge.className = "status status-transcribing";
+      }
       el.querySelector("progress").value = job.progress;
       el.querySelector(".pct").textContent = Math.round(job.progress) + "%";
     }).then(() => location.reload());
