@@ -195,6 +195,14 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#live li"), 60,
          "a line of live transcript")
     screenshot(browser, shots, "record")
+    find(By.ID, "rec-marker").click()  # a marker says so beside the state, not instead of it
+    browser.switch_to.alert.send_keys("要点")
+    browser.switch_to.alert.accept()
+    wait(lambda: "marker at" in find(By.ID, "rec-state").find_element(
+        By.XPATH, "following-sibling::span").text, 10, "the marker's message")
+    assert find(By.ID, "rec-state").text == "Recording…"
     find(By.ID, "rec-stop").click()
     wait(lambda: "/recordings/" in browser.current_url, 30, "the recording page after stop")
     assert "Live in the browser" in browser.page_source
+    browser.get(f"{base}/record")  # idle: not the last recording's time
+    wait(lambda: find(By.ID, "rec-clock").text == "0:00", 10, "the idle clock")
