@@ -33,7 +33,14 @@ def test_edit_bumps_the_revision_and_a_stale_write_gets_409_with_the_newer_text(
                              {"text": "We will review the plan on Tuesday.",
                               "revision": first["revision"]})
     assert saved.status_code == 200
-    assert saved.json()["revision"] == first["revision"] + 1 and saved.json()["words"] == []
+    assert saved.json()["revision"] == first["revision"] + 1
+    # The words that stayed keep their times; "plan" fills the gap "budget" leaves (every
+    # word's timing was dropped before, and the segment no longer highlighted or seeked).
+    before = {w["text"].strip(): (w["start"], w["end"]) for w in first["words"]}
+    after = {w["text"].strip(): (w["start"], w["end"]) for w in saved.json()["words"]}
+    assert list(after) == ["We", "will", "review", "the", "plan", "on", "Tuesday."]
+    assert all(after[w] == before[w] for w in after if w != "plan")
+    assert after["plan"] == (before["the"][1], before["on"][0])  # the gap "budget" was in
     stale = box.admin.api("PATCH", f"/api/segments/{first['id']}",
                           {"text": "Someone else's version", "revision": first["revision"]})
     assert stale.status_code == 409

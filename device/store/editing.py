@@ -10,6 +10,7 @@ from device.errors import EditConflict, InvalidInput, RevisionNotFound, SegmentN
 from device.records import Revision, Segment, User
 from device.store._base import Rooms, now, revision_of, segment_of
 from device.text import NAME_MAX, clean_label
+from device.timing import retime_words
 
 SEGMENT_MAX_CHARS = 20_000
 """A segment is a few sentences; a cap keeps an edit (or find & replace, whose growth
@@ -32,8 +33,8 @@ class EditingRooms(Rooms):
 
     def edit_segment(self, segment_id: int, text: str, revision: int,
                      user: User | None = None) -> Segment:
-        """New text for one segment.  Its word timings no longer match, so they go (the
-        revision keeps them for undo)."""
+        """New text for one segment: unchanged words keep their times, changed ones are
+        timed inside the segment (the revision keeps the old words for undo)."""
         text = text.strip()
         if not text:
             raise InvalidInput("a segment cannot be empty: merge it with a neighbour instead")
@@ -41,7 +42,8 @@ class EditingRooms(Rooms):
             before = self._current(segment_id, revision)
             if before["text"] == text:
                 return segment_of(before)
-            after = {**before, "text": text, "words": [], "revision": before["revision"] + 1}
+            after = {**before, "text": text, "words": _retimed(before, text),
+                     "revision": before["revision"] + 1}
             self._change(before["recording_id"], "edit", "edited a segment", user,
                          [before], [after])
         return self.get_segment(segment_id)
@@ -79,8 +81,11 @@ class EditingRooms(Rooms):
         with self.transaction():
             before = [s for s in self._snapshots(recording_id) if find in s["text"]
                       and s["text"].replace(find, replacement).strip()]
-            after = [{**s, "text": s["text"].replace(find, replacement).strip(), "words": [],
-                      "revision": s["revision"] + 1} for s in before]
+            after = []
+            for s in before:
+                text = s["text"].replace(find, replacement).strip()
+                after.append({**s, "text": text, "words": _retimed(s, text),
+                              "revision": s["revision"] + 1})
             if before:
                 self._change(recording_id, "replace", f"replaced “{find}” with “{replacement}”",
                              user, before, after)
@@ -224,6 +229,12 @@ class EditingRooms(Rooms):
             "before": json.dumps(before, ensure_ascii=False),
             "after": json.dumps(after, ensure_ascii=False), "created": now(),
         }).last_pk
+
+
+def _retimed(snap: dict, text: str) -> list[list]:
+    """The snapshot's words for its new ``text`` (see ``device.timing``)."""
+    words = retime_words(segment_of(snap).words, text, snap["start"], snap["end"])
+    return [[w.start, w.end, w.text, w.probability] for w in words]
 
 
 def _content(snap: dict) -> tuple:
