@@ -371,3 +371,20 @@ def test_a_bundle_swapped_after_its_signature_check_installs_nothing_of_it(make,
     with pytest.raises(bundles.BundleError, match="unknown key"):
         bundles.open_bundle(handed_in, bundles.trusted_keys(keys[1]), tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
+
+
+def test_the_first_flash_into_an_empty_folder_leaves_a_working_box(make, keys, lock, tmp_path):
+    """`make flash` into an empty TARGET stopped at the health check (503: TARGET/models was
+    empty).  Now the flash installs the default models there from their packages, and the
+    health check then finds /health ok and transcribes its clip."""
+    root = tmp_path / "new-box"
+    (root / "envs").mkdir(parents=True)  # the environment is not what this tests
+    os.symlink(os.path.realpath(sys.prefix), root / "envs" / bundles.lock_hash(lock))
+    box = Box(root)
+    result = flash(box, make("1.0.0"), trust=keys[1])  # with the health check
+    assert result["slot"] == "a" and box.active() == "a"
+    from models.store import load_manifest, status
+
+    defaults = [spec for spec in load_manifest().values() if spec.default]
+    assert defaults and all(status(spec, box.models_dir) == "installed" for spec in defaults)
+    assert "installing the default models" in (box.state_dir / "updates.log").read_text()

@@ -43,6 +43,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def install_default_models(box: Box, slot: str, journal: dict) -> None:
+    """Install the new slot's default models into the box's model store when any is
+    missing (the first flash into an empty TARGET), with the new slot's own installer:
+    its packages are fetched and every file's sha256 checked, as `make models` does."""
+    from models.store import load_manifest, status
+
+    manifest = load_manifest(box.slots / slot / "code" / "models" / "manifest.toml")
+    missing = [spec.id for spec in manifest.values()
+               if spec.default and status(spec, box.models_dir, quick=True) != "installed"]
+    if not missing:
+        return
+    box.models_dir.mkdir(parents=True, exist_ok=True)
+    box.log(f"installing the default models into {box.models_dir}: {', '.join(missing)}")
+    child = subprocess.Popen([str(box.python(slot)), "-m", "models", "install", *missing],
+                             env=box.environment(slot), cwd=box.slots / slot / "code",
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, preexec_fn=_die_with_parent)
+    journal["child_pid"] = child.pid
+    write_json(box.journal, journal)
+    output, _ = child.communicate(timeout=3600)
+    if child.returncode != 0:
+        raise UpdateFailed(f"the default models could not be installed into "
+                           f"{box.models_dir}: {output.strip()[-500:]}")
+
+
 def check_health(box: Box, slot: str, journal: dict) -> None:
     """The new slot must serve /health (200, status ok) on a spare port and transcribe the
     bundled clip into the words of its reference."""

@@ -37,7 +37,7 @@ from updates.bundle import (
     parse_version,
     trusted_keys,
 )
-from updates.checks import check_health, run_migrations
+from updates.checks import check_health, install_default_models, run_migrations
 
 HEALTH_TIMEOUT = 120.0
 
@@ -205,6 +205,7 @@ def _flash_firmware(box: Box, bundle: Bundle, active: str | None, allow_downgrad
         journal.update(phase="migrating", backup=str(backup) if backup else None, migrated=True)
         write_json(box.journal, journal)
         run_migrations(box, slot, journal)
+        install_default_models(box, slot, journal)
         if health_check:
             journal.update(phase="checking")
             write_json(box.journal, journal)
