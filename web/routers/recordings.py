@@ -20,7 +20,7 @@ from device.errors import EditConflict
 from device.grounding import grounding_flags
 from device.pipeline import delete_recording
 from device.store.editing import SEGMENT_MAX_CHARS
-from device.summarize import check_summary_content
+from device.summary_schema import check_summary_content
 from web.deps import (
     ROW_ID_MAX,
     Forbidden,
