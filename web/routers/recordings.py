@@ -19,6 +19,7 @@ from device import export
 from device.errors import EditConflict
 from device.grounding import grounding_flags
 from device.pipeline import delete_recording
+from device.records import Recording, User
 from device.store.editing import SEGMENT_MAX_CHARS
 from device.summary_schema import check_summary_content
 from web.deps import (
@@ -52,8 +53,7 @@ def recording_page(request: Request, recording_id: RowId, user: Interviewer, sto
     return templates(request).TemplateResponse(request, "recording.html", {
         "recording": recording, "segments": segments, "summary": summaries[-1] if summaries
         else None, "summary_versions": len(summaries), "can_edit": user.can("reviewer"),
-        "can_rename": user.can("reviewer") or recording.owner_id == user.id,
-        "can_delete": user.can("admin") or recording.owner_id == user.id,
+        "can_delete": _may_delete(user, recording),
         "jobs": store.jobs_for(recording_id), "markers": store.markers(recording_id),
         "start_at": start, "formats": list(export.FORMATS),
         "transcript_hash": store.transcript_hash(recording_id),
@@ -102,12 +102,16 @@ def rename_recording(recording_id: RowId, body: TitleChange, user: Interviewer,
     return asdict(store.update_recording(recording_id, title=body.title.strip()))
 
 
+def _may_delete(user: User, recording: Recording) -> bool:
+    return recording.owner_id == user.id or user.can("admin")
+
+
 @router.post("/api/recordings/{recording_id}/delete")
 def delete(recording_id: RowId, user: Interviewer, store: StoreDep, settings: SettingsDep):
     """The owner deletes their own recording, an admin any; the audio goes too, and the
     deletion stays in the admin's history (System page)."""
     recording = visible_recording(store, user, recording_id)
-    if recording.owner_id != user.id and not user.can("admin"):
+    if not _may_delete(user, recording):
         raise Forbidden("only the recording's owner or an admin may delete it")
     delete_recording(store, settings, recording_id, user)
     return {"deleted": recording_id}
