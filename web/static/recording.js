@@ -7,7 +7,7 @@
   const renameForm = document.getElementById("rename-recording");
   if (renameForm) renameForm.addEventListener("submit", async (e) => {
     e.preventDefault();
-    const r = await tingji.api("POST", `/api/recordings/${root.dataset.id}/title`, { title: renameForm.title.value });
+    const r = await tingji.api("POST", `/api/recordings/${root.dataset.id}/title`, { title: renameForm.elements.namedItem("title").value });
     if (r.ok) document.getElementById("title").textContent = r.data.title;
     else alert((r.data && r.data.detail) || `failed (${r.status})`);
   });
