@@ -91,6 +91,7 @@ def screenshot(driver, folder: Path, name: str) -> None:
 
 
 def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -183,6 +184,14 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     browser.get(f"{base}/system")
     screenshot(browser, shots, "system")
 
+    # rename it from its page
+    browser.get(recording_url)
+    title_input = find(By.CSS_SELECTOR, "#rename-recording input[name=title]")
+    title_input.clear()
+    title_input.send_keys("Renamed in the browser")
+    find(By.CSS_SELECTOR, "#rename-recording button").click()
+    wait(lambda: find(By.ID, "title").text == "Renamed in the browser", 10, "the new title")
+
     # record (a demo file played through the capture path): level meter, live transcript
     from selenium.webdriver.support.ui import Select
 
@@ -204,5 +213,17 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     find(By.ID, "rec-stop").click()
     wait(lambda: "/recordings/" in browser.current_url, 30, "the recording page after stop")
     assert "Live in the browser" in browser.page_source
+    live_url = browser.current_url
     browser.get(f"{base}/record")  # idle: not the last recording's time
     wait(lambda: find(By.ID, "rec-clock").text == "0:00", 10, "the idle clock")
+
+    # delete the live recording from its page, after the confirmation (once its final
+    # transcription is done: a recording a job works on is not deleted)
+    browser.get(live_url)
+    wait(lambda: browser.find_element(By.CSS_SELECTOR, ".head .status").text == "done", 120,
+         "the final transcript (the page reloads when it is done)",
+         ignore=(StaleElementReferenceException,))
+    find(By.ID, "delete-recording").click()
+    browser.switch_to.alert.accept()
+    wait(lambda: browser.current_url.rstrip("/") == base, 10, "the library after deleting")
+    assert "Live in the browser" not in browser.page_source
