@@ -162,6 +162,17 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
                  "the reloaded transcript")[0]
     assert first.text == "Edited in the browser 浏览器里改的"
 
+    # pick segments by their speaker labels and assign them one speaker
+    labels = browser.find_elements(By.CSS_SELECTOR, ".segment .speaker")
+    for label in labels:
+        label.click()
+    assert find(By.ID, "picked-count").text == str(len(labels))
+    find(By.CSS_SELECTOR, "#assign-speaker input[name=speaker]").send_keys("李明")
+    find(By.ID, "assign-button").click()
+    wait(lambda: all(label.text == "李明" for label in browser.find_elements(
+        By.CSS_SELECTOR, ".segment .speaker")), 10, "the assigned speaker")
+    assert find(By.ID, "picked-count").text == "0"
+
     # export DOCX and SRT from the page's links
     for fmt in ("docx", "srt"):
         find(By.ID, f"export-{fmt}").click()

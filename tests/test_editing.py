@@ -264,3 +264,25 @@ def test_a_summary_edit_of_the_wrong_shape_is_refused_and_exports_keep_working(b
                             ).status_code == 200
     for fmt in ("md", "docx", "txt", "json"):
         assert box.reviewer.client.get(f"/recordings/{rec}/export.{fmt}").status_code == 200
+
+
+def test_one_speaker_for_several_picked_segments_is_one_revision(box):
+    """A speaker was a browser prompt() per segment; now a reviewer picks segments and
+    assigns one of the recording's speakers (or a new one) to all of them at once."""
+    rec = stored_transcript(box.settings, texts=["one", "two", "three"])
+    first, second, third = segments(box, rec)
+    picks = [{"id": s["id"], "revision": s["revision"]} for s in (first, third)]
+    url = f"/api/recordings/{rec}/speakers/assign"
+    assigned = box.reviewer.api("POST", url, {"speaker": "李明", "segments": picks})
+    assert assigned.status_code == 200
+    assert [s["speaker"] for s in segments(box, rec)] == ["李明", second["speaker"], "李明"]
+    history = box.reviewer.api("GET", f"/api/recordings/{rec}/revisions").json()
+    assert len(history) == 1 and len(history[0]["after"]) == 2
+    stale = box.reviewer.api("POST", url, {"speaker": "王", "segments": picks})  # old revisions
+    assert stale.status_code == 409
+    assert [s["speaker"] for s in segments(box, rec)] == ["李明", second["speaker"], "李明"]
+    twice = [{"id": second["id"], "revision": second["revision"]}] * 2
+    assert box.reviewer.api("POST", url, {"speaker": "x", "segments": twice}).status_code == 400
+    box.reviewer.api("POST", f"/api/revisions/{history[0]['id']}/undo")
+    assert [s["speaker"] for s in segments(box, rec)] == [s["speaker"] for s in (first, second,
+                                                                                 third)]

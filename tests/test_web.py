@@ -196,6 +196,8 @@ ENDPOINTS = [  # (method, url, json body, the least role that may)
     ("POST", "/api/segments/{seg}/split", {"position": 3, "revision": 0}, "reviewer"),
     ("POST", "/api/segments/{seg}/merge", {"revision": 0, "next_revision": 0}, "reviewer"),
     ("POST", "/api/recordings/{rec}/speakers/rename", {"old": "A", "new": "Ann"}, "reviewer"),
+    ("POST", "/api/recordings/{rec}/speakers/assign", {"speaker": "C", "segments": []},
+     "reviewer"),
     ("POST", "/api/recordings/{rec}/replace", {"find": "budget", "replace": "plan"},
      "reviewer"),
     ("POST", "/api/recordings/{rec}/title", {"title": "New"}, "interviewer"),  # their own

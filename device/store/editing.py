@@ -58,6 +58,24 @@ class EditingRooms(Rooms):
                          user, [before], [after])
         return self.get_segment(segment_id)
 
+    def assign_speaker(self, recording_id: int, picks: list[tuple[int, int]],
+                       speaker: str | None, user: User | None = None) -> list[Segment]:
+        """One speaker (or none) for several segments at once, as one revision; ``picks``
+        are (segment id, the revision the reviewer saw).  A stale pick refuses them all."""
+        speaker = clean_label(speaker or "", "a speaker name", NAME_MAX) or None
+        if len({segment_id for segment_id, _ in picks}) != len(picks):
+            raise InvalidInput("a segment is picked twice")
+        with self.transaction():
+            before = [self._current(segment_id, revision) for segment_id, revision in picks]
+            if any(s["recording_id"] != recording_id for s in before):
+                raise InvalidInput("every segment must belong to this recording")
+            after = [{**s, "speaker": speaker, "revision": s["revision"] + 1} for s in before]
+            if before:
+                self._change(recording_id, "speaker",
+                             f"speaker → {speaker or '(none)'} for {len(before)} segment(s)",
+                             user, before, after)
+        return [self.get_segment(segment_id) for segment_id, _ in picks]
+
     def rename_speaker(self, recording_id: int, old: str, new: str,
                        user: User | None = None) -> int:
         """Rename a speaker on every segment of a recording; returns how many changed."""

@@ -143,6 +143,17 @@ class Merge(BaseModel):
     next_revision: SegmentRevision
 
 
+class SegmentPick(BaseModel):
+    id: int = Field(ge=1, le=ROW_ID_MAX)
+    revision: SegmentRevision
+
+
+class SpeakerAssignment(BaseModel):
+    speaker: str | None = Field(default=None, max_length=400)
+    """None or empty: the segments get no speaker."""
+    segments: list[SegmentPick] = Field(max_length=10_000)
+
+
 class SpeakerRename(BaseModel):
     old: str = Field(max_length=400)
     new: str = Field(min_length=1, max_length=400)
@@ -174,6 +185,17 @@ def split_segment(segment_id: RowId, body: Split, user: Reviewer, store: StoreDe
 def merge_segment(segment_id: RowId, body: Merge, user: Reviewer, store: StoreDep):
     return export.segment_record(store.merge_segments(segment_id, body.revision, body.next_revision,
                                              user))
+
+
+@router.post("/api/recordings/{recording_id}/speakers/assign")
+def assign_speaker(recording_id: RowId, body: SpeakerAssignment, user: Reviewer,
+                   store: StoreDep):
+    """One speaker for the segments a reviewer picked, as one revision (undo restores
+    them all); a segment changed since the page loaded answers 409 and changes none."""
+    store.get_recording(recording_id)
+    picks = [(p.id, p.revision) for p in body.segments]
+    changed = store.assign_speaker(recording_id, picks, body.speaker, user)
+    return {"segments": [export.segment_record(s) for s in changed]}
 
 
 @router.post("/api/recordings/{recording_id}/speakers/rename")

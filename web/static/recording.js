@@ -204,11 +204,10 @@
     transcript.addEventListener("click", async (e) => {
       const seg = e.target.closest(".segment");
       if (!seg) return;
-      if (e.target.closest(".speaker")) {
-        const name = prompt("Speaker of this segment (empty to clear):", seg.querySelector(".speaker").classList.contains("none") ? "" : seg.querySelector(".speaker").textContent);
-        if (name === null) return;
-        const r = await tingji.api("POST", `/api/segments/${seg.dataset.id}/speaker`, { speaker: name, revision: parseInt(seg.dataset.revision, 10) });
-        r.ok ? (render(seg, r.data, false), status("saved", "good"), refreshHistory()) : r.status === 409 ? showConflict(seg, name, r.data) : status("not saved", "bad");
+      if (e.target.closest(".speaker")) {  // pick it; the Tools card assigns a speaker
+        const picked = seg.classList.toggle("picked");
+        seg.querySelector(".speaker").setAttribute("aria-pressed", String(picked));
+        document.getElementById("picked-count").textContent = transcript.querySelectorAll(".segment.picked").length;
       } else if (e.target.closest(".split")) {
         const sel = window.getSelection();
         const text = seg.querySelector(".text");
@@ -313,6 +312,27 @@
       r.ok ? location.reload() : status("summary not saved: " + (r.data && r.data.detail), "bad");
     });
   }
+
+  const assignForm = document.getElementById("assign-speaker");
+  if (assignForm) assignForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const picked = [...document.querySelectorAll(".segment.picked")];
+    if (!picked.length) { status("pick segments first: click their speaker labels", "bad"); return; }
+    const speaker = assignForm.elements.namedItem("speaker").value;
+    const segments = picked.map((seg) => ({ id: parseInt(seg.dataset.id, 10), revision: parseInt(seg.dataset.revision, 10) }));
+    const r = await tingji.api("POST", `/api/recordings/${root.dataset.id}/speakers/assign`, { speaker, segments });
+    if (r.ok) {
+      for (const data of r.data.segments) {
+        const seg = document.getElementById("seg-" + data.id);
+        render(seg, data, false);
+        seg.classList.remove("picked");
+        seg.querySelector(".speaker").setAttribute("aria-pressed", "false");
+      }
+      document.getElementById("picked-count").textContent = "0";
+      status("saved", "good"); refreshHistory();
+    } else if (r.status === 409) showConflict(picked[0], speaker, r.data);
+    else status("not saved: " + ((r.data && r.data.detail) || r.status), "bad");
+  });
 
   // -- jobs ----------------------------------------------------------------------------
   for (const el of document.querySelectorAll(".head .job")) {
