@@ -50,13 +50,9 @@ class EditingRooms(Rooms):
 
     def set_speaker(self, segment_id: int, speaker: str | None, revision: int,
                     user: User | None = None) -> Segment:
-        speaker = clean_label(speaker or "", "a speaker name", NAME_MAX) or None
-        with self.transaction():
-            before = self._current(segment_id, revision)
-            after = {**before, "speaker": speaker, "revision": before["revision"] + 1}
-            self._change(before["recording_id"], "speaker", f"speaker → {speaker or '(none)'}",
-                         user, [before], [after])
-        return self.get_segment(segment_id)
+        [segment] = self.assign_speaker(self.segment_recording(segment_id),
+                                        [(segment_id, revision)], speaker, user)
+        return segment
 
     def assign_speaker(self, recording_id: int, picks: list[tuple[int, int]],
                        speaker: str | None, user: User | None = None) -> list[Segment]:
@@ -71,9 +67,10 @@ class EditingRooms(Rooms):
                 raise InvalidInput("every segment must belong to this recording")
             after = [{**s, "speaker": speaker, "revision": s["revision"] + 1} for s in before]
             if before:
-                self._change(recording_id, "speaker",
-                             f"speaker → {speaker or '(none)'} for {len(before)} segment(s)",
-                             user, before, after)
+                note = f"speaker → {speaker or '(none)'}"
+                if len(before) > 1:
+                    note += f" for {len(before)} segments"
+                self._change(recording_id, "speaker", note, user, before, after)
         return [self.get_segment(segment_id) for segment_id, _ in picks]
 
     def rename_speaker(self, recording_id: int, old: str, new: str,
