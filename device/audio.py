@@ -1,4 +1,5 @@
-"""Decode any common audio file to 16 kHz mono float32, refusing what cannot be used.
+"""Decode any common audio file to 16 kHz (mono float32, or its channels), refusing what
+cannot be used.
 
 PyAV bundles FFmpeg, so WAV, FLAC, MP3, M4A/AAC, OGG/Opus and WebM all decode with no
 system packages.  Every refusal is an AudioError naming the file and the reason.
@@ -92,8 +93,28 @@ def decode(path: Path, max_seconds: float = float("inf")) -> np.ndarray:
     Raises AudioDecodeError for unreadable, silent-by-corruption or truncated files and
     AudioTooLargeError for audio longer than ``max_seconds``.
     """
+    audio = _decode(Path(path), max_seconds, "mono", "flt")[0]
+    if not np.isfinite(audio).all():
+        raise AudioDecodeError(path, "decoded audio contains invalid samples")
+    return np.clip(audio, -1.0, 1.0, out=audio)
+
+
+def decode_channels(path: Path, max_seconds: float = float("inf")) -> np.ndarray:
+    """Decode to 16 kHz int16 keeping the channels: shape (1, n) for a mono file, else
+    (2, n), left first (FFmpeg folds a surround layout into two).  Integers take half the
+    memory of float32; ``device.channels`` makes the tracks to transcribe of them.
+
+    Refuses what ``decode`` refuses.
+    """
     path = Path(path)
+    layout = "mono" if probe(path).channels <= 1 else "stereo"
+    return _decode(path, max_seconds, layout, "s16p")
+
+
+def _decode(path: Path, max_seconds: float, layout: str, sample_format: str) -> np.ndarray:
+    """(channels, samples) at 16 kHz in the given FFmpeg layout and sample format."""
     max_samples = int(max_seconds * SAMPLE_RATE) if max_seconds != float("inf") else None
+    channels = 1 if layout == "mono" else 2
     pieces: list[np.ndarray] = []
     total = 0
     bad_packets = 0
@@ -102,7 +123,7 @@ def decode(path: Path, max_seconds: float = float("inf")) -> np.ndarray:
             info = _describe(path, container)
             if info.declared_seconds and info.declared_seconds > max_seconds:
                 raise _too_long(path, info.declared_seconds, max_seconds)
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            resampler = av.AudioResampler(format=sample_format, layout=layout, rate=SAMPLE_RATE)
             for packet in container.demux(container.streams.audio[0]):
                 try:
                     frames = packet.decode()
@@ -112,16 +133,18 @@ def decode(path: Path, max_seconds: float = float("inf")) -> np.ndarray:
                 for frame in frames:
                     frame.pts = None
                     for out in resampler.resample(frame):
-                        pieces.append(out.to_ndarray().reshape(-1).copy())
-                        total += pieces[-1].size
+                        pieces.append(out.to_ndarray().reshape(channels, -1).copy())
+                        total += pieces[-1].shape[1]
                 if max_samples is not None and total > max_samples:
                     raise _too_long(path, total / SAMPLE_RATE, max_seconds)
             for out in resampler.resample(None):
-                pieces.append(out.to_ndarray().reshape(-1).copy())
+                pieces.append(out.to_ndarray().reshape(channels, -1).copy())
     except av.FFmpegError as exc:
         raise AudioDecodeError(path, f"not a readable audio file ({_reason(exc)})") from exc
-    audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
-    decoded = audio.size / SAMPLE_RATE
+    dtype = np.int16 if sample_format.startswith("s16") else np.float32
+    audio = np.concatenate(pieces, axis=1) if pieces else np.zeros((channels, 0), dtype=dtype)
+    del pieces
+    decoded = audio.shape[1] / SAMPLE_RATE
     if audio.size == 0:
         detail = f" ({bad_packets} corrupt packets)" if bad_packets else ""
         raise AudioDecodeError(path, f"no decodable audio in this {info.format_name} file{detail}")
@@ -135,9 +158,7 @@ def decode(path: Path, max_seconds: float = float("inf")) -> np.ndarray:
             f"truncated or corrupt: the header says {declared:.1f} s "
             f"but only {decoded:.1f} s could be decoded",
         )
-    if not np.isfinite(audio).all():
-        raise AudioDecodeError(path, "decoded audio contains invalid samples")
-    return np.clip(audio, -1.0, 1.0, out=audio)
+    return audio
 
 
 def _wav_header_seconds(path: Path) -> float | None:
@@ -239,15 +260,17 @@ def copy_durably(source: Path, destination: Path) -> None:
 
 
 def write_wav(path: Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
-    """Write float audio as 16-bit PCM WAV (for fixtures, benchmarks and exports)."""
+    """Write float audio as 16-bit PCM WAV (for fixtures, benchmarks and exports); a 2-D
+    array is (channels, samples)."""
     Path(path).write_bytes(wav_bytes(audio, sample_rate))
 
 
 def wav_bytes(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
     buffer = io.BytesIO()
-    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    channels = np.atleast_2d(audio)
+    pcm = (np.clip(channels, -1, 1) * 32767).astype("<i2").T  # interleaved frames
     with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
+        out.setnchannels(channels.shape[0])
         out.setsampwidth(2)
         out.setframerate(sample_rate)
         out.writeframes(pcm.tobytes())
