@@ -63,7 +63,7 @@ def segment_record(segment: Segment) -> dict:
     return {"id": segment.id, "start": segment.start, "end": segment.end,
             "speaker": segment.speaker, "text": segment.text, "language": segment.language,
             "revision": segment.revision, "avg_logprob": segment.avg_logprob,
-            "no_speech_prob": segment.no_speech_prob,
+            "no_speech_prob": segment.no_speech_prob, "channel": segment.channel,
             "words": [{"start": w.start, "end": w.end, "text": w.text,
                        "probability": w.probability} for w in segment.words]}
 
@@ -76,7 +76,8 @@ def transcript_record(recording: Recording, segments: Sequence[Segment],
                       "created": recording.created, "duration": recording.duration,
                       "language": recording.language, "profile": recording.profile,
                       "model": recording.model_id,
-                      "language_probabilities": recording.language_probabilities},
+                      "language_probabilities": recording.language_probabilities,
+                      "channel_layout": recording.channel_layout},
         "segments": [segment_record(s) for s in segments],
         "summary": summary.content if summary else None,
     }

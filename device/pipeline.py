@@ -1,4 +1,5 @@
-"""Import audio into the library and transcribe a recording: decode -> VAD -> ASR -> store."""
+"""Import audio into the library and transcribe a recording: decode (channels) -> VAD -> ASR
+-> store."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from device import audio
+from device import audio, channels
+from device.channels import Track
 from device.errors import AudioError, DiskFullError, TingjiError
 from device.profiles import (
     AUTO,
@@ -174,21 +176,20 @@ def transcribe_recording(
     language = job.params.get("language")
     profile = select_profile(settings, recording.profile, language)
     try:
-        samples = audio.decode(
-            settings.audio_dir / recording.audio_file, settings.max_audio_seconds
-        )
+        layout, tracks = channels.load(
+            settings.audio_dir / recording.audio_file, settings.max_audio_seconds)
     except AudioError as exc:  # name the user's file, not our stored copy
         raise type(exc)(recording.source_name, exc.reason) from exc
-    duration = samples.size / audio.SAMPLE_RATE
+    duration = tracks[0].samples.size / audio.SAMPLE_RATE
     store.update_recording(recording.id, status="transcribing", duration=duration)
-    speech = engines.detector.speech_chunks(samples)
+    heard = [Heard(t, engines.detector.speech_chunks(t.samples)) for t in tracks]
     on_progress(3.0)
     terms = Terms.parse(
         [g.term if not g.misheard else f"{g.misheard}={g.term}"
          for g in store.glossary()] + list(recording.terms or [])
     )
-    result = recognize(engines, settings, samples, speech, profile, terms, recording.script,
-                       on_progress)
+    result = recognize_tracks(engines, settings, heard, profile, terms, recording.script,
+                              on_progress)
     decision = result.decision
     probabilities = decision.probabilities if decision else None
     store.complete_transcription(
@@ -200,6 +201,7 @@ def transcribe_recording(
         profile=result.profile.name,
         duration=duration,
         model_id=result.model_id,
+        channel_layout=layout.as_dict() if layout.channels > 1 else None,
     )
     return result.segments
 
@@ -215,29 +217,59 @@ class Recognition:
     decision: AutoDecision | None
 
 
+@dataclass(frozen=True)
+class Heard:
+    """A track to transcribe and the speech the VAD found in it."""
+
+    track: Track
+    speech: Sequence[SpeechChunk]
+
+    @property
+    def speech_seconds(self) -> float:
+        return sum(c.end - c.start for c in self.speech) / audio.SAMPLE_RATE
+
+
 def recognize(
     engines: Engines, settings: Settings, samples, speech: Sequence[SpeechChunk],
     profile: Profile, terms: Terms = NO_TERMS, script: str | None = None,
     on_progress: Callable[[float], None] = lambda percent: None, decide: bool = True,
 ) -> Recognition:
-    """Speech chunks -> finished segments in time order, as the profile (or auto mode) says.
+    """Speech chunks of one signal -> finished segments in time order, as the profile (or
+    auto mode) says.
 
     ``decide=False`` keeps an auto profile as it is (Whisper alone: no prompt, no variety).
     """
+    return recognize_tracks(engines, settings, [Heard(Track(samples, None), speech)], profile,
+                            terms, script, on_progress, decide)
+
+
+def recognize_tracks(
+    engines: Engines, settings: Settings, heard: Sequence[Heard], profile: Profile,
+    terms: Terms = NO_TERMS, script: str | None = None,
+    on_progress: Callable[[float], None] = lambda percent: None, decide: bool = True,
+) -> Recognition:
+    """``recognize`` over the tracks of one recording (its channels, when they are
+    transcribed one by one): one auto decision, made on the track with the most speech,
+    holds for all; segments keep their track's channel and come out in time order."""
     decision = None
-    if profile.is_auto and speech and decide:
-        profile, decision = decide_profile(engines, samples, speech, profile, settings, terms)
+    main = max(heard, key=lambda h: h.speech_seconds)
+    if profile.is_auto and main.speech and decide:
+        profile, decision = decide_profile(engines, main.track.samples, main.speech, profile,
+                                           settings, terms)
     on_progress(8.0)
     options = recognition_options(profile, terms, settings, auto=decision is not None,
                                   languages=decision.languages() if decision else ())
     recognizer = engines.recognizer(profile.model)
-    duration = samples.size / audio.SAMPLE_RATE
     segments: list[Segment] = []
-    furthest = 0.0
-    for segment in recognizer.transcribe(samples, speech, options):
-        segments.append(finish_segment(segment, profile, terms, script))
-        furthest = max(furthest, segment.end)
-        on_progress(8.0 + 91.0 * min(furthest / max(duration, 1e-6), 1.0))
+    for n, h in enumerate(heard):
+        duration = h.track.samples.size / audio.SAMPLE_RATE
+        furthest = 0.0
+        for segment in recognizer.transcribe(h.track.samples, h.speech, options):
+            segment = finish_segment(segment, profile, terms, script)
+            segments.append(replace(segment, channel=h.track.channel))
+            furthest = max(furthest, segment.end)
+            done = (n + min(furthest / max(duration, 1e-6), 1.0)) / len(heard)
+            on_progress(8.0 + 91.0 * done)
     segments.sort(key=lambda s: (s.start, s.end))
     language = _majority_language(segments) or options.language
     return Recognition(segments, profile, language, recognizer.model_id, decision)

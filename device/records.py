@@ -29,6 +29,8 @@ class Segment:
     """Store id, None until stored."""
     speaker: str | None = None
     revision: int = 0
+    channel: int | None = None
+    """The channel (0 = left) of a recording whose channels were transcribed one by one."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class Recording:
     auto_decision: dict | None = None
     owner_id: int | None = None
     """The account that recorded or uploaded it (interviewers see only their own)."""
+    channel_layout: dict | None = None
+    """How several channels were arranged for recognition (``device.channels.Layout``)."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import sqlite_utils
 
 from device.records import Job, Recording, Revision, Segment, Word
 
-JSON_COLUMNS = ("terms", "language_probabilities", "auto_decision")
+JSON_COLUMNS = ("terms", "language_probabilities", "auto_decision", "channel_layout")
 """Recording columns stored as JSON text."""
 
 
@@ -65,6 +65,6 @@ def segment_of(snap: dict) -> Segment:
         id=snap["id"], start=snap["start"], end=snap["end"], text=snap["text"],
         language=snap["language"], avg_logprob=snap["avg_logprob"],
         no_speech_prob=snap["no_speech_prob"], compression_ratio=snap["compression_ratio"],
-        speaker=snap["speaker"], revision=snap["revision"],
+        speaker=snap["speaker"], revision=snap["revision"], channel=snap.get("channel"),
         words=tuple(Word(*w) for w in snap["words"]),
     )

@@ -106,7 +106,7 @@ class TranscriptRooms(Rooms):
             "end": segment.end, "text": segment.text, "language": segment.language,
             "avg_logprob": segment.avg_logprob, "no_speech_prob": segment.no_speech_prob,
             "compression_ratio": segment.compression_ratio, "speaker": segment.speaker,
-            "revision": segment.revision,
+            "revision": segment.revision, "channel": segment.channel,
         }
         if segment.id is not None:
             row["id"] = segment.id
