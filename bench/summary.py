@@ -140,7 +140,7 @@ def first_chunk(summarizer, plan) -> dict:
     (grammar over the whole vocabulary for every token), and without a schema; and the
     time to read its prompt alone."""
     llm = summarizer._llm
-    user = plan.notes_request(0)
+    user = plan.notes_text(0) + "List this part's key points, decisions and action items as JSON."
     messages = [{"role": "system", "content": plan.system}, {"role": "user", "content": user}]
     runs = {}
     llm.reset()

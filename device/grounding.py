@@ -1,5 +1,6 @@
-"""The grounding check: numbers and names in a summary's points that the segments they
-cite do not contain (a small model invents them; the reviewer sees each flag)."""
+"""The grounding check: a summary's points that the segments they cite support only in
+part, and numbers and names those segments do not contain (a small model invents them; the
+reviewer sees each flag)."""
 
 from __future__ import annotations
 
@@ -71,13 +72,20 @@ def _names(fields: list[str]) -> list[str]:
 
 
 def grounding_flags(summary: dict, segments: Sequence[Segment]) -> list[Flag]:
-    """Flag every number or name in a cited item that its cited segments do not contain.
+    """Flag every item its cited segments support only in part (``device.faithfulness``),
+    and every number or name in it that they do not contain.
 
     Items citing no existing segment are flagged as unsupported."""
+    from device.faithfulness import SUPPORTED, claim_text, source_units, support
     from device.text import fold
 
     by_id = {s.id: s for s in segments}
     flags = []
+    whole = support(str(summary.get("summary", "")), source_units(" ".join(s.text for s in
+                                                                           segments))).share
+    if whole < SUPPORTED:
+        flags.append(Flag("summary", 0, "", f"only {whole:.0%} of this summary is said in "
+                                            "the transcript"))
     for section in ("key_points", "decisions", "action_items"):
         for index, item in enumerate(summary.get(section, [])):
             cited = [by_id[i] for i in item.get("segments", []) if i in by_id]
@@ -86,6 +94,10 @@ def grounding_flags(summary: dict, segments: Sequence[Segment]) -> list[Flag]:
                 flags.append(Flag(section, index, "", "cites no segment of this transcript"))
                 continue
             source = fold(" ".join(s.text for s in cited))
+            share = support(claim_text(item), source_units(source)).share
+            if share < SUPPORTED:
+                flags.append(Flag(section, index, "", f"only {share:.0%} of this is said in "
+                                                      "the cited segments"))
             source_values = set(numbers_in(source, single_numerals=True).values())
             for term, value in numbers_in(fold(text), single_numerals=False).items():
                 if value not in source_values:

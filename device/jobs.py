@@ -107,17 +107,17 @@ class Runner:
         self, store: Store, job: Job, on_progress: Callable[[float], None] = lambda p: None
     ) -> bool:
         """Run one claimed job; True if it finished, False if it failed (reason stored)."""
-        last = 0.0
+        last, said = 0.0, None
 
-        def progress(percent: float) -> None:
-            nonlocal last
+        def progress(percent: float, stage: str | None = None) -> None:
+            nonlocal last, said
             on_progress(percent)
-            if time.monotonic() - last >= PROGRESS_INTERVAL_S:
-                last = time.monotonic()
-                store.set_progress(job.id, percent)
+            if time.monotonic() - last >= PROGRESS_INTERVAL_S or stage != said:
+                last, said = time.monotonic(), stage
+                store.set_progress(job.id, percent, stage)
 
-        def checkpoint(percent: float) -> None:
-            progress(percent)
+        def checkpoint(percent: float, stage: str | None = None) -> None:
+            progress(percent, stage)
             if store.get_job(job.id).status == "cancelled":
                 raise JobCancelled(f"job {job.id} was cancelled")
 

@@ -26,6 +26,33 @@ READING = 0.7
 """The share of a call's progress given to reading its prompt (most of the time on a board)."""
 STEP_TOKENS = 16
 
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How tokens are drawn.  The first try keeps to the likeliest text; a retry after a
+    repetition loop penalises tokens the last ``penalty_last_n`` already used and draws
+    more freely."""
+
+    temperature: float = 0.2
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    """1.0: none."""
+    presence_penalty: float = 0.0
+    penalty_last_n: int = 64
+    seed: int = SEED
+
+
+class RepetitionLoop(ValueError):
+    """Generation was stopped: the text had fallen into a loop."""
+
+    def __init__(self, tail: str):
+        super().__init__(f"the model fell into a repetition loop (…{tail[-40:]})")
+        self.tail = tail
+
+
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
 
@@ -44,11 +71,11 @@ class Completion:
 class JsonGenerator:
     """Chat completions constrained to a JSON schema, for one loaded ``llama_cpp.Llama``."""
 
-    def __init__(self, llm, temperature: float = 0.2, top_k: int = 40, top_p: float = 0.95,
-                 min_p: float = 0.05):
+    def __init__(self, llm):
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+        self._chains: dict[Sampling, object] = {}
         self._chain = None
         self._llm = llm
         self._c = llama_cpp
@@ -64,21 +91,37 @@ class JsonGenerator:
         self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
         self._n_vocab = llm.n_vocab()
         self._ids = np.arange(self._n_vocab, dtype=np.int32)
-        # The sampling chain of llama-cpp-python's chat completion, without its grammar.
-        self._chain = llama_cpp.llama_sampler_chain_init(
-            llama_cpp.llama_sampler_chain_default_params())
-        for sampler in (llama_cpp.llama_sampler_init_top_k(top_k),
-                        llama_cpp.llama_sampler_init_top_p(top_p, 1),
-                        llama_cpp.llama_sampler_init_min_p(min_p, 1),
-                        llama_cpp.llama_sampler_init_temp(temperature),
-                        llama_cpp.llama_sampler_init_dist(SEED)):
-            llama_cpp.llama_sampler_chain_add(self._chain, sampler)
+
+    def _sampler(self, sampling: Sampling):
+        """The sampling chain of llama-cpp-python's chat completion, without its grammar
+        (with penalties first when the sampling asks for them); one per sampling, kept."""
+        c = self._c
+        if sampling not in self._chains:
+            chain = c.llama_sampler_chain_init(c.llama_sampler_chain_default_params())
+            samplers = []
+            if sampling.repeat_penalty != 1.0 or sampling.presence_penalty:
+                # Declared with a leading n_vocab in these bindings and without it in newer
+                # llama.cpp: integers and floats travel in separate registers, so passing
+                # the window twice means the same to both.
+                samplers.append(c.llama_sampler_init_penalties(
+                    sampling.penalty_last_n, sampling.penalty_last_n, sampling.repeat_penalty,
+                    0.0, sampling.presence_penalty))
+            samplers += [c.llama_sampler_init_top_k(sampling.top_k),
+                         c.llama_sampler_init_top_p(sampling.top_p, 1),
+                         c.llama_sampler_init_min_p(sampling.min_p, 1),
+                         c.llama_sampler_init_temp(sampling.temperature),
+                         c.llama_sampler_init_dist(sampling.seed)]
+            for sampler in samplers:
+                c.llama_sampler_chain_add(chain, sampler)
+            self._chains[sampling] = chain
+        return self._chains[sampling]
 
     def close(self) -> None:
-        """Free the sampler and let go of the model (its owner frees it)."""
-        if self._chain is not None:
-            self._c.llama_sampler_free(self._chain)
-            self._chain = None
+        """Free the samplers and let go of the model (its owner frees it)."""
+        for chain in self._chains.values():
+            self._c.llama_sampler_free(chain)
+        self._chains.clear()
+        self._chain = None
         self._llm = None
 
     def __del__(self):
@@ -91,10 +134,16 @@ class JsonGenerator:
                                   add_bos=not formatted.added_special, special=True)
 
     def complete(self, system: str, user: str, schema: dict, max_tokens: int,
-                 on_step: Callable[[float], None] = lambda done: None) -> Completion:
+                 on_step: Callable[[float], None] = lambda done: None,
+                 sampling: Sampling = Sampling(),
+                 looping: Callable[[str], bool] | None = None,
+                 expected_tokens: int | None = None) -> Completion:
         """``on_step`` hears how much of the call is done (0-1) after every batch of the
         prompt and every ``STEP_TOKENS`` generated tokens; an exception it raises (a
-        cancelled job) ends the call there."""
+        cancelled job) ends the call there.  ``looping`` is asked about the text so far at
+        the same steps: when it says yes, RepetitionLoop ends the call (a loop otherwise
+        runs to ``max_tokens``, minutes on a board).  Progress while writing is counted
+        against ``expected_tokens`` (an answer's usual length), not the limit, so it moves."""
         from llama_cpp.llama_grammar import json_schema_to_gbnf
 
         c, llm = self._c, self._llm
@@ -107,6 +156,7 @@ class JsonGenerator:
             self._vocab, json_schema_to_gbnf(json.dumps(schema)).encode("utf-8"), b"root")
         if not grammar:
             raise ValueError("the schema's grammar could not be built")
+        self._chain = self._sampler(sampling)
         c.llama_sampler_reset(self._chain)
         try:
             # The tokens already in the KV cache (the system prompt of the previous call)
@@ -123,12 +173,18 @@ class JsonGenerator:
             refusals = 0
             while len(output) < max_tokens:
                 if len(output) % STEP_TOKENS == 0:
-                    on_step(READING + (1 - READING) * len(output) / max_tokens)
+                    on_step(READING + (1 - READING)
+                            * min(len(output) / (expected_tokens or max_tokens), 0.99))
+                    if looping is not None and output:
+                        so_far = llm.detokenize(output).decode("utf-8", errors="ignore")
+                        if looping(so_far):
+                            raise RepetitionLoop(so_far)
                 token, refused = self._next(grammar)
                 refusals += refused
                 if c.llama_vocab_is_eog(self._vocab, token):
                     break
                 c.llama_sampler_accept(grammar, token)
+                c.llama_sampler_accept(self._chain, token)  # the penalties' memory
                 output.append(token)
                 llm.eval([token])
         finally:

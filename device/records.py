@@ -79,6 +79,8 @@ class Job:
     finished: str | None = None
     worker_pid: int | None = None
     worker_started: float | None = None
+    stage: str | None = None
+    """What the running job is doing, in words."""
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,10 @@ class Settings:
     """Model id that reads a long transcript into notes for the summariser; empty = the
     summariser itself.  With the 0.5B an hour is summarised ~1.6x faster, from weaker notes
     (see docs/benchmarks.md)."""
+    summary_extract: bool = False
+    """Before writing, the model picks the transcript lines that carry the content and
+    writes its points from them (one short call more).  Off: on real transcripts it did
+    not make the points better supported (docs/benchmarks.md)."""
     auto_summarize: bool = True
     """Queue a summary after every finished transcription."""
     llm_context: int = 8192

@@ -4,8 +4,15 @@ A transcript that fits one call is summarised in one call.  A longer one is cut 
 boundaries into chunks of about ``CHUNK_CHARS`` characters; each chunk gives short notes
 (map: key points, decisions and action items, each citing the transcript lines it comes
 from), and one final call writes the summary from all the notes (reduce; notes too long for
-it are first merged in groups).  The grounding check then flags every number or name in a
-point that does not occur in the segments it cites.
+it are first merged in groups).
+
+Nothing the model writes is shown unchecked (``device.faithfulness``): a call whose answer
+loops, copies one field into the others or cites every line is stopped or written again with
+repetition penalties, and a summary that stays degenerate is not stored (UnreliableSummary:
+the page says there is no reliable summary, and why).  Each point is scored against the
+lines it cites: cited elsewhere than where the transcript says it, it is re-cited; said
+nowhere, it is left out (and listed apart); partly said, it is flagged, as is every number
+or name the cited segments do not contain.
 
 The model sees the transcript as numbered lines, "[12]text", each holding a few consecutive
 segments of one speaker, and cites line numbers; they are turned into the ids of the lines'
@@ -25,12 +32,13 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from device.errors import TingjiError
+from device.faithfulness import check_claims, degeneracy, loop_at_end
 from device.grounding import Flag, grounding_flags
-from device.llm import JsonGenerator
+from device.llm import READING, SEED, JsonGenerator, RepetitionLoop, Sampling
 from device.records import Segment
 from device.summary_schema import schemas
 
-PROMPT_VERSION = "summary-v4"
+PROMPT_VERSION = "summary-v5"
 LINE_CHARS = 80
 """Characters of Chinese per transcript line at most (English: three times as many)."""
 CHUNK_CHARS = 4500
@@ -38,6 +46,14 @@ CHUNK_CHARS = 4500
 NOTES_BUDGET = 4500
 """Tokens of notes the final call reads at most; more are first merged in groups."""
 MERGE_GROUP = 6
+PICKED_MAX = 12
+"""Lines the model may pick as carrying a transcript's (or a chunk's) content."""
+_PICK_SCHEMA = {"type": "object",
+                "properties": {"lines": {"type": "array", "maxItems": PICKED_MAX,
+                                         "items": {"type": "integer"}}},
+                "required": ["lines"]}
+_PICK_REQUEST = ("Which of these lines carry the content (what was said, decided or asked "
+                 "for)? List their [numbers] as JSON.")
 
 
 class NothingToSummarise(TingjiError):
@@ -46,6 +62,17 @@ class NothingToSummarise(TingjiError):
 
 class SummaryError(TingjiError):
     pass
+
+
+class UnreliableSummary(SummaryError):
+    """Every try gave degenerate output, or no claim the transcript supports: nothing is
+    stored, and the page says there is no reliable summary, and why."""
+
+
+TRIES = (Sampling(),
+         Sampling(temperature=0.6, repeat_penalty=1.3, presence_penalty=0.3, seed=SEED + 1))
+"""The likeliest text first; after a loop or a degenerate answer, penalties on repeated
+tokens and freer drawing."""
 
 
 _NOTE_SECTIONS = ("key_points", "decisions", "action_items")
@@ -66,6 +93,12 @@ class Summary:
     chunks: int = 1
     notes_model_id: str | None = None
     """The model that read a long transcript into notes, when not ``model_id`` itself."""
+    unsupported: list[dict] = field(default_factory=list)
+    """Claims left out because the transcript does not say them (shown apart)."""
+    retries: int = 0
+    """Calls made again after degenerate output."""
+    checked: dict = field(default_factory=dict)
+    """What the claim check did: claims written, re-cited, left out, flagged as weak."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -75,7 +108,7 @@ class Summarizer(Protocol):
     model_id: str
 
     def summarize(self, segments: Sequence[Segment], language: str | None,
-                  on_progress: Callable[[float], None] = ...) -> Summary: ...
+                  on_progress: Callable[..., None] = ...) -> Summary: ...
 
 
 # -- prompts ------------------------------------------------------------------------------
@@ -192,76 +225,136 @@ class LlamaSummarizer:
             self._llm.close()
             self._llm = None
 
-    def _complete(self, plan: Plan, user: str, max_tokens: int, schema: dict) -> dict:
-        try:
-            completion = self._generator.complete(plan.system, user, schema, max_tokens,
-                                                  on_step=plan.within)
-        except ValueError as exc:
-            raise SummaryError(str(exc)) from exc
-        try:
-            # strict=False: the grammar lets a raw newline or tab into a string.
-            return json.loads(completion.text, strict=False)
-        except json.JSONDecodeError as exc:
-            raise SummaryError(f"the model returned invalid JSON ({exc})") from exc
+    def _complete(self, plan: Plan, user: str, max_tokens: int, schema: dict,
+                  lines: int) -> dict:
+        """One call's JSON, written again with other sampling when it is degenerate
+        (``lines``: how many numbered lines it may cite); UnreliableSummary when every try
+        is.  Answers usually take about a quarter of ``max_tokens``."""
+        reason = ""
+        for attempt, sampling in enumerate(TRIES):
+            if attempt:
+                plan.calls += 1
+                plan.retries += 1
+                plan.step()  # the failed try
+                plan.retrying = True
+            try:
+                completion = self._generator.complete(plan.system, user, schema, max_tokens,
+                                                      on_step=plan.within, sampling=sampling,
+                                                      looping=loop_at_end,
+                                                      expected_tokens=max_tokens // 4)
+            except RepetitionLoop as exc:
+                reason = str(exc)
+                continue
+            except ValueError as exc:
+                raise SummaryError(str(exc)) from exc
+            try:
+                # strict=False: the grammar lets a raw newline or tab into a string.
+                answer = json.loads(completion.text, strict=False)
+            except json.JSONDecodeError as exc:
+                reason = f"the model returned invalid JSON ({exc})"
+                continue
+            reason = degeneracy(answer, lines)
+            if reason is None:
+                return answer
+        raise UnreliableSummary(f"no reliable summary: {reason} (tried {len(TRIES)} times)")
 
     def _tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False))
 
     def summarize(self, segments: Sequence[Segment], language: str | None,
-                  on_progress: Callable[[float], None] = lambda p: None) -> Summary:
+                  on_progress: Callable[..., None] = lambda p, stage=None: None,
+                  extract: bool = True) -> Summary:
         """The whole schedule with this one model."""
-        plan = Plan.of(segments, language, on_progress)
+        plan = Plan.of(segments, language, on_progress, extract)
         return self.write(plan, self.take_notes(plan) if plan.long else None)
 
     def take_notes(self, plan: Plan) -> list[dict]:
         """Map: notes per chunk; then notes too long for the final call merged in groups."""
         notes = []
         for index in range(len(plan.chunks)):
-            notes.append(self._complete(plan, plan.notes_request(index), max_tokens=1024,
-                                        schema=plan.notes_schema))
+            part = f"part {index + 1} of {len(plan.chunks)}"
+            first = 1 + sum(len(chunk) for chunk in plan.chunks[:index])
+            text = plan.notes_text(index)
+            picked = self._pick(plan, text, range(first, first + len(plan.chunks[index])),
+                                f"picking the lines that carry {part}")
+            plan.starting(f"reading {part}", f"writing notes on {part}")
+            notes.append(self._complete(
+                plan, text + _picks(picked)
+                + "List this part's key points, decisions and action items as JSON.",
+                max_tokens=1024, schema=plan.notes_schema, lines=len(plan.chunks[index])))
             plan.step()
         while len(notes) > 1 and self._tokens(_notes_text(notes)) > NOTES_BUDGET:
             groups = [notes[i : i + MERGE_GROUP] for i in range(0, len(notes), MERGE_GROUP)]
             plan.calls += len(groups)
             notes = []
             for group in groups:
+                plan.starting("reading the notes", "merging the notes")
                 notes.append(self._complete(
                     plan, "Notes on consecutive parts of one transcript, as JSON. "
                     "Merge them into one set of notes, keeping each item's segments:\n"
-                    + _notes_text(group), max_tokens=1024, schema=plan.notes_schema))
+                    + _notes_text(group), max_tokens=1024, schema=plan.notes_schema,
+                    lines=len(plan.lines)))
                 plan.step()
         return notes
+
+    def _pick(self, plan: Plan, text: str, numbers: range, stage: str) -> list[int]:
+        """Extract before abstracting: the lines (of ``numbers``) the model says carry the
+        content of ``text``, for the next call to write from; none when the plan does not
+        extract.  The next call's prompt starts with the same text, so it reads only what
+        follows it."""
+        if not plan.extract:
+            return []
+        plan.starting("reading the transcript", stage)
+        try:
+            answer = self._complete(plan, text + _PICK_REQUEST, max_tokens=96,
+                                    schema=_PICK_SCHEMA, lines=len(numbers))
+        except UnreliableSummary:
+            answer = {}  # the points are then written from the whole text
+        plan.step()
+        return sorted({n for n in answer.get("lines", []) if isinstance(n, int) and n in numbers})
 
     def write(self, plan: Plan, notes: list[dict] | None,
               notes_model_id: str | None = None) -> Summary:
         """The summary: from the transcript itself when it fits one call, else from notes."""
+        plan.starting("reading the notes", "writing the summary")
         if notes is None:
-            merged = self._complete(plan, "Transcript:\n"
-                                    + _transcript_text(plan.lines)
-                                    + "\n\nSummarise it as JSON.", max_tokens=2048,
-                                    schema=plan.summary_schema)
+            text = "Transcript:\n" + _transcript_text(plan.lines) + "\n\n"
+            picked = self._pick(plan, text, range(1, len(plan.lines) + 1),
+                                "picking the lines that carry the content")
+            plan.starting("reading the transcript", "writing the summary")
+            merged = self._complete(plan, text + _picks(picked) + "Summarise it as JSON.",
+                                    max_tokens=2048, schema=plan.summary_schema,
+                                    lines=len(plan.lines))
         else:
             merged = self._complete(
                 plan, "Notes on the consecutive parts of one transcript, as JSON. Write "
                 "the summary of the whole transcript as JSON, keeping each item's segments:\n"
-                + _notes_text(notes), max_tokens=2048, schema=plan.summary_schema)
+                + _notes_text(notes), max_tokens=2048, schema=plan.summary_schema,
+                lines=len(plan.lines))
         plan.step()
-        plan.on_progress(100.0)
+        plan.on_progress(100.0, "checking the summary against the transcript")
         lines = plan.lines
+        checked = check_claims(merged, [line.text for line in lines])
+        if not any(checked.summary.get(k) for k in ("key_points", "decisions", "action_items")):
+            raise UnreliableSummary(
+                "no reliable summary: none of its points is said in the transcript lines "
+                f"it cites or in any other ({len(checked.unsupported)} left out)")
+        merged = checked.summary
         for section in ("key_points", "decisions", "action_items"):
             for item in merged.get(section, []):
-                cited = [n for n in item.get("segments", [])
-                         if isinstance(n, int) and 1 <= n <= len(lines)]
                 item["segments"] = list(dict.fromkeys(
-                    s.id for n in cited for s in lines[n - 1].segments))
+                    s.id for n in item["segments"] for s in lines[n - 1].segments))
         segments = plan.segments
+        flags = grounding_flags(merged, segments)
         return Summary(
             title=merged.get("title", ""), summary=merged.get("summary", ""),
             key_points=merged.get("key_points", []), decisions=merged.get("decisions", []),
             action_items=merged.get("action_items", []), keywords=merged.get("keywords", []),
             language=plan.language or merged.get("language", ""), model_id=self.model_id,
-            flags=grounding_flags(merged, segments), chunks=len(plan.chunks),
-            notes_model_id=notes_model_id,
+            flags=flags, chunks=len(plan.chunks), notes_model_id=notes_model_id,
+            unsupported=checked.unsupported, retries=plan.retries,
+            checked={"claims": checked.claims, "recited": checked.recited,
+                     "left_out": len(checked.unsupported), "weak": len(checked.weak)},
         )
 
 
@@ -276,13 +369,20 @@ class Plan:
     system: str
     summary_schema: dict
     notes_schema: dict
-    on_progress: Callable[[float], None]
+    on_progress: Callable[..., None]
+    """Hears (percent, what is being done)."""
     calls: int
     done: int = 0
+    retries: int = 0
+    extract: bool = True
+    """Pick the lines that carry the content before writing from them."""
+    call: tuple[str, str] = ("reading the transcript", "writing the summary")
+    retrying: bool = False
 
     @classmethod
     def of(cls, segments: Sequence[Segment], language: str | None,
-           on_progress: Callable[[float], None] = lambda p: None) -> Plan:
+           on_progress: Callable[..., None] = lambda p, stage=None: None,
+           extract: bool = True) -> Plan:
         segments = [s for s in segments if s.text.strip()]
         if not segments:
             raise NothingToSummarise("nothing to summarise: the transcript is empty")
@@ -292,33 +392,51 @@ class Plan:
         # four characters of English.
         lines = transcript_lines(segments, cjk)
         chunks = chunk_segments(lines, CHUNK_CHARS if cjk else CHUNK_CHARS * 3)
+        calls = len(chunks) + (len(chunks) > 1) + (len(chunks) if extract else 0)
         return cls(segments, language, lines, chunks, _instructions(language), summary_schema,
-                   notes_schema, on_progress, calls=len(chunks) + (len(chunks) > 1))
+                   notes_schema, on_progress, calls=calls, extract=extract)
 
     @property
     def long(self) -> bool:
         """Too long for one call: read in chunks into notes first."""
         return len(self.chunks) > 1
 
-    def notes_request(self, index: int) -> str:
-        """The notes call's request for chunk ``index``: its lines, numbered as in the whole
+    def notes_text(self, index: int) -> str:
+        """Chunk ``index`` as the notes call reads it: its lines, numbered as in the whole
         transcript."""
         first_line = 1 + sum(len(chunk) for chunk in self.chunks[:index])
         return (f"Part {index + 1} of {len(self.chunks)} of a transcript:\n"
-                + _transcript_text(self.chunks[index], first_line)
-                + "\n\nList this part's key points, decisions and action items as JSON.")
+                + _transcript_text(self.chunks[index], first_line) + "\n\n")
 
     def within(self, fraction: float) -> None:
-        """Progress inside the current call (0-1 of it)."""
-        self.on_progress(99.0 * min((self.done + fraction) / self.calls, 1.0))
+        """Progress inside the current call (0-1 of it), with what it is doing."""
+        reading, writing = self.call
+        stage = reading if fraction < READING else writing
+        if self.retrying:
+            stage += " again (the first answer was degenerate)"
+        self.on_progress(99.0 * min((self.done + fraction) / self.calls, 1.0), stage)
 
     def step(self) -> None:
         """A call is done."""
         self.done += 1
+        self.on_progress(99.0 * min(self.done / self.calls, 1.0))
+
+    def starting(self, reading: str, writing: str) -> None:
+        """The next call reads what ``reading`` says and writes what ``writing`` says."""
+        self.call = (reading, writing)
+        self.retrying = False
         self.within(0.0)
 
 
 # -- the job -------------------------------------------------------------------------------
+
+
+def _picks(picked: list[int]) -> str:
+    if not picked:
+        return ""
+    return ("The lines that carry its content: " + ", ".join(f"[{n}]" for n in picked)
+            + ". Write every key point, decision and action item from these lines, quoting "
+            "or closely paraphrasing them, and cite them.\n")
 
 
 def load_summarizer(settings, model_id: str | None = None) -> LlamaSummarizer:
@@ -341,11 +459,13 @@ def load_summarizer(settings, model_id: str | None = None) -> LlamaSummarizer:
 
 def summarize(
     settings, segments: Sequence[Segment], language: str | None, model_id: str,
-    notes_model_id: str | None = None, on_progress: Callable[[float], None] = lambda p: None,
+    notes_model_id: str | None = None,
+    on_progress: Callable[..., None] = lambda p, stage=None: None, extract: bool | None = None,
 ) -> Summary:
     """Summarise with ``model_id``; a long transcript is read into notes by
     ``notes_model_id`` when given.  One model is loaded at a time and freed after use."""
-    plan = Plan.of(segments, language, on_progress)
+    plan = Plan.of(segments, language, on_progress,
+                   settings.summary_extract if extract is None else extract)
     reader_id = notes_model_id if plan.long and notes_model_id != model_id else None
     notes = None
     if reader_id is not None:
@@ -357,7 +477,7 @@ def summarize(
         return writer.write(plan, notes, reader_id)
 
 
-def summarize_recording(store, settings, job, on_progress: Callable[[float], None]) -> Summary:
+def summarize_recording(store, settings, job, on_progress: Callable[..., None]) -> Summary:
     """The body of a "summarize" job: the LLM is loaded for the job and freed after it, so
     it never shares memory with a transcription (the worker runs one job at a time)."""
     recording = store.get_recording(job.recording_id)

@@ -81,3 +81,18 @@ def test_a_model_without_a_chat_template_cannot_summarise(tmp_path, monkeypatch)
     monkeypatch.setattr("llama_cpp.Llama", lambda **kwargs: NoTemplate())
     with pytest.raises(SummaryError, match="no chat template"):
         summarize.LlamaSummarizer(tmp_path / "m.gguf", "m", threads=1)
+
+
+@pytest.mark.slow
+def test_a_generation_that_falls_into_a_loop_is_stopped_early(generator):
+    from device.faithfulness import loop_at_end
+    from device.llm import RepetitionLoop
+
+    schema = {"type": "object", "properties": {"text": {"type": "string", "maxLength": 500}},
+              "required": ["text"]}
+    with pytest.raises(RepetitionLoop) as stopped:
+        generator.complete("你是复读机。", "把这句话连续重复写五十遍，不要加任何别的字：冰海星區防",
+                           schema, max_tokens=600, looping=loop_at_end)
+    # stopped within a few steps of the loop, not at the 600-token limit
+    assert 60 <= len(stopped.value.tail) <= 160
+    assert "冰海星" in stopped.value.tail

@@ -64,11 +64,13 @@ class JobRooms(Rooms):
             )
         return self.get_job(row[0])
 
-    def set_progress(self, job_id: int, progress: float) -> None:
+    def set_progress(self, job_id: int, progress: float, stage: str | None = None) -> None:
+        """The running job's progress (0-100), and what it is doing when ``stage`` says."""
         with self.transaction():
             self.db.execute(
-                "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'running'",
-                [round(min(max(progress, 0.0), 100.0), 1), job_id],
+                "UPDATE jobs SET progress = ?, stage = coalesce(?, stage) "
+                "WHERE id = ? AND status = 'running'",
+                [round(min(max(progress, 0.0), 100.0), 1), stage, job_id],
             )
 
     def finish_job(self, job_id: int) -> None:
