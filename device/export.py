@@ -15,6 +15,7 @@ import json
 import re
 import zoneinfo
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from device.records import Recording, Segment, Summary
@@ -83,28 +84,77 @@ def transcript_record(recording: Recording, segments: Sequence[Segment],
     }
 
 
-def summary_markdown(summary: Summary, level: int = 2) -> str:
-    """The summary's sections in Markdown, each point with the segments it cites and the
-    grounding check's flags (the Markdown export and ``python -m device summarize``)."""
-    content, mark = summary.content, "#" * level
-    out = [f"{mark} Summary", "", content.get("summary", ""), ""]
+@dataclass(frozen=True)
+class Citation:
+    """Cited segments as a reader finds them: their numbers in the recording (a run of
+    consecutive ones as one) and the time the first starts."""
+
+    first: int
+    last: int
+    start: float
+    segment_id: int
+    """The first cited segment's id."""
+    segment_ids: tuple[int, ...]
+
+    @property
+    def label(self) -> str:
+        numbers = f"#{self.first}" if self.first == self.last else f"#{self.first}–{self.last}"
+        return f"{numbers} {clock(self.start)}"
+
+
+def citations(segment_ids: Sequence[int], segments: Sequence[Segment]) -> list[Citation]:
+    """The cited ids (in any order; ids not in ``segments`` left out) as runs of
+    consecutive segment numbers."""
+    number = {s.id: n for n, s in enumerate(segments, 1)}
+    numbers = sorted({number[i] for i in segment_ids if i in number})
+    runs: list[Citation] = []
+    for n in numbers:
+        segment = segments[n - 1]
+        if runs and runs[-1].last == n - 1:
+            runs[-1] = replace(runs[-1], last=n, segment_ids=(*runs[-1].segment_ids, segment.id))
+        else:
+            runs.append(Citation(n, n, segment.start, segment.id, (segment.id,)))
+    return runs
+
+
+def summary_points(summary: Summary, segments: Sequence[Segment]) -> list[tuple[str, list[str]]]:
+    """The summary's sections as (heading, lines), each point with its citations
+    ("[#12 03:41]") and flags: what the TXT, Markdown and DOCX exports write."""
+    content = summary.content
+    sections = []
     for key, title in (("key_points", "Key points"), ("decisions", "Decisions"),
                        ("action_items", "Action items")):
-        items = content.get(key) or []
-        if items:
-            out += [f"{mark}# {title}", ""]
-            out += [f"- {_action(i) if key == 'action_items' else _item_text(i)}{_cites(i)}"
-                    for i in items] + [""]
-    if summary.flags:
-        out += [f"{mark}# Not found in the cited segments", ""]
-        out += [f"- {f['section']} #{f['index'] + 1}: {f['term']} — {f['reason']}"
-                for f in summary.flags] + [""]
+        lines = []
+        for index, item in enumerate(content.get(key) or []):
+            text = _action(item) if key == "action_items" else _item_text(item)
+            cited = item.get("segments") if isinstance(item, dict) else None
+            marks = "".join(f" [{c.label}]" for c in citations(cited or [], segments))
+            flags = "".join(f" (⚠ {f['term'] or f['reason']})" for f in summary.flags
+                            if f["section"] == key and f["index"] == index)
+            lines.append(f"{text}{marks}{flags}")
+        if lines:
+            sections.append((title, lines))
+    left_out = content.get("unsupported") or []
+    if left_out:
+        sections.append(("Left out: not said in the transcript",
+                         [str(u.get("text", "")) for u in left_out]))
+    return sections
+
+
+def summary_text(summary: Summary) -> str:
+    """The summary paragraph, with the check's warning about it when there is one."""
+    warnings = [f"(⚠ {f['reason']})" for f in summary.flags if f["section"] == "summary"]
+    return " ".join([str(summary.content.get("summary", "")), *warnings])
+
+
+def summary_markdown(summary: Summary, segments: Sequence[Segment], level: int = 2) -> str:
+    """The summary in Markdown, each point with its citations and flags (the Markdown
+    export and ``python -m device summarize``)."""
+    mark = "#" * level
+    out = [f"{mark} Summary", "", summary_text(summary), ""]
+    for title, lines in summary_points(summary, segments):
+        out += [f"{mark}# {title}", ""] + [f"- {line}" for line in lines] + [""]
     return "\n".join(out)
-
-
-def _cites(item) -> str:
-    cited = item.get("segments") if isinstance(item, dict) else None
-    return f"  [segments {', '.join(map(str, cited))}]" if cited else ""
 
 
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -119,9 +169,15 @@ def _line(segment: Segment) -> str:
     return f"{segment.speaker}: {segment.text}" if segment.speaker else segment.text
 
 
-def txt(recording: Recording, segments: Sequence[Segment]) -> str:
+def txt(recording: Recording, segments: Sequence[Segment],
+        summary: Summary | None = None) -> str:
     lines = [recording.title, ""]
-    lines += [f"[{clock(s.start)}] {_line(s)}" for s in segments]
+    if summary:
+        lines += ["Summary", "", summary_text(summary), ""]
+        for title, points in summary_points(summary, segments):
+            lines += [title] + [f"- {p}" for p in points] + [""]
+        lines += ["Transcript", ""]
+    lines += [f"[#{n} {clock(s.start)}] {_line(s)}" for n, s in enumerate(segments, 1)]
     return "\n".join(lines) + "\n"
 
 
@@ -135,11 +191,11 @@ def markdown(recording: Recording, segments: Sequence[Segment],
         facts.append(recording.language)
     out += ["*" + " · ".join(facts) + "*", ""]
     if summary:
-        out.append(summary_markdown(summary))
+        out.append(summary_markdown(summary, segments))
     out += ["## Transcript", ""]
-    for s in segments:
+    for n, s in enumerate(segments, 1):
         who = f"**{s.speaker}** " if s.speaker else ""
-        out.append(f"`{clock(s.start)}` {who}{s.text}  ")
+        out.append(f"`#{n} {clock(s.start)}` {who}{s.text}  ")
     return "\n".join(out) + "\n"
 
 
@@ -187,20 +243,16 @@ def docx(recording: Recording, segments: Sequence[Segment],
     document.add_paragraph(recording.created[:10] + (
         f" · {clock(recording.duration)}" if recording.duration else ""))
     if summary:
-        content = summary.content
         document.add_heading("Summary", level=2)
-        document.add_paragraph(_xml_safe(str(content.get("summary", ""))))
-        for key, title in (("key_points", "Key points"), ("decisions", "Decisions"),
-                           ("action_items", "Action items")):
-            if content.get(key):
-                document.add_heading(title, level=3)
-            for item in content.get(key) or []:
-                text = _action(item) if key == "action_items" else _item_text(item)
-                document.add_paragraph(_xml_safe(text), style="List Bullet")
+        document.add_paragraph(_xml_safe(summary_text(summary)))
+        for title, lines in summary_points(summary, segments):
+            document.add_heading(title, level=3)
+            for line in lines:
+                document.add_paragraph(_xml_safe(line), style="List Bullet")
     document.add_heading("Transcript", level=2)
-    for s in segments:
+    for n, s in enumerate(segments, 1):
         paragraph = document.add_paragraph()
-        stamp = paragraph.add_run(f"[{clock(s.start)}] ")
+        stamp = paragraph.add_run(f"[#{n} {clock(s.start)}] ")
         stamp.font.color.rgb = RGBColor(0x66, 0x66, 0x66)
         stamp.font.size = Pt(9)
         if s.speaker:
@@ -215,7 +267,7 @@ def export(fmt: str, recording: Recording, segments: Sequence[Segment],
            summary: Summary | None = None) -> bytes:
     """The transcript in ``fmt`` (one of FORMATS) as bytes."""
     if fmt == "txt":
-        return txt(recording, segments).encode()
+        return txt(recording, segments, summary).encode()
     if fmt == "md":
         return markdown(recording, segments, summary).encode()
     if fmt == "srt":

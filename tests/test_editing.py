@@ -187,7 +187,7 @@ def test_exports_reflect_the_latest_edits(box, rec):
     get = box.reviewer.client.get
     txt = get(f"/recordings/{rec}/export.txt")
     assert txt.headers["content-disposition"] == f'attachment; filename="recording-{rec}.txt"'
-    assert "[00:00] A: Edited & <exported>" in txt.text
+    assert "[#1 00:00] A: Edited & <exported>" in txt.text  # numbered as summaries cite
     srt = get(f"/recordings/{rec}/export.srt").text
     assert srt.startswith("1\n00:00:00,000 --> 00:00:03,500\nA: Edited & <exported>\n")
     assert "2\n00:00:04,000 --> 00:00:07,500\nB: 预算下周二再讨论。" in srt
@@ -204,7 +204,7 @@ def test_exports_reflect_the_latest_edits(box, rec):
     assert response.headers["content-type"].startswith("application/vnd.openxmlformats")
     paragraphs = [p.text for p in Document(io.BytesIO(response.content)).paragraphs]
     assert "Budget meeting" in paragraphs
-    assert "[00:00] A: Edited & <exported>" in paragraphs
+    assert "[#1 00:00] A: Edited & <exported>" in paragraphs
     assert get(f"/recordings/{rec}/export.exe").status_code == 404
 
 

@@ -172,6 +172,7 @@ def test_state_changing_requests_need_the_csrf_token(box):
     assert client.patch(f"/api/segments/{seg['id']}", json=body,
                         headers={"X-CSRF-Token": "wrong"}).status_code == 403
     assert client.post("/logout").status_code == 403
+    assert client.post(f"/api/recordings/{rec}/summarize/cancel").status_code == 403
     # another user's token does not work either
     assert client.patch(f"/api/segments/{seg['id']}", json=body,
                         headers={"X-CSRF-Token": box.admin.csrf}).status_code == 403
@@ -206,6 +207,7 @@ ENDPOINTS = [  # (method, url, json body, the least role that may)
     ("GET", "/recordings/{rec}/export.txt", None, "interviewer"),  # their own
     ("GET", "/recordings/{rec}/export.docx", None, "interviewer"),
     ("POST", "/api/recordings/{rec}/summarize", {}, "reviewer"),
+    ("POST", "/api/recordings/{rec}/summarize/cancel", None, "reviewer"),
     ("PUT", "/api/recordings/{rec}/summary", {"content": {}, "version": 1}, "reviewer"),
     ("POST", "/api/record/resume", None, "interviewer"),
     ("POST", "/api/record/marker", {"note": "x"}, "interviewer"),
@@ -690,3 +692,48 @@ def test_times_are_shown_in_the_boxs_zone_with_the_zone(settings):
     with Store(elsewhere.settings.database_path) as store:
         store.db.execute("UPDATE recordings SET created = '2026-12-01T09:05:00.000+00:00'")
     assert "2026-12-01 09:05 UTC" in elsewhere.reviewer.client.get("/").text
+
+
+def test_the_summary_panel_cites_numbers_and_times_shows_work_and_says_when_unreliable(box):
+    """Citations a reader can follow (the segment's number in the recording and its time,
+    linked to the player), the running job with what it is doing and Cancel, the points
+    left out, and an attempt that produced no reliable summary."""
+    rec = stored_transcript(box.settings)
+    with Store(box.settings.database_path) as store:
+        first, second, third = store.segments(rec)
+        store.add_summary(rec, {
+            "title": "Budget", "summary": "The budget is reviewed on Tuesday.",
+            "key_points": [{"text": "The budget is reviewed on Tuesday",
+                            "segments": [first.id, second.id]},
+                           {"text": "The committee meets next month", "segments": [third.id]}],
+            "decisions": [], "action_items": [], "keywords": [], "language": "en",
+            "unsupported": [{"section": "key_points", "text": "The box records at night",
+                             "support": 0.0}]},
+            [], model_id="m", prompt_version="p", transcript_hash=store.transcript_hash(rec))
+        job = store.enqueue("summarize", rec, {})
+        store.claim(1, 0.0, job.id)
+        store.set_progress(job.id, 42.0, "reading the transcript")
+    page = box.reviewer.client.get(f"/recordings/{rec}").text
+    assert f'data-cites="{first.id},{second.id}" data-seek="0.0"' in page
+    assert "[#1–2 00:00]" in page and "[#3 00:08]" in page
+    assert "1 point(s) left out" in page and "The box records at night" in page
+    assert 'id="cancel-summary"' in page and "reading the transcript" in page
+    assert 'id="cancel-summary"' not in box.interviewer.client.get(f"/recordings/{rec}").text
+
+    cancelled = box.reviewer.api("POST", f"/api/recordings/{rec}/summarize/cancel")
+    assert cancelled.status_code == 200 and cancelled.json() == {"cancelled": [job.id]}
+    with Store(box.settings.database_path) as store:
+        assert store.get_job(job.id).status == "cancelled"
+        failed = store.enqueue("summarize", rec, {})
+        store.claim(1, 0.0, failed.id)
+        store.fail_job(failed.id, "no reliable summary: summary repeats itself (冰海星區防…) "
+                                  "(tried 2 times)")
+    page = box.reviewer.client.get(f"/recordings/{rec}").text
+    assert 'id="cancel-summary"' not in page
+    assert "No reliable summary: summary repeats itself" in page
+    assert "The last reliable version is shown." in page
+    txt = box.reviewer.client.get(f"/recordings/{rec}/export.txt").text
+    assert "- The budget is reviewed on Tuesday [#1–2 00:00]" in txt
+    assert "[#3 00:08] A: The committee meets again next month." in txt
+    assert "Left out: not said in the transcript" in txt
+

@@ -122,11 +122,12 @@ def cmd_summarize(settings: Settings, args: argparse.Namespace) -> int:
             print(f"error: {job.error or job.status}", file=sys.stderr)
             return 1
         summary = store.latest_summary(recording.id)
+        store_segments = store.segments(recording.id, with_words=False)
     if args.json:
         print(json.dumps(asdict(summary), ensure_ascii=False, indent=2))
         return 0
     print(f"# {summary.content['title']}\n")
-    print(export.summary_markdown(summary))
+    print(export.summary_markdown(summary, store_segments))
     print(f"(version {summary.version}, {summary.model_id})", file=sys.stderr)
     return 0
 

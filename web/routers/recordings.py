@@ -50,11 +50,19 @@ def recording_page(request: Request, recording_id: RowId, user: Interviewer, sto
     segments = store.segments(recording_id, with_words=False)
     start = next((s.start for s in segments if s.id == segment), t)
     summaries = store.summaries(recording_id)
+    jobs = store.jobs_for(recording_id)
+    summary = summaries[-1] if summaries else None
+    tried = [j for j in jobs if j.kind == "summarize" and j.status == "failed"
+             and (summary is None or (j.finished or "") > summary.created)]
     return templates(request).TemplateResponse(request, "recording.html", {
-        "recording": recording, "segments": segments, "summary": summaries[-1] if summaries
-        else None, "summary_versions": len(summaries), "can_edit": user.can("reviewer"),
+        "recording": recording, "segments": segments, "summary": summary,
+        "summary_failure": tried[-1].error if tried else None,
+        "summary_job": next((j for j in jobs if j.kind == "summarize"
+                             and j.status in ("queued", "running")), None),
+        "cite": lambda ids: export.citations(ids, segments),
+        "summary_versions": len(summaries), "can_edit": user.can("reviewer"),
         "can_delete": _may_delete(user, recording),
-        "jobs": store.jobs_for(recording_id), "markers": store.markers(recording_id),
+        "jobs": jobs, "markers": store.markers(recording_id),
         "start_at": start, "formats": list(export.FORMATS),
         "transcript_hash": store.transcript_hash(recording_id),
         # "<" escaped (valid JSON): no "</script>" or "<!--" can occur in the script element
@@ -257,6 +265,16 @@ def summarize(recording_id: RowId, user: Reviewer, store: StoreDep,
     params = {k: v for k, v in (body.model_dump() if body else {}).items() if v}
     job = queued[0] if queued else store.enqueue("summarize", recording_id, params)
     return asdict(job)
+
+
+@router.post("/api/recordings/{recording_id}/summarize/cancel")
+def cancel_summary(recording_id: RowId, user: Reviewer, store: StoreDep):
+    """Stop the recording's queued or running summary (a reviewer's, like starting one)."""
+    store.get_recording(recording_id)
+    cancelled = [j.id for j in store.jobs_for(recording_id)
+                 if j.kind == "summarize" and j.status in ("queued", "running")
+                 and store.cancel_job(j.id)]
+    return {"cancelled": cancelled}
 
 
 class SummaryEdit(BaseModel):

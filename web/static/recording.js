@@ -280,8 +280,13 @@
     summarize.disabled = true;
     const r = await tingji.api("POST", `/api/recordings/${recordingId}/summarize`, {});
     if (!r.ok) { status("cannot summarise: " + (r.data && r.data.detail), "bad"); summarize.disabled = false; return; }
-    await tingji.watchJob(r.data.id, (job) => { summarize.textContent = `Summarising… ${Math.round(job.progress)}%`; });
-    location.reload();
+    location.reload();  // the page shows the job: progress, what it is doing, Cancel
+  });
+  const cancelSummary = document.getElementById("cancel-summary");
+  if (cancelSummary) cancelSummary.addEventListener("click", async () => {
+    cancelSummary.disabled = true;
+    const r = await tingji.api("POST", `/api/recordings/${recordingId}/summarize/cancel`, {});
+    r.ok ? location.reload() : status("not cancelled: " + ((r.data && r.data.detail) || r.status), "bad");
   });
   const editSummary = document.getElementById("edit-summary");
   const saveSummary = document.getElementById("save-summary");
@@ -300,7 +305,7 @@
         lists[ul.dataset.list] = Array.from(ul.querySelectorAll("li")).map((li) => {
           const item = li.querySelector("[data-item]");
           return { field: item.dataset.item, value: item.innerText.trim(),
-                   segments: Array.from(li.querySelectorAll("[data-cite]")).map((a) => parseInt(a.dataset.cite, 10)) };
+                   segments: Array.from(li.querySelectorAll("[data-cites]")).flatMap((a) => a.dataset.cites.split(",").map((id) => parseInt(id, 10))) };
         });
       });
       const current = await tingji.api("GET", `/api/recordings/${recordingId}`);
@@ -335,7 +340,7 @@
   });
 
   // -- jobs ----------------------------------------------------------------------------
-  for (const el of document.querySelectorAll(".head .job")) {
+  for (const el of document.querySelectorAll(".head .job, .summary-job")) {
     tingji.watchJob(el.dataset.job, (job) => {
       const badge = document.querySelector(".head .status");
       if (badge && job.kind === "transcribe" && job.status === "running") {
@@ -344,6 +349,8 @@
       }
       el.querySelector("progress").value = job.progress;
       el.querySelector(".pct").textContent = Math.round(job.progress) + "%";
+      const stage = el.querySelector(".stage");
+      if (stage) stage.textContent = job.stage || job.status;
     }).then(() => location.reload());
   }
 })();
