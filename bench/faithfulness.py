@@ -91,15 +91,7 @@ def sources() -> dict[str, list[Path]]:
 
 
 def _decode(path: Path) -> np.ndarray:
-    if path.suffix == ".g722":  # raw G.722 at 16 kHz: FFmpeg needs to be told
-        import av
-
-        with av.open(str(path), format="g722") as container:
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=audio.SAMPLE_RATE)
-            pieces = [out.to_ndarray().reshape(-1) for frame in container.decode(audio=0)
-                      for out in resampler.resample(frame)]
-        return np.concatenate(pieces).astype(np.float32)
-    return audio.decode(path)
+    return audio.decode_raw(path) if path.suffix in audio.RAW_FORMATS else audio.decode(path)
 
 
 def transcribe(settings: Settings, files: list[Path], work: Path):

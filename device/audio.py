@@ -161,6 +161,26 @@ def _decode(path: Path, max_seconds: float, layout: str, sample_format: str) -> 
     return audio
 
 
+RAW_FORMATS = {".g722": "g722", ".gsm": "gsm"}
+"""Headerless telephone audio FFmpeg must be told the format of (voice prompts)."""
+
+
+def decode_raw(path: Path) -> np.ndarray:
+    """Decode a headerless ``.g722`` or ``.gsm`` file (16 kHz mono float32): the voice
+    prompts of Debian's asterisk sound packages, real speech the tests and benchmarks use."""
+    path = Path(path)
+    try:
+        with av.open(str(path), format=RAW_FORMATS[path.suffix]) as container:
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            pieces = [out.to_ndarray().reshape(-1) for frame in container.decode(audio=0)
+                      for out in resampler.resample(frame)]
+    except (KeyError, av.FFmpegError) as exc:
+        raise AudioDecodeError(path, f"not a raw G.722 or GSM file ({exc})") from exc
+    if not pieces:
+        raise AudioDecodeError(path, "no decodable audio")
+    return np.clip(np.concatenate(pieces).astype(np.float32), -1.0, 1.0)
+
+
 def _wav_header_seconds(path: Path) -> float | None:
     """Length promised by a RIFF/WAVE header's data chunk, or None if it promises nothing."""
     with open(path, "rb") as f:

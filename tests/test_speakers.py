@@ -231,3 +231,107 @@ def test_a_changed_or_missing_built_graph_is_caught_at_load(speaker_model, tmp_p
     (copy / spec.id / DERIVED_MARKER).unlink()
     with pytest.raises(ModelCorruptError, match="python -m models install"):
         verify(spec, copy)
+
+
+# -- diarization ---------------------------------------------------------------------------
+
+
+def test_windows_cover_the_speech_and_turns_follow_the_nearest_window():
+    from device.speakers.diarize import Turn, turns, windows
+    from device.vad import SpeechChunk
+
+    sr = audio.SAMPLE_RATE
+    speech = [SpeechChunk(0, 4 * sr), SpeechChunk(5 * sr, int(6.2 * sr)),
+              SpeechChunk(7 * sr, int(7.3 * sr))]
+    spans = windows(speech)
+    # 1.5 s every 0.75 s, the last flush with the chunk's end; a short chunk is one window;
+    # one under 0.5 s has none
+    assert spans[:5] == [(0, 24000), (12000, 36000), (24000, 48000), (36000, 60000),
+                         (40000, 64000)]
+    assert spans[5:] == [(5 * sr, int(6.2 * sr))]
+    labels = [0, 0, 1, 1, 1, 0]
+    out = turns(spans, labels, speech)
+    assert out[0] == Turn(0.0, 1.9, 0) and out[1].speaker == 1 and out[1].end == 4.0
+    assert [t.speaker for t in out[2:]] == [0, 0]  # the short chunk: its nearest window's
+    assert out[-1].start == 7.0 and out[-1].end == 7.3
+
+
+PROMPTS = Path("/usr/share/asterisk/sounds")
+READING = Path("/usr/share/pocketsphinx/test/data/librivox")
+"""Real speech of different people from Debian packages (make test installs them): the
+voice prompts of Allison (en-US) and June (fr-CA), and a LibriVox reader."""
+
+
+def _voice(name: str) -> list[np.ndarray]:
+    files = {"allison": sorted((PROMPTS / "en_US_f_Allison").glob("*.g722")),
+             "june": sorted((PROMPTS / "fr_CA_f_June").glob("*.g722")),
+             "reader": sorted(READING.glob("*.wav"))}[name]
+    if not files:
+        pytest.skip("Debian's asterisk-core-sounds-en-g722, -fr-g722 and "
+                    "pocketsphinx-testdata are not all installed (make test installs them)")
+    return [audio.decode_raw(f) if f.suffix == ".g722" else audio.decode(f) for f in files]
+
+
+def _conversation(a: str, b: str) -> tuple[np.ndarray, list[tuple[float, float, int]]]:
+    """Two people taking eight turns of 2-6 s (each a run of different clips of one voice),
+    with short pauses and the second 6 dB quieter: (samples, [(start, end, person)])."""
+    voices = [_voice(a), _voice(b)]
+    rng = np.random.default_rng(3)
+    pause = np.zeros(int(0.5 * audio.SAMPLE_RATE), np.float32)
+    pieces, truth, t, used = [], [], 0.0, [0, 0]
+    for turn in range(8):
+        person = turn % 2
+        clips, wanted, said = voices[person], rng.uniform(2, 6) * audio.SAMPLE_RATE, []
+        while sum(x.size for x in said) < wanted and used[person] < len(clips):
+            said.append(clips[used[person] * 7 % len(clips)])  # spread over the voice's clips
+            used[person] += 1
+        part = np.concatenate(said) * (0.5 if person else 1.0)
+        pieces += [part, pause]
+        truth.append((t, t + part.size / audio.SAMPLE_RATE, person))
+        t += (part.size + pause.size) / audio.SAMPLE_RATE
+    return np.concatenate(pieces), truth
+
+
+def _confusion(truth, turns) -> float:
+    """Share of the speech (10 ms frames where both a person and a turn are) labelled
+    with the wrong speaker, under the best mapping of turn speakers to people."""
+    frames = int(max(e for _, e, _ in truth) * 100) + 1
+    ref, hyp = np.full(frames, -1), np.full(frames, -1)
+    for s, e, p in truth:
+        ref[int(s * 100):int(e * 100)] = p
+    for turn in turns:
+        hyp[int(turn.start * 100):int(turn.end * 100)] = turn.speaker
+    both = (ref >= 0) & (hyp >= 0)
+    same = np.sum(both & (ref == hyp)) / both.sum()
+    swapped = np.sum(both & (ref == 1 - hyp)) / both.sum()
+    return 1 - max(same, swapped)
+
+
+@pytest.mark.slow
+def test_two_people_are_told_apart_and_one_stays_one(speaker_model, tmp_path):
+    from device.speakers.diarize import diarize
+    from device.speakers.encoder import ONNX_FILE, OnnxEncoder
+    from device.vad import SpeechDetector
+
+    _, _, directory = speaker_model
+    encoder = OnnxEncoder(directory / ONNX_FILE)
+    detector = SpeechDetector()
+    # two professional voices the encoder finds alike (centroids ~0.84): told apart when
+    # the count is given
+    samples, truth = _conversation("allison", "june")
+    turns = diarize(encoder, samples, detector.speech_chunks(samples), speakers=2)
+    assert {t.speaker for t in turns} == {0, 1} and _confusion(truth, turns) < 0.1
+    # a woman's prompts and a man reading: counted, too
+    samples, truth = _conversation("allison", "reader")
+    turns = diarize(encoder, samples, detector.speech_chunks(samples))
+    assert {t.speaker for t in turns} == {0, 1} and _confusion(truth, turns) < 0.1
+    # a monologue is not split, however many turns its pauses make
+    alone = np.concatenate([np.concatenate([clip, np.zeros(8000, np.float32)])
+                            for clip in _voice("reader")])
+    assert {t.speaker for t in diarize(encoder, alone, detector.speech_chunks(alone))} == {0}
+    # under 3 s of speech is one speaker, and silence has no turns
+    short = samples[: int(2.5 * audio.SAMPLE_RATE)]
+    assert {t.speaker for t in diarize(encoder, short, detector.speech_chunks(short),
+                                       speakers=2)} <= {0}
+    silence = np.zeros(5 * audio.SAMPLE_RATE, np.float32)
+    assert diarize(encoder, silence, detector.speech_chunks(silence)) == []
