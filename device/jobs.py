@@ -49,6 +49,9 @@ def process_alive(pid: int | None, started: float | None) -> bool:
         return False
 
 
+SPEAKER_MODEL = "ge2e-speaker-encoder"
+
+
 def load_engines(settings: Settings, live: bool = False) -> Engines:
     """The VAD, and the default recogniser loaded now so a missing model fails early;
     other models load when a profile first asks for them.  Never from the network.
@@ -68,7 +71,15 @@ def load_engines(settings: Settings, live: bool = False) -> Engines:
         return RECOGNIZERS[spec.engine](
             model_dir, model_id, hardware.cpu_threads, hardware.compute_type, live=live)
 
-    engines = Engines(SpeechDetector(providers=hardware.onnx_providers), load)
+    def load_speaker_encoder():
+        from device.speakers.encoder import ONNX_FILE, OnnxEncoder
+
+        spec = get_spec(SPEAKER_MODEL, load_manifest(models_dir=settings.models_dir))
+        return OnnxEncoder(verify(spec, settings.models_dir) / ONNX_FILE,
+                           providers=hardware.onnx_providers)
+
+    engines = Engines(SpeechDetector(providers=hardware.onnx_providers), load,
+                      load_speaker_encoder)
     engines.recognizer(settings.asr_model)
     return engines
 

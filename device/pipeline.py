@@ -34,7 +34,7 @@ from device.vad import SpeechChunk, SpeechDetector
 def import_audio(
     store: Store, settings: Settings, path: Path, *, title: str | None = None,
     language: str | None = None, profile: str | None = None, script: str | None = None,
-    terms: Sequence[str] = (), owner_id: int | None = None,
+    terms: Sequence[str] = (), owner_id: int | None = None, speakers: int | None = None,
 ) -> tuple[Recording, Job]:
     """Copy a file into the library as a new recording with a queued transcription job.
 
@@ -53,6 +53,8 @@ def import_audio(
     recording = store.update_recording(recording.id, profile=chosen.name, script=script,
                                        terms=list(terms) or None)
     params = {"language": language or chosen.language}
+    if speakers:
+        params["speakers"] = int(speakers)
     try:
         size = audio.check_size(path, settings.max_upload_bytes)
         settings.audio_dir.mkdir(parents=True, exist_ok=True)
@@ -146,10 +148,24 @@ class Engines:
     """The models a worker loads once and reuses: the VAD, and a recogniser per model id
     (profiles name their model), each loaded on first use."""
 
-    def __init__(self, detector: SpeechDetector, load: Callable[[str], Recognizer]):
+    def __init__(self, detector: SpeechDetector, load: Callable[[str], Recognizer],
+                 load_speaker_encoder: Callable[[], object] | None = None):
         self.detector = detector
         self._load = load
         self._recognizers: dict[str, Recognizer] = {}
+        self._load_speaker_encoder = load_speaker_encoder
+        self._speaker_encoder = None
+
+    def speaker_encoder(self):
+        """The speaker encoder, verified and loaded on first use; ModelError when it is not
+        installed or damaged (the message names the command that fixes it)."""
+        from models.store import ModelMissingError
+
+        if self._speaker_encoder is None:
+            if self._load_speaker_encoder is None:
+                raise ModelMissingError("no speaker model is configured for this worker")
+            self._speaker_encoder = self._load_speaker_encoder()
+        return self._speaker_encoder
 
     def recognizer(self, model_id: str) -> Recognizer:
         if model_id not in self._recognizers:
@@ -190,10 +206,12 @@ def transcribe_recording(
     )
     result = recognize_tracks(engines, settings, heard, profile, terms, recording.script,
                               on_progress)
+    segments, unlabelled = label_speakers(engines, settings, layout, heard, result.segments,
+                                          job.params.get("speakers"))
     decision = result.decision
     probabilities = decision.probabilities if decision else None
     store.complete_transcription(
-        job.id, recording.id, result.segments,
+        job.id, recording.id, segments,
         language=result.language,
         language_probability=(probabilities or {}).get(result.language) if decision else None,
         language_probabilities=probabilities,
@@ -202,8 +220,33 @@ def transcribe_recording(
         duration=duration,
         model_id=result.model_id,
         channel_layout=layout.as_dict() if layout.channels > 1 else None,
+        error=unlabelled,
     )
-    return result.segments
+    return segments
+
+
+def label_speakers(
+    engines: Engines, settings: Settings, layout: channels.Layout, heard: Sequence[Heard],
+    segments: list[Segment], speakers: int | None = None,
+) -> tuple[list[Segment], str | None]:
+    """Segments labelled with who spoke (``speakers``: how many, if the user said), and why
+    they could not be, if so: the transcript is kept either way.  Channels transcribed one
+    by one are one speaker each; otherwise the speech is diarized."""
+    from device.speakers.diarize import diarize, label, speaker_name
+    from models.store import ModelError
+
+    if not settings.diarize or not segments:
+        return segments, None
+    if layout.mode == "separate":
+        return [replace(s, speaker=speaker_name(s.channel or 0)) for s in segments], None
+    try:
+        encoder = engines.speaker_encoder()
+    except ModelError as exc:
+        return segments, f"speakers not labelled: {exc}"
+    track = heard[0]
+    turns = diarize(encoder, track.track.samples, track.speech, speakers,
+                    settings.min_speakers, settings.max_speakers)
+    return label(segments, turns), None
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,11 @@ class Settings:
     max_audio_seconds: float = 8 * 3600.0
     """Longer audio is refused: a recording may last 8 h, and the final batch pass holds
     the decoded audio in memory (8 h = 1.8 GB; lower this on 4 GB boards)."""
+    diarize: bool = True
+    """Label who spoke in every transcript (the speaker model, ge2e-speaker-encoder)."""
+    min_speakers: int = 1
+    max_speakers: int = 8
+    """The range a recording's speakers are counted in when nobody said how many."""
     summary_model: str = "qwen2.5-coder-1.5b-instruct-q4_k_m"
     """Model id of the summariser (kind llm)."""
     summary_notes_model: str = ""

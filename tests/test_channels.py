@@ -212,6 +212,8 @@ def test_a_stereo_upload_loses_no_channel_s_speech(tmp_path, settings, store, en
     assert stored.duration == pytest.approx(seconds, abs=0.05)
     segments = store.segments(recording.id)
     assert all(s.channel in (0, 1) for s in segments)
+    # one person per channel: the channel says who spoke
+    assert all(s.speaker == f"说话人{s.channel + 1}" for s in segments)
     for channel, at, clip, reference in said:
         heard = "".join(s.text for s in segments if s.channel == channel
                         and s.end > at and s.start < at + clip.size / SR)

@@ -335,3 +335,67 @@ def test_two_people_are_told_apart_and_one_stays_one(speaker_model, tmp_path):
                                        speakers=2)} <= {0}
     silence = np.zeros(5 * audio.SAMPLE_RATE, np.float32)
     assert diarize(encoder, silence, detector.speech_chunks(silence)) == []
+
+
+# -- in the pipeline -------------------------------------------------------------------------
+
+
+def _transcribed(settings, engines, path: Path, **kwargs):
+    from device.jobs import Runner
+    from device.pipeline import import_audio
+    from device.store import Store
+
+    with Store(settings.database_path) as store:
+        recording, job = import_audio(store, settings, path, profile="auto", **kwargs)
+        runner = Runner(settings, engines)
+        assert runner.run(store, runner.claim(store, job.id)), store.get_job(job.id).error
+        return store.get_recording(recording.id), store.segments(recording.id)
+
+
+def _agreement(truth, segments) -> float:
+    """Share of the transcript's time whose segment's speaker is the person speaking there,
+    under the best mapping of names to people."""
+    names = sorted({s.speaker for s in segments})
+    best = 0.0
+    for order in (names, names[::-1]):
+        mapping = {name: person for person, name in enumerate(order)}
+        right = total = 0.0
+        for s in segments:
+            for start, end, person in truth:
+                overlap = max(0.0, min(end, s.end) - max(start, s.start))
+                total += overlap
+                right += overlap * (mapping.get(s.speaker) == person)
+        best = max(best, right / max(total, 1e-9))
+    return best
+
+
+@pytest.mark.slow
+def test_a_transcript_says_who_spoke(speaker_model, settings, engines, tmp_path):
+    samples, truth = _conversation("allison", "reader")
+    path = tmp_path / "two.wav"
+    audio.write_wav(path, samples)
+    for speakers in (None, 2):
+        recording, segments = _transcribed(settings, engines, path, speakers=speakers)
+        assert recording.error is None
+        assert {s.speaker for s in segments} == {"说话人1", "说话人2"}, speakers
+        assert _agreement(truth, segments) >= 0.9, speakers
+
+
+@pytest.mark.slow
+def test_without_the_speaker_model_the_transcript_is_kept_and_says_why(settings, tmp_path):
+    from dataclasses import replace
+
+    from device.jobs import load_engines
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "whisper-base").symlink_to(settings.models_dir.resolve() / "whisper-base")
+    local = replace(settings, models_dir=models)
+    samples, _ = _conversation("allison", "reader")
+    path = tmp_path / "two.wav"
+    audio.write_wav(path, samples)
+    recording, segments = _transcribed(local, load_engines(local), path)
+    assert recording.status == "done" and segments
+    assert all(s.speaker is None for s in segments)
+    assert recording.error.startswith("speakers not labelled: ")
+    assert "python -m models install ge2e-speaker-encoder" in recording.error

@@ -384,15 +384,18 @@ def test_recording_page_carries_word_timings_for_the_player(box):
 def test_upload_types_by_content_and_streams_to_a_job(box, speech_wav):
     data = speech_wav.read_bytes()
     kind = speech_wav.suffix.lower()  # a FLAC or WAV file, named .mp3 here
-    response = box.interviewer.api("PUT", "/api/upload?filename=interview.mp3&title=Talk",
-                                   content=data)
+    response = box.interviewer.api(
+        "PUT", "/api/upload?filename=interview.mp3&title=Talk&speakers=2", content=data)
     assert response.status_code == 200, response.text
     rec = response.json()["recording_id"]
     with Store(box.settings.database_path) as store:
         recording = store.get_recording(rec)
         assert recording.owner_id == _user_id(box, "ivan")
         assert recording.audio_file == f"{rec}{kind}"  # typed by content, not by name
-        assert [j.status for j in store.jobs_for(rec)] == ["queued"]
+        assert [(j.status, j.params.get("speakers")) for j in store.jobs_for(rec)] == [
+            ("queued", 2)]  # how many people speak, as the uploader said
+    assert box.interviewer.api("PUT", "/api/upload?filename=x.wav&speakers=0",
+                               content=data).status_code == 422
     assert (box.settings.audio_dir / f"{rec}{kind}").read_bytes() == data
     audio = box.interviewer.client.get(f"/recordings/{rec}/audio",
                                        headers={"Range": "bytes=100-199"})

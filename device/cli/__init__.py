@@ -1,6 +1,7 @@
 """python -m device: a thin command line over the pipeline.
 
-    transcribe PATH [--profile P | --language L] [--script S] [--term T]… [--title T] [--json]
+    transcribe PATH [--profile P | --language L] [--script S] [--term T]… [--speakers N]
+                        [--title T] [--json]
     retranscribe ID [--profile P] [--script S] [--term T]…   queue it again, e.g. after a fix
     search QUERY [--limit N] [--json]
     jobs [--status S]
@@ -70,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     profile_arguments(p)
     p.add_argument("--language", default=None,
                    help="a Whisper language code (zh, en, …): its plain profile")
+    p.add_argument("--speakers", type=int, choices=range(1, 21), metavar="N",
+                   help="how many people speak (default: counted)")
     p.add_argument("--title")
     p.add_argument("--json", action="store_true", help="print the transcript as JSON")
     p.set_defaults(func=cmd_transcribe)

@@ -32,7 +32,7 @@ def cmd_transcribe(settings: Settings, args: argparse.Namespace) -> int:
     with Store(settings.database_path) as store:
         recording, job = import_audio(
             store, settings, args.path, title=args.title, language=language,
-            profile=args.profile, script=args.script, terms=args.term,
+            profile=args.profile, script=args.script, terms=args.term, speakers=args.speakers,
         )
         return run_and_print(store, runner, recording, job, args)
 

@@ -184,3 +184,76 @@ def diarize(encoder, samples: np.ndarray, speech: Sequence[SpeechChunk],
         labels = cluster(embeddings(encoder, samples, spans), speakers, min_speakers,
                          max_speakers)
     return turns(spans, labels, speech)
+
+
+def speaker_name(speaker: int) -> str:
+    """The label a turn's speaker gets in the transcript (reviewers rename it)."""
+    return f"说话人{speaker + 1}"
+
+
+SHORTEST_RUN_SECONDS = 1.0
+"""A segment is split where the speaker changes only if each part is this long."""
+
+
+def _speaker_at(turns: Sequence[Turn], t: float) -> int:
+    inside = next((turn for turn in turns if turn.start <= t < turn.end), None)
+    if inside is not None:
+        return inside.speaker
+    return min(turns, key=lambda turn: min(abs(turn.start - t), abs(turn.end - t))).speaker
+
+
+def _majority(turns: Sequence[Turn], start: float, end: float) -> int:
+    shares: dict[int, float] = {}
+    for turn in turns:
+        overlap = min(end, turn.end) - max(start, turn.start)
+        if overlap > 0:
+            shares[turn.speaker] = shares.get(turn.speaker, 0.0) + overlap
+    return max(shares, key=shares.get) if shares else _speaker_at(turns, (start + end) / 2)
+
+
+def label(segments: Sequence, turns: Sequence[Turn]) -> list:
+    """Every segment with the speaker of the turns covering most of it; a segment whose
+    words change speaker (each part at least ``SHORTEST_RUN_SECONDS``) is split there, when
+    its text is exactly its words.  Segments that already have a speaker keep it."""
+    from dataclasses import replace
+
+    if not turns:
+        return list(segments)
+    out = []
+    for segment in segments:
+        if segment.speaker:
+            out.append(segment)
+            continue
+        words = segment.words
+        runs: list[list] = []
+        if len(words) >= 2 and "".join(w.text for w in words) == segment.text:
+            for word in words:
+                speaker = _speaker_at(turns, (word.start + word.end) / 2)
+                if runs and runs[-1][0] == speaker:
+                    runs[-1][1].append(word)
+                else:
+                    runs.append([speaker, [word]])
+            # runs too short to be a turn join the one before (or after)
+            merged: list[list] = []
+            for speaker, run in runs:
+                if merged and (run[-1].end - run[0].start < SHORTEST_RUN_SECONDS
+                               or merged[-1][0] == speaker):
+                    merged[-1][1].extend(run)
+                else:
+                    merged.append([speaker, run])
+            if len(merged) > 1 and (merged[0][1][-1].end - merged[0][1][0].start
+                                    < SHORTEST_RUN_SECONDS):
+                merged[1][1][:0] = merged[0][1]
+                merged.pop(0)
+            runs = merged
+        if len(runs) > 1:
+            for n, (_, run) in enumerate(runs):
+                start = segment.start if n == 0 else run[0].start
+                end = segment.end if n == len(runs) - 1 else run[-1].end
+                text = "".join(w.text for w in run).strip()
+                out.append(replace(segment, start=start, end=end, text=text, words=tuple(run),
+                                   speaker=speaker_name(_majority(turns, start, end))))
+        else:
+            out.append(replace(segment, speaker=speaker_name(
+                _majority(turns, segment.start, segment.end))))
+    return out

@@ -87,7 +87,7 @@ class TranscriptRooms(Rooms):
                                    before, self._snapshots(recording_id, new_ids))
             self.db["recordings"].update(
                 recording_id,
-                {**encode_fields(recording_fields), "status": "done", "error": None,
+                {"status": "done", "error": None, **encode_fields(recording_fields),
                  "updated": now()},
             )
             self._finish(job_id, "done", None)

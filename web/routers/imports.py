@@ -1,6 +1,6 @@
 """Import: upload an audio file → a recording with a transcription job.
 
-PUT /api/upload?filename=NAME[&title=…&profile=…]   raw file body (the page streams it)
+PUT /api/upload?filename=NAME[&title=…&profile=…&speakers=N]   raw file body (the page streams it)
   413 over the size cap (checked on Content-Length and while streaming), 415 when the
   content is not an audio container, 400 for a bad profile; else {recording_id, job_id}.
 """
@@ -106,7 +106,8 @@ def _audio_suffix(head: bytes) -> str:
 async def upload(request: Request, user: Interviewer, settings: SettingsDep,
                  filename: Annotated[str, Query(max_length=1000)] = "upload",
                  title: Annotated[str | None, Query(max_length=1000)] = None,
-                 profile: Annotated[str | None, Query(max_length=100)] = None):
+                 profile: Annotated[str | None, Query(max_length=100)] = None,
+                 speakers: Annotated[int | None, Query(ge=1, le=20)] = None):
     limit = settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -116,16 +117,17 @@ async def upload(request: Request, user: Interviewer, settings: SettingsDep,
     name = Path(filename).name or "upload"
     # Copying a file of up to the upload limit into the audio store, durably.
     recording, job = await run_in_threadpool(
-        _import, settings, path, name, title or Path(name).stem, profile or None, user.id)
+        _import, settings, path, name, title or Path(name).stem, profile or None, user.id,
+        speakers)
     return {"recording_id": recording.id, "job_id": job.id}
 
 
 def _import(settings: Settings, path: Path, name: str, title: str, profile: str | None,
-            owner_id: int) -> tuple[Recording, Job]:
+            owner_id: int, speakers: int | None = None) -> tuple[Recording, Job]:
     try:
         with Store(settings.database_path) as store:
             recording, job = import_audio(store, settings, path, title=title, profile=profile,
-                                          owner_id=owner_id)
+                                          owner_id=owner_id, speakers=speakers)
             store.update_recording(recording.id, source_name=name)
             return recording, job
     except ProfileError as exc:

@@ -13,6 +13,7 @@
     if (file.size > parseInt(form.dataset.max, 10)) { state.textContent = "This file is larger than the upload limit."; return; }
     const params = new URLSearchParams({ filename: file.name, profile: form.profile.value });
     if (form.elements.namedItem("title").value.trim()) params.set("title", form.elements.namedItem("title").value.trim());
+    if (form.elements.namedItem("speakers").value) params.set("speakers", form.elements.namedItem("speakers").value);
     const xhr = new XMLHttpRequest();
     xhr.open("PUT", "/api/upload?" + params);
     xhr.setRequestHeader("X-CSRF-Token", tingji.csrf());
