@@ -79,6 +79,7 @@ bench: install
 	$(PY) bench/web.py
 	$(PY) bench/stereo.py
 	$(PY) bench/faithfulness.py
+	$(PY) bench/diarization.py
 	@if [ -f $(SPEECH_DIR)/manifest.tsv ]; then \
 	  $(PY) -m device.eval $(SPEECH_DIR) --profiles raw,auto,dialect --out bench/results/eval.json; \
 	else echo "bench: no $(SPEECH_DIR)/manifest.tsv, accuracy harness skipped"; fi
