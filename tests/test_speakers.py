@@ -256,6 +256,26 @@ def test_windows_cover_the_speech_and_turns_follow_the_nearest_window():
     assert out[-1].start == 7.0 and out[-1].end == 7.3
 
 
+def test_segments_take_the_speaker_covering_them_and_split_where_it_changes():
+    from device.records import Segment, Word
+    from device.speakers.diarize import Turn, label
+
+    turns = [Turn(0.0, 4.0, 0), Turn(4.0, 9.0, 1), Turn(9.5, 12.0, 0)]
+    words = tuple(Word(t, t + 0.4, f" w{t:g}", 0.9) for t in (0.5, 1.5, 2.5, 4.5, 5.5, 6.5))
+    spanning = Segment(0.2, 7.0, "".join(w.text for w in words), words=words)
+    inside = Segment(9.6, 11.0, "再见。")
+    named = Segment(4.2, 6.0, "已经有名字", speaker="李明")
+    brief = tuple(Word(t, t + 0.3, f" b{t:g}", 0.9) for t in (3.0, 3.5, 4.1))  # 0.4 s of B
+    mostly_a = Segment(2.9, 4.5, "".join(w.text for w in brief), words=brief)
+    out = label([spanning, inside, named, mostly_a], turns)
+    assert [(s.start, s.end, s.text, s.speaker) for s in out[:2]] == [
+        (0.2, 2.9, "w0.5 w1.5 w2.5", "说话人1"), (4.5, 7.0, "w4.5 w5.5 w6.5", "说话人2")]
+    assert [w.start for w in out[1].words] == [4.5, 5.5, 6.5]
+    assert out[2].speaker == "说话人1" and out[3].speaker == "李明"
+    assert len(out) == 5 and out[4].speaker == "说话人1"  # too short a change: not split
+    assert label([inside], []) == [inside]  # no turns (no speech found): left as it is
+
+
 PROMPTS = Path("/usr/share/asterisk/sounds")
 READING = Path("/usr/share/pocketsphinx/test/data/librivox")
 """Real speech of different people from Debian packages (make test installs them): the

@@ -17,6 +17,7 @@ nothing is quadratic in them.  Less than ``MIN_SPEECH_SECONDS`` of speech is one
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -155,13 +156,22 @@ def turns(spans: Sequence[tuple[int, int]], labels: Sequence[int],
     if not len(spans):
         return []
     centres = np.array([(s + e) / 2 for s, e in spans]) / SAMPLE_RATE
+    order = np.argsort(centres, kind="stable")
+    centres, labels = centres[order], np.asarray(labels)[order]
+
+    def nearest(t: float) -> int:
+        i = int(np.searchsorted(centres, t))
+        if i > 0 and (i == len(centres) or t - centres[i - 1] <= centres[i] - t):
+            i -= 1
+        return int(labels[i])
+
     step = 0.1
     out: list[Turn] = []
     for chunk in speech:
         t = chunk.start_s
         while t < chunk.end_s - 1e-9:
             end = min(t + step, chunk.end_s)
-            speaker = int(labels[int(np.argmin(np.abs(centres - (t + end) / 2)))])
+            speaker = nearest((t + end) / 2)
             if out and out[-1].speaker == speaker and abs(out[-1].end - t) < 1e-6:
                 out[-1] = Turn(out[-1].start, end, speaker)
             else:
@@ -195,20 +205,27 @@ SHORTEST_RUN_SECONDS = 1.0
 """A segment is split where the speaker changes only if each part is this long."""
 
 
-def _speaker_at(turns: Sequence[Turn], t: float) -> int:
-    inside = next((turn for turn in turns if turn.start <= t < turn.end), None)
+def _speaker_at(turns: Sequence[Turn], starts: list[float], t: float) -> int:
+    """The speaker of the turn at ``t`` (turns in time order, ``starts`` theirs), else of
+    the nearest turn."""
+    i = bisect.bisect_right(starts, t)
+    candidates = turns[max(i - 1, 0): i + 1]
+    inside = next((turn for turn in candidates if turn.start <= t < turn.end), None)
     if inside is not None:
         return inside.speaker
-    return min(turns, key=lambda turn: min(abs(turn.start - t), abs(turn.end - t))).speaker
+    return min(candidates, key=lambda turn: min(abs(turn.start - t), abs(turn.end - t))).speaker
 
 
-def _majority(turns: Sequence[Turn], start: float, end: float) -> int:
+def _majority(turns: Sequence[Turn], starts: list[float], start: float, end: float) -> int:
     shares: dict[int, float] = {}
-    for turn in turns:
+    for turn in turns[max(bisect.bisect_right(starts, start) - 1, 0):]:
+        if turn.start >= end:
+            break
         overlap = min(end, turn.end) - max(start, turn.start)
         if overlap > 0:
             shares[turn.speaker] = shares.get(turn.speaker, 0.0) + overlap
-    return max(shares, key=shares.get) if shares else _speaker_at(turns, (start + end) / 2)
+    return max(shares, key=shares.get) if shares else _speaker_at(turns, starts,
+                                                                  (start + end) / 2)
 
 
 def label(segments: Sequence, turns: Sequence[Turn]) -> list:
@@ -219,6 +236,7 @@ def label(segments: Sequence, turns: Sequence[Turn]) -> list:
 
     if not turns:
         return list(segments)
+    starts = [turn.start for turn in turns]
     out = []
     for segment in segments:
         if segment.speaker:
@@ -228,7 +246,7 @@ def label(segments: Sequence, turns: Sequence[Turn]) -> list:
         runs: list[list] = []
         if len(words) >= 2 and "".join(w.text for w in words) == segment.text:
             for word in words:
-                speaker = _speaker_at(turns, (word.start + word.end) / 2)
+                speaker = _speaker_at(turns, starts, (word.start + word.end) / 2)
                 if runs and runs[-1][0] == speaker:
                     runs[-1][1].append(word)
                 else:
@@ -252,8 +270,8 @@ def label(segments: Sequence, turns: Sequence[Turn]) -> list:
                 end = segment.end if n == len(runs) - 1 else run[-1].end
                 text = "".join(w.text for w in run).strip()
                 out.append(replace(segment, start=start, end=end, text=text, words=tuple(run),
-                                   speaker=speaker_name(_majority(turns, start, end))))
+                                   speaker=speaker_name(_majority(turns, starts, start, end))))
         else:
             out.append(replace(segment, speaker=speaker_name(
-                _majority(turns, segment.start, segment.end))))
+                _majority(turns, starts, segment.start, segment.end))))
     return out
