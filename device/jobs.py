@@ -142,6 +142,14 @@ class Runner:
 
                 summarize_recording(store, self.settings, job, checkpoint)
                 store.finish_job(job.id)
+            elif job.kind == "diarize":
+                from device.pipeline import diarize_recording
+
+                user_id = job.params.get("user_id")
+                diarize_recording(store, self.settings, self.engines, job.recording_id,
+                                  job.params.get("speakers"), bool(job.params.get("overwrite")),
+                                  store.get_user(user_id) if user_id else None)
+                store.finish_job(job.id)
             else:
                 raise TingjiError(f"unknown job kind {job.kind!r}")
             return True

@@ -225,6 +225,39 @@ def transcribe_recording(
     return segments
 
 
+def diarize_recording(
+    store: Store, settings: Settings, engines: Engines, recording_id: int,
+    speakers: int | None = None, overwrite: bool = False, user: User | None = None,
+) -> int:
+    """Find the speakers of a transcribed recording again (another count, say) without
+    transcribing it again: text edits stay; names a reviewer gave stay unless ``overwrite``.
+    One revision; returns how many segments changed speaker."""
+    from device.speakers.diarize import diarize, is_automatic, label, speaker_name
+
+    recording = store.get_recording(recording_id)
+    if recording.audio_file is None:
+        raise AudioError(recording.source_name, "no stored audio to find the speakers in")
+    try:
+        layout, tracks = channels.load(settings.audio_dir / recording.audio_file,
+                                       settings.max_audio_seconds)
+    except AudioError as exc:
+        raise type(exc)(recording.source_name, exc.reason) from exc
+    segments = store.segments(recording_id)
+    open_ = [replace(s, speaker=None) for s in segments
+             if overwrite or is_automatic(s.speaker)]
+    if layout.mode == "separate":
+        chosen = {s.id: speaker_name(s.channel or 0) for s in open_}
+    else:
+        track = tracks[0]
+        turns = diarize(engines.speaker_encoder(), track.samples,
+                        engines.detector.speech_chunks(track.samples), speakers,
+                        settings.min_speakers, settings.max_speakers)
+        chosen = {s.id: s.speaker for s in label(open_, turns, split=False)}
+    count = f"{speakers} speakers" if speakers else "speakers counted"
+    return store.relabel_speakers(recording_id, chosen, f"speakers found again ({count})",
+                                  user)
+
+
 def label_speakers(
     engines: Engines, settings: Settings, layout: channels.Layout, heard: Sequence[Heard],
     segments: list[Segment], speakers: int | None = None,

@@ -419,3 +419,35 @@ def test_without_the_speaker_model_the_transcript_is_kept_and_says_why(settings,
     assert all(s.speaker is None for s in segments)
     assert recording.error.startswith("speakers not labelled: ")
     assert "python -m models install ge2e-speaker-encoder" in recording.error
+
+
+@pytest.mark.slow
+def test_speakers_found_again_keep_edits_and_given_names(speaker_model, settings, engines,
+                                                        tmp_path):
+    from device.jobs import Runner
+    from device.store import Store
+
+    samples, _ = _conversation("allison", "reader")
+    path = tmp_path / "two.wav"
+    audio.write_wav(path, samples)
+    recording, segments = _transcribed(settings, engines, path)
+    with Store(settings.database_path) as store:
+        first = segments[0]
+        store.edit_segment(first.id, "改过的文字", first.revision)
+        store.rename_speaker(recording.id, "说话人1", "李明")  # the other stays 说话人2
+        runner = Runner(settings, engines)
+
+        def again(**params) -> list:
+            job = store.enqueue("diarize", recording.id, params)
+            assert runner.run(store, runner.claim(store, job.id)), store.get_job(job.id).error
+            return store.segments(recording.id)
+
+        # one speaker, as a reviewer said: the automatic labels follow, the name stays
+        after = again(speakers=1)
+        assert {s.speaker for s in after} == {"说话人1", "李明"}
+        assert after[0].text == "改过的文字" and [s.id for s in after] == [s.id for s in segments]
+        assert store.revisions(recording.id)[0].note == "speakers found again (1 speakers)"
+        # asked to overwrite: every segment
+        assert {s.speaker for s in again(speakers=1, overwrite=True)} == {"说话人1"}
+        # counted again: the two people come back
+        assert {s.speaker for s in again()} == {"说话人1", "说话人2"}

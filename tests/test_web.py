@@ -173,6 +173,7 @@ def test_state_changing_requests_need_the_csrf_token(box):
                         headers={"X-CSRF-Token": "wrong"}).status_code == 403
     assert client.post("/logout").status_code == 403
     assert client.post(f"/api/recordings/{rec}/summarize/cancel").status_code == 403
+    assert client.post(f"/api/recordings/{rec}/diarize", json={}).status_code == 403
     # another user's token does not work either
     assert client.patch(f"/api/segments/{seg['id']}", json=body,
                         headers={"X-CSRF-Token": box.admin.csrf}).status_code == 403
@@ -208,6 +209,7 @@ ENDPOINTS = [  # (method, url, json body, the least role that may)
     ("GET", "/recordings/{rec}/export.docx", None, "interviewer"),
     ("POST", "/api/recordings/{rec}/summarize", {}, "reviewer"),
     ("POST", "/api/recordings/{rec}/summarize/cancel", None, "reviewer"),
+    ("POST", "/api/recordings/{rec}/diarize", {"speakers": 2}, "reviewer"),
     ("PUT", "/api/recordings/{rec}/summary", {"content": {}, "version": 1}, "reviewer"),
     ("POST", "/api/record/resume", None, "interviewer"),
     ("POST", "/api/record/marker", {"note": "x"}, "interviewer"),

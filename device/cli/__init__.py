@@ -3,6 +3,7 @@
     transcribe PATH [--profile P | --language L] [--script S] [--term T]… [--speakers N]
                         [--title T] [--json]
     retranscribe ID [--profile P] [--script S] [--term T]…   queue it again, e.g. after a fix
+    diarize ID [--speakers N] [--overwrite]   find the speakers again, keeping text edits
     search QUERY [--limit N] [--json]
     jobs [--status S]
     record [--title T] [--source mic|file:PATH] [--device D] [--profile P] [--duration S]
@@ -32,6 +33,7 @@ from device.cli.appliance import cmd_run, cmd_serve, cmd_worker
 from device.cli.recording import cmd_devices, cmd_record
 from device.cli.transcripts import (
     cmd_cancel,
+    cmd_diarize,
     cmd_jobs,
     cmd_retranscribe,
     cmd_search,
@@ -127,6 +129,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
+
+    p = commands.add_parser("diarize", help="find the speakers of a transcribed recording "
+                            "again (text edits and names reviewers gave are kept)")
+    p.add_argument("recording_id", type=int)
+    p.add_argument("--speakers", type=int, choices=range(1, 21), metavar="N",
+                   help="how many people speak (default: counted)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the names reviewers gave too")
+    p.set_defaults(func=cmd_diarize)
 
     p = commands.add_parser("summarize", help="summarise a transcribed recording")
     p.add_argument("recording_id", type=int)

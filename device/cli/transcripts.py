@@ -110,6 +110,22 @@ class _progress_bar:
             self.bar.close()
 
 
+def cmd_diarize(settings: Settings, args: argparse.Namespace) -> int:
+    runner = Runner(settings)
+    with Store(settings.database_path) as store:
+        recording = store.get_recording(args.recording_id)
+        params = {"speakers": args.speakers, "overwrite": args.overwrite}
+        job = _run_here(store, runner, store.enqueue("diarize", recording.id, params),
+                        f"speakers of {recording.title}")
+        if job.status != "done":
+            print(f"error: {job.error or job.status}", file=sys.stderr)
+            return 1
+        names = sorted({s.speaker or "(none)" for s in store.segments(recording.id,
+                                                                      with_words=False)})
+    print(f"{recording.title}: {len(names)} speaker(s): {', '.join(names)}")
+    return 0
+
+
 def cmd_summarize(settings: Settings, args: argparse.Namespace) -> int:
     runner = Runner(settings, engines=None)
     with Store(settings.database_path) as store:

@@ -201,6 +201,11 @@ def speaker_name(speaker: int) -> str:
     return f"说话人{speaker + 1}"
 
 
+def is_automatic(name: str | None) -> bool:
+    """A label diarization gave (or none), as opposed to a name a reviewer chose."""
+    return name is None or (name.startswith("说话人") and name[3:].isdigit())
+
+
 SHORTEST_RUN_SECONDS = 1.0
 """A segment is split where the speaker changes only if each part is this long."""
 
@@ -228,10 +233,11 @@ def _majority(turns: Sequence[Turn], starts: list[float], start: float, end: flo
                                                                   (start + end) / 2)
 
 
-def label(segments: Sequence, turns: Sequence[Turn]) -> list:
+def label(segments: Sequence, turns: Sequence[Turn], split: bool = True) -> list:
     """Every segment with the speaker of the turns covering most of it; a segment whose
     words change speaker (each part at least ``SHORTEST_RUN_SECONDS``) is split there, when
-    its text is exactly its words.  Segments that already have a speaker keep it."""
+    its text is exactly its words (and ``split``).  Segments that already have a speaker
+    keep it."""
     from dataclasses import replace
 
     if not turns:
@@ -244,7 +250,7 @@ def label(segments: Sequence, turns: Sequence[Turn]) -> list:
             continue
         words = segment.words
         runs: list[list] = []
-        if len(words) >= 2 and "".join(w.text for w in words) == segment.text:
+        if split and len(words) >= 2 and "".join(w.text for w in words) == segment.text:
             for word in words:
                 speaker = _speaker_at(turns, starts, (word.start + word.end) / 2)
                 if runs and runs[-1][0] == speaker:

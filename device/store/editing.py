@@ -73,6 +73,20 @@ class EditingRooms(Rooms):
                 self._change(recording_id, "speaker", note, user, before, after)
         return [self.get_segment(segment_id) for segment_id, _ in picks]
 
+    def relabel_speakers(self, recording_id: int, speakers: dict[int, str | None],
+                         note: str, user: User | None = None) -> int:
+        """Set the speakers of many segments (segment id -> speaker) as one revision, as
+        diarizing again does; segments whose speaker stays are untouched.  Returns how many
+        changed."""
+        with self.transaction():
+            before = [s for s in self._snapshots(recording_id)
+                      if s["id"] in speakers and s["speaker"] != speakers[s["id"]]]
+            after = [{**s, "speaker": speakers[s["id"]], "revision": s["revision"] + 1}
+                     for s in before]
+            if before:
+                self._change(recording_id, "speaker", note, user, before, after)
+        return len(before)
+
     def rename_speaker(self, recording_id: int, old: str, new: str,
                        user: User | None = None) -> int:
         """Rename a speaker on every segment of a recording; returns how many changed."""

@@ -277,6 +277,26 @@ def cancel_summary(recording_id: RowId, user: Reviewer, store: StoreDep):
     return {"cancelled": cancelled}
 
 
+class DiarizeRequest(BaseModel):
+    speakers: int | None = Field(default=None, ge=1, le=20)
+    """How many people speak; None: counted."""
+    overwrite: bool = False
+    """Replace the names reviewers gave too."""
+
+
+@router.post("/api/recordings/{recording_id}/diarize")
+def diarize(recording_id: RowId, body: DiarizeRequest, user: Reviewer, store: StoreDep):
+    """Queue finding the speakers again (text edits and reviewers' names are kept)."""
+    recording = store.get_recording(recording_id)
+    if recording.status != "done":
+        raise HTTPException(409, "the transcript is not finished yet")
+    if any(j.kind == "diarize" and j.status in ("queued", "running")
+           for j in store.jobs_for(recording_id)):
+        raise HTTPException(409, "the speakers of this recording are already being found")
+    return asdict(store.enqueue("diarize", recording_id, {
+        "speakers": body.speakers, "overwrite": body.overwrite, "user_id": user.id}))
+
+
 class SummaryEdit(BaseModel):
     content: dict
     version: int = Field(ge=1, le=ROW_ID_MAX)

@@ -318,6 +318,16 @@
     });
   }
 
+  const diarizeForm = document.getElementById("diarize");
+  if (diarizeForm) diarizeForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const count = diarizeForm.elements.namedItem("speakers").value;
+    const r = await tingji.api("POST", `/api/recordings/${root.dataset.id}/diarize`, {
+      speakers: count ? parseInt(count, 10) : null,
+      overwrite: diarizeForm.elements.namedItem("overwrite").checked });
+    r.ok ? location.reload() : status("cannot find the speakers: " + ((r.data && r.data.detail) || r.status), "bad");
+  });
+
   const assignForm = document.getElementById("assign-speaker");
   if (assignForm) assignForm.addEventListener("submit", async (e) => {
     e.preventDefault();
