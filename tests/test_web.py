@@ -742,3 +742,11 @@ def test_the_summary_panel_cites_numbers_and_times_shows_work_and_says_when_unre
     assert "[#3 00:08] A: The committee meets again next month." in txt
     assert "Left out: not said in the transcript" in txt
 
+
+def test_the_transcript_shows_each_speakers_talk_time_in_their_colour(box):
+    rec = stored_transcript(box.settings)  # A: 0-3.5 s and 8-11.5 s, B: 4-7.5 s
+    page = box.reviewer.client.get(f"/recordings/{rec}").text
+    assert '<span class="speaker-0">A 00:07</span><span class="speaker-1">B 00:03</span>' in page
+    assert page.count('class="speaker speaker-0"') == 2
+    assert page.count('class="speaker speaker-1"') == 1
+

@@ -68,7 +68,17 @@ def recording_page(request: Request, recording_id: RowId, user: Interviewer, sto
         # "<" escaped (valid JSON): no "</script>" or "<!--" can occur in the script element
         "words_json": Markup(store.words_json(recording_id).replace("<", "\\u003c")),
         "speakers": sorted({s.speaker for s in segments if s.speaker}),
+        "talk_time": _talk_time(segments),
     })
+
+
+def _talk_time(segments) -> list[tuple[str, float, int]]:
+    """(speaker, seconds, colour index) of each speaker, in order of first appearance."""
+    seconds: dict[str, float] = {}
+    for s in segments:
+        if s.speaker:
+            seconds[s.speaker] = seconds.get(s.speaker, 0.0) + max(s.end - s.start, 0.0)
+    return [(name, total, n % 8) for n, (name, total) in enumerate(seconds.items())]
 
 
 @router.get("/recordings/{recording_id}/audio")
