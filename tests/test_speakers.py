@@ -216,7 +216,8 @@ def test_the_onnx_graph_matches_the_numpy_reference_on_real_speech(speaker_model
 
 @pytest.mark.slow
 def test_a_changed_or_missing_built_graph_is_caught_at_load(speaker_model, tmp_path):
-    from models.store import DERIVED_MARKER, ModelCorruptError, verify
+    from models.derived import DERIVED_MARKER
+    from models.store import ModelCorruptError, verify
 
     spec, models_dir, directory = speaker_model
     copy = tmp_path / "models"

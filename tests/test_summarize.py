@@ -13,7 +13,8 @@ from device.grounding import grounding_flags
 from device.jobs import Runner
 from device.records import Segment
 from device.store import Store
-from device.summarize import PROMPT_VERSION, chunk_segments, load_summarizer
+from device.summarize import PROMPT_VERSION, load_summarizer
+from device.summary_text import chunk_segments
 from models.store import ModelCorruptError, ModelMissingError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -79,7 +80,7 @@ def test_chunks_follow_segment_boundaries():
 
 
 def test_lines_join_one_speakers_segments_and_are_numbered():
-    from device.summarize import LINE_CHARS, _transcript_text, transcript_lines
+    from device.summary_text import LINE_CHARS, _transcript_text, transcript_lines
 
     segments = _segments(["字" * 30, "好" * 30, "行" * 30, "Yes.", "No."])
     segments[4] = Segment(5, 6, "No.", id=5, speaker="B")
@@ -206,7 +207,7 @@ def test_missing_or_damaged_summariser_names_the_install_command(settings, tmp_p
 
 
 def test_notes_of_several_chunks_are_read_as_one_set():
-    from device.summarize import _notes_text
+    from device.summary_text import _notes_text
 
     notes = [{"key_points": [{"text": "a", "segments": [1]}], "decisions": [],
               "action_items": [{"what": "x", "owner": "", "due": "", "segments": [2]}]},
