@@ -699,10 +699,12 @@ def test_times_are_shown_in_the_boxs_zone_with_the_zone(settings):
     assert "2026-12-01 09:05 UTC" in elsewhere.reviewer.client.get("/").text
 
 
-def test_the_summary_panel_cites_numbers_and_times_shows_work_and_says_when_unreliable(box):
+def test_the_summary_panel_cites_numbers_and_times_shows_work_and_says_when_unreliable(
+        role_box):
     """Citations a reader can follow (the segment's number in the recording and its time,
     linked to the player), the running job with what it is doing and Cancel, the points
     left out, and an attempt that produced no reliable summary."""
+    box = role_box  # shared: this test stores its own recording
     rec = stored_transcript(box.settings)
     with Store(box.settings.database_path) as store:
         first, second, third = store.segments(rec)
@@ -743,7 +745,8 @@ def test_the_summary_panel_cites_numbers_and_times_shows_work_and_says_when_unre
     assert "Left out: not said in the transcript" in txt
 
 
-def test_the_transcript_shows_each_speakers_talk_time_in_their_colour(box):
+def test_the_transcript_shows_each_speakers_talk_time_in_their_colour(role_box):
+    box = role_box  # shared: this test stores its own recording
     rec = stored_transcript(box.settings)  # A: 0-3.5 s and 8-11.5 s, B: 4-7.5 s
     page = box.reviewer.client.get(f"/recordings/{rec}").text
     assert '<span class="speaker-0">A 00:07</span><span class="speaker-1">B 00:03</span>' in page
