@@ -74,10 +74,6 @@ def voice_files(name: str) -> list[Path]:
     return sorted((target / folder).glob(pattern))
 
 
-def decode(path: Path) -> np.ndarray:
-    return audio.decode_raw(path) if path.suffix in audio.RAW_FORMATS else audio.decode(path)
-
-
 def conversation(names: list[str], rng: random.Random):
     files = {n: rng.sample(voice_files(n), len(voice_files(n))) for n in names}
     gains = {n: 10 ** (rng.uniform(-8, 4) / 20) for n in names}
@@ -87,7 +83,7 @@ def conversation(names: list[str], rng: random.Random):
         previous = name
         wanted, said = rng.uniform(2, 8) * SR, []
         while files[name] and sum(x.size for x in said) < wanted:
-            said.append(decode(files[name].pop()))
+            said.append(audio.decode_clip(files[name].pop()))
         if not said:
             continue
         part = np.concatenate(said) * gains[name]

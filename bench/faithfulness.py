@@ -90,10 +90,6 @@ def sources() -> dict[str, list[Path]]:
     return {name: files for name, files in found.items() if files}
 
 
-def _decode(path: Path) -> np.ndarray:
-    return audio.decode_raw(path) if path.suffix in audio.RAW_FORMATS else audio.decode(path)
-
-
 def transcribe(settings: Settings, files: list[Path], work: Path):
     """One recording of the clips with 0.8 s pauses, transcribed as the box would."""
     from device.jobs import Runner
@@ -103,7 +99,7 @@ def transcribe(settings: Settings, files: list[Path], work: Path):
     pause = np.zeros(int(0.8 * audio.SAMPLE_RATE), dtype=np.float32)
     pieces = []
     for path in files:
-        pieces += [_decode(path), pause]
+        pieces += [audio.decode_clip(path), pause]
     wav = work / "recording.wav"
     audio.write_wav(wav, np.concatenate(pieces))
     store = Store(settings.database_path)

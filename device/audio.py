@@ -181,6 +181,12 @@ def decode_raw(path: Path) -> np.ndarray:
     return np.clip(np.concatenate(pieces).astype(np.float32), -1.0, 1.0)
 
 
+def decode_clip(path: Path) -> np.ndarray:
+    """A clip of real speech for tests and benchmarks: a headerless voice prompt
+    (``decode_raw``) or any audio file (``decode``)."""
+    return decode_raw(path) if Path(path).suffix in RAW_FORMATS else decode(path)
+
+
 def _wav_header_seconds(path: Path) -> float | None:
     """Length promised by a RIFF/WAVE header's data chunk, or None if it promises nothing."""
     with open(path, "rb") as f:

@@ -290,7 +290,7 @@ def _voice(name: str) -> list[np.ndarray]:
     if not files:
         pytest.skip("Debian's asterisk-core-sounds-en-g722, -fr-g722 and "
                     "pocketsphinx-testdata are not all installed (make test installs them)")
-    return [audio.decode_raw(f) if f.suffix == ".g722" else audio.decode(f) for f in files]
+    return [audio.decode_clip(f) for f in files]
 
 
 def _conversation(a: str, b: str) -> tuple[np.ndarray, list[tuple[float, float, int]]]:
