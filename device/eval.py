@@ -1,4 +1,6 @@
-"""Accuracy harness: python -m device.eval DIR [--profiles auto,dialect] [--out FILE.json]
+"""Accuracy harness.
+
+    python -m device.eval DIR [--profiles auto,dialect] [--out FILE.json]
 
 DIR holds audio clips and a manifest.tsv (file, language, dialect, reference, …) like
 ../shared/speech.  Every clip is transcribed with each chosen profile ("auto", "dialect" =
@@ -7,6 +9,15 @@ any profile name); the character error
 rate (Chinese and other unspaced scripts) or word error rate (English and other spaced
 languages) and the real-time factor are written per clip and per dialect, as JSON and as a
 readable table.
+
+    python -m device.eval DIR --speakers [--out FILE.json]
+
+scores who-spoke-when instead: every ``NAME.rttm`` in DIR (reference speaker turns, as
+``bench/voices.py`` writes them) with its audio ``NAME.wav`` (or .flac, .mp3, …) is
+diarized twice, told the number of speakers in the reference and counting them itself
+(within the settings' min_speakers..max_speakers).  Reported per recording and overall:
+DER in 10 ms frames with no collar and with a 0.25 s collar, its parts (missed speech,
+false alarm, confusion), and how often the count was right.
 """
 
 from __future__ import annotations
@@ -103,14 +114,83 @@ def table(results: list[ClipResult]) -> str:
     return "\n".join(lines)
 
 
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus")
+COLLAR = 0.25
+
+
+def evaluate_speakers(directory: Path, settings: Settings, engines: Engines) -> list[dict]:
+    """Diarize every recording of DIR that has an RTTM; one row each."""
+    from device.speakers.der import error_rates, read_rttm
+    from device.speakers.diarize import diarize
+
+    rows = []
+    encoder = engines.speaker_encoder()  # loaded before anything is timed
+    for rttm in sorted(directory.glob("*.rttm")):
+        for file_id, truth in read_rttm(rttm).items():
+            path = next((directory / f"{file_id}{s}" for s in AUDIO_SUFFIXES
+                         if (directory / f"{file_id}{s}").is_file()), None)
+            if path is None:
+                raise SystemExit(f"error: {rttm}: no audio named {file_id}.wav (or "
+                                 f"{', '.join(AUDIO_SUFFIXES[1:])}) beside it")
+            samples = audio.decode(path)
+            speech = engines.detector.speech_chunks(samples)
+            people = len({t.speaker for t in truth})
+            row = {"file": path.name, "seconds": round(samples.size / audio.SAMPLE_RATE, 1),
+                   "speakers": people}
+            for mode, count in (("known", people), ("auto", None)):
+                started = time.perf_counter()
+                turns = diarize(encoder, samples, speech, count,
+                                settings.min_speakers, settings.max_speakers)
+                row[f"{mode}_seconds"] = round(time.perf_counter() - started, 3)
+                for key, collar in ((mode, 0.0), (f"{mode}_collar", COLLAR)):
+                    row[key] = asdict(error_rates(truth, turns, collar))
+            rows.append(row)
+    return rows
+
+
+def summarise_speakers(rows: list[dict]) -> dict:
+    def mean(key: str, field: str) -> float:
+        return round(sum(r[key][field] for r in rows) / max(len(rows), 1), 4)
+
+    out = {"recordings": len(rows), "collar_seconds": COLLAR}
+    for key in ("known", "known_collar", "auto", "auto_collar"):
+        out[key] = {field: mean(key, field)
+                    for field in ("der", "missed", "false_alarm", "confusion")}
+    out["count_right"] = sum(r["auto"]["speakers"] == r["speakers"] for r in rows)
+    out["rtf"] = round(sum(r["known_seconds"] for r in rows)
+                       / max(sum(r["seconds"] for r in rows), 1e-9), 5)
+    return out
+
+
+def speaker_table(rows: list[dict], summary: dict) -> str:
+    lines = [f"{'recording':<52} {'people':>6} {'DER known':>9} {'(collar)':>8} "
+             f"{'DER auto':>8} {'(collar)':>8} {'counted':>7}"]
+    for r in rows:
+        lines.append(f"{r['file']:<52} {r['speakers']:>6} {r['known']['der']:>9.3f} "
+                     f"{r['known_collar']['der']:>8.3f} {r['auto']['der']:>8.3f} "
+                     f"{r['auto_collar']['der']:>8.3f} {r['auto']['speakers']:>7}")
+    lines.append(
+        f"mean DER: known count {summary['known']['der']:.3f} "
+        f"({summary['known_collar']['der']:.3f} with a {COLLAR} s collar), counted "
+        f"{summary['auto']['der']:.3f} ({summary['auto_collar']['der']:.3f}); confusion "
+        f"{summary['known']['confusion']:.3f} / {summary['auto']['confusion']:.3f}; count "
+        f"right in {summary['count_right']} of {summary['recordings']}; real-time factor "
+        f"{summary['rtf']:.4f}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m device.eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory", type=Path)
     parser.add_argument("--profiles", default="auto,dialect",
                         help="comma-separated: auto, dialect, or profile names")
+    parser.add_argument("--speakers", action="store_true",
+                        help="score diarization against the RTTM files in DIR instead")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
+    if args.speakers:
+        return _main_speakers(args)
     if not (args.directory / "manifest.tsv").is_file():
         print(f"error: {args.directory}: no manifest.tsv", file=sys.stderr)
         return 1
@@ -126,6 +206,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+    return 0
+
+
+def _main_speakers(args: argparse.Namespace) -> int:
+    from device.speakers.der import RttmError
+
+    if not any(args.directory.glob("*.rttm")):
+        print(f"error: {args.directory}: no .rttm files", file=sys.stderr)
+        return 1
+    settings = Settings.load()
+    try:
+        rows = evaluate_speakers(args.directory, settings, load_engines(settings))
+    except RttmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    summary = summarise_speakers(rows)
+    print(speaker_table(rows, summary))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"directory": str(args.directory), "summary": summary,
+                                        "recordings": rows}, ensure_ascii=False, indent=2)
+                            + "\n")
     return 0
 
 

@@ -5,7 +5,8 @@ encoder (each window brought to the same level first).  Plain clustering of the 
 fails on stray ones (a laugh, two voices at once); what works:
 
 1. over-cluster: spherical k-means into more clusters than there are speakers;
-2. fold: a cluster holding under ``FOLD_SHARE`` of the windows joins the nearest large one;
+2. fold: a cluster holding under ``FOLD_SHARE`` of the windows, or under ``FOLD_WINDOWS``,
+   joins the nearest large one;
 3. merge: the two closest clusters (cosine of their centroids) merge, down to the count the
    user gave, or, counting automatically, while the closest pair is more alike than
    ``SAME_SPEAKER``;
@@ -18,7 +19,7 @@ nothing is quadratic in them.  Less than ``MIN_SPEECH_SECONDS`` of speech is one
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,11 +35,16 @@ SHORTEST_WINDOW_SECONDS = 0.5
 MIN_SPEECH_SECONDS = 3.0
 OVER_CLUSTERS = 16
 FOLD_SHARE = 0.05
-SAME_SPEAKER = 0.82
+FOLD_WINDOWS = 3
+"""About 3 s of speech: less is not enough to be told apart as a person of its own."""
+SAME_SPEAKER = 0.84
 """Counting automatically, clusters whose centroids are at least this alike (cosine) are
-one speaker.  Measured on 32 conversations of 1-4 real voices from Debian's voice-prompt
-packages and LibriVox: right count in 28 with 0.80-0.83, 26 with 0.85, 4-6 with 0.75."""
-BATCH = 64
+one speaker.  Measured on the 52 conversations of 1-4 real voices of ``bench/voices.py``
+(Debian's voice prompts, LibriVox, Mandarin clips): right count in 33 with 0.83, 35 with
+0.84-0.85, 29 with 0.86, 30 with 0.79, 12 with 0.90."""
+BATCH = 16
+"""Windows per run of the encoder: as fast as 64, and onnxruntime's arena stays ~6 MB
+instead of ~60 MB (measured)."""
 SEED = 20261201
 
 
@@ -84,12 +90,22 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def _centroids(vectors: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """The unit mean of each label's vectors (k rows; a label without any is zeros),
+    without copying the vectors: a (k, n) indicator matrix times them."""
+    indicator = np.zeros((k, len(vectors)), dtype=vectors.dtype)
+    indicator[labels, np.arange(len(vectors))] = 1.0
+    return _unit(indicator @ vectors)
+
+
 def _kmeans(vectors: np.ndarray, k: int, rounds: int = 20) -> np.ndarray:
     """Spherical k-means (k-means++ seeding, fixed seed): a label per vector."""
     rng = np.random.default_rng(SEED)
     centres = [vectors[rng.integers(len(vectors))]]
+    nearest = np.full(len(vectors), -np.inf, dtype=vectors.dtype)
     for _ in range(1, k):
-        distance = np.maximum(1.0 - np.max(vectors @ np.stack(centres).T, axis=1), 0.0)
+        nearest = np.maximum(nearest, vectors @ centres[-1])
+        distance = np.maximum(1.0 - nearest.astype(np.float64), 0.0)
         if distance.sum() <= 0:
             break
         centres.append(vectors[rng.choice(len(vectors), p=distance / distance.sum())])
@@ -97,8 +113,9 @@ def _kmeans(vectors: np.ndarray, k: int, rounds: int = 20) -> np.ndarray:
     labels = np.zeros(len(vectors), dtype=int)
     for _ in range(rounds):
         labels = np.argmax(vectors @ centroids.T, axis=1)
-        moved = _unit(np.stack([vectors[labels == c].sum(axis=0) if np.any(labels == c)
-                                else centroids[c] for c in range(len(centroids))]))
+        moved = _centroids(vectors, labels, len(centroids))
+        empty = ~np.any(moved, axis=1)
+        moved[empty] = centroids[empty]
         if np.allclose(moved, centroids):
             break
         centroids = moved
@@ -108,42 +125,45 @@ def _kmeans(vectors: np.ndarray, k: int, rounds: int = 20) -> np.ndarray:
 def cluster(vectors: np.ndarray, speakers: int | None = None, min_speakers: int = 1,
             max_speakers: int = 8) -> np.ndarray:
     """A speaker label (0, 1, … by first appearance) per embedding: the given number of
-    speakers, or counted within ``min_speakers..max_speakers``."""
+    speakers, or counted within ``min_speakers..max_speakers``.  Works in float32 on the
+    embeddings without copying them per cluster: memory stays ~1 KB a window."""
     n = len(vectors)
     if n == 0:
         return np.zeros(0, dtype=int)
-    vectors = _unit(np.asarray(vectors, dtype=np.float64))
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if not np.allclose(np.einsum("ij,ij->i", vectors, vectors), 1.0, atol=2e-3):
+        vectors = _unit(vectors)  # the encoder's are unit already: no copy of those
     labels = _kmeans(vectors, min(OVER_CLUSTERS, n))
-    groups = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
-    # fold the small clusters into the nearest large one
-    large = [c for c, members in groups.items() if len(members) >= FOLD_SHARE * n]
+    # a cluster is a label; fold the small ones into the nearest large one
+    sizes = np.bincount(labels, minlength=labels.max() + 1)
+    large = [c for c in range(len(sizes)) if sizes[c] >= max(FOLD_SHARE * n, FOLD_WINDOWS)]
     if large:
-        centroids = {c: _unit(vectors[groups[c]].sum(axis=0)) for c in large}
-        for c in [c for c in groups if c not in large]:
-            nearest = max(large, key=lambda big: float(vectors[groups[c]].mean(axis=0)
-                                                       @ centroids[big]))
-            groups[nearest] = np.concatenate([groups[nearest], groups.pop(c)])
+        centroids = _centroids(vectors, labels, len(sizes))
+        for c in [c for c in range(len(sizes)) if sizes[c] and c not in large]:
+            labels[labels == c] = max(large, key=lambda big: float(centroids[c]
+                                                                   @ centroids[big]))
     # merge the closest pair down to the count
-    members = list(groups.values())
+    groups = sorted(set(labels.tolist()))
+    labels = np.searchsorted(np.array(groups), labels)
     low = max(1, min_speakers if speakers is None else speakers)
     high = max(low, max_speakers if speakers is None else speakers)
-    while len(members) > 1:
-        sums = np.stack([vectors[m].sum(axis=0) for m in members])
-        centroids = _unit(sums)
+    while (count := labels.max() + 1) > 1:
+        centroids = _centroids(vectors, labels, count)
         alike = centroids @ centroids.T
         np.fill_diagonal(alike, -np.inf)
-        i, j = np.unravel_index(int(np.argmax(alike)), alike.shape)
-        if len(members) <= low or (len(members) <= high and speakers is None
-                                   and alike[i, j] < SAME_SPEAKER):
+        i, j = sorted(np.unravel_index(int(np.argmax(alike)), alike.shape))
+        if count <= low or (count <= high and speakers is None
+                            and alike[i, j] < SAME_SPEAKER):
             break
-        members[i] = np.concatenate([members[i], members[j]])
-        del members[j]
+        labels[labels == j] = i
+        labels[labels > j] -= 1
     # refine: every window to its nearest centroid
-    centroids = _unit(np.stack([vectors[m].sum(axis=0) for m in members]))
     for _ in range(5):
+        centroids = _centroids(vectors, labels, labels.max() + 1)
         labels = np.argmax(vectors @ centroids.T, axis=1)
-        used = [c for c in range(len(centroids)) if np.any(labels == c)]
-        centroids = _unit(np.stack([vectors[labels == c].sum(axis=0) for c in used]))
+        used = np.unique(labels)
+        labels = np.searchsorted(used, labels)
+    centroids = _centroids(vectors, labels, labels.max() + 1)
     labels = np.argmax(vectors @ centroids.T, axis=1)
     order = {old: new for new, old in enumerate(dict.fromkeys(labels.tolist()))}
     return np.array([order[x] for x in labels.tolist()], dtype=int)
@@ -180,20 +200,41 @@ def turns(spans: Sequence[tuple[int, int]], labels: Sequence[int],
     return [Turn(round(x.start, 3), round(x.end, 3), x.speaker) for x in out]
 
 
+@dataclass(frozen=True)
+class Speakers:
+    """Who spoke when, and what each speaker's voice is like."""
+
+    turns: list[Turn]
+    voices: np.ndarray
+    """(speakers, 256): the unit mean of each speaker's window embeddings."""
+    seconds: list[float]
+    """About how much speech each speaker has (their windows times the hop)."""
+
+
+def find_speakers(encoder, samples: np.ndarray, speech: Sequence[SpeechChunk],
+                  speakers: int | None = None, min_speakers: int = 1,
+                  max_speakers: int = 8) -> Speakers:
+    """The speakers of a recording (``speech``: the VAD's chunks of ``samples``)."""
+    spans = windows(speech)
+    total = sum(c.end - c.start for c in speech) / SAMPLE_RATE
+    if not spans:
+        return Speakers([], np.zeros((0, 256), np.float32), [])
+    vectors = embeddings(encoder, samples, spans)
+    if total < MIN_SPEECH_SECONDS or speakers == 1:
+        labels = np.zeros(len(spans), dtype=int)
+    else:
+        labels = cluster(vectors, speakers, min_speakers, max_speakers)
+    count = int(labels.max()) + 1
+    return Speakers(turns(spans, labels, speech), _centroids(vectors, labels, count),
+                    [float(n) * HOP_SECONDS for n in np.bincount(labels, minlength=count)])
+
+
 def diarize(encoder, samples: np.ndarray, speech: Sequence[SpeechChunk],
             speakers: int | None = None, min_speakers: int = 1,
             max_speakers: int = 8) -> list[Turn]:
     """Speaker turns of a recording (``speech``: the VAD's chunks of ``samples``)."""
-    spans = windows(speech)
-    total = sum(c.end - c.start for c in speech) / SAMPLE_RATE
-    if not spans:
-        return []
-    if total < MIN_SPEECH_SECONDS or speakers == 1:
-        labels = np.zeros(len(spans), dtype=int)
-    else:
-        labels = cluster(embeddings(encoder, samples, spans), speakers, min_speakers,
-                         max_speakers)
-    return turns(spans, labels, speech)
+    return find_speakers(encoder, samples, speech, speakers, min_speakers,
+                         max_speakers).turns
 
 
 def speaker_name(speaker: int) -> str:
@@ -202,8 +243,10 @@ def speaker_name(speaker: int) -> str:
 
 
 def is_automatic(name: str | None) -> bool:
-    """A label diarization gave (or none), as opposed to a name a reviewer chose."""
-    return name is None or (name.startswith("说话人") and name[3:].isdigit())
+    """A label diarization gave (or none, or a name suggested from a voiceprint: "李明?"),
+    as opposed to a name a reviewer chose."""
+    return (name is None or (name.startswith("说话人") and name[3:].isdigit())
+            or name.endswith("?"))
 
 
 SHORTEST_RUN_SECONDS = 1.0
@@ -233,12 +276,16 @@ def _majority(turns: Sequence[Turn], starts: list[float], start: float, end: flo
                                                                   (start + end) / 2)
 
 
-def label(segments: Sequence, turns: Sequence[Turn], split: bool = True) -> list:
+def label(segments: Sequence, turns: Sequence[Turn], split: bool = True,
+          names: Mapping[int, str] | None = None) -> list:
     """Every segment with the speaker of the turns covering most of it; a segment whose
     words change speaker (each part at least ``SHORTEST_RUN_SECONDS``) is split there, when
     its text is exactly its words (and ``split``).  Segments that already have a speaker
-    keep it."""
+    keep it.  ``names``: labels for some speakers (else 说话人N)."""
     from dataclasses import replace
+
+    def name(speaker: int) -> str:
+        return (names or {}).get(speaker) or speaker_name(speaker)
 
     if not turns:
         return list(segments)
@@ -276,8 +323,8 @@ def label(segments: Sequence, turns: Sequence[Turn], split: bool = True) -> list
                 end = segment.end if n == len(runs) - 1 else run[-1].end
                 text = "".join(w.text for w in run).strip()
                 out.append(replace(segment, start=start, end=end, text=text, words=tuple(run),
-                                   speaker=speaker_name(_majority(turns, starts, start, end))))
+                                   speaker=name(_majority(turns, starts, start, end))))
         else:
-            out.append(replace(segment, speaker=speaker_name(
+            out.append(replace(segment, speaker=name(
                 _majority(turns, starts, segment.start, segment.end))))
     return out
