@@ -12,9 +12,10 @@ PY     := $(VENV)/bin/python
 # browser tests drive Debian's Chromium (with a CJK font for the screenshots).
 DEB_RUN  := libportaudio2
 # Real speech of different people for the speaker tests: voice prompts (Allison, en-US;
-# June, fr-CA) and a LibriVox reading, as the Debian packages ship them.
+# June, fr-CA) and a LibriVox reading, as the Debian packages ship them; and real music.
 DEB_TEST := espeak-ng chromium chromium-driver fonts-wqy-microhei \
-            asterisk-core-sounds-en-g722 asterisk-core-sounds-fr-g722 pocketsphinx-testdata
+            asterisk-core-sounds-en-g722 asterisk-core-sounds-fr-g722 pocketsphinx-testdata \
+            asterisk-moh-opsound-g722
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 # llama-cpp-python has no binary wheel here: it is compiled once (~4 min) into a wheelhouse

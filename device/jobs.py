@@ -150,6 +150,15 @@ class Runner:
                                   job.params.get("speakers"), bool(job.params.get("overwrite")),
                                   store.get_user(user_id) if user_id else None)
                 store.finish_job(job.id)
+            elif job.kind == "remember_voice":
+                from device.pipeline import remember_voice
+
+                user_id = job.params.get("user_id")
+                remember_voice(store, self.settings, self.engines, job.recording_id,
+                               job.params["speaker"], job.params["name"],
+                               job.params.get("consent") or "",
+                               store.get_user(user_id) if user_id else None)
+                store.finish_job(job.id)
             else:
                 raise TingjiError(f"unknown job kind {job.kind!r}")
             return True

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from device import audio, channels
 from device.channels import Track
-from device.errors import AudioError, DiskFullError, TingjiError
+from device.errors import AudioError, DiskFullError, InvalidInput, TingjiError
 from device.profiles import (
     AUTO,
     NO_TERMS,
@@ -75,8 +75,12 @@ def delete_recording(store: Store, settings: Settings, recording_id: int,
                      user: User | None = None) -> Recording:
     """Delete a recording with its audio (the deletion itself is kept: ``store.deletions``)."""
     from device.recorder import capture_dir  # the recorder builds on this module
+    from device.store.voiceprints import Voiceprints
 
     recording = store.delete_recording(recording_id, user)
+    if settings.voiceprints_path.exists():
+        with Voiceprints(settings.voiceprints_path) as prints:
+            prints.forget_recording(recording_id)
     if recording.audio_file:
         (settings.audio_dir / recording.audio_file).unlink(missing_ok=True)
     shutil.rmtree(capture_dir(settings, recording_id), ignore_errors=True)
@@ -206,8 +210,8 @@ def transcribe_recording(
     )
     result = recognize_tracks(engines, settings, heard, profile, terms, recording.script,
                               on_progress)
-    segments, unlabelled = label_speakers(engines, settings, layout, heard, result.segments,
-                                          job.params.get("speakers"))
+    segments, unlabelled, voices = label_speakers(engines, settings, layout, heard,
+                                                  result.segments, job.params.get("speakers"))
     decision = result.decision
     probabilities = decision.probabilities if decision else None
     store.complete_transcription(
@@ -222,6 +226,7 @@ def transcribe_recording(
         channel_layout=layout.as_dict() if layout.channels > 1 else None,
         error=unlabelled,
     )
+    _record_voice_uses(settings, recording.id, voices)
     return segments
 
 
@@ -232,54 +237,125 @@ def diarize_recording(
     """Find the speakers of a transcribed recording again (another count, say) without
     transcribing it again: text edits stay; names a reviewer gave stay unless ``overwrite``.
     One revision; returns how many segments changed speaker."""
-    from device.speakers.diarize import diarize, is_automatic, label, speaker_name
+    from device.speakers.diarize import find_speakers, is_automatic, label, speaker_name
 
     recording = store.get_recording(recording_id)
-    if recording.audio_file is None:
-        raise AudioError(recording.source_name, "no stored audio to find the speakers in")
-    try:
-        layout, tracks = channels.load(settings.audio_dir / recording.audio_file,
-                                       settings.max_audio_seconds)
-    except AudioError as exc:
-        raise type(exc)(recording.source_name, exc.reason) from exc
+    layout, tracks = _stored_audio(settings, recording)
     segments = store.segments(recording_id)
     open_ = [replace(s, speaker=None) for s in segments
              if overwrite or is_automatic(s.speaker)]
+    voices: list[tuple[int, str, float]] = []
     if layout.mode == "separate":
         chosen = {s.id: speaker_name(s.channel or 0) for s in open_}
     else:
         track = tracks[0]
-        turns = diarize(engines.speaker_encoder(), track.samples,
-                        engines.detector.speech_chunks(track.samples), speakers,
-                        settings.min_speakers, settings.max_speakers)
-        chosen = {s.id: s.speaker for s in label(open_, turns, split=False)}
+        found = find_speakers(engines.speaker_encoder(), track.samples,
+                              engines.detector.speech_chunks(track.samples), speakers,
+                              settings.min_speakers, settings.max_speakers)
+        names, voices = _known_voices(settings, found)
+        chosen = {s.id: s.speaker for s in label(open_, found.turns, split=False, names=names)}
     count = f"{speakers} speakers" if speakers else "speakers counted"
-    return store.relabel_speakers(recording_id, chosen, f"speakers found again ({count})",
-                                  user)
+    changed = store.relabel_speakers(recording_id, chosen, f"speakers found again ({count})",
+                                     user)
+    _record_voice_uses(settings, recording_id, voices)
+    return changed
+
+
+def _stored_audio(settings: Settings, recording) -> tuple[channels.Layout, list[Track]]:
+    if recording.audio_file is None:
+        raise AudioError(recording.source_name, "no stored audio to find the speakers in")
+    try:
+        return channels.load(settings.audio_dir / recording.audio_file,
+                             settings.max_audio_seconds)
+    except AudioError as exc:  # name the user's file, not our stored copy
+        raise type(exc)(recording.source_name, exc.reason) from exc
 
 
 def label_speakers(
     engines: Engines, settings: Settings, layout: channels.Layout, heard: Sequence[Heard],
     segments: list[Segment], speakers: int | None = None,
-) -> tuple[list[Segment], str | None]:
-    """Segments labelled with who spoke (``speakers``: how many, if the user said), and why
-    they could not be, if so: the transcript is kept either way.  Channels transcribed one
-    by one are one speaker each; otherwise the speech is diarized."""
-    from device.speakers.diarize import diarize, label, speaker_name
+) -> tuple[list[Segment], str | None, list[tuple[int, str, float]]]:
+    """Segments labelled with who spoke (``speakers``: how many, if the user said), why
+    they could not be, if so (the transcript is kept either way), and the voiceprints that
+    named speakers (id, label, similarity).  Channels transcribed one by one are one
+    speaker each; otherwise the speech is diarized."""
+    from device.speakers.diarize import find_speakers, label, speaker_name
     from models.store import ModelError
 
     if not settings.diarize or not segments:
-        return segments, None
+        return segments, None, []
     if layout.mode == "separate":
-        return [replace(s, speaker=speaker_name(s.channel or 0)) for s in segments], None
+        return ([replace(s, speaker=speaker_name(s.channel or 0)) for s in segments], None,
+                [])
     try:
         encoder = engines.speaker_encoder()
     except ModelError as exc:
-        return segments, f"speakers not labelled: {exc}"
+        return segments, f"speakers not labelled: {exc}", []
     track = heard[0]
-    turns = diarize(encoder, track.track.samples, track.speech, speakers,
-                    settings.min_speakers, settings.max_speakers)
-    return label(segments, turns), None
+    found = find_speakers(encoder, track.track.samples, track.speech, speakers,
+                          settings.min_speakers, settings.max_speakers)
+    names, voices = _known_voices(settings, found)
+    return label(segments, found.turns, names=names), None, voices
+
+
+def _known_voices(settings: Settings, found) -> tuple[dict[int, str],
+                                                      list[tuple[int, str, float]]]:
+    """Names for the speakers whose voice matches a voiceprint ("李明?"), and the uses."""
+    from device.speakers.voiceprints import match, suggestion
+    from device.store.voiceprints import Voiceprints
+
+    if not settings.name_voices or not settings.voiceprints_path.exists():
+        return {}, []
+    with Voiceprints(settings.voiceprints_path) as prints:
+        matched = match(found.voices, found.seconds, *prints.matrix())
+    names = {speaker: suggestion(v.name) for speaker, (v, _) in matched.items()}
+    return names, [(v.id, names[speaker], similarity)
+                   for speaker, (v, similarity) in matched.items()]
+
+
+def _record_voice_uses(settings: Settings, recording_id: int,
+                       voices: list[tuple[int, str, float]]) -> None:
+    from device.store.voiceprints import Voiceprints
+
+    if voices or settings.voiceprints_path.exists():
+        with Voiceprints(settings.voiceprints_path) as prints:
+            prints.record_uses(recording_id, voices)
+
+
+def remember_voice(
+    store: Store, settings: Settings, engines: Engines, recording_id: int, speaker: str,
+    name: str, consent: str, user: User | None = None,
+):
+    """Remember the voice of one speaker of a recording as ``name`` (a voiceprint made from
+    the segments assigned to that speaker), and give the speaker that name."""
+    from device.speakers.voiceprints import ENROL_SECONDS, voice_of
+    from device.store.voiceprints import Voiceprints, clean_name
+
+    name = clean_name(name)
+    recording = store.get_recording(recording_id)
+    theirs = [s for s in store.segments(recording_id, with_words=False) if s.speaker == speaker]
+    if not theirs:
+        raise InvalidInput(f"no segment of this recording is assigned to {speaker}")
+    layout, tracks = _stored_audio(settings, recording)
+    channel = 0
+    if layout.mode == "separate":
+        channel = max({s.channel or 0 for s in theirs},
+                      key=lambda c: sum(s.end - s.start for s in theirs if (s.channel or 0) == c))
+        theirs = [s for s in theirs if (s.channel or 0) == channel]
+    vector, seconds = voice_of(engines.speaker_encoder(), tracks[channel].samples,
+                               [(s.start, s.end) for s in theirs])
+    if seconds < ENROL_SECONDS:
+        raise InvalidInput(f"{speaker} speaks for {seconds:.0f} s in this recording: at "
+                           f"least {ENROL_SECONDS:.0f} s of speech are needed to remember a "
+                           "voice")
+    with Voiceprints(settings.voiceprints_path) as prints:
+        voiceprint = prints.enrol(name, vector, seconds=seconds,
+                                  enrolled_by=user.username if user else None,
+                                  recording_id=recording.id, recording_title=recording.title,
+                                  speaker=speaker, consent=consent)
+    if speaker != name:
+        store.rename_speaker(recording_id, speaker, name, user)
+    return voiceprint
 
 
 @dataclass(frozen=True)

@@ -175,3 +175,33 @@ class Deletion:
     user_id: int | None
     username: str | None
     created: str
+
+
+@dataclass(frozen=True)
+class Voiceprint:
+    """A remembered voice: the centroid of one speaker's speech, enrolled by a reviewer."""
+
+    id: int
+    name: str
+    seconds: float
+    """How much speech it was made from."""
+    enrolled_by: str | None
+    enrolled_at: str
+    recording_id: int | None
+    recording_title: str | None
+    speaker: str
+    """The label the speaker had in that recording."""
+    consent: str
+    """What the reviewer noted about the person's consent."""
+    embedding: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True)
+class VoiceUse:
+    """A recording in which a voiceprint named a speaker (as a suggestion: "李明?")."""
+
+    voiceprint_id: int
+    recording_id: int
+    speaker: str
+    similarity: float
+    at: str

@@ -77,6 +77,9 @@ class Settings:
     min_speakers: int = 1
     max_speakers: int = 8
     """The range a recording's speakers are counted in when nobody said how many."""
+    name_voices: bool = True
+    """Name a speaker whose voice matches a remembered voiceprint, as "李明?" until a
+    reviewer confirms it."""
     summary_model: str = "qwen2.5-coder-1.5b-instruct-q4_k_m"
     """Model id of the summariser (kind llm)."""
     summary_notes_model: str = ""
@@ -98,6 +101,11 @@ class Settings:
     @property
     def database_path(self) -> Path:
         return self.data_dir / "tingji.db"
+
+    @property
+    def voiceprints_path(self) -> Path:
+        """Remembered voices: a database of their own, never in exports or update backups."""
+        return self.data_dir / "voiceprints.db"
 
     @property
     def audio_dir(self) -> Path:

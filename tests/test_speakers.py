@@ -257,6 +257,43 @@ def test_windows_cover_the_speech_and_turns_follow_the_nearest_window():
     assert out[-1].start == 7.0 and out[-1].end == 7.3
 
 
+def test_der_counts_missed_false_alarm_and_confusion_after_the_best_mapping():
+    from device.speakers.der import Turn, error_rates
+
+    ref = [Turn(0.0, 4.0, "ana"), Turn(4.0, 6.0, "bo"), Turn(8.0, 10.0, "ana")]
+    # labels need not match: "b" is ana, "a" is bo; 1 s of bo heard as ana, 0.5 s of ana
+    # missed, 1 s of silence taken for speech
+    hyp = [Turn(0.0, 5.0, "b"), Turn(5.0, 6.0, "a"), Turn(7.0, 9.5, "b")]
+    rates = error_rates(ref, hyp)
+    assert (rates.missed, rates.false_alarm, rates.confusion) == (0.0625, 0.125, 0.125)
+    assert rates.der == 0.3125 and rates.speakers == rates.reference_speakers == 2
+    assert rates.scored_seconds == 8.0
+    # a collar leaves 0.25 s either side of every reference boundary out
+    collared = error_rates(ref, hyp, collar=0.25)
+    assert collared.scored_seconds == 6.5 and collared.confusion == round(0.75 / 6.5, 4)
+    # a perfect answer scores 0; one speaker for all of it is confusion on bo's 2 s;
+    # two people at once count twice
+    assert error_rates(ref, ref).der == 0.0
+    assert error_rates(ref, [Turn(0.0, 10.0, "x")]).confusion == 0.25
+    overlap = [Turn(0.0, 2.0, "ana"), Turn(1.0, 2.0, "bo")]
+    assert error_rates(overlap, [Turn(0.0, 2.0, "x")]).missed == round(1 / 3, 4)
+    # nothing said: no division by zero
+    assert error_rates([], []).der == 0.0
+
+
+def test_rttm_files_round_trip_and_a_bad_line_names_itself(tmp_path):
+    from device.speakers.der import RttmError, Turn, read_rttm, rttm_lines
+
+    turns = [Turn(0.5, 2.25, "李明"), Turn(2.5, 4.0, "bo")]
+    path = tmp_path / "a.rttm"
+    path.write_text(";; comment\n" + rttm_lines("talk-1", turns) + rttm_lines("talk-2", turns[:1]),
+                    encoding="utf-8")
+    assert read_rttm(path) == {"talk-1": turns, "talk-2": turns[:1]}
+    path.write_text("SPEAKER talk 1 0.5 soon <NA> <NA> bo <NA> <NA>\n")
+    with pytest.raises(RttmError, match=r"a.rttm:1: not an RTTM SPEAKER line"):
+        read_rttm(path)
+
+
 def test_segments_take_the_speaker_covering_them_and_split_where_it_changes():
     from device.records import Segment, Word
     from device.speakers.diarize import Turn, label
@@ -293,17 +330,19 @@ def _voice(name: str) -> list[np.ndarray]:
     return [audio.decode_clip(f) for f in files]
 
 
-def _conversation(a: str, b: str) -> tuple[np.ndarray, list[tuple[float, float, int]]]:
-    """Two people taking eight turns of 2-6 s (each a run of different clips of one voice),
-    with short pauses and the second 6 dB quieter: (samples, [(start, end, person)])."""
+def _conversation(a: str, b: str, offset: int = 0
+                  ) -> tuple[np.ndarray, list[tuple[float, float, int]]]:
+    """Two people taking eight turns of 2-6 s (each a run of different clips of one voice,
+    from the ``offset``-th on), with short pauses and the second 6 dB quieter:
+    (samples, [(start, end, person)])."""
     voices = [_voice(a), _voice(b)]
     rng = np.random.default_rng(3)
     pause = np.zeros(int(0.5 * audio.SAMPLE_RATE), np.float32)
-    pieces, truth, t, used = [], [], 0.0, [0, 0]
+    pieces, truth, t, used = [], [], 0.0, [offset, offset]
     for turn in range(8):
         person = turn % 2
         clips, wanted, said = voices[person], rng.uniform(2, 6) * audio.SAMPLE_RATE, []
-        while sum(x.size for x in said) < wanted and used[person] < len(clips):
+        while sum(x.size for x in said) < wanted and used[person] < len(clips) + offset:
             said.append(clips[used[person] * 7 % len(clips)])  # spread over the voice's clips
             used[person] += 1
         part = np.concatenate(said) * (0.5 if person else 1.0)
@@ -314,18 +353,11 @@ def _conversation(a: str, b: str) -> tuple[np.ndarray, list[tuple[float, float, 
 
 
 def _confusion(truth, turns) -> float:
-    """Share of the speech (10 ms frames where both a person and a turn are) labelled
-    with the wrong speaker, under the best mapping of turn speakers to people."""
-    frames = int(max(e for _, e, _ in truth) * 100) + 1
-    ref, hyp = np.full(frames, -1), np.full(frames, -1)
-    for s, e, p in truth:
-        ref[int(s * 100):int(e * 100)] = p
-    for turn in turns:
-        hyp[int(turn.start * 100):int(turn.end * 100)] = turn.speaker
-    both = (ref >= 0) & (hyp >= 0)
-    same = np.sum(both & (ref == hyp)) / both.sum()
-    swapped = np.sum(both & (ref == 1 - hyp)) / both.sum()
-    return 1 - max(same, swapped)
+    """Share of the reference speech labelled with the wrong speaker (the best mapping)."""
+    from device.speakers.der import Turn, error_rates
+
+    return error_rates([Turn(s, e, str(p)) for s, e, p in truth],
+                       [Turn(t.start, t.end, str(t.speaker)) for t in turns]).confusion
 
 
 @pytest.mark.slow
@@ -452,3 +484,117 @@ def test_speakers_found_again_keep_edits_and_given_names(speaker_model, settings
         assert {s.speaker for s in again(speakers=1, overwrite=True)} == {"说话人1"}
         # counted again: the two people come back
         assert {s.speaker for s in again()} == {"说话人1", "说话人2"}
+
+
+MUSIC = Path("/usr/share/asterisk/moh")
+"""Real music (Debian's asterisk-moh-opsound-g722: hold music; make test installs it)."""
+
+
+@pytest.mark.slow
+def test_music_or_noise_alone_has_no_speakers_and_between_turns_changes_nothing(
+        speaker_model):
+    from device.speakers.diarize import diarize
+    from device.speakers.encoder import ONNX_FILE, OnnxEncoder
+    from device.vad import SpeechDetector
+
+    tunes = sorted(MUSIC.glob("*.g722"))
+    if not tunes:
+        pytest.skip("Debian's asterisk-moh-opsound-g722 is not installed (make test does)")
+    _, _, directory = speaker_model
+    encoder, detector = OnnxEncoder(directory / ONNX_FILE), SpeechDetector()
+    sr = audio.SAMPLE_RATE
+    music = [audio.decode_clip(f)[: 40 * sr] for f in tunes[:3]]
+    noise = (0.1 * np.random.default_rng(4).standard_normal(30 * sr)).astype(np.float32)
+    for samples in (*music, noise):
+        assert diarize(encoder, samples, detector.speech_chunks(samples)) == []
+    # hold music between the turns of two people: still two, told apart
+    samples, truth = _conversation("allison", "reader")
+    cut = int(truth[3][1] * sr)
+    gap = len(music[0]) / sr
+    with_music = np.concatenate([samples[:cut], music[0] * 0.3, samples[cut:]])
+    moved = [(s + gap * (s * sr >= cut), e + gap * (s * sr >= cut), p) for s, e, p in truth]
+    turns = diarize(encoder, with_music, detector.speech_chunks(with_music))
+    assert {t.speaker for t in turns} == {0, 1} and _confusion(moved, turns) < 0.1
+
+
+@pytest.mark.slow
+def test_a_remembered_voice_names_the_same_person_in_another_recording(
+        speaker_model, settings, engines, tmp_path):
+    from device.jobs import Runner
+    from device.pipeline import delete_recording
+    from device.store import Store
+    from device.store.voiceprints import Voiceprints
+
+    first = tmp_path / "first.wav"
+    audio.write_wav(first, _conversation("allison", "reader")[0])
+    recording, segments = _transcribed(settings, engines, first, speakers=2)
+    allison = segments[0].speaker  # she speaks first
+    with Store(settings.database_path) as store:
+        runner = Runner(settings, engines)
+        job = store.enqueue("remember_voice", recording.id, {
+            "speaker": allison, "name": "李明", "consent": "同意书 2026-12-01"})
+        assert runner.run(store, runner.claim(store, job.id)), store.get_job(job.id).error
+        # the speaker is named at once
+        assert allison not in {s.speaker for s in store.segments(recording.id)}
+        assert "李明" in {s.speaker for s in store.segments(recording.id)}
+        # too little speech of a speaker: a clear reason, nothing remembered
+        last = store.segments(recording.id)[-1]
+        store.assign_speaker(recording.id, [(last.id, last.revision)], "短")
+        job = store.enqueue("remember_voice", recording.id, {"speaker": "短", "name": "短"})
+        assert not runner.run(store, runner.claim(store, job.id))
+        assert "at least 8 s of speech are needed" in store.get_job(job.id).error
+    with Voiceprints(settings.voiceprints_path) as prints:
+        [voiceprint] = prints.all()
+        assert (voiceprint.name, voiceprint.consent) == ("李明", "同意书 2026-12-01")
+        assert voiceprint.seconds >= 8 and voiceprint.recording_id == recording.id
+    # another conversation: June first, then Allison from recordings not heard before
+    second = tmp_path / "second.wav"
+    samples, truth = _conversation("june", "allison", offset=40)
+    audio.write_wav(second, samples)
+    later, labelled = _transcribed(settings, engines, second, speakers=2)
+    names = {s.speaker for s in labelled}
+    assert "李明?" in names and len(names) == 2, names
+    assert _agreement(truth, labelled) >= 0.9
+    assert all(s.speaker == "李明?" for s in labelled
+               if any(p == 1 and start <= (s.start + s.end) / 2 <= end
+                      for start, end, p in truth))
+    with Voiceprints(settings.voiceprints_path) as prints:
+        [use] = prints.uses(voiceprint.id)
+        assert use.recording_id == later.id and use.similarity >= 0.88
+    # a stranger is not named: the reader alone
+    alone = tmp_path / "alone.wav"
+    audio.write_wav(alone, np.concatenate([np.concatenate([c, np.zeros(8000, np.float32)])
+                                           for c in _voice("reader")]))
+    assert {s.speaker for s in _transcribed(settings, engines, alone)[1]} == {"说话人1"}
+    # deleting the recording forgets where the voice was used; the voiceprint stays
+    with Store(settings.database_path) as store:
+        delete_recording(store, settings, later.id)
+    with Voiceprints(settings.voiceprints_path) as prints:
+        assert prints.uses(voiceprint.id) == [] and len(prints.all()) == 1
+
+
+@pytest.mark.slow
+def test_the_eval_harness_scores_diarization_against_rttm(speaker_model, tmp_path, capsys):
+    import json
+
+    from device.eval import main
+    from device.speakers.der import Turn, rttm_lines
+
+    samples, truth = _conversation("allison", "reader")
+    audio.write_wav(tmp_path / "talk.wav", samples)
+    (tmp_path / "talk.rttm").write_text(
+        rttm_lines("talk", [Turn(s, e, ["allison", "reader"][p]) for s, e, p in truth]))
+    assert main([str(tmp_path), "--speakers", "--out", str(tmp_path / "der.json")]) == 0
+    report = json.loads((tmp_path / "der.json").read_text())
+    [row] = report["recordings"]
+    assert row["speakers"] == 2 and row["auto"]["speakers"] == 2
+    assert row["known"]["confusion"] < 0.1 and row["known_collar"]["der"] <= row["known"]["der"]
+    assert report["summary"]["count_right"] == 1 and 0 < report["summary"]["rtf"] < 0.05
+    assert "mean DER: known count" in capsys.readouterr().out
+    # a reference without its audio, or a broken line: one clear line, no traceback
+    (tmp_path / "lost.rttm").write_text(rttm_lines("lost", [Turn(0, 1, "x")]))
+    with pytest.raises(SystemExit, match="no audio named lost.wav"):
+        main([str(tmp_path), "--speakers"])
+    (tmp_path / "lost.rttm").write_text("SPEAKER lost 1 zero 1 <NA> <NA> x <NA> <NA>\n")
+    assert main([str(tmp_path), "--speakers"]) == 1
+    assert "lost.rttm:1: not an RTTM SPEAKER line" in capsys.readouterr().err

@@ -123,9 +123,22 @@ def schema(box: Box) -> tuple[int, list[str]]:
 
 
 def test_update_installs_into_the_other_slot_after_its_health_check(box, make):
+    import numpy as np
+
+    from device.store.voiceprints import Voiceprints
+
+    with Voiceprints(box.data_dir / "voiceprints.db") as prints:  # personal data
+        prints.enrol("李明", np.ones(256), seconds=30, enrolled_by="rita", recording_id=1,
+                     recording_title="会议", speaker="说话人1", consent="")
+        embedding = prints.all()[0].embedding
     before = snapshot(box)
     result = flash(box, make("1.1.0"))
     assert result["slot"] == "b" and box.active() == "b"
+    # the update's backup of the database holds no voiceprint; the box's own copy stays
+    backups = list((box.state_dir / "backups").iterdir())
+    assert backups and not any(embedding in f.read_bytes() for f in backups)
+    with Voiceprints(box.data_dir / "voiceprints.db") as prints:
+        assert [p.name for p in prints.all()] == ["李明"]
     info = status(box)
     assert info["active"]["version"] == "1.1.0" and info["inactive"]["version"] == "1.0.0"
     assert info["floor"] == "1.1.0" and info["last_update"]["outcome"] == "installed"

@@ -174,6 +174,11 @@ def test_state_changing_requests_need_the_csrf_token(box):
     assert client.post("/logout").status_code == 403
     assert client.post(f"/api/recordings/{rec}/summarize/cancel").status_code == 403
     assert client.post(f"/api/recordings/{rec}/diarize", json={}).status_code == 403
+    assert client.post(f"/api/recordings/{rec}/speakers/merge",
+                       json={"speaker": "B", "into": "A"}).status_code == 403
+    assert client.post(f"/api/recordings/{rec}/voiceprints", json={
+        "speaker": "A", "name": "Ann", "agreed": True}).status_code == 403
+    assert box.admin.client.post("/admin/voiceprints/1/delete").status_code == 403
     # another user's token does not work either
     assert client.patch(f"/api/segments/{seg['id']}", json=body,
                         headers={"X-CSRF-Token": box.admin.csrf}).status_code == 403
@@ -210,6 +215,10 @@ ENDPOINTS = [  # (method, url, json body, the least role that may)
     ("POST", "/api/recordings/{rec}/summarize", {}, "reviewer"),
     ("POST", "/api/recordings/{rec}/summarize/cancel", None, "reviewer"),
     ("POST", "/api/recordings/{rec}/diarize", {"speakers": 2}, "reviewer"),
+    ("POST", "/api/recordings/{rec}/speakers/merge", {"speaker": "B", "into": "A"},
+     "reviewer"),
+    ("POST", "/api/recordings/{rec}/voiceprints",
+     {"speaker": "A", "name": "Ann", "consent": "asked", "agreed": True}, "reviewer"),
     ("PUT", "/api/recordings/{rec}/summary", {"content": {}, "version": 1}, "reviewer"),
     ("POST", "/api/record/resume", None, "interviewer"),
     ("POST", "/api/record/marker", {"note": "x"}, "interviewer"),
@@ -226,6 +235,8 @@ ENDPOINTS = [  # (method, url, json body, the least role that may)
     ("GET", "/admin/vocabulary", None, "admin"),
     ("POST", "/admin/glossary", {"term": "华为"}, "admin"),
     ("POST", "/admin/glossary/999/delete", None, "admin"),
+    ("GET", "/admin/voiceprints", None, "admin"),
+    ("POST", "/admin/voiceprints/999/delete", None, "admin"),
 ]
 
 
@@ -247,7 +258,8 @@ def test_every_endpoint_checks_the_role(role_box, method, url, body, least):
     for role, browser in (("interviewer", box.interviewer), ("reviewer", box.reviewer),
                           ("admin", box.admin)):
         content = b"not audio" if method == "PUT" and "upload" in url else None
-        if url.startswith(("/admin/users", "/admin/glossary")) and method == "POST":
+        if url.startswith(("/admin/users", "/admin/glossary", "/admin/voiceprints")) \
+                and method == "POST":
             response = browser.client.post(url.format(**ids), data={
                 **(body or {}), "csrf_token": browser.csrf}, follow_redirects=False)
         else:
@@ -753,3 +765,45 @@ def test_the_transcript_shows_each_speakers_talk_time_in_their_colour(role_box):
     assert page.count('class="speaker speaker-0"') == 2
     assert page.count('class="speaker speaker-1"') == 1
 
+
+
+def test_voices_are_remembered_only_with_consent_and_the_admin_lists_and_deletes_them(
+        role_box):
+    import numpy as np
+
+    from device.store.voiceprints import Voiceprints
+
+    box = role_box  # shared: this test stores its own recording and voiceprint
+    rec = stored_transcript(box.settings, texts=["第一句。", "第二句。", "第三句。"])
+    url = f"/api/recordings/{rec}/voiceprints"
+    body = {"speaker": "A", "name": "李明", "consent": "签了同意书"}
+    refused = box.reviewer.api("POST", url, body)
+    assert refused.status_code == 400 and "consent" in refused.json()["detail"]
+    assert box.reviewer.api("POST", url, {**body, "agreed": True,
+                                          "speaker": "Z"}).status_code == 400
+    job = box.reviewer.api("POST", url, {**body, "agreed": True}).json()
+    assert (job["kind"], job["params"]["name"], job["params"]["speaker"]) == (
+        "remember_voice", "李明", "A")
+    # a suggested name gets a confirm button; merging and remembering are offered
+    with Store(box.settings.database_path) as store:
+        store.rename_speaker(rec, "B", "王芳?")
+    page = box.reviewer.client.get(f"/recordings/{rec}").text
+    assert 'class="confirm-voice" data-name="王芳?"' in page
+    assert 'id="merge-speakers"' in page and 'id="remember-voice"' in page
+    assert "confirm-voice" not in box.interviewer.client.get(f"/recordings/{rec}").text
+    # the admin's page: who, from where, with what consent, used where; then deleted
+    with Voiceprints(box.settings.voiceprints_path) as prints:
+        wang = prints.enrol("王芳", np.ones(256), seconds=31, enrolled_by="rita",
+                            recording_id=rec, recording_title="Budget meeting",
+                            speaker="B", consent="口头同意")
+        prints.record_uses(rec, [(wang.id, "王芳?", 0.91)])
+    listing = box.admin.client.get("/admin/voiceprints").text
+    assert "王芳" in listing and "口头同意" in listing and "suggested (similarity 0.91" in listing
+    assert f'action="/admin/voiceprints/{wang.id}/delete"' in listing
+    gone = box.admin.client.post(f"/admin/voiceprints/{wang.id}/delete",
+                                 data={"csrf_token": box.admin.csrf}, follow_redirects=False)
+    assert gone.status_code == 303
+    assert "口头同意" not in box.admin.client.get("/admin/voiceprints").text
+    # the name stays in the transcript as text
+    with Store(box.settings.database_path) as store:
+        assert "王芳?" in {s.speaker for s in store.segments(rec)}

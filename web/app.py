@@ -23,7 +23,7 @@ from web import security
 from web.deps import Forbidden, LoginRequired
 from web.head import HeadAsGet
 from web.limits import BodyLimit
-from web.routers import admin, auth, imports, library, record, recordings, system
+from web.routers import admin, auth, imports, library, record, recordings, system, voices
 
 HERE = Path(__file__).parent
 
@@ -95,6 +95,6 @@ def create_app(settings: Settings) -> FastAPI:
         return _error(request, 400, str(exc))
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for router in (system, auth, library, recordings, imports, record, admin):
+    for router in (system, auth, library, recordings, voices, imports, record, admin):
         app.include_router(router.router)
     return app

@@ -12,6 +12,9 @@
     devices             input devices
     profiles            dialect profiles and where they come from
     glossary [add TERM [--misheard M] | remove ID]
+    voiceprints [remove ID | backup FILE]
+                        remembered voices; backup copies them to a file the admin chose
+                        (they are in no export and in no update backup)
     users [add NAME --role R | passwd NAME | remove NAME]
                         accounts (the password is read from standard input, or asked
                         for on a terminal); passwd also ends the user's sessions
@@ -28,7 +31,7 @@ import logging
 import sys
 from pathlib import Path
 
-from device.cli.admin import cmd_glossary, cmd_info, cmd_profiles, cmd_users
+from device.cli.admin import cmd_glossary, cmd_info, cmd_profiles, cmd_users, cmd_voiceprints
 from device.cli.appliance import cmd_run, cmd_serve, cmd_worker
 from device.cli.recording import cmd_devices, cmd_record
 from device.cli.transcripts import (
@@ -114,6 +117,13 @@ def _parser() -> argparse.ArgumentParser:
     remove = actions.add_parser("remove", help="remove an entry by id")
     remove.add_argument("id", type=int)
     p.set_defaults(func=cmd_glossary)
+
+    p = commands.add_parser("voiceprints", help="remembered voices (personal data)")
+    actions = p.add_subparsers(dest="action")
+    actions.add_parser("remove", help="delete a voiceprint by id").add_argument("id", type=int)
+    actions.add_parser("backup", help="copy every voiceprint into a new database file") \
+        .add_argument("file", type=Path)
+    p.set_defaults(func=cmd_voiceprints)
 
     p = commands.add_parser("users", help="web accounts (e.g. reset a lost admin password)")
     actions = p.add_subparsers(dest="action")

@@ -74,6 +74,28 @@ def cmd_glossary(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_voiceprints(settings: Settings, args: argparse.Namespace) -> int:
+    from device.store.voiceprints import Voiceprints
+
+    if not settings.voiceprints_path.exists():
+        if args.action in ("remove", "backup"):
+            raise TingjiError("no voice is remembered on this box")
+        return 0
+    with Voiceprints(settings.voiceprints_path) as prints:
+        if args.action == "remove":
+            gone = prints.delete(args.id)
+            print(f"deleted the voiceprint of {gone.name}")
+        elif args.action == "backup":
+            prints.backup(args.file)
+            print(f"{len(prints.all())} voiceprints copied to {args.file}")
+        else:
+            for v in prints.all():
+                print(f"{v.id:>4} {v.name}  from {v.recording_title or '?'} ({v.speaker}, "
+                      f"{v.seconds:.0f} s), {v.enrolled_at[:10]} by {v.enrolled_by or '-'}; "
+                      f"used in {len(prints.uses(v.id))} recordings")
+    return 0
+
+
 def cmd_info(settings: Settings, args: argparse.Namespace) -> int:
     from models.store import load_manifest, status
 

@@ -101,6 +101,24 @@ class EditingRooms(Rooms):
                              before, after)
         return len(before)
 
+    def merge_speakers(self, recording_id: int, speaker: str, into: str,
+                       user: User | None = None) -> int:
+        """Two labels that are one person: every segment of ``speaker`` goes to ``into``
+        (which must be a speaker of the recording already); returns how many changed."""
+        with self.transaction():
+            snaps = self._snapshots(recording_id)
+            labels = {s["speaker"] for s in snaps}
+            for name in (speaker, into):
+                if name not in labels:
+                    raise InvalidInput(f"{name} is not a speaker of this recording")
+            if speaker == into:
+                raise InvalidInput("choose two different speakers to merge")
+            before = [s for s in snaps if s["speaker"] == speaker]
+            after = [{**s, "speaker": into, "revision": s["revision"] + 1} for s in before]
+            self._change(recording_id, "merge_speakers", f"speaker {speaker} merged into "
+                         f"{into}", user, before, after)
+        return len(before)
+
     def replace_text(self, recording_id: int, find: str, replacement: str,
                      user: User | None = None) -> int:
         """Find & replace (exact, case-sensitive) across a recording; returns the number of

@@ -328,6 +328,45 @@
     r.ok ? location.reload() : status("cannot find the speakers: " + ((r.data && r.data.detail) || r.status), "bad");
   });
 
+  const mergeForm = document.getElementById("merge-speakers");
+  if (mergeForm) mergeForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const r = await tingji.api("POST", `/api/recordings/${root.dataset.id}/speakers/merge`, {
+      speaker: mergeForm.elements.namedItem("speaker").value,
+      into: mergeForm.elements.namedItem("into").value });
+    r.ok ? location.reload() : status("not merged: " + ((r.data && r.data.detail) || r.status), "bad");
+  });
+
+  for (const button of document.querySelectorAll(".confirm-voice")) {
+    button.addEventListener("click", async () => {
+      const name = button.dataset.name;
+      const r = await tingji.api("POST", `/api/recordings/${root.dataset.id}/speakers/rename`, {
+        old: name, new: name.replace(/[?？]+$/, "") });
+      r.ok ? location.reload() : status("not confirmed: " + ((r.data && r.data.detail) || r.status), "bad");
+    });
+  }
+
+  const voiceForm = document.getElementById("remember-voice");
+  if (voiceForm) voiceForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const field = (n) => voiceForm.elements.namedItem(n);
+    const r = await tingji.api("POST", `/api/recordings/${root.dataset.id}/voiceprints`, {
+      speaker: field("speaker").value, name: field("name").value,
+      consent: field("consent").value, agreed: field("agreed").checked });
+    if (!r.ok) { status("not remembered: " + ((r.data && r.data.detail) || r.status), "bad"); return; }
+    status(`remembering the voice of ${field("name").value}…`);
+    for (let i = 0; i < 300; i++) {  // the worker computes it; a few seconds usually
+      await new Promise((done) => setTimeout(done, 1000));
+      const job = await tingji.api("GET", `/api/jobs/${r.data.id}`);
+      if (!job.ok) break;
+      if (job.data.status === "done") { location.reload(); return; }
+      if (job.data.status === "failed" || job.data.status === "cancelled") {
+        status("not remembered: " + (job.data.error || job.data.status), "bad"); return;
+      }
+    }
+    status("still remembering the voice: reload the page later", "");
+  });
+
   const assignForm = document.getElementById("assign-speaker");
   if (assignForm) assignForm.addEventListener("submit", async (e) => {
     e.preventDefault();
