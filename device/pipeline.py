@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from device import audio, channels
 from device.channels import Track
 from device.errors import AudioError, DiskFullError, InvalidInput, TingjiError
@@ -244,9 +246,11 @@ def diarize_recording(
     segments = store.segments(recording_id)
     open_ = [replace(s, speaker=None) for s in segments
              if overwrite or is_automatic(s.speaker)]
-    voices: list[tuple[int, str, float]] = []
     if layout.mode == "separate":
-        chosen = {s.id: speaker_name(s.channel or 0) for s in open_}
+        names, voices = _channel_voices(engines, settings, [
+            Heard(t, engines.detector.speech_chunks(t.samples)) for t in tracks])
+        chosen = {s.id: names.get(s.channel or 0) or speaker_name(s.channel or 0)
+                  for s in open_}
     else:
         track = tracks[0]
         found = find_speakers(engines.speaker_encoder(), track.samples,
@@ -285,8 +289,9 @@ def label_speakers(
     if not settings.diarize or not segments:
         return segments, None, []
     if layout.mode == "separate":
-        return ([replace(s, speaker=speaker_name(s.channel or 0)) for s in segments], None,
-                [])
+        names, voices = _channel_voices(engines, settings, heard)
+        return ([replace(s, speaker=names.get(s.channel or 0) or speaker_name(s.channel or 0))
+                 for s in segments], None, voices)
     try:
         encoder = engines.speaker_encoder()
     except ModelError as exc:
@@ -311,6 +316,27 @@ def _known_voices(settings: Settings, found) -> tuple[dict[int, str],
     names = {speaker: suggestion(v.name) for speaker, (v, _) in matched.items()}
     return names, [(v.id, names[speaker], similarity)
                    for speaker, (v, similarity) in matched.items()]
+
+
+def _channel_voices(engines: Engines, settings: Settings, heard: Sequence[Heard]
+                    ) -> tuple[dict[int, str], list[tuple[int, str, float]]]:
+    """Names from voiceprints for the channels of a recording transcribed channel by
+    channel (one speaker each), when any voice is remembered."""
+    from device.speakers.diarize import Speakers, find_speakers
+    from models.store import ModelError
+
+    if not settings.name_voices or not settings.voiceprints_path.exists():
+        return {}, []
+    try:
+        encoder = engines.speaker_encoder()
+    except ModelError:
+        return {}, []
+    voices, seconds = [], []
+    for track in heard:
+        found = find_speakers(encoder, track.track.samples, track.speech, speakers=1)
+        voices.append(found.voices[0] if found.seconds else np.zeros(256, np.float32))
+        seconds.append(found.seconds[0] if found.seconds else 0.0)
+    return _known_voices(settings, Speakers([], np.stack(voices), seconds))
 
 
 def _record_voice_uses(settings: Settings, recording_id: int,

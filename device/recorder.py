@@ -119,7 +119,8 @@ class Recorder:
     # -- controls -----------------------------------------------------------------------
 
     def start(self, source: AudioSource, title: str | None = None,
-              profile: str | None = None, owner_id: int | None = None) -> Recording:
+              profile: str | None = None, owner_id: int | None = None,
+              speakers: int | None = None) -> Recording:
         with self._control:
             if self.state == "recording":
                 raise RecorderBusy("a recording is already in progress; stop it first")
@@ -130,7 +131,8 @@ class Recorder:
                 recording = self._store.create_recording(
                     title or time.strftime("Recording %Y-%m-%d %H:%M"),
                     source_name=source.name, status="recording", owner_id=owner_id)
-                self._store.update_recording(recording.id, profile=chosen.name)
+                self._store.update_recording(recording.id, profile=chosen.name,
+                                             speakers=speakers or None)
                 self.recording_id, self.owner_id = recording.id, owner_id
                 self._writer = storage.SegmentWriter(capture_dir(self.settings, recording.id),
                                                      trace=self.fsync_trace)
@@ -295,7 +297,9 @@ def finish_capture(store: Store, settings: Settings, recording_id: int, status: 
     store.update_recording(recording_id, audio_file=name, duration=samples / SAMPLE_RATE,
                            status=status, error=error)
     if samples:
-        store.enqueue("transcribe", recording_id, {"language": None})
+        said = store.get_recording(recording_id).speakers
+        store.enqueue("transcribe", recording_id,
+                      {"language": None, **({"speakers": said} if said else {})})
     else:
         store.update_recording(recording_id, status="failed",
                                error=error or "nothing was recorded")

@@ -61,6 +61,8 @@ class Recording:
     """The account that recorded or uploaded it (interviewers see only their own)."""
     channel_layout: dict | None = None
     """How several channels were arranged for recognition (``device.channels.Layout``)."""
+    speakers: int | None = None
+    """How many people speak, if the interviewer said so when recording."""
 
 
 @dataclass(frozen=True)
@@ -205,3 +207,32 @@ class VoiceUse:
     speaker: str
     similarity: float
     at: str
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One line of the audit trail: who (user, address) did what (action) to what (object)."""
+
+    id: int
+    at: str
+    user_id: int | None
+    username: str | None
+    address: str | None
+    action: str
+    object: str | None
+    details: dict
+    prev: str
+    """The hash of the entry before (its link in the chain)."""
+    hash: str
+
+
+@dataclass(frozen=True)
+class AuditHead:
+    """The chain's hash at an entry, signed by the box's audit key."""
+
+    id: int
+    entry_id: int
+    hash: str
+    signature: str
+    at: str
+    reason: str | None

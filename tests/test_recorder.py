@@ -229,7 +229,7 @@ def test_a_killed_recorder_loses_almost_nothing(settings, tmp_path, power_cut):
         local = settings.replace(data_dir=tmp_path / f"run{iteration}")
         trace = tmp_path / f"trace{iteration}.txt"
         extra = ("--fsync-trace", str(trace)) if power_cut else ()
-        recorder = _record_process(local, path, *extra)
+        recorder = _record_process(local, path, "--speakers", "2", *extra)
         started = _first_segment_time(local)
         time.sleep(rng.uniform(0.3, 12.0))
         recorder.send_signal(signal.SIGKILL)
@@ -251,7 +251,9 @@ def test_a_killed_recorder_loses_almost_nothing(settings, tmp_path, power_cut):
         with Store(local.database_path) as store:
             recording = store.get_recording(1)
             assert recording.status == "recovered"
-            assert [j.status for j in store.jobs_for(1)] == ["queued"]
+            [job] = store.jobs_for(1)
+            assert job.status == "queued"
+            assert job.params["speakers"] == 2  # as said before recording, after the crash
         stored = _stored(local, recording)
         assert np.array_equal(stored, expected[: stored.size])  # a clean prefix, no gaps
         losses.append(captured - stored.size / SR)

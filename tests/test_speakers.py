@@ -561,6 +561,18 @@ def test_a_remembered_voice_names_the_same_person_in_another_recording(
     with Voiceprints(settings.voiceprints_path) as prints:
         [use] = prints.uses(voiceprint.id)
         assert use.recording_id == later.id and use.similarity >= 0.88
+    # one person per channel of a stereo file: the channel is the speaker, named from the
+    # voiceprint too
+    samples, truth = _conversation("allison", "reader", offset=90)
+    sr = audio.SAMPLE_RATE
+    sides = np.zeros((2, samples.size), np.float32)
+    for start, end, person in truth:
+        sides[person, int(start * sr):int(end * sr)] = samples[int(start * sr):int(end * sr)]
+    stereo = tmp_path / "stereo.wav"
+    audio.write_wav(stereo, sides)
+    recorded, labelled = _transcribed(settings, engines, stereo)
+    assert recorded.channel_layout["mode"] == "separate"
+    assert {(s.channel, s.speaker) for s in labelled} == {(0, "李明?"), (1, "说话人2")}
     # a stranger is not named: the reader alone
     alone = tmp_path / "alone.wav"
     audio.write_wav(alone, np.concatenate([np.concatenate([c, np.zeros(8000, np.float32)])
@@ -570,7 +582,8 @@ def test_a_remembered_voice_names_the_same_person_in_another_recording(
     with Store(settings.database_path) as store:
         delete_recording(store, settings, later.id)
     with Voiceprints(settings.voiceprints_path) as prints:
-        assert prints.uses(voiceprint.id) == [] and len(prints.all()) == 1
+        assert [u.recording_id for u in prints.uses(voiceprint.id)] == [recorded.id]
+        assert len(prints.all()) == 1
 
 
 @pytest.mark.slow

@@ -29,7 +29,8 @@ def cmd_record(settings: Settings, args: argparse.Namespace) -> int:
                         fsync_trace=args.fsync_trace)
     events = recorder.subscribe()
     stop = stop_on_signals()
-    recording = recorder.start(source, title=args.title, profile=args.profile)
+    recording = recorder.start(source, title=args.title, profile=args.profile,
+                               speakers=args.speakers)
     print(f"recording {recording.id} from {source.name}"
           + (" — p pause, r resume, m NOTE marker, q stop" if sys.stdin.isatty() else ""),
           file=sys.stderr)

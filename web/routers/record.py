@@ -39,6 +39,8 @@ class StartRequest(BaseModel):
     """mic, or demo:NAME for a file in DATA_DIR/demo/ played at real-time speed."""
     device: str | None = Field(default=None, max_length=200)
     profile: str | None = Field(default=None, max_length=100)
+    speakers: int | None = Field(default=None, ge=1, le=20)
+    """How many people will speak; None: counted after the recording."""
 
 
 class MarkerRequest(BaseModel):
@@ -84,7 +86,8 @@ def start(body: StartRequest, request: Request, settings: SettingsDep, user: Int
     recorder = recorder_of(request)
     try:
         recording = recorder.start(_source(body, settings), title=body.title,
-                                   profile=body.profile, owner_id=user.id)
+                                   profile=body.profile, owner_id=user.id,
+                                   speakers=body.speakers)
     except RecorderBusy as exc:
         raise HTTPException(409, str(exc)) from exc
     except TingjiError as exc:

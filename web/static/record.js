@@ -37,7 +37,8 @@
 
   buttons.start.addEventListener("click", async () => {
     live.textContent = "";
-    const data = await call("start", { title: form.elements.namedItem("title").value || null, source: form.source.value, profile: form.profile.value });
+    const speakers = form.elements.namedItem("speakers").value;
+    const data = await call("start", { title: form.elements.namedItem("title").value || null, source: form.source.value, profile: form.profile.value, speakers: speakers ? parseInt(speakers, 10) : null });
     if (data) show(data);
   });
   buttons.pause.addEventListener("click", async () => { const d = await call(paused ? "resume" : "pause"); if (d) show(d); });
