@@ -2,7 +2,11 @@
 
 import sys
 
-from device.cli import main
+from device import egress
+
+egress.install()  # before anything else runs: every attempt to reach another machine counts
+
+from device.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,6 +19,17 @@ from models.bundles import install_bundle, make_bundle
 from models.store import ModelError, get_spec, install, load_manifest, status, verify
 
 
+def _audit(action: str, details: dict) -> None:
+    """An entry in the audit trail of a box in service (none is made for a first setup)."""
+    settings = Settings.load()
+    if settings.database_path.exists():
+        from device.audit import on_console
+        from device.store import Store
+
+        with Store(settings.database_path) as store:
+            on_console(settings, store, action, details=details)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models", description=__doc__)
     parser.add_argument("--models-dir", type=Path, help="default: settings models_dir")
@@ -63,8 +74,11 @@ def main(argv: list[str] | None = None) -> int:
                 path = install(get_spec(model_id, manifest), models_dir,
                                find_links=args.find_links, force=args.force)
                 print(f"{model_id}: {path}")
+                _audit("install_model", {"model": model_id, "path": str(path)})
         elif args.command == "install-bundle":
-            print(install_bundle(args.file, models_dir, force=args.force))
+            installed = install_bundle(args.file, models_dir, force=args.force)
+            print(installed)
+            _audit("install_model_bundle", {"bundle": str(args.file), "path": str(installed)})
         elif args.command == "make-bundle":
             print(make_bundle(args.directory, args.file, model_id=args.id, kind=args.kind,
                               engine=args.engine, description=args.description,

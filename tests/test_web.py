@@ -236,6 +236,8 @@ ENDPOINTS = [  # (method, url, json body, the least role that may)
     ("POST", "/admin/glossary", {"term": "华为"}, "admin"),
     ("POST", "/admin/glossary/999/delete", None, "admin"),
     ("GET", "/admin/voiceprints", None, "admin"),
+    ("GET", "/admin/audit", None, "admin"),
+    ("GET", "/admin/audit/export.jsonl", None, "admin"),
     ("POST", "/admin/voiceprints/999/delete", None, "admin"),
 ]
 
@@ -598,7 +600,11 @@ def test_a_recording_in_progress_is_its_owners_alone(settings, tmp_path):
     demo = settings.data_dir / "demo"
     demo.mkdir(parents=True)
     (demo / "clip.wav").write_bytes(long_speech(tmp_path, 20).read_bytes())
-    started = box.interviewer.api("POST", "/api/record/start", {"source": "demo:clip.wav"})
+    assert 'name="speakers"' in box.interviewer.client.get("/record").text
+    assert box.interviewer.api("POST", "/api/record/start", {
+        "source": "demo:clip.wav", "speakers": 0}).status_code == 422
+    started = box.interviewer.api("POST", "/api/record/start", {"source": "demo:clip.wav",
+                                                                "speakers": 3})
     assert started.status_code == 200, started.text
     recording_id = started.json()["recording_id"]
     try:
@@ -623,6 +629,10 @@ def test_a_recording_in_progress_is_its_owners_alone(settings, tmp_path):
                == "idle", 60, "the recorder to stop")
     with Store(settings.database_path) as store:
         assert [m.note for m in store.markers(recording_id)] == ["ok"]
+        # the people the interviewer said would speak reach the final transcription
+        assert store.get_recording(recording_id).speakers == 3
+        assert [j.params.get("speakers") for j in store.jobs_for(recording_id)
+                if j.kind == "transcribe"] == [3]
     assert other.api("GET", "/api/record/status").json()["state"] == "idle"
 
 
@@ -807,3 +817,72 @@ def test_voices_are_remembered_only_with_consent_and_the_admin_lists_and_deletes
     # the name stays in the transcript as text
     with Store(box.settings.database_path) as store:
         assert "王芳?" in {s.speaker for s in store.segments(rec)}
+
+
+def test_reads_changes_exports_deletions_and_sign_ins_enter_the_audit_trail(role_box):
+    from device.audit import verify, verify_export
+
+    box = role_box  # shared: this test looks only at its own recording's entries
+    rec = stored_transcript(box.settings, title="审计")
+    box.settings.audio_dir.mkdir(parents=True, exist_ok=True)
+    (box.settings.audio_dir / f"{rec}.wav").write_bytes(b"RIFF" + bytes(8000))
+    with Store(box.settings.database_path) as store:
+        store.update_recording(rec, audio_file=f"{rec}.wav")
+    reviewer = box.reviewer
+    reviewer.client.get(f"/recordings/{rec}")
+    audio = f"/recordings/{rec}/audio"
+    reviewer.client.get(audio, headers={"Range": "bytes=0-"})
+    reviewer.client.get(audio, headers={"Range": "bytes=4000-"})  # the same playback
+    reviewer.client.get(f"/recordings/{rec}/export.docx")
+    seg = reviewer.api("GET", f"/api/recordings/{rec}").json()["segments"][0]
+    reviewer.api("PATCH", f"/api/segments/{seg['id']}", {"text": "改了", "revision": 0})
+    box.interviewer.api("POST", f"/api/recordings/{rec}/delete")  # not theirs: refused
+    box.admin.api("POST", f"/api/recordings/{rec}/delete")
+    stranger = TestClient(box.app)
+    assert stranger.post("/login", data={
+        "username": "rita", "password": "wrong one",
+        "csrf_token": form_token(stranger.get("/login").text)}).status_code == 401
+    with Store(box.settings.database_path) as store:
+        mine = [e for e in store.audit_entries() if e.object == f"recording:{rec}"]
+        failed = [e for e in store.audit_entries(action="sign_in_failed")]
+    actions = [(e.action, e.username, e.details.get("status")) for e in mine]
+    assert actions == [  # the page, one playback (not each range), the export, the
+        ("view_recording", "rita", 200), ("play_recording", "rita", 206),  # transcript
+        ("export_recording", "rita", 200), ("view_recording", "rita", 200),  # read to edit
+        ("delete", "ivan", 404), ("delete", "admin", 200)], actions  # refused, then done
+    assert [e.details["format"] for e in mine if e.action == "export_recording"] == ["docx"]
+    assert [e.details["username"] for e in failed][-1] == "rita"
+    assert all(e.address == "testclient" for e in mine)
+    with Store(box.settings.database_path) as store:
+        edits = [e for e in store.audit_entries(action="edit_segment")
+                 if e.object == f"segment:{seg['id']}"]
+    assert [e.details["status"] for e in edits] == [200]
+    # the admin browses, filters, verifies and exports it
+    page = box.admin.client.get("/admin/audit", params={"recording": rec, "verify": 1}).text
+    assert "The chain is intact" in page and "export_recording" in page
+    assert "sign_in_failed" not in page  # filtered to the recording
+    exported = box.admin.client.get("/admin/audit/export.jsonl")
+    assert exported.headers["cache-control"] == "no-store"
+    with Store(box.settings.database_path) as store:
+        key = box.app.state.auditor.key
+        assert verify(store, key.public_key()).ok
+    assert verify_export(exported.text.splitlines(), key.public_key()) > len(mine)
+
+
+def test_the_system_page_counts_outbound_attempts_and_the_trail_records_them(role_box):
+    import socket
+
+    from device import egress
+
+    box = role_box
+    page = box.admin.client.get("/system").text
+    assert "Outbound connection attempts since start:" in page
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+        out.connect(("192.0.2.44", 9))  # sends nothing: a UDP connect only picks a route
+    count, _ = egress.attempts()
+    page = box.admin.client.get("/system").text
+    assert f"<strong class=\"error\">{count}</strong>" in page and "192.0.2.44:9" in page
+    with Store(box.settings.database_path) as store:
+        [entry] = [e for e in store.audit_entries(action="outbound_attempt")
+                   if e.object == "192.0.2.44:9"]
+    assert entry.details["event"] == "socket.connect"

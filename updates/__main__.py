@@ -95,16 +95,39 @@ def cmd_bundle_model(args) -> int:
 
 
 def cmd_flash(args) -> int:
-    result = flash(Box(args.target), args.bundle, allow_downgrade=args.allow_downgrade,
-                   trust=args.trust, health_check=not args.no_health_check)
+    box = Box(args.target)
+    try:
+        result = flash(box, args.bundle, allow_downgrade=args.allow_downgrade,
+                       trust=args.trust, health_check=not args.no_health_check)
+    except TingjiError as exc:
+        _audit(box, "update_failed", {"bundle": str(args.bundle), "reason": str(exc)})
+        raise
+    _audit(box, "update_installed", {"bundle": str(args.bundle), **{
+        k: v for k, v in result.items() if k != "state"},
+        "allow_downgrade": bool(args.allow_downgrade)})
     print(json.dumps({k: v for k, v in result.items() if k != "state"}))
     return 0
 
 
 def cmd_rollback(args) -> int:
-    result = rollback(Box(args.target))
+    box = Box(args.target)
+    result = rollback(box)
+    _audit(box, "update_rolled_back", {"slot": result["slot"], "version": result["version"]})
     print(f"slot {result['slot']} ({result['version']}) is active")
     return 0
+
+
+def _audit(box: Box, action: str, details: dict) -> None:
+    """An entry in the box's audit trail (its data directory's), when it has a database."""
+    if not box.database.exists():
+        return
+    from device.audit import on_console
+    from device.settings import Settings
+    from device.store import Store
+
+    settings = Settings(data_dir=box.data_dir, models_dir=box.models_dir)
+    with Store(box.database) as store:
+        on_console(settings, store, action, details=details)
 
 
 def cmd_status(args) -> int:

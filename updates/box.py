@@ -88,7 +88,8 @@ class Box:
     def environment(self, slot: str, data_dir: Path | None = None) -> dict[str, str]:
         """Variables under which a slot's code runs: its code first on the path, the data
         and the models from outside the slots."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TINGJI_")}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("TINGJI_") or k == "TINGJI_EGRESS_LOG"}  # the watch's log
         env.update(PYTHONPATH=str(self.slots / slot / "code"),
                    TINGJI_DATA_DIR=str(data_dir or self.data_dir),
                    TINGJI_MODELS_DIR=str(self.models_dir), HF_HUB_OFFLINE="1")

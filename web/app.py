@@ -15,15 +15,27 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 import device
-from device import export
+from device import egress, export
+from device.audit import Auditor
 from device.errors import EditConflict, InvalidInput, NotFound
 from device.settings import Settings
 from device.store import Store
 from web import security
+from web.audit import record_request
 from web.deps import Forbidden, LoginRequired
 from web.head import HeadAsGet
 from web.limits import BodyLimit
-from web.routers import admin, auth, imports, library, record, recordings, system, voices
+from web.routers import (
+    admin,
+    audit,
+    auth,
+    imports,
+    library,
+    record,
+    recordings,
+    system,
+    voices,
+)
 
 HERE = Path(__file__).parent
 
@@ -35,6 +47,12 @@ async def lifespan(app: FastAPI):
     if recorder is not None and recorder.state == "recording":
         # Shutting down mid-recording: keep and queue what was recorded.
         await run_in_threadpool(recorder.stop)
+    await run_in_threadpool(_sign_audit_head, app)
+
+
+def _sign_audit_head(app: FastAPI) -> None:
+    with Store(app.state.settings.database_path) as store:
+        app.state.auditor.sign_head(store, "shutdown")
 
 
 def _wants_html(request: Request) -> bool:
@@ -64,6 +82,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.templates = templates
     with Store(settings.database_path) as store:  # create or migrate the database up front
         first_boot = store.count_users() == 0
+    app.state.auditor = Auditor(settings)
+    egress.install()
+
+    @app.middleware("http")
+    async def audit_trail(request: Request, call_next):
+        response = await call_next(request)
+        await record_request(request, response.status_code)
+        return response
+
     app.state.setup_code = security.new_setup_code() if first_boot else None
     if first_boot:
         print(f"tingji: first start: open http://{settings.host}:{settings.port}/setup and "
@@ -95,6 +122,6 @@ def create_app(settings: Settings) -> FastAPI:
         return _error(request, 400, str(exc))
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for router in (system, auth, library, recordings, voices, imports, record, admin):
+    for router in (system, auth, library, recordings, voices, imports, record, admin, audit):
         app.include_router(router.router)
     return app

@@ -7,11 +7,14 @@
     search QUERY [--limit N] [--json]
     jobs [--status S]
     record [--title T] [--source mic|file:PATH] [--device D] [--profile P] [--duration S]
+                        [--speakers N]
                         record with a live transcript; on a terminal: p pause, r resume,
                         m NOTE marker, q (or Enter, Ctrl-C) stop
     devices             input devices
     profiles            dialect profiles and where they come from
     glossary [add TERM [--misheard M] | remove ID]
+    audit verify | export [--since DATE] [--out FILE]
+                        check the audit trail's hash chain and signed heads; signed JSONL
     voiceprints [remove ID | backup FILE]
                         remembered voices; backup copies them to a file the admin chose
                         (they are in no export and in no update backup)
@@ -31,7 +34,14 @@ import logging
 import sys
 from pathlib import Path
 
-from device.cli.admin import cmd_glossary, cmd_info, cmd_profiles, cmd_users, cmd_voiceprints
+from device.cli.admin import (
+    cmd_audit,
+    cmd_glossary,
+    cmd_info,
+    cmd_profiles,
+    cmd_users,
+    cmd_voiceprints,
+)
 from device.cli.appliance import cmd_run, cmd_serve, cmd_worker
 from device.cli.recording import cmd_devices, cmd_record
 from device.cli.transcripts import (
@@ -94,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="input device name or index (see `devices`)")
     p.add_argument("--profile", help="dialect profile for the transcript; default auto")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--speakers", type=int, choices=range(1, 21), metavar="N",
+                   help="how many people speak (default: counted)")
     p.add_argument("--speed", type=float, default=1.0,
                    help="file source: times real time (0 = as fast as it decodes)")
     p.add_argument("--no-live", action="store_true", help="no live transcript")
@@ -117,6 +129,14 @@ def _parser() -> argparse.ArgumentParser:
     remove = actions.add_parser("remove", help="remove an entry by id")
     remove.add_argument("id", type=int)
     p.set_defaults(func=cmd_glossary)
+
+    p = commands.add_parser("audit", help="the audit trail: verify it, export it")
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("verify", help="walk the hash chain and the signed heads")
+    export = actions.add_parser("export", help="signed JSONL of the entries")
+    export.add_argument("--since", default="", help="from this date on (2026-12-01)")
+    export.add_argument("--out", type=Path, help="write here instead of standard output")
+    p.set_defaults(func=cmd_audit)
 
     p = commands.add_parser("voiceprints", help="remembered voices (personal data)")
     actions = p.add_subparsers(dest="action")

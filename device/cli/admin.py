@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import asdict
 
+from device.audit import on_console
 from device.errors import TingjiError
 from device.profiles import load_profiles
 from device.settings import Settings, hardware_profile
@@ -47,7 +48,9 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
             if user is not None:
                 raise TingjiError(f"the user name {args.name!r} is taken")
             password = _read_password()
-            store.create_user(args.name, hash_password(password), args.role)
+            created = store.create_user(args.name, hash_password(password), args.role)
+            on_console(settings, store, "create_user", f"user:{created.id}",
+                       {"username": args.name, "role": args.role})
             return 0
         if user is None:
             raise TingjiError(f"no user named {args.name!r}")
@@ -55,8 +58,11 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
             password = _read_password()
             store.update_user(user.id, password_hash=hash_password(password))
             store.end_sessions(user.id)
+            on_console(settings, store, "reset_password", f"user:{user.id}")
         else:
             store.delete_user(user.id)
+            on_console(settings, store, "delete_user", f"user:{user.id}",
+                       {"username": user.username})
     return 0
 
 
@@ -64,13 +70,40 @@ def cmd_glossary(settings: Settings, args: argparse.Namespace) -> int:
     with Store(settings.database_path) as store:
         if args.action == "add":
             print(store.add_glossary(args.term, args.misheard))
+            on_console(settings, store, "add_glossary", details={"term": args.term})
         elif args.action == "remove":
             if not store.remove_glossary(args.id):
                 raise TingjiError(f"no glossary entry with id {args.id}")
+            on_console(settings, store, "remove_glossary", details={"id": args.id})
         else:
             for g in store.glossary():
                 fix = f"  (corrects {g.misheard})" if g.misheard else ""
                 print(f"{g.id:>4} {g.term}{fix}")
+    return 0
+
+
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    from device.audit import export_lines, load_key, verify
+
+    key = load_key(settings)
+    with Store(settings.database_path) as store:
+        if args.action == "verify":
+            result = verify(store, key.public_key())
+            if not result.ok:
+                print(f"audit trail BROKEN: {result.problem}", file=sys.stderr)
+                return 1
+            restarts = (f"; new segments after a break at entries "
+                        f"{', '.join(map(str, result.restarts))}" if result.restarts else "")
+            print(f"audit trail intact: {result.entries} entries, {result.heads} signed "
+                  f"heads{restarts}")
+            return 0
+        out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+        try:
+            for line in export_lines(store, key, args.since):
+                out.write(line + "\n")
+        finally:
+            if args.out:
+                out.close()
     return 0
 
 
@@ -85,8 +118,14 @@ def cmd_voiceprints(settings: Settings, args: argparse.Namespace) -> int:
         if args.action == "remove":
             gone = prints.delete(args.id)
             print(f"deleted the voiceprint of {gone.name}")
+            with Store(settings.database_path) as store:
+                on_console(settings, store, "delete_voiceprint", f"voiceprint:{args.id}",
+                           {"name": gone.name})
         elif args.action == "backup":
             prints.backup(args.file)
+            with Store(settings.database_path) as store:
+                on_console(settings, store, "backup_voiceprints", details={
+                    "file": str(args.file)})
             print(f"{len(prints.all())} voiceprints copied to {args.file}")
         else:
             for v in prints.all():

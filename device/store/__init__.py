@@ -21,6 +21,7 @@ import sqlite_utils
 from device.migrations import adopt_numbered_schema, migration_names, schema_migrations
 from device.store._base import now
 from device.store.accounts import AccountRooms
+from device.store.audit import AuditRooms
 from device.store.editing import EditingRooms
 from device.store.jobs import JobRooms
 from device.store.library import LibraryRooms
@@ -30,9 +31,9 @@ SCHEMA_VERSION = len(migration_names())
 __all__ = ["SCHEMA_VERSION", "Store", "now"]
 
 
-class Store(LibraryRooms, TranscriptRooms, EditingRooms, JobRooms, AccountRooms):
+class Store(LibraryRooms, TranscriptRooms, EditingRooms, JobRooms, AccountRooms, AuditRooms):
     """A handle on the database; cheap to open, one per thread or process.  Its methods
-    live in one module per area: library, transcripts, editing, jobs, accounts."""
+    live in one module per area: library, transcripts, editing, jobs, accounts, audit."""
 
     def __init__(self, path: Path):
         if str(path) != ":memory:":

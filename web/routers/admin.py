@@ -17,7 +17,9 @@ from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse
 
 import device
+from device import egress
 from device.accounts import check_new_password, hash_password
+from device.audit import public_hex
 from device.errors import InvalidInput
 from device.profiles import load_profiles
 from device.records import ROLES
@@ -42,7 +44,9 @@ def system_page(request: Request, user: Admin, store: StoreDep, settings: Settin
         "schema_version": store.schema_version, "jobs": store.list_jobs(limit=50),
         "recordings": store.count_recordings(), "data_dir": settings.data_dir.resolve(),
         "deletions": store.deletions(limit=50),
-        "updates": update_status()})
+        "updates": update_status(), "egress": egress.attempts(),
+        "egress_watched": egress.installed(),
+        "audit_key": public_hex(request.app.state.auditor.key)})
 
 
 def update_status() -> dict | None:

@@ -73,6 +73,7 @@ def setup(request: Request, store: StoreDep, code: FormStr, username: FormStr,
     request.app.state.setup_code = None
     if user is None:
         raise Forbidden("setup is done: sign in")
+    _audit(request, store, "first_admin_created", user)
     return _signed_in(store, user, "/")
 
 
@@ -99,14 +100,23 @@ def login(request: Request, store: StoreDep, username: FormStr, password: FormSt
     user = store.find_user(username.strip())
     if not signs_in(user, password):
         limiter.failed(client, username)
+        _audit(request, store, "sign_in_failed", None, {"username": username.strip()[:64]})
         return _page(request, "login.html", {"error": "wrong user name or password",
                                              "next": next, "username": username}, status=401)
     limiter.succeeded(client, username)
+    _audit(request, store, "sign_in", user)
     return _signed_in(store, user, next)
 
 
+def _audit(request: Request, store, action: str, user: User | None,
+           details: dict | None = None) -> None:
+    request.app.state.auditor.record(store, action, user=user, details=details,
+                                     address=request.client.host if request.client else None)
+
+
 @router.post("/logout")
-def logout(user: Interviewer, store: StoreDep):
+def logout(request: Request, user: Interviewer, store: StoreDep):
+    _audit(request, store, "sign_out", user)
     store.end_sessions(user.id)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(security.SESSION_COOKIE)

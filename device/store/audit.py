@@ -1,0 +1,106 @@
+"""The audit trail's rows: appended in the write transaction that links each entry to the one
+before, read back in order for verification, browsing and export."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+
+from device.records import AuditEntry, AuditHead
+from device.store._base import Rooms, now
+
+GENESIS = "0" * 64
+"""The ``prev`` of the first entry (and of the first after a break in the chain)."""
+
+
+def canonical(entry: dict) -> bytes:
+    """The bytes an entry's hash covers: its fields as sorted, compact JSON."""
+    fields = {k: entry[k] for k in ("id", "at", "user_id", "username", "address", "action",
+                                    "object", "details")}
+    return json.dumps(fields, sort_keys=True, ensure_ascii=False,
+                      separators=(",", ":")).encode()
+
+
+def chain_hash(prev: str, entry: dict) -> str:
+    return hashlib.sha256(bytes.fromhex(prev) + canonical(entry)).hexdigest()
+
+
+class AuditRooms(Rooms):
+    def append_audit(self, action: str, *, user_id: int | None = None,
+                     username: str | None = None, address: str | None = None,
+                     object: str | None = None, details: dict | None = None,
+                     restart: bool = False) -> AuditEntry:
+        """Append one entry, linked to the last (``restart``: a new chain segment after a
+        break, linked to GENESIS)."""
+        with self.transaction():
+            last = self.db.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1"
+                                   ).fetchone()
+            entry = {"id": (last[0] + 1) if last else 1, "at": now(), "user_id": user_id,
+                     "username": username, "address": address, "action": action,
+                     "object": object, "details": details or {}}
+            prev = GENESIS if restart or not last else last[1]
+            digest = chain_hash(prev, entry)
+            self.db["audit"].insert({**entry, "details": json.dumps(
+                entry["details"], sort_keys=True, ensure_ascii=False), "prev": prev,
+                "hash": digest})
+        return AuditEntry(**{**entry, "prev": prev, "hash": digest})
+
+    def audit_entries(self, *, after: int = 0, limit: int | None = None, username: str = "",
+                      action: str = "", object: str = "", since: str = "",
+                      until: str = "", newest_first: bool = False,
+                      before: int | None = None) -> list[AuditEntry]:
+        where, args = ["id > ?"], [after]
+        if before:
+            where.append("id < ?")
+            args.append(before)
+        for column, value in (("username", username), ("action", action),
+                              ("object", object)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if since:
+            where.append("at >= ?")
+            args.append(since)
+        if until:
+            where.append("at < ?")
+            args.append(until)
+        sql = (f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id "
+               f"{'DESC' if newest_first else 'ASC'}")
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [_entry(row) for row in self.db.query(sql, args)]
+
+    def audit_rows(self, batch: int = 10_000) -> Iterator[AuditEntry]:
+        """Every entry in id order, read in batches (a trail may hold millions)."""
+        after = 0
+        while True:
+            rows = self.db.execute("SELECT id, at, user_id, username, address, action, "
+                                   "object, details, prev, hash FROM audit WHERE id > ? "
+                                   "ORDER BY id LIMIT ?", [after, batch]).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield AuditEntry(*row[:7], json.loads(row[7]), row[8], row[9])
+            after = rows[-1][0]
+
+    def last_audit_entry(self) -> AuditEntry | None:
+        rows = self.audit_entries(limit=1, newest_first=True)
+        return rows[0] if rows else None
+
+    def add_audit_head(self, entry_id: int, digest: str, signature: str,
+                       reason: str) -> AuditHead:
+        with self.transaction():
+            row_id = self.db["audit_heads"].insert({
+                "entry_id": entry_id, "hash": digest, "signature": signature, "at": now(),
+                "reason": reason}).last_pk
+        return AuditHead(**next(self.db.query("SELECT * FROM audit_heads WHERE id = ?",
+                                              [row_id])))
+
+    def audit_heads(self) -> list[AuditHead]:
+        return [AuditHead(**row) for row in
+                self.db.query("SELECT * FROM audit_heads ORDER BY id")]
+
+
+def _entry(row: dict) -> AuditEntry:
+    return AuditEntry(**{**row, "details": json.loads(row["details"])})

@@ -1,0 +1,82 @@
+"""What the web UI writes to the audit trail (``device.audit``).
+
+Every state-changing request of a signed-in user is an entry (its route's name as the action,
+the object from the path, the response status), whether it succeeded or was refused; so are
+the reads that disclose a recording: its page, its transcript as JSON, its audio (the first
+request of a playback, not every range), its revisions and exports, the library's searches,
+and the admin pages that show personal data.  Sign-in (succeeded or failed) and sign-out are
+written by the auth routes themselves, with the user name tried.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from device import egress
+from device.store import Store
+
+READS = {  # route name -> action
+    "recording_page": "view_recording", "recording_json": "view_recording",
+    "recording_audio": "play_recording", "revisions": "view_revisions",
+    "export_transcript": "export_recording", "voiceprints_page": "view_voiceprints",
+    "audit_page": "view_audit", "audit_export": "export_audit", "users": "view_users",
+}
+OWN = {"login", "setup", "logout"}
+"""Routes that write their own entries."""
+OBJECTS = ("recording_id", "segment_id", "user_id", "voiceprint_id", "job_id", "revision_id",
+           "entry_id")
+
+
+def client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def object_of(request: Request) -> str | None:
+    params = request.path_params
+    for key in OBJECTS:
+        if key in params:
+            return f"{key[:-3]}:{params[key]}"
+    return None
+
+
+def entry_for(request: Request, status: int) -> tuple[str, dict] | None:
+    """(action, details) for this request, or None if it is not audited."""
+    route = request.scope.get("route")
+    user = getattr(request.state, "user", None)
+    name = getattr(route, "name", None)
+    if name is None or name in OWN or user is None:
+        return None
+    details = {"method": request.method, "path": request.url.path, "status": status}
+    if request.method not in ("GET", "HEAD"):
+        return name, details
+    if name == "library" and request.query_params.get("q"):
+        return "search", {**details, "query": request.query_params["q"][:200]}
+    if name not in READS or status >= 400:
+        return None
+    if name == "recording_audio":
+        wanted = request.headers.get("range", "")
+        if wanted and not wanted.replace(" ", "").startswith("bytes=0-"):
+            return None  # the same playback, further on
+    if name == "export_transcript":
+        details["format"] = request.path_params.get("fmt") or request.url.path.rsplit(".")[-1]
+    return READS[name], details
+
+
+async def record_request(request: Request, status: int) -> None:
+    for attempt in egress.unreported():  # the box tried to reach another machine
+        await run_in_threadpool(write, request, "outbound_attempt", None, attempt.address, {
+            "event": attempt.event, "where": attempt.where})
+    found = entry_for(request, status)
+    if found is None:
+        return
+    action, details = found
+    await run_in_threadpool(write, request, action, getattr(request.state, "user", None),
+                            object_of(request), details)
+
+
+def write(request: Request, action: str, user, object: str | None, details: dict) -> None:
+    auditor = request.app.state.auditor
+    with Store(request.app.state.settings.database_path) as store:
+        auditor.record(store, action, user=user, address=client_address(request),
+                       object=object, details=details)
