@@ -53,6 +53,8 @@ async def lifespan(app: FastAPI):
 def _sign_audit_head(app: FastAPI) -> None:
     with Store(app.state.settings.database_path) as store:
         app.state.auditor.sign_head(store, "shutdown")
+    if getattr(app.state, "audit_store", None) is not None:
+        app.state.audit_store.close()
 
 
 def _wants_html(request: Request) -> bool:

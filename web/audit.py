@@ -10,6 +10,8 @@ written by the auth routes themselves, with the user name tried.
 
 from __future__ import annotations
 
+import threading
+
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
@@ -75,8 +77,15 @@ async def record_request(request: Request, status: int) -> None:
                             object_of(request), details)
 
 
+_writing = threading.Lock()
+
+
 def write(request: Request, action: str, user, object: str | None, details: dict) -> None:
-    auditor = request.app.state.auditor
-    with Store(request.app.state.settings.database_path) as store:
-        auditor.record(store, action, user=user, address=client_address(request),
-                       object=object, details=details)
+    """Append with the app's one audit connection (entries are written one at a time in
+    any case: each links to the one before)."""
+    state = request.app.state
+    with _writing:
+        if getattr(state, "audit_store", None) is None:
+            state.audit_store = Store(state.settings.database_path)
+        state.auditor.record(state.audit_store, action, user=user,
+                             address=client_address(request), object=object, details=details)
