@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -98,7 +99,9 @@ class Auditor:
                   "object": object}
         try:
             entry = store.append_audit(action, **fields, details=details)
-        except Exception as exc:  # noqa: BLE001 - a damaged trail must not stop the box
+        except sqlite3.DatabaseError as exc:  # a damaged trail must not stop the box
+            if isinstance(exc, sqlite3.OperationalError):
+                raise  # busy, disk full …: not a broken chain
             log.error("audit trail: cannot append to the chain (%s); starting a new segment",
                       exc)
             entry = store.append_audit(action, **fields, restart=True, details={

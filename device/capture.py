@@ -60,6 +60,70 @@ class FileSource:
         self._closed.set()
 
 
+class PushSource:
+    """Audio another device sends over the network — a phone's or laptop's microphone, from
+    the Record page — as numbered chunks of 16-bit PCM, 16 kHz mono.
+
+    A chunk sent again (its answer was lost) is taken once; a chunk after a gap is refused
+    with the number expected, so the sender resends from there.  A dropped connection only
+    pauses the audio: what arrived is recorded, and the sender resumes where it stopped.
+    """
+
+    MAX_CHUNK_BYTES = 2 * audio.SAMPLE_RATE * 2
+    """Two seconds at most per chunk."""
+
+    def __init__(self, name: str = "browser"):
+        self.name = name
+        self.next = 0
+        self._blocks: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=600)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def push(self, seq: int, pcm: bytes) -> int:
+        """Take chunk ``seq``; returns the number of the next chunk wanted."""
+        if len(pcm) % 2 or len(pcm) > self.MAX_CHUNK_BYTES:
+            raise CaptureError(f"a chunk is 16-bit PCM of at most {self.MAX_CHUNK_BYTES} "
+                               f"bytes (this one has {len(pcm)})")
+        with self._lock:
+            if self._closed:
+                raise CaptureError("the recording has stopped")
+            if seq < self.next:
+                return self.next  # a resend: already recorded
+            if seq > self.next:
+                raise ChunkGap(self.next)
+            block = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+            try:
+                self._blocks.put(block, timeout=5)
+            except queue.Full:
+                raise CaptureError("the box is not keeping up with the audio sent") from None
+            self.next += 1
+            return self.next
+
+    def frames(self) -> Iterator[np.ndarray]:
+        while True:
+            block = self._blocks.get()
+            if block is None:
+                return
+            yield block
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                try:
+                    self._blocks.put(None, timeout=5)
+                except queue.Full:  # nobody is reading: nothing waits for the end mark
+                    pass
+
+
+class ChunkGap(CaptureError):
+    """A chunk arrived after a gap: the sender must resend from ``expected``."""
+
+    def __init__(self, expected: int):
+        super().__init__(f"chunk {expected} is the next one wanted")
+        self.expected = expected
+
+
 def input_devices() -> list[tuple[int, str]]:
     import sounddevice as sd
 

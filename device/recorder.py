@@ -188,6 +188,11 @@ class Recorder:
         return self._finish()
 
     @property
+    def source(self):
+        """The source being recorded (None when idle)."""
+        return self._source if self.state == "recording" else None
+
+    @property
     def capturing(self) -> bool:
         """The source is still delivering (False once it ended, failed or was stopped)."""
         return self._thread is not None and self._thread.is_alive()

@@ -44,6 +44,10 @@ class Settings:
     """Installed model weights (git-ignored)."""
     host: str = "127.0.0.1"
     port: int = 8000
+    """Served over HTTPS only when ``host`` is anything but 127.0.0.1, ::1 or localhost."""
+    redirect_port: int = 0
+    """Serving HTTPS: a port whose plain HTTP answers only with a redirect to HTTPS (e.g. 80);
+    0 = none."""
     asr_model: str = "whisper-base"
     """Model id from models/manifest.toml used for speech recognition."""
     language: str = "auto"

@@ -51,6 +51,10 @@ def appliance(settings, tmp_path):
 
 @pytest.fixture
 def browser(tmp_path):
+    yield from _chromium(tmp_path)
+
+
+def _chromium(tmp_path, *extra: str):
     if not (CHROMIUM and CHROMEDRIVER):
         pytest.skip("chromium and chromedriver are not installed (make test installs the "
                     "Debian packages chromium and chromium-driver with apt-get)")
@@ -65,7 +69,7 @@ def browser(tmp_path):
                 "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
                 "--autoplay-policy=no-user-gesture-required", "--window-size=1366,900",
-                f"--user-data-dir={tmp_path / 'profile'}"):
+                f"--user-data-dir={tmp_path / 'profile'}", *extra):
         options.add_argument(arg)
     options.add_experimental_option("prefs", {
         "download.default_directory": str(downloads), "download.prompt_for_download": False})
@@ -238,3 +242,54 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     browser.switch_to.alert.accept()
     wait(lambda: browser.current_url.rstrip("/") == base, 10, "the library after deleting")
     assert "Live in the browser" not in browser.page_source
+
+
+@pytest.fixture
+def browser_with_microphone(tmp_path):
+    """Chromium whose microphone "hears" real speech: its fake capture device plays a WAV
+    of real speech clips with pauses (in a loop), the permission prompt answered yes."""
+    from tests.conftest import long_speech
+
+    heard = long_speech(tmp_path, 20)
+    yield from _chromium(tmp_path, "--use-fake-ui-for-media-stream",
+                         "--use-fake-device-for-media-stream",
+                         f"--use-file-for-fake-audio-capture={heard}")
+
+
+def test_this_devices_microphone_records_into_the_box(appliance, browser_with_microphone):
+    """The Record page's "this device's microphone": the page captures, the box stores the
+    chunks in its crash-safe segments, the live transcript and the final one follow."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from device.settings import Settings
+    from device.store import Store
+
+    base, code, data_dir = appliance
+    browser = browser_with_microphone
+    find = browser.find_element
+    settings = Settings(data_dir=data_dir)
+    browser.get(base + "/setup")
+    find(By.ID, "code").send_keys(code)
+    find(By.ID, "username").send_keys("admin")
+    find(By.ID, "password").send_keys(PASSWORD)
+    find(By.ID, "create-admin").click()
+    wait(lambda: "Recordings" in browser.page_source, 10, "the library after setup")
+    browser.get(base + "/record")
+    Select(find(By.ID, "source")).select_by_value("browser")
+    find(By.ID, "record-title").send_keys("From the phone")
+    find(By.ID, "rec-start").click()
+    wait(lambda: find(By.ID, "rec-state").text == "Recording…", 15, "the recording to start")
+    wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#live li"), 60,
+         "a line of live transcript from the page's microphone")
+    wait(lambda: find(By.ID, "rec-clock").text >= "0:12", 30, "12 s of audio")
+    find(By.ID, "rec-stop").click()
+    wait(lambda: "/recordings/" in browser.current_url, 30, "the recording page after stop")
+    recording_id = int(browser.current_url.rstrip("/").rsplit("/", 1)[-1].split("?")[0])
+    with Store(settings.database_path) as store:
+        recording = store.get_recording(recording_id)
+        assert recording.source_name == "browser" and recording.duration >= 12
+        wait(lambda: store.get_recording(recording_id).status == "done", 120,
+             "the final transcript")
+        text = "".join(s.text for s in store.segments(recording_id))
+    assert len(text) > 10, text

@@ -18,13 +18,14 @@ from device.settings import PROJECT_ROOT
 pytestmark = pytest.mark.slow
 
 FLOWS = [  # first start, recording from a file, live and final transcription by the worker,
-    # summaries, edits, exports, and an update's health check
+    # summaries, edits, exports, an update's health check, and HTTPS on a LAN address
     "tests/test_web.py::test_first_boot_needs_the_console_setup_code",
     "tests/test_appliance.py",
     "tests/test_summarize.py::test_a_chinese_transcript_gets_a_grounded_chinese_summary",
     "tests/test_web.py::test_state_changing_requests_need_the_csrf_token",
     "tests/test_editing.py",
     "tests/test_updates.py::test_update_installs_into_the_other_slot_after_its_health_check",
+    "tests/test_tls.py::test_the_appliance_serves_the_lan_over_https_only",
 ]
 
 

@@ -197,6 +197,37 @@ def test_one_recording_at_a_time_pause_and_markers(settings, tmp_path):
     assert saved.note == "budget figure" and saved.t == marker.t >= 1.0
 
 
+def test_audio_sent_by_another_device_is_recorded_once_in_order_whatever_is_resent(
+        settings, tmp_path):
+    from device.capture import ChunkGap, PushSource
+
+    _, expected = _speech16(tmp_path)
+    pcm = (np.clip(expected, -1, 1) * 32767).astype("<i2")
+    chunks = [pcm[i:i + 4000].tobytes() for i in range(0, 4 * SR, 4000)]  # 4 s
+    source = PushSource()
+    recorder = Recorder(settings)
+    recording = recorder.start(source, title="phone")
+    assert recorder.source is source
+    for seq, chunk in enumerate(chunks[:6]):
+        assert source.push(seq, chunk) == seq + 1
+    assert source.push(3, chunks[3]) == 6  # its answer was lost: sent again, taken once
+    with pytest.raises(ChunkGap) as gap:  # chunk 6 lost on the way: the box asks for it
+        source.push(7, chunks[7])
+    assert gap.value.expected == 6
+    for seq in range(6, len(chunks)):
+        source.push(seq, chunks[seq])
+    with pytest.raises(CaptureError, match="16-bit PCM"):
+        source.push(len(chunks), b"odd")
+    deadline = time.monotonic() + 10
+    while recorder.status()["seconds"] < 4.0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    recording = recorder.stop()
+    with pytest.raises(CaptureError, match="stopped"):
+        source.push(len(chunks), chunks[0])
+    stored = _stored(settings, recording)
+    assert np.array_equal(stored, pcm[: 4 * SR])  # every sample, once, in order
+
+
 # -- kill -9 and power cuts, in real processes ------------------------------------------
 
 

@@ -179,6 +179,9 @@ def test_state_changing_requests_need_the_csrf_token(box):
     assert client.post(f"/api/recordings/{rec}/voiceprints", json={
         "speaker": "A", "name": "Ann", "agreed": True}).status_code == 403
     assert box.admin.client.post("/admin/voiceprints/1/delete").status_code == 403
+    assert box.admin.client.post("/admin/tls", data={"cert": "x", "key": "y"}
+                                 ).status_code == 403
+    assert client.post("/api/record/chunk?seq=0", content=b"\0\0").status_code == 403
     # another user's token does not work either
     assert client.patch(f"/api/segments/{seg['id']}", json=body,
                         headers={"X-CSRF-Token": box.admin.csrf}).status_code == 403
@@ -222,6 +225,7 @@ ENDPOINTS = [  # (method, url, json body, the least role that may)
     ("PUT", "/api/recordings/{rec}/summary", {"content": {}, "version": 1}, "reviewer"),
     ("POST", "/api/record/resume", None, "interviewer"),
     ("POST", "/api/record/marker", {"note": "x"}, "interviewer"),
+    ("POST", "/api/record/chunk?seq=0", None, "interviewer"),
     ("POST", "/api/record/stop", None, "interviewer"),
     ("POST", "/api/record/start", {"source": "demo:none.wav"}, "interviewer"),
     ("GET", "/system", None, "admin"),
@@ -237,6 +241,8 @@ ENDPOINTS = [  # (method, url, json body, the least role that may)
     ("POST", "/admin/glossary/999/delete", None, "admin"),
     ("GET", "/admin/voiceprints", None, "admin"),
     ("GET", "/admin/audit", None, "admin"),
+    ("POST", "/admin/tls", {"cert": "x", "key": "y"}, "admin"),
+    ("POST", "/admin/tls/rollback", None, "admin"),
     ("GET", "/admin/audit/export.jsonl", None, "admin"),
     ("POST", "/admin/voiceprints/999/delete", None, "admin"),
 ]
@@ -260,8 +266,8 @@ def test_every_endpoint_checks_the_role(role_box, method, url, body, least):
     for role, browser in (("interviewer", box.interviewer), ("reviewer", box.reviewer),
                           ("admin", box.admin)):
         content = b"not audio" if method == "PUT" and "upload" in url else None
-        if url.startswith(("/admin/users", "/admin/glossary", "/admin/voiceprints")) \
-                and method == "POST":
+        if url.startswith(("/admin/users", "/admin/glossary", "/admin/voiceprints",
+                           "/admin/tls")) and method == "POST":
             response = browser.client.post(url.format(**ids), data={
                 **(body or {}), "csrf_token": browser.csrf}, follow_redirects=False)
         else:

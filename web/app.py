@@ -20,10 +20,12 @@ from device.audit import Auditor
 from device.errors import EditConflict, InvalidInput, NotFound
 from device.settings import Settings
 from device.store import Store
+from device.tls import serves_others
 from web import security
 from web.audit import record_request
 from web.deps import Forbidden, LoginRequired
 from web.head import HeadAsGet
+from web.headers import add_security_headers
 from web.limits import BodyLimit
 from web.routers import (
     admin,
@@ -88,14 +90,16 @@ def create_app(settings: Settings) -> FastAPI:
     egress.install()
 
     @app.middleware("http")
-    async def audit_trail(request: Request, call_next):
+    async def audit_and_headers(request: Request, call_next):
         response = await call_next(request)
         await record_request(request, response.status_code)
+        add_security_headers(request, response)
         return response
 
     app.state.setup_code = security.new_setup_code() if first_boot else None
     if first_boot:
-        print(f"tingji: first start: open http://{settings.host}:{settings.port}/setup and "
+        scheme = "https" if serves_others(settings) else "http"
+        print(f"tingji: first start: open {scheme}://{settings.host}:{settings.port}/setup and "
               f"enter the setup code {app.state.setup_code} to create the admin account",
               file=sys.stderr, flush=True)
 

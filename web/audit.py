@@ -10,6 +10,7 @@ written by the auth routes themselves, with the user name tried.
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from fastapi import Request
@@ -18,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from device import egress
 from device.store import Store
 
+log = logging.getLogger(__name__)
 READS = {  # route name -> action
     "recording_page": "view_recording", "recording_json": "view_recording",
     "recording_audio": "play_recording", "revisions": "view_revisions",
@@ -26,6 +28,9 @@ READS = {  # route name -> action
 }
 OWN = {"login", "setup", "logout"}
 """Routes that write their own entries."""
+QUIET = {"chunk"}
+"""Writes that are part of an audited action: a recording's audio arriving in chunks (its
+start and stop are entries)."""
 OBJECTS = ("recording_id", "segment_id", "user_id", "voiceprint_id", "job_id", "revision_id",
            "entry_id")
 
@@ -47,7 +52,7 @@ def entry_for(request: Request, status: int) -> tuple[str, dict] | None:
     route = request.scope.get("route")
     user = getattr(request.state, "user", None)
     name = getattr(route, "name", None)
-    if name is None or name in OWN or user is None:
+    if name is None or name in OWN or name in QUIET or user is None:
         return None
     details = {"method": request.method, "path": request.url.path, "status": status}
     if request.method not in ("GET", "HEAD"):
@@ -85,7 +90,12 @@ def write(request: Request, action: str, user, object: str | None, details: dict
     any case: each links to the one before)."""
     state = request.app.state
     with _writing:
-        if getattr(state, "audit_store", None) is None:
-            state.audit_store = Store(state.settings.database_path)
-        state.auditor.record(state.audit_store, action, user=user,
-                             address=client_address(request), object=object, details=details)
+        try:
+            if getattr(state, "audit_store", None) is None:
+                state.audit_store = Store(state.settings.database_path)
+            state.auditor.record(state.audit_store, action, user=user,
+                                 address=client_address(request), object=object,
+                                 details=details)
+        except Exception:  # the action is done: say loudly that its entry is missing
+            log.exception("audit trail: could not record %s %s by %s", action, object,
+                          getattr(user, "username", None))

@@ -13,6 +13,9 @@
     devices             input devices
     profiles            dialect profiles and where they come from
     glossary [add TERM [--misheard M] | remove ID]
+    tls [install CERT KEY | rollback]
+                        the HTTPS certificate: show it (fingerprint), install the
+                        organisation's, or return to the previous one
     audit verify | export [--since DATE] [--out FILE]
                         check the audit trail's hash chain and signed heads; signed JSONL
     voiceprints [remove ID | backup FILE]
@@ -39,6 +42,7 @@ from device.cli.admin import (
     cmd_glossary,
     cmd_info,
     cmd_profiles,
+    cmd_tls,
     cmd_users,
     cmd_voiceprints,
 )
@@ -129,6 +133,14 @@ def _parser() -> argparse.ArgumentParser:
     remove = actions.add_parser("remove", help="remove an entry by id")
     remove.add_argument("id", type=int)
     p.set_defaults(func=cmd_glossary)
+
+    p = commands.add_parser("tls", help="the HTTPS certificate")
+    actions = p.add_subparsers(dest="action")
+    install = actions.add_parser("install", help="use the organisation's certificate")
+    install.add_argument("cert", type=Path, help="PEM certificate chain, the box's first")
+    install.add_argument("key", type=Path, help="PEM private key")
+    actions.add_parser("rollback", help="return to the previous certificate")
+    p.set_defaults(func=cmd_tls)
 
     p = commands.add_parser("audit", help="the audit trail: verify it, export it")
     actions = p.add_subparsers(dest="action", required=True)

@@ -82,6 +82,28 @@ def cmd_glossary(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tls(settings: Settings, args: argparse.Namespace) -> int:
+    from device import tls
+
+    if args.action == "install":
+        cert = tls.install(settings, args.cert.read_bytes(), args.key.read_bytes())
+    elif args.action == "rollback":
+        cert = tls.rollback(settings)
+    else:
+        cert = tls.current(settings)
+        if cert is None:
+            print("no certificate yet: the first start serving the LAN makes one")
+            return 0
+    if args.action:
+        with Store(settings.database_path) as store:
+            on_console(settings, store, f"tls_{args.action}", details={
+                "fingerprint": cert.fingerprint})
+        print("restart the appliance (or use the System page) to serve it", file=sys.stderr)
+    print(f"{cert.origin} certificate for {', '.join(cert.names)}; valid until "
+          f"{cert.not_after:%Y-%m-%d}; SHA-256 {cert.fingerprint}")
+    return 0
+
+
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     from device.audit import export_lines, load_key, verify
 

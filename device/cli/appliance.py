@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import signal
 import subprocess
 import sys
 import threading
+import time
 
 from device.jobs import Worker
 from device.libc import die_with_parent
@@ -38,13 +40,79 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings) -> None:
-    """The web UI, until stopped.  No Server header: it would tell anyone what to attack."""
+    """The web UI, until stopped: HTTPS only when it serves more than loopback.  No Server
+    header: it would tell anyone what to attack."""
     import uvicorn
 
+    from device import tls
     from web.app import create_app
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level.lower(), server_header=False)
+    app = create_app(settings)
+    options = {}
+    if tls.serves_others(settings):
+        cert = tls.ensure(settings)
+        print(f"tingji: HTTPS on https://{settings.host}:{settings.port}; the box's certificate "
+              f"SHA-256 fingerprint: {cert.fingerprint}", file=sys.stderr, flush=True)
+        options = {"ssl_certfile": str(cert.cert_file), "ssl_keyfile": str(cert.key_file)}
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,
+                            log_level=settings.log_level.lower(), server_header=False,
+                            **options)
+    server = uvicorn.Server(config)
+    if options:
+        config.load()  # the SSL context exists now: a new certificate is loaded into it
+        app.state.reload_tls = functools.partial(_reload_tls, settings, config)
+        threading.Thread(target=_renew_daily, args=(settings, config), daemon=True).start()
+        if settings.redirect_port:
+            _redirect_to_https(settings)
+    server.run()
+
+
+def _reload_tls(settings: Settings, config) -> None:
+    """Serve the certificate now in data/tls/ to new connections."""
+    from device import tls
+
+    cert = tls.current(settings)
+    config.ssl.load_cert_chain(str(cert.cert_file), str(cert.key_file))
+
+
+def _renew_daily(settings: Settings, config) -> None:
+    from device import tls
+
+    served = tls.current(settings).fingerprint
+    while True:
+        time.sleep(24 * 3600)
+        cert = tls.ensure(settings)  # made again 30 days before its end
+        if cert.fingerprint != served:
+            _reload_tls(settings, config)
+            served = cert.fingerprint
+            print(f"tingji: new certificate, SHA-256 fingerprint {served}", file=sys.stderr)
+
+
+def _redirect_to_https(settings: Settings) -> None:
+    """Plain HTTP on ``redirect_port`` that answers every request with a redirect to the
+    same path over HTTPS, and nothing else."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Redirect(BaseHTTPRequestHandler):
+        server_version, sys_version = "", ""
+
+        def _answer(self) -> None:
+            host = (self.headers.get("Host") or settings.host).rsplit(":", 1)[0]
+            if host.startswith("[") is False and ":" in host:
+                host = f"[{host}]"
+            path = self.path if self.path.startswith("/") else "/"
+            self.send_response(308)
+            self.send_header("Location", f"https://{host}:{settings.port}{path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer((settings.host, settings.redirect_port), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
@@ -53,7 +121,10 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     worker = subprocess.Popen([sys.executable, "-m", "device", "worker"],
                               preexec_fn=die_with_parent)
     try:
-        print(f"tingji: web UI on http://{settings.host}:{settings.port}", file=sys.stderr)
+        from device.tls import serves_others
+
+        scheme = "https" if serves_others(settings) else "http"
+        print(f"tingji: web UI on {scheme}://{settings.host}:{settings.port}", file=sys.stderr)
         _serve(settings)
     finally:
         worker.terminate()

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse
 
 import device
-from device import egress
+from device import egress, tls
 from device.accounts import check_new_password, hash_password
 from device.audit import public_hex
 from device.errors import InvalidInput
@@ -33,6 +33,11 @@ FormStr = Annotated[str, Form()]
 
 @router.get("/system")
 def system_page(request: Request, user: Admin, store: StoreDep, settings: SettingsDep):
+    return _system_page(request, store, settings)
+
+
+def _system_page(request: Request, store, settings, tls_error: str | None = None,
+                 status_code: int = 200):
     manifest = load_manifest(models_dir=settings.models_dir)
     models = [{"id": spec.id, "kind": spec.kind, "size": spec.size, "default": spec.default,
                "status": status(spec, settings.models_dir, quick=True),
@@ -46,7 +51,38 @@ def system_page(request: Request, user: Admin, store: StoreDep, settings: Settin
         "deletions": store.deletions(limit=50),
         "updates": update_status(), "egress": egress.attempts(),
         "egress_watched": egress.installed(),
-        "audit_key": public_hex(request.app.state.auditor.key)})
+        "audit_key": public_hex(request.app.state.auditor.key),
+        "tls": tls.current(settings) if tls.serves_others(settings) else None,
+        "tls_error": tls_error}, status_code=status_code)
+
+
+@router.post("/admin/tls")
+def install_certificate(request: Request, user: Admin, store: StoreDep, settings: SettingsDep,
+                        cert: FormStr, key: FormStr):
+    """The organisation's certificate chain and key, pasted as PEM: checked, then served."""
+    try:
+        tls.install(settings, cert.encode(), key.encode())
+    except tls.TlsError as exc:
+        return _system_page(request, store, settings, f"not installed: {exc}", 400)
+    _reload_tls(request)
+    return RedirectResponse("/system#tls", status_code=303)
+
+
+@router.post("/admin/tls/rollback")
+def rollback_certificate(request: Request, user: Admin, store: StoreDep,
+                         settings: SettingsDep):
+    try:
+        tls.rollback(settings)
+    except tls.TlsError as exc:
+        return _system_page(request, store, settings, str(exc), 400)
+    _reload_tls(request)
+    return RedirectResponse("/system#tls", status_code=303)
+
+
+def _reload_tls(request: Request) -> None:
+    reload = getattr(request.app.state, "reload_tls", None)
+    if reload is not None:  # serving HTTPS: new connections get the new certificate
+        reload()
 
 
 def update_status() -> dict | None:

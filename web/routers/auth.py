@@ -29,7 +29,8 @@ def _page(request: Request, name: str, context: dict, status: int = 200):
     token = request.cookies.get(security.PRELOGIN_COOKIE) or secrets.token_urlsafe(24)
     response = templates(request).TemplateResponse(
         request, name, {**context, "csrf": token}, status_code=status)
-    response.set_cookie(security.PRELOGIN_COOKIE, token, httponly=True, samesite="strict")
+    response.set_cookie(security.PRELOGIN_COOKIE, token, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https")
     return response
 
 
@@ -38,11 +39,13 @@ def _check_prelogin(request: Request, given: str) -> None:
         raise Forbidden("the form expired: reload the page and try again")
 
 
-def _signed_in(store, user: User, target: str) -> RedirectResponse:
+def _signed_in(request: Request, store, user: User, target: str) -> RedirectResponse:
+    """A new session (a new id at every sign-in) and the way on."""
     response = RedirectResponse(target if target.startswith("/") and not target.startswith("//")
                                 else "/", status_code=303)
     response.set_cookie(security.SESSION_COOKIE, security.start_session(store, user),
-                        max_age=security.SESSION_SECONDS, httponly=True, samesite="strict")
+                        max_age=security.SESSION_SECONDS, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https")
     return response
 
 
@@ -74,7 +77,7 @@ def setup(request: Request, store: StoreDep, code: FormStr, username: FormStr,
     if user is None:
         raise Forbidden("setup is done: sign in")
     _audit(request, store, "first_admin_created", user)
-    return _signed_in(store, user, "/")
+    return _signed_in(request, store, user, "/")
 
 
 @router.get("/login")
@@ -105,7 +108,7 @@ def login(request: Request, store: StoreDep, username: FormStr, password: FormSt
                                              "next": next, "username": username}, status=401)
     limiter.succeeded(client, username)
     _audit(request, store, "sign_in", user)
-    return _signed_in(store, user, next)
+    return _signed_in(request, store, user, next)
 
 
 def _audit(request: Request, store, action: str, user: User | None,
@@ -141,4 +144,4 @@ def change_password(request: Request, user: Interviewer, store: StoreDep,
             request, "account.html", {"error": str(exc)}, status_code=400)
     store.update_user(user.id, password_hash=hash_password(new))
     store.end_sessions(user.id)  # every other device signs in again
-    return _signed_in(store, user, "/account?changed=1")
+    return _signed_in(request, store, user, "/account?changed=1")

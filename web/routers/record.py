@@ -3,6 +3,7 @@
 POST /api/record/start {title?, source?, device?, profile?}   409 if one is running
 POST /api/record/pause | /resume | /stop                      409 if nothing is recording
 POST /api/record/marker {note?}
+POST /api/record/chunk?seq=N  (16-bit PCM)                    the page's microphone, source browser
 GET  /api/record/status
 GET  /api/record/events                                       text/event-stream
 GET  /record                                                  the Record page
@@ -16,12 +17,13 @@ import collections
 import contextlib
 import json
 import threading
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from device.capture import CaptureError, FileSource, MicrophoneSource
+from device.capture import CaptureError, ChunkGap, FileSource, MicrophoneSource, PushSource
 from device.errors import TingjiError
 from device.profiles import load_profiles
 from device.recorder import NotRecording, Recorder, RecorderBusy
@@ -36,7 +38,9 @@ _setup = threading.Lock()
 class StartRequest(BaseModel):
     title: str | None = Field(default=None, max_length=4 * TITLE_MAX)
     source: str = Field(default="mic", max_length=300)
-    """mic, or demo:NAME for a file in DATA_DIR/demo/ played at real-time speed."""
+    """mic (the box's own), browser (the microphone of the device showing the page, its
+    audio sent in chunks to /api/record/chunk), or demo:NAME for a file in DATA_DIR/demo/
+    played at real-time speed."""
     device: str | None = Field(default=None, max_length=200)
     profile: str | None = Field(default=None, max_length=100)
     speakers: int | None = Field(default=None, ge=1, le=20)
@@ -70,7 +74,9 @@ def _source(body: StartRequest, settings):
             available = ", ".join(sorted(p.name for p in folder.glob("*"))) or "none"
             raise CaptureError(f"no demo file {name!r}; available: {available}")
         return FileSource(folder / name)
-    raise CaptureError(f"unknown source {body.source!r}; use mic or demo:NAME")
+    if body.source == "browser":
+        return PushSource()
+    raise CaptureError(f"unknown source {body.source!r}; use mic, browser or demo:NAME")
 
 
 @router.get("/record")
@@ -153,6 +159,27 @@ def stop(request: Request, user: Interviewer):
     recording = _control(request, user, "stop")
     return {"recording_id": recording.id, "status": recording.status,
             "duration": recording.duration, "error": recording.error}
+
+
+@router.post("/api/record/chunk")
+async def chunk(request: Request, user: Interviewer,
+                seq: Annotated[int, Query(ge=0, le=10**9)]):
+    """A chunk of this device's microphone (16-bit PCM, 16 kHz mono) for the recording it
+    started; answers the number of the next chunk wanted (409 with it after a gap)."""
+    recorder = await asyncio.to_thread(recorder_of, request)
+    if _theirs(recorder, user):
+        raise HTTPException(403, BUSY)
+    source = recorder.source
+    if not isinstance(source, PushSource):
+        raise HTTPException(409, "no recording from this device's microphone is running")
+    pcm = await request.body()
+    try:
+        wanted = await asyncio.to_thread(source.push, seq, pcm)
+    except ChunkGap as exc:
+        return JSONResponse({"detail": str(exc), "next": exc.expected}, status_code=409)
+    except CaptureError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    return {"next": wanted}
 
 
 @router.get("/api/record/status")

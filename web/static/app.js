@@ -34,3 +34,16 @@ window.tingji = {
     return null;
   },
 };
+
+// Forms that ask before they act (data-confirm), and the job queue's cancel buttons: here,
+// not in the pages, so no page needs inline script.
+document.addEventListener("submit", (e) => {
+  const form = e.target.closest("form[data-confirm]");
+  if (form && !window.confirm(form.dataset.confirm)) e.preventDefault();
+});
+document.addEventListener("click", async (e) => {
+  const button = e.target.closest(".cancel-job");
+  if (!button) return;
+  await tingji.api("POST", `/api/jobs/${button.dataset.job}/cancel`);
+  location.reload();
+});

@@ -35,22 +35,91 @@
     return r.data;
   }
 
+  // This device's microphone (source "browser"): captured here at 16 kHz and sent to the
+  // box in numbered chunks of 16-bit PCM.  A chunk is dropped here only once the box has
+  // it, so a lost connection resumes where it stopped.
+  const mic = { stream: null, context: null, pending: [], seq: 0, sending: false };
+  const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
+
+  async function openMic() {
+    if (!navigator.mediaDevices || !window.AudioWorkletNode) {
+      throw new Error("the browser allows it only over HTTPS (serve the box on the LAN: it speaks HTTPS)");
+    }
+    mic.stream = await navigator.mediaDevices.getUserMedia({ audio: {
+      channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false } });
+    mic.context = new AudioContext({ sampleRate: 16000 });
+    await mic.context.audioWorklet.addModule("/static/capture-worklet.js");
+    const node = new AudioWorkletNode(mic.context, "tingji-capture");
+    node.port.onmessage = (e) => {
+      const pcm = new Int16Array(e.data.length);
+      for (let i = 0; i < e.data.length; i++) pcm[i] = Math.max(-1, Math.min(1, e.data[i])) * 32767;
+      mic.pending.push({ seq: mic.seq++, pcm });
+      send();
+    };
+    mic.context.createMediaStreamSource(mic.stream).connect(node);
+  }
+
+  function closeMic() {
+    if (mic.stream) mic.stream.getTracks().forEach((t) => t.stop());
+    if (mic.context) mic.context.close();
+    mic.stream = mic.context = null;
+  }
+
+  async function send() {
+    if (mic.sending) return;
+    mic.sending = true;
+    try {
+      for (let tries = 0; mic.pending.length && tries < 600;) {
+        const chunk = mic.pending[0];
+        let r = null;
+        try {
+          r = await fetch(`/api/record/chunk?seq=${chunk.seq}`, {
+            method: "POST", body: chunk.pcm.buffer, credentials: "same-origin",
+            headers: { "Content-Type": "application/octet-stream", "X-CSRF-Token": tingji.csrf() } });
+        } catch (err) { r = null; }
+        if (r && r.ok) { mic.pending.shift(); tries = 0; continue; }
+        if (r && r.status === 409) {
+          const d = await r.json().catch(() => ({}));
+          if (d.next === undefined) { mic.pending = []; break; }  // not recording any more
+          mic.pending.forEach((c, i) => { c.seq = d.next + i; });  // the box wants d.next
+          mic.seq = d.next + mic.pending.length;
+          continue;
+        }
+        state.textContent = "Connection lost: resending the audio…";
+        tries++;
+        await sleep(1000);
+      }
+    } finally { mic.sending = false; }
+  }
+
   buttons.start.addEventListener("click", async () => {
     live.textContent = "";
     const speakers = form.elements.namedItem("speakers").value;
-    const data = await call("start", { title: form.elements.namedItem("title").value || null, source: form.source.value, profile: form.profile.value, speakers: speakers ? parseInt(speakers, 10) : null });
-    if (data) show(data);
+    const source = form.source.value;
+    if (source === "browser") {
+      try { await openMic(); } catch (err) {
+        closeMic();
+        state.textContent = "This device's microphone cannot be used: " + err.message;
+        return;
+      }
+    }
+    const data = await call("start", { title: form.elements.namedItem("title").value || null, source, profile: form.profile.value, speakers: speakers ? parseInt(speakers, 10) : null });
+    if (data) show(data); else closeMic();
   });
   buttons.pause.addEventListener("click", async () => { const d = await call(paused ? "resume" : "pause"); if (d) show(d); });
   buttons.marker.addEventListener("click", async () => {
-    const note = prompt("Marker note (optional):", "");
-    if (note === null) return;
-    const m = await call("marker", { note });
+    const text = prompt("Marker note (optional):", "");
+    if (text === null) return;
+    const m = await call("marker", { note: text });
     if (m) note.textContent = ` · marker at ${tingji.clock(m.t)}`;
   });
   buttons.stop.addEventListener("click", async () => {
     buttons.stop.disabled = true;
     state.textContent = "Stopping…";
+    if (mic.stream) {  // what this device recorded reaches the box before it stops
+      closeMic();
+      for (let i = 0; i < 100 && (mic.pending.length || mic.sending); i++) { send(); await sleep(100); }
+    }
     const data = await call("stop");
     if (data) { state.textContent = "Saved: transcribing…"; location.href = "/recordings/" + data.recording_id; }
   });

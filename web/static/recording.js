@@ -355,16 +355,10 @@
       consent: field("consent").value, agreed: field("agreed").checked });
     if (!r.ok) { status("not remembered: " + ((r.data && r.data.detail) || r.status), "bad"); return; }
     status(`remembering the voice of ${field("name").value}…`);
-    for (let i = 0; i < 300; i++) {  // the worker computes it; a few seconds usually
-      await new Promise((done) => setTimeout(done, 1000));
-      const job = await tingji.api("GET", `/api/jobs/${r.data.id}`);
-      if (!job.ok) break;
-      if (job.data.status === "done") { location.reload(); return; }
-      if (job.data.status === "failed" || job.data.status === "cancelled") {
-        status("not remembered: " + (job.data.error || job.data.status), "bad"); return;
-      }
-    }
-    status("still remembering the voice: reload the page later", "");
+    const job = await tingji.watchJob(r.data.id, () => {}, 300);  // a few seconds usually
+    if (job && job.status === "done") location.reload();
+    else if (job) status("not remembered: " + (job.error || job.status), "bad");
+    else status("still remembering the voice: reload the page later", "");
   });
 
   const assignForm = document.getElementById("assign-speaker");
