@@ -7,7 +7,11 @@
 - request: p50/p95 of an audited page (a recording's page) against the same page with the
   audit writer turned off, in the same run (in-process client, 300 requests each);
 - verify: ``audit verify`` over a trail of ``--entries`` entries (built in one transaction
-  with the same hash chain and a signed head every 100 entries; target ≤ 30 s for 1,000,000).
+  with the same hash chain and a signed head every 100 entries; target ≤ 30 s for 1,000,000);
+- TLS: the web benchmark's pages (library, search, a recording) under 10 concurrent clients
+  (``bench/web.py``'s database, 200 recordings and 20 hours of transcript here), served over
+  plain HTTP on 127.0.0.1 and over HTTPS with the box's own certificate on 127.0.0.2, one
+  after the other in the same run (target: p95 over TLS ≤ +10 %).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from bench.report import header, write  # noqa: E402
 from device.settings import Settings  # noqa: E402
 
-TARGETS = {"verify_1m_seconds_max": 30.0}
+TARGETS = {"verify_1m_seconds_max": 30.0, "tls_p95_ratio_max": 1.10}
 
 
 def append_cost(settings: Settings, count: int = 2000) -> dict:
@@ -122,6 +126,50 @@ def verify_time(settings: Settings, entries: int) -> dict:
             "verify_seconds": round(seconds, 2)}
 
 
+def tls_cost(recordings: int = 200, hours: float = 20.0, clients: int = 10,
+             rounds: int = 20) -> dict:
+    import httpx
+
+    from bench.web import build, free_port, percentile, run_load, serve, sign_in
+    from device import tls
+
+    data_dir = ROOT / "bench" / "work" / "web-security"
+    build(data_dir, recordings, hours)
+    cert = tls.make_self_signed(Settings(data_dir=data_dir, host="127.0.0.2"))
+    out = {"database": {"recordings": recordings, "transcript_hours": hours},
+           "clients": clients, "rounds_per_client": rounds,
+           "phases": "plain, TLS, plain, TLS (each server warmed first)"}
+    timed: dict[str, dict[str, list[float]]] = {"plain": {}, "tls": {}}
+    for name, host, secure in [("plain", "127.0.0.1", False), ("tls", "127.0.0.2", True)] * 2:
+        port = free_port()
+        server = serve(data_dir, port, host, (cert.cert_file, cert.key_file) if secure else None)
+        scheme = "https" if secure else "http"
+        base, trust = f"{scheme}://{host}:{port}", str(cert.cert_file) if secure else None
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    sign_in(base, trust).get("/").raise_for_status()
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.3)
+            for page in ("/", "/?q=预算", "/recordings/1"):
+                sign_in(base, trust).get(page).raise_for_status()
+            timings, _ = run_load(base, clients, rounds, recordings, trust=trust)
+        finally:
+            server.terminate()
+            server.wait(30)
+        for page, values in timings.items():
+            timed[name].setdefault(page, []).extend(values)
+    for name, pages in timed.items():
+        out[name] = {page: {"p50_ms": round(statistics.median(v), 1),
+                            "p95_ms": round(percentile(v, 95), 1)} for page, v in pages.items()}
+        print(name, out[name], file=sys.stderr)
+    out["p95_ratio"] = {page: round(out["tls"][page]["p95_ms"] / out["plain"][page]["p95_ms"],
+                                    3) for page in out["plain"]}
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--entries", type=int, default=1_000_000)
@@ -129,8 +177,8 @@ def main() -> int:
                         default=ROOT / "bench" / "results" / "security.json")
     args = parser.parse_args()
     base = Settings.load()
-    report = {**header("security", base), "targets": TARGETS,
-              "tls": "not measured: HTTPS is not served yet"}
+    report = {**header("security", base), "targets": TARGETS}
+    report["tls"] = tls_cost()
     with tempfile.TemporaryDirectory() as work:
         settings = base.replace(data_dir=Path(work) / "append")
         report["append"] = append_cost(settings)

@@ -99,21 +99,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(data_dir: Path, port: int) -> subprocess.Popen:
+def serve(data_dir: Path, port: int, host: str = "127.0.0.1",
+          tls: tuple[Path, Path] | None = None) -> subprocess.Popen:
+    """The app in its own process; with ``tls`` (certificate, key) over HTTPS."""
+    ssl = (f", ssl_certfile={str(tls[0])!r}, ssl_keyfile={str(tls[1])!r}" if tls else "")
     code = ("import pathlib, uvicorn; from device.settings import Settings; "
             "from web.app import create_app; "
             f"uvicorn.run(create_app(Settings(data_dir=pathlib.Path({str(data_dir)!r}))), "
-            f"host='127.0.0.1', port={port}, log_level='warning')")
+            f"host={host!r}, port={port}, log_level='warning'{ssl})")
     env = {**os.environ, "TINGJI_AUTO_SUMMARIZE": "0"}
     log = open(data_dir / "server.log", "wb")
     return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env,
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 
 
-def sign_in(base: str) -> httpx.Client:
+def sign_in(base: str, trust: str | None = None) -> httpx.Client:
+    """A signed-in client; ``trust``: the only certificate an HTTPS server may show."""
     import re
+    import ssl
 
-    client = httpx.Client(base_url=base, timeout=60)
+    verify = ssl.create_default_context(cafile=trust) if trust else True
+    client = httpx.Client(base_url=base, timeout=60, verify=verify)
     token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").text).group(1)
     response = client.post("/login", data={"username": "rita", "password": PASSWORD,
                                            "csrf_token": token})
@@ -134,10 +140,10 @@ BASELINES = {  # the same clients and concurrency, in a phase of their own
 
 
 def client_process(base: str, number: int, rounds: int, recordings: int, start_at: float,
-                   baseline: bool) -> dict[str, list[float]]:
+                   baseline: bool, trust: str | None = None) -> dict[str, list[float]]:
     """One client (its own process, like a browser): every page type in turn, timed."""
     rng = random.Random(number)
-    client = sign_in(base)
+    client = sign_in(base, trust)
     pages = BASELINES if baseline else PAGES
     timings: dict[str, list[float]] = {name: [] for name in pages}
     time.sleep(max(0.0, start_at - time.time()))
@@ -154,7 +160,8 @@ def client_process(base: str, number: int, rounds: int, recordings: int, start_a
 
 
 def run_load(base: str, clients: int, rounds: int, recordings: int,
-             baseline: bool = False) -> tuple[dict[str, list[float]], float]:
+             baseline: bool = False, trust: str | None = None
+             ) -> tuple[dict[str, list[float]], float]:
     """(timings per page, wall seconds) of ``clients`` concurrent client processes."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -162,8 +169,8 @@ def run_load(base: str, clients: int, rounds: int, recordings: int,
     start_at = time.time() + 5  # every client signed in before the clock starts
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(clients, mp_context=context) as pool:
-        futures = [pool.submit(client_process, base, n, rounds, recordings, start_at, baseline)
-                   for n in range(clients)]
+        futures = [pool.submit(client_process, base, n, rounds, recordings, start_at, baseline,
+                               trust) for n in range(clients)]
         results = [f.result() for f in futures]
     wall = time.time() - start_at
     names = BASELINES if baseline else PAGES

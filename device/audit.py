@@ -151,7 +151,16 @@ def verify(store: Store, public: Ed25519PublicKey) -> Verification:
     def bad(entry_id: int, problem: str) -> Verification:
         return Verification(False, count, len(heads), problem, entry_id, tuple(restarts))
 
-    for entry in store.audit_rows():
+    rows = store.audit_rows()
+    while True:
+        try:
+            entry = next(rows)
+        except StopIteration:
+            break
+        except sqlite3.DatabaseError as exc:
+            return bad(expected_id, f"the audit trail's database is damaged from entry "
+                                    f"{expected_id} on ({exc}): entries 1–{expected_id - 1} "
+                                    "verified; the box keeps appending after the damage")
         if entry.id != expected_id:
             if entry.id > expected_id:
                 return bad(expected_id, f"entry {expected_id} is missing (the next entry is "

@@ -113,3 +113,22 @@ def test_an_export_is_signed_and_checks_without_the_box(settings):
     trailer["export"]["lines_sha256"] = "0" * 64
     with pytest.raises(ValueError, match="not the ones signed"):
         verify_export(lines[:-1] + [json.dumps(trailer)], auditor.key.public_key())
+
+
+def test_a_damaged_database_page_is_reported_and_appending_goes_on(settings):
+    auditor = _trail(settings, 1500)
+    with Store(settings.database_path) as store:
+        store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        leaves = [r[0] for r in store.db.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'audit' AND pagetype = 'leaf' "
+            "ORDER BY pageno")]
+    page = leaves[len(leaves) // 2]  # a page in the middle of the trail
+    data = bytearray(settings.database_path.read_bytes())
+    data[(page - 1) * 4096 + 8:page * 4096 - 100] = b"\xff" * (4096 - 108)
+    settings.database_path.write_bytes(bytes(data))
+    result = _verify(settings, auditor)
+    assert not result.ok and "database is damaged from entry" in result.problem
+    assert 1 < result.bad_entry < 1500
+    with Store(settings.database_path) as store:  # the box keeps its trail going
+        entry = auditor.record(store, "sign_in", address="192.0.2.9")
+    assert entry.id == 1501

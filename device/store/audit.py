@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from collections.abc import Iterator
 
 from device.records import AuditEntry, AuditHead
@@ -72,17 +73,28 @@ class AuditRooms(Rooms):
         return [_entry(row) for row in self.db.query(sql, args)]
 
     def audit_rows(self, batch: int = 10_000) -> Iterator[AuditEntry]:
-        """Every entry in id order, read in batches (a trail may hold millions)."""
+        """Every entry in id order, read in batches (a trail may hold millions).  A batch
+        that cannot be read is read again one entry at a time, so the DatabaseError comes
+        at the first entry that is unreadable."""
         after = 0
         while True:
-            rows = self.db.execute("SELECT id, at, user_id, username, address, action, "
-                                   "object, details, prev, hash FROM audit WHERE id > ? "
-                                   "ORDER BY id LIMIT ?", [after, batch]).fetchall()
+            try:
+                rows = self._audit_batch(after, batch)
+            except sqlite3.DatabaseError:
+                if batch == 1:
+                    raise
+                batch = 1
+                continue
             if not rows:
                 return
             for row in rows:
                 yield AuditEntry(*row[:7], json.loads(row[7]), row[8], row[9])
             after = rows[-1][0]
+
+    def _audit_batch(self, after: int, batch: int) -> list[tuple]:
+        return self.db.execute("SELECT id, at, user_id, username, address, action, object, "
+                               "details, prev, hash FROM audit WHERE id > ? ORDER BY id "
+                               "LIMIT ?", [after, batch]).fetchall()
 
     def last_audit_entry(self) -> AuditEntry | None:
         rows = self.audit_entries(limit=1, newest_first=True)
