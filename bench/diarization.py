@@ -54,20 +54,32 @@ def transcription_seconds(engines, settings, files: list[Path]) -> tuple[float, 
     return spent, length
 
 
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
 def heap_growth(encoder, detector, files: list[Path]) -> dict:
-    """Peak Python heap of diarizing half the recordings joined, and all of them."""
+    """Peak Python heap of diarizing half the recordings joined, and all of them; and the
+    peak RSS the stage adds to the process (Linux: the high-water mark is reset first)."""
     from device.speakers.diarize import diarize, windows
 
     out = {}
     for part, chosen in (("half", files[: len(files) // 2]), ("all", files)):
         samples = np.concatenate([audio.decode(f) for f in chosen])
         speech = detector.speech_chunks(samples)
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+        rss_before = _status_kb("VmRSS")
         tracemalloc.start()
         diarize(encoder, samples, speech, None)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         out[part] = {"minutes": round(samples.size / audio.SAMPLE_RATE / 60, 1),
-                     "windows": len(windows(speech)), "peak_heap_mb": round(peak / 2**20, 2)}
+                     "windows": len(windows(speech)), "peak_heap_mb": round(peak / 2**20, 2),
+                     "stage_peak_rss_added_mb": round(
+                         (_status_kb("VmHWM") - rss_before) / 1024, 1)}
     grown = out["all"]["peak_heap_mb"] - out["half"]["peak_heap_mb"]
     out["bytes_per_extra_window"] = round(
         grown * 2**20 / max(out["all"]["windows"] - out["half"]["windows"], 1))
