@@ -81,9 +81,15 @@ bench: install
 	$(PY) bench/stereo.py
 	$(PY) bench/faithfulness.py
 	$(PY) bench/diarization.py
+	$(PY) bench/voiceprints.py
+	$(PY) bench/security.py
 	@if [ -f $(SPEECH_DIR)/manifest.tsv ]; then \
 	  $(PY) -m device.eval $(SPEECH_DIR) --profiles raw,auto,dialect --out bench/results/eval.json; \
 	else echo "bench: no $(SPEECH_DIR)/manifest.tsv, accuracy harness skipped"; fi
+	@if [ -f $(SPEECH_DIR)-dev/manifest.tsv ]; then \
+	  $(PY) -m device.eval $(SPEECH_DIR)-dev --profiles raw,auto,dialect \
+	    --out bench/results/eval-dev.json; \
+	else echo "bench: no $(SPEECH_DIR)-dev/manifest.tsv, dialect dev set skipped"; fi
 
 # Screenshots of the main pages (README), taken by the browser test.
 screenshots: install

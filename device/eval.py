@@ -33,8 +33,9 @@ from pathlib import Path
 from device import audio
 from device.jobs import load_engines
 from device.pipeline import Engines, recognize, select_profile
+from device.profiles import ProfileError
 from device.settings import Settings
-from device.text import character_error_rate, word_error_rate
+from device.text import SCORING, character_error_rate, word_error_rate
 
 SPACED_LANGUAGES = {"en", "fr", "de", "es", "it", "pt", "nl", "ru"}
 
@@ -57,6 +58,23 @@ class ClipResult:
 def read_manifest(directory: Path) -> list[dict]:
     with open(directory / "manifest.tsv", encoding="utf-8") as f:
         return list(csv.DictReader(f, delimiter="\t"))
+
+
+def check_manifest(directory: Path, rows: list[dict], modes: list[str],
+                   settings: Settings) -> None:
+    """ProfileError naming the manifest line whose dialect has no profile (when the
+    ``dialect`` mode needs one), before anything is transcribed."""
+    from device.profiles import ProfileError, load_profiles
+
+    known = load_profiles(settings.data_dir)
+    for number, row in enumerate(rows, start=2):
+        for column in ("file", "language", "dialect", "reference"):
+            if not row.get(column):
+                raise ProfileError(f"{directory / 'manifest.tsv'}:{number}: no {column}")
+        if "dialect" in modes and row["dialect"] not in known:
+            raise ProfileError(
+                f"{directory / 'manifest.tsv'}:{number}: unknown dialect {row['dialect']!r} "
+                f"(profiles: {', '.join(sorted(known))})")
 
 
 def evaluate(
@@ -195,10 +213,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.directory}: no manifest.tsv", file=sys.stderr)
         return 1
     settings = Settings.load()
-    results = evaluate(args.directory, [m.strip() for m in args.profiles.split(",") if m.strip()],
-                       settings, load_engines(settings))
-    report = {"directory": str(args.directory), "summary": summarise(results),
-              "clips": [asdict(r) for r in results]}
+    modes = [m.strip() for m in args.profiles.split(",") if m.strip()]
+    try:
+        check_manifest(args.directory, read_manifest(args.directory), modes, settings)
+    except ProfileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    results = evaluate(args.directory, modes, settings, load_engines(settings))
+    report = {"directory": str(args.directory), "scoring": SCORING,
+              "summary": summarise(results), "clips": [asdict(r) for r in results]}
+    print(f"scored {SCORING}")
     print(table(results))
     for key, s in report["summary"].items():
         print(f"{key:<24} {s['metric'].upper()} {s['mean_error_rate']:.3f}  "

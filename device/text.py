@@ -70,9 +70,35 @@ def search_form(text: str) -> str:
     return " ".join(_CJK.sub(r" \1 ", fold(text)).split())
 
 
+_NUMERAL = re.compile("[零〇一二两三四五六七八九十百千万]+")
+
+
+def numbers_as_digits(text: str) -> str:
+    """Numbers written in Chinese characters as Arabic digits, so that 90 and 九十 score the
+    same (applied to both sides alike: 一样 becomes 1样 in each).
+
+    >>> numbers_as_digits("九十岁，两千零二十六年，二零二六，一万五千")
+    '90岁，2026年，2026，15000'
+    """
+    from device.profiles import chinese_number
+
+    def digits(match: re.Match) -> str:
+        value = chinese_number(match.group())
+        return match.group() if value is None else str(value)
+
+    return _NUMERAL.sub(digits, text)
+
+
 def score_form(text: str) -> str:
-    """Characters compared for the character error rate: folded, no punctuation or spaces."""
-    return _PUNCT_OR_SPACE.sub("", fold(text))
+    """Characters compared for the character error rate: folded (Traditional to Simplified,
+    full to half width), numbers as digits, no punctuation or spaces."""
+    return _PUNCT_OR_SPACE.sub("", numbers_as_digits(fold(text)))
+
+
+SCORING = ("both sides alike: Traditional to Simplified (OpenCC t2s), full to half width "
+           "(NFKC), lower case, numbers in Chinese characters as digits (九十 = 90), "
+           "punctuation and spaces removed")
+"""How the accuracy harness normalises before it scores (said in its output)."""
 
 
 def words_form(text: str) -> list[str]:

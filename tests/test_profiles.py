@@ -123,3 +123,21 @@ def test_auto_prefers_a_variety_only_with_its_written_forms_and_a_better_score()
     assert choose_auto_profile("zh", profiles, trial_for(mandarin_speech))[0] == "mandarin"
     assert choose_auto_profile("en", profiles, trial_for({}))[0] == "english"
     assert choose_auto_profile("fr", profiles, trial_for({}))[0] == "auto"
+
+
+def test_scoring_treats_both_sides_alike_and_a_bad_manifest_is_one_clear_line(tmp_path,
+                                                                             capsys):
+    from device.eval import main
+    from device.text import character_error_rate, numbers_as_digits
+
+    # script, width, punctuation and numbers written either way score the same
+    assert character_error_rate("他今年九十岁，住在臺北。", "他今年90歲 住在台北") == 0.0
+    assert character_error_rate("２０２６年", "二零二六年") == 0.0
+    assert numbers_as_digits("一万五千") == "15000"
+    assert character_error_rate("九十", "八十") == 0.5  # a wrong number is still wrong
+    (tmp_path / "manifest.tsv").write_text(
+        "file\tlanguage\tdialect\treference\nx.wav\tzh\thakka\t你好\n", encoding="utf-8")
+    assert main([str(tmp_path), "--profiles", "raw,dialect"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().endswith("(profiles: auto, cantonese, english, mandarin, sichuanese)")
+    assert "manifest.tsv:2: unknown dialect 'hakka'" in err and "Traceback" not in err
