@@ -60,13 +60,20 @@ def local_time(stamp: str | None, zone: str, seconds: bool = False) -> str:
 
 
 def segment_record(segment: Segment) -> dict:
-    """A segment as the JSON export, the CLI's ``--json`` and the web API write it."""
+    """A segment as the JSON export, the CLI's ``--json`` and the web API write it, with
+    the marks of where Whisper was unsure (``device.confidence``)."""
+    from device.confidence import segment_unsure, word_unsure
+
+    edited = bool(segment.revision)
     return {"id": segment.id, "start": segment.start, "end": segment.end,
             "speaker": segment.speaker, "text": segment.text, "language": segment.language,
             "revision": segment.revision, "avg_logprob": segment.avg_logprob,
             "no_speech_prob": segment.no_speech_prob, "channel": segment.channel,
+            "unsure": segment_unsure(segment),
             "words": [{"start": w.start, "end": w.end, "text": w.text,
-                       "probability": w.probability} for w in segment.words]}
+                       "probability": w.probability,
+                       "unsure": not edited and word_unsure(w.probability)}
+                      for w in segment.words]}
 
 
 def transcript_record(recording: Recording, segments: Sequence[Segment],

@@ -116,6 +116,37 @@ def edit_distance(reference: list[str] | str, hypothesis: list[str] | str) -> in
     return previous[-1]
 
 
+def wrong_in_hypothesis(reference: list[str] | str, hypothesis: list[str] | str
+                        ) -> list[bool]:
+    """For each item of the hypothesis, whether a minimal alignment to the reference makes it
+    a substitution or an insertion (what a confidence mark should catch).
+
+    >>> wrong_in_hypothesis("今天开会", "今天开灰了")
+    [False, False, False, True, True]
+    """
+    n, m = len(reference), len(hypothesis)
+    cost = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(n + 1):
+        cost[i][0] = i
+    for j in range(m + 1):
+        cost[0][j] = j
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost[i][j] = min(cost[i - 1][j] + 1, cost[i][j - 1] + 1,
+                             cost[i - 1][j - 1] + (reference[i - 1] != hypothesis[j - 1]))
+    wrong = [True] * m
+    i, j = n, m
+    while i > 0 and j > 0:
+        if cost[i][j] == cost[i - 1][j - 1] + (reference[i - 1] != hypothesis[j - 1]):
+            wrong[j - 1] = reference[i - 1] != hypothesis[j - 1]
+            i, j = i - 1, j - 1
+        elif cost[i][j] == cost[i][j - 1] + 1:
+            j -= 1  # an insertion: stays wrong
+        else:
+            i -= 1  # a deletion: nothing in the hypothesis to mark
+    return wrong
+
+
 def character_error_rate(reference: str, hypothesis: str) -> float:
     ref, hyp = score_form(reference), score_form(hypothesis)
     return edit_distance(ref, hyp) / max(len(ref), 1)

@@ -892,3 +892,30 @@ def test_the_system_page_counts_outbound_attempts_and_the_trail_records_them(rol
         [entry] = [e for e in store.audit_entries(action="outbound_attempt")
                    if e.object == "192.0.2.44:9"]
     assert entry.details["event"] == "socket.connect"
+
+
+def test_where_the_recogniser_was_unsure_is_marked_until_a_reviewer_edits(role_box):
+    from device.records import Segment, Word
+
+    box = role_box  # shared: this test stores its own recording
+    with Store(box.settings.database_path) as store:
+        rec = store.create_recording("不确定", "u.wav")
+        job = store.claim(1, 0.0, store.enqueue("transcribe", rec.id).id)
+        store.complete_transcription(job.id, rec.id, [
+            Segment(0.0, 2.0, "今天开会", language="zh", avg_logprob=-0.2,
+                    words=(Word(0.0, 1.0, "今天", 0.95), Word(1.0, 2.0, "开会", 0.3))),
+            Segment(2.0, 4.0, "嗯嗯啊", language="zh", avg_logprob=-1.1,
+                    words=(Word(2.0, 4.0, "嗯嗯啊", 0.4),))], language="zh", duration=4.0)
+    exported = box.reviewer.client.get(f"/recordings/{rec.id}/export.json").json()
+    first, second = exported["segments"]
+    assert (first["unsure"], second["unsure"]) == (False, True)
+    assert [w["unsure"] for w in first["words"]] == [False, True]
+    page = box.reviewer.client.get(f"/recordings/{rec.id}").text
+    assert page.count('class="segment unsure"') == 1 and "Listen to those first" in page
+    assert '"开会",0.3]' in page  # the word's probability: the browser marks it
+    # a reviewer's edit is theirs: no marks any more
+    box.reviewer.api("PATCH", f"/api/segments/{second['id']}",
+                     {"text": "嗯，好的", "revision": 0})
+    exported = box.reviewer.client.get(f"/recordings/{rec.id}/export.json").json()
+    assert not exported["segments"][1]["unsure"]
+    assert not any(w["unsure"] for w in exported["segments"][1]["words"])

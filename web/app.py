@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 import device
 from device import egress, export
 from device.audit import Auditor
+from device.confidence import WORD_BELOW, segment_unsure
 from device.errors import EditConflict, InvalidInput, NotFound
 from device.settings import Settings
 from device.store import Store
@@ -80,6 +81,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.event_streams = collections.Counter()  # open live-event streams by user
     templates = Jinja2Templates(directory=HERE / "templates")  # autoescape on for .html
     templates.env.globals["version"] = device.__version__
+    templates.env.globals["segment_unsure"] = segment_unsure
+    templates.env.globals["word_unsure_below"] = WORD_BELOW
     templates.env.filters["clock"] = export.clock
     templates.env.filters["local_time"] = functools.partial(export.local_time,
                                                            zone=settings.time_zone)

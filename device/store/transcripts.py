@@ -18,10 +18,12 @@ class TranscriptRooms(Rooms):
 
     def words_json(self, recording_id: int) -> str:
         """Word timings of a transcript as JSON, built by SQLite: {"segment id":
-        [[start, end, text], …], …} (the recording page wraps the words in the browser)."""
+        [[start, end, text, probability], …], …} (the recording page wraps the words in the
+        browser)."""
         row = self.db.execute(
             "SELECT json_group_object(segment_id, json(words)) FROM ("
-            "  SELECT w.segment_id, json_group_array(json_array(w.start, w.end, w.text)) words"
+            "  SELECT w.segment_id, json_group_array(json_array(w.start, w.end, w.text,"
+            "                                                   w.probability)) words"
             "  FROM segments s JOIN words w ON w.segment_id = s.id"
             "  WHERE s.recording_id = ? GROUP BY s.idx ORDER BY s.idx)",
             [recording_id]).fetchone()

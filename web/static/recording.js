@@ -37,13 +37,19 @@
     const source = text.textContent;
     const pieces = document.createDocumentFragment();
     let position = 0;
-    for (const [start, end, raw] of words) {
+    const unsureBelow = parseFloat(transcript.dataset.unsureBelow || "0");
+    const reviewed = seg.dataset.revision !== "0";  // a reviewer's text: no marks
+    for (const [start, end, raw, probability] of words) {
       const token = raw.trim();
       const found = token ? source.indexOf(token, position) : -1;
       if (found < 0 || found - position > 12) continue;
       pieces.append(source.slice(position, found));
       const span = document.createElement("span");
       span.className = "w";
+      if (!reviewed && probability !== null && probability < unsureBelow) {
+        span.classList.add("unsure");
+        span.title = "The recogniser was unsure of this word";
+      }
       span.dataset.start = start.toFixed(2);
       span.dataset.end = end.toFixed(2);
       span.textContent = token;
