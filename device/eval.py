@@ -123,6 +123,17 @@ def summarise(results: list[ClipResult]) -> dict:
     }
 
 
+def auto_decisions(results: list[ClipResult]) -> dict[str, dict[str, int]]:
+    """Auto mode's choices per dialect: {dialect: {profile chosen: clips}} (a confusion
+    matrix of its variety decisions)."""
+    out: dict[str, dict[str, int]] = {}
+    for r in results:
+        if r.mode == "auto":
+            row = out.setdefault(r.dialect, {})
+            row[r.profile] = row.get(r.profile, 0) + 1
+    return out
+
+
 def table(results: list[ClipResult]) -> str:
     lines = [f"{'clip':<34} {'mode':<10} {'profile':<11} {'lang':<5} {'error':>12} "
              f"{'RTF':>6}  text"]
@@ -221,9 +232,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     results = evaluate(args.directory, modes, settings, load_engines(settings))
     report = {"directory": str(args.directory), "scoring": SCORING,
-              "summary": summarise(results), "clips": [asdict(r) for r in results]}
+              "summary": summarise(results), "auto_decisions": auto_decisions(results),
+              "clips": [asdict(r) for r in results]}
     print(f"scored {SCORING}")
     print(table(results))
+    for dialect, chosen in report["auto_decisions"].items():
+        print(f"auto chose for {dialect}: " + ", ".join(f"{p} ×{n}" for p, n in
+                                                        sorted(chosen.items())))
     for key, s in report["summary"].items():
         print(f"{key:<24} {s['metric'].upper()} {s['mean_error_rate']:.3f}  "
               f"RTF {s['mean_rtf']:.3f}  profiles {', '.join(s['profiles_chosen'])}")

@@ -13,9 +13,15 @@ from device.store import Store
 from tests.webutil import make_box, stored_transcript
 
 
-@pytest.fixture
-def box(settings):
-    return make_box(settings)
+@pytest.fixture(scope="module")
+def box(tmp_path_factory):
+    """One box for the module (each test stores its own recording): a box's three accounts
+    cost six Argon2 hashes."""
+    from device.settings import Settings
+
+    data = tmp_path_factory.mktemp("editing") / "data"
+    return make_box(Settings(data_dir=data, models_dir=Settings.load().models_dir,
+                             auto_summarize=False))
 
 
 @pytest.fixture
@@ -100,17 +106,17 @@ def test_speakers_rename_everywhere_and_reassign_one_segment(box, rec):
 
 
 def test_find_and_replace_across_a_recording_is_one_revision(box):
-    rec = stored_transcript(box.settings, texts=["budget one", "no match", "budget two"])
+    rec = stored_transcript(box.settings, texts=["quokka one", "no match", "quokka two"])
     response = box.reviewer.api("POST", f"/api/recordings/{rec}/replace",
-                                {"find": "budget", "replace": "plan"})
+                                {"find": "quokka", "replace": "plan"})
     assert response.json() == {"changed": 2}
     assert [s["text"] for s in segments(box, rec)] == ["plan one", "no match", "plan two"]
     history = box.reviewer.api("GET", f"/api/recordings/{rec}/revisions").json()
     assert len(history) == 1 and len(history[0]["before"]) == 2
     box.reviewer.api("POST", f"/api/revisions/{history[0]['id']}/undo")
-    assert [s["text"] for s in segments(box, rec)] == ["budget one", "no match", "budget two"]
-    search = box.reviewer.client.get("/", params={"q": "budget"}).text
-    assert search.count("<mark>budget</mark>") == 2  # the index follows edits
+    assert [s["text"] for s in segments(box, rec)] == ["quokka one", "no match", "quokka two"]
+    search = box.reviewer.client.get("/", params={"q": "quokka"}).text
+    assert search.count("<mark>quokka</mark>") == 2  # the index follows edits
 
 
 def test_no_edit_path_stores_a_segment_over_the_cap(box):

@@ -121,6 +121,12 @@ def test_auto_prefers_a_variety_only_with_its_written_forms_and_a_better_score()
                        "cantonese": ("甚至出現交易幾乎停滯嘅情況", -0.14),
                        "sichuanese": ("甚至出现交易几乎停滞的情况", -0.13)}
     assert choose_auto_profile("zh", profiles, trial_for(mandarin_speech))[0] == "mandarin"
+    # Sichuanese speech the Cantonese prompt writes in Cantonese forms, more likely than the
+    # Mandarin decoding but not than the Sichuanese one: no clear winner, the plain decoding
+    unclear = {"mandarin": ("就你走来的敲了个敲了", -1.04),
+               "cantonese": ("嘅你之後嚟嘅敲咗個", -0.57),
+               "sichuanese": ("就你走来的，跳了个跳了", -0.55)}
+    assert choose_auto_profile("zh", profiles, trial_for(unclear))[0] == "mandarin"
     assert choose_auto_profile("en", profiles, trial_for({}))[0] == "english"
     assert choose_auto_profile("fr", profiles, trial_for({}))[0] == "auto"
 

@@ -395,8 +395,9 @@ def test_recording_page_carries_word_timings_for_the_player(box):
                      re.S).group(1)
     words = json.loads(blob)
     first = box.reviewer.api("GET", f"/api/recordings/{rec}").json()["segments"][0]
-    assert words[str(first["id"])] == [[w["start"], w["end"], w["text"]] for w in first["words"]]
-    assert words[str(first["id"])][2] == [1.0, 1.4, " </script><!--x"]
+    assert words[str(first["id"])] == [[w["start"], w["end"], w["text"], w["probability"]]
+                                       for w in first["words"]]
+    assert words[str(first["id"])][2] == [1.0, 1.4, " </script><!--x", 0.9]
     assert "</script>" not in blob and "<!--" not in blob  # cannot break out of the element
     assert 'id="player" src=' not in page  # no audio file stored for this one
 

@@ -89,6 +89,15 @@ def test_ten_clients_times_a_hundred_edits(server, settings):
     for sid in ids:  # the stored text is the last acknowledged edit of each segment
         last = max((a for a in acknowledged if a[0] == sid), key=lambda a: a[2])
         assert final[sid] == (last[1], last[2])
+    # the audit trail holds each of the 1,000 edits once, with its outcome, and verifies
+    from device.audit import load_key, verify
+
+    with Store(settings.database_path) as store:
+        edits = store.audit_entries(action="edit_segment")
+        assert len(edits) == CLIENTS * EDITS
+        assert sum(e.details["status"] == 200 for e in edits) == len(acknowledged)
+        assert sum(e.details["status"] == 409 for e in edits) == conflicts
+        assert verify(store, load_key(settings).public_key()).ok
 
 
 def _wav_header(data_bytes: int, rate: int = 48_000, channels: int = 2) -> bytes:
