@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -215,7 +216,7 @@ def check(settings: Settings, chain_pem: bytes, key_pem: bytes,
     for child, parent in zip(chain, chain[1:], strict=False):
         try:
             child.verify_directly_issued_by(parent)
-        except (ValueError, TypeError, Exception) as exc:  # InvalidSignature and kin
+        except (InvalidSignature, ValueError, TypeError) as exc:
             raise TlsError(f"{_subject(child)} is not issued by the next certificate in "
                            f"the chain ({_subject(parent)}): {type(exc).__name__}") from None
     wanted = _wanted_names(settings)

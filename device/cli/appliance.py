@@ -98,7 +98,7 @@ def _redirect_to_https(settings: Settings) -> None:
 
         def _answer(self) -> None:
             host = (self.headers.get("Host") or settings.host).rsplit(":", 1)[0]
-            if host.startswith("[") is False and ":" in host:
+            if not host.startswith("[") and ":" in host:
                 host = f"[{host}]"
             path = self.path if self.path.startswith("/") else "/"
             self.send_response(308)

@@ -78,6 +78,10 @@
             headers: { "Content-Type": "application/octet-stream", "X-CSRF-Token": tingji.csrf() } });
         } catch (err) { r = null; }
         if (r && r.ok) { mic.pending.shift(); tries = 0; continue; }
+        if (r && (r.status === 400 || r.status === 403 || r.status === 401)) {
+          mic.pending = [];  // refused for good (stopped elsewhere, signed out): no resending
+          break;
+        }
         if (r && r.status === 409) {
           const d = await r.json().catch(() => ({}));
           if (d.next === undefined) { mic.pending = []; break; }  // not recording any more
