@@ -92,20 +92,24 @@ class Auditor:
     def record(self, store: Store, action: str, *, user: User | None = None,
                address: str | None = None, object: str | None = None,
                details: dict | None = None) -> AuditEntry:
-        """Append an entry; a broken chain (an unreadable last entry) starts a new segment
-        that says where, rather than stopping the box."""
+        """Append an entry.  A trail that cannot be written (a damaged database page) does
+        not stop the box: the damaged table is set aside, the entries still readable are
+        kept, and a new chain segment starts with an entry that says where the break was."""
         fields = {"user_id": user.id if user else None,
                   "username": user.username if user else None, "address": address,
                   "object": object}
         try:
             entry = store.append_audit(action, **fields, details=details)
-        except sqlite3.DatabaseError as exc:  # a damaged trail must not stop the box
+        except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError):
                 raise  # busy, disk full …: not a broken chain
-            log.error("audit trail: cannot append to the chain (%s); starting a new segment",
-                      exc)
-            entry = store.append_audit(action, **fields, restart=True, details={
-                **(details or {}), "chain_restarted": f"{type(exc).__name__}: {exc}"})
+            kept, damaged = store.set_aside_damaged_audit()
+            log.error("audit trail damaged (%s): entries 1-%d kept, the damaged table kept as "
+                      "%s, a new chain segment starts", exc, kept, damaged)
+            store.append_audit("audit_chain_restarted", restart=True, details={
+                "chain_restarted": f"{type(exc).__name__}: {exc}",
+                "after_entry": kept, "damaged_table": damaged})
+            entry = store.append_audit(action, **fields, details=details)
         due = (entry.id % HEAD_EVERY == 0
                or time.monotonic() - self._last_signed >= HEAD_MINUTES * 60)
         if due:

@@ -132,3 +132,28 @@ def test_a_damaged_database_page_is_reported_and_appending_goes_on(settings):
     with Store(settings.database_path) as store:  # the box keeps its trail going
         entry = auditor.record(store, "sign_in", address="192.0.2.9")
     assert entry.id == 1501
+
+
+def test_an_unwritable_trail_is_set_aside_and_a_new_segment_says_where_it_broke(settings):
+    auditor = _trail(settings, 1500)
+    with Store(settings.database_path) as store:
+        store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        last_leaf = store.db.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'audit' AND pagetype = 'leaf' "
+            "ORDER BY pageno DESC LIMIT 1").fetchone()[0]
+    data = bytearray(settings.database_path.read_bytes())
+    data[(last_leaf - 1) * 4096 + 8:last_leaf * 4096 - 100] = b"\xff" * (4096 - 108)
+    settings.database_path.write_bytes(bytes(data))
+    with Store(settings.database_path) as store:  # the end of the trail cannot be read
+        entry = auditor.record(store, "sign_in", address="192.0.2.9")
+        restart = store.audit_entries(action="audit_chain_restarted")[0]
+        kept = restart.details["after_entry"]
+        assert 1000 < kept < 1500 and restart.id == kept + 1 and entry.id == kept + 2
+        assert restart.details["damaged_table"].startswith("audit_damaged_")
+        assert "malformed" in restart.details["chain_restarted"]
+        again = auditor.record(store, "sign_out", address="192.0.2.9")
+        assert again.prev == entry.hash  # the new segment goes on as a chain
+        result = verify(store, auditor.key.public_key())
+    # the break is reported (signed heads covered the entries lost with the page), and the
+    # new segment is recognised as one
+    assert not result.ok and result.restarts == (kept + 1,)

@@ -47,6 +47,35 @@ class AuditRooms(Rooms):
                 "hash": digest})
         return AuditEntry(**{**entry, "prev": prev, "hash": digest})
 
+    def set_aside_damaged_audit(self) -> tuple[int, str]:
+        """The trail's table cannot be written (a damaged page): keep it as it is under
+        another name, and start a new ``audit`` table with every entry still readable, in
+        order up to the first that is not.  Returns (the last entry kept, the old table's
+        name)."""
+        kept: list[tuple] = []
+        try:
+            for entry in self.audit_rows():
+                if entry.id != len(kept) + 1:
+                    break
+                kept.append((entry.id, entry.at, entry.user_id, entry.username, entry.address,
+                             entry.action, entry.object,
+                             json.dumps(entry.details, sort_keys=True, ensure_ascii=False),
+                             entry.prev, entry.hash))
+        except sqlite3.DatabaseError:
+            pass  # the damage: what came before it is kept
+        damaged = f"audit_damaged_{now().replace('-', '').replace(':', '')[:15]}"
+        with self.transaction():
+            self.db.execute(f"ALTER TABLE audit RENAME TO {damaged}")
+            for index in ("idx_audit_action_id", "idx_audit_username_id", "idx_audit_object_id"):
+                self.db.execute(f"DROP INDEX IF EXISTS {index}")
+            from device.migrations.m010_audit import migrate
+
+            migrate(self.db)
+            self.db.conn.executemany("INSERT INTO audit (id, at, user_id, username, address, "
+                                     "action, object, details, prev, hash) "
+                                     "VALUES (?,?,?,?,?,?,?,?,?,?)", kept)
+        return len(kept), damaged
+
     def audit_entries(self, *, after: int = 0, limit: int | None = None, username: str = "",
                       action: str = "", object: str = "", since: str = "",
                       until: str = "", newest_first: bool = False,
