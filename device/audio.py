@@ -255,12 +255,14 @@ def fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def durable_file(destination: Path) -> Iterator[BinaryIO]:
+def durable_file(destination: Path, mode: int = 0o666) -> Iterator[BinaryIO]:
     """A file written aside (``.part``), fsync'd and renamed into place once complete; on
-    any failure (disk full included) no partial file is left."""
+    any failure (disk full included) no partial file is left.  ``mode``: its permissions
+    from the start (0o600 for a key), less the umask."""
     temporary = destination.with_name(destination.name + ".part")
     try:
-        with open(temporary, "wb") as out:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as out:
             yield out
             out.flush()
             os.fsync(out.fileno())

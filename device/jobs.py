@@ -143,7 +143,7 @@ class Runner:
                 summarize_recording(store, self.settings, job, checkpoint)
                 store.finish_job(job.id)
             elif job.kind == "diarize":
-                from device.pipeline import diarize_recording
+                from device.speakers.stage import diarize_recording
 
                 user_id = job.params.get("user_id")
                 diarize_recording(store, self.settings, self.engines, job.recording_id,
@@ -151,7 +151,7 @@ class Runner:
                                   store.get_user(user_id) if user_id else None)
                 store.finish_job(job.id)
             elif job.kind == "remember_voice":
-                from device.pipeline import remember_voice
+                from device.speakers.stage import remember_voice
 
                 user_id = job.params.get("user_id")
                 remember_voice(store, self.settings, self.engines, job.recording_id,

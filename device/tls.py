@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import shutil
 import socket
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from device.audio import durable_file
 from device.errors import TingjiError
 from device.settings import Settings
 
@@ -94,13 +94,8 @@ def local_names(settings: Settings) -> tuple[list[str], list[ipaddress._BaseAddr
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    partial = path.with_name(path.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
+    with durable_file(path, mode=0o600) as out:
+        out.write(data)
 
 
 def make_self_signed(settings: Settings, now: dt.datetime | None = None) -> Certificate:
