@@ -13,13 +13,10 @@ returns a record of ``device.records``; a missing thing raises a ``NotFound`` er
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
-import sqlite_utils
-
 from device.migrations import adopt_numbered_schema, migration_names, schema_migrations
-from device.store._base import now
+from device.store._base import connect, now
 from device.store.accounts import AccountRooms
 from device.store.audit import AuditRooms
 from device.store.editing import EditingRooms
@@ -36,14 +33,7 @@ class Store(LibraryRooms, TranscriptRooms, EditingRooms, JobRooms, AccountRooms,
     live in one module per area: library, transcripts, editing, jobs, accounts, audit."""
 
     def __init__(self, path: Path):
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
-        self.db = sqlite_utils.Database(conn)
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = FULL")
-        self.db.execute("PRAGMA foreign_keys = ON")
-        self.db.execute("PRAGMA busy_timeout = 30000")
+        self.db = connect(path)
         self.migrate()
 
     def close(self) -> None:

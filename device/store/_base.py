@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import sqlite_utils
 
@@ -14,6 +16,18 @@ from device.records import Job, Recording, Revision, Segment, Word
 
 JSON_COLUMNS = ("terms", "language_probabilities", "auto_decision", "channel_layout")
 """Recording columns stored as JSON text."""
+
+
+def connect(path: Path, *pragmas: str) -> sqlite_utils.Database:
+    """A database handle as every store of the box opens one: its folder made, WAL, full
+    sync, foreign keys, a 30 s wait for the write lock, and any ``pragmas`` more."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite_utils.Database(sqlite3.connect(str(path), timeout=30, check_same_thread=False))
+    for pragma in ("journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON",
+                   "busy_timeout = 30000", *pragmas):
+        db.execute(f"PRAGMA {pragma}")
+    return db
 
 
 def now() -> str:

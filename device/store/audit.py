@@ -37,6 +37,9 @@ class AuditRooms(Rooms):
         with self.transaction():
             last = self.db.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1"
                                    ).fetchone()
+            if last and not (isinstance(last[0], int) and isinstance(last[1], str)
+                             and len(last[1]) == 64):  # what a damaged page reads as
+                raise sqlite3.DatabaseError("the last audit entry is malformed")
             entry = {"id": (last[0] + 1) if last else 1, "at": now(), "user_id": user_id,
                      "username": username, "address": address, "action": action,
                      "object": object, "details": details or {}}
@@ -117,7 +120,7 @@ class AuditRooms(Rooms):
             if not rows:
                 return
             for row in rows:
-                yield AuditEntry(*row[:7], json.loads(row[7]), row[8], row[9])
+                yield _row_entry(row)
             after = rows[-1][0]
 
     def _audit_batch(self, after: int, batch: int) -> list[tuple]:
@@ -141,6 +144,19 @@ class AuditRooms(Rooms):
     def audit_heads(self) -> list[AuditHead]:
         return [AuditHead(**row) for row in
                 self.db.query("SELECT * FROM audit_heads ORDER BY id")]
+
+
+def _row_entry(row: tuple) -> AuditEntry:
+    """An entry from its row; a row a damaged page turned into something else (SQLite can
+    read garbage as values) raises DatabaseError, as an unreadable one does."""
+    try:
+        details = json.loads(row[7])
+        if not isinstance(row[0], int) or not isinstance(details, dict) or not all(
+                isinstance(v, str) and len(v) == 64 for v in (row[8], row[9])):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise sqlite3.DatabaseError(f"audit entry after {row[0]!r} is malformed") from None
+    return AuditEntry(*row[:7], details, row[8], row[9])
 
 
 def _entry(row: dict) -> AuditEntry:

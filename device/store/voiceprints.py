@@ -19,11 +19,10 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
-import sqlite_utils
 
 from device.errors import InvalidInput, NotFound
 from device.records import Voiceprint, VoiceUse
-from device.store._base import now
+from device.store._base import connect, now
 from device.text import NAME_MAX, NOTE_MAX, clean_label
 
 DIMENSIONS = 256
@@ -31,13 +30,7 @@ DIMENSIONS = 256
 
 class Voiceprints:
     def __init__(self, path: Path):
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite_utils.Database(
-            sqlite3.connect(str(path), timeout=30, check_same_thread=False))
-        for pragma in ("journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON",
-                       "secure_delete = ON", "busy_timeout = 30000"):
-            self.db.execute(f"PRAGMA {pragma}")
+        self.db = connect(path, "secure_delete = ON")
         with self.db.conn:
             self.db["voiceprints"].create(
                 {"id": int, "name": str, "embedding": bytes, "seconds": float,
