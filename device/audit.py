@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -237,6 +236,3 @@ def verify_export(lines: Iterable[str], public: Ed25519PublicKey) -> int:
                   f"tingji-audit-export:{meta['lines_sha256']}".encode())
     return len(entries)
 
-
-def since_days(days: float) -> str:
-    return (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="milliseconds")

@@ -46,25 +46,27 @@ _reported = 0
 _installed = False
 
 
+def _address(host: object):
+    """The IP address ``host`` is written as (an IPv6 zone dropped), else None."""
+    text = host.decode() if isinstance(host, bytes) else str(host)
+    try:
+        return ipaddress.ip_address(text.split("%")[0])
+    except ValueError:
+        return None
+
+
 def is_loopback(host: object) -> bool:
     if host is None or host == "":
         return True  # a passive lookup (bind to any address), not a destination
     text = host.decode() if isinstance(host, bytes) else str(host)
     if text.lower() in LOOPBACK_NAMES:
         return True
-    try:
-        return ipaddress.ip_address(text.split("%")[0]).is_loopback
-    except ValueError:
-        return False
+    address = _address(text)
+    return address is not None and address.is_loopback
 
 
 def _numeric(host: object) -> bool:
-    text = host.decode() if isinstance(host, bytes) else str(host)
-    try:
-        ipaddress.ip_address(text.split("%")[0])
-        return True
-    except ValueError:
-        return False
+    return _address(host) is not None
 
 
 def _destination(event: str, args: tuple) -> str | None:

@@ -145,10 +145,16 @@ def current(settings: Settings) -> Certificate | None:
                        leaf.not_valid_after_utc, _names(leaf), origin)
 
 
-def _names(cert: x509.Certificate) -> tuple[str, ...]:
+def _san(cert: x509.Certificate) -> x509.SubjectAlternativeName | None:
     try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
+        return None
+
+
+def _names(cert: x509.Certificate) -> tuple[str, ...]:
+    san = _san(cert)
+    if san is None:
         return ()
     return tuple([*san.get_values_for_type(x509.DNSName),
                   *(str(a) for a in san.get_values_for_type(x509.IPAddress))])
@@ -231,9 +237,8 @@ def _wanted_names(settings: Settings) -> list[str]:
 def covers(cert: x509.Certificate, name: str) -> bool:
     """Whether the certificate's names include ``name`` (a host name, with wildcards, or an
     address)."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
+    san = _san(cert)
+    if san is None:
         return False
     try:
         address = ipaddress.ip_address(name)

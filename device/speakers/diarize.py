@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from device.audio import SAMPLE_RATE
-from device.speakers.encoder import PARTIAL_FRAMES, level, mel_spectrogram
+from device.speakers.encoder import PARTIAL_FRAMES, level, mel_spectrogram, unit
 from device.vad import SpeechChunk
 
 WINDOW_SECONDS = 1.5
@@ -86,16 +86,12 @@ def embeddings(encoder, samples: np.ndarray, spans: Sequence[tuple[int, int]]) -
     return out
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def _centroids(vectors: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """The unit mean of each label's vectors (k rows; a label without any is zeros),
     without copying the vectors: a (k, n) indicator matrix times them."""
     indicator = np.zeros((k, len(vectors)), dtype=vectors.dtype)
     indicator[labels, np.arange(len(vectors))] = 1.0
-    return _unit(indicator @ vectors)
+    return unit(indicator @ vectors)
 
 
 def _kmeans(vectors: np.ndarray, k: int, rounds: int = 20) -> np.ndarray:
@@ -132,7 +128,7 @@ def cluster(vectors: np.ndarray, speakers: int | None = None, min_speakers: int 
         return np.zeros(0, dtype=int)
     vectors = np.asarray(vectors, dtype=np.float32)
     if not np.allclose(np.einsum("ij,ij->i", vectors, vectors), 1.0, atol=2e-3):
-        vectors = _unit(vectors)  # the encoder's are unit already: no copy of those
+        vectors = unit(vectors)  # the encoder's are unit already: no copy of those
     labels = _kmeans(vectors, min(OVER_CLUSTERS, n))
     # a cluster is a label; fold the small ones into the nearest large one
     sizes = np.bincount(labels, minlength=labels.max() + 1)

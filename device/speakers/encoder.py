@@ -118,7 +118,8 @@ def partials(samples: np.ndarray) -> np.ndarray:
     return np.stack([mel[s: s + PARTIAL_FRAMES] for s in starts])
 
 
-def _unit(vectors: np.ndarray) -> np.ndarray:
+def unit(vectors: np.ndarray) -> np.ndarray:
+    """Each vector (the last axis) scaled to length 1."""
     return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
 
@@ -151,7 +152,7 @@ class NumpyEncoder:
                 out[:, t] = h
             x = out
         raw = np.maximum(h @ self.w["linear.weight"].T + self.w["linear.bias"], 0.0)
-        return _unit(raw)
+        return unit(raw)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -228,4 +229,4 @@ class OnnxEncoder:
 
 def embed(encoder, samples: np.ndarray) -> np.ndarray:
     """One unit embedding for a stretch of speech: the mean of its partials' embeddings."""
-    return _unit(encoder.forward(partials(samples)).mean(axis=0))
+    return unit(encoder.forward(partials(samples)).mean(axis=0))

@@ -16,6 +16,7 @@ import numpy as np
 
 from device.audio import SAMPLE_RATE
 from device.speakers.diarize import embeddings, windows
+from device.speakers.encoder import unit
 from device.vad import SpeechChunk
 
 SAME_VOICE = 0.88
@@ -42,8 +43,8 @@ def is_suggestion(label: str | None) -> bool:
 
 
 def centroid(vectors: np.ndarray) -> np.ndarray:
-    total = np.asarray(vectors, dtype=np.float64).sum(axis=0)
-    return (total / max(float(np.linalg.norm(total)), 1e-12)).astype(np.float32)
+    """The unit mean of unit embeddings (as diarization's clusters have theirs)."""
+    return unit(np.asarray(vectors, dtype=np.float64).sum(axis=0)).astype(np.float32)
 
 
 def voice_of(encoder, samples: np.ndarray, spans: Sequence[tuple[float, float]]
