@@ -83,6 +83,7 @@ bench: install
 	$(PY) bench/diarization.py
 	$(PY) bench/voiceprints.py
 	$(PY) bench/security.py
+	$(PY) bench/longform.py
 	@if [ -f $(SPEECH_DIR)/manifest.tsv ]; then \
 	  $(PY) -m device.eval $(SPEECH_DIR) --profiles raw,auto,dialect --out bench/results/eval.json; \
 	else echo "bench: no $(SPEECH_DIR)/manifest.tsv, accuracy harness skipped"; fi

@@ -69,6 +69,7 @@ def segment_record(segment: Segment) -> dict:
             "speaker": segment.speaker, "text": segment.text, "language": segment.language,
             "revision": segment.revision, "avg_logprob": segment.avg_logprob,
             "no_speech_prob": segment.no_speech_prob, "channel": segment.channel,
+            "profile": segment.profile,
             "unsure": segment_unsure(segment),
             "words": [{"start": w.start, "end": w.end, "text": w.text,
                        "probability": w.probability,

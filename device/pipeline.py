@@ -19,7 +19,6 @@ from device.profiles import (
     Profile,
     ProfileError,
     Terms,
-    choose_auto_profile,
     finish_segment,
     get_profile,
     load_profiles,
@@ -275,13 +274,16 @@ def recognize_tracks(
     on_progress: Callable[[float], None] = lambda percent: None, decide: bool = True,
 ) -> Recognition:
     """``recognize`` over the tracks of one recording (its channels, when they are
-    transcribed one by one): one auto decision, made on the track with the most speech,
-    holds for all; segments keep their track's channel and come out in time order."""
+    transcribed one by one): one auto decision (``device.varieties``), made on the track
+    with the most speech, holds for all; segments keep their track's channel and their
+    profile, and come out in time order."""
     decision = None
     main = max(heard, key=lambda h: h.speech_seconds)
     if profile.is_auto and main.speech and decide:
-        profile, decision = decide_profile(engines, main.track.samples, main.speech, profile,
-                                           settings, terms)
+        from device import varieties
+
+        decision, profile = varieties.decide(engines, main.track.samples, main.speech,
+                                             profile, settings, terms)
     on_progress(8.0)
     options = recognition_options(profile, terms, settings, auto=decision is not None,
                                   languages=decision.languages() if decision else ())
@@ -292,7 +294,7 @@ def recognize_tracks(
         furthest = 0.0
         for segment in recognizer.transcribe(h.track.samples, h.speech, options):
             segment = finish_segment(segment, profile, terms, script)
-            segments.append(replace(segment, channel=h.track.channel))
+            segments.append(replace(segment, channel=h.track.channel, profile=profile.name))
             furthest = max(furthest, segment.end)
             done = (n + min(furthest / max(duration, 1e-6), 1.0)) / len(heard)
             on_progress(8.0 + 91.0 * done)
@@ -308,51 +310,21 @@ def recognition_options(
     """What a profile asks of the recogniser.
 
     An explicit profile fixes the language and prompts in its own written form.  In auto mode
-    every window keeps its own detected language (code-switching), and only a variety's
-    prompt is used: it is what makes Whisper write Cantonese rather than Mandarin, whereas a
-    standard-language prompt makes Whisper translate the other language's windows into it.
+    every window keeps its own detected language (code-switching), and a standard-language
+    prompt is used only when the recording has one language (``languages``), since it makes
+    Whisper translate the other language's windows into it; a variety's prompt always is:
+    it is what makes Whisper write Cantonese rather than Mandarin.
     """
     hotwords = tuple(dict.fromkeys(profile.hotwords + terms.hotwords))
     return RecognitionOptions(
         language=None if auto or profile.is_auto else profile.language,
-        initial_prompt=profile.prompt if not auto or profile.markers else None,
+        initial_prompt=(profile.prompt if not auto or profile.markers or len(languages) == 1
+                        else None),
         hotwords="，".join(hotwords) if hotwords else None,
         beam_size=settings.beam_size,
         batch_size=settings.batch_size,
         languages=tuple(languages),
     )
-
-
-def decide_profile(
-    engines: Engines, samples, speech: Sequence[SpeechChunk], auto: Profile,
-    settings: Settings, terms: Terms,
-) -> tuple[Profile, AutoDecision]:
-    """Auto mode: detect the language over several stretches of speech, then the variety
-    (for languages several profiles share) by decoding the first window of speech with each
-    one's prompt (its encoding is the one detection made of it)."""
-    profiles = load_profiles(settings.data_dir)
-    recognizer = engines.recognizer(auto.model)
-    probabilities = recognizer.detect_language(samples, speech)
-    language = next(iter(probabilities), None)
-
-    def trials(candidates: list[Profile]) -> list[list[Segment]]:
-        # Greedy decodings of one window are enough to compare written forms and
-        # likelihoods; candidates sharing a model are decoded together.
-        decoded: dict[str, list[Segment]] = {}
-        for model in dict.fromkeys(c.model for c in candidates):
-            group = [c for c in candidates if c.model == model]
-            options = [recognition_options(c, terms, settings) for c in group]
-            for candidate, segments in zip(
-                group, engines.recognizer(model).compare(samples, speech, options), strict=True
-            ):
-                decoded[candidate.name] = segments
-        return [decoded[c.name] for c in candidates]
-
-    name, varieties = choose_auto_profile(language, profiles, trials)
-    chosen = profiles[name] if name != AUTO else auto
-    decision = AutoDecision(profile=name, language=language, probabilities=probabilities,
-                            varieties=varieties)
-    return chosen, decision
 
 
 def _majority_language(segments: list[Segment]) -> str | None:

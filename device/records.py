@@ -31,6 +31,8 @@ class Segment:
     revision: int = 0
     channel: int | None = None
     """The channel (0 = left) of a recording whose channels were transcribed one by one."""
+    profile: str | None = None
+    """The dialect profile this segment was decoded with (auto mode decides per window)."""
 
 
 @dataclass(frozen=True)

@@ -97,13 +97,29 @@ def score_form(text: str) -> str:
 
 SCORING = ("both sides alike: Traditional to Simplified (OpenCC t2s), full to half width "
            "(NFKC), lower case, numbers in Chinese characters as digits (九十 = 90), "
-           "punctuation and spaces removed")
+           "punctuation and spaces removed; for words, English contractions written out "
+           "(I'm = I am) and letters spelled one by one joined (N B S = NBS)")
 """How the accuracy harness normalises before it scores (said in its output)."""
 
 
+_CONTRACTIONS = re.compile(r"(?<=[a-z])(n't|'m|'re|'ll|'ve)\b")
+_EXPANDED = {"n't": " not", "'m": " am", "'re": " are", "'ll": " will", "'ve": " have"}
+_SPELLED = re.compile(r"\b(?:[b-hj-z] )+[b-hj-z]\b")
+
+
 def words_form(text: str) -> list[str]:
-    """Words compared for the word error rate."""
-    return [w for w in _PUNCT_OR_SPACE.split(fold(text).replace("'", "")) if w]
+    """Words compared for the word error rate: folded, the unambiguous English contractions
+    written out (I'm = I am, can't = can not), letters spelled one by one joined (N B S =
+    NBS), no punctuation.
+
+    >>> words_form("I'm sure you're right: N B S isn't up, it can't be.")
+    ['i', 'am', 'sure', 'you', 'are', 'right', 'nbs', 'is', 'not', 'up', 'it', 'can', 'not', 'be']
+    """
+    text = fold(text).replace("’", "'").replace("can't", "can not").replace("won't", "will not")
+    text = _CONTRACTIONS.sub(lambda m: _EXPANDED[m.group(1)], text)
+    text = " ".join(_PUNCT_OR_SPACE.split(text.replace("'", "")))
+    text = _SPELLED.sub(lambda m: m.group().replace(" ", ""), text)
+    return text.split()
 
 
 def edit_distance(reference: list[str] | str, hypothesis: list[str] | str) -> int:

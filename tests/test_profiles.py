@@ -122,11 +122,18 @@ def test_auto_prefers_a_variety_only_with_its_written_forms_and_a_better_score()
                        "sichuanese": ("甚至出现交易几乎停滞的情况", -0.13)}
     assert choose_auto_profile("zh", profiles, trial_for(mandarin_speech))[0] == "mandarin"
     # Sichuanese speech the Cantonese prompt writes in Cantonese forms, more likely than the
-    # Mandarin decoding but not than the Sichuanese one: no clear winner, the plain decoding
-    unclear = {"mandarin": ("就你走来的敲了个敲了", -1.04),
-               "cantonese": ("嘅你之後嚟嘅敲咗個", -0.57),
-               "sichuanese": ("就你走来的，跳了个跳了", -0.55)}
+    # Mandarin decoding but not than the Sichuanese one: no written forms decide, and the
+    # plain decoding is unsure (below Sichuanese's plain_logprob_below): Sichuanese
+    sichuanese_speech = {"mandarin": ("就你走来的敲了个敲了", -1.04),
+                         "cantonese": ("嘅你之後嚟嘅敲咗個", -0.57),
+                         "sichuanese": ("就你走来的，跳了个跳了", -0.55)}
+    assert choose_auto_profile("zh", profiles, trial_for(sichuanese_speech))[0] == "sichuanese"
+    # The same, decoded surely by the plain prompt: no clear winner, the plain decoding
+    unclear = {**sichuanese_speech, "mandarin": ("就你走来的敲了个敲了", -0.40)}
     assert choose_auto_profile("zh", profiles, trial_for(unclear))[0] == "mandarin"
+    # A short command decoded unsurely is too short to tell
+    command = {name: ("换一首歌", -0.56) for name in sichuanese_speech}
+    assert choose_auto_profile("zh", profiles, trial_for(command))[0] == "mandarin"
     assert choose_auto_profile("en", profiles, trial_for({}))[0] == "english"
     assert choose_auto_profile("fr", profiles, trial_for({}))[0] == "auto"
 
@@ -141,9 +148,23 @@ def test_scoring_treats_both_sides_alike_and_a_bad_manifest_is_one_clear_line(tm
     assert character_error_rate("２０２６年", "二零二六年") == 0.0
     assert numbers_as_digits("一万五千") == "15000"
     assert character_error_rate("九十", "八十") == 0.5  # a wrong number is still wrong
+    from device.text import word_error_rate
+
+    # contractions and letters spelled out score the same; other words do not
+    assert word_error_rate("I'm told N B S can't", "I am told NBS can not") == 0.0
+    assert word_error_rate("I'm told N B S can't", "I am sold NBS can not") == 1 / 6
     (tmp_path / "manifest.tsv").write_text(
         "file\tlanguage\tdialect\treference\nx.wav\tzh\thakka\t你好\n", encoding="utf-8")
     assert main([str(tmp_path), "--profiles", "raw,dialect"]) == 1
     err = capsys.readouterr().err
     assert err.strip().endswith("(profiles: auto, cantonese, english, mandarin, sichuanese)")
     assert "manifest.tsv:2: unknown dialect 'hakka'" in err and "Traceback" not in err
+
+
+def test_a_bad_plain_logprob_below_is_refused(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "x.toml").write_text(
+        '[profile]\nname = "x"\nlanguage = "zh"\nmodel = "whisper-base"\n'
+        'plain_logprob_below = 0.5\n', encoding="utf-8")
+    with pytest.raises(ProfileError, match="plain_logprob_below must be a log-probability"):
+        load_profiles(tmp_path)

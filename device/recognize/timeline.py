@@ -13,6 +13,9 @@ from device.vad import SpeechChunk
 WINDOW_SECONDS = 30.0
 """What Whisper's encoder reads at once."""
 ANCHOR_BEFORE_END = 0.05
+UNHEARD_SECONDS = 1.0
+"""A stretch this long without a word inside a chunk of speech is speech a window skipped:
+the VAD ends a chunk at a pause of 0.4 s and pads speech with 0.3 s on each side."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +82,29 @@ class Timeline:
             last_part = part
         return windows
 
-    def chunks_heard(self, words) -> list[int]:
-        """Indexes of the chunks in which these words (with times in the pass's audio)
-        lie."""
+    def unheard(self, words, least: float = UNHEARD_SECONDS) -> list[SpeechChunk]:
+        """The speech in which none of these words (times in the pass's audio) lies: the
+        chunks without a word, and the stretches of at least ``least`` seconds before,
+        between and after the words of the others (a window that skips a phrase goes on
+        with the next one, inside the same chunk)."""
+        spans: list[list[tuple[float, float]]] = [[] for _ in self.chunks]
         found = np.searchsorted(self._bounds, [anchor(w) for w in words], side="right") - 1
-        return sorted({int(i) for i in found if 0 <= i < len(self.chunks)})
+        for i, word in zip(found, words, strict=True):
+            if 0 <= i < len(self.chunks):
+                spans[i].append((word.start, word.end))
+        lost = []
+        for i, chunk in enumerate(self.chunks):
+            if not spans[i]:
+                lost.append(chunk)
+                continue
+            start, end = float(self._bounds[i]), float(self._bounds[i + 1])
+            edge = start
+            for first, last in [*sorted(spans[i]), (end, end)]:
+                if first - edge >= least:
+                    lost.append(SpeechChunk(chunk.start + round((edge - start) * SAMPLE_RATE),
+                                            chunk.start + round((first - start) * SAMPLE_RATE)))
+                edge = max(edge, last)
+        return lost
 
     def to_recording(self, t: float, anchor: float | None = None, is_end: bool = False) -> float:
         """A time in the pass's audio as seconds of the recording; ``anchor`` picks the

@@ -107,7 +107,9 @@ class WhisperRecognizer:
             missed, _ = yield from self._pass(audio, packed, options, "packed", parts=math.ceil(
                 packed.seconds / PACKED_WINDOW_SECONDS))
         if missed:
-            yield from self._pass(audio, Timeline(missed), options, "alone", adjacent_in=speech)
+            # Stretches of chunks are beside the chunks they are part of.
+            beside = sorted({*speech, *missed}, key=lambda c: (c.start, c.end))
+            yield from self._pass(audio, Timeline(missed), options, "alone", adjacent_in=beside)
 
     @contextmanager
     def _reporting(self) -> Iterator[None]:
@@ -133,19 +135,18 @@ class WhisperRecognizer:
         the segments."""
         speech_audio = timeline.audio(audio)
         self._switched = {}  # windows are this pass's own
-        heard = np.zeros(len(timeline.chunks), dtype=bool)
+        words: list = []
         languages: set[str] = set()
         windows = timeline.windows(parts, adjacent_in)
         decodings: list[Decoding] = []
         retried: list[int] = []
         for window in self._decode_windows(speech_audio, windows, options, decodings, retried):
             for raw in window.segments:
-                heard[timeline.chunks_heard(raw.words or ())] = True
+                words.extend(raw.words or ())
             for segment in self._finish(window, timeline, speech_audio, options):
                 languages.add(segment.language or "")
                 yield segment
-        missed = [chunk for chunk, was_heard in zip(timeline.chunks, heard, strict=True)
-                  if not was_heard]
+        missed = timeline.unheard(words)
         self.report = replace(self.report, passes=(*self.report.passes, Pass(
             kind=kind, chunks=tuple(timeline.chunks), windows=len(windows),
             decodings=tuple(decodings), retried=len(retried), missed=tuple(missed))))

@@ -80,5 +80,6 @@ def segment_of(snap: dict) -> Segment:
         language=snap["language"], avg_logprob=snap["avg_logprob"],
         no_speech_prob=snap["no_speech_prob"], compression_ratio=snap["compression_ratio"],
         speaker=snap["speaker"], revision=snap["revision"], channel=snap.get("channel"),
+        profile=snap.get("profile"),
         words=tuple(Word(*w) for w in snap["words"]),
     )

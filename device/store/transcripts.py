@@ -109,6 +109,7 @@ class TranscriptRooms(Rooms):
             "avg_logprob": segment.avg_logprob, "no_speech_prob": segment.no_speech_prob,
             "compression_ratio": segment.compression_ratio, "speaker": segment.speaker,
             "revision": segment.revision, "channel": segment.channel,
+            "profile": segment.profile,
         }
         if segment.id is not None:
             row["id"] = segment.id

@@ -49,3 +49,25 @@ def test_windows_cover_the_speech_once(gaps_and_lengths):
     assert windows[0].start == 0.0 and abs(windows[-1].end - timeline.seconds) < 1e-9
     assert all(a.end == b.start for a, b in zip(windows, windows[1:], strict=False))
     assert all(w.seconds <= 30.0 for w in windows)  # no chunk here is longer
+
+
+def _word(start, end):
+    from device.records import Word
+    return Word(start, end, "w", 0.9)
+
+
+def test_speech_without_a_word_is_unheard_whole_chunks_and_stretches_inside_them():
+    # Chunks of 0-10 s and 20-26 s; in speech-only time the second starts at 10 s.
+    timeline = Timeline(_chunks([(0, 10), (20, 26), (30, 31)]))
+    words = [_word(0.3, 1.0), _word(1.1, 2.0),  # then 2.0-6.0: a phrase the window skipped
+             _word(6.0, 6.5), _word(6.6, 9.5),  # 9.5-10.0: the VAD's padding, too short
+             _word(10.2, 10.8), _word(11.3, 15.7)]  # 15.7-16.0: padding again
+    assert timeline.unheard(words) == [
+        SpeechChunk(2 * SAMPLE_RATE, 6 * SAMPLE_RATE),  # back in recording samples
+        SpeechChunk(30 * SAMPLE_RATE, 31 * SAMPLE_RATE),  # no word at all
+    ]
+    # A skipped end of a chunk, up to the chunk's end.
+    assert timeline.unheard(words[:2] + words[4:]) == [
+        SpeechChunk(2 * SAMPLE_RATE, 10 * SAMPLE_RATE),
+        SpeechChunk(30 * SAMPLE_RATE, 31 * SAMPLE_RATE)]
+    assert timeline.unheard([]) == timeline.chunks
