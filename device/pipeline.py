@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -274,32 +274,55 @@ def recognize_tracks(
     on_progress: Callable[[float], None] = lambda percent: None, decide: bool = True,
 ) -> Recognition:
     """``recognize`` over the tracks of one recording (its channels, when they are
-    transcribed one by one): one auto decision (``device.varieties``), made on the track
-    with the most speech, holds for all; segments keep their track's channel and their
-    profile, and come out in time order."""
+    transcribed one by one).  Auto mode decides on the track with the most speech: its
+    languages, and the variety of each window (``device.varieties``); tracks transcribed
+    one by one all take the variety of its first window.  Segments keep their track's
+    channel and their profile, and come out in time order."""
+    from device.varieties import Block
+
     decision = None
     main = max(heard, key=lambda h: h.speech_seconds)
+    blocks: dict[int, Iterable[Block]] = {}
     if profile.is_auto and main.speech and decide:
         from device import varieties
 
-        decision, profile = varieties.decide(engines, main.track.samples, main.speech,
-                                             profile, settings, terms)
+        decision, profile, planned = varieties.decide(engines, main.track.samples,
+                                                      main.speech, profile, settings, terms)
+        if len(heard) == 1:
+            blocks[0] = planned
     on_progress(8.0)
+    languages = decision.languages() if decision else ()
     options = recognition_options(profile, terms, settings, auto=decision is not None,
-                                  languages=decision.languages() if decision else ())
+                                  languages=languages)
     recognizer = engines.recognizer(profile.model)
+
+    def prompt_of(chosen: Profile) -> str | None:
+        return recognition_options(chosen, terms, settings, auto=decision is not None,
+                                   languages=languages).initial_prompt
+
     segments: list[Segment] = []
+    spoken: dict[str, float] = {}  # seconds of speech per profile
+    seen = {profile.name: profile}
     for n, h in enumerate(heard):
         duration = h.track.samples.size / audio.SAMPLE_RATE
         furthest = 0.0
-        for segment in recognizer.transcribe(h.track.samples, h.speech, options):
-            segment = finish_segment(segment, profile, terms, script)
-            segments.append(replace(segment, channel=h.track.channel, profile=profile.name))
-            furthest = max(furthest, segment.end)
-            done = (n + min(furthest / max(duration, 1e-6), 1.0)) / len(heard)
-            on_progress(8.0 + 91.0 * done)
+        for block in blocks.get(n, [Block(list(h.speech), [(0.0, profile)])]):
+            block_options = replace(
+                options, initial_prompt=prompt_of(block.profiles[0][1]),
+                prompts=tuple((start, prompt_of(p)) for start, p in block.profiles[1:]))
+            for segment in recognizer.transcribe(h.track.samples, block.speech, block_options):
+                chosen = block.profile_at((segment.start + segment.end) / 2)
+                segment = finish_segment(segment, chosen, terms, script)
+                segments.append(replace(segment, channel=h.track.channel, profile=chosen.name))
+                spoken[chosen.name] = spoken.get(chosen.name, 0.0) + segment.end - segment.start
+                seen[chosen.name] = chosen
+                furthest = max(furthest, segment.end)
+                done = (n + min(furthest / max(duration, 1e-6), 1.0)) / len(heard)
+                on_progress(8.0 + 91.0 * done)
     segments.sort(key=lambda s: (s.start, s.end))
     language = _majority_language(segments) or options.language
+    if decision is not None and spoken:  # the recording's: the profile of most speech
+        profile = seen[max(spoken, key=spoken.get)]
     return Recognition(segments, profile, language, recognizer.model_id, decision)
 
 

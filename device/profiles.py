@@ -297,7 +297,13 @@ class AutoDecision:
     probabilities: dict[str, float]
     """Whisper's language probabilities, averaged over several windows of speech."""
     varieties: dict[str, float] = field(default_factory=dict)
-    """For varieties sharing a language code: the score each got (see choose_auto_profile)."""
+    """For varieties sharing a language code: the score each got in the first window of
+    speech (see choose_auto_profile)."""
+    windows: list = field(default_factory=list)
+    """[start, profile]: from each start (seconds) on, the windows were decoded with that
+    profile (auto mode decides per window, ``device.varieties``)."""
+    votes: list = field(default_factory=list)
+    """Each window's vote (None: another language), before hysteresis."""
 
     def languages(self, least: float = LANGUAGE_PRESENT) -> tuple[str, ...]:
         """The languages spoken in the recording, most likely first: a language heard in

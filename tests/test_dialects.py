@@ -194,3 +194,35 @@ def test_generated_speech_is_recognised_with_the_english_profile(store, settings
     assert recording.profile == "english" and recording.language == "en"
     assert "contract" in " ".join(s.text for s in segments).lower()
     assert audio.decode(path).size > 0
+
+
+@pytest.mark.slow
+def test_auto_mode_decides_the_variety_per_window(store, settings, engines, tmp_path):
+    """Cantonese speakers, then Mandarin ones (the dev set's real clips): the recording
+    starts in Cantonese and the Mandarin half does not come out in Cantonese forms."""
+    import csv
+
+    import numpy as np
+
+    dev = SPEECH_DIR.parent / "speech-dev"
+    if not (dev / "manifest.tsv").is_file():
+        pytest.skip(f"the dialect dev set is not present ({dev}/manifest.tsv)")
+    with open(dev / "manifest.tsv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    pieces = []
+    for dialect in ("cantonese", "mandarin"):
+        for row in rows:
+            if row["dialect"] == dialect:
+                pieces += [audio.decode(dev / row["file"]), np.zeros(8000, np.float32)]
+    mandarin_from = sum(p.size for p in pieces[: 2 * sum(r["dialect"] == "cantonese"
+                                                         for r in rows)]) / audio.SAMPLE_RATE
+    path = tmp_path / "two-varieties.wav"
+    audio.write_wav(path, np.concatenate(pieces))
+    recording, segments = _run(store, settings, engines, path)
+    changes = recording.auto_decision["windows"]
+    assert [name for _, name in changes] == ["cantonese", "mandarin"], changes
+    assert len(recording.auto_decision["votes"]) >= 4
+    assert segments[0].profile == "cantonese"
+    tail = [s for s in segments if s.start > mandarin_from + 30]
+    assert tail and all(s.profile == "mandarin" for s in tail)
+    assert not any(c in s.text for s in tail for c in "嘅唔咗哋喺"), [s.text for s in tail]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from device.audio import SAMPLE_RATE
 from device.profiles import (
     ProfileError,
     Terms,
@@ -14,6 +15,7 @@ from device.profiles import (
     load_profiles,
 )
 from device.records import Segment
+from device.vad import SpeechChunk
 from models.store import load_manifest
 
 
@@ -168,3 +170,36 @@ def test_a_bad_plain_logprob_below_is_refused(tmp_path):
         'plain_logprob_below = 0.5\n', encoding="utf-8")
     with pytest.raises(ProfileError, match="plain_logprob_below must be a log-probability"):
         load_profiles(tmp_path)
+
+
+def test_auto_changes_variety_only_when_two_windows_in_a_row_vote_against_it():
+    from device.recognize import RecognitionOptions
+    from device.varieties import Block, settle, window_chunks
+
+    # one odd window does not flip the rest; None (another language) changes nothing
+    assert settle(["cantonese", "mandarin", None, "mandarin", "cantonese"], "cantonese") == \
+        ["cantonese"] * 5
+    # the case: a Cantonese first window, then Mandarin (or Sichuanese, also not
+    # Cantonese) windows: the rest is not Cantonese
+    votes = ["cantonese", "cantonese", "mandarin", "sichuanese", "mandarin", "mandarin"]
+    assert settle(votes, "cantonese") == ["cantonese"] * 2 + ["mandarin"] * 4
+    # two votes against that disagree: the plain decoding, when it cannot tell
+    assert settle(["mandarin", "cantonese", "sichuanese", "mandarin"], "mandarin",
+                  plain="mandarin") == ["mandarin"] * 4
+    assert settle(["mandarin", "cantonese", "sichuanese", "sichuanese"], "mandarin",
+                  plain="mandarin") == ["mandarin"] * 2 + ["sichuanese"] * 2
+    assert settle(["sichuanese", "cantonese", "mandarin", "mandarin"], "sichuanese",
+                  plain="mandarin") == ["sichuanese"] + ["mandarin"] * 3
+    # a window's variety depends only on the votes up to the next window's
+    assert [settle(votes[: i + 2], "cantonese")[i] for i in range(5)] == \
+        settle(votes, "cantonese")[:5]
+    # windows as the recogniser packs them: at most 30 s of speech, cut at chunk edges
+    speech = [SpeechChunk(int(a * SAMPLE_RATE), int(b * SAMPLE_RATE))
+              for a, b in [(0, 12), (20, 32), (40, 50), (60, 70), (80, 85)]]
+    assert window_chunks(speech) == [speech[:2], speech[2:5]]
+    profiles = load_profiles(None)
+    block = Block(speech, [(0.0, profiles["cantonese"]), (40.0, profiles["mandarin"])])
+    assert [block.profile_at(t).name for t in (0, 39.9, 40, 84)] == \
+        ["cantonese", "cantonese", "mandarin", "mandarin"]
+    options = RecognitionOptions(initial_prompt="a", prompts=((0.0, "c"), (40.0, None)))
+    assert [options.prompt_at(t) for t in (0, 39.9, 40)] == ["c", "c", None]

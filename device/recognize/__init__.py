@@ -49,6 +49,10 @@ class RecognitionOptions:
     """Whisper's loop test: text that compresses better than this is not speech."""
     batch_size: int = 1
     """Windows one decoder decodes together; there is a decoder per thread."""
+    prompts: tuple[tuple[float, str | None], ...] = ()
+    """(start, prompt) in seconds of the recording, in time order: a window whose speech
+    starts at or after a start (and before the next) is decoded with that prompt instead of
+    ``initial_prompt`` (auto mode's variety per window)."""
     languages: tuple[str, ...] = ()
     """With ``language`` None: the languages auto mode found in the recording, most likely
     first.  The first starts the decoding (every window still gets its own).  A segment
@@ -56,6 +60,15 @@ class RecognitionOptions:
     detection when one language of that script stands out there, else by the first of these
     in that script; only when neither names one is its language detected on its own audio
     (an encoder pass)."""
+
+    def prompt_at(self, seconds: float) -> str | None:
+        """The prompt for a window whose speech starts at ``seconds`` of the recording."""
+        prompt = self.initial_prompt
+        for start, text in self.prompts:
+            if start > seconds + 1e-3:
+                break
+            prompt = text
+        return prompt
 
     @property
     def retry_beam(self) -> int:
@@ -144,10 +157,11 @@ class Recognizer(Protocol):
 
     def compare(
         self, audio: np.ndarray, speech: Sequence[SpeechChunk],
-        options: Sequence[RecognitionOptions],
+        options: Sequence[RecognitionOptions], seconds: float | None = None,
     ) -> list[list[Segment]]:
-        """Decode one stretch of speech (up to a window) once per set of options, to compare
-        prompts: rough text and likelihood, no word times."""
+        """Decode one stretch of speech (up to a window; about ``seconds`` of its speech
+        when given) once per set of options, to compare prompts: rough text and
+        likelihood, no word times."""
         ...
 
 

@@ -12,6 +12,7 @@ pyproject.toml and checked here at import.  Everything else talks to this module
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import threading
@@ -51,7 +52,7 @@ class KeepingEncodings(WhisperModel):
     unless the use keeps it again.
     """
 
-    KEPT_MAX = 8  # 3 MB each (1500 x 512 floats)
+    KEPT_MAX = 12  # 3 MB each (1500 x 512 floats): auto mode's 4 detections and a block of votes
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -145,6 +146,8 @@ class LanguagePerWindow(BatchedInferencePipeline):
         super().__init__(model)
         self.workers = workers
         self.window_ranking: dict[int, list[tuple[str, float]]] = {}
+        self.window_prompts: dict[int, str | None] = {}
+        """A prompt by window (``seek``) other than the transcription's initial prompt."""
 
     def keep_encodings_of(self, test) -> None:
         """From now on, in this thread's decodings, keep the encoding of every window
@@ -184,6 +187,10 @@ class LanguagePerWindow(BatchedInferencePipeline):
 
     def _decode_batch(self, features, tokenizer, chunks_metadata, options, keep_test):
         self.last_speech_timestamp = chunks_metadata[0]["offset"]
+        seek = int(chunks_metadata[0]["offset"] * self.model.frames_per_second)
+        prompt = self.window_prompts.get(seek, options.initial_prompt)
+        if prompt != options.initial_prompt:  # a batch's windows share the first one's
+            options = dataclasses.replace(options, initial_prompt=prompt)
         results = super().forward(features, tokenizer, chunks_metadata, options)
         if keep_test is not None:
             for i, window in enumerate(results):

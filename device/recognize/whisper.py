@@ -138,12 +138,16 @@ class WhisperRecognizer:
         words: list = []
         languages: set[str] = set()
         windows = timeline.windows(parts, adjacent_in)
+        prompts = {fw.window_seek(self.model, w): options.prompt_at(timeline.to_recording(w.start))
+                   for w in windows} if options.prompts else {}
+        self._pipeline.window_prompts = prompts
         decodings: list[Decoding] = []
         retried: list[int] = []
         for window in self._decode_windows(speech_audio, windows, options, decodings, retried):
             for raw in window.segments:
                 words.extend(raw.words or ())
-            for segment in self._finish(window, timeline, speech_audio, options):
+            prompt = prompts.get(window.seek, options.initial_prompt)
+            for segment in self._finish(window, timeline, speech_audio, options, prompt):
                 languages.add(segment.language or "")
                 yield segment
         missed = timeline.unheard(words)
@@ -176,10 +180,11 @@ class WhisperRecognizer:
 
     def compare(
         self, audio: np.ndarray, speech: Sequence[SpeechChunk],
-        options: Sequence[RecognitionOptions],
+        options: Sequence[RecognitionOptions], seconds: float | None = None,
     ) -> list[list[Segment]]:
         """The speech's first window, encoded once and decoded greedily per set of options
-        (decoding each through ``transcribe`` would encode it every time), side by side.  Not
+        (decoding each through ``transcribe`` would encode it every time), side by side, as
+        far as about ``seconds`` of speech say (all of it by default).  Not
         batched: CTranslate2 wants the prompts of a batch to be of one length.
 
         Language detection keeps the encoding of the first window, so after it this costs
@@ -190,7 +195,7 @@ class WhisperRecognizer:
         window = timeline.windows()[0]
         # A prompt that sets off a repetition loop must not decode on to the model's
         # limit: speech is well under 8 tokens a second.
-        new_tokens = 16 + int(8 * window.seconds)
+        new_tokens = 16 + int(8 * min(window.seconds, seconds or window.seconds))
         encoded = fw.encode_window(self.model, timeline.audio(audio, until=window.end), window,
                                    keep=True)
 
@@ -287,14 +292,15 @@ class WhisperRecognizer:
 
     def _finish(
         self, window: DecodedWindow, timeline: Timeline, speech_audio: np.ndarray,
-        options: RecognitionOptions,
+        options: RecognitionOptions, prompt: str | None,
     ) -> Iterator[Segment]:
-        """One window's segments, cleaned and cut into sentences."""
+        """One window's segments, cleaned and cut into sentences (``prompt``: the one it was
+        decoded with, which it must not write back)."""
         segments = [self._segment(raw, language, timeline, speech_audio, options)
                     for raw, language in zip(window.segments, window.languages, strict=True)]
         for segment in drop_noise_loops(segments):
             for part in split_sentences(segment):
-                cleaned = clean_segment(part, options.initial_prompt)
+                cleaned = clean_segment(part, prompt)
                 if cleaned is not None:
                     yield cleaned
 
