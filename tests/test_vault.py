@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import av
 import numpy as np
@@ -189,3 +190,64 @@ def test_a_power_cut_during_a_passphrase_change_leaves_the_old_or_the_new(tmp_pa
                 pass
         assert opened == [expected]
         assert _raw(loaded.unlock_with_recovery(recovery)) == expected
+
+
+def test_erasing_a_data_key_leaves_no_copy_of_it_and_its_recording_unreadable(tmp_path):
+    from device.store.keys import DataKeys
+
+    keyring, _ = Keyring.create(PASSPHRASE, _fast=True)
+    private = keyring.unlock(PASSPHRASE)
+    data_key = new_data_key()
+    audio_file = tmp_path / "7.sealed"
+    with open(audio_file, "wb") as out:
+        writer = SealedWriter(out, data_key)
+        writer.write(b"the interview " * 1000)
+        writer.close()
+    backup = tmp_path / "backup.sealed"  # a copy made before the deletion
+    backup.write_bytes(audio_file.read_bytes())
+    path = tmp_path / "keys.db"
+    with DataKeys(path) as keys:
+        sealed = seal_key(data_key, keyring.public_key)
+        keys.put("recording:7", sealed)
+        keys.put("recording:8", seal_key(new_data_key(), keyring.public_key))
+        with SealedReader(backup, open_key(keys.get("recording:7"), private)) as reader:
+            assert reader.read_range(0, 13) == b"the interview"
+        assert keys.erase("recording:7") and not keys.erase("recording:7")
+        assert keys.names() == ["recording:8"]
+    leftovers = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert sealed not in leftovers and sealed[:32] not in leftovers
+    # nothing left on the box opens the copy: every remaining key is another recording's
+    with DataKeys(path) as keys:
+        for name in keys.names():
+            with pytest.raises(SealedFileError), \
+                    SealedReader(backup, open_key(keys.get(name), private)) as reader:
+                reader.read_range(0, 13)
+
+
+def test_the_unlocked_key_is_shared_in_memory_only_and_locking_forgets_it(tmp_path,
+                                                                         monkeypatch):
+    from device import unlock
+
+    monkeypatch.delenv("TINGJI_RUNTIME_DIR", raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    if unlock.file_system(Path("/dev/shm")) not in unlock.MEMORY_FILE_SYSTEMS:
+        pytest.skip("this machine has no tmpfs at /dev/shm")
+    keyring, _ = Keyring.create(PASSPHRASE, _fast=True)
+    box, other_box = tmp_path / "data", tmp_path / "other"
+    assert unlock.current(box) is None  # a box starts locked
+    unlock.publish(box, keyring.unlock(PASSPHRASE))
+    try:
+        path = unlock.key_file(box)
+        assert unlock.file_system(path) in unlock.MEMORY_FILE_SYSTEMS
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert path.parent.stat().st_mode & 0o777 == 0o700
+        assert _raw(unlock.current(box)) == _raw(keyring.unlock(PASSPHRASE))
+        assert unlock.current(other_box) is None  # another data directory: its own key
+        assert not any(p.name == "box.key" for p in tmp_path.rglob("*"))  # not on the disk
+    finally:
+        unlock.lock(box)
+    assert unlock.current(box) is None and not path.exists()
+    # a folder on a disk is passed over as the place for the key
+    monkeypatch.setenv("TINGJI_RUNTIME_DIR", str(tmp_path))
+    if unlock.file_system(tmp_path) not in unlock.MEMORY_FILE_SYSTEMS:
+        assert unlock.runtime_dir() == Path("/dev/shm")
