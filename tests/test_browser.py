@@ -151,6 +151,17 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
         10, "the player to seek to the clicked word")
     assert start - 0.05 <= position < start + 3.0
     browser.execute_script("document.getElementById('player').pause()")
+    # click the timeline strip three quarters along: the player goes there, the cursor too
+    strip = find(By.CSS_SELECTOR, "svg.strip")
+    duration = float(strip.get_attribute("data-duration"))
+    ActionChains(browser).move_to_element_with_offset(
+        strip, strip.size["width"] // 4, 0).click().perform()
+    position = wait(lambda: abs((t := browser.execute_script(
+        "return document.getElementById('player').currentTime")) - 0.75 * duration) < 0.5
+        and t, 10, "the player to seek to where the strip was clicked")
+    browser.execute_script("document.getElementById('player').pause()")
+    cursor = float(find(By.ID, "strip-cursor").get_attribute("x1"))
+    assert abs(cursor - 1000 * position / duration) < 20
     screenshot(browser, shots, "recording")
 
     # edit the first segment inline; autosave; reload; it persists

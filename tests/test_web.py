@@ -367,7 +367,7 @@ def test_search_highlights_hits_and_links_to_the_moment(box):
         segment = store.segments(rec)[1]
         store.db.execute("UPDATE segments SET start = 8.724 WHERE id = ?", [segment.id])
     hit = box.reviewer.client.get("/", params={"q": "budget"}).text
-    assert f'href="/recordings/{rec}?segment={segment.id}#seg-{segment.id}"' in hit
+    assert f'href="/recordings/{rec}?segment={segment.id}&amp;q=budget#seg-{segment.id}"' in hit
     opened = box.reviewer.client.get(f"/recordings/{rec}", params={"segment": segment.id})
     assert 'data-start-at="8.724"' in opened.text
     english = box.reviewer.client.get("/", params={"q": "budget"}).text
@@ -920,3 +920,36 @@ def test_where_the_recogniser_was_unsure_is_marked_until_a_reviewer_edits(role_b
     exported = box.reviewer.client.get(f"/recordings/{rec.id}/export.json").json()
     assert not exported["segments"][1]["unsure"]
     assert not any(w["unsure"] for w in exported["segments"][1]["words"])
+
+
+def test_the_recording_page_and_the_library_draw_the_recording(role_box):
+    """A timeline strip from what the box has: a lane per speaker with talk time, markers,
+    the passages the recogniser was unsure of, the hits of a search; a small strip, the
+    number of speakers and the duration on the library page."""
+    rec = stored_transcript(role_box.settings, title="Strip drawing",
+                            texts=["We will review the budget.", "预算下周二再讨论。",
+                                   "The committee meets."])
+    with Store(role_box.settings.database_path) as store:
+        store.add_marker(rec, 6.0, "the budget")
+        first = store.segments(rec)[0]
+        store.db["segments"].update(first.id, {"avg_logprob": -1.2})  # Whisper was unsure
+    page = role_box.reviewer.client.get(f"/recordings/{rec}", params={"q": "预算"}).text
+    svg = re.search(r'<svg class="strip".*?</svg>', page, re.S).group(0)
+    lanes = re.findall(r'<g class="lane speaker-(\d)"><title>(\w+): ([\d:]+)</title>(.*?)</g>',
+                       svg, re.S)
+    assert [(colour, name, talk) for colour, name, talk, _ in lanes] == \
+        [("0", "A", "00:07"), ("1", "B", "00:03")]
+    # A speaks 0-3.5 and 8-11.5 of 12 s: thousandths of the recording
+    assert re.findall(r'<rect x="([\d.]+)" y="4" width="([\d.]+)"', lanes[0][3]) == \
+        [("0.0", "291.7"), ("666.7", "291.7")]
+    assert lanes[0][3].count('class="unsure"') == 1 and "3 unsure" not in svg
+    assert '1 unsure passage(s)' in svg and '1 marker(s)' in svg
+    assert re.search(r'<line class="marker" x1="500.0"', svg)
+    assert re.search(r'<path class="hit" d="M327.3,0', svg)  # the segment at 4 s
+    assert 'data-duration="12.0"' in svg and 'id="strip-cursor"' in svg
+    library = role_box.reviewer.client.get("/", params={"q": "预算"}).text
+    row = re.search(rf'<tr>\s*<td><a href="/recordings/{rec}">Strip drawing</a>(.*?)</tr>',
+                    library, re.S).group(1)
+    assert '<svg class="strip mini"' in row and row.count("<rect ") == 3
+    assert re.search(r"<td>00:12</td>\s*<td>2</td>", row)
+    assert f'/recordings/{rec}?segment=' in library and "&amp;q=%E9%A2%84%E7%AE%97" in library

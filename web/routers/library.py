@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request
 from markupsafe import Markup, escape
 
 from device.text import to_simplified
+from web import timeline
 from web.deps import Interviewer, StoreDep, templates
 
 router = APIRouter()
@@ -59,7 +60,10 @@ def library(request: Request, user: Interviewer, store: StoreDep, q: str = "",
     if q.strip():
         hits = [h for h in store.search(q, limit=200)
                 if owner is None or store.get_recording(h.recording_id).owner_id == owner][:100]
+    spans = store.speech_spans([r.id for r in recordings])
     return templates(request).TemplateResponse(request, "library.html", {
+        "strips": {r.id: timeline.speech_strip(r.duration, spans[r.id]) for r in recordings},
+        "speakers": {r.id: len({s for _, _, s in spans[r.id] if s}) for r in recordings},
         "recordings": recordings, "total": total, "page": page, "pages": -(-total // PAGE),
         "query": q, "hits": hits, "highlight": highlight, "statuses": STATUSES,
         "languages": store.recording_languages(), "status": status, "language": language,

@@ -22,6 +22,7 @@ from device.pipeline import delete_recording
 from device.records import Recording, User
 from device.store.editing import SEGMENT_MAX_CHARS
 from device.summary_schema import check_summary_content
+from web import timeline
 from web.deps import (
     ROW_ID_MAX,
     Forbidden,
@@ -43,15 +44,17 @@ AUDIO_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".m4a": "audio/mp4",
 @router.get("/recordings/{recording_id}")
 def recording_page(request: Request, recording_id: RowId, user: Interviewer, store: StoreDep,
                    t: Annotated[float | None, Query(ge=0, le=1e7)] = None,
-                   segment: Annotated[int | None, Query(ge=1, le=ROW_ID_MAX)] = None):
+                   segment: Annotated[int | None, Query(ge=1, le=ROW_ID_MAX)] = None,
+                   q: Annotated[str, Query(max_length=200)] = ""):
     """``segment`` opens the page at that segment's own start (a search hit); ``t`` at a
-    time."""
+    time; ``q`` marks where the text searched for is on the timeline."""
     recording = visible_recording(store, user, recording_id)
     segments = store.segments(recording_id, with_words=False)
     start = next((s.start for s in segments if s.id == segment), t)
     summaries = store.summaries(recording_id)
     jobs = store.jobs_for(recording_id)
     summary = summaries[-1] if summaries else None
+    markers = store.markers(recording_id)
     tried = [j for j in jobs if j.kind == "summarize" and j.status == "failed"
              and (summary is None or (j.finished or "") > summary.created)]
     return templates(request).TemplateResponse(request, "recording.html", {
@@ -62,7 +65,8 @@ def recording_page(request: Request, recording_id: RowId, user: Interviewer, sto
         "cite": lambda ids: export.citations(ids, segments),
         "summary_versions": len(summaries), "can_edit": user.can("reviewer"),
         "can_delete": _may_delete(user, recording),
-        "jobs": jobs, "markers": store.markers(recording_id),
+        "jobs": jobs, "markers": markers,
+        "strip": timeline.strip(recording.duration, segments, markers, q),
         "start_at": start, "formats": list(export.FORMATS),
         "transcript_hash": store.transcript_hash(recording_id),
         # "<" escaped (valid JSON): no "</script>" or "<!--" can occur in the script element

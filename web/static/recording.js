@@ -109,6 +109,23 @@
     document.getElementById("speed").addEventListener("change", (e) => { player.playbackRate = parseFloat(e.target.value); });
   }
 
+  // -- the timeline strip: click to play from there; the cursor follows playback --------
+  const strip = document.querySelector("svg.strip:not(.mini)");
+  if (strip && player) {
+    const duration = parseFloat(strip.dataset.duration) || 1;
+    const cursor = document.getElementById("strip-cursor");
+    strip.addEventListener("click", (e) => {
+      const box = strip.getBoundingClientRect();
+      seek(Math.max(0, (e.clientX - box.left) / box.width) * duration, true);
+    });
+    const move = () => {
+      const x = String(Math.min(player.currentTime / duration, 1) * 1000);
+      cursor.setAttribute("x1", x); cursor.setAttribute("x2", x);
+    };
+    player.addEventListener("timeupdate", move);
+    player.addEventListener("seeked", move);
+  }
+
   document.addEventListener("click", (e) => {
     const target = e.target.closest("[data-seek], .w, [data-cite]");
     if (!target || (editing && editing.contains(target))) return;
