@@ -58,10 +58,44 @@ def check_size(path: Path, max_bytes: int) -> int:
     return size
 
 
-def probe(path: Path) -> AudioInfo:
+@dataclass(frozen=True)
+class SealedAudio:
+    """A stored recording sealed with its data key (``device.vault``): every function here
+    that takes a path takes this too, and decodes the plaintext without writing it
+    anywhere."""
+
+    path: Path
+    key: bytes
+
+    def __str__(self) -> str:
+        return self.path.name
+
+    def open(self):
+        from device.vault import SealedReader
+
+        return SealedReader(self.path, self.key)
+
+
+@contextlib.contextmanager
+def _opened(path: Path | SealedAudio) -> Iterator:
+    """The container of a file or a sealed recording, for PyAV."""
+    if isinstance(path, SealedAudio):
+        from device.vault import SealedFileError
+
+        try:
+            with path.open() as reader, av.open(reader, metadata_errors="ignore") as container:
+                yield container
+        except SealedFileError as exc:
+            raise AudioDecodeError(path, str(exc).split(": ", 1)[-1]) from exc
+        return
+    with av.open(str(path), metadata_errors="ignore") as container:
+        yield container
+
+
+def probe(path: Path | SealedAudio) -> AudioInfo:
     """Open the container and describe its first audio stream."""
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with _opened(path) as container:
             return _describe(path, container)
     except av.FFmpegError as exc:
         raise AudioDecodeError(path, f"not a readable audio file ({_reason(exc)})") from exc
@@ -93,7 +127,8 @@ def decode(path: Path, max_seconds: float = float("inf")) -> np.ndarray:
     Raises AudioDecodeError for unreadable, silent-by-corruption or truncated files and
     AudioTooLargeError for audio longer than ``max_seconds``.
     """
-    audio = _decode(Path(path), max_seconds, "mono", "flt")[0]
+    audio = _decode(path if isinstance(path, SealedAudio) else Path(path), max_seconds, "mono",
+                    "flt")[0]
     if not np.isfinite(audio).all():
         raise AudioDecodeError(path, "decoded audio contains invalid samples")
     return np.clip(audio, -1.0, 1.0, out=audio)
@@ -106,7 +141,7 @@ def decode_channels(path: Path, max_seconds: float = float("inf")) -> np.ndarray
 
     Refuses what ``decode`` refuses.
     """
-    path = Path(path)
+    path = path if isinstance(path, SealedAudio) else Path(path)
     layout = "mono" if probe(path).channels <= 1 else "stereo"
     return _decode(path, max_seconds, layout, "s16p")
 
@@ -119,7 +154,7 @@ def _decode(path: Path, max_seconds: float, layout: str, sample_format: str) -> 
     total = 0
     bad_packets = 0
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with _opened(path) as container:
             info = _describe(path, container)
             if info.declared_seconds and info.declared_seconds > max_seconds:
                 raise _too_long(path, info.declared_seconds, max_seconds)
@@ -187,9 +222,9 @@ def decode_clip(path: Path) -> np.ndarray:
     return decode_raw(path) if Path(path).suffix in RAW_FORMATS else decode(path)
 
 
-def _wav_header_seconds(path: Path) -> float | None:
+def _wav_header_seconds(path: Path | SealedAudio) -> float | None:
     """Length promised by a RIFF/WAVE header's data chunk, or None if it promises nothing."""
-    with open(path, "rb") as f:
+    with path.open() if isinstance(path, SealedAudio) else open(path, "rb") as f:
         header = f.read(1 << 16)
     if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
         return None

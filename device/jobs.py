@@ -18,6 +18,8 @@ from pathlib import Path
 
 import psutil
 
+from device import encryption
+from device.encryption import BoxLocked
 from device.errors import JobCancelled, TingjiError
 from device.pipeline import Engines, transcribe_recording
 from device.records import Job
@@ -164,6 +166,9 @@ class Runner:
             return True
         except JobCancelled:
             log.info("job %s cancelled", job.id)
+        except BoxLocked:  # locked between the claim and the start: it waits in the queue
+            store.release_job(job.id, "waiting for the box to be unlocked")
+            log.info("job %s waits: the box is locked", job.id)
         except (TingjiError, ModelError) as exc:
             store.fail_job(job.id, str(exc))
             log.warning("job %s failed: %s", job.id, exc)
@@ -208,6 +213,9 @@ class Worker:
             for job in store.requeue_interrupted(process_alive, MAX_ATTEMPTS):
                 log.info("job %s was interrupted; now %s", job.id, job.status)
             while not stop.is_set():
+                if encryption.locked(self.settings):  # jobs need the box's key: they wait
+                    stop.wait(idle_wait)
+                    continue
                 job = self.runner.claim(store)
                 if job is None:
                     stop.wait(idle_wait)

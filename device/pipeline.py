@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from device import audio, channels
+from device import audio, channels, encryption
 from device.channels import Track
 from device.errors import AudioError, DiskFullError, TingjiError
 from device.profiles import (
@@ -59,7 +59,11 @@ def import_audio(
         settings.audio_dir.mkdir(parents=True, exist_ok=True)
         keep_room_for_recording(settings, size, path.name)
         name = audio.stored_name(recording.id, path)
-        audio.copy_durably(path, settings.audio_dir / name)
+        if encryption.enabled(settings):  # sealed to the box's key: no secret needed
+            name += encryption.SUFFIX
+            encryption.store_sealed(settings, recording.id, path, settings.audio_dir / name)
+        else:
+            audio.copy_durably(path, settings.audio_dir / name)
     except (AudioError, DiskFullError) as exc:
         store.fail_job(store.enqueue("transcribe", recording.id, params).id, str(exc))
         raise
@@ -77,6 +81,7 @@ def delete_recording(store: Store, settings: Settings, recording_id: int,
     from device.store.voiceprints import Voiceprints
 
     recording = store.delete_recording(recording_id, user)
+    encryption.erase(settings, recording_id)  # every copy of its sealed audio: unreadable
     if settings.voiceprints_path.exists():
         with Voiceprints(settings.voiceprints_path) as prints:
             prints.forget_recording(recording_id)
@@ -195,8 +200,8 @@ def transcribe_recording(
     language = job.params.get("language")
     profile = select_profile(settings, recording.profile, language)
     try:
-        layout, tracks = channels.load(
-            settings.audio_dir / recording.audio_file, settings.max_audio_seconds)
+        layout, tracks = channels.load(encryption.stored_audio(settings, recording),
+                                       settings.max_audio_seconds)
     except AudioError as exc:  # name the user's file, not our stored copy
         raise type(exc)(recording.source_name, exc.reason) from exc
     duration = tracks[0].samples.size / audio.SAMPLE_RATE

@@ -298,8 +298,16 @@ class SealedReader:
             self._file.close()
             raise SealedFileError(f"{self.path.name}: cut short inside its first chunk")
         self._position = 0
+        self._last: tuple[int, bytes] | None = None
 
     def _chunk_plain(self, index: int) -> bytes:
+        if self._last is not None and self._last[0] == index:  # decoders read in small steps
+            return self._last[1]
+        plain = self._decrypt(index)
+        self._last = (index, plain)
+        return plain
+
+    def _decrypt(self, index: int) -> bytes:
         self._file.seek(HEADER + index * (self._chunk + TAG))
         body = self._file.read(self._chunk + TAG)
         last = index == self._chunks - 1

@@ -24,6 +24,10 @@
     users [add NAME --role R | passwd NAME | remove NAME]
                         accounts (the password is read from standard input, or asked
                         for on a terminal); passwd also ends the user's sessions
+    keyring [init]      the box key's state; init makes it (storage encrypted from then
+                        on) and shows the recovery key once
+    unlock [--recovery] | lock
+                        unlock the box (its queued work goes on) or lock it again
     worker              run queued jobs until stopped
     run                 the appliance: web UI + worker
     serve               the web UI alone (the update health check starts a new slot so)
@@ -47,6 +51,7 @@ from device.cli.admin import (
     cmd_voiceprints,
 )
 from device.cli.appliance import cmd_run, cmd_serve, cmd_worker
+from device.cli.keys import cmd_keyring, cmd_lock, cmd_unlock
 from device.cli.recording import cmd_devices, cmd_record
 from device.cli.transcripts import (
     cmd_cancel,
@@ -197,6 +202,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=["queued", "running", "done", "failed"])
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(func=cmd_jobs)
+
+    p = commands.add_parser("keyring", help="the box key: show its state, or make it")
+    p.add_argument("action", nargs="?", choices=["init"])
+    p.set_defaults(func=cmd_keyring)
+
+    p = commands.add_parser("unlock", help="unlock the box (the passphrase from standard "
+                                           "input, or asked for on a terminal)")
+    p.add_argument("--recovery", action="store_true", help="with the recovery key instead")
+    p.set_defaults(func=cmd_unlock)
+
+    p = commands.add_parser("lock", help="forget the unlocked key")
+    p.set_defaults(func=cmd_lock)
 
     p = commands.add_parser("worker", help="run queued jobs until stopped")
     p.set_defaults(func=cmd_worker)

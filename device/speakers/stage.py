@@ -58,7 +58,9 @@ def stored_audio(settings: Settings, recording) -> tuple[channels.Layout, list[T
     if recording.audio_file is None:
         raise AudioError(recording.source_name, "no stored audio to find the speakers in")
     try:
-        return channels.load(settings.audio_dir / recording.audio_file,
+        from device import encryption
+
+        return channels.load(encryption.stored_audio(settings, recording),
                              settings.max_audio_seconds)
     except AudioError as exc:  # name the user's file, not our stored copy
         raise type(exc)(recording.source_name, exc.reason) from exc

@@ -78,6 +78,19 @@ class JobRooms(Rooms):
             self.db.execute("UPDATE jobs SET status = 'done', progress = 100, finished = ? "
                             "WHERE id = ? AND status = 'running'", [now(), job_id])
 
+    def release_job(self, job_id: int, why: str) -> None:
+        """Put a running job back in the queue as it was (the attempt not counted): it
+        could not start for a reason of the box's (locked), not of its own."""
+        with self.transaction():
+            self.db.execute(
+                "UPDATE jobs SET status = 'queued', attempts = max(attempts - 1, 0), "
+                "started = NULL, worker_pid = NULL, worker_started = NULL, progress = 0, "
+                "stage = ? WHERE id = ? AND status = 'running'", [why, job_id])
+            job = self.get_job(job_id)
+            if job.kind == "transcribe":
+                self.db["recordings"].update(job.recording_id,
+                                             {"status": "queued", "updated": now()})
+
     def fail_job(self, job_id: int, error: str) -> None:
         """Mark a job failed with a reason a user can read; a failed transcription also
         marks its recording failed (a failed summary leaves the transcript as it is)."""

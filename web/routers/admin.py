@@ -17,7 +17,7 @@ from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse
 
 import device
-from device import egress, tls
+from device import egress, encryption, tls
 from device.accounts import check_new_password, hash_password
 from device.audit import public_hex
 from device.errors import InvalidInput
@@ -53,7 +53,11 @@ def _system_page(request: Request, store, settings, tls_error: str | None = None
         "egress_watched": egress.installed(),
         "audit_key": public_hex(request.app.state.auditor.key),
         "tls": tls.current(settings) if tls.serves_others(settings) else None,
-        "tls_error": tls_error}, status_code=status_code)
+        "tls_error": tls_error,
+        "encryption": ("off" if not encryption.enabled(settings)
+                       else "locked" if encryption.locked(settings) else "unlocked"),
+        "waiting": len(store.list_jobs(status="queued", limit=1000))},
+        status_code=status_code)
 
 
 @router.post("/admin/tls")

@@ -7,15 +7,16 @@ segment, so no edit is silently lost.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from markupsafe import Markup
 from pydantic import BaseModel, Field
 
-from device import export
+from device import encryption, export
 from device.errors import EditConflict
 from device.grounding import grounding_flags
 from device.pipeline import delete_recording
@@ -86,8 +87,8 @@ def _talk_time(segments) -> list[tuple[str, float, int]]:
 
 
 @router.get("/recordings/{recording_id}/audio")
-def recording_audio(recording_id: RowId, user: Interviewer, store: StoreDep,
-                    settings: SettingsDep):
+def recording_audio(request: Request, recording_id: RowId, user: Interviewer,
+                    store: StoreDep, settings: SettingsDep):
     recording = visible_recording(store, user, recording_id)
     if not recording.audio_file:
         raise HTTPException(404, "this recording has no audio file yet")
@@ -95,8 +96,53 @@ def recording_audio(recording_id: RowId, user: Interviewer, store: StoreDep,
     path = (root / recording.audio_file).resolve()
     if path.parent != root or not path.is_file():  # never serve outside the audio folder
         raise HTTPException(404, "the audio file is missing")
+    if encryption.is_sealed(path.name):
+        try:
+            key = encryption.data_key(settings, recording.id)
+        except encryption.BoxLocked as exc:
+            raise HTTPException(423, str(exc)) from exc
+        return _sealed_response(request, path, key,
+                                AUDIO_TYPES.get(path.with_suffix("").suffix.lower(),
+                                                "application/octet-stream"))
     return FileResponse(path, media_type=AUDIO_TYPES.get(path.suffix.lower(),
                                                          "application/octet-stream"))
+
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+_STEP = 256 * 1024
+
+
+def _sealed_response(request: Request, path, key: bytes, media_type: str) -> Response:
+    """A sealed file's plaintext, decrypted as it is sent (never written anywhere), with
+    single byte ranges (the player seeks by them)."""
+    from device.vault import SealedReader
+
+    reader = SealedReader(path, key)
+    size, start, end, status = reader.size, 0, reader.size, 200
+    headers = {"accept-ranges": "bytes"}
+    wanted = request.headers.get("range")
+    if wanted:
+        match = _RANGE.match(wanted.strip())
+        first = int(match.group(1)) if match and match.group(1) else None
+        last = int(match.group(2)) if match and match.group(2) else None
+        if match and first is None and last is not None:  # the last N bytes
+            first, last = max(size - last, 0), size - 1
+        if not match or first is None or first >= size or (last is not None and last < first):
+            reader.close()
+            return Response(status_code=416, headers={"content-range": f"bytes */{size}"})
+        start, end, status = first, min(last + 1 if last is not None else size, size), 206
+        headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
+    headers["content-length"] = str(end - start)
+
+    def body():
+        try:
+            for position in range(start, end, _STEP):
+                yield reader.read_range(position, min(position + _STEP, end))
+        finally:
+            reader.close()
+
+    return StreamingResponse(body(), status_code=status, media_type=media_type,
+                             headers=headers)
 
 
 @router.get("/api/recordings/{recording_id}")

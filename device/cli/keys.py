@@ -1,0 +1,73 @@
+"""The box key on the console: make it, unlock the box, lock it again."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from device import encryption
+from device.audit import on_console
+from device.errors import TingjiError
+from device.settings import Settings
+from device.store import Store
+from device.vault import WrongSecretError
+
+WRONG_SECRET_PAUSE = 2.0
+"""Seconds a wrong passphrase costs on the console (Argon2id costs more each try)."""
+
+
+def _read_secret(prompt: str, twice: bool = False) -> str:
+    if sys.stdin.isatty():
+        import getpass
+
+        secret = getpass.getpass(prompt)
+        if twice and getpass.getpass("again: ") != secret:
+            raise TingjiError("the passphrases differ")
+        return secret
+    return sys.stdin.readline().rstrip("\n")
+
+
+def cmd_keyring(settings: Settings, args: argparse.Namespace) -> int:
+    """``keyring init``: encryption on from now on; the recovery key is shown once."""
+    if args.action != "init":
+        state = ("none (storage in the clear)" if not encryption.enabled(settings)
+                 else "locked" if encryption.locked(settings) else "unlocked")
+        print(f"box key: {state}")
+        return 0
+    recovery = encryption.init(settings, _read_secret("unlock passphrase: ", twice=True))
+    with Store(settings.database_path) as store:
+        on_console(settings, store, "keyring_created")
+    print("The box key is made: new recordings are stored encrypted.\n"
+          "Recovery key (shown once; print it or write it down and keep it apart from the "
+          f"box):\n\n    {recovery}\n")
+    return 0
+
+
+def cmd_unlock(settings: Settings, args: argparse.Namespace) -> int:
+    if not encryption.enabled(settings):
+        raise TingjiError("this box has no key (`python -m device keyring init` makes it)")
+    secret = _read_secret("recovery key: " if args.recovery else "unlock passphrase: ")
+    with Store(settings.database_path) as store:
+        try:
+            if args.recovery:
+                encryption.unlock_box(settings, recovery=secret)
+            else:
+                encryption.unlock_box(settings, passphrase=secret)
+        except WrongSecretError:
+            on_console(settings, store, "unlock_failed",
+                       details={"with": "recovery key" if args.recovery else "passphrase"})
+            time.sleep(WRONG_SECRET_PAUSE)
+            raise
+        on_console(settings, store, "unlocked",
+                   details={"with": "recovery key" if args.recovery else "passphrase"})
+    print("unlocked: queued work goes on")
+    return 0
+
+
+def cmd_lock(settings: Settings, args: argparse.Namespace) -> int:
+    encryption.lock_box(settings)
+    with Store(settings.database_path) as store:
+        on_console(settings, store, "locked")
+    print("locked")
+    return 0

@@ -1,0 +1,128 @@
+"""Encryption at rest as the box's storage sees it: whether it is on, sealing a new
+recording's audio while locked, reading it once unlocked, and erasing it.
+
+Encryption is on once the keyring exists (``python -m device keyring init``, which prints
+the recovery key once).  A stored recording's audio is then ``<id><ext>.sealed``
+(``device.vault``'s chunked AES-256-GCM) under a data key of its own, sealed to the box's
+public key and kept in ``keys.db`` as ``recording:<id>``; reading needs the box unlocked
+(``device.unlock``), and deleting the recording erases the key first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from device import audio, unlock, vault
+from device.errors import DiskFullError, TingjiError, is_disk_full
+from device.settings import Settings
+from device.store.keys import DataKeys
+
+SUFFIX = ".sealed"
+
+
+class BoxLocked(TingjiError):
+    """The box is locked: what needs the private key waits until an admin unlocks it."""
+
+    def __init__(self) -> None:
+        super().__init__("the box is locked: an admin unlocks it (System page, or "
+                         "`python -m device unlock` on the console)")
+
+
+def keyring_path(settings: Settings) -> Path:
+    return settings.data_dir / "keyring.json"
+
+
+def keys_path(settings: Settings) -> Path:
+    return settings.data_dir / "keys.db"
+
+
+def enabled(settings: Settings) -> bool:
+    return keyring_path(settings).is_file()
+
+
+def locked(settings: Settings) -> bool:
+    return enabled(settings) and unlock.current(settings.data_dir) is None
+
+
+def key_name(recording_id: int) -> str:
+    return f"recording:{recording_id}"
+
+
+def is_sealed(name: str | None) -> bool:
+    return bool(name) and name.endswith(SUFFIX)
+
+
+def store_sealed(settings: Settings, recording_id: int, source: Path, destination: Path
+                 ) -> None:
+    """Copy ``source`` into ``destination`` sealed under a new data key (sealed to the box's
+    public key: no secret needed), durably; the key is kept before the file is complete."""
+    keyring = vault.Keyring.load(keyring_path(settings))
+    data_key = vault.new_data_key()
+    with DataKeys(keys_path(settings)) as keys:
+        keys.put(key_name(recording_id), vault.seal_key(data_key, keyring.public_key))
+    try:
+        with open(source, "rb") as src, audio.durable_file(destination) as out:
+            writer = vault.SealedWriter(out, data_key)
+            while block := src.read(1 << 20):
+                writer.write(block)
+            writer.close()
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(f"no space left to store {source.name} in "
+                                      f"{destination.parent}: free some space and import it "
+                                      "again") from exc
+        raise
+
+
+def data_key(settings: Settings, recording_id: int) -> bytes:
+    """The recording's data key; BoxLocked while the box is locked."""
+    private = unlock.current(settings.data_dir)
+    if private is None:
+        raise BoxLocked()
+    with DataKeys(keys_path(settings)) as keys:
+        sealed = keys.get(key_name(recording_id))
+    if sealed is None:
+        raise vault.VaultError(f"recording {recording_id}: its data key is gone (erased)")
+    return vault.open_key(sealed, private)
+
+
+def stored_audio(settings: Settings, recording) -> Path | audio.SealedAudio:
+    """What the decoders read for a stored recording: its file, or its sealed file with the
+    key (BoxLocked while locked)."""
+    path = settings.audio_dir / recording.audio_file
+    if is_sealed(recording.audio_file):
+        return audio.SealedAudio(path, data_key(settings, recording.id))
+    return path
+
+
+def erase(settings: Settings, recording_id: int) -> None:
+    """Destroy the recording's data key: every copy of its audio becomes unreadable."""
+    if keys_path(settings).exists():
+        with DataKeys(keys_path(settings)) as keys:
+            keys.erase(key_name(recording_id))
+
+
+def init(settings: Settings, passphrase: str) -> str:
+    """Make the box key (encryption on from now on); returns the recovery key, to show once.
+    Refuses when a keyring exists."""
+    path = keyring_path(settings)
+    if path.exists():
+        raise vault.VaultError(f"{path} exists: this box already has its key")
+    keyring, recovery = vault.Keyring.create(passphrase)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    keyring.save(path)
+    return recovery
+
+
+def unlock_box(settings: Settings, passphrase: str | None = None,
+               recovery: str | None = None) -> None:
+    """Unwrap the box key into memory (tmpfs), for the worker and the web UI;
+    WrongSecretError for a wrong passphrase or recovery key."""
+    keyring = vault.Keyring.load(keyring_path(settings))
+    private = (keyring.unlock_with_recovery(recovery) if recovery is not None
+               else keyring.unlock(passphrase or ""))
+    unlock.publish(settings.data_dir, private)
+
+
+def lock_box(settings: Settings) -> None:
+    unlock.lock(settings.data_dir)

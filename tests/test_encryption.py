@@ -1,0 +1,111 @@
+"""Encrypted audio at rest: imports stored sealed, played back by range once unlocked,
+transcribed only while unlocked (queued meanwhile), erased with their key."""
+
+from __future__ import annotations
+
+import pytest
+
+from device import audio, encryption, unlock
+from device.jobs import Runner
+from device.pipeline import delete_recording, import_audio
+from device.store import Store
+from device.vault import SealedFileError, SealedReader, WrongSecretError, open_key
+from tests.webutil import make_box
+
+PASSPHRASE = "a long unlock passphrase"
+
+
+@pytest.fixture
+def sealed_box(settings, monkeypatch):
+    """A box with its key made; unlocked; locked again (and its key forgotten) after."""
+    monkeypatch.delenv("TINGJI_RUNTIME_DIR", raising=False)
+    if unlock.file_system(unlock.runtime_dir()) not in unlock.MEMORY_FILE_SYSTEMS:
+        pytest.skip("no tmpfs to keep the unlocked key in")
+    recovery = encryption.init(settings, PASSPHRASE)
+    encryption.unlock_box(settings, passphrase=PASSPHRASE)
+    yield settings, recovery
+    encryption.lock_box(settings)
+
+
+def _pcm_wav(tmp_path, speech_wav):
+    """The clip as 16-bit PCM, and a stretch of its samples' bytes to look for."""
+    samples = audio.decode(speech_wav)
+    path = tmp_path / "interview.wav"
+    audio.write_wav(path, samples)
+    pcm = path.read_bytes()
+    return path, pcm[len(pcm) // 2 : len(pcm) // 2 + 64]
+
+
+def _everything(folder) -> bytes:
+    return b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
+
+
+def test_an_import_is_stored_sealed_plays_by_range_and_is_erased_with_its_key(sealed_box,
+                                                                              tmp_path,
+                                                                              speech_wav):
+    settings, recovery = sealed_box
+    source, needle = _pcm_wav(tmp_path, speech_wav)
+    box = make_box(settings)
+    with Store(settings.database_path) as store:
+        recording, _ = import_audio(store, settings, source, title="Sealed")
+    assert recording.audio_file == f"{recording.id}.wav.sealed"
+    assert needle not in _everything(settings.data_dir)  # no sample of it in the clear
+    plain = source.read_bytes()
+    url = f"/recordings/{recording.id}/audio"
+    whole = box.reviewer.client.get(url)
+    assert whole.status_code == 200 and whole.content == plain
+    assert whole.headers["content-type"] == "audio/wav"
+    part = box.reviewer.client.get(url, headers={"range": "bytes=70000-70999"})
+    assert part.status_code == 206 and part.content == plain[70000:71000]
+    assert part.headers["content-range"] == f"bytes 70000-70999/{len(plain)}"
+    tail = box.reviewer.client.get(url, headers={"range": "bytes=-100"})
+    assert tail.content == plain[-100:]
+    assert box.reviewer.client.get(url, headers={"range": "bytes=9999999-"}).status_code == 416
+    assert "<strong>unlocked</strong>" in box.admin.client.get("/system").text
+    # locked: the audio is refused with the reason, not served or broken
+    encryption.lock_box(settings)
+    refused = box.reviewer.client.get(url)
+    assert refused.status_code == 423 and "locked" in refused.text
+    system = box.admin.client.get("/system").text
+    assert "<strong>locked</strong>" in system and "1 queued job(s) wait" in system
+    with pytest.raises(WrongSecretError):
+        encryption.unlock_box(settings, passphrase="not the passphrase")
+    encryption.unlock_box(settings, recovery=recovery)  # the recovery key works too
+    # deleted: its key is destroyed; a copy of the ciphertext taken before opens with
+    # nothing left on the box
+    copy = tmp_path / "copy.sealed"
+    copy.write_bytes((settings.audio_dir / recording.audio_file).read_bytes())
+    with Store(settings.database_path) as store:
+        other, _ = import_audio(store, settings, source, title="Another")
+        delete_recording(store, settings, recording.id)
+    private = unlock.current(settings.data_dir)
+    from device.store.keys import DataKeys
+
+    with DataKeys(encryption.keys_path(settings)) as keys:
+        names = keys.names()
+        assert names == [encryption.key_name(other.id)]
+        for name in names:
+            with pytest.raises(SealedFileError), \
+                    SealedReader(copy, open_key(keys.get(name), private)) as reader:
+                reader.read_range(0, 16)
+
+
+@pytest.mark.slow
+def test_a_recording_imported_while_locked_is_transcribed_after_the_unlock(sealed_box,
+                                                                           tmp_path,
+                                                                           speech_wav,
+                                                                           engines):
+    settings, _ = sealed_box
+    source, _ = _pcm_wav(tmp_path, speech_wav)
+    encryption.lock_box(settings)
+    runner = Runner(settings, engines)
+    with Store(settings.database_path) as store:
+        recording, job = import_audio(store, settings, source)  # no secret needed
+        assert runner.run(store, runner.claim(store, job.id)) is False  # it cannot start
+        waiting = store.get_job(job.id)
+        assert (waiting.status, waiting.attempts) == ("queued", 0)
+        assert store.get_recording(recording.id).status == "queued"
+        encryption.unlock_box(settings, passphrase=PASSPHRASE)
+        assert runner.run(store, runner.claim(store, job.id))
+        text = " ".join(s.text for s in store.segments(recording.id)).lower()
+    assert "country" in text or "americans" in text, text
