@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from device import audio, channels, encryption
+from device import audio, channels, encryption, varieties
 from device.channels import Track
 from device.errors import AudioError, DiskFullError, TingjiError
 from device.profiles import (
@@ -283,14 +283,10 @@ def recognize_tracks(
     languages, and the variety of each window (``device.varieties``); tracks transcribed
     one by one all take the variety of its first window.  Segments keep their track's
     channel and their profile, and come out in time order."""
-    from device.varieties import Block
-
     decision = None
     main = max(heard, key=lambda h: h.speech_seconds)
-    blocks: dict[int, Iterable[Block]] = {}
+    blocks: dict[int, Iterable[varieties.Block]] = {}
     if profile.is_auto and main.speech and decide:
-        from device import varieties
-
         decision, profile, planned = varieties.decide(engines, main.track.samples,
                                                       main.speech, profile, settings, terms)
         if len(heard) == 1:
@@ -311,7 +307,7 @@ def recognize_tracks(
     for n, h in enumerate(heard):
         duration = h.track.samples.size / audio.SAMPLE_RATE
         furthest = 0.0
-        for block in blocks.get(n, [Block(list(h.speech), [(0.0, profile)])]):
+        for block in blocks.get(n, [varieties.Block(list(h.speech), [(0.0, profile)])]):
             block_options = replace(
                 options, initial_prompt=prompt_of(block.profiles[0][1]),
                 prompts=tuple((start, prompt_of(p)) for start, p in block.profiles[1:]))
