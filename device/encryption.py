@@ -10,6 +10,7 @@ public key and kept in ``keys.db`` as ``recording:<id>``; reading needs the box 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from device import audio, unlock, vault
@@ -72,6 +73,17 @@ def store_sealed(settings: Settings, recording_id: int, source: Path, destinatio
                                       f"{destination.parent}: free some space and import it "
                                       "again") from exc
         raise
+
+
+def adopt_sealed(settings: Settings, recording_id: int, sealed: Path, key: bytes,
+                 destination: Path) -> None:
+    """Make a file sealed with ``key`` as it arrived (an upload) the recording's audio: its
+    key sealed to the box's public key and kept, the file moved into place."""
+    keyring = vault.Keyring.load(keyring_path(settings))
+    with DataKeys(keys_path(settings)) as keys:
+        keys.put(key_name(recording_id), vault.seal_key(key, keyring.public_key))
+    os.replace(sealed, destination)
+    audio.fsync_dir(destination.parent)
 
 
 def data_key(settings: Settings, recording_id: int) -> bytes:

@@ -34,13 +34,15 @@ def import_audio(
     store: Store, settings: Settings, path: Path, *, title: str | None = None,
     language: str | None = None, profile: str | None = None, script: str | None = None,
     terms: Sequence[str] = (), owner_id: int | None = None, speakers: int | None = None,
+    sealed_with: bytes | None = None,
 ) -> tuple[Recording, Job]:
     """Copy a file into the library as a new recording with a queued transcription job.
 
     The profile (or a language, which picks one) is checked first: a bad choice raises
     ProfileError before anything is stored.  A file that is missing, empty or over the size
     limit still gets a recording and a job, both marked failed with the reason, and the
-    error is raised for the caller to report.
+    error is raised for the caller to report.  ``sealed_with``: the file was sealed with
+    this data key as it arrived (an upload on an encrypted box), and is moved into place.
     """
     path = Path(path)
     chosen = select_profile(settings, profile, language)
@@ -58,8 +60,12 @@ def import_audio(
         size = audio.check_size(path, settings.max_upload_bytes)
         settings.audio_dir.mkdir(parents=True, exist_ok=True)
         keep_room_for_recording(settings, size, path.name)
-        name = audio.stored_name(recording.id, path)
-        if encryption.enabled(settings):  # sealed to the box's key: no secret needed
+        name = audio.stored_name(recording.id, path.with_suffix("") if sealed_with else path)
+        if sealed_with is not None:
+            name += encryption.SUFFIX
+            encryption.adopt_sealed(settings, recording.id, path, sealed_with,
+                                    settings.audio_dir / name)
+        elif encryption.enabled(settings):  # sealed to the box's key: no secret needed
             name += encryption.SUFFIX
             encryption.store_sealed(settings, recording.id, path, settings.audio_dir / name)
         else:

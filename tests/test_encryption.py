@@ -109,3 +109,39 @@ def test_a_recording_imported_while_locked_is_transcribed_after_the_unlock(seale
         assert runner.run(store, runner.claim(store, job.id))
         text = " ".join(s.text for s in store.segments(recording.id)).lower()
     assert "country" in text or "americans" in text, text
+
+
+def test_an_upload_is_sealed_as_it_arrives(sealed_box, tmp_path, speech_wav, monkeypatch):
+    """The uploaded bytes reach the disk sealed: every byte written to the upload's file is
+    watched, and no stretch of the clip's samples is among them."""
+    from web.routers import imports
+
+    settings, _ = sealed_box
+    source, needle = _pcm_wav(tmp_path, speech_wav)
+    written = bytearray()
+    opened = imports._open_new
+
+    class Watched:
+        def __init__(self, out):
+            self._out = out
+
+        def write(self, data):
+            written.extend(data)
+            return self._out.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self._out, name)
+
+    monkeypatch.setattr(imports, "_open_new", lambda path: Watched(opened(path)))
+    box = make_box(settings)
+    response = box.interviewer.api("PUT", "/api/upload?filename=talk.wav",
+                                   content=source.read_bytes())
+    assert response.status_code == 200, response.text
+    assert len(written) > len(source.read_bytes()) and needle not in written
+    with Store(settings.database_path) as store:
+        recording = store.get_recording(response.json()["recording_id"])
+    assert recording.audio_file == f"{recording.id}.wav.sealed"
+    assert needle not in _everything(settings.data_dir)
+    played = box.interviewer.client.get(f"/recordings/{recording.id}/audio")
+    assert played.content == source.read_bytes()
+    assert not list((settings.data_dir / "uploads").iterdir())

@@ -15,13 +15,14 @@ from typing import Annotated, BinaryIO
 from fastapi import APIRouter, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from device import audio
+from device import audio, encryption
 from device.errors import AudioError, DiskFullError, is_disk_full
 from device.pipeline import import_audio, keep_room_for_recording
 from device.profiles import ProfileError, load_profiles
 from device.records import Job, Recording, User
 from device.settings import Settings
 from device.store import Store
+from device.vault import SealedWriter, new_data_key
 from web.deps import Interviewer, SettingsDep, templates
 
 router = APIRouter()
@@ -35,14 +36,20 @@ def upload_page(request: Request, user: Interviewer, settings: SettingsDep):
         "max_bytes": settings.max_upload_bytes})
 
 
-async def _receive(request: Request, folder: Path, limit: int) -> Path:
+async def _receive(request: Request, folder: Path, limit: int,
+                   key: bytes | None = None) -> Path:
     """Stream the body to a temporary file named by its sniffed type; nothing is left
     behind when it is too large, not audio, or the disk fills.  Every write, the fsync and
-    the rename run in worker threads: the event loop serves other requests meanwhile."""
+    the rename run in worker threads: the event loop serves other requests meanwhile.
+    With ``key`` (an encrypted box) the file is sealed as it arrives: no plaintext of it
+    reaches the disk, and its name ends in ``.sealed``."""
     temporary = folder / f"upload-{secrets.token_hex(8)}.part"
     size, head, suffix = 0, b"", None
     try:
         out = await run_in_threadpool(_open_new, temporary)
+        if key is not None:
+            sealing = SealingFile(out, key)
+            out = sealing
         try:
             async for chunk in request.stream():
                 size += len(chunk)
@@ -60,6 +67,8 @@ async def _receive(request: Request, folder: Path, limit: int) -> Path:
         if size == 0:
             raise HTTPException(400, "the file is empty")
         path = temporary.with_suffix(suffix or _audio_suffix(head))
+        if key is not None:
+            path = path.with_name(path.name + encryption.SUFFIX)
         await run_in_threadpool(os.replace, temporary, path)
         return path
     except OSError as exc:
@@ -89,9 +98,31 @@ def _open_new(path: Path) -> BinaryIO:
     return open(path, "wb")
 
 
-def _flush_to_disk(out: BinaryIO) -> None:
+def _flush_to_disk(out) -> None:
     out.flush()
     os.fsync(out.fileno())
+
+
+class SealingFile:
+    """A file that seals what is written to it (``device.vault.SealedWriter``); flushing
+    writes the last chunk, so it is flushed once, at the end."""
+
+    def __init__(self, out: BinaryIO, key: bytes):
+        self._out = out
+        self._writer = SealedWriter(out, key)
+
+    def write(self, data: bytes) -> int:
+        return self._writer.write(data)
+
+    def flush(self) -> None:
+        self._writer.close()
+        self._out.flush()
+
+    def fileno(self) -> int:
+        return self._out.fileno()
+
+    def close(self) -> None:
+        self._out.close()
 
 
 def _audio_suffix(head: bytes) -> str:
@@ -113,21 +144,24 @@ async def upload(request: Request, user: Interviewer, settings: SettingsDep,
     if declared and declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"the file is larger than the {limit / 1e9:.1f} GB limit")
     await run_in_threadpool(_check_room, settings, user, int(declared or 0))
-    path = await _receive(request, settings.data_dir / "uploads", limit)
+    key = new_data_key() if encryption.enabled(settings) else None
+    path = await _receive(request, settings.data_dir / "uploads", limit, key)
     name = Path(filename).name or "upload"
     # Copying a file of up to the upload limit into the audio store, durably.
     recording, job = await run_in_threadpool(
         _import, settings, path, name, title or Path(name).stem, profile or None, user.id,
-        speakers)
+        speakers, key)
     return {"recording_id": recording.id, "job_id": job.id}
 
 
 def _import(settings: Settings, path: Path, name: str, title: str, profile: str | None,
-            owner_id: int, speakers: int | None = None) -> tuple[Recording, Job]:
+            owner_id: int, speakers: int | None = None, key: bytes | None = None
+            ) -> tuple[Recording, Job]:
     try:
         with Store(settings.database_path) as store:
             recording, job = import_audio(store, settings, path, title=title, profile=profile,
-                                          owner_id=owner_id, speakers=speakers)
+                                          owner_id=owner_id, speakers=speakers,
+                                          sealed_with=key)
             store.update_recording(recording.id, source_name=name)
             return recording, job
     except ProfileError as exc:
