@@ -136,5 +136,22 @@ def unlock_box(settings: Settings, passphrase: str | None = None,
     unlock.publish(settings.data_dir, private)
 
 
+def recover(settings: Settings, recovery: str, new_passphrase: str) -> None:
+    """Unlock with the recovery key and replace the passphrase (re-wrapping the key only)."""
+    path = keyring_path(settings)
+    keyring = vault.Keyring.load(path)
+    private = keyring.unlock_with_recovery(recovery)
+    keyring.with_passphrase(private, new_passphrase).save(path)
+    unlock.publish(settings.data_dir, private)
+
+
+def change_passphrase(settings: Settings, current: str, new: str) -> None:
+    """Wrap the box key with a new passphrase; the file is replaced atomically, so a power
+    cut leaves the old or the new one working."""
+    path = keyring_path(settings)
+    keyring = vault.Keyring.load(path)
+    keyring.with_passphrase(keyring.unlock(current), new).save(path)
+
+
 def lock_box(settings: Settings) -> None:
     unlock.lock(settings.data_dir)

@@ -145,3 +145,49 @@ def test_an_upload_is_sealed_as_it_arrives(sealed_box, tmp_path, speech_wav, mon
     played = box.interviewer.client.get(f"/recordings/{recording.id}/audio")
     assert played.content == source.read_bytes()
     assert not list((settings.data_dir / "uploads").iterdir())
+
+
+@pytest.mark.slow  # a dozen Argon2id derivations at the box's real cost
+def test_the_admin_unlocks_locks_and_recovers_on_the_system_page(sealed_box):
+    settings, recovery = sealed_box
+    box = make_box(settings)
+    admin = box.admin
+
+    def post(url, **form):
+        return admin.client.post(url, data={**form, "csrf_token": admin.csrf},
+                                 follow_redirects=False)
+
+    assert post("/admin/lock").status_code == 303 and encryption.locked(settings)
+    page = admin.client.get("/system").text
+    assert 'action="/admin/unlock"' in page and "<strong>locked</strong>" in page
+    wrong = post("/admin/unlock", passphrase="a wrong passphrase")
+    assert wrong.status_code == 400 and "wrong passphrase" in wrong.text
+    assert encryption.locked(settings)
+    assert post("/admin/unlock", passphrase=PASSPHRASE).status_code == 303
+    assert not encryption.locked(settings)
+    # a new passphrase: the old one stops working, the new one and the recovery key work
+    assert post("/admin/passphrase", current="nope nope", new="the next one").status_code == 400
+    assert post("/admin/passphrase", current=PASSPHRASE, new="the next one").status_code == 303
+    post("/admin/lock")
+    assert post("/admin/unlock", passphrase=PASSPHRASE).status_code == 400
+    assert post("/admin/unlock", passphrase="the next one").status_code == 303
+    # the recovery key unlocks and replaces a forgotten passphrase
+    post("/admin/lock")
+    assert post("/admin/unlock", recovery=recovery, new_passphrase="short").status_code == 400
+    assert post("/admin/unlock", recovery=recovery,
+                new_passphrase="remembered at last").status_code == 303
+    assert not encryption.locked(settings)
+    encryption.lock_box(settings)
+    encryption.unlock_box(settings, passphrase="remembered at last")
+    # guessing is paused: after five wrong secrets in 15 minutes (three so far), 429 even
+    # for the right one; every try is in the audit trail with its answer
+    post("/admin/lock")
+    assert post("/admin/unlock", passphrase="guess").status_code == 400
+    assert post("/admin/unlock", passphrase="guess").status_code == 400
+    assert post("/admin/unlock", passphrase="guess").status_code == 429
+    assert post("/admin/unlock", passphrase="remembered at last").status_code == 429
+    assert encryption.locked(settings)
+    with Store(settings.database_path) as store:
+        answers = [e.details["status"] for e in store.audit_entries(limit=200)
+                   if e.action == "unlock_box"]
+    assert answers.count(429) == 2 and answers.count(400) == 5  # 4 wrong, 1 short

@@ -181,6 +181,9 @@ def test_state_changing_requests_need_the_csrf_token(box):
     assert box.admin.client.post("/admin/voiceprints/1/delete").status_code == 403
     assert box.admin.client.post("/admin/tls", data={"cert": "x", "key": "y"}
                                  ).status_code == 403
+    for url, form in (("/admin/unlock", {"passphrase": "x"}), ("/admin/lock", {}),
+                      ("/admin/passphrase", {"current": "x", "new": "long enough"})):
+        assert box.admin.client.post(url, data=form).status_code == 403, url
     assert client.post("/api/record/chunk?seq=0", content=b"\0\0").status_code == 403
     # another user's token does not work either
     assert client.patch(f"/api/segments/{seg['id']}", json=body,
@@ -245,6 +248,9 @@ ENDPOINTS = [  # (method, url, json body, the least role that may)
     ("POST", "/admin/tls/rollback", None, "admin"),
     ("GET", "/admin/audit/export.jsonl", None, "admin"),
     ("POST", "/admin/voiceprints/999/delete", None, "admin"),
+    ("POST", "/admin/unlock", {"passphrase": "x"}, "admin"),
+    ("POST", "/admin/lock", None, "admin"),
+    ("POST", "/admin/passphrase", {"current": "x", "new": "long enough"}, "admin"),
 ]
 
 
@@ -267,7 +273,8 @@ def test_every_endpoint_checks_the_role(role_box, method, url, body, least):
                           ("admin", box.admin)):
         content = b"not audio" if method == "PUT" and "upload" in url else None
         if url.startswith(("/admin/users", "/admin/glossary", "/admin/voiceprints",
-                           "/admin/tls")) and method == "POST":
+                           "/admin/tls", "/admin/unlock", "/admin/lock",
+                           "/admin/passphrase")) and method == "POST":
             response = browser.client.post(url.format(**ids), data={
                 **(body or {}), "csrf_token": browser.csrf}, follow_redirects=False)
         else:

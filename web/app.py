@@ -90,6 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
     with Store(settings.database_path) as store:  # create or migrate the database up front
         first_boot = store.count_users() == 0
     app.state.auditor = Auditor(settings)
+    app.state.unlock_failures = collections.deque()  # wrong passphrases, for the pause
     egress.install()
 
     @app.middleware("http")

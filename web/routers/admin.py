@@ -11,6 +11,7 @@ POST /admin/users/{id}/delete     POST /api/jobs/{id}/cancel
 from __future__ import annotations
 
 import shutil
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
@@ -24,6 +25,7 @@ from device.errors import InvalidInput
 from device.profiles import load_profiles
 from device.records import ROLES
 from device.settings import PROJECT_ROOT
+from device.vault import VaultError, WrongSecretError
 from models.store import load_manifest, status
 from web.deps import ROW_ID_MAX, Admin, RowId, SettingsDep, StoreDep, templates
 
@@ -37,7 +39,7 @@ def system_page(request: Request, user: Admin, store: StoreDep, settings: Settin
 
 
 def _system_page(request: Request, store, settings, tls_error: str | None = None,
-                 status_code: int = 200):
+                 status_code: int = 200, key_error: str | None = None):
     manifest = load_manifest(models_dir=settings.models_dir)
     models = [{"id": spec.id, "kind": spec.kind, "size": spec.size, "default": spec.default,
                "status": status(spec, settings.models_dir, quick=True),
@@ -56,8 +58,80 @@ def _system_page(request: Request, store, settings, tls_error: str | None = None
         "tls_error": tls_error,
         "encryption": ("off" if not encryption.enabled(settings)
                        else "locked" if encryption.locked(settings) else "unlocked"),
-        "waiting": len(store.list_jobs(status="queued", limit=1000))},
+        "waiting": len(store.list_jobs(status="queued", limit=1000)),
+        "key_error": key_error},
         status_code=status_code)
+
+
+UNLOCK_TRIES = 5
+UNLOCK_WINDOW_S = 15 * 60
+
+
+def _wrong_secret(request: Request) -> None:
+    request.app.state.unlock_failures.append(time.monotonic())
+
+
+def _refuse_if_guessing(request: Request) -> None:
+    """429 after UNLOCK_TRIES wrong passphrases or recovery keys in UNLOCK_WINDOW_S."""
+    failures = request.app.state.unlock_failures
+    while failures and time.monotonic() - failures[0] > UNLOCK_WINDOW_S:
+        failures.popleft()
+    if len(failures) >= UNLOCK_TRIES:
+        wait = UNLOCK_WINDOW_S - (time.monotonic() - failures[0])
+        raise HTTPException(429, f"{len(failures)} wrong tries: try again in "
+                                 f"{max(1, round(wait / 60))} min")
+
+
+@router.post("/admin/unlock")
+def unlock_box(request: Request, user: Admin, store: StoreDep, settings: SettingsDep,
+               passphrase: Annotated[str, Form(max_length=1000)] = "",
+               recovery: Annotated[str, Form(max_length=200)] = "",
+               new_passphrase: Annotated[str, Form(max_length=1000)] = ""):
+    """Unlock with the passphrase, or with the recovery key and a new passphrase (which
+    replaces the forgotten one: the box key is wrapped again, nothing else changes)."""
+    if not encryption.enabled(settings):
+        raise HTTPException(409, "this box has no key: storage is in the clear")
+    _refuse_if_guessing(request)
+    try:
+        if recovery:
+            if len(new_passphrase) < 8:
+                return _system_page(request, store, settings, status_code=400,
+                                    key_error="with the recovery key, choose a new "
+                                              "passphrase of at least 8 characters")
+            encryption.recover(settings, recovery, new_passphrase)
+        else:
+            encryption.unlock_box(settings, passphrase=passphrase)
+    except WrongSecretError:
+        _wrong_secret(request)
+        return _system_page(request, store, settings, status_code=400,
+                            key_error="wrong passphrase" if not recovery
+                            else "wrong recovery key")
+    return RedirectResponse("/system#encryption", status_code=303)
+
+
+@router.post("/admin/lock")
+def lock_box(user: Admin, settings: SettingsDep):
+    encryption.lock_box(settings)
+    return RedirectResponse("/system#encryption", status_code=303)
+
+
+@router.post("/admin/passphrase")
+def change_passphrase(request: Request, user: Admin, store: StoreDep, settings: SettingsDep,
+                      current: Annotated[str, Form(max_length=1000)],
+                      new: Annotated[str, Form(max_length=1000)]):
+    """A new unlock passphrase: the box key is wrapped again; no data is encrypted again."""
+    if not encryption.enabled(settings):
+        raise HTTPException(409, "this box has no key: storage is in the clear")
+    _refuse_if_guessing(request)
+    try:
+        encryption.change_passphrase(settings, current, new)
+    except WrongSecretError:
+        _wrong_secret(request)
+        return _system_page(request, store, settings, status_code=400,
+                            key_error="wrong current passphrase")
+    except VaultError as exc:
+        return _system_page(request, store, settings, status_code=400, key_error=str(exc))
+    return RedirectResponse("/system#encryption", status_code=303)
 
 
 @router.post("/admin/tls")
