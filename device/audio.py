@@ -71,8 +71,17 @@ class SealedAudio:
         return self.path.name
 
     def open(self):
+        """A reader of the plaintext: a sealed file, or a recording's folder of sealed
+        segments (``device.storage``) read as one WAV file."""
         from device.vault import SealedReader
 
+        if self.path.is_dir():
+            from device import storage
+            from device.sealedlog import SealedLogReader, plain_size
+
+            segments = storage.segment_files(self.path, storage.SEALED_SUFFIX)
+            header = storage.wav_header(sum(plain_size(p) for p in segments))
+            return SealedLogReader(segments, self.key, prefix=header)
         return SealedReader(self.path, self.key)
 
 

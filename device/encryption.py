@@ -53,14 +53,21 @@ def is_sealed(name: str | None) -> bool:
     return bool(name) and name.endswith(SUFFIX)
 
 
-def store_sealed(settings: Settings, recording_id: int, source: Path, destination: Path
-                 ) -> None:
-    """Copy ``source`` into ``destination`` sealed under a new data key (sealed to the box's
-    public key: no secret needed), durably; the key is kept before the file is complete."""
+def new_recording_key(settings: Settings, recording_id: int) -> bytes:
+    """A new data key for a recording, kept sealed to the box's public key (no secret
+    needed: a locked box records)."""
     keyring = vault.Keyring.load(keyring_path(settings))
     data_key = vault.new_data_key()
     with DataKeys(keys_path(settings)) as keys:
         keys.put(key_name(recording_id), vault.seal_key(data_key, keyring.public_key))
+    return data_key
+
+
+def store_sealed(settings: Settings, recording_id: int, source: Path, destination: Path
+                 ) -> None:
+    """Copy ``source`` into ``destination`` sealed under a new data key, durably; the key is
+    kept before the file is complete."""
+    data_key = new_recording_key(settings, recording_id)
     try:
         with open(source, "rb") as src, audio.durable_file(destination) as out:
             writer = vault.SealedWriter(out, data_key)

@@ -92,7 +92,11 @@ def delete_recording(store: Store, settings: Settings, recording_id: int,
         with Voiceprints(settings.voiceprints_path) as prints:
             prints.forget_recording(recording_id)
     if recording.audio_file:
-        (settings.audio_dir / recording.audio_file).unlink(missing_ok=True)
+        stored = settings.audio_dir / recording.audio_file
+        if stored.is_dir():  # a recording's sealed segments
+            shutil.rmtree(stored, ignore_errors=True)
+        else:
+            stored.unlink(missing_ok=True)
     shutil.rmtree(capture_dir(settings, recording_id), ignore_errors=True)
     return recording
 

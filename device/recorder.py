@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -25,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from device import storage
-from device.audio import SAMPLE_RATE
+from device import encryption, storage
+from device.audio import SAMPLE_RATE, fsync_dir
 from device.capture import AudioSource, CaptureError
 from device.errors import DiskFullError, RecordingNotFound, TingjiError
 from device.live import LiveSegment, LiveTranscriber
@@ -134,8 +135,10 @@ class Recorder:
                 self._store.update_recording(recording.id, profile=chosen.name,
                                              speakers=speakers or None)
                 self.recording_id, self.owner_id = recording.id, owner_id
+                key = (encryption.new_recording_key(self.settings, recording.id)
+                       if encryption.enabled(self.settings) else None)  # no secret needed
                 self._writer = storage.SegmentWriter(capture_dir(self.settings, recording.id),
-                                                     trace=self.fsync_trace)
+                                                     trace=self.fsync_trace, data_key=key)
                 if self.live:
                     options = recognition_options(chosen, NO_TERMS, self.settings,
                                                   auto=chosen.is_auto)
@@ -296,9 +299,18 @@ def finish_capture(store: Store, settings: Settings, recording_id: int, status: 
     """Join a recording's segments into its audio file and queue its batch transcription."""
     directory = capture_dir(settings, recording_id)
     settings.audio_dir.mkdir(parents=True, exist_ok=True)
-    name = f"{recording_id}.wav"
-    samples = storage.join(directory, settings.audio_dir / name)
-    storage.remove_segments(directory, settings.audio_dir / name)
+    if storage.is_sealed(directory):
+        # Sealed segments are the recording's audio as they are, read as one WAV file
+        # (``audio.SealedAudio``): moved, not joined, so a locked box finishes them.
+        samples = storage.repair_sealed(directory)
+        name = f"{recording_id}.wav{encryption.SUFFIX}"
+        os.rename(directory, settings.audio_dir / name)
+        fsync_dir(settings.audio_dir)
+        fsync_dir(directory.parent)
+    else:
+        name = f"{recording_id}.wav"
+        samples = storage.join(directory, settings.audio_dir / name)
+        storage.remove_segments(directory, settings.audio_dir / name)
     store.update_recording(recording_id, audio_file=name, duration=samples / SAMPLE_RATE,
                            status=status, error=error)
     if samples:

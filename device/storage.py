@@ -25,6 +25,9 @@ from device.errors import DiskFullError, is_disk_full
 HEADER_BYTES = 44
 SAMPLE_BYTES = 2
 SEGMENT_SUFFIX = ".wav"
+SEALED_SUFFIX = ".sealed"
+"""A segment of a recording on an encrypted box: a sealed log (``device.sealedlog``) of
+its raw samples, one record per block written."""
 
 
 def wav_header(data_bytes: int, sample_rate: int = SAMPLE_RATE) -> bytes:
@@ -48,14 +51,21 @@ class SegmentWriter:
     """Appends 16 kHz mono audio to numbered segment files; survives kill -9 and power cuts."""
 
     def __init__(self, directory: Path, segment_seconds: float = 10.0,
-                 fsync_interval: float = 0.5, trace: Path | None = None):
+                 fsync_interval: float = 0.5, trace: Path | None = None,
+                 data_key: bytes | None = None):
+        """``data_key``: seal the segments with it (an encrypted box): each block is one
+        record of a sealed log, handed to the kernel at once like the plain samples."""
         self.directory = directory
+        self._key = data_key
+        self._log = None
+        self._suffix = SEALED_SUFFIX if data_key else SEGMENT_SUFFIX
         self.segment_samples = int(segment_seconds * SAMPLE_RATE)
         self.fsync_interval = fsync_interval
         self.samples_written = 0
         self._trace = trace  # tests: where each fsync'd size is noted (to simulate power cuts)
         self._fd: int | None = None
-        self._index = len(segment_files(directory)) if directory.exists() else 0
+        self._index = (len(segment_files(directory, self._suffix))
+                       if directory.exists() else 0)
         self._in_segment = 0
         self._last_sync = time.monotonic()
         directory.mkdir(parents=True, exist_ok=True)
@@ -67,7 +77,10 @@ class SegmentWriter:
                     self._open_next()
                 room = self.segment_samples - self._in_segment
                 part, samples = samples[:room], samples[room:]
-                os.write(self._fd, to_pcm(part))
+                if self._log is not None:
+                    self._log.append(to_pcm(part))
+                else:
+                    os.write(self._fd, to_pcm(part))
                 self._in_segment += part.size
                 self.samples_written += part.size
                 if self._in_segment >= self.segment_samples:
@@ -86,9 +99,14 @@ class SegmentWriter:
 
     def _open_next(self) -> None:
         self._index += 1
-        path = self.directory / f"{self._index:05d}{SEGMENT_SUFFIX}"
+        path = self.directory / f"{self._index:05d}{self._suffix}"
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.write(self._fd, wav_header(0))
+        if self._key is not None:
+            from device.sealedlog import SealedLogWriter
+
+            self._log = SealedLogWriter(self._fd, self._key)
+        else:
+            os.write(self._fd, wav_header(0))
         self._in_segment = 0
         os.fsync(self._fd)
         fsync_dir(self.directory)  # the new file's name must survive a power cut too
@@ -97,16 +115,16 @@ class SegmentWriter:
     def _sync(self) -> None:
         os.fsync(self._fd)
         self._last_sync = time.monotonic()
-        self._note(self.directory / f"{self._index:05d}{SEGMENT_SUFFIX}")
+        self._note(self.directory / f"{self._index:05d}{self._suffix}")
 
     def _close_segment(self) -> None:
-        data = self._in_segment * SAMPLE_BYTES
-        os.pwrite(self._fd, wav_header(data), 0)
+        if self._log is None:  # a sealed log needs no header: its records say their length
+            os.pwrite(self._fd, wav_header(self._in_segment * SAMPLE_BYTES), 0)
         os.fsync(self._fd)
         os.close(self._fd)
-        self._fd = None
+        self._fd, self._log = None, None
         self._last_sync = time.monotonic()
-        self._note(self.directory / f"{self._index:05d}{SEGMENT_SUFFIX}")
+        self._note(self.directory / f"{self._index:05d}{self._suffix}")
 
     def _note(self, path: Path) -> None:
         if self._trace is not None:
@@ -114,8 +132,22 @@ class SegmentWriter:
                 trace.write(f"{path.name} {path.stat().st_size}\n")
 
 
-def segment_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.glob(f"*{SEGMENT_SUFFIX}") if p.stem.isdigit())
+def segment_files(directory: Path, suffix: str = SEGMENT_SUFFIX) -> list[Path]:
+    return sorted(p for p in directory.glob(f"*{suffix}") if p.stem.isdigit())
+
+
+def is_sealed(directory: Path) -> bool:
+    """Whether a recording's segments are sealed logs."""
+    return bool(segment_files(directory, SEALED_SUFFIX))
+
+
+def repair_sealed(directory: Path) -> int:
+    """``repair`` for sealed segments: a record a crash cut short is cut off (no key needed);
+    returns the samples they hold."""
+    from device.sealedlog import repair_log
+
+    return sum(repair_log(path) for path in segment_files(directory, SEALED_SUFFIX)
+               ) // SAMPLE_BYTES
 
 
 def repair(directory: Path) -> int:

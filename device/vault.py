@@ -231,7 +231,7 @@ _HEADER = struct.Struct(">8sI8s")  # magic, chunk size, nonce prefix
 HEADER = _HEADER.size
 
 
-def _chunk_nonce(prefix: bytes, index: int) -> bytes:
+def chunk_nonce(prefix: bytes, index: int) -> bytes:
     return prefix + struct.pack(">I", index)
 
 
@@ -261,7 +261,7 @@ class SealedWriter:
         return len(data)
 
     def _emit(self, plain: bytes, last: bool) -> None:
-        nonce = _chunk_nonce(self._prefix, self._index)
+        nonce = chunk_nonce(self._prefix, self._index)
         self._out.write(self._aead.encrypt(nonce, plain,
                                            _chunk_aad(self._header, self._index, last)))
         self._index += 1
@@ -312,7 +312,7 @@ class SealedReader:
         body = self._file.read(self._chunk + TAG)
         last = index == self._chunks - 1
         try:
-            return self._aead.decrypt(_chunk_nonce(self._prefix, index), body,
+            return self._aead.decrypt(chunk_nonce(self._prefix, index), body,
                                       _chunk_aad(self._header, index, last))
         except InvalidTag:
             raise SealedFileError(
@@ -361,3 +361,4 @@ class SealedReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+

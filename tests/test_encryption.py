@@ -3,6 +3,7 @@ transcribed only while unlocked (queued meanwhile), erased with their key."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from device import audio, encryption, unlock
@@ -191,3 +192,106 @@ def test_the_admin_unlocks_locks_and_recovers_on_the_system_page(sealed_box):
         answers = [e.details["status"] for e in store.audit_entries(limit=200)
                    if e.action == "unlock_box"]
     assert answers.count(429) == 2 and answers.count(400) == 5  # 4 wrong, 1 short
+
+
+# -- recording on an encrypted box --------------------------------------------------------
+
+def test_sealed_segments_hold_every_sample_survive_a_torn_record_and_read_as_one_wav(tmp_path):
+    from device import storage
+    from device.vault import new_data_key
+
+    key = new_data_key()
+    samples = np.random.default_rng(5).uniform(-0.5, 0.5, 3 * audio.SAMPLE_RATE)
+    samples = samples.astype(np.float32)
+    folder = tmp_path / "capture"
+    writer = storage.SegmentWriter(folder, segment_seconds=1.0, data_key=key)
+    for block in np.array_split(samples, 37):  # blocks as a sound card hands them
+        writer.write(block)
+    writer.close()
+    segments = storage.segment_files(folder, storage.SEALED_SUFFIX)
+    assert len(segments) == 3 and not storage.segment_files(folder)
+    pcm = storage.to_pcm(samples)
+    assert pcm[1000:1064] not in _everything(folder)
+    # a crash mid-record: the torn tail is cut off without the key; the rest stays
+    with open(segments[-1], "ab") as f:
+        f.write(b"\x00\x00\x10\x00" + b"half a record")
+    assert storage.repair_sealed(folder) == samples.size
+    assert storage.repair_sealed(folder) == samples.size  # idempotent
+    wav = audio.SealedAudio(folder, key)
+    with wav.open() as reader:
+        whole = reader.read_range(0, reader.size)
+        assert whole[:44] == storage.wav_header(len(pcm)) and whole[44:] == pcm
+        assert reader.read_range(44 + 31_999, 44 + 32_003) == pcm[31_999:32_003]
+    decoded = audio.decode(wav)
+    assert np.array_equal(np.round(decoded * 32768).astype(np.int16),
+                          np.frombuffer(pcm, dtype="<i2"))
+
+
+@pytest.mark.slow
+def test_a_locked_box_records_sealed_and_its_recording_is_heard_after_the_unlock(
+        sealed_box, tmp_path, speech_wav, engines):
+    from device.capture import FileSource
+    from device.recorder import Recorder
+
+    settings, _ = sealed_box
+    source, needle = _pcm_wav(tmp_path, speech_wav)
+    encryption.lock_box(settings)
+    recorder = Recorder(settings, engines, live=False)
+    recorder.start(FileSource(source, speed=8.0), title="Locked")
+    recording = recorder.wait(60)
+    assert recording.audio_file == f"{recording.id}.wav.sealed"
+    assert (settings.audio_dir / recording.audio_file).is_dir()
+    assert needle not in _everything(settings.data_dir)
+    runner = Runner(settings, engines)
+    with Store(settings.database_path) as store:
+        [job] = store.jobs_for(recording.id)
+        assert runner.run(store, runner.claim(store, job.id)) is False  # waits
+        encryption.unlock_box(settings, passphrase=PASSPHRASE)
+        assert runner.run(store, runner.claim(store, job.id))
+        text = " ".join(s.text for s in store.segments(recording.id)).lower()
+    assert "country" in text or "americans" in text, text
+    box = make_box(settings)
+    played = box.admin.client.get(f"/recordings/{recording.id}/audio",
+                                  headers={"range": "bytes=0-99"})
+    assert played.status_code == 206 and played.content[:4] == b"RIFF"
+    assert played.content[44:100] == source.read_bytes()[44:100]
+    with Store(settings.database_path) as store:
+        delete_recording(store, settings, recording.id)
+    assert not (settings.audio_dir / recording.audio_file).exists()
+
+
+@pytest.mark.slow
+def test_a_sealed_recording_cut_by_kill_9_is_recovered_while_locked(settings, tmp_path,
+                                                                     monkeypatch):
+    import signal
+    import time
+
+    from device import storage
+    from device.recorder import capture_dir, recover_interrupted
+    from tests.test_recorder import _pcm_exact, _record_process, _speech16
+
+    monkeypatch.delenv("TINGJI_RUNTIME_DIR", raising=False)
+    path, expected = _speech16(tmp_path, seconds=12)
+    encryption.init(settings, PASSPHRASE)  # and never unlocked: the box records locked
+    recorder = _record_process(settings, path)
+    folder = capture_dir(settings, 1)
+    deadline = time.monotonic() + 30
+    while not (folder.is_dir() and storage.segment_files(folder, storage.SEALED_SUFFIX)):
+        assert time.monotonic() < deadline, "the recorder never wrote a segment"
+        time.sleep(0.002)
+    started = time.monotonic()
+    time.sleep(4.0)
+    recorder.send_signal(signal.SIGKILL)
+    captured = time.monotonic() - started + 0.1
+    recorder.wait(10)
+    assert recover_interrupted(settings) == [1]  # locked: moved as it is, not decrypted
+    with Store(settings.database_path) as store:
+        recording = store.get_recording(1)
+    assert recording.status == "recovered" and recording.audio_file == "1.wav.sealed"
+    try:
+        encryption.unlock_box(settings, passphrase=PASSPHRASE)
+        stored = _pcm_exact(audio.decode(encryption.stored_audio(settings, recording)))
+    finally:
+        encryption.lock_box(settings)
+    assert np.array_equal(stored, expected[: stored.size])  # a clean prefix, no gaps
+    assert captured - stored.size / audio.SAMPLE_RATE <= 0.25

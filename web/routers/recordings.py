@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from markupsafe import Markup
 from pydantic import BaseModel, Field
 
-from device import encryption, export
+from device import audio, encryption, export
 from device.errors import EditConflict
 from device.grounding import grounding_flags
 from device.pipeline import delete_recording
@@ -94,9 +94,10 @@ def recording_audio(request: Request, recording_id: RowId, user: Interviewer,
         raise HTTPException(404, "this recording has no audio file yet")
     root = settings.audio_dir.resolve()
     path = (root / recording.audio_file).resolve()
-    if path.parent != root or not path.is_file():  # never serve outside the audio folder
-        raise HTTPException(404, "the audio file is missing")
-    if encryption.is_sealed(path.name):
+    sealed = encryption.is_sealed(path.name)
+    if path.parent != root or not (path.is_file() or sealed and path.is_dir()):
+        raise HTTPException(404, "the audio file is missing")  # never outside the audio folder
+    if sealed:
         try:
             key = encryption.data_key(settings, recording.id)
         except encryption.BoxLocked as exc:
@@ -115,9 +116,7 @@ _STEP = 256 * 1024
 def _sealed_response(request: Request, path, key: bytes, media_type: str) -> Response:
     """A sealed file's plaintext, decrypted as it is sent (never written anywhere), with
     single byte ranges (the player seeks by them)."""
-    from device.vault import SealedReader
-
-    reader = SealedReader(path, key)
+    reader = audio.SealedAudio(path, key).open()
     size, start, end, status = reader.size, 0, reader.size, 200
     headers = {"accept-ranges": "bytes"}
     wanted = request.headers.get("range")
