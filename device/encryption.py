@@ -2,10 +2,12 @@
 recording's audio while locked, reading it once unlocked, and erasing it.
 
 Encryption is on once the keyring exists (``python -m device keyring init``, which prints
-the recovery key once).  A stored recording's audio is then ``<id><ext>.sealed``
-(``device.vault``'s chunked AES-256-GCM) under a data key of its own, sealed to the box's
-public key and kept in ``keys.db`` as ``recording:<id>``; reading needs the box unlocked
-(``device.unlock``), and deleting the recording erases the key first.
+the recovery key once).  Every recording then has a data key of its own, sealed to the box's
+public key and kept in ``keys.db`` as ``recording:<id>``: an import's audio is
+``<id><ext>.sealed`` (``device.vault``'s chunked AES-256-GCM; an upload is sealed as it
+streams in), a recording made on the box is the folder ``<id>.wav.sealed/`` of its sealed
+segments (``device.sealedlog``).  Sealing needs no secret; reading needs the box unlocked
+(``device.unlock``); deleting the recording erases the key first.
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ def store_sealed(settings: Settings, recording_id: int, source: Path, destinatio
     except OSError as exc:
         if is_disk_full(exc):
             raise DiskFullError(f"no space left to store {source.name} in "
-                                      f"{destination.parent}: free some space and import it "
-                                      "again") from exc
+                                f"{destination.parent}: free some space and import it "
+                                "again") from exc
         raise
 
 

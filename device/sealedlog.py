@@ -16,6 +16,7 @@ import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -106,14 +107,17 @@ class SealedLogReader:
         self._starts = [entry[0] for entry in self._index]
         self._position = 0
         self._last: tuple[int, bytes] | None = None
+        self._files: dict[Path, BinaryIO] = {}
 
     def _record(self, i: int) -> bytes:
         if self._last is not None and self._last[0] == i:
             return self._last[1]
         _, path, header, number, offset, length = self._index[i]
-        with open(path, "rb") as f:
-            f.seek(offset)
-            body = f.read(length)
+        if path not in self._files:  # segments stay open while the reader is
+            self._files[path] = open(path, "rb")
+        f = self._files[path]
+        f.seek(offset)
+        body = f.read(length)
         try:
             plain = self._aead.decrypt(header[8:] + _LENGTH.pack(number), body,
                                        header + _LENGTH.pack(number))
@@ -152,7 +156,9 @@ class SealedLogReader:
     readable = SealedReader.readable
 
     def close(self) -> None:
-        pass
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
 
     def __enter__(self) -> SealedLogReader:
         return self
