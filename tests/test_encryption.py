@@ -3,6 +3,8 @@ transcribed only while unlocked (queued meanwhile), erased with their key."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -295,3 +297,36 @@ def test_a_sealed_recording_cut_by_kill_9_is_recovered_while_locked(settings, tm
         encryption.lock_box(settings)
     assert np.array_equal(stored, expected[: stored.size])  # a clean prefix, no gaps
     assert captured - stored.size / audio.SAMPLE_RATE <= 0.25
+
+
+def test_first_start_can_make_the_box_key_and_shows_the_recovery_key_once(settings,
+                                                                        monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from tests.webutil import PASSWORD, form_token
+    from web.app import create_app
+
+    monkeypatch.delenv("TINGJI_RUNTIME_DIR", raising=False)
+    app = create_app(settings)
+    client = TestClient(app)
+    token = form_token(client.get("/setup").text)
+    form = {"code": app.state.setup_code, "username": "root", "password": PASSWORD,
+            "csrf_token": token}
+    short = client.post("/setup", data={**form, "unlock_passphrase": "short"})
+    assert short.status_code == 400 and "at least 8 characters" in short.text
+    same = client.post("/setup", data={**form, "unlock_passphrase": PASSWORD})
+    assert same.status_code == 400 and "passphrase other than the admin" in same.text
+    assert not encryption.enabled(settings)
+    try:
+        made = client.post("/setup", data={**form, "unlock_passphrase": PASSPHRASE})
+        assert made.status_code == 200
+        shown = re.search(r'<code id="recovery-key">([0-9A-Z-]+)</code>', made.text).group(1)
+        assert encryption.enabled(settings) and not encryption.locked(settings)
+        assert shown not in encryption.keyring_path(settings).read_text()  # shown, not kept
+        assert client.get("/system").status_code == 200  # signed in as the admin
+        encryption.lock_box(settings)
+        assert "The box is locked" in client.get("/").text  # the admin is told at once
+        encryption.unlock_box(settings, recovery=shown)
+        assert "The box is locked" not in client.get("/").text
+    finally:
+        encryption.lock_box(settings)

@@ -15,7 +15,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 import device
-from device import egress, export
+from device import egress, encryption, export
 from device.audit import Auditor
 from device.confidence import WORD_BELOW, segment_unsure
 from device.errors import EditConflict, InvalidInput, NotFound
@@ -82,6 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
     templates = Jinja2Templates(directory=HERE / "templates")  # autoescape on for .html
     templates.env.globals["version"] = device.__version__
     templates.env.globals["segment_unsure"] = segment_unsure
+    templates.env.globals["box_locked"] = functools.partial(encryption.locked, settings)
     templates.env.globals["word_unsure_below"] = WORD_BELOW
     templates.env.filters["clock"] = export.clock
     templates.env.filters["local_time"] = functools.partial(export.local_time,

@@ -14,11 +14,12 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse
 
+from device import encryption
 from device.accounts import check_new_password, hash_password, signs_in, verify_password
 from device.errors import InvalidInput
 from device.records import User
 from web import security
-from web.deps import Forbidden, Interviewer, StoreDep, templates
+from web.deps import Forbidden, Interviewer, SettingsDep, StoreDep, templates
 
 router = APIRouter()
 FormStr = Annotated[str, Form()]
@@ -57,8 +58,11 @@ def setup_form(request: Request):
 
 
 @router.post("/setup")
-def setup(request: Request, store: StoreDep, code: FormStr, username: FormStr,
-          password: FormStr, csrf_token: FormStr):
+def setup(request: Request, store: StoreDep, settings: SettingsDep, code: FormStr,
+          username: FormStr, password: FormStr, csrf_token: FormStr,
+          unlock_passphrase: Annotated[str, Form(max_length=1000)] = ""):
+    """The first admin; with an unlock passphrase, also the box key (storage encrypted
+    from the first recording on), whose recovery key the next page shows once."""
     _check_prelogin(request, csrf_token)
     expected = request.app.state.setup_code
     if expected is None:
@@ -69,6 +73,10 @@ def setup(request: Request, store: StoreDep, code: FormStr, username: FormStr,
         if not username.strip():
             raise InvalidInput("choose a user name")
         check_new_password(password)
+        if unlock_passphrase and len(unlock_passphrase) < 8:
+            raise InvalidInput("the unlock passphrase needs at least 8 characters")
+        if unlock_passphrase and unlock_passphrase == password:
+            raise InvalidInput("choose an unlock passphrase other than the admin's password")
     except InvalidInput as exc:
         return _page(request, "setup.html", {"error": str(exc), "username": username},
                      status=400)
@@ -77,7 +85,16 @@ def setup(request: Request, store: StoreDep, code: FormStr, username: FormStr,
     if user is None:
         raise Forbidden("setup is done: sign in")
     _audit(request, store, "first_admin_created", user)
-    return _signed_in(request, store, user, "/")
+    if not unlock_passphrase or encryption.enabled(settings):
+        return _signed_in(request, store, user, "/")
+    recovery = encryption.init(settings, unlock_passphrase)
+    encryption.unlock_box(settings, passphrase=unlock_passphrase)
+    _audit(request, store, "keyring_created", user)
+    shown = _signed_in(request, store, user, "/")
+    page = templates(request).TemplateResponse(request, "recovery.html",
+                                               {"recovery": recovery})
+    page.headers.append("set-cookie", shown.headers["set-cookie"])
+    return page
 
 
 @router.get("/login")
