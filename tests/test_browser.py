@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from device.settings import PROJECT_ROOT
+from device.store import Store
 from tests.conftest import wait_until as wait
 from tests.test_appliance import _free_port, _get
 
@@ -162,6 +163,28 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     browser.execute_script("document.getElementById('player').pause()")
     cursor = float(find(By.ID, "strip-cursor").get_attribute("x1"))
     assert abs(cursor - 1000 * position / duration) < 20
+    # "?" shows the shortcuts; "u" goes to the next passage or word the recogniser was unsure of
+    body = find(By.TAG_NAME, "body")
+    body.send_keys("?")
+    wait(lambda: find(By.ID, "shortcuts").is_displayed(), 5, "the shortcuts to show")
+    body.send_keys(Keys.ESCAPE)
+    wait(lambda: not find(By.ID, "shortcuts").is_displayed(), 5, "the shortcuts to hide")
+    with Store(data_dir / "tingji.db") as store:  # Whisper was unsure of the last passage
+        last = store.segments(int(recording_url.rsplit("/", 1)[1]))[-1]
+        store.db["segments"].update(last.id, {"avg_logprob": -1.2})
+    browser.get(recording_url)
+    wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".segment.unsure"), 10,
+         "the unsure passage marked")
+    starts = browser.execute_script(
+        "document.getElementById('player').currentTime = 0;"
+        "return [...document.querySelectorAll('.segment.unsure, .segment .w.unsure')]"
+        ".map((el) => parseFloat(el.dataset.start)).filter((t) => t > 0.05).sort((a, b) => a - b)")
+    assert starts and starts[-1] == last.start
+    find(By.TAG_NAME, "body").send_keys("u")
+    wait(lambda: abs(browser.execute_script(
+        "return document.getElementById('player').currentTime") - starts[0]) < 0.05,
+        5, "the player at the first unsure mark")
+    browser.execute_script("document.getElementById('player').pause()")
     screenshot(browser, shots, "recording")
 
     # edit the first segment inline; autosave; reload; it persists

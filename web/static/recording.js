@@ -147,7 +147,23 @@
     else if (e.key === "ArrowRight" || e.key === "l") { seek(player.currentTime + 5, !player.paused); }
     else if (e.key === "n" && index + 1 < list.length) { seek(parseFloat(list[index + 1].dataset.start)); }
     else if (e.key === "p" && index > 0) { seek(parseFloat(list[index - 1].dataset.start)); }
+    else if (e.key === "u") { nextUnsure(); }
+    else if (e.key === "?") { const help = document.getElementById("shortcuts"); help.hidden = !help.hidden; }
+    else if (e.key === "Escape") { document.getElementById("shortcuts").hidden = true; }
   });
+  // the next passage or word the recogniser was unsure of, after the one playing: check those first
+  function nextUnsure() {
+    const t = player.currentTime + 0.05;
+    const marks = [...document.querySelectorAll(".segment.unsure, .segment .w.unsure")];
+    const start = (el) => parseFloat(el.dataset.start);
+    const next = marks.filter((el) => start(el) > t).sort((a, b) => start(a) - start(b))[0]
+      || marks.sort((a, b) => start(a) - start(b))[0];  // from the top again
+    if (!next) return;
+    const seg = next.closest(".segment");
+    seg.scrollIntoView({ block: "center" });
+    flash(seg);
+    seek(start(next), false);
+  }
 
   // -- editing -------------------------------------------------------------------------
   function status(text, kind = "") { saveState.textContent = text; saveState.className = "save-state " + kind; }
