@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import signal
+from collections.abc import Callable
 
 _M_ARENA_MAX = -8  # glibc's malloc.h
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -43,9 +45,21 @@ def release_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
-def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> None:
-    """Have the kernel send ``sig`` to this process when its parent dies, even by kill -9,
-    so no child outlives the process that started it.  Meant for ``preexec_fn``."""
-    libc = _glibc()
-    if libc is not None:
-        libc.prctl(_PR_SET_PDEATHSIG, sig)
+def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> Callable[[], None]:
+    """A ``preexec_fn`` that has the kernel send ``sig`` to the child when this process (its
+    parent) dies, even by kill -9, so no child outlives the process that started it.
+
+    The child sets that up after the fork; a parent killed in between would never signal it,
+    so the child then checks that its parent is still the process that forked it, and sends
+    itself ``sig`` if not (prctl(2) gives this recipe): otherwise a flash killed at that
+    moment would leave its migration running on, unknown to the recovery."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc = _glibc()
+        if libc is not None:
+            libc.prctl(_PR_SET_PDEATHSIG, sig)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), sig)
+
+    return preexec

@@ -401,3 +401,31 @@ def test_the_first_flash_into_an_empty_folder_leaves_a_working_box(make, keys, l
     defaults = [spec for spec in load_manifest().values() if spec.default]
     assert defaults and all(status(spec, box.models_dir) == "installed" for spec in defaults)
     assert "installing the default models" in (box.state_dir / "updates.log").read_text()
+
+
+def test_a_child_whose_parent_died_before_it_could_ask_to_die_with_it_dies_at_once():
+    """``die_with_parent``'s preexec checks that the parent is still the process that
+    forked it: run in a process forked by another, it kills itself instead of living on
+    (the orphaned migration of a flash killed at the fork)."""
+    import os
+    import signal
+
+    from device.libc import die_with_parent
+
+    preexec = die_with_parent(signal.SIGKILL)  # made here: this process is the parent
+    middle = os.fork()
+    if middle == 0:  # another process, as an orphan's new parent would be
+        child = os.fork()
+        if child == 0:
+            preexec()
+            os._exit(0)  # not reached
+        _, status = os.waitpid(child, 0)
+        os._exit(0 if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL else 1)
+    _, status = os.waitpid(middle, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    own = os.fork()
+    if own == 0:  # forked by the process that made it: lives on
+        preexec()
+        os._exit(0)
+    _, status = os.waitpid(own, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

@@ -29,7 +29,7 @@ def run_migrations(box: Box, slot: str, journal: dict) -> None:
          "s = Store(Path(sys.argv[1])); print(s.schema_version); s.close()",
          str(box.database)],
         env=box.environment(slot), cwd=box.slots / slot / "code", stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
+        stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent(signal.SIGKILL))
     journal["child_pid"] = child.pid
     write_json(box.journal, journal)
     _, stderr = child.communicate(timeout=600)
@@ -59,7 +59,8 @@ def install_default_models(box: Box, slot: str, journal: dict) -> None:
     child = subprocess.Popen([str(box.python(slot)), "-m", "models", "install", *missing],
                              env=box.environment(slot), cwd=box.slots / slot / "code",
                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, preexec_fn=_die_with_parent)
+                             stderr=subprocess.STDOUT, text=True,
+                             preexec_fn=die_with_parent(signal.SIGKILL))
     journal["child_pid"] = child.pid
     write_json(box.journal, journal)
     output, _ = child.communicate(timeout=3600)
@@ -77,7 +78,7 @@ def check_health(box: Box, slot: str, journal: dict) -> None:
     log = open(box.state_dir / "healthcheck.log", "wb")
     server = subprocess.Popen([str(box.python(slot)), "-m", "device", "serve"], env=env,
                               cwd=code, stdin=subprocess.DEVNULL, stdout=log,
-                              stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                              stderr=subprocess.STDOUT, preexec_fn=die_with_parent(signal.SIGKILL))
     journal["server_pid"] = server.pid
     write_json(box.journal, journal)
     scratch = box.state_dir / "healthcheck-data"
@@ -102,7 +103,7 @@ def check_health(box: Box, slot: str, journal: dict) -> None:
             [str(box.python(slot)), "-m", "device", "transcribe", str(clip), "--json"],
             env={**box.environment(slot, data_dir=scratch), "TINGJI_AUTO_SUMMARIZE": "0"},
             cwd=code, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent)
+            preexec_fn=die_with_parent(signal.SIGKILL))
         if result.returncode != 0:
             raise UpdateFailed(f"the new version could not transcribe the health-check clip: "
                                f"{result.stderr.strip()[-300:]}")
@@ -121,8 +122,5 @@ def check_health(box: Box, slot: str, journal: dict) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _die_with_parent() -> None:
-    """A child of the flash (migration, health check) is killed with it, even on kill -9."""
-    die_with_parent(signal.SIGKILL)
 
 

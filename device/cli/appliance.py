@@ -119,7 +119,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     # uvicorn re-raises SIGTERM/SIGINT after its own shutdown, so the finally below may not
     # run: the kernel also stops the worker when this process dies (PR_SET_PDEATHSIG).
     worker = subprocess.Popen([sys.executable, "-m", "device", "worker"],
-                              preexec_fn=die_with_parent)
+                              preexec_fn=die_with_parent())
     try:
         from device.tls import serves_others
 
