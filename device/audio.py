@@ -77,11 +77,10 @@ class SealedAudio:
 
         if self.path.is_dir():
             from device import storage
-            from device.sealedlog import SealedLogReader, plain_size
+            from device.sealedlog import SealedLogReader
 
-            segments = storage.segment_files(self.path, storage.SEALED_SUFFIX)
-            header = storage.wav_header(sum(plain_size(p) for p in segments))
-            return SealedLogReader(segments, self.key, prefix=header)
+            return SealedLogReader(storage.segment_files(self.path, storage.SEALED_SUFFIX),
+                                   self.key, prefix=storage.wav_header)
         return SealedReader(self.path, self.key)
 
 

@@ -55,13 +55,18 @@ def is_sealed(name: str | None) -> bool:
     return bool(name) and name.endswith(SUFFIX)
 
 
-def new_recording_key(settings: Settings, recording_id: int) -> bytes:
-    """A new data key for a recording, kept sealed to the box's public key (no secret
-    needed: a locked box records)."""
+def _keep_key(settings: Settings, recording_id: int, data_key: bytes) -> None:
+    """Keep a recording's data key, sealed to the box's public key (no secret needed: a
+    locked box records)."""
     keyring = vault.Keyring.load(keyring_path(settings))
-    data_key = vault.new_data_key()
     with DataKeys(keys_path(settings)) as keys:
         keys.put(key_name(recording_id), vault.seal_key(data_key, keyring.public_key))
+
+
+def new_recording_key(settings: Settings, recording_id: int) -> bytes:
+    """A new data key for a recording, kept (``_keep_key``)."""
+    data_key = vault.new_data_key()
+    _keep_key(settings, recording_id, data_key)
     return data_key
 
 
@@ -88,9 +93,7 @@ def adopt_sealed(settings: Settings, recording_id: int, sealed: Path, key: bytes
                  destination: Path) -> None:
     """Make a file sealed with ``key`` as it arrived (an upload) the recording's audio: its
     key sealed to the box's public key and kept, the file moved into place."""
-    keyring = vault.Keyring.load(keyring_path(settings))
-    with DataKeys(keys_path(settings)) as keys:
-        keys.put(key_name(recording_id), vault.seal_key(key, keyring.public_key))
+    _keep_key(settings, recording_id, key)
     os.replace(sealed, destination)
     audio.fsync_dir(destination.parent)
 

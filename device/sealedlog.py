@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -67,11 +67,6 @@ def log_records(path: Path) -> tuple[list[tuple[int, int]], int]:
     return records, position
 
 
-def plain_size(path: Path) -> int:
-    """The plaintext bytes of a sealed log's whole records."""
-    return sum(length - TAG for _, length in log_records(path)[0])
-
-
 def repair_log(path: Path) -> int:
     """Cut off a record a crash left half-written (or a header never completed); returns
     the plaintext bytes the log holds.  Idempotent; needs no key."""
@@ -90,20 +85,26 @@ class SealedLogReader:
     """The plaintext of sealed logs one after the other, after ``prefix`` (a WAV header),
     with random access: the same interface as ``SealedReader``."""
 
-    def __init__(self, paths: list[Path], data_key: bytes, prefix: bytes = b""):
+    def __init__(self, paths: list[Path], data_key: bytes,
+                 prefix: Callable[[int], bytes] | None = None):
+        """``prefix(size)``: the bytes before the logs' plaintext, given its size (a WAV
+        header); the logs are scanned once."""
         self.path = Path(paths[0]).parent if paths else Path(".")
         self._aead = AESGCM(data_key)
-        self._prefix = prefix
-        self._index: list[tuple[int, Path, bytes, int, int, int]] = []
-        plain = len(prefix)
+        records = []
         for path in paths:
             with open(path, "rb") as f:
                 header = f.read(LOG_HEADER)
-            records, _ = log_records(path)
-            for number, (offset, length) in enumerate(records):
-                self._index.append((plain, path, header, number, offset, length))
-                plain += length - TAG
-        self.size = plain
+            for number, (offset, length) in enumerate(log_records(path)[0]):
+                records.append((path, header, number, offset, length))
+        plain = sum(length - TAG for *_, length in records)
+        self._prefix = prefix(plain) if prefix else b""
+        self._index: list[tuple[int, Path, bytes, int, int, int]] = []
+        start = len(self._prefix)
+        for record in records:
+            self._index.append((start, *record))
+            start += record[-1] - TAG
+        self.size = start
         self._starts = [entry[0] for entry in self._index]
         self._position = 0
         self._last: tuple[int, bytes] | None = None
