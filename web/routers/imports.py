@@ -48,8 +48,7 @@ async def _receive(request: Request, folder: Path, limit: int,
     try:
         out = await run_in_threadpool(_open_new, temporary)
         if key is not None:
-            sealing = SealingFile(out, key)
-            out = sealing
+            out = SealingFile(out, key)
         try:
             async for chunk in request.stream():
                 size += len(chunk)
