@@ -30,12 +30,29 @@ else
 endif
 LLAMA_WHEEL = $(firstword $(wildcard $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl))
 
-.PHONY: install deps models test-models run worker test test-fast bench screenshots lint clean distclean \
+.PHONY: install deps catalogues messages models test-models run worker test test-fast bench screenshots \
+        lint clean distclean \
         keys bundle bundle-model flash rollback status start
 
-install: deps models
+install: deps catalogues models
 
 deps: $(VENV)/.deps-installed
+
+# The pages' languages (web/i18n.py): .po sources in the tree, .mo compiled here.
+CATALOGUE_SOURCES := $(wildcard web/translations/*/LC_MESSAGES/messages.po)
+catalogues: web/translations/.compiled
+
+web/translations/.compiled: $(CATALOGUE_SOURCES) web/i18n.py $(VENV)/.deps-installed
+	@$(PY) -m web.i18n compile
+	@touch $@
+
+# After changing a page's text: extract every string and merge it into the catalogues
+# (then translate what is new in zh_CN; tests/test_i18n.py fails until it is).
+messages: deps
+	$(VENV)/bin/pybabel --quiet extract -F babel.cfg -k N_ --no-location --sort-output \
+	  --omit-header -o $(VENV)/messages.pot .
+	$(VENV)/bin/pybabel --quiet update -i $(VENV)/messages.pot -d web/translations \
+	  --no-fuzzy-matching --ignore-obsolete --width 100
 
 $(VENV)/.deps-installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tingji needs Python >= 3.11"'
@@ -68,7 +85,7 @@ test: install test-models
 	  exit $$status
 
 # Pure logic only: no model, no server, no subprocess, no large file.
-test-fast: deps
+test-fast: deps catalogues
 	@$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 SPEECH_DIR ?= ../shared/speech

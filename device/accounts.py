@@ -10,7 +10,7 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from device.errors import InvalidInput
+from device.errors import N_, InvalidInput
 from device.records import User
 
 MIN_PASSWORD = 10
@@ -53,6 +53,7 @@ def _common_passwords() -> frozenset[str]:
 def check_new_password(password: str) -> None:
     """Long enough, and not one of the passwords tried first by anyone guessing."""
     if len(password) < MIN_PASSWORD:
-        raise InvalidInput(f"a password needs at least {MIN_PASSWORD} characters")
+        raise InvalidInput(N_("a password needs at least %(count)d characters"),
+                           count=MIN_PASSWORD)
     if password.lower() in _common_passwords():
-        raise InvalidInput("this password is one of the 10,000 most common: choose another")
+        raise InvalidInput(N_("this password is one of the 10,000 most common: choose another"))

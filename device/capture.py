@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from device import audio
-from device.errors import TingjiError
+from device.errors import N_, TingjiError
 
 BLOCK_SECONDS = 0.1
 
@@ -86,7 +86,7 @@ class PushSource:
                                f"bytes (this one has {len(pcm)})")
         with self._lock:
             if self._closed:
-                raise CaptureError("the recording has stopped")
+                raise CaptureError(N_("the recording has stopped"))
             if seq < self.next:
                 return self.next  # a resend: already recorded
             if seq > self.next:
@@ -95,7 +95,7 @@ class PushSource:
             try:
                 self._blocks.put(block, timeout=5)
             except queue.Full:
-                raise CaptureError("the box is not keeping up with the audio sent") from None
+                raise CaptureError(N_("the box is not keeping up with the audio sent")) from None
             self.next += 1
             return self.next
 

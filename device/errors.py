@@ -17,8 +17,22 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
 
 
+def N_(message: str) -> str:
+    """Marks a message for the web's catalogues (``web/i18n.py``): it is translated where it
+    is shown, with the parameters the error keeps."""
+    return message
+
+
 class TingjiError(Exception):
-    """Base class: an expected failure with a message meant for the user."""
+    """Base class: an expected failure with a message meant for the user.
+
+    Raised as ``InvalidInput(N_("%(name)s is taken"), name=name)``, it keeps the message id
+    and its parameters, so a page can say it in the reader's language; ``str()`` is English.
+    """
+
+    def __init__(self, message: str = "", /, **params):
+        self.template, self.params = (message, params) if message else (None, {})
+        super().__init__(message % params if params else message)
 
 
 class AudioError(TingjiError):
@@ -28,6 +42,7 @@ class AudioError(TingjiError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+        self.template = None  # the decoder's own words: shown as they are
 
 
 class AudioDecodeError(AudioError):
@@ -80,6 +95,6 @@ class EditConflict(TingjiError):
     """A write based on a revision that is no longer current; ``current`` holds what is
     stored now (segment records) so the caller can show the newer text."""
 
-    def __init__(self, message: str, current: list | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, current: list | None = None, **params):
+        super().__init__(message, **params)
         self.current = current or []

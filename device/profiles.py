@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.errors import TingjiError
+from device.errors import N_, TingjiError
 from device.records import Segment
 from device.text import to_hongkong, to_simplified, to_traditional
 
@@ -163,7 +163,8 @@ def get_profile(name: str, profiles: dict[str, Profile], model_languages=None) -
     ``model_languages(model_id)`` returns the languages a model knows (None: unknown model).
     """
     if name not in profiles:
-        raise ProfileError(f"unknown profile {name!r}; choose one of {', '.join(sorted(profiles))}")
+        raise ProfileError(N_("unknown profile %(name)s; choose one of %(names)s"), name=repr(name),
+                           names=", ".join(sorted(profiles)))
     profile = profiles[name]
     if model_languages is not None:
         languages = model_languages(profile.model)

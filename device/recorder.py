@@ -29,7 +29,7 @@ import numpy as np
 from device import encryption, storage
 from device.audio import SAMPLE_RATE, fsync_dir
 from device.capture import AudioSource, CaptureError
-from device.errors import DiskFullError, RecordingNotFound, TingjiError
+from device.errors import N_, DiskFullError, RecordingNotFound, TingjiError
 from device.live import LiveSegment, LiveTranscriber
 from device.pipeline import Engines, recognition_options, select_profile
 from device.profiles import NO_TERMS, finish_segment
@@ -82,7 +82,7 @@ class _RecorderLock:
         except BlockingIOError:
             self._file.close()
             self._file = None
-            raise RecorderBusy("a recording is already in progress; stop it first") from None
+            raise RecorderBusy(N_("a recording is already in progress; stop it first")) from None
 
     def release(self) -> None:
         if self._file is not None:
@@ -124,7 +124,7 @@ class Recorder:
               speakers: int | None = None) -> Recording:
         with self._control:
             if self.state == "recording":
-                raise RecorderBusy("a recording is already in progress; stop it first")
+                raise RecorderBusy(N_("a recording is already in progress; stop it first"))
             chosen = select_profile(self.settings, profile)
             self._lock.acquire()
             try:
@@ -178,7 +178,7 @@ class Recorder:
         """Stop, join the audio and queue the final transcription; returns the recording."""
         with self._control:
             if self.state != "recording" or self._thread is None:
-                raise NotRecording("nothing is being recorded")
+                raise NotRecording(N_("nothing is being recorded"))
             self._source.close()
         self._thread.join(timeout)
         return self._finish()
@@ -186,7 +186,7 @@ class Recorder:
     def wait(self, timeout: float | None = None) -> Recording:
         """Wait for the source to end by itself (a file, a failing device), then finish."""
         if self._thread is None:
-            raise NotRecording("nothing is being recorded")
+            raise NotRecording(N_("nothing is being recorded"))
         self._thread.join(timeout)
         return self._finish()
 
@@ -228,7 +228,7 @@ class Recorder:
 
     def _require_recording(self) -> None:
         if self.state != "recording":
-            raise NotRecording("nothing is being recorded")
+            raise NotRecording(N_("nothing is being recorded"))
 
     def _capture(self) -> None:
         last_level = 0.0

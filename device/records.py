@@ -109,6 +109,8 @@ class User:
     password_hash: str
     role: str
     created: str
+    language: str | None = None
+    """The pages' language this user chose (zh-CN, zh-TW, en); None: the browser's."""
 
     def can(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)

@@ -52,6 +52,9 @@ class Settings:
     """Model id from models/manifest.toml used for speech recognition."""
     language: str = "auto"
     """Default language: 'auto' or a Whisper code such as zh, yue, en."""
+    ui_language: str = "zh-CN"
+    """The pages' language for users who chose none and whose browser asks for none the box
+    has: zh-CN, zh-TW or en."""
     threads: int = 0
     """CPU threads for recognition (one single-threaded decoder each, decoding windows side
     by side); 0 = one per available core."""
@@ -167,6 +170,9 @@ class Settings:
                 raise SettingsError(f"setting time_zone={converted['time_zone']!r} is not a "
                                     "time zone (e.g. Asia/Shanghai, Asia/Hong_Kong, UTC)"
                                     ) from exc
+        if converted.get("ui_language", "zh-CN") not in ("zh-CN", "zh-TW", "en"):
+            raise SettingsError(f"setting ui_language={converted['ui_language']!r}: one of "
+                                "zh-CN, zh-TW, en")
         return cls(**converted)
 
     def replace(self, **changes: object) -> Settings:

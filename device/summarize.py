@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from device.errors import TingjiError
+from device.errors import N_, TingjiError
 from device.faithfulness import check_claims, degeneracy, loop_at_end
 from device.grounding import Flag, grounding_flags
 from device.llm import READING, SEED, JsonGenerator, RepetitionLoop, Sampling
@@ -304,7 +304,7 @@ class Plan:
            extract: bool = True) -> Plan:
         segments = [s for s in segments if s.text.strip()]
         if not segments:
-            raise NothingToSummarise("nothing to summarise: the transcript is empty")
+            raise NothingToSummarise(N_("nothing to summarise: the transcript is empty"))
         cjk = language in ("zh", "yue", "ja", "ko")
         summary_schema, notes_schema = schemas(cjk)
         # About 2,900 tokens a chunk: Qwen's tokens hold 1-2 Chinese characters, or about

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from device.audio import durable_file
-from device.errors import TingjiError
+from device.errors import N_, TingjiError
 from device.settings import Settings
 
 VALID_DAYS = 825
@@ -184,7 +184,7 @@ def rollback(settings: Settings) -> Certificate:
     """Serve the previous pair again (the current one becomes the previous)."""
     previous = folder(settings) / "previous"
     if not (previous / "cert.pem").exists():
-        raise TlsError("there is no previous certificate to return to")
+        raise TlsError(N_("there is no previous certificate to return to"))
     chain, key = (previous / "cert.pem").read_bytes(), (previous / "key.pem").read_bytes()
     origin = (previous / "origin").read_text() if (previous / "origin").exists() else "self"
     _store(settings, chain, key, origin)
@@ -198,16 +198,16 @@ def check(settings: Settings, chain_pem: bytes, key_pem: bytes,
     try:
         chain = x509.load_pem_x509_certificates(chain_pem)
     except ValueError:
-        raise TlsError("the certificate file is not a PEM certificate chain") from None
+        raise TlsError(N_("the certificate file is not a PEM certificate chain")) from None
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError):
-        raise TlsError("the key file is not an unencrypted PEM private key") from None
+        raise TlsError(N_("the key file is not an unencrypted PEM private key")) from None
     leaf = chain[0]
     same = serialization.PublicFormat.SubjectPublicKeyInfo
     if (key.public_key().public_bytes(serialization.Encoding.DER, same)
             != leaf.public_key().public_bytes(serialization.Encoding.DER, same)):
-        raise TlsError("the key does not match the certificate")
+        raise TlsError(N_("the key does not match the certificate"))
     for cert in chain:
         if now > cert.not_valid_after_utc:
             raise TlsError(f"{_subject(cert)} expired on {cert.not_valid_after_utc:%Y-%m-%d}")

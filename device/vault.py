@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from device.errors import TingjiError
+from device.errors import N_, TingjiError
 
 MAGIC = b"TJSEAL1\n"
 CHUNK = 64 * 1024
@@ -96,7 +96,7 @@ def _unwrap(entry: dict, secret: str, label: bytes) -> bytes:
     try:
         return AESGCM(kek).decrypt(_unb64(entry["nonce"]), _unb64(entry["wrapped"]), label)
     except InvalidTag:
-        raise WrongSecretError("wrong passphrase or recovery key") from None
+        raise WrongSecretError(N_("wrong passphrase or recovery key")) from None
 
 
 def new_recovery_key() -> str:
@@ -125,7 +125,7 @@ class Keyring:
         """A new box key wrapped by ``passphrase``; returns it and the recovery key, which is
         shown once and never stored."""
         if len(passphrase) < 8:
-            raise VaultError("the unlock passphrase needs at least 8 characters")
+            raise VaultError(N_("the unlock passphrase needs at least 8 characters"))
         private = X25519PrivateKey.generate()
         raw = private.private_bytes(serialization.Encoding.Raw,
                                     serialization.PrivateFormat.Raw,
@@ -149,7 +149,7 @@ class Keyring:
         """The same key wrapped by a new passphrase (after unlocking with the old one or the
         recovery key): nothing else changes."""
         if len(passphrase) < 8:
-            raise VaultError("the unlock passphrase needs at least 8 characters")
+            raise VaultError(N_("the unlock passphrase needs at least 8 characters"))
         raw = private.private_bytes(serialization.Encoding.Raw,
                                     serialization.PrivateFormat.Raw,
                                     serialization.NoEncryption())
@@ -161,7 +161,7 @@ class Keyring:
         public = private.public_key().public_bytes(serialization.Encoding.Raw,
                                                    serialization.PublicFormat.Raw)
         if public != self.public_key:  # a keyring pieced together from two boxes
-            raise VaultError("the keyring's private key does not match its public key")
+            raise VaultError(N_("the keyring's private key does not match its public key"))
         return private
 
     def save(self, path: Path) -> None:
@@ -213,7 +213,7 @@ def seal_key(data_key: bytes, public_key: bytes) -> bytes:
 def open_key(sealed: bytes, private: X25519PrivateKey) -> bytes:
     """The data key of ``seal_key``; VaultError if it was sealed to another box or damaged."""
     if len(sealed) != SEALED_KEY:
-        raise VaultError("a sealed data key of the wrong length")
+        raise VaultError(N_("a sealed data key of the wrong length"))
     ephemeral_public, nonce, body = sealed[:32], sealed[32:44], sealed[44:]
     public = private.public_key().public_bytes(serialization.Encoding.Raw,
                                                serialization.PublicFormat.Raw)
@@ -222,7 +222,7 @@ def open_key(sealed: bytes, private: X25519PrivateKey) -> bytes:
     try:
         return AESGCM(wrap).decrypt(nonce, body, ephemeral_public)
     except InvalidTag:
-        raise VaultError("a sealed data key that this box's key does not open") from None
+        raise VaultError(N_("a sealed data key that this box's key does not open")) from None
 
 
 # -- sealed files ------------------------------------------------------------------------------

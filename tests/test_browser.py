@@ -2,10 +2,11 @@
 `make test` installs), against the appliance started as `make run` starts it: first-boot
 setup, sign out and in, upload a real clip, wait for the transcript, click a word (the
 player seeks), edit a segment and reload (it persists), export DOCX and SRT, record (level
-meter and live transcript) and stop.
+meter and live transcript) and stop; once with the browser set to Chinese, once to English.
 
-Screenshots go to $TINGJI_SCREENSHOTS when set (`make screenshots` → bench/screenshots/),
-otherwise to the test's temporary directory."""
+Screenshots go to $TINGJI_SCREENSHOTS when set (`make screenshots` → bench/screenshots/, the
+Chinese ones as NAME.png, the English ones as NAME-en.png), otherwise to the test's temporary
+directory."""
 
 from __future__ import annotations
 
@@ -50,12 +51,22 @@ def appliance(settings, tmp_path):
         process.wait(30)
 
 
-@pytest.fixture
-def browser(tmp_path):
-    yield from _chromium(tmp_path)
+# What the path reads on the pages, in each language.
+SAYS = {
+    "zh-CN": {"refused": "用户名或密码错误", "saved": "已保存", "marker": "已在",
+              "recording": "录音中…", "done": "完成", "suffix": ""},
+    "en": {"refused": "wrong user name or password", "saved": "saved", "marker": "marker at",
+           "recording": "Recording…", "done": "done", "suffix": "-en"},
+}
 
 
-def _chromium(tmp_path, *extra: str):
+@pytest.fixture(params=list(SAYS))
+def browser(request, tmp_path):
+    """Chromium asking for the pages in Chinese, then in English."""
+    yield from _chromium(tmp_path, f"--lang={request.param}", language=request.param)
+
+
+def _chromium(tmp_path, *extra: str, language: str = "en"):
     if not (CHROMIUM and CHROMEDRIVER):
         pytest.skip("chromium and chromedriver are not installed (make test installs the "
                     "Debian packages chromium and chromium-driver with apt-get)")
@@ -73,10 +84,12 @@ def _chromium(tmp_path, *extra: str):
                 f"--user-data-dir={tmp_path / 'profile'}", *extra):
         options.add_argument(arg)
     options.add_experimental_option("prefs", {
-        "download.default_directory": str(downloads), "download.prompt_for_download": False})
+        "download.default_directory": str(downloads), "download.prompt_for_download": False,
+        "intl.accept_languages": language})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
     driver.downloads = downloads
+    driver.says, driver.language = SAYS[language], language
     try:
         yield driver
     finally:
@@ -90,7 +103,7 @@ def shots_dir(tmp_path: Path) -> Path:
 
 
 def screenshot(driver, folder: Path, name: str) -> None:
-    path = folder / f"{name}.png"
+    path = folder / f"{name}{driver.says['suffix']}.png"
     driver.save_screenshot(str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -106,6 +119,11 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     shutil.copy(speech_wav, data_dir / "demo" / ("clip" + speech_wav.suffix))
     shots = shots_dir(tmp_path)
     find = browser.find_element
+    says = browser.says
+
+    def in_library():
+        return (browser.find_elements(By.CSS_SELECTOR, "table.recordings")
+                and not browser.current_url.endswith(("/setup", "/login")))
 
     # first boot: the console's setup code creates the admin
     browser.get(base + "/")
@@ -115,7 +133,8 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     find(By.ID, "username").send_keys("admin")
     find(By.ID, "password").send_keys(PASSWORD)
     find(By.ID, "create-admin").click()
-    wait(lambda: "Recordings" in browser.page_source, 10, "the library after setup")
+    wait(in_library, 10, "the library after setup")
+    assert find(By.TAG_NAME, "html").get_attribute("lang") == browser.language
 
     # sign out, then in again through the login page
     find(By.CSS_SELECTOR, "header form button").click()
@@ -123,12 +142,12 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     find(By.ID, "username").send_keys("admin")
     find(By.ID, "password").send_keys("wrong password")
     find(By.ID, "sign-in").click()
-    wait(lambda: "wrong user name or password" in browser.page_source, 10, "the refusal")
+    wait(lambda: says["refused"] in browser.page_source, 10, "the refusal")
     find(By.ID, "username").clear()
     find(By.ID, "username").send_keys("admin")
     find(By.ID, "password").send_keys(PASSWORD)
     find(By.ID, "sign-in").click()
-    wait(lambda: "Recordings" in browser.page_source, 10, "the library after login")
+    wait(in_library, 10, "the library after login")
 
     # upload a real clip and wait for its transcript
     browser.get(base + "/upload")
@@ -194,7 +213,7 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     text.send_keys(Keys.CONTROL, "a")
     text.send_keys("Edited in the browser 浏览器里改的")
     text.send_keys(Keys.ENTER)
-    wait(lambda: find(By.ID, "save-state").text == "saved", 10, "the autosave")
+    wait(lambda: find(By.ID, "save-state").text == says["saved"], 10, "the autosave")
     browser.get(recording_url)
     first = wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".segment .text"), 10,
                  "the reloaded transcript")[0]
@@ -256,9 +275,9 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     find(By.ID, "rec-marker").click()  # a marker says so beside the state, not instead of it
     browser.switch_to.alert.send_keys("要点")
     browser.switch_to.alert.accept()
-    wait(lambda: "marker at" in find(By.ID, "rec-state").find_element(
+    wait(lambda: says["marker"] in find(By.ID, "rec-state").find_element(
         By.XPATH, "following-sibling::span").text, 10, "the marker's message")
-    assert find(By.ID, "rec-state").text == "Recording…"
+    assert find(By.ID, "rec-state").text == says["recording"]
     find(By.ID, "rec-stop").click()
     wait(lambda: "/recordings/" in browser.current_url, 30, "the recording page after stop")
     assert "Live in the browser" in browser.page_source
@@ -269,7 +288,8 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     # delete the live recording from its page, after the confirmation (once its final
     # transcription is done: a recording a job works on is not deleted)
     browser.get(live_url)
-    wait(lambda: browser.find_element(By.CSS_SELECTOR, ".head .status").text == "done", 120,
+    wait(lambda: browser.find_element(By.CSS_SELECTOR, ".head .status").text == says["done"],
+         120,
          "the final transcript (the page reloads when it is done)",
          ignore=(StaleElementReferenceException,))
     find(By.ID, "delete-recording").click()
@@ -285,7 +305,7 @@ def browser_with_microphone(tmp_path):
     from tests.conftest import long_speech
 
     heard = long_speech(tmp_path, 20)
-    yield from _chromium(tmp_path, "--use-fake-ui-for-media-stream",
+    yield from _chromium(tmp_path, "--lang=en", "--use-fake-ui-for-media-stream",
                          "--use-fake-device-for-media-stream",
                          f"--use-file-for-fake-audio-capture={heard}")
 
@@ -308,7 +328,8 @@ def test_this_devices_microphone_records_into_the_box(appliance, browser_with_mi
     find(By.ID, "username").send_keys("admin")
     find(By.ID, "password").send_keys(PASSWORD)
     find(By.ID, "create-admin").click()
-    wait(lambda: "Recordings" in browser.page_source, 10, "the library after setup")
+    wait(lambda: browser.find_elements(By.CSS_SELECTOR, "table.recordings"), 10,
+         "the library after setup")
     browser.get(base + "/record")
     Select(find(By.ID, "source")).select_by_value("browser")
     find(By.ID, "record-title").send_keys("From the phone")

@@ -13,7 +13,7 @@ from device.jobs import Runner
 from device.pipeline import delete_recording, import_audio
 from device.store import Store
 from device.vault import SealedFileError, SealedReader, WrongSecretError, open_key
-from tests.webutil import make_box
+from tests.webutil import ENGLISH, make_box
 
 PASSPHRASE = "a long unlock passphrase"
 
@@ -308,7 +308,7 @@ def test_first_start_can_make_the_box_key_and_shows_the_recovery_key_once(settin
 
     monkeypatch.delenv("TINGJI_RUNTIME_DIR", raising=False)
     app = create_app(settings)
-    client = TestClient(app)
+    client = TestClient(app, headers=ENGLISH)
     token = form_token(client.get("/setup").text)
     form = {"code": app.state.setup_code, "username": "root", "password": PASSWORD,
             "csrf_token": token}

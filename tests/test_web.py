@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from device.settings import Settings
 from device.store import Store
 from tests.webutil import (
+    ENGLISH,
     PASSWORD,
     form_token,
     login,
@@ -40,7 +41,7 @@ def role_box(tmp_path_factory):
 @pytest.mark.slow
 def test_health_reports_ok_with_the_model_installed(settings):
     box = make_box(settings)
-    assert TestClient(box.app).get("/health").json() == {"status": "ok"}  # nothing more
+    assert TestClient(box.app, headers=ENGLISH).get("/health").json() == {"status": "ok"}  # nothing more
     body = box.admin.client.get("/health").json()
     assert body["status"] == "ok" and body["asr_model"]["status"] == "installed"
     assert body["schema_version"] >= 5 and body["version"]
@@ -49,7 +50,7 @@ def test_health_reports_ok_with_the_model_installed(settings):
 
 def test_health_is_503_without_the_model(settings, tmp_path):
     box = make_box(settings.replace(models_dir=tmp_path / "none"))
-    assert TestClient(box.app).get("/health").status_code == 503
+    assert TestClient(box.app, headers=ENGLISH).get("/health").status_code == 503
     response = box.admin.client.get("/health")
     assert response.status_code == 503 and response.json()["asr_model"]["status"] == "missing"
 
@@ -59,7 +60,7 @@ def test_health_is_503_without_the_model(settings, tmp_path):
 def test_first_boot_needs_the_console_setup_code(settings, capfd):
     app = create_app(settings)
     assert app.state.setup_code in capfd.readouterr().err  # printed on the console
-    client = TestClient(app)
+    client = TestClient(app, headers=ENGLISH)
     page = client.get("/", headers={"accept": "text/html"}, follow_redirects=False)
     assert page.status_code == 303 and page.headers["location"] == "/setup"
     assert client.get("/api/recordings/1").status_code == 401
@@ -74,7 +75,7 @@ def test_first_boot_needs_the_console_setup_code(settings, capfd):
     assert any(c.name == "tingji_session" for c in cookie)
     # one-time: the code is gone, a second setup is refused
     assert app.state.setup_code is None
-    again = TestClient(app)
+    again = TestClient(app, headers=ENGLISH)
     assert again.get("/setup", follow_redirects=False).headers["location"] == "/login"
     refused = again.post("/setup", data={"code": "X", "username": "evil", "password": PASSWORD,
                                          "csrf_token": form_token(again.get("/login").text)})
@@ -87,7 +88,7 @@ def test_first_boot_needs_the_console_setup_code(settings, capfd):
 
 def test_session_cookie_is_httponly_and_samesite_strict(settings):
     app = create_app(settings)
-    client = TestClient(app)
+    client = TestClient(app, headers=ENGLISH)
     token = form_token(client.get("/setup").text)
     response = client.post("/setup", data={"code": app.state.setup_code, "username": "a",
                                            "password": PASSWORD, "csrf_token": token},
@@ -97,7 +98,7 @@ def test_session_cookie_is_httponly_and_samesite_strict(settings):
 
 
 def test_login_is_rate_limited(box):
-    client = TestClient(box.app)
+    client = TestClient(box.app, headers=ENGLISH)
     token = form_token(client.get("/login").text)
     codes = [client.post("/login", data={"username": "rita", "password": "wrong-password",
                                          "csrf_token": token}).status_code for _ in range(6)]
@@ -112,7 +113,7 @@ def test_login_is_rate_limited(box):
 def test_a_wrong_password_takes_as_long_for_a_name_that_does_not_exist(box):
     """Answering an unknown name at once (3-8 ms, against 185-293 ms of Argon2 for a
     wrong password) told anyone which user names exist."""
-    client = TestClient(box.app)
+    client = TestClient(box.app, headers=ENGLISH)
     token = form_token(client.get("/login").text)
 
     def seconds(username: str) -> float:
@@ -129,7 +130,7 @@ def test_a_wrong_password_takes_as_long_for_a_name_that_does_not_exist(box):
 
 
 def test_login_form_needs_its_csrf_cookie(box):
-    client = TestClient(box.app)
+    client = TestClient(box.app, headers=ENGLISH)
     response = client.post("/login", data={"username": "rita", "password": PASSWORD,
                                            "csrf_token": "forged"})
     assert response.status_code == 403
@@ -197,6 +198,7 @@ ENDPOINTS = [  # (method, url, json body, the least role that may)
     ("GET", "/upload", None, "interviewer"),
     ("GET", "/record", None, "interviewer"),
     ("GET", "/account", None, "interviewer"),
+    ("POST", "/account/language", {"language": "en"}, "interviewer"),
     ("GET", "/api/record/status", None, "interviewer"),
     ("POST", "/api/record/pause", None, "interviewer"),
     ("GET", "/recordings/{rec}", None, "interviewer"),
@@ -266,13 +268,13 @@ def test_every_endpoint_checks_the_role(role_box, method, url, body, least):
     rec = stored_transcript(box.settings, owner_id=_user_id(box, "ivan"))
     api = box.admin.api("GET", f"/api/recordings/{rec}").json()
     ids = {"rec": rec, "seg": api["segments"][0]["id"], "job": api["jobs"][0]["id"]}
-    anonymous = TestClient(box.app)
+    anonymous = TestClient(box.app, headers=ENGLISH)
     anonymous_response = anonymous.request(method, url.format(**ids), json=body)
     assert anonymous_response.status_code == 401
     for role, browser in (("interviewer", box.interviewer), ("reviewer", box.reviewer),
                           ("admin", box.admin)):
         content = b"not audio" if method == "PUT" and "upload" in url else None
-        if url.startswith(("/admin/users", "/admin/glossary", "/admin/voiceprints",
+        if url.startswith(("/admin/users", "/admin/glossary", "/admin/voiceprints", "/account/",
                            "/admin/tls", "/admin/unlock", "/admin/lock",
                            "/admin/passphrase")) and method == "POST":
             response = browser.client.post(url.format(**ids), data={
@@ -514,7 +516,7 @@ def test_titles_from_the_web_are_bounded_and_cleaned(box):
 def test_bodies_over_their_routes_cap_are_refused_before_the_sign_in_check(box):
     """Three unauthenticated text/plain posts of 400 MB raised the server from 1.0 to 2.9 GB
     before each got its 401: the body was read and decoded before the sign-in check."""
-    anonymous = TestClient(box.app)
+    anonymous = TestClient(box.app, headers=ENGLISH)
     big = b"x" * (5 << 20)
 
     def chunks():  # no Content-Length: counted as it arrives
@@ -575,7 +577,7 @@ def test_kept_as_they_are_sessions_rotate_ranges_stay_private_and_multipart_need
     id (a cookie planted before sign-in is never promoted); another interviewer's audio is
     404 with or without a Range header; a multipart write without the token is refused."""
     def session_after_sign_in(planted: str | None) -> str:
-        client = TestClient(box.app)
+        client = TestClient(box.app, headers=ENGLISH)
         token = form_token(client.get("/login").text)
         if planted:
             client.cookies.set("tingji_session", planted)
@@ -586,7 +588,7 @@ def test_kept_as_they_are_sessions_rotate_ranges_stay_private_and_multipart_need
 
     first, second = session_after_sign_in("planted"), session_after_sign_in(None)
     assert first != "planted" and second != first
-    fixated = TestClient(box.app)
+    fixated = TestClient(box.app, headers=ENGLISH)
     fixated.cookies.set("tingji_session", "planted")
     assert fixated.get("/api/record/status").status_code == 401
     mine = box.admin.api("PUT", "/api/upload?filename=a.wav", content=_wav_bytes()).json()
@@ -652,19 +654,19 @@ def test_a_recording_in_progress_is_its_owners_alone(settings, tmp_path):
 
 def test_head_is_answered_like_get_without_a_body(box):
     for url in ("/login", "/health", "/static/app.js"):
-        head, get = TestClient(box.app).head(url), TestClient(box.app).get(url)
+        head, get = TestClient(box.app, headers=ENGLISH).head(url), TestClient(box.app, headers=ENGLISH).get(url)
         assert head.status_code == get.status_code == 200, url
         assert head.content == b"" and head.headers["content-type"] == \
             get.headers["content-type"]
     assert box.reviewer.client.head("/").status_code == 200
     page = {"Accept": "text/html"}
-    assert TestClient(box.app).head("/", headers=page, follow_redirects=False
+    assert TestClient(box.app, headers=ENGLISH).head("/", headers=page, follow_redirects=False
                                     ).status_code == 303  # to the sign-in, as GET
 
 
 def test_a_refused_sign_in_keeps_the_name_and_an_added_user_is_confirmed(settings):
     app = create_app(settings)
-    client = TestClient(app)
+    client = TestClient(app, headers=ENGLISH)
     token = form_token(client.get("/setup").text)
     wrong = client.post("/setup", data={"code": "WRONG-CODE", "username": "lin",
                                         "password": PASSWORD, "csrf_token": token})
@@ -674,7 +676,7 @@ def test_a_refused_sign_in_keeps_the_name_and_an_added_user_is_confirmed(setting
         "username": "mei", "password": PASSWORD, "role": "reviewer",
         "csrf_token": admin.csrf})
     assert added.status_code == 200 and "Added mei (reviewer)." in added.text  # redirected
-    anonymous = TestClient(app)
+    anonymous = TestClient(app, headers=ENGLISH)
     token = form_token(anonymous.get("/login").text)
     refused = anonymous.post("/login", data={"username": "mei", "password": "not it at all",
                                              "csrf_token": token})
@@ -697,7 +699,7 @@ def test_owners_rename_and_delete_their_recordings_and_the_admin_sees_the_deleti
     assert 'id="delete-recording"' in page and 'id="rename-recording"' in page
     assert 'id="delete-recording"' not in box.reviewer.client.get(f"/recordings/{rec}").text
     assert box.reviewer.api("POST", f"/api/recordings/{rec}/delete").status_code == 403
-    assert TestClient(box.app).post(f"/api/recordings/{rec}/delete").status_code == 401
+    assert TestClient(box.app, headers=ENGLISH).post(f"/api/recordings/{rec}/delete").status_code == 401
     assert box.interviewer.client.post(f"/api/recordings/{rec}/delete").status_code == 403
     assert box.interviewer.api("POST", f"/api/recordings/{others}/delete").status_code == 404
     with Store(box.settings.database_path) as store:
@@ -725,14 +727,14 @@ def test_times_are_shown_in_the_boxs_zone_with_the_zone(settings):
     rec = stored_transcript(box.settings)
     with Store(box.settings.database_path) as store:
         store.db.execute("UPDATE recordings SET created = '2026-12-01T09:05:00.000+00:00'")
-    assert "2026-12-01 17:05 CST" in box.reviewer.client.get("/").text
-    assert "2026-12-01 17:05 CST" in box.reviewer.client.get(f"/recordings/{rec}").text
+    assert "December 1, 2026 17:05 CST" in box.reviewer.client.get("/").text
+    assert "December 1, 2026 17:05 CST" in box.reviewer.client.get(f"/recordings/{rec}").text
     elsewhere = make_box(settings.replace(data_dir=settings.data_dir.parent / "utc",
                                           time_zone="UTC"))
     rec = stored_transcript(elsewhere.settings)
     with Store(elsewhere.settings.database_path) as store:
         store.db.execute("UPDATE recordings SET created = '2026-12-01T09:05:00.000+00:00'")
-    assert "2026-12-01 09:05 UTC" in elsewhere.reviewer.client.get("/").text
+    assert "December 1, 2026 09:05 UTC" in elsewhere.reviewer.client.get("/").text
 
 
 def test_the_summary_panel_cites_numbers_and_times_shows_work_and_says_when_unreliable(
@@ -785,7 +787,7 @@ def test_the_transcript_shows_each_speakers_talk_time_in_their_colour(role_box):
     box = role_box  # shared: this test stores its own recording
     rec = stored_transcript(box.settings)  # A: 0-3.5 s and 8-11.5 s, B: 4-7.5 s
     page = box.reviewer.client.get(f"/recordings/{rec}").text
-    assert '<span class="speaker-0">A 00:07</span><span class="speaker-1">B 00:03</span>' in page
+    assert '<span class="speaker-0">A 7 s</span><span class="speaker-1">B 3 s</span>' in page
     assert page.count('class="speaker speaker-0"') == 2
     assert page.count('class="speaker speaker-1"') == 1
 
@@ -852,7 +854,7 @@ def test_reads_changes_exports_deletions_and_sign_ins_enter_the_audit_trail(role
     reviewer.api("PATCH", f"/api/segments/{seg['id']}", {"text": "改了", "revision": 0})
     box.interviewer.api("POST", f"/api/recordings/{rec}/delete")  # not theirs: refused
     box.admin.api("POST", f"/api/recordings/{rec}/delete")
-    stranger = TestClient(box.app)
+    stranger = TestClient(box.app, headers=ENGLISH)
     assert stranger.post("/login", data={
         "username": "rita", "password": "wrong one",
         "csrf_token": form_token(stranger.get("/login").text)}).status_code == 401
@@ -942,10 +944,10 @@ def test_the_recording_page_and_the_library_draw_the_recording(role_box):
         store.db["segments"].update(first.id, {"avg_logprob": -1.2})  # Whisper was unsure
     page = role_box.reviewer.client.get(f"/recordings/{rec}", params={"q": "预算"}).text
     svg = re.search(r'<svg class="strip".*?</svg>', page, re.S).group(0)
-    lanes = re.findall(r'<g class="lane speaker-(\d)"><title>(\w+): ([\d:]+)</title>(.*?)</g>',
+    lanes = re.findall(r'<g class="lane speaker-(\d)"><title>(\w+): ([^<]+)</title>(.*?)</g>',
                        svg, re.S)
     assert [(colour, name, talk) for colour, name, talk, _ in lanes] == \
-        [("0", "A", "00:07"), ("1", "B", "00:03")]
+        [("0", "A", "7 s"), ("1", "B", "3 s")]
     # A speaks 0-3.5 and 8-11.5 of 12 s: thousandths of the recording
     assert re.findall(r'<rect x="([\d.]+)" y="4" width="([\d.]+)"', lanes[0][3]) == \
         [("0.0", "291.7"), ("666.7", "291.7")]
@@ -958,5 +960,5 @@ def test_the_recording_page_and_the_library_draw_the_recording(role_box):
     row = re.search(rf'<tr>\s*<td><a href="/recordings/{rec}">Strip drawing</a>(.*?)</tr>',
                     library, re.S).group(1)
     assert '<svg class="strip mini"' in row and row.count("<rect ") == 3
-    assert re.search(r"<td>00:12</td>\s*<td>2</td>", row)
+    assert re.search(r"<td>12 s</td>\s*<td>2</td>", row)
     assert f'/recordings/{rec}?segment=' in library and "&amp;q=%E9%A2%84%E7%AE%97" in library

@@ -15,6 +15,9 @@ from device.store import Store
 from web.app import create_app
 
 PASSWORD = "correct horse battery"
+ENGLISH = {"Accept-Language": "en"}
+"""The web tests read the English pages, as a browser set to English asks for them (the box's
+default is Chinese); tests/test_i18n.py reads both."""
 
 
 def form_token(html: str) -> str:
@@ -39,7 +42,7 @@ class Browser:
 
 
 def setup_admin(app, username: str = "admin") -> Browser:
-    client = TestClient(app)
+    client = TestClient(app, headers=ENGLISH)
     token = form_token(client.get("/setup").text)
     response = client.post("/setup", data={"code": app.state.setup_code, "username": username,
                                            "password": PASSWORD, "csrf_token": token},
@@ -68,7 +71,7 @@ def create_account(settings: Settings, username: str, role: str = "admin") -> No
 
 
 def login(app, username: str, password: str = PASSWORD) -> Browser:
-    client = TestClient(app)
+    client = TestClient(app, headers=ENGLISH)
     return Browser(client, sign_in(client, username, password), username)
 
 

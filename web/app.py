@@ -18,13 +18,13 @@ import device
 from device import egress, encryption, export
 from device.audit import Auditor
 from device.confidence import WORD_BELOW, segment_unsure
-from device.errors import EditConflict, InvalidInput, NotFound
+from device.errors import N_, EditConflict, InvalidInput, NotFound
 from device.settings import Settings
 from device.store import Store
 from device.tls import serves_others
-from web import security
+from web import i18n, security
 from web.audit import record_request
-from web.deps import Forbidden, LoginRequired
+from web.deps import Forbidden, LoginRequired, Refused
 from web.head import HeadAsGet
 from web.headers import add_security_headers
 from web.limits import BodyLimit
@@ -64,11 +64,17 @@ def _wants_html(request: Request) -> bool:
     return request.method == "GET" and "text/html" in request.headers.get("accept", "")
 
 
-def _error(request: Request, status: int, message: str, extra: dict | None = None):
+def _error(request: Request, status: int, message, extra: dict | None = None,
+           headers: dict | None = None, **params):
+    """The error page, or JSON for scripts; ``message`` (a message id or an error) said in
+    the reader's language."""
+    message = i18n.say(request, message, **params)
     if _wants_html(request):
         return request.app.state.templates.TemplateResponse(
-            request, "error.html", {"status": status, "message": message}, status_code=status)
-    return JSONResponse({"detail": message, **(extra or {})}, status_code=status)
+            request, "error.html", {"status": status, "message": message}, status_code=status,
+            headers=headers)
+    return JSONResponse({"detail": message, **(extra or {})}, status_code=status,
+                        headers=headers)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -85,8 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
     templates.env.globals["box_locked"] = functools.partial(encryption.locked, settings)
     templates.env.globals["word_unsure_below"] = WORD_BELOW
     templates.env.filters["clock"] = export.clock
-    templates.env.filters["local_time"] = functools.partial(export.local_time,
-                                                           zone=settings.time_zone)
+    i18n.install(templates, settings)
     app.state.templates = templates
     with Store(settings.database_path) as store:  # create or migrate the database up front
         first_boot = store.count_users() == 0
@@ -113,24 +118,28 @@ def create_app(settings: Settings) -> FastAPI:
         if _wants_html(request):
             target = "/setup" if app.state.setup_code else f"/login?next={request.url.path}"
             return RedirectResponse(target, status_code=303)
-        return JSONResponse({"detail": "sign in first"}, status_code=401)
+        return JSONResponse({"detail": i18n.say(request, N_("sign in first"))}, status_code=401)
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused):
+        return _error(request, exc.status, exc.message, headers=exc.headers, **exc.params)
 
     @app.exception_handler(Forbidden)
     async def forbidden(request: Request, exc: Forbidden):
-        return _error(request, 403, str(exc))
+        return _error(request, 403, exc)
 
     @app.exception_handler(EditConflict)
     async def conflict(request: Request, exc: EditConflict):
         current = [export.segment_record(s) for s in exc.current]
-        return _error(request, 409, str(exc), {"current": current})
+        return _error(request, 409, exc, {"current": current})
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound):
-        return _error(request, 404, str(exc))
+        return _error(request, 404, exc)
 
     @app.exception_handler(InvalidInput)
     async def invalid(request: Request, exc: InvalidInput):
-        return _error(request, 400, str(exc))
+        return _error(request, 400, exc)
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     for router in (system, auth, library, recordings, voices, imports, record, admin, audit):

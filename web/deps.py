@@ -14,7 +14,7 @@ from fastapi import Path as FastAPIPath
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
-from device.errors import RecordingNotFound
+from device.errors import N_, RecordingNotFound, TingjiError
 from device.records import Recording, User
 from device.settings import Settings
 from device.store import Store
@@ -31,9 +31,20 @@ class LoginRequired(Exception):
     """No valid session: pages redirect to the login (or first-boot setup), APIs say 401."""
 
 
-class Forbidden(Exception):
-    def __init__(self, message: str = "your role does not allow this"):
-        super().__init__(message)
+class Refused(Exception):
+    """An answer with ``status`` whose message is said in the reader's language: a message
+    id with its ``params``, or an error that keeps one (``device.errors``)."""
+
+    def __init__(self, status: int, message: str | Exception, /,
+                 headers: dict[str, str] | None = None, **params):
+        super().__init__(str(message) % params if params else str(message))
+        self.status, self.message, self.params = status, message, params
+        self.headers = headers or {}
+
+
+class Forbidden(TingjiError):
+    def __init__(self, message: str = N_("your role does not allow this"), **params):
+        super().__init__(message, **params)
 
 
 def get_settings(request: Request) -> Settings:
@@ -77,9 +88,10 @@ def require(role: str):
         request.state.user, request.state.csrf = user, csrf
         if request.method not in SAFE_METHODS and not security.same_token(
                 csrf, await _csrf_given(request)):
-            raise Forbidden("missing or wrong CSRF token: reload the page and try again")
+            raise Forbidden(N_("missing or wrong CSRF token: reload the page and try again"))
         if not user.can(role):
-            raise Forbidden(f"this needs the {role} role (you are {user.role})")
+            raise Forbidden(N_("this needs the %(role)s role (you are %(yours)s)"), role=role,
+                            yours=user.role)
         return user
 
     return dependency
@@ -95,5 +107,5 @@ def visible_recording(store: Store, user: User, recording_id: int) -> Recording:
     they may not see answers 404, as if it did not exist)."""
     recording = store.get_recording(recording_id)
     if not user.can("reviewer") and recording.owner_id != user.id:
-        raise RecordingNotFound(f"no recording with id {recording_id}")
+        raise RecordingNotFound(N_("no recording with id %(id)s"), id=recording_id)
     return recording

@@ -14,7 +14,7 @@ import numpy as np
 
 from device import channels
 from device.channels import Track
-from device.errors import AudioError, InvalidInput
+from device.errors import N_, AudioError, InvalidInput
 from device.pipeline import Engines, Heard
 from device.records import Segment, User
 from device.settings import Settings
@@ -152,7 +152,8 @@ def remember_voice(
     recording = store.get_recording(recording_id)
     theirs = [s for s in store.segments(recording_id, with_words=False) if s.speaker == speaker]
     if not theirs:
-        raise InvalidInput(f"no segment of this recording is assigned to {speaker}")
+        raise InvalidInput(N_("no segment of this recording is assigned to %(speaker)s"),
+                           speaker=speaker)
     layout, tracks = stored_audio(settings, recording)
     channel = 0
     if layout.mode == "separate":
@@ -162,9 +163,9 @@ def remember_voice(
     vector, seconds = voice_of(engines.speaker_encoder(), tracks[channel].samples,
                                [(s.start, s.end) for s in theirs])
     if seconds < ENROL_SECONDS:
-        raise InvalidInput(f"{speaker} speaks for {seconds:.0f} s in this recording: at "
-                           f"least {ENROL_SECONDS:.0f} s of speech are needed to remember a "
-                           "voice")
+        raise InvalidInput(N_("%(speaker)s speaks for %(seconds)d s in this recording: at "
+                              "least %(needed)d s of speech are needed to remember a voice"),
+                           speaker=speaker, seconds=round(seconds), needed=round(ENROL_SECONDS))
     with Voiceprints(settings.voiceprints_path) as prints:
         voiceprint = prints.enrol(name, vector, seconds=seconds,
                                   enrolled_by=user.username if user else None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from device.errors import InvalidInput, UserNotFound
+from device.errors import N_, InvalidInput, UserNotFound
 from device.records import User
 from device.store._base import Rooms, now
 from device.text import NAME_MAX, clean_label
@@ -15,11 +15,11 @@ class AccountRooms(Rooms):
     def create_user(self, username: str, password_hash: str, role: str) -> User:
         username = clean_label(username, "a user name", NAME_MAX)
         if not username:
-            raise InvalidInput("choose a user name")
+            raise InvalidInput(N_("choose a user name"))
         with self.transaction():
             if self.db.execute("SELECT 1 FROM users WHERE username = ? COLLATE NOCASE",
                                [username]).fetchone():
-                raise InvalidInput(f"the user name {username!r} is taken")
+                raise InvalidInput(N_("the user name %(name)s is taken"), name=username)
             user_id = self.db["users"].insert(
                 {"username": username, "password_hash": password_hash, "role": role,
                  "created": now()}).last_pk
@@ -35,7 +35,7 @@ class AccountRooms(Rooms):
     def get_user(self, user_id: int) -> User:
         rows = list(self.db["users"].rows_where("id = ?", [user_id]))
         if not rows:
-            raise UserNotFound(f"no user with id {user_id}")
+            raise UserNotFound(N_("no user with id %(id)s"), id=user_id)
         return User(**rows[0])
 
     def find_user(self, username: str) -> User | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from device.errors import EditConflict, InvalidInput, RevisionNotFound, SegmentNotFound
+from device.errors import N_, EditConflict, InvalidInput, RevisionNotFound, SegmentNotFound
 from device.records import Revision, Segment, User
 from device.store._base import Rooms, now, revision_of, segment_of
 from device.text import NAME_MAX, clean_label
@@ -21,14 +21,14 @@ class EditingRooms(Rooms):
     def get_segment(self, segment_id: int) -> Segment:
         snaps = self._snapshots(None, [segment_id])
         if not snaps:
-            raise SegmentNotFound(f"no segment with id {segment_id}")
+            raise SegmentNotFound(N_("no segment with id %(id)s"), id=segment_id)
         return segment_of(snaps[0])
 
     def segment_recording(self, segment_id: int) -> int:
         row = self.db.execute("SELECT recording_id FROM segments WHERE id = ?",
                               [segment_id]).fetchone()
         if row is None:
-            raise SegmentNotFound(f"no segment with id {segment_id}")
+            raise SegmentNotFound(N_("no segment with id %(id)s"), id=segment_id)
         return row[0]
 
     def edit_segment(self, segment_id: int, text: str, revision: int,
@@ -37,7 +37,7 @@ class EditingRooms(Rooms):
         timed inside the segment (the revision keeps the old words for undo)."""
         text = text.strip()
         if not text:
-            raise InvalidInput("a segment cannot be empty: merge it with a neighbour instead")
+            raise InvalidInput(N_("a segment cannot be empty: merge it with a neighbour instead"))
         with self.transaction():
             before = self._current(segment_id, revision)
             if before["text"] == text:
@@ -60,11 +60,11 @@ class EditingRooms(Rooms):
         are (segment id, the revision the reviewer saw).  A stale pick refuses them all."""
         speaker = clean_label(speaker or "", "a speaker name", NAME_MAX) or None
         if len({segment_id for segment_id, _ in picks}) != len(picks):
-            raise InvalidInput("a segment is picked twice")
+            raise InvalidInput(N_("a segment is picked twice"))
         with self.transaction():
             before = [self._current(segment_id, revision) for segment_id, revision in picks]
             if any(s["recording_id"] != recording_id for s in before):
-                raise InvalidInput("every segment must belong to this recording")
+                raise InvalidInput(N_("every segment must belong to this recording"))
             after = [{**s, "speaker": speaker, "revision": s["revision"] + 1} for s in before]
             if before:
                 note = f"speaker → {speaker or '(none)'}"
@@ -92,7 +92,7 @@ class EditingRooms(Rooms):
         """Rename a speaker on every segment of a recording; returns how many changed."""
         new = clean_label(new, "a speaker name", NAME_MAX)
         if not new:
-            raise InvalidInput("a speaker name cannot be empty")
+            raise InvalidInput(N_("a speaker name cannot be empty"))
         with self.transaction():
             before = [s for s in self._snapshots(recording_id) if s["speaker"] == old]
             after = [{**s, "speaker": new, "revision": s["revision"] + 1} for s in before]
@@ -110,9 +110,9 @@ class EditingRooms(Rooms):
             labels = {s["speaker"] for s in snaps}
             for name in (speaker, into):
                 if name not in labels:
-                    raise InvalidInput(f"{name} is not a speaker of this recording")
+                    raise InvalidInput(N_("%(name)s is not a speaker of this recording"), name=name)
             if speaker == into:
-                raise InvalidInput("choose two different speakers to merge")
+                raise InvalidInput(N_("choose two different speakers to merge"))
             before = [s for s in snaps if s["speaker"] == speaker]
             after = [{**s, "speaker": into, "revision": s["revision"] + 1} for s in before]
             self._change(recording_id, "merge_speakers", f"speaker {speaker} merged into "
@@ -124,7 +124,7 @@ class EditingRooms(Rooms):
         """Find & replace (exact, case-sensitive) across a recording; returns the number of
         segments changed.  A segment the replacement would empty is left as it is."""
         if not find:
-            raise InvalidInput("nothing to find")
+            raise InvalidInput(N_("nothing to find"))
         with self.transaction():
             before = [s for s in self._snapshots(recording_id) if find in s["text"]
                       and s["text"].replace(find, replacement).strip()]
@@ -147,7 +147,7 @@ class EditingRooms(Rooms):
             text = before["text"]
             first, second = text[:at].strip(), text[at:].strip()
             if not first or not second:
-                raise InvalidInput(f"split position {at} leaves an empty segment")
+                raise InvalidInput(N_("split position %(at)s leaves an empty segment"), at=at)
             words = before["words"]
             cut = _word_cut(words, at) if words else None
             if cut is not None:
@@ -174,7 +174,7 @@ class EditingRooms(Rooms):
                 "SELECT id FROM segments WHERE recording_id = ? AND idx > ? ORDER BY idx LIMIT 1",
                 [first["recording_id"], first["idx"]]).fetchone()
             if row is None:
-                raise InvalidInput("the last segment has nothing after it to merge with")
+                raise InvalidInput(N_("the last segment has nothing after it to merge with"))
             second = self._current(row[0], next_revision)
             joiner = "" if _cjk_edge(first["text"], second["text"]) else " "
             merged = {**first, "text": first["text"] + joiner + second["text"],
@@ -193,7 +193,7 @@ class EditingRooms(Rooms):
     def get_revision(self, revision_id: int) -> Revision:
         rows = list(self.db.query("SELECT * FROM revisions WHERE id = ?", [revision_id]))
         if not rows:
-            raise RevisionNotFound(f"no revision with id {revision_id}")
+            raise RevisionNotFound(N_("no revision with id %(id)s"), id=revision_id)
         return revision_of(rows[0])
 
     def undo_revision(self, revision_id: int, user: User | None = None) -> Revision:
@@ -203,15 +203,15 @@ class EditingRooms(Rooms):
         with self.transaction():
             revision = self.get_revision(revision_id)
             if revision.undone_by:
-                raise EditConflict(f"revision {revision_id} was already undone "
-                                   f"(by revision {revision.undone_by})")
+                raise EditConflict(N_("revision %(id)s was already undone (by revision "
+                                      "%(by)s)"), id=revision_id, by=revision.undone_by)
             after_ids = [s["id"] for s in revision.after]
             current = {s["id"]: s for s in self._snapshots(None, after_ids)}
             for seg in revision.after:
                 now_ = current.get(seg["id"])
                 if now_ is None or _content(now_) != _content(seg):
                     raise EditConflict(
-                        "a later change touched the same segments; undo that first",
+                        N_("a later change touched the same segments; undo that first"),
                         [segment_of(s) for s in current.values()])
             ids_before = {s["id"] for s in revision.before}
             restored = [{**s, "revision": max(s["revision"],
@@ -229,12 +229,12 @@ class EditingRooms(Rooms):
     def _current(self, segment_id: int, revision: int) -> dict:
         snaps = self._snapshots(None, [segment_id])
         if not snaps:
-            raise SegmentNotFound(f"no segment with id {segment_id}")
+            raise SegmentNotFound(N_("no segment with id %(id)s"), id=segment_id)
         if snaps[0]["revision"] != revision:
             raise EditConflict(
-                f"segment {segment_id} changed since you loaded it (revision "
-                f"{snaps[0]['revision']}, yours {revision}); here is the newer text",
-                [segment_of(snaps[0])])
+                N_("segment %(id)s changed since you loaded it (revision %(now)s, yours "
+                   "%(yours)s); here is the newer text"),
+                [segment_of(snaps[0])], id=segment_id, now=snaps[0]["revision"], yours=revision)
         return snaps[0]
 
     def _change(self, recording_id: int, kind: str, note: str, user: User | None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from device.errors import JobNotFound
+from device.errors import N_, JobNotFound
 from device.records import Job
 from device.store._base import Rooms, job_of, now
 
@@ -23,7 +23,7 @@ class JobRooms(Rooms):
     def get_job(self, job_id: int) -> Job:
         rows = list(self.db["jobs"].rows_where("id = ?", [job_id]))
         if not rows:
-            raise JobNotFound(f"no job with id {job_id}")
+            raise JobNotFound(N_("no job with id %(id)s"), id=job_id)
         return job_of(rows[0])
 
     def list_jobs(self, status: str | None = None, limit: int = 100) -> list[Job]:

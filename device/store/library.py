@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from device.errors import InvalidInput, RecordingNotFound
+from device.errors import N_, InvalidInput, RecordingNotFound
 from device.records import (
     Deletion,
     GlossaryEntry,
@@ -34,7 +34,7 @@ class LibraryRooms(Rooms):
     def get_recording(self, recording_id: int) -> Recording:
         rows = list(self.db["recordings"].rows_where("id = ?", [recording_id]))
         if not rows:
-            raise RecordingNotFound(f"no recording with id {recording_id}")
+            raise RecordingNotFound(N_("no recording with id %(id)s"), id=recording_id)
         return recording_of(rows[0])
 
     def list_recordings(
@@ -87,10 +87,10 @@ class LibraryRooms(Rooms):
         with self.transaction():
             recording = self.get_recording(recording_id)
             if recording.status == "recording":
-                raise InvalidInput("it is being recorded: stop the recording first")
+                raise InvalidInput(N_("it is being recorded: stop the recording first"))
             if self.db.execute("SELECT 1 FROM jobs WHERE recording_id = ? AND status = "
                                "'running'", [recording_id]).fetchone():
-                raise InvalidInput("a job is working on it: wait for it or cancel it first")
+                raise InvalidInput(N_("a job is working on it: wait for it or cancel it first"))
             self._delete_transcript(recording_id)
             for table in ("markers", "summaries", "revisions", "jobs"):
                 self.db.execute(f"DELETE FROM {table} WHERE recording_id = ?", [recording_id])
@@ -198,7 +198,7 @@ class LibraryRooms(Rooms):
         term = clean_label(term, "a glossary term", NAME_MAX)
         misheard = clean_label(misheard or "", "a mis-hearing", NAME_MAX) or None
         if not term:
-            raise InvalidInput("a glossary term cannot be empty")
+            raise InvalidInput(N_("a glossary term cannot be empty"))
         with self.transaction():
             existing = self.db.execute(
                 "SELECT id FROM glossary WHERE term = ? AND coalesce(misheard, '') = ?",

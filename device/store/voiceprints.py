@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.errors import InvalidInput, NotFound
+from device.errors import N_, InvalidInput, NotFound
 from device.records import Voiceprint, VoiceUse
 from device.store._base import connect, now
 from device.text import NAME_MAX, NOTE_MAX, clean_label
@@ -67,8 +67,9 @@ class Voiceprints:
         with self.db.conn:
             if self.db.execute("SELECT 1 FROM voiceprints WHERE name = ?",
                                [name]).fetchone():
-                raise InvalidInput(f"a voice named {name} is already remembered: delete it "
-                                   "on the Voiceprints page first, or choose another name")
+                raise InvalidInput(N_("a voice named %(name)s is already remembered: delete "
+                                      "it on the Voiceprints page first, or choose another "
+                                      "name"), name=name)
             row_id = self.db["voiceprints"].insert({
                 "name": name, "embedding": vector.astype("<f4").tobytes(),
                 "seconds": round(float(seconds), 1), "enrolled_by": enrolled_by,
@@ -80,7 +81,7 @@ class Voiceprints:
     def get(self, voiceprint_id: int) -> Voiceprint:
         rows = list(self.db.query("SELECT * FROM voiceprints WHERE id = ?", [voiceprint_id]))
         if not rows:
-            raise NotFound(f"no voiceprint with id {voiceprint_id}")
+            raise NotFound(N_("no voiceprint with id %(id)s"), id=voiceprint_id)
         return Voiceprint(**rows[0])
 
     def all(self) -> list[Voiceprint]:
@@ -143,5 +144,5 @@ def clean_name(name: str) -> str:
     marks a name the box suggested)."""
     name = clean_label(name or "", "a name", NAME_MAX).rstrip("?？ ")
     if not name:
-        raise InvalidInput("a voiceprint needs the person's name")
+        raise InvalidInput(N_("a voiceprint needs the person's name"))
     return name

@@ -14,20 +14,21 @@ import shutil
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse
 
 import device
 from device import egress, encryption, tls
 from device.accounts import check_new_password, hash_password
 from device.audit import public_hex
-from device.errors import InvalidInput
+from device.errors import N_, InvalidInput
 from device.profiles import load_profiles
 from device.records import ROLES
 from device.settings import PROJECT_ROOT
 from device.vault import VaultError, WrongSecretError
 from models.store import load_manifest, status
-from web.deps import ROW_ID_MAX, Admin, RowId, SettingsDep, StoreDep, templates
+from web.deps import ROW_ID_MAX, Admin, Refused, RowId, SettingsDep, StoreDep, templates
+from web.i18n import say
 
 router = APIRouter()
 FormStr = Annotated[str, Form()]
@@ -78,8 +79,8 @@ def _refuse_if_guessing(request: Request) -> None:
         failures.popleft()
     if len(failures) >= UNLOCK_TRIES:
         wait = UNLOCK_WINDOW_S - (time.monotonic() - failures[0])
-        raise HTTPException(429, f"{len(failures)} wrong tries: try again in "
-                                 f"{max(1, round(wait / 60))} min")
+        raise Refused(429, N_("%(tries)d wrong tries: try again in %(minutes)d min"),
+                      tries=len(failures), minutes=max(1, round(wait / 60)))
 
 
 @router.post("/admin/unlock")
@@ -90,22 +91,23 @@ def unlock_box(request: Request, user: Admin, store: StoreDep, settings: Setting
     """Unlock with the passphrase, or with the recovery key and a new passphrase (which
     replaces the forgotten one: the box key is wrapped again, nothing else changes)."""
     if not encryption.enabled(settings):
-        raise HTTPException(409, "this box has no key: storage is in the clear")
+        raise Refused(409, N_("this box has no key: storage is in the clear"))
     _refuse_if_guessing(request)
     try:
         if recovery:
             if len(new_passphrase) < 8:
                 return _system_page(request, store, settings, status_code=400,
-                                    key_error="with the recovery key, choose a new "
-                                              "passphrase of at least 8 characters")
+                                    key_error=say(request, N_(
+                                        "with the recovery key, choose a new passphrase of "
+                                        "at least 8 characters")))
             encryption.recover(settings, recovery, new_passphrase)
         else:
             encryption.unlock_box(settings, passphrase=passphrase)
     except WrongSecretError:
         _wrong_secret(request)
         return _system_page(request, store, settings, status_code=400,
-                            key_error="wrong passphrase" if not recovery
-                            else "wrong recovery key")
+                            key_error=say(request, N_("wrong passphrase") if not recovery
+                                          else N_("wrong recovery key")))
     return RedirectResponse("/system#encryption", status_code=303)
 
 
@@ -121,16 +123,17 @@ def change_passphrase(request: Request, user: Admin, store: StoreDep, settings: 
                       new: Annotated[str, Form(max_length=1000)]):
     """A new unlock passphrase: the box key is wrapped again; no data is encrypted again."""
     if not encryption.enabled(settings):
-        raise HTTPException(409, "this box has no key: storage is in the clear")
+        raise Refused(409, N_("this box has no key: storage is in the clear"))
     _refuse_if_guessing(request)
     try:
         encryption.change_passphrase(settings, current, new)
     except WrongSecretError:
         _wrong_secret(request)
         return _system_page(request, store, settings, status_code=400,
-                            key_error="wrong current passphrase")
+                            key_error=say(request, N_("wrong current passphrase")))
     except VaultError as exc:
-        return _system_page(request, store, settings, status_code=400, key_error=str(exc))
+        return _system_page(request, store, settings, status_code=400,
+                            key_error=say(request, exc))
     return RedirectResponse("/system#encryption", status_code=303)
 
 
@@ -152,7 +155,7 @@ def rollback_certificate(request: Request, user: Admin, store: StoreDep,
     try:
         tls.rollback(settings)
     except tls.TlsError as exc:
-        return _system_page(request, store, settings, str(exc), 400)
+        return _system_page(request, store, settings, say(request, exc), 400)
     _reload_tls(request)
     return RedirectResponse("/system#tls", status_code=303)
 
@@ -193,14 +196,14 @@ def add_glossary(request: Request, user: Admin, store: StoreDep, settings: Setti
     try:
         store.add_glossary(term, misheard or None)
     except InvalidInput as exc:
-        return _vocabulary_page(request, store, settings, str(exc), 400)
+        return _vocabulary_page(request, store, settings, say(request, exc), 400)
     return RedirectResponse("/admin/vocabulary", status_code=303)
 
 
 @router.post("/admin/glossary/{entry_id}/delete")
 def remove_glossary(entry_id: RowId, user: Admin, store: StoreDep):
     if not store.remove_glossary(entry_id):
-        raise HTTPException(404, f"no glossary entry with id {entry_id}")
+        raise Refused(404, N_("no glossary entry with id %(id)s"), id=entry_id)
     return RedirectResponse("/admin/vocabulary", status_code=303)
 
 
@@ -229,20 +232,20 @@ def create_user(request: Request, user: Admin, store: StoreDep, username: FormSt
                 password: FormStr, role: FormStr):
     try:
         if role not in ROLES:
-            raise InvalidInput(f"unknown role {role!r}")
+            raise InvalidInput(N_("unknown role %(role)s"), role=repr(role))
         if not username.strip():
-            raise InvalidInput("choose a user name")
+            raise InvalidInput(N_("choose a user name"))
         check_new_password(password)
         created = store.create_user(username.strip(), hash_password(password), role)
     except InvalidInput as exc:
-        return _users_page(request, store, str(exc), 400)
+        return _users_page(request, store, say(request, exc), 400)
     return RedirectResponse(f"/admin/users?added={created.id}", status_code=303)
 
 
 def _other_user(store, admin, user_id: int):
     target = store.get_user(user_id)
     if target.id == admin.id:
-        raise HTTPException(400, "change your own account on the Account page")
+        raise Refused(400, N_("change your own account on the Account page"))
     return target
 
 
@@ -250,7 +253,7 @@ def _other_user(store, admin, user_id: int):
 def set_role(user_id: RowId, user: Admin, store: StoreDep, role: FormStr):
     target = _other_user(store, user, user_id)
     if role not in ROLES:
-        raise HTTPException(400, f"unknown role {role!r}")
+        raise Refused(400, N_("unknown role %(role)s"), role=repr(role))
     store.update_user(target.id, role=role)
     store.end_sessions(target.id)
     return RedirectResponse("/admin/users", status_code=303)
@@ -263,7 +266,7 @@ def reset_password(request: Request, user_id: RowId, user: Admin, store: StoreDe
     try:
         check_new_password(password)
     except InvalidInput as exc:
-        return _users_page(request, store, str(exc), 400)
+        return _users_page(request, store, say(request, exc), 400)
     store.update_user(target.id, password_hash=hash_password(password))
     store.end_sessions(target.id)
     return RedirectResponse("/admin/users", status_code=303)

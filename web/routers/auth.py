@@ -4,6 +4,7 @@ GET/POST /setup      one-time: the code printed on the console creates the admin
 GET/POST /login      rate-limited; 429 with Retry-After after repeated failures
 POST     /logout     ends every session of the user
 GET/POST /account    change password (ends every session, then signs in again)
+POST     /account/language  the pages' language for this user (empty: the browser's)
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from fastapi.responses import RedirectResponse
 
 from device import encryption
 from device.accounts import check_new_password, hash_password, signs_in, verify_password
-from device.errors import InvalidInput
+from device.errors import N_, InvalidInput
 from device.records import User
 from web import security
 from web.deps import Forbidden, Interviewer, SettingsDep, StoreDep, templates
+from web.i18n import LANGUAGES, say
 
 router = APIRouter()
 FormStr = Annotated[str, Form()]
@@ -37,7 +39,7 @@ def _page(request: Request, name: str, context: dict, status: int = 200):
 
 def _check_prelogin(request: Request, given: str) -> None:
     if not security.same_token(request.cookies.get(security.PRELOGIN_COOKIE), given):
-        raise Forbidden("the form expired: reload the page and try again")
+        raise Forbidden(N_("the form expired: reload the page and try again"))
 
 
 def _signed_in(request: Request, store, user: User, target: str) -> RedirectResponse:
@@ -66,24 +68,24 @@ def setup(request: Request, store: StoreDep, settings: SettingsDep, code: FormSt
     _check_prelogin(request, csrf_token)
     expected = request.app.state.setup_code
     if expected is None:
-        raise Forbidden("setup is done: sign in")
+        raise Forbidden(N_("setup is done: sign in"))
     try:
         if not security.same_token(expected, code.strip().upper()):
-            raise InvalidInput("wrong setup code (it is printed on the box's console)")
+            raise InvalidInput(N_("wrong setup code (it is printed on the box's console)"))
         if not username.strip():
-            raise InvalidInput("choose a user name")
+            raise InvalidInput(N_("choose a user name"))
         check_new_password(password)
         if unlock_passphrase and len(unlock_passphrase) < 8:
-            raise InvalidInput("the unlock passphrase needs at least 8 characters")
+            raise InvalidInput(N_("the unlock passphrase needs at least 8 characters"))
         if unlock_passphrase and unlock_passphrase == password:
-            raise InvalidInput("choose an unlock passphrase other than the admin's password")
+            raise InvalidInput(N_("choose an unlock passphrase other than the admin's password"))
     except InvalidInput as exc:
-        return _page(request, "setup.html", {"error": str(exc), "username": username},
+        return _page(request, "setup.html", {"error": say(request, exc), "username": username},
                      status=400)
     user = store.create_first_user(username.strip(), hash_password(password), "admin")
     request.app.state.setup_code = None
     if user is None:
-        raise Forbidden("setup is done: sign in")
+        raise Forbidden(N_("setup is done: sign in"))
     _audit(request, store, "first_admin_created", user)
     if not unlock_passphrase or encryption.enabled(settings):
         return _signed_in(request, store, user, "/")
@@ -113,7 +115,8 @@ def login(request: Request, store: StoreDep, username: FormStr, password: FormSt
     wait = limiter.retry_after(client, username)
     if wait:
         response = _page(request, "login.html", {
-            "error": f"too many failed attempts: try again in {int(wait) + 1} s", "next": next},
+            "error": say(request, N_("too many failed attempts: try again in %(seconds)d s"),
+                         seconds=int(wait) + 1), "next": next},
             status=429)
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
@@ -121,8 +124,9 @@ def login(request: Request, store: StoreDep, username: FormStr, password: FormSt
     if not signs_in(user, password):
         limiter.failed(client, username)
         _audit(request, store, "sign_in_failed", None, {"username": username.strip()[:64]})
-        return _page(request, "login.html", {"error": "wrong user name or password",
-                                             "next": next, "username": username}, status=401)
+        wrong = say(request, N_("wrong user name or password"))
+        return _page(request, "login.html", {"error": wrong, "next": next,
+                                             "username": username}, status=401)
     limiter.succeeded(client, username)
     _audit(request, store, "sign_in", user)
     return _signed_in(request, store, user, next)
@@ -154,11 +158,20 @@ def change_password(request: Request, user: Interviewer, store: StoreDep,
                     current: FormStr, new: FormStr):
     try:
         if not verify_password(user.password_hash, current):
-            raise InvalidInput("the current password is wrong")
+            raise InvalidInput(N_("the current password is wrong"))
         check_new_password(new)
     except InvalidInput as exc:
         return templates(request).TemplateResponse(
-            request, "account.html", {"error": str(exc)}, status_code=400)
+            request, "account.html", {"error": say(request, exc)}, status_code=400)
     store.update_user(user.id, password_hash=hash_password(new))
     store.end_sessions(user.id)  # every other device signs in again
     return _signed_in(request, store, user, "/account?changed=1")
+
+
+@router.post("/account/language")
+def set_language(user: Interviewer, store: StoreDep,
+                 language: Annotated[str, Form(max_length=16)] = ""):
+    if language and language not in LANGUAGES:
+        raise InvalidInput(N_("unknown language %(language)s"), language=language)
+    store.update_user(user.id, language=language or None)
+    return RedirectResponse("/account", status_code=303)

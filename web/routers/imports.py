@@ -12,18 +12,18 @@ import secrets
 from pathlib import Path
 from typing import Annotated, BinaryIO
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from device import audio, encryption
-from device.errors import AudioError, DiskFullError, is_disk_full
+from device.errors import N_, AudioError, DiskFullError, is_disk_full
 from device.pipeline import import_audio, keep_room_for_recording
 from device.profiles import ProfileError, load_profiles
 from device.records import Job, Recording, User
 from device.settings import Settings
 from device.store import Store
 from device.vault import SealedWriter, new_data_key
-from web.deps import Interviewer, SettingsDep, templates
+from web.deps import Interviewer, Refused, SettingsDep, templates
 
 router = APIRouter()
 SNIFF_BYTES = 16
@@ -53,8 +53,8 @@ async def _receive(request: Request, folder: Path, limit: int,
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    raise HTTPException(413, f"the file is larger than the "
-                                             f"{limit / 1e9:.1f} GB upload limit")
+                    raise Refused(413, N_("the file is larger than the %(size)s GB upload limit"),
+                                  size=f"{limit / 1e9:.1f}")
                 if suffix is None:
                     head += chunk[: SNIFF_BYTES - len(head)]
                     if len(head) >= SNIFF_BYTES:
@@ -64,7 +64,7 @@ async def _receive(request: Request, folder: Path, limit: int,
         finally:
             await run_in_threadpool(out.close)
         if size == 0:
-            raise HTTPException(400, "the file is empty")
+            raise Refused(400, N_("the file is empty"))
         path = temporary.with_suffix(suffix or _audio_suffix(head))
         if key is not None:
             path = path.with_name(path.name + encryption.SUFFIX)
@@ -72,7 +72,7 @@ async def _receive(request: Request, folder: Path, limit: int,
         return path
     except OSError as exc:
         if is_disk_full(exc):
-            raise HTTPException(507, "the disk is full: nothing was stored") from exc
+            raise Refused(507, N_("the disk is full: nothing was stored")) from exc
         raise
     finally:
         await run_in_threadpool(temporary.unlink, missing_ok=True)
@@ -84,12 +84,12 @@ def _check_room(settings: Settings, user: User, size: int) -> None:
     with Store(settings.database_path) as store:
         waiting = store.pending_transcriptions(user.id)
     if not user.can("admin") and waiting >= settings.pending_imports_per_user:
-        raise HTTPException(429, f"{waiting} of your files are still waiting to be "
-                                 "transcribed: upload more when one is done")
+        raise Refused(429, N_("%(waiting)d of your files are still waiting to be transcribed: "
+                              "upload more when one is done"), waiting=waiting)
     try:
         keep_room_for_recording(settings, size, "the upload")
     except DiskFullError as exc:
-        raise HTTPException(507, str(exc)) from exc
+        raise Refused(507, exc) from exc
 
 
 def _open_new(path: Path) -> BinaryIO:
@@ -127,8 +127,8 @@ class SealingFile:
 def _audio_suffix(head: bytes) -> str:
     suffix = audio.sniff_container(head)
     if suffix is None:
-        raise HTTPException(415, "this is not an audio file tingji can read (WAV, FLAC, MP3, "
-                                 "M4A/AAC, OGG/Opus, WebM)")
+        raise Refused(415, N_("this is not an audio file tingji can read (WAV, FLAC, MP3, "
+                              "M4A/AAC, OGG/Opus, WebM)"))
     return suffix
 
 
@@ -141,7 +141,8 @@ async def upload(request: Request, user: Interviewer, settings: SettingsDep,
     limit = settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"the file is larger than the {limit / 1e9:.1f} GB limit")
+        raise Refused(413, N_("the file is larger than the %(size)s GB upload limit"),
+                      size=f"{limit / 1e9:.1f}")
     await run_in_threadpool(_check_room, settings, user, int(declared or 0))
     key = new_data_key() if encryption.enabled(settings) else None
     path = await _receive(request, settings.data_dir / "uploads", limit, key)
@@ -164,8 +165,8 @@ def _import(settings: Settings, path: Path, name: str, title: str, profile: str 
             store.update_recording(recording.id, source_name=name)
             return recording, job
     except ProfileError as exc:
-        raise HTTPException(400, str(exc)) from exc
+        raise Refused(400, exc) from exc
     except (AudioError, DiskFullError) as exc:
-        raise HTTPException(507 if isinstance(exc, DiskFullError) else 400, str(exc)) from exc
+        raise Refused(507 if isinstance(exc, DiskFullError) else 400, exc) from exc
     finally:
         path.unlink(missing_ok=True)

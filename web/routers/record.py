@@ -19,17 +19,18 @@ import json
 import threading
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from device.capture import CaptureError, ChunkGap, FileSource, MicrophoneSource, PushSource
-from device.errors import TingjiError
+from device.errors import N_, TingjiError
 from device.profiles import load_profiles
 from device.recorder import NotRecording, Recorder, RecorderBusy
 from device.records import User
 from device.text import NOTE_MAX, TITLE_MAX
-from web.deps import Interviewer, SettingsDep, templates
+from web.deps import Interviewer, Refused, SettingsDep, templates
+from web.i18n import say
 
 router = APIRouter()
 _setup = threading.Lock()
@@ -95,9 +96,9 @@ def start(body: StartRequest, request: Request, settings: SettingsDep, user: Int
                                    profile=body.profile, owner_id=user.id,
                                    speakers=body.speakers)
     except RecorderBusy as exc:
-        raise HTTPException(409, str(exc)) from exc
+        raise Refused(409, exc) from exc
     except TingjiError as exc:
-        raise HTTPException(400, str(exc)) from exc
+        raise Refused(400, exc) from exc
     return {"recording_id": recording.id, **recorder.status()}
 
 
@@ -106,7 +107,7 @@ def _offer(inbox: asyncio.Queue, event: dict) -> None:
         inbox.put_nowait(event)
 
 
-BUSY = "the box is recording for someone else"
+BUSY = N_("the box is recording for someone else")
 
 
 def _foreign(recorder: Recorder, user: User) -> bool:
@@ -120,20 +121,20 @@ def _theirs(recorder: Recorder, user: User) -> bool:
     return recorder.state == "recording" and _foreign(recorder, user)
 
 
-def _status(recorder: Recorder, user: User) -> dict:
+def _status(request: Request, recorder: Recorder, user: User) -> dict:
     if _theirs(recorder, user):
-        return {"state": "busy", "message": BUSY}
+        return {"state": "busy", "message": say(request, BUSY)}
     return recorder.status()
 
 
 def _control(request: Request, user: User, action: str, **kwargs):
     recorder = recorder_of(request)
     if _theirs(recorder, user):
-        raise HTTPException(403, BUSY)
+        raise Refused(403, BUSY)
     try:
         result = getattr(recorder, action)(**kwargs)
     except NotRecording as exc:
-        raise HTTPException(409, str(exc)) from exc
+        raise Refused(409, exc) from exc
     return result
 
 
@@ -168,23 +169,23 @@ async def chunk(request: Request, user: Interviewer,
     started; answers the number of the next chunk wanted (409 with it after a gap)."""
     recorder = await asyncio.to_thread(recorder_of, request)
     if _theirs(recorder, user):
-        raise HTTPException(403, BUSY)
+        raise Refused(403, BUSY)
     source = recorder.source
     if not isinstance(source, PushSource):
-        raise HTTPException(409, "no recording from this device's microphone is running")
+        raise Refused(409, N_("no recording from this device's microphone is running"))
     pcm = await request.body()
     try:
         wanted = await asyncio.to_thread(source.push, seq, pcm)
     except ChunkGap as exc:
-        return JSONResponse({"detail": str(exc), "next": exc.expected}, status_code=409)
+        return JSONResponse({"detail": say(request, exc), "next": exc.expected}, status_code=409)
     except CaptureError as exc:
-        raise HTTPException(400, str(exc)) from exc
+        raise Refused(400, exc) from exc
     return {"next": wanted}
 
 
 @router.get("/api/record/status")
 def status(request: Request, user: Interviewer):
-    return _status(recorder_of(request), user)
+    return _status(request, recorder_of(request), user)
 
 
 STREAMS_PER_USER, STREAMS_IN_ALL = 4, 32
@@ -198,8 +199,8 @@ async def events(request: Request, user: Interviewer):
     open_streams: collections.Counter = request.app.state.event_streams
     if (open_streams[user.id] >= STREAMS_PER_USER
             or sum(open_streams.values()) >= STREAMS_IN_ALL):
-        raise HTTPException(429, "too many live-transcript streams are open: close other "
-                                 "tabs or windows of the Record page")
+        raise Refused(429, N_("too many live-transcript streams are open: close other tabs or "
+                              "windows of the Record page"))
     recorder = await asyncio.to_thread(recorder_of, request)
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue = asyncio.Queue(maxsize=1000)
@@ -217,7 +218,7 @@ async def events(request: Request, user: Interviewer):
 
     async def stream():
         try:
-            yield f"event: status\ndata: {json.dumps(_status(recorder, user))}\n\n"
+            yield f"event: status\ndata: {json.dumps(_status(request, recorder, user))}\n\n"
             while True:  # ends when the client goes (Starlette cancels it)
                 try:
                     event = await asyncio.wait_for(inbox.get(), KEEP_ALIVE_SECONDS)

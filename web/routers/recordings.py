@@ -11,13 +11,13 @@ import re
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Body, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from markupsafe import Markup
 from pydantic import BaseModel, Field
 
 from device import audio, encryption, export
-from device.errors import EditConflict
+from device.errors import N_, EditConflict
 from device.grounding import grounding_flags
 from device.pipeline import delete_recording
 from device.records import Recording, User
@@ -28,6 +28,7 @@ from web.deps import (
     ROW_ID_MAX,
     Forbidden,
     Interviewer,
+    Refused,
     Reviewer,
     RowId,
     SettingsDep,
@@ -91,17 +92,17 @@ def recording_audio(request: Request, recording_id: RowId, user: Interviewer,
                     store: StoreDep, settings: SettingsDep):
     recording = visible_recording(store, user, recording_id)
     if not recording.audio_file:
-        raise HTTPException(404, "this recording has no audio file yet")
+        raise Refused(404, N_("this recording has no audio file yet"))
     root = settings.audio_dir.resolve()
     path = (root / recording.audio_file).resolve()
     sealed = encryption.is_sealed(path.name)
     if path.parent != root or not (path.is_file() or sealed and path.is_dir()):
-        raise HTTPException(404, "the audio file is missing")  # never outside the audio folder
+        raise Refused(404, N_("the audio file is missing"))  # never outside the audio folder
     if sealed:
         try:
             key = encryption.data_key(settings, recording.id)
         except encryption.BoxLocked as exc:
-            raise HTTPException(423, str(exc)) from exc
+            raise Refused(423, exc) from exc
         return _sealed_response(request, path, key,
                                 AUDIO_TYPES.get(path.with_suffix("").suffix.lower(),
                                                 "application/octet-stream"))
@@ -297,8 +298,8 @@ def undo(revision_id: RowId, user: Reviewer, store: StoreDep):
 def export_transcript(recording_id: RowId, fmt: str, user: Interviewer, store: StoreDep):
     """Reviewers export every recording, an interviewer their own."""
     if fmt not in export.FORMATS:
-        raise HTTPException(404, f"no export format {fmt!r}; choose one of "
-                                 f"{', '.join(export.FORMATS)}")
+        raise Refused(404, N_("no export format %(format)s; choose one of %(formats)s"),
+                      format=fmt, formats=", ".join(export.FORMATS))
     recording = visible_recording(store, user, recording_id)
     body = export.export(fmt, recording, store.segments(recording_id),
                          store.latest_summary(recording_id))
@@ -318,7 +319,7 @@ def summarize(recording_id: RowId, user: Reviewer, store: StoreDep,
               body: Annotated[SummarizeRequest | None, Body()] = None):
     recording = store.get_recording(recording_id)
     if recording.status != "done":
-        raise HTTPException(409, "the transcript is not finished yet")
+        raise Refused(409, N_("the transcript is not finished yet"))
     queued = [j for j in store.jobs_for(recording_id)
               if j.kind == "summarize" and j.status in ("queued", "running")]
     params = {k: v for k, v in (body.model_dump() if body else {}).items() if v}
@@ -348,10 +349,10 @@ def diarize(recording_id: RowId, body: DiarizeRequest, user: Reviewer, store: St
     """Queue finding the speakers again (text edits and reviewers' names are kept)."""
     recording = store.get_recording(recording_id)
     if recording.status != "done":
-        raise HTTPException(409, "the transcript is not finished yet")
+        raise Refused(409, N_("the transcript is not finished yet"))
     if any(j.kind == "diarize" and j.status in ("queued", "running")
            for j in store.jobs_for(recording_id)):
-        raise HTTPException(409, "the speakers of this recording are already being found")
+        raise Refused(409, N_("the speakers of this recording are already being found"))
     return asdict(store.enqueue("diarize", recording_id, {
         "speakers": body.speakers, "overwrite": body.overwrite, "user_id": user.id}))
 
@@ -366,7 +367,7 @@ class SummaryEdit(BaseModel):
 def edit_summary(recording_id: RowId, body: SummaryEdit, user: Reviewer, store: StoreDep):
     current = store.latest_summary(recording_id)
     if current is None:
-        raise HTTPException(404, "this recording has no summary yet")
+        raise Refused(404, N_("this recording has no summary yet"))
     if current.version != body.version:
         raise EditConflict(f"the summary changed since you loaded it (version "
                            f"{current.version}, yours {body.version})")

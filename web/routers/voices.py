@@ -12,14 +12,15 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
+from device.errors import N_
 from device.speakers.voiceprints import suggestion
 from device.store.voiceprints import Voiceprints, clean_name
 from device.text import NAME_MAX, NOTE_MAX
-from web.deps import Admin, Reviewer, RowId, SettingsDep, StoreDep, templates
+from web.deps import Admin, Refused, Reviewer, RowId, SettingsDep, StoreDep, templates
 
 router = APIRouter()
 
@@ -51,15 +52,15 @@ def remember_voice(recording_id: RowId, body: RememberVoice, user: Reviewer,
     """Queue remembering a speaker's voice under a name (the worker computes it)."""
     recording = store.get_recording(recording_id)
     if recording.status != "done":
-        raise HTTPException(409, "the transcript is not finished yet")
+        raise Refused(409, N_("the transcript is not finished yet"))
     if not body.agreed:
-        raise HTTPException(400, "a voice is remembered only with the person's consent: "
-                                 "confirm that they agreed")
+        raise Refused(400, N_("a voice is remembered only with the person's consent: confirm "
+                              "that they agreed"))
     name = clean_name(body.name)
     if not any(s.speaker == body.speaker
                for s in store.segments(recording_id, with_words=False)):
-        raise HTTPException(400, f"no segment of this recording is assigned to "
-                                 f"{body.speaker}")
+        raise Refused(400, N_("no segment of this recording is assigned to %(speaker)s"),
+                      speaker=body.speaker)
     return asdict(store.enqueue("remember_voice", recording_id, {
         "speaker": body.speaker, "name": name, "consent": body.consent,
         "user_id": user.id}))
@@ -75,9 +76,9 @@ def voiceprints_page(request: Request, user: Admin, store: StoreDep, settings: S
                 for use in prints.uses(voiceprint.id):
                     labels = {s.speaker for s in store.segments(use.recording_id,
                                                                 with_words=False)}
-                    state = ("confirmed" if voiceprint.name in labels else
-                             "suggested" if suggestion(voiceprint.name) in labels else
-                             "changed by a reviewer")
+                    state = (N_("confirmed") if voiceprint.name in labels else
+                             N_("suggested") if suggestion(voiceprint.name) in labels else
+                             N_("changed by a reviewer"))
                     uses.append({"use": use, "state": state,
                                  "title": _title(store, use.recording_id)})
                 rows.append({"voiceprint": voiceprint, "uses": uses})
@@ -97,7 +98,7 @@ def _title(store, recording_id: int) -> str | None:
 def delete_voiceprint(voiceprint_id: RowId, user: Admin, settings: SettingsDep):
     """Remove a voiceprint from the box (names already in transcripts stay as text)."""
     if not settings.voiceprints_path.exists():
-        raise HTTPException(404, f"no voiceprint with id {voiceprint_id}")
+        raise Refused(404, N_("no voiceprint with id %(id)s"), id=voiceprint_id)
     with Voiceprints(settings.voiceprints_path) as prints:
         prints.delete(voiceprint_id)
     return RedirectResponse("/admin/voiceprints", status_code=303)

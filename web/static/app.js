@@ -1,5 +1,9 @@
-// tingji: shared helpers.  api() sends JSON with the session's CSRF token.
+// tingji: shared helpers.  api() sends JSON with the session's CSRF token; _() says a message
+// in the page's language, from the catalogue the page carries (web/i18n.py).
 "use strict";
+const pageMessages = JSON.parse(document.getElementById("messages")?.textContent || "{}");
+window._ = (message, params = {}) =>
+  (pageMessages[message] || message).replace(/%\((\w+)\)[sd]/g, (all, name) => String(params[name]));
 window.tingji = {
   csrf() {
     const meta = document.querySelector('meta[name="csrf-token"]');

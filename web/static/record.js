@@ -15,7 +15,7 @@
   function show(status) {
     if (status.state === "busy") {  // someone else's recording: nothing of it is shown
       Object.values(buttons).forEach((b) => { b.disabled = true; });
-      state.textContent = status.message || "The box is recording for someone else.";
+      state.textContent = status.message || _("The box is recording for someone else.");
       clock.textContent = "0:00";
       return;
     }
@@ -23,15 +23,15 @@
     buttons.start.disabled = active;
     buttons.pause.disabled = buttons.marker.disabled = buttons.stop.disabled = !active;
     paused = status.state === "paused";
-    buttons.pause.textContent = paused ? "Resume" : "Pause";
+    buttons.pause.textContent = paused ? _("Resume") : _("Pause");
     if (status.seconds !== undefined) clock.textContent = tingji.clock(status.seconds);
     if (!active) { clock.textContent = tingji.clock(status.seconds || 0); note.textContent = ""; }
-    state.textContent = active ? (paused ? "Paused" : "Recording…") : (status.stop_reason || "");
+    state.textContent = active ? (paused ? _("Paused") : _("Recording…")) : (status.stop_reason || "");
   }
 
   async function call(action, body) {
     const r = await tingji.api("POST", `/api/record/${action}`, body);
-    if (!r.ok) { state.textContent = (r.data && r.data.detail) || `failed (${r.status})`; return null; }
+    if (!r.ok) { state.textContent = (r.data && r.data.detail) || _("failed (%(status)s)", { status: r.status }); return null; }
     return r.data;
   }
 
@@ -89,7 +89,7 @@
           mic.seq = d.next + mic.pending.length;
           continue;
         }
-        state.textContent = "Connection lost: resending the audio…";
+        state.textContent = _("Connection lost: resending the audio…");
         tries++;
         await sleep(1000);
       }
@@ -103,7 +103,7 @@
     if (source === "browser") {
       try { await openMic(); } catch (err) {
         closeMic();
-        state.textContent = "This device's microphone cannot be used: " + err.message;
+        state.textContent = _("This device's microphone cannot be used: %(reason)s", { reason: err.message });
         return;
       }
     }
@@ -112,20 +112,20 @@
   });
   buttons.pause.addEventListener("click", async () => { const d = await call(paused ? "resume" : "pause"); if (d) show(d); });
   buttons.marker.addEventListener("click", async () => {
-    const text = prompt("Marker note (optional):", "");
+    const text = prompt(_("Marker note (optional):"), "");
     if (text === null) return;
     const m = await call("marker", { note: text });
-    if (m) note.textContent = ` · marker at ${tingji.clock(m.t)}`;
+    if (m) note.textContent = " · " + _("marker at %(time)s", { time: tingji.clock(m.t) });
   });
   buttons.stop.addEventListener("click", async () => {
     buttons.stop.disabled = true;
-    state.textContent = "Stopping…";
+    state.textContent = _("Stopping…");
     if (mic.stream) {  // what this device recorded reaches the box before it stops
       closeMic();
       for (let i = 0; i < 100 && (mic.pending.length || mic.sending); i++) { send(); await sleep(100); }
     }
     const data = await call("stop");
-    if (data) { state.textContent = "Saved: transcribing…"; location.href = "/recordings/" + data.recording_id; }
+    if (data) { state.textContent = _("Saved: transcribing…"); location.href = "/recordings/" + data.recording_id; }
   });
 
   const events = new EventSource("/api/record/events");
@@ -149,5 +149,5 @@
     live.append(li);
     li.scrollIntoView({ block: "nearest" });
   });
-  events.addEventListener("marker", (e) => { note.textContent = ` · marker at ${tingji.clock(JSON.parse(e.data).t)}`; });
+  events.addEventListener("marker", (e) => { note.textContent = " · " + _("marker at %(time)s", { time: tingji.clock(JSON.parse(e.data).t) }); });
 })();

@@ -9,14 +9,14 @@
     e.preventDefault();
     const r = await tingji.api("POST", `/api/recordings/${root.dataset.id}/title`, { title: renameForm.elements.namedItem("title").value });
     if (r.ok) document.getElementById("title").textContent = r.data.title;
-    else alert((r.data && r.data.detail) || `failed (${r.status})`);
+    else alert((r.data && r.data.detail) || _("failed (%(status)s)", { status: r.status }));
   });
   const deleteButton = document.getElementById("delete-recording");
   if (deleteButton) deleteButton.addEventListener("click", async () => {
-    if (!confirm(`Delete "${deleteButton.dataset.title}" with its audio, transcript and summary? This cannot be undone.`)) return;
+    if (!confirm(_("Delete “%(title)s” with its audio, transcript and summary? This cannot be undone.", { title: deleteButton.dataset.title }))) return;
     const r = await tingji.api("POST", `/api/recordings/${root.dataset.id}/delete`);
     if (r.ok) location.href = "/";
-    else alert((r.data && r.data.detail) || `failed (${r.status})`);
+    else alert((r.data && r.data.detail) || _("failed (%(status)s)", { status: r.status }));
   });
   if (!root) return;
   const recordingId = root.dataset.id;
@@ -48,7 +48,7 @@
       span.className = "w";
       if (!reviewed && probability !== null && probability < unsureBelow) {
         span.classList.add("unsure");
-        span.title = "The recogniser was unsure of this word";
+        span.title = _("The recogniser was unsure of this word");
       }
       span.dataset.start = start.toFixed(2);
       span.dataset.end = end.toFixed(2);
@@ -173,7 +173,7 @@
     seg.dataset.start = data.start; seg.dataset.end = data.end;
     if (withText) seg.querySelector(".text").textContent = data.text;
     const sp = seg.querySelector(".speaker");
-    sp.textContent = data.speaker || "speaker?";
+    sp.textContent = data.speaker || _("speaker?");
     sp.classList.toggle("none", !data.speaker);
   }
 
@@ -182,24 +182,24 @@
     conflictBox.hidden = false;
     conflictBox.textContent = "";
     const p = document.createElement("p");
-    p.textContent = (body && body.detail) || "Someone else changed this segment.";
+    p.textContent = (body && body.detail) || _("Someone else changed this segment.");
     const yours = document.createElement("p");
     yours.className = "yours";
-    yours.textContent = "Your text (not saved): " + mine;
+    yours.textContent = _("Your text (not saved): %(text)s", { text: mine });
     conflictBox.append(p, yours);
     if (newer) render(seg, newer);
-    status("conflict: the newer text is shown", "bad");
+    status(_("conflict: the newer text is shown"), "bad");
   }
 
   async function save(seg) {
     const text = seg.querySelector(".text").innerText.trim();
     if (seg.dataset.saved === text) return;
-    status("saving…");
+    status(_("saving…"));
     const { ok, status: code, data } = await tingji.api("PATCH", `/api/segments/${seg.dataset.id}`,
       { text, revision: parseInt(seg.dataset.revision, 10) });
-    if (ok) { render(seg, data); seg.dataset.saved = data.text; status("saved", "good"); refreshHistory(); }
+    if (ok) { render(seg, data); seg.dataset.saved = data.text; status(_("saved"), "good"); refreshHistory(); }
     else if (code === 409) showConflict(seg, text, data);
-    else status("not saved: " + ((data && data.detail) || code), "bad");
+    else status(_("not saved: %(reason)s", { reason: (data && data.detail) || code }), "bad");
   }
 
   let timer = null;
@@ -230,7 +230,7 @@
     transcript.addEventListener("input", (e) => {
       const seg = e.target.closest(".segment");
       if (!seg) return;
-      status("editing…");
+      status(_("editing…"));
       clearTimeout(timer);
       timer = setTimeout(() => save(seg), 1500);  // autosave while typing
     });
@@ -257,15 +257,15 @@
           range.setEnd(sel.anchorNode, sel.anchorOffset);
           position = range.toString().length;
         }
-        if (!position) { status("put the cursor where the segment should split (double-click the text first)", "bad"); return; }
+        if (!position) { status(_("put the cursor where the segment should split (double-click the text first)"), "bad"); return; }
         if (editing) { await stopEdit(); }
         const r = await tingji.api("POST", `/api/segments/${seg.dataset.id}/split`, { position, revision: parseInt(seg.dataset.revision, 10) });
-        r.ok ? location.reload() : status("not split: " + (r.data && r.data.detail), "bad");
+        r.ok ? location.reload() : status(_("not split: %(reason)s", { reason: r.data && r.data.detail }), "bad");
       } else if (e.target.closest(".merge")) {
         const next = seg.nextElementSibling;
         if (!next) return;
         const r = await tingji.api("POST", `/api/segments/${seg.dataset.id}/merge`, { revision: parseInt(seg.dataset.revision, 10), next_revision: parseInt(next.dataset.revision, 10) });
-        r.ok ? location.reload() : status("not merged: " + (r.data && r.data.detail), "bad");
+        r.ok ? location.reload() : status(_("not merged: %(reason)s", { reason: r.data && r.data.detail }), "bad");
       }
     });
 
@@ -279,7 +279,7 @@
         e.preventDefault();
         const r = await tingji.api("POST", url, body(form));
         if (r.ok && r.data.changed) location.reload();
-        else status(r.ok ? "nothing changed" : "failed: " + (r.data && r.data.detail), r.ok ? "" : "bad");
+        else status(r.ok ? _("nothing changed") : _("failed: %(reason)s", { reason: r.data && r.data.detail }), r.ok ? "" : "bad");
       });
     }
   }
@@ -297,14 +297,14 @@
       const when = rev.created.slice(0, 19).replace("T", " ");
       const change = rev.kind === "edit" && rev.before.length === 1
         ? `: “${rev.before[0].text}” → “${rev.after[0].text}”` : "";
-      li.textContent = `${when} ${rev.username || "system"} ${rev.note}${change} `;
+      li.textContent = `${when} ${rev.username || _("system")} ${rev.note}${change} `;
       if (rev.undone_by) li.classList.add("undone");
       else {
         const undo = document.createElement("button");
-        undo.textContent = "undo";
+        undo.textContent = _("undo");
         undo.addEventListener("click", async () => {
           const r = await tingji.api("POST", `/api/revisions/${rev.id}/undo`);
-          r.ok ? location.reload() : status("cannot undo: " + (r.data && r.data.detail), "bad");
+          r.ok ? location.reload() : status(_("cannot undo: %(reason)s", { reason: r.data && r.data.detail }), "bad");
         });
         li.append(undo);
       }
@@ -318,14 +318,14 @@
   if (summarize) summarize.addEventListener("click", async () => {
     summarize.disabled = true;
     const r = await tingji.api("POST", `/api/recordings/${recordingId}/summarize`, {});
-    if (!r.ok) { status("cannot summarise: " + (r.data && r.data.detail), "bad"); summarize.disabled = false; return; }
+    if (!r.ok) { status(_("cannot summarise: %(reason)s", { reason: r.data && r.data.detail }), "bad"); summarize.disabled = false; return; }
     location.reload();  // the page shows the job: progress, what it is doing, Cancel
   });
   const cancelSummary = document.getElementById("cancel-summary");
   if (cancelSummary) cancelSummary.addEventListener("click", async () => {
     cancelSummary.disabled = true;
     const r = await tingji.api("POST", `/api/recordings/${recordingId}/summarize/cancel`, {});
-    r.ok ? location.reload() : status("not cancelled: " + ((r.data && r.data.detail) || r.status), "bad");
+    r.ok ? location.reload() : status(_("not cancelled: %(reason)s", { reason: (r.data && r.data.detail) || r.status }), "bad");
   });
   const editSummary = document.getElementById("edit-summary");
   const saveSummary = document.getElementById("save-summary");
@@ -353,7 +353,7 @@
         content[key] = items.map((it, i) => ({ ...(base[key][i] || {}), [it.field]: it.value, segments: it.segments }));
       }
       const r = await tingji.api("PUT", `/api/recordings/${recordingId}/summary`, { content, version: parseInt(body.dataset.version, 10) });
-      r.ok ? location.reload() : status("summary not saved: " + (r.data && r.data.detail), "bad");
+      r.ok ? location.reload() : status(_("summary not saved: %(reason)s", { reason: r.data && r.data.detail }), "bad");
     });
   }
 
@@ -364,7 +364,7 @@
     const r = await tingji.api("POST", `/api/recordings/${root.dataset.id}/diarize`, {
       speakers: count ? parseInt(count, 10) : null,
       overwrite: diarizeForm.elements.namedItem("overwrite").checked });
-    r.ok ? location.reload() : status("cannot find the speakers: " + ((r.data && r.data.detail) || r.status), "bad");
+    r.ok ? location.reload() : status(_("cannot find the speakers: %(reason)s", { reason: (r.data && r.data.detail) || r.status }), "bad");
   });
 
   const mergeForm = document.getElementById("merge-speakers");
@@ -373,7 +373,7 @@
     const r = await tingji.api("POST", `/api/recordings/${root.dataset.id}/speakers/merge`, {
       speaker: mergeForm.elements.namedItem("speaker").value,
       into: mergeForm.elements.namedItem("into").value });
-    r.ok ? location.reload() : status("not merged: " + ((r.data && r.data.detail) || r.status), "bad");
+    r.ok ? location.reload() : status(_("not merged: %(reason)s", { reason: (r.data && r.data.detail) || r.status }), "bad");
   });
 
   for (const button of document.querySelectorAll(".confirm-voice")) {
@@ -381,7 +381,7 @@
       const name = button.dataset.name;
       const r = await tingji.api("POST", `/api/recordings/${root.dataset.id}/speakers/rename`, {
         old: name, new: name.replace(/[?？]+$/, "") });
-      r.ok ? location.reload() : status("not confirmed: " + ((r.data && r.data.detail) || r.status), "bad");
+      r.ok ? location.reload() : status(_("not confirmed: %(reason)s", { reason: (r.data && r.data.detail) || r.status }), "bad");
     });
   }
 
@@ -392,19 +392,19 @@
     const r = await tingji.api("POST", `/api/recordings/${root.dataset.id}/voiceprints`, {
       speaker: field("speaker").value, name: field("name").value,
       consent: field("consent").value, agreed: field("agreed").checked });
-    if (!r.ok) { status("not remembered: " + ((r.data && r.data.detail) || r.status), "bad"); return; }
-    status(`remembering the voice of ${field("name").value}…`);
+    if (!r.ok) { status(_("not remembered: %(reason)s", { reason: (r.data && r.data.detail) || r.status }), "bad"); return; }
+    status(_("remembering the voice of %(name)s…", { name: field("name").value }));
     const job = await tingji.watchJob(r.data.id, () => {}, 300);  // a few seconds usually
     if (job && job.status === "done") location.reload();
-    else if (job) status("not remembered: " + (job.error || job.status), "bad");
-    else status("still remembering the voice: reload the page later", "");
+    else if (job) status(_("not remembered: %(reason)s", { reason: job.error || job.status }), "bad");
+    else status(_("still remembering the voice: reload the page later"), "");
   });
 
   const assignForm = document.getElementById("assign-speaker");
   if (assignForm) assignForm.addEventListener("submit", async (e) => {
     e.preventDefault();
     const picked = [...document.querySelectorAll(".segment.picked")];
-    if (!picked.length) { status("pick segments first: click their speaker labels", "bad"); return; }
+    if (!picked.length) { status(_("pick segments first: click their speaker labels"), "bad"); return; }
     const speaker = assignForm.elements.namedItem("speaker").value;
     const segments = picked.map((seg) => ({ id: parseInt(seg.dataset.id, 10), revision: parseInt(seg.dataset.revision, 10) }));
     const r = await tingji.api("POST", `/api/recordings/${root.dataset.id}/speakers/assign`, { speaker, segments });
@@ -416,9 +416,9 @@
         seg.querySelector(".speaker").setAttribute("aria-pressed", "false");
       }
       document.getElementById("picked-count").textContent = "0";
-      status("saved", "good"); refreshHistory();
+      status(_("saved"), "good"); refreshHistory();
     } else if (r.status === 409) showConflict(picked[0], speaker, r.data);
-    else status("not saved: " + ((r.data && r.data.detail) || r.status), "bad");
+    else status(_("not saved: %(reason)s", { reason: (r.data && r.data.detail) || r.status }), "bad");
   });
 
   // -- jobs ----------------------------------------------------------------------------
@@ -426,7 +426,7 @@
     tingji.watchJob(el.dataset.job, (job) => {
       const badge = document.querySelector(".head .status");
       if (badge && job.kind === "transcribe" && job.status === "running") {
-        badge.textContent = "transcribing";  // not "queued" while the bar moves
+        badge.textContent = _("transcribing");  // not "queued" while the bar moves
         badge.className = "status status-transcribing";
       }
       el.querySelector("progress").value = job.progress;

@@ -10,7 +10,7 @@
     e.preventDefault();
     const file = form.file.files[0];
     if (!file) return;
-    if (file.size > parseInt(form.dataset.max, 10)) { state.textContent = "This file is larger than the upload limit."; return; }
+    if (file.size > parseInt(form.dataset.max, 10)) { state.textContent = _("This file is larger than the upload limit."); return; }
     const params = new URLSearchParams({ filename: file.name, profile: form.profile.value });
     if (form.elements.namedItem("title").value.trim()) params.set("title", form.elements.namedItem("title").value.trim());
     if (form.elements.namedItem("speakers").value) params.set("speakers", form.elements.namedItem("speakers").value);
@@ -22,13 +22,13 @@
     xhr.onload = () => {
       let data = {};
       try { data = JSON.parse(xhr.responseText); } catch (err) { data = {}; }
-      if (xhr.status === 200) { state.textContent = "Uploaded: transcribing…"; location.href = "/recordings/" + data.recording_id; }
-      else { state.textContent = "Not imported: " + (data.detail || xhr.status); form.querySelector("button").disabled = false; }
+      if (xhr.status === 200) { state.textContent = _("Uploaded: transcribing…"); location.href = "/recordings/" + data.recording_id; }
+      else { state.textContent = _("Not imported: %(reason)s", { reason: data.detail || xhr.status }); form.querySelector("button").disabled = false; }
     };
-    xhr.onerror = () => { state.textContent = "The upload failed (connection lost)."; form.querySelector("button").disabled = false; };
+    xhr.onerror = () => { state.textContent = _("The upload failed (connection lost)."); form.querySelector("button").disabled = false; };
     bar.hidden = false;
     form.querySelector("button").disabled = true;
-    state.textContent = "Uploading…";
+    state.textContent = _("Uploading…");
     xhr.send(file);
   });
 })();
