@@ -14,11 +14,15 @@ import io
 import json
 import re
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from device.errors import N_
 from device.records import Recording, Segment, Summary
+
+Say = Callable[[str], str]
+"""Translates a heading (``N_``-marked) into the reader's language."""
 
 FORMATS = {
     "txt": "text/plain; charset=utf-8",
@@ -125,13 +129,14 @@ def citations(segment_ids: Sequence[int], segments: Sequence[Segment]) -> list[C
     return runs
 
 
-def summary_points(summary: Summary, segments: Sequence[Segment]) -> list[tuple[str, list[str]]]:
+def summary_points(summary: Summary, segments: Sequence[Segment],
+                   say: Say = str) -> list[tuple[str, list[str]]]:
     """The summary's sections as (heading, lines), each point with its citations
     ("[#12 03:41]") and flags: what the TXT, Markdown and DOCX exports write."""
     content = summary.content
     sections = []
-    for key, title in (("key_points", "Key points"), ("decisions", "Decisions"),
-                       ("action_items", "Action items")):
+    for key, title in (("key_points", say(N_("Key points"))), ("decisions", say(N_("Decisions"))),
+                       ("action_items", say(N_("Action items")))):
         lines = []
         for index, item in enumerate(content.get(key) or []):
             text = _action(item) if key == "action_items" else _item_text(item)
@@ -144,7 +149,7 @@ def summary_points(summary: Summary, segments: Sequence[Segment]) -> list[tuple[
             sections.append((title, lines))
     left_out = content.get("unsupported") or []
     if left_out:
-        sections.append(("Left out: not said in the transcript",
+        sections.append((say(N_("Left out: not said in the transcript")),
                          [str(u.get("text", "")) for u in left_out]))
     return sections
 
@@ -155,12 +160,13 @@ def summary_text(summary: Summary) -> str:
     return " ".join([str(summary.content.get("summary", "")), *warnings])
 
 
-def summary_markdown(summary: Summary, segments: Sequence[Segment], level: int = 2) -> str:
+def summary_markdown(summary: Summary, segments: Sequence[Segment], level: int = 2,
+                     say: Say = str) -> str:
     """The summary in Markdown, each point with its citations and flags (the Markdown
     export and ``python -m device summarize``)."""
     mark = "#" * level
-    out = [f"{mark} Summary", "", summary_text(summary), ""]
-    for title, lines in summary_points(summary, segments):
+    out = [f"{mark} {say(N_('Summary'))}", "", summary_text(summary), ""]
+    for title, lines in summary_points(summary, segments, say):
         out += [f"{mark}# {title}", ""] + [f"- {line}" for line in lines] + [""]
     return "\n".join(out)
 
@@ -178,19 +184,19 @@ def _line(segment: Segment) -> str:
 
 
 def txt(recording: Recording, segments: Sequence[Segment],
-        summary: Summary | None = None) -> str:
+        summary: Summary | None = None, say: Say = str) -> str:
     lines = [recording.title, ""]
     if summary:
-        lines += ["Summary", "", summary_text(summary), ""]
-        for title, points in summary_points(summary, segments):
+        lines += [say(N_("Summary")), "", summary_text(summary), ""]
+        for title, points in summary_points(summary, segments, say):
             lines += [title] + [f"- {p}" for p in points] + [""]
-        lines += ["Transcript", ""]
+        lines += [say(N_("Transcript")), ""]
     lines += [f"[#{n} {clock(s.start)}] {_line(s)}" for n, s in enumerate(segments, 1)]
     return "\n".join(lines) + "\n"
 
 
 def markdown(recording: Recording, segments: Sequence[Segment],
-             summary: Summary | None = None) -> str:
+             summary: Summary | None = None, say: Say = str) -> str:
     out = [f"# {recording.title}", ""]
     facts = [f"{recording.created[:10]}"]
     if recording.duration:
@@ -199,8 +205,8 @@ def markdown(recording: Recording, segments: Sequence[Segment],
         facts.append(recording.language)
     out += ["*" + " · ".join(facts) + "*", ""]
     if summary:
-        out.append(summary_markdown(summary, segments))
-    out += ["## Transcript", ""]
+        out.append(summary_markdown(summary, segments, say=say))
+    out += [f"## {say(N_('Transcript'))}", ""]
     for n, s in enumerate(segments, 1):
         who = f"**{s.speaker}** " if s.speaker else ""
         out.append(f"`#{n} {clock(s.start)}` {who}{s.text}  ")
@@ -242,7 +248,7 @@ def as_json(recording: Recording, segments: Sequence[Segment],
 
 
 def docx(recording: Recording, segments: Sequence[Segment],
-         summary: Summary | None = None) -> bytes:
+         summary: Summary | None = None, say: Say = str) -> bytes:
     from docx import Document
     from docx.shared import Pt, RGBColor
 
@@ -251,13 +257,13 @@ def docx(recording: Recording, segments: Sequence[Segment],
     document.add_paragraph(recording.created[:10] + (
         f" · {clock(recording.duration)}" if recording.duration else ""))
     if summary:
-        document.add_heading("Summary", level=2)
+        document.add_heading(say(N_("Summary")), level=2)
         document.add_paragraph(_xml_safe(summary_text(summary)))
-        for title, lines in summary_points(summary, segments):
+        for title, lines in summary_points(summary, segments, say):
             document.add_heading(title, level=3)
             for line in lines:
                 document.add_paragraph(_xml_safe(line), style="List Bullet")
-    document.add_heading("Transcript", level=2)
+    document.add_heading(say(N_("Transcript")), level=2)
     for n, s in enumerate(segments, 1):
         paragraph = document.add_paragraph()
         stamp = paragraph.add_run(f"[#{n} {clock(s.start)}] ")
@@ -272,12 +278,13 @@ def docx(recording: Recording, segments: Sequence[Segment],
 
 
 def export(fmt: str, recording: Recording, segments: Sequence[Segment],
-           summary: Summary | None = None) -> bytes:
-    """The transcript in ``fmt`` (one of FORMATS) as bytes."""
+           summary: Summary | None = None, say: Say = str) -> bytes:
+    """The transcript in ``fmt`` (one of FORMATS) as bytes; ``say`` translates the headings
+    (the web passes the reader's language; English otherwise)."""
     if fmt == "txt":
-        return txt(recording, segments, summary).encode()
+        return txt(recording, segments, summary, say).encode()
     if fmt == "md":
-        return markdown(recording, segments, summary).encode()
+        return markdown(recording, segments, summary, say).encode()
     if fmt == "srt":
         return srt(segments).encode()
     if fmt == "vtt":
@@ -285,5 +292,5 @@ def export(fmt: str, recording: Recording, segments: Sequence[Segment],
     if fmt == "json":
         return as_json(recording, segments, summary).encode()
     if fmt == "docx":
-        return docx(recording, segments, summary)
+        return docx(recording, segments, summary, say)
     raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")

@@ -176,3 +176,17 @@ def test_the_box_default_speaks_when_the_browser_asks_for_nothing_the_box_has(bo
     assert '<html lang="zh-CN">' in bare.get("/login", headers={"Accept-Language": "fr"}).text
     english_box = make_box(box.settings.replace(data_dir=tmp_path / "data", ui_language="en"))
     assert '<html lang="en">' in TestClient(english_box.app).get("/login").text
+
+
+def test_exports_carry_headings_in_the_readers_language(box):
+    import io
+
+    from docx import Document
+
+    url = f"/recordings/{box.recording}/export"
+    chinese = box.reviewer.client.get(f"{url}.md", headers=CHINESE).text
+    assert "## 转写稿" in chinese and "Transcript" not in chinese
+    assert "## Transcript" in box.reviewer.client.get(f"{url}.md", headers=ENGLISH).text
+    document = Document(io.BytesIO(box.reviewer.client.get(f"{url}.docx", headers=CHINESE)
+                                   .content))
+    assert "转写稿" in [p.text for p in document.paragraphs]

@@ -7,6 +7,7 @@ segment, so no edit is silently lost.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import asdict
 from typing import Annotated
@@ -36,6 +37,7 @@ from web.deps import (
     templates,
     visible_recording,
 )
+from web.i18n import say
 
 router = APIRouter()
 AUDIO_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".m4a": "audio/mp4",
@@ -295,14 +297,16 @@ def undo(revision_id: RowId, user: Reviewer, store: StoreDep):
 # -- exports and summaries -----------------------------------------------------------------
 
 @router.get("/recordings/{recording_id}/export.{fmt}")
-def export_transcript(recording_id: RowId, fmt: str, user: Interviewer, store: StoreDep):
+def export_transcript(request: Request, recording_id: RowId, fmt: str, user: Interviewer,
+                      store: StoreDep):
     """Reviewers export every recording, an interviewer their own."""
     if fmt not in export.FORMATS:
         raise Refused(404, N_("no export format %(format)s; choose one of %(formats)s"),
                       format=fmt, formats=", ".join(export.FORMATS))
     recording = visible_recording(store, user, recording_id)
     body = export.export(fmt, recording, store.segments(recording_id),
-                         store.latest_summary(recording_id))
+                         store.latest_summary(recording_id),
+                         say=functools.partial(say, request))
     filename = f"recording-{recording.id}.{fmt}"
     return Response(body, media_type=export.FORMATS[fmt], headers={
         "Content-Disposition": f'attachment; filename="{filename}"'})
