@@ -78,7 +78,17 @@ run: install
 worker: install
 	$(PY) -m device worker
 
-test: install test-models
+# axe-core checks the pages' accessibility in the browser tests: from npm, into a git-ignored
+# folder (Debian's npm only where no npm is installed: NodeSource's nodejs carries its own).
+AXE_VERSION := 4.14.1
+AXE := .cache/axe/node_modules/axe-core/axe.min.js
+
+$(AXE):
+	@command -v npm >/dev/null || bash scripts/ensure-deb.sh npm
+	@npm install --silent --no-audit --no-fund --prefix .cache/axe axe-core@$(AXE_VERSION) \
+	  </dev/null || echo "tingji: axe-core not installed: the accessibility checks skip" >&2
+
+test: install test-models $(AXE)
 	@bash scripts/ensure-deb.sh $(DEB_TEST)
 	@$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \

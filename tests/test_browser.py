@@ -96,6 +96,27 @@ def _chromium(tmp_path, *extra: str, language: str = "en"):
         driver.quit()
 
 
+AXE = PROJECT_ROOT / ".cache" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+"""axe-core, which `make test` installs with npm (git-ignored): the accessibility checks."""
+WCAG = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+
+
+def accessibility_problems(driver, page: str) -> list[str]:
+    """axe-core's WCAG 2.1 A/AA violations on the page as it is now (none when axe-core is
+    not installed: the test then says the checks did not run)."""
+    if not AXE.exists():
+        return []
+    driver.execute_script(AXE.read_text(encoding="utf-8"))
+    driver.set_script_timeout(60)
+    violations = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {runOnly: {type: 'tag', values: arguments[0]}})"
+        ".then((r) => done(r.violations.map((v) => v.id + ' (' + v.impact + '): ' +"
+        " v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', '))))"
+        ".catch((e) => done(['axe failed: ' + e]));", WCAG)
+    return [f"{page} [{driver.language}]: {v}" for v in violations]
+
+
 def shots_dir(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("TINGJI_SCREENSHOTS") or tmp_path / "screenshots")
     folder.mkdir(parents=True, exist_ok=True)
@@ -129,6 +150,7 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     browser.get(base + "/")
     assert browser.current_url.endswith("/setup")
     screenshot(browser, shots, "setup")
+    problems = accessibility_problems(browser, "setup")
     find(By.ID, "code").send_keys(code)
     find(By.ID, "username").send_keys("admin")
     find(By.ID, "password").send_keys(PASSWORD)
@@ -139,6 +161,7 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     # sign out, then in again through the login page
     find(By.CSS_SELECTOR, "header form button").click()
     wait(lambda: browser.current_url.endswith("/login"), 10, "the login page")
+    problems += accessibility_problems(browser, "sign-in")
     find(By.ID, "username").send_keys("admin")
     find(By.ID, "password").send_keys("wrong password")
     find(By.ID, "sign-in").click()
@@ -152,6 +175,7 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     # upload a real clip and wait for its transcript
     browser.get(base + "/upload")
     screenshot(browser, shots, "upload")
+    problems += accessibility_problems(browser, "import")
     find(By.ID, "file").send_keys(str(speech_wav))
     find(By.ID, "upload-title").send_keys("Browser interview")
     find(By.ID, "upload-button").click()
@@ -205,6 +229,7 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
         5, "the player at the first unsure mark")
     browser.execute_script("document.getElementById('player').pause()")
     screenshot(browser, shots, "recording")
+    problems += accessibility_problems(browser, "recording")
 
     # edit the first segment inline; autosave; reload; it persists
     text = find(By.CSS_SELECTOR, ".segment .text")
@@ -249,8 +274,10 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     browser.get(base + "/?q=" + first.text.split()[0])
     assert "<mark>" in browser.page_source
     screenshot(browser, shots, "library")
+    problems += accessibility_problems(browser, "library")
     browser.get(f"{base}/system")
     screenshot(browser, shots, "system")
+    problems += accessibility_problems(browser, "system")
 
     # rename it from its page
     browser.get(recording_url)
@@ -272,6 +299,7 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#live li"), 60,
          "a line of live transcript")
     screenshot(browser, shots, "record")
+    problems += accessibility_problems(browser, "record")
     find(By.ID, "rec-marker").click()  # a marker says so beside the state, not instead of it
     browser.switch_to.alert.send_keys("要点")
     browser.switch_to.alert.accept()
@@ -296,6 +324,10 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     browser.switch_to.alert.accept()
     wait(lambda: browser.current_url.rstrip("/") == base, 10, "the library after deleting")
     assert "Live in the browser" not in browser.page_source
+    assert not problems, "\n".join(problems)
+    if not AXE.exists():
+        pytest.skip(f"axe-core is not installed ({AXE}; make test installs it with npm): the "
+                    "rest of the path passed, the accessibility checks did not run")
 
 
 @pytest.fixture

@@ -136,7 +136,9 @@
   });
   events.addEventListener("level", (e) => {
     const ev = JSON.parse(e.data);
-    meter.style.width = Math.max(0, Math.min(100, ((ev.peak_db + 60) / 60) * 100)) + "%";
+    const level = Math.round(Math.max(0, Math.min(100, ((ev.peak_db + 60) / 60) * 100)));
+    meter.style.width = level + "%";
+    meter.parentElement.setAttribute("aria-valuenow", level);
     clock.textContent = tingji.clock(ev.seconds);
   });
   events.addEventListener("segment", (e) => {
