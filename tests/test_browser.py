@@ -117,6 +117,40 @@ def accessibility_problems(driver, page: str) -> list[str]:
     return [f"{page} [{driver.language}]: {v}" for v in violations]
 
 
+def on_a_phone(browser, shots: Path) -> None:
+    """The recording page 360 px wide: no sideways scrolling, player, transcript and summary
+    stacked in that order, the player still in view at the bottom of the page, and every
+    control at least 44 px tall."""
+    from selenium.webdriver.common.by import By
+
+    browser.set_window_size(360, 780)
+    try:
+        browser.refresh()
+        wait(lambda: browser.execute_script("return innerWidth") <= 400, 10, "a narrow window")
+        find = browser.find_element
+        assert browser.execute_script(
+            "return document.documentElement.scrollWidth <= innerWidth"), "sideways scrolling"
+        tops = [find(By.CSS_SELECTOR, css).rect["y"] for css in (".player", "#transcript",
+                                                                 "#summary")]
+        assert tops == sorted(tops), tops
+        browser.execute_script("window.scrollTo(0, 0)")
+        screenshot(browser, shots, "recording-phone")
+        browser.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+        assert browser.execute_script(
+            "const r = document.querySelector('.player').getBoundingClientRect();"
+            "return r.top >= 0 && r.bottom <= innerHeight && scrollY > 0"), "player out of reach"
+        small = browser.execute_script(
+            "return [...document.querySelectorAll('header a, header button, main button,"
+            " main select, main input:not([type=hidden]):not([type=checkbox]), main label')]"
+            ".filter((el) => el.offsetParent && getComputedStyle(el).visibility !== 'hidden')"
+            ".filter((el) => el.tagName !== 'LABEL' || el.querySelector('[type=checkbox]'))"
+            ".filter((el) => el.getBoundingClientRect().height < 43.5)"
+            ".map((el) => el.outerHTML.slice(0, 80))")
+        assert not small, small
+    finally:
+        browser.set_window_size(1366, 900)
+
+
 def shots_dir(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("TINGJI_SCREENSHOTS") or tmp_path / "screenshots")
     folder.mkdir(parents=True, exist_ok=True)
@@ -230,6 +264,23 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     browser.execute_script("document.getElementById('player').pause()")
     screenshot(browser, shots, "recording")
     problems += accessibility_problems(browser, "recording")
+    # the reviewer listened: the text stands, the marks go
+    unsure = find(By.CSS_SELECTOR, ".segment.unsure")
+    unsure.find_element(By.CSS_SELECTOR, ".confirm").click()
+    wait(lambda: not browser.find_elements(By.CSS_SELECTOR, ".segment.unsure, .w.unsure"), 10,
+         "the marks cleared by the confirmation")
+    # on a phone: one column, player first and within reach, touch targets of 44 px
+    on_a_phone(browser, shots)
+    # the keyboard reaches the text: Tab to it, Enter edits, Escape leaves
+    browser.get(recording_url)
+    first_text = wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".segment .text"), 10,
+                      "the transcript")[0]
+    browser.execute_script("arguments[0].focus()", first_text)
+    assert browser.switch_to.active_element == first_text
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    wait(lambda: first_text.get_attribute("contenteditable") == "true", 5, "edit by keyboard")
+    ActionChains(browser).send_keys(Keys.ESCAPE).perform()
+    wait(lambda: first_text.get_attribute("contenteditable") == "false", 5, "edit left")
 
     # edit the first segment inline; autosave; reload; it persists
     text = find(By.CSS_SELECTOR, ".segment .text")

@@ -186,6 +186,9 @@ def test_state_changing_requests_need_the_csrf_token(box):
                       ("/admin/passphrase", {"current": "x", "new": "long enough"})):
         assert box.admin.client.post(url, data=form).status_code == 403, url
     assert client.post("/api/record/chunk?seq=0", content=b"\0\0").status_code == 403
+    assert client.post(f"/api/segments/{seg['id']}/confirm",
+                       json={"revision": seg["revision"]}).status_code == 403
+    assert client.post("/account/language", data={"language": "en"}).status_code == 403
     # another user's token does not work either
     assert client.patch(f"/api/segments/{seg['id']}", json=body,
                         headers={"X-CSRF-Token": box.admin.csrf}).status_code == 403
@@ -208,6 +211,7 @@ ENDPOINTS = [  # (method, url, json body, the least role that may)
     ("PUT", "/api/upload?filename=x.wav", None, "interviewer"),
     ("PATCH", "/api/segments/{seg}", {"text": "changed", "revision": 0}, "reviewer"),
     ("POST", "/api/segments/{seg}/speaker", {"speaker": "C", "revision": 0}, "reviewer"),
+    ("POST", "/api/segments/{seg}/confirm", {"revision": 0}, "reviewer"),
     ("POST", "/api/segments/{seg}/split", {"position": 3, "revision": 0}, "reviewer"),
     ("POST", "/api/segments/{seg}/merge", {"revision": 0, "next_revision": 0}, "reviewer"),
     ("POST", "/api/recordings/{rec}/speakers/rename", {"old": "A", "new": "Ann"}, "reviewer"),
@@ -904,7 +908,7 @@ def test_the_system_page_counts_outbound_attempts_and_the_trail_records_them(rol
     assert entry.details["event"] == "socket.connect"
 
 
-def test_where_the_recogniser_was_unsure_is_marked_until_a_reviewer_edits(role_box):
+def test_where_the_recogniser_was_unsure_is_marked_until_a_reviewer_edits_or_confirms(role_box):
     from device.records import Segment, Word
 
     box = role_box  # shared: this test stores its own recording
@@ -929,6 +933,23 @@ def test_where_the_recogniser_was_unsure_is_marked_until_a_reviewer_edits(role_b
     exported = box.reviewer.client.get(f"/recordings/{rec.id}/export.json").json()
     assert not exported["segments"][1]["unsure"]
     assert not any(w["unsure"] for w in exported["segments"][1]["words"])
+    # or confirms the text as heard: same text and times, no marks, one undoable revision
+    assert page.count('<button class="confirm"') == 2  # the page shows it where marks are
+    stale = box.reviewer.api("POST", f"/api/segments/{first['id']}/confirm", {"revision": 1})
+    assert stale.status_code == 409
+    confirmed = box.reviewer.api("POST", f"/api/segments/{first['id']}/confirm",
+                                 {"revision": 0}).json()
+    assert confirmed["text"] == "今天开会" and confirmed["revision"] == 1
+    assert [w["unsure"] for w in confirmed["words"]] == [False, False]
+    assert [w["start"] for w in confirmed["words"]] == [0.0, 1.0]
+    history = box.reviewer.api("GET", f"/api/recordings/{rec.id}/revisions").json()
+    assert history[0]["kind"] == "confirm" and history[0]["username"] == "rita"
+    page = box.reviewer.client.get(f"/recordings/{rec.id}").text
+    assert 'class="segment unsure"' not in page and '<button class="confirm"' not in page
+    with Store(box.settings.database_path) as store:
+        entries = store.audit_entries(object=f"segment:{first['id']}")
+    assert [(e.action, e.username, e.details["status"]) for e in entries][-1] == \
+        ("confirm_segment", "rita", 200)
 
 
 def test_the_recording_page_and_the_library_draw_the_recording(role_box):

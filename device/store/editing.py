@@ -48,6 +48,17 @@ class EditingRooms(Rooms):
                          [before], [after])
         return self.get_segment(segment_id)
 
+    def confirm_segment(self, segment_id: int, revision: int,
+                        user: User | None = None) -> Segment:
+        """A reviewer listened and the text stands as the recogniser wrote it: a revision
+        that changes nothing but clears the marks of where it was unsure."""
+        with self.transaction():
+            before = self._current(segment_id, revision)
+            after = {**before, "revision": before["revision"] + 1}
+            self._change(before["recording_id"], "confirm", "confirmed a segment as heard",
+                         user, [before], [after])
+        return self.get_segment(segment_id)
+
     def set_speaker(self, segment_id: int, speaker: str | None, revision: int,
                     user: User | None = None) -> Segment:
         [segment] = self.assign_speaker(self.segment_recording(segment_id),

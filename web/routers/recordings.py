@@ -240,6 +240,17 @@ def edit_segment(segment_id: RowId, body: TextEdit, user: Reviewer, store: Store
     return export.segment_record(store.edit_segment(segment_id, body.text, body.revision, user))
 
 
+class Revision(BaseModel):
+    revision: SegmentRevision
+
+
+@router.post("/api/segments/{segment_id}/confirm")
+def confirm_segment(segment_id: RowId, body: Revision, user: Reviewer, store: StoreDep):
+    """The text is right as heard: the marks of where the recogniser was unsure go."""
+    store.segment_recording(segment_id)
+    return export.segment_record(store.confirm_segment(segment_id, body.revision, user))
+
+
 @router.post("/api/segments/{segment_id}/speaker")
 def set_speaker(segment_id: RowId, body: SpeakerEdit, user: Reviewer, store: StoreDep):
     return export.segment_record(store.set_speaker(segment_id, body.speaker, body.revision, user))

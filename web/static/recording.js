@@ -62,6 +62,8 @@
   const wordData = JSON.parse(document.getElementById("words").textContent || "{}");
   for (const seg of transcript.querySelectorAll(".segment")) {
     if (wordData[seg.dataset.id]) wrapWords(seg, wordData[seg.dataset.id]);
+    const confirm = seg.querySelector(".confirm");  // offered where something is marked
+    if (confirm) confirm.hidden = !seg.matches(".unsure") && !seg.querySelector(".w.unsure");
   }
 
   // -- player sync ---------------------------------------------------------------------
@@ -140,6 +142,7 @@
 
   document.addEventListener("keydown", (e) => {
     if (!player || editing || e.target.closest("input, textarea, select, [contenteditable=true]")) return;
+    if ((e.key === " " || e.key === "Enter") && e.target.closest("button, a, summary, audio")) return;  // the control's own key
     const list = segments();
     const index = current ? list.indexOf(current) : -1;
     if (e.key === " " || e.key === "k") { e.preventDefault(); player.paused ? player.play() : player.pause(); }
@@ -239,6 +242,9 @@
     });
     transcript.addEventListener("keydown", (e) => {
       if (editing && (e.key === "Escape" || (e.key === "Enter" && !e.shiftKey))) { e.preventDefault(); stopEdit(); }
+      else if (!editing && e.key === "Enter" && e.target.matches(".segment .text")) {  // the keyboard's double-click
+        e.preventDefault(); startEdit(e.target.closest(".segment"));
+      }
     });
     transcript.addEventListener("click", async (e) => {
       const seg = e.target.closest(".segment");
@@ -247,6 +253,15 @@
         const picked = seg.classList.toggle("picked");
         seg.querySelector(".speaker").setAttribute("aria-pressed", String(picked));
         document.getElementById("picked-count").textContent = transcript.querySelectorAll(".segment.picked").length;
+      } else if (e.target.closest(".confirm")) {  // the text stands: the marks go
+        const r = await tingji.api("POST", `/api/segments/${seg.dataset.id}/confirm`, { revision: parseInt(seg.dataset.revision, 10) });
+        if (!r.ok) { status(_("not confirmed: %(reason)s", { reason: (r.data && r.data.detail) || r.status }), "bad"); return; }
+        seg.dataset.revision = r.data.revision;
+        seg.classList.remove("unsure");
+        seg.removeAttribute("title");
+        seg.querySelectorAll(".w.unsure").forEach((w) => { w.classList.remove("unsure"); w.removeAttribute("title"); });
+        e.target.closest(".confirm").remove();
+        status(_("confirmed"), "good"); refreshHistory();
       } else if (e.target.closest(".split")) {
         const sel = window.getSelection();
         const text = seg.querySelector(".text");
