@@ -16,6 +16,7 @@ from device.settings import Settings, SettingsError
 from device.store import Store
 from tests.webutil import ENGLISH, make_box, stored_transcript
 from web import i18n
+from web.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 CHINESE = {"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"}
@@ -174,8 +175,8 @@ def test_the_box_default_speaks_when_the_browser_asks_for_nothing_the_box_has(bo
     bare = TestClient(box.app)
     assert '<html lang="zh-CN">' in bare.get("/login").text  # out of the box: Chinese
     assert '<html lang="zh-CN">' in bare.get("/login", headers={"Accept-Language": "fr"}).text
-    english_box = make_box(box.settings.replace(data_dir=tmp_path / "data", ui_language="en"))
-    assert '<html lang="en">' in TestClient(english_box.app).get("/login").text
+    english = create_app(box.settings.replace(data_dir=tmp_path / "data", ui_language="en"))
+    assert '<html lang="en">' in TestClient(english).get("/setup").text
 
 
 def test_exports_carry_headings_in_the_readers_language(box):
