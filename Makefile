@@ -53,6 +53,7 @@ messages: deps
 	  --omit-header -o $(VENV)/messages.pot .
 	$(VENV)/bin/pybabel --quiet update -i $(VENV)/messages.pot -d web/translations \
 	  --no-fuzzy-matching --ignore-obsolete --width 100
+	@sed -i '/^"POT-Creation-Date: /d' $(CATALOGUE_SOURCES)  # no churn from the clock
 
 $(VENV)/.deps-installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tingji needs Python >= 3.11"'

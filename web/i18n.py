@@ -24,7 +24,8 @@ import zoneinfo
 from datetime import datetime
 from pathlib import Path
 
-from babel.dates import format_date
+from babel import Locale
+from babel.dates import get_date_format
 from babel.messages.extract import extract_from_file
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -166,8 +167,9 @@ def install(templates, settings) -> None:
         if not stamp:
             return ""
         moment = datetime.fromisoformat(stamp).astimezone(zoneinfo.ZoneInfo(settings.time_zone))
-        day = format_date(moment, "long", locale=babel_name(language_of(context["request"])))
-        return f"{day} {moment.strftime('%H:%M:%S %Z' if seconds else '%H:%M %Z')}"
+        pattern, locale = _long_date(language_of(context["request"]))
+        clock = moment.strftime("%H:%M:%S %Z" if seconds else "%H:%M %Z")
+        return f"{pattern.apply(moment, locale)} {clock}"
 
     @pass_context
     def duration(context, seconds: float | None) -> str:
@@ -191,6 +193,14 @@ def install(templates, settings) -> None:
     env.filters["word"] = word
     env.filters["local_time"] = when
     env.filters["duration"] = duration
+
+
+@functools.cache
+def _long_date(language: str):
+    """Babel's long date pattern of a language (2026年12月1日, December 1, 2026), parsed once:
+    a library page writes fifty dates."""
+    locale = Locale.parse(babel_name(language))
+    return get_date_format("long", locale=locale), locale
 
 
 def _say_in(language: str, message: str, **params) -> str:

@@ -94,15 +94,27 @@ def strip(duration: float | None, segments: Sequence[Segment],
 
 def speech_strip(duration: float | None, spans: Sequence[tuple[float, float, str | None]]
                  ) -> Strip:
-    """A small strip for the library: one lane, each span coloured by its speaker."""
+    """A small strip for the library: one lane, each span coloured by its speaker; spans of
+    a colour closer than ``MINI_GAP`` are drawn as one."""
     end = max([duration or 0.0, *(e for _, e, _ in spans)]) or 1.0
+    gap = MINI_GAP / WIDTH * end
     colours: dict[str, int] = {}
-    drawn = []
-    for start, stop, speaker in spans:
+    runs: dict[int, list[list[float]]] = {}
+    for start, stop, speaker in sorted(spans, key=lambda span: span[0]):
         if speaker and speaker not in colours:
             colours[speaker] = len(colours) % 8
-        drawn.append((colours.get(speaker or "", -1),
-                      Span(_x(start, end), _width(start, stop, end), start)))
-    lanes = [Lane(str(colour), colour, 0.0, [span for c, span in drawn if c == colour])
-             for colour in sorted({c for c, _ in drawn})]
+        lane = runs.setdefault(colours.get(speaker or "", -1), [])
+        if lane and start - lane[-1][1] < gap:
+            lane[-1][1] = max(lane[-1][1], stop)
+        else:
+            lane.append([start, stop])
+    lanes = [Lane(str(colour), colour, 0.0,
+                  [Span(_x(a, end), _width(a, b, end), a) for a, b in runs[colour]])
+             for colour in sorted(runs)]
     return Strip(end, lanes, [], [], 0)
+
+
+MINI_GAP = 5.0
+"""Spans of the library's small strip (10rem, ~160 px for 1000) closer than this are drawn
+as one: a pause under a pixel wide is not seen, and a rectangle per segment made the
+library page six times larger and slower."""

@@ -3,7 +3,9 @@ that open the recording at the moment they were said."""
 
 from __future__ import annotations
 
+import collections
 import re
+import threading
 from datetime import date
 from typing import Annotated
 
@@ -40,6 +42,33 @@ def highlight(text: str, query: str) -> Markup:
     return Markup("").join(out)
 
 
+_drawn: collections.OrderedDict = collections.OrderedDict()
+_drawing = threading.Lock()
+DRAWN_MAX = 5000
+"""Small strips kept drawn, by recording and the moment it last changed (every transcript,
+edit and speaker change sets it): each library page reads the segments of fifty
+recordings otherwise."""
+
+
+def _strips(store, recordings) -> dict[int, tuple[timeline.Strip, int]]:
+    """(small strip, number of speakers) of each recording."""
+    key = {r.id: (r.id, r.updated, r.status, r.duration) for r in recordings}
+    with _drawing:
+        found = {r.id: _drawn[key[r.id]] for r in recordings if key[r.id] in _drawn}
+    missing = [r for r in recordings if r.id not in found]
+    spans = store.speech_spans([r.id for r in missing])
+    for r in missing:
+        found[r.id] = (timeline.speech_strip(r.duration, spans[r.id]),
+                       len({s for _, _, s in spans[r.id] if s}))
+    with _drawing:
+        for r in recordings:
+            _drawn[key[r.id]] = found[r.id]
+            _drawn.move_to_end(key[r.id])
+        while len(_drawn) > DRAWN_MAX:
+            _drawn.popitem(last=False)
+    return found
+
+
 def _day(value: str) -> str | None:
     try:
         return date.fromisoformat(value).isoformat() if value else None
@@ -60,10 +89,10 @@ def library(request: Request, user: Interviewer, store: StoreDep, q: str = "",
     if q.strip():
         hits = [h for h in store.search(q, limit=200)
                 if owner is None or store.get_recording(h.recording_id).owner_id == owner][:100]
-    spans = store.speech_spans([r.id for r in recordings])
+    strips = _strips(store, recordings)
     return templates(request).TemplateResponse(request, "library.html", {
-        "strips": {r.id: timeline.speech_strip(r.duration, spans[r.id]) for r in recordings},
-        "speakers": {r.id: len({s for _, _, s in spans[r.id] if s}) for r in recordings},
+        "strips": {r.id: strips[r.id][0] for r in recordings},
+        "speakers": {r.id: strips[r.id][1] for r in recordings},
         "recordings": recordings, "total": total, "page": page, "pages": -(-total // PAGE),
         "query": q, "hits": hits, "highlight": highlight, "statuses": STATUSES,
         "languages": store.recording_languages(), "status": status, "language": language,
