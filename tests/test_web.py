@@ -983,3 +983,11 @@ def test_the_recording_page_and_the_library_draw_the_recording(role_box):
     assert '<svg class="strip mini"' in row and row.count("<rect ") == 3
     assert re.search(r"<td>12 s</td>\s*<td>2</td>", row)
     assert f'/recordings/{rec}?segment=' in library and "&amp;q=%E9%A2%84%E7%AE%97" in library
+    # a change of speakers shows on the library's strip at once (it is kept drawn until then)
+    segments = role_box.reviewer.api("GET", f"/api/recordings/{rec}").json()["segments"]
+    assert role_box.reviewer.api("POST", f"/api/recordings/{rec}/speakers/assign", {
+        "speaker": "A", "segments": [{"id": s["id"], "revision": s["revision"]}
+                                     for s in segments]}).status_code == 200
+    row = re.search(rf'<a href="/recordings/{rec}">Strip drawing</a>(.*?)</tr>',
+                    role_box.reviewer.client.get("/").text, re.S).group(1)
+    assert re.search(r"<td>12 s</td>\s*<td>1</td>", row) and "speaker-1" not in row

@@ -85,6 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.recorder = None
     app.state.login_limiter = security.LoginLimiter()
     app.state.event_streams = collections.Counter()  # open live-event streams by user
+    app.state.drawn_strips = collections.OrderedDict()  # the library's, web/routers/library.py
     templates = Jinja2Templates(directory=HERE / "templates")  # autoescape on for .html
     templates.env.globals["version"] = device.__version__
     templates.env.globals["segment_unsure"] = segment_unsure

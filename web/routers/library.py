@@ -3,7 +3,6 @@ that open the recording at the moment they were said."""
 
 from __future__ import annotations
 
-import collections
 import re
 import threading
 from datetime import date
@@ -42,17 +41,17 @@ def highlight(text: str, query: str) -> Markup:
     return Markup("").join(out)
 
 
-_drawn: collections.OrderedDict = collections.OrderedDict()
 _drawing = threading.Lock()
 DRAWN_MAX = 5000
-"""Small strips kept drawn, by recording and the moment it last changed (every transcript,
-edit and speaker change sets it): each library page reads the segments of fifty
-recordings otherwise."""
+"""Small strips kept drawn (``app.state.drawn_strips``), by recording and the moment it
+last changed (every transcript, edit and speaker change sets it): each library page reads
+the segments of fifty recordings otherwise."""
 
 
-def _strips(store, recordings) -> dict[int, tuple[timeline.Strip, int]]:
+def _strips(request: Request, store, recordings) -> dict[int, tuple[timeline.Strip, int]]:
     """(small strip, number of speakers) of each recording."""
     key = {r.id: (r.id, r.updated, r.status, r.duration) for r in recordings}
+    _drawn = request.app.state.drawn_strips
     with _drawing:
         found = {r.id: _drawn[key[r.id]] for r in recordings if key[r.id] in _drawn}
     missing = [r for r in recordings if r.id not in found]
@@ -89,7 +88,7 @@ def library(request: Request, user: Interviewer, store: StoreDep, q: str = "",
     if q.strip():
         hits = [h for h in store.search(q, limit=200)
                 if owner is None or store.get_recording(h.recording_id).owner_id == owner][:100]
-    strips = _strips(store, recordings)
+    strips = _strips(request, store, recordings)
     return templates(request).TemplateResponse(request, "library.html", {
         "strips": {r.id: strips[r.id][0] for r in recordings},
         "speakers": {r.id: strips[r.id][1] for r in recordings},
