@@ -3,6 +3,7 @@ each role through the real setup and login forms, and a small stored transcript.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -91,12 +92,32 @@ class Box:
     interviewer: Browser
 
 
+@functools.cache
+def _password_hash() -> str:
+    from device.accounts import hash_password
+
+    return hash_password(PASSWORD)
+
+
+def signed_in_account(app, username: str, role: str) -> Browser:
+    """An account and a session made straight in the database: each Argon2 hash or check
+    costs a fifth of a second, and most tests need a box with three signed-in roles (the
+    admin's Users page and the login form have tests of their own)."""
+    from web import security
+
+    with Store(app.state.settings.database_path) as store:
+        user = store.create_user(username, _password_hash(), role)
+        token = security.start_session(store, user)
+    client = TestClient(app, headers=ENGLISH)
+    client.cookies.set(security.SESSION_COOKIE, token)
+    return Browser(client, page_csrf(client.get("/").text), username)
+
+
 def make_box(settings: Settings) -> Box:
     app = create_app(settings)
     admin = setup_admin(app)
-    add_user(admin, "rita", "reviewer")
-    add_user(admin, "ivan", "interviewer")
-    return Box(app, settings, admin, login(app, "rita"), login(app, "ivan"))
+    return Box(app, settings, admin, signed_in_account(app, "rita", "reviewer"),
+               signed_in_account(app, "ivan", "interviewer"))
 
 
 def stored_transcript(settings: Settings, title: str = "Budget meeting",
