@@ -14,6 +14,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
@@ -30,6 +31,8 @@ from models.store import ModelError
 log = logging.getLogger("tingji.jobs")
 MAX_ATTEMPTS = 3
 PROGRESS_INTERVAL_S = 0.5
+PURGE_CHECK_SECONDS = 600
+"""How often the worker asks whether the daily retention purge is due."""
 
 
 class WorkerBusy(TingjiError):
@@ -201,6 +204,17 @@ class Worker:
         self._lock_file.write(str(os.getpid()))
         self._lock_file.flush()
 
+    def _purge_if_due(self, store: Store) -> None:
+        from device import retention
+
+        try:
+            erased = retention.purge_if_due(store, self.settings, datetime.now(UTC))
+        except Exception:  # the jobs go on; the next check tries again
+            log.exception("retention purge failed")
+            return
+        if erased is not None:
+            log.info("retention purge: %d erased", len(erased))
+
     def serve(self, stop: threading.Event, idle_wait: float = 0.5) -> None:
         """Run jobs until ``stop`` is set."""
         self._take_lock()
@@ -212,7 +226,11 @@ class Worker:
         try:
             for job in store.requeue_interrupted(process_alive, MAX_ATTEMPTS):
                 log.info("job %s was interrupted; now %s", job.id, job.status)
+            next_purge = 0.0
             while not stop.is_set():
+                if time.monotonic() >= next_purge:  # the daily retention purge, when due
+                    next_purge = time.monotonic() + PURGE_CHECK_SECONDS
+                    self._purge_if_due(store)
                 if encryption.locked(self.settings):  # jobs need the box's key: they wait
                     stop.wait(idle_wait)
                     continue

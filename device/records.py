@@ -65,6 +65,12 @@ class Recording:
     """How several channels were arranged for recognition (``device.channels.Layout``)."""
     speakers: int | None = None
     """How many people speak, if the interviewer said so when recording."""
+    reviewed_at: str | None = None
+    """When a reviewer confirmed the transcript (retention counts audio rules from then)."""
+    legal_hold: str | None = None
+    """Why it is held (None: not held): a held recording is never erased."""
+    audio_erased: str | None = None
+    """When the retention rules erased its audio (the transcript stays)."""
 
 
 @dataclass(frozen=True)

@@ -189,6 +189,13 @@ def test_state_changing_requests_need_the_csrf_token(box):
     assert client.post(f"/api/segments/{seg['id']}/confirm",
                        json={"revision": seg["revision"]}).status_code == 403
     assert client.post("/account/language", data={"language": "en"}).status_code == 403
+    assert client.post(f"/api/recordings/{rec}/reviewed", json={"reviewed": True}
+                       ).status_code == 403
+    assert box.admin.client.post(f"/api/recordings/{rec}/hold", json={"reason": "x"}
+                                 ).status_code == 403
+    for url, form in (("/admin/retention", {"what": "audio", "days": "1"}),
+                      ("/admin/retention/1/delete", {}), ("/admin/retention/purge", {})):
+        assert box.admin.client.post(url, data=form).status_code == 403, url
     # another user's token does not work either
     assert client.patch(f"/api/segments/{seg['id']}", json=body,
                         headers={"X-CSRF-Token": box.admin.csrf}).status_code == 403
@@ -257,6 +264,11 @@ ENDPOINTS = [  # (method, url, json body, the least role that may)
     ("POST", "/admin/unlock", {"passphrase": "x"}, "admin"),
     ("POST", "/admin/lock", None, "admin"),
     ("POST", "/admin/passphrase", {"current": "x", "new": "long enough"}, "admin"),
+    ("POST", "/admin/retention", {"what": "audio", "days": 3000}, "admin"),
+    ("POST", "/admin/retention/999/delete", None, "admin"),
+    ("POST", "/admin/retention/purge", None, "admin"),
+    ("POST", "/api/recordings/{rec}/hold", {"reason": "case 17"}, "admin"),
+    ("POST", "/api/recordings/{rec}/reviewed", {"reviewed": True}, "reviewer"),
 ]
 
 
@@ -279,6 +291,7 @@ def test_every_endpoint_checks_the_role(role_box, method, url, body, least):
                           ("admin", box.admin)):
         content = b"not audio" if method == "PUT" and "upload" in url else None
         if url.startswith(("/admin/users", "/admin/glossary", "/admin/voiceprints", "/account/",
+                           "/admin/retention",
                            "/admin/tls", "/admin/unlock", "/admin/lock",
                            "/admin/passphrase")) and method == "POST":
             response = browser.client.post(url.format(**ids), data={
@@ -991,3 +1004,44 @@ def test_the_recording_page_and_the_library_draw_the_recording(role_box):
     row = re.search(rf'<a href="/recordings/{rec}">Strip drawing</a>(.*?)</tr>',
                     role_box.reviewer.client.get("/").text, re.S).group(1)
     assert re.search(r"<td>12 s</td>\s*<td>1</td>", row) and "speaker-1" not in row
+
+
+def test_the_system_page_shows_what_retention_erases_and_a_hold_keeps_it(box):
+    """A rule set on the System page; a reviewer confirms a transcript; the next 7 days'
+    erasures listed; a held recording is not; Purge now erases what is due, audited."""
+    due, held = (stored_transcript(box.settings, title=t) for t in ("Due soon", "Held one"))
+    box.settings.audio_dir.mkdir(parents=True, exist_ok=True)
+    with Store(box.settings.database_path) as store:
+        for rec in (due, held):
+            (box.settings.audio_dir / f"{rec}.wav").write_bytes(b"RIFF" + bytes(64))
+            store.update_recording(rec, audio_file=f"{rec}.wav")
+    for rec in (due, held):
+        assert box.reviewer.api("POST", f"/api/recordings/{rec}/reviewed",
+                                {"reviewed": True}).json()["reviewed_at"]
+    assert box.admin.api("POST", f"/api/recordings/{held}/hold",
+                         {"reason": "case 2026-17"}).json()["legal_hold"] == "case 2026-17"
+    assert box.admin.client.post("/admin/retention", data={
+        "what": "audio", "days": "3", "csrf_token": box.admin.csrf},
+        follow_redirects=False).status_code == 303
+    page = box.admin.client.get("/system").text
+    listed = re.search(r'id="retention-due">(.*?)</ul>', page, re.S).group(1)
+    assert "Due soon" in listed and "Held one" not in listed and "its audio" in listed
+    with Store(box.settings.database_path) as store:  # confirmed four days ago
+        store.db.execute("UPDATE recordings SET reviewed_at = '2026-01-01T00:00:00.000+00:00'")
+    assert box.admin.client.post("/admin/retention/purge", data={
+        "csrf_token": box.admin.csrf}, follow_redirects=False).status_code == 303
+    with Store(box.settings.database_path) as store:
+        assert store.get_recording(due).audio_erased and not store.get_recording(due).audio_file
+        assert store.get_recording(held).audio_file and not store.get_recording(held).audio_erased
+        entries = [(e.action, e.object, e.details.get("trigger"))
+                   for e in store.audit_entries()]
+    assert ("retention_erased_audio", f"recording:{due}", "admin admin") in entries
+    assert ("hold", f"recording:{held}", None) in [(a, o, None) for a, o, _ in entries]
+    page = box.reviewer.client.get(f"/recordings/{due}").text
+    assert "The retention rules erased the audio on" in page and 'id="player"' not in page
+    assert box.reviewer.client.get(f"/recordings/{due}/audio").status_code == 410
+    assert "Legal hold: case 2026-17" in box.reviewer.client.get(f"/recordings/{held}").text
+    assert box.reviewer.api("POST", f"/api/recordings/{held}/hold",
+                            {"reason": None}).status_code == 403  # admins hold and release
+    assert box.admin.api("POST", f"/api/recordings/{held}/hold", {"reason": " "}
+                         ).status_code == 400  # a hold says why

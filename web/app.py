@@ -36,6 +36,7 @@ from web.routers import (
     library,
     record,
     recordings,
+    retention,
     system,
     voices,
 )
@@ -143,6 +144,7 @@ def create_app(settings: Settings) -> FastAPI:
         return _error(request, 400, exc)
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for router in (system, auth, library, recordings, voices, imports, record, admin, audit):
+    for router in (system, auth, library, recordings, voices, imports, record, admin, audit,
+                   retention):
         app.include_router(router.router)
     return app

@@ -21,6 +21,11 @@
     voiceprints [remove ID | backup FILE]
                         remembered voices; backup copies them to a file the admin chose
                         (they are in no export and in no update backup)
+    retention [add audio|recording DAYS [--profile P] | remove ID | purge]
+                        the rules that erase audio or recordings after some days, what
+                        they erase in the next 7 days; purge erases what is due now
+    hold ID --reason R | release ID
+                        legal hold: a held recording is never erased
     users [add NAME --role R | passwd NAME | remove NAME]
                         accounts (the password is read from standard input, or asked
                         for on a terminal); passwd also ends the user's sessions
@@ -44,8 +49,10 @@ from pathlib import Path
 from device.cli.admin import (
     cmd_audit,
     cmd_glossary,
+    cmd_hold,
     cmd_info,
     cmd_profiles,
+    cmd_retention,
     cmd_tls,
     cmd_users,
     cmd_voiceprints,
@@ -161,6 +168,24 @@ def _parser() -> argparse.ArgumentParser:
     actions.add_parser("backup", help="copy every voiceprint into a new database file") \
         .add_argument("file", type=Path)
     p.set_defaults(func=cmd_voiceprints)
+
+    p = commands.add_parser("retention", help="rules that erase audio or recordings")
+    actions = p.add_subparsers(dest="action")
+    add = actions.add_parser("add", help="a rule: erase WHAT after DAYS")
+    add.add_argument("what", choices=("audio", "recording"))
+    add.add_argument("days", type=int)
+    add.add_argument("--profile", help="only recordings of this dialect profile")
+    actions.add_parser("remove", help="remove a rule by id").add_argument("id", type=int)
+    actions.add_parser("purge", help="erase what the rules say is due now")
+    p.set_defaults(func=cmd_retention)
+
+    p = commands.add_parser("hold", help="legal hold: the recording is never erased")
+    p.add_argument("id", type=int)
+    p.add_argument("--reason", required=True, help="why: a case, a request")
+    p.set_defaults(func=cmd_hold)
+    p = commands.add_parser("release", help="release a recording's legal hold")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=cmd_hold, reason=None)
 
     p = commands.add_parser("users", help="web accounts (e.g. reset a lost admin password)")
     actions = p.add_subparsers(dest="action")

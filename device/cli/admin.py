@@ -82,6 +82,40 @@ def cmd_glossary(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from device import retention
+
+    with Store(settings.database_path) as store:
+        if args.action == "add":
+            rule = store.add_retention_rule(args.what, args.days, args.profile)
+            on_console(settings, store, "add_retention_rule", details=asdict(rule))
+        elif args.action == "remove":
+            store.remove_retention_rule(args.id)
+            on_console(settings, store, "remove_retention_rule", details={"id": args.id})
+        elif args.action == "purge":
+            for d in retention.purge(store, settings, datetime.now(UTC), "console"):
+                print(f"erased the {d.what} of recording {d.recording.id} ({d.recording.title})")
+            return 0
+        for rule in store.retention_rules():
+            since = "the transcript is confirmed" if rule.what == "audio" else "it was made"
+            print(f"{rule.id:>4} {rule.what} {rule.days} days after {since}"
+                  f" ({rule.profile or 'all profiles'})")
+        for d in retention.due(store, datetime.now(UTC) + retention.PREVIEW):
+            print(f"     {d.at:%Y-%m-%d %H:%M} UTC: the {d.what} of recording "
+                  f"{d.recording.id} ({d.recording.title})")
+    return 0
+
+
+def cmd_hold(settings: Settings, args: argparse.Namespace) -> int:
+    with Store(settings.database_path) as store:
+        recording = store.set_legal_hold(args.id, args.reason)
+        on_console(settings, store, "hold" if args.reason else "release_hold",
+                   f"recording:{recording.id}", {"reason": args.reason})
+    return 0
+
+
 def cmd_tls(settings: Settings, args: argparse.Namespace) -> int:
     from device import tls
 

@@ -22,15 +22,18 @@ from device.store.audit import AuditRooms
 from device.store.editing import EditingRooms
 from device.store.jobs import JobRooms
 from device.store.library import LibraryRooms
+from device.store.retention import RetentionRooms
 from device.store.transcripts import TranscriptRooms
 
 SCHEMA_VERSION = len(migration_names())
 __all__ = ["SCHEMA_VERSION", "Store", "now"]
 
 
-class Store(LibraryRooms, TranscriptRooms, EditingRooms, JobRooms, AccountRooms, AuditRooms):
+class Store(LibraryRooms, TranscriptRooms, EditingRooms, JobRooms, AccountRooms, AuditRooms,
+            RetentionRooms):
     """A handle on the database; cheap to open, one per thread or process.  Its methods
-    live in one module per area: library, transcripts, editing, jobs, accounts, audit."""
+    live in one module per area: library, transcripts, editing, jobs, accounts, audit,
+    retention."""
 
     def __init__(self, path: Path):
         self.db = connect(path)

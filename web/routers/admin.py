@@ -29,6 +29,7 @@ from device.vault import VaultError, WrongSecretError
 from models.store import load_manifest, status
 from web.deps import ROW_ID_MAX, Admin, Refused, RowId, SettingsDep, StoreDep, templates
 from web.i18n import say
+from web.routers import retention
 
 router = APIRouter()
 FormStr = Annotated[str, Form()]
@@ -60,7 +61,7 @@ def _system_page(request: Request, store, settings, tls_error: str | None = None
         "encryption": ("off" if not encryption.enabled(settings)
                        else "locked" if encryption.locked(settings) else "unlocked"),
         "waiting": len(store.list_jobs(status="queued", limit=1000)),
-        "key_error": key_error},
+        "key_error": key_error, "retention": retention.overview(store, settings)},
         status_code=status_code)
 
 

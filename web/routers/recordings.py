@@ -93,6 +93,8 @@ def _talk_time(segments) -> list[tuple[str, float, int]]:
 def recording_audio(request: Request, recording_id: RowId, user: Interviewer,
                     store: StoreDep, settings: SettingsDep):
     recording = visible_recording(store, user, recording_id)
+    if recording.audio_erased:
+        raise Refused(410, N_("the retention rules erased this recording's audio"))
     if not recording.audio_file:
         raise Refused(404, N_("this recording has no audio file yet"))
     root = settings.audio_dir.resolve()

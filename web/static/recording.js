@@ -168,6 +168,20 @@
     seek(start(next), false);
   }
 
+  // -- keeping: the transcript confirmed (retention counts from then), legal hold ---------
+  const reviewedButton = document.getElementById("reviewed");
+  if (reviewedButton) reviewedButton.addEventListener("click", async () => {
+    const r = await tingji.api("POST", `/api/recordings/${root.dataset.id}/reviewed`, { reviewed: reviewedButton.dataset.reviewed !== "true" });
+    r.ok ? location.reload() : alert((r.data && r.data.detail) || _("failed (%(status)s)", { status: r.status }));
+  });
+  const holdForm = document.getElementById("hold"), release = document.getElementById("release-hold");
+  async function hold(reason) {
+    const r = await tingji.api("POST", `/api/recordings/${root.dataset.id}/hold`, { reason });
+    r.ok ? location.reload() : alert((r.data && r.data.detail) || _("failed (%(status)s)", { status: r.status }));
+  }
+  if (holdForm) holdForm.addEventListener("submit", (e) => { e.preventDefault(); hold(holdForm.elements.namedItem("reason").value); });
+  if (release) release.addEventListener("click", () => hold(null));
+
   // -- editing -------------------------------------------------------------------------
   function status(text, kind = "") { saveState.textContent = text; saveState.className = "save-state " + kind; }
 
