@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from device import retention
 from device.jobs import Worker
 from device.records import Segment
@@ -99,3 +101,45 @@ def test_the_worker_purges_once_a_day(settings):
         stop.set()
         worker.join(30)
     assert not worker.is_alive()
+
+
+def test_erased_audio_of_an_encrypted_box_cannot_be_read_from_any_copy(settings, tmp_path,
+                                                                        monkeypatch):
+    """The sealed audio's key goes with it: a copy taken before (a backup, the other update
+    slot) opens with nothing left on the box."""
+    from device import encryption, unlock
+    from device.store.keys import DataKeys
+    from device.vault import SealedFileError, SealedReader, open_key
+
+    monkeypatch.delenv("TINGJI_RUNTIME_DIR", raising=False)
+    if unlock.file_system(unlock.runtime_dir()) not in unlock.MEMORY_FILE_SYSTEMS:
+        pytest.skip("no tmpfs to keep the unlocked key in")
+    encryption.init(settings, "a long unlock passphrase")
+    encryption.unlock_box(settings, passphrase="a long unlock passphrase")
+    try:
+        with Store(settings.database_path) as store:
+            rec = recording(store, settings, "sealed", made=T0, reviewed=T0)
+            plain = tmp_path / "plain.wav"
+            plain.write_bytes(b"RIFF" + bytes(range(256)) * 64)
+            sealed = settings.audio_dir / f"{rec}.wav.sealed"
+            encryption.store_sealed(settings, rec, plain, sealed)
+            (settings.audio_dir / f"{rec}.wav").unlink()
+            store.update_recording(rec, audio_file=sealed.name)
+            copy = tmp_path / "copy.sealed"
+            copy.write_bytes(sealed.read_bytes())
+            with DataKeys(encryption.keys_path(settings)) as keys:
+                key = keys.get(encryption.key_name(rec))
+            private = unlock.current(settings.data_dir)
+            with SealedReader(copy, open_key(key, private)) as reader:  # readable before
+                assert reader.read_range(0, 4) == b"RIFF"
+            store.add_retention_rule("audio", 7)
+            assert retention.purge(store, settings, T0 + timedelta(days=8), "test")
+            assert not sealed.exists()
+            with DataKeys(encryption.keys_path(settings)) as keys:
+                assert keys.names() == []
+            # the only key that opened it is gone: any other key the box could hold fails
+            other = encryption.new_recording_key(settings, rec + 1)
+            with pytest.raises(SealedFileError), SealedReader(copy, other) as reader:
+                reader.read_range(0, 4)
+    finally:
+        encryption.lock_box(settings)
