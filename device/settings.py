@@ -181,7 +181,12 @@ class Settings:
 
 # The vector extensions that decide llama.cpp's and CTranslate2's speed on a CPU.
 _SIMD = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "asimd", "asimddp",
-         "i8mm")
+         "asimdhp", "i8mm", "sve")
+# ARM cores by the part number /proc/cpuinfo gives (ARM's own designs, implementer 0x41).
+_ARM_CORES = {"0xd03": "Cortex-A53", "0xd05": "Cortex-A55", "0xd08": "Cortex-A72",
+              "0xd0b": "Cortex-A76", "0xd0d": "Cortex-A77", "0xd41": "Cortex-A78",
+              "0xd0c": "Neoverse-N1", "0xd40": "Neoverse-V1", "0xd49": "Neoverse-N2",
+              "0xd4f": "Neoverse-V2"}
 
 
 @dataclass(frozen=True)
@@ -194,7 +199,9 @@ class Cpu:
 
     @classmethod
     def read(cls, cpuinfo: Path = Path("/proc/cpuinfo")) -> Cpu:
-        name, flags = platform.processor() or platform.machine(), set()
+        """On ARM the kernel names no model: the cores are named by their part numbers
+        (an RK3588: 4x Cortex-A76 + 4x Cortex-A55)."""
+        name, flags, parts = platform.processor() or platform.machine(), set(), []
         try:
             for line in cpuinfo.read_text().splitlines():
                 key, _, value = line.partition(":")
@@ -202,9 +209,37 @@ class Cpu:
                     name = value.strip()
                 elif key.strip() in ("flags", "Features"):
                     flags = set(value.split())
+                elif key.strip() == "CPU part":
+                    parts.append(_ARM_CORES.get(value.strip(), f"ARM part {value.strip()}"))
         except OSError:
             pass
+        if parts:
+            name = " + ".join(f"{parts.count(p)}x {p}" for p in dict.fromkeys(parts))
         return cls(name, tuple(f for f in _SIMD if f in flags))
+
+
+def board_model(device_tree: Path = Path("/proc/device-tree/model")) -> str | None:
+    """The board, as its device tree names it ("Raspberry Pi 5 Model B Rev 1.0", "Radxa
+    ROCK 5B"); None on a PC."""
+    try:
+        return device_tree.read_bytes().rstrip(b"\0").decode(errors="replace") or None
+    except OSError:
+        return None
+
+
+def fast_cores(cpu_dir: Path = Path("/sys/devices/system/cpu")) -> int | None:
+    """How many cores share the highest clock: on a big.LITTLE board (an RK3588's four
+    Cortex-A76 and four A55) the decoders run on the big ones, as llama.cpp advises; None
+    when every core is alike or the kernel does not say."""
+    clocks = []
+    for path in cpu_dir.glob("cpu[0-9]*/cpufreq/cpuinfo_max_freq"):
+        try:
+            clocks.append(int(path.read_text().strip()))
+        except (OSError, ValueError):
+            continue
+    if len(set(clocks)) < 2:
+        return None
+    return clocks.count(max(clocks))
 
 
 @dataclass(frozen=True)
@@ -219,6 +254,8 @@ class HardwareProfile:
     onnx_providers: tuple[str, ...] = field(default=())
     """Available onnxruntime providers, the ones the VAD will use, best first."""
     cpu: Cpu = field(default_factory=lambda: Cpu(platform.machine()))
+    board: str | None = None
+    """The board's model (ARM boards' device tree); None on a PC."""
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -229,6 +266,7 @@ def hardware_profile(settings: Settings) -> HardwareProfile:
     import psutil
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = settings.threads or min(fast_cores() or cores or 1, cores or 1)
     available = set(onnxruntime.get_available_providers())
     providers = tuple(p for p in PREFERRED_PROVIDERS if p in available) or (
         "CPUExecutionProvider",
@@ -237,8 +275,9 @@ def hardware_profile(settings: Settings) -> HardwareProfile:
         machine=platform.machine(),
         cores=cores or 1,
         memory_bytes=psutil.virtual_memory().total,
-        cpu_threads=settings.threads or (cores or 1),
+        cpu_threads=threads,
         compute_type=settings.compute_type,
         onnx_providers=providers,
         cpu=Cpu.read(),
+        board=board_model(),
     )

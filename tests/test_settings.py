@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from device.settings import Cpu, Settings, SettingsError, hardware_profile
+from device.settings import Cpu, Settings, SettingsError, board_model, fast_cores, hardware_profile
 
 
 def test_defaults_are_the_embedded_appliance():
@@ -60,3 +60,28 @@ def test_a_time_zone_must_exist():
     assert Settings.from_mapping({"time_zone": "Asia/Hong_Kong"}).time_zone == "Asia/Hong_Kong"
     with pytest.raises(SettingsError, match="time_zone='Mars/Olympus' is not a time zone"):
         Settings.from_mapping({"time_zone": "Mars/Olympus"})
+
+
+def test_an_arm_board_is_named_and_its_big_cores_counted(tmp_path):
+    """An RK3588's /proc/cpuinfo (four Cortex-A55 and four A76, no model name), its device
+    tree's model and its cores' clocks, as the kernel gives them."""
+    info = "".join(
+        f"processor\t: {n}\nBogoMIPS\t: 48.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 "
+        f"sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp\n"
+        f"CPU implementer\t: 0x41\nCPU part\t: {'0xd05' if n < 4 else '0xd0b'}\n\n"
+        for n in range(8))
+    (tmp_path / "cpuinfo").write_text(info)
+    cpu = Cpu.read(tmp_path / "cpuinfo")
+    assert cpu.model == "4x Cortex-A55 + 4x Cortex-A76"
+    assert cpu.simd == ("asimd", "asimddp", "asimdhp")
+    (tmp_path / "model").write_bytes(b"Radxa ROCK 5B\0")
+    assert board_model(tmp_path / "model") == "Radxa ROCK 5B"
+    assert board_model(tmp_path / "none") is None
+    for n in range(8):
+        clock = tmp_path / "cpu" / f"cpu{n}" / "cpufreq" / "cpuinfo_max_freq"
+        clock.parent.mkdir(parents=True)
+        clock.write_text("1800000\n" if n < 4 else "2400000\n")
+    assert fast_cores(tmp_path / "cpu") == 4
+    for n in range(4, 8):  # every core alike: no big ones to prefer
+        (tmp_path / "cpu" / f"cpu{n}" / "cpufreq" / "cpuinfo_max_freq").write_text("1800000")
+    assert fast_cores(tmp_path / "cpu") is None
