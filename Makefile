@@ -26,12 +26,17 @@ ARCH := $(shell uname -m)
 ifeq ($(ARCH),x86_64)
   LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 else
-  LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=armv8.2-a+dotprod+fp16
+  # ARM boards differ: the extensions the kernel lists (Pi 5 and RK3588: dotprod, fp16; a
+  # Pi 4 neither) decide the architecture the library is built for.
+  ARM_FEATURES := $(shell grep -m1 '^Features' /proc/cpuinfo 2>/dev/null)
+  LLAMA_ARM_ARCH := $(if $(findstring asimddp,$(ARM_FEATURES)),armv8.2-a+dotprod$(if \
+    $(findstring asimdhp,$(ARM_FEATURES)),+fp16)$(if $(findstring i8mm,$(ARM_FEATURES)),+i8mm),armv8-a)
+  LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_CPU_ARM_ARCH=$(LLAMA_ARM_ARCH)
 endif
 LLAMA_WHEEL = $(firstword $(wildcard $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_VERSION)-*.whl))
 
 .PHONY: install deps catalogues messages models test-models run worker test test-fast bench screenshots \
-        lint clean distclean \
+        lint clean distclean arm64-check \
         keys bundle bundle-model flash rollback status start
 
 install: deps catalogues models
@@ -100,6 +105,11 @@ test-fast: deps catalogues
 	@$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 SPEECH_DIR ?= ../shared/speech
+
+# The appliance on aarch64 under qemu (docs/arm64.md): not part of `make test` (up to an hour
+# from a cold cache, ~15 minutes with it); needs root for debootstrap and chroot.
+arm64-check:
+	@SPEECH_DIR=$(SPEECH_DIR) bash scripts/arm64-check.sh
 
 bench: install
 	$(PY) bench/asr.py
