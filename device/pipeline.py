@@ -83,22 +83,29 @@ def import_audio(
 def delete_recording(store: Store, settings: Settings, recording_id: int,
                      user: User | None = None) -> Recording:
     """Delete a recording with its audio (the deletion itself is kept: ``store.deletions``)."""
-    from device.recorder import capture_dir  # the recorder builds on this module
     from device.store.voiceprints import Voiceprints
 
     recording = store.delete_recording(recording_id, user)
-    encryption.erase(settings, recording_id)  # every copy of its sealed audio: unreadable
     if settings.voiceprints_path.exists():
         with Voiceprints(settings.voiceprints_path) as prints:
             prints.forget_recording(recording_id)
+    erase_audio_files(settings, recording)
+    return recording
+
+
+def erase_audio_files(settings: Settings, recording: Recording) -> None:
+    """A recording's audio gone from the box: its data key destroyed (every copy of its
+    sealed audio unreadable), its file or sealed segments and its capture folder removed."""
+    from device.recorder import capture_dir  # the recorder builds on this module
+
+    encryption.erase(settings, recording.id)
     if recording.audio_file:
         stored = settings.audio_dir / recording.audio_file
         if stored.is_dir():  # a recording's sealed segments
             shutil.rmtree(stored, ignore_errors=True)
         else:
             stored.unlink(missing_ok=True)
-    shutil.rmtree(capture_dir(settings, recording_id), ignore_errors=True)
-    return recording
+    shutil.rmtree(capture_dir(settings, recording.id), ignore_errors=True)
 
 
 def keep_room_for_recording(settings: Settings, size: int, name: str) -> None:

@@ -17,11 +17,9 @@ tests run the calendar forward without waiting.
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from device import encryption
 from device.errors import InvalidInput
 from device.records import Recording
 from device.settings import Settings
@@ -110,17 +108,10 @@ def purge_if_due(store: Store, settings: Settings, at: datetime, auditor=None
 
 
 def _erase_audio(store: Store, settings: Settings, recording: Recording, at: datetime) -> None:
-    from device.recorder import capture_dir
+    from device.pipeline import erase_audio_files
 
     if store.db.execute("SELECT 1 FROM jobs WHERE recording_id = ? AND status = 'running'",
                         [recording.id]).fetchone():
         raise InvalidInput("a job is working on it")
-    encryption.erase(settings, recording.id)  # every sealed copy: unreadable
+    erase_audio_files(settings, recording)  # a power cut here: the next purge again
     store.update_recording(recording.id, audio_file=None, audio_erased=_stamp(at))
-    if recording.audio_file:
-        stored = settings.audio_dir / recording.audio_file
-        if stored.is_dir():
-            shutil.rmtree(stored, ignore_errors=True)
-        else:
-            stored.unlink(missing_ok=True)
-    shutil.rmtree(capture_dir(settings, recording.id), ignore_errors=True)
