@@ -13,10 +13,8 @@ from __future__ import annotations
 import io
 import json
 import re
-import zoneinfo
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 
 from device.errors import N_
 from device.records import Recording, Segment, Summary
@@ -49,18 +47,6 @@ def clock(seconds: float | None) -> str:
     h, rest = divmod(total, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
-def local_time(stamp: str | None, zone: str, seconds: bool = False) -> str:
-    """A stored UTC time (ISO 8601) as the box's users read it: in their zone, with it.
-
-    >>> local_time("2026-12-01T09:05:30.000+00:00", "Asia/Shanghai")
-    '2026-12-01 17:05 CST'
-    """
-    if not stamp:
-        return ""
-    moment = datetime.fromisoformat(stamp).astimezone(zoneinfo.ZoneInfo(zone))
-    return moment.strftime("%Y-%m-%d %H:%M:%S %Z" if seconds else "%Y-%m-%d %H:%M %Z")
 
 
 def segment_record(segment: Segment) -> dict:
