@@ -57,6 +57,8 @@ class Store(LibraryRooms, TranscriptRooms, EditingRooms, JobRooms, AccountRooms,
     def migrate(self) -> None:
         """Apply pending migrations, all in one write transaction: processes opening the
         store at once queue for it, and a crash leaves the previous schema intact."""
+        if self.schema_version == SCHEMA_VERSION:
+            return  # the common case, read off the file's header: every page opens a store
         migrations = schema_migrations()
         if not migrations.pending(self.db):
             return  # the common case: no write lock taken just to open the store

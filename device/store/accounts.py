@@ -10,7 +10,7 @@ from device.text import NAME_MAX, clean_label
 
 class AccountRooms(Rooms):
     def count_users(self) -> int:
-        return self.db["users"].count
+        return self.db.execute("SELECT count(*) FROM users").fetchone()[0]
 
     def create_user(self, username: str, password_hash: str, role: str) -> User:
         username = clean_label(username, "a user name", NAME_MAX)
@@ -33,17 +33,18 @@ class AccountRooms(Rooms):
             return self.create_user(username, password_hash, role)
 
     def get_user(self, user_id: int) -> User:
-        rows = list(self.db["users"].rows_where("id = ?", [user_id]))
+        rows = list(self.db.query("SELECT * FROM users WHERE id = ?", [user_id]))
         if not rows:
             raise UserNotFound(N_("no user with id %(id)s"), id=user_id)
         return User(**rows[0])
 
     def find_user(self, username: str) -> User | None:
-        rows = list(self.db["users"].rows_where("username = ? COLLATE NOCASE", [username]))
+        rows = list(self.db.query("SELECT * FROM users WHERE username = ? COLLATE NOCASE",
+                                  [username]))
         return User(**rows[0]) if rows else None
 
     def list_users(self) -> list[User]:
-        return [User(**r) for r in self.db["users"].rows_where(order_by="username")]
+        return [User(**r) for r in self.db.query("SELECT * FROM users ORDER BY username")]
 
     def update_user(self, user_id: int, **fields: object) -> User:
         with self.transaction():

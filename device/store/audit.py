@@ -45,9 +45,11 @@ class AuditRooms(Rooms):
                      "object": object, "details": details or {}}
             prev = GENESIS if restart or not last else last[1]
             digest = chain_hash(prev, entry)
-            self.db["audit"].insert({**entry, "details": json.dumps(
-                entry["details"], sort_keys=True, ensure_ascii=False), "prev": prev,
-                "hash": digest})
+            row = {**entry, "details": json.dumps(entry["details"], sort_keys=True,
+                                                  ensure_ascii=False), "prev": prev,
+                   "hash": digest}
+            self.db.execute(f"INSERT INTO audit ({', '.join(row)}) "
+                            f"VALUES ({', '.join('?' * len(row))})", list(row.values()))
         return AuditEntry(**{**entry, "prev": prev, "hash": digest})
 
     def set_aside_damaged_audit(self) -> tuple[int, str]:

@@ -21,15 +21,15 @@ class JobRooms(Rooms):
         return self.get_job(job_id)
 
     def get_job(self, job_id: int) -> Job:
-        rows = list(self.db["jobs"].rows_where("id = ?", [job_id]))
+        rows = list(self.db.query("SELECT * FROM jobs WHERE id = ?", [job_id]))
         if not rows:
             raise JobNotFound(N_("no job with id %(id)s"), id=job_id)
         return job_of(rows[0])
 
     def list_jobs(self, status: str | None = None, limit: int = 100) -> list[Job]:
-        where, args = ("status = ?", [status]) if status else (None, [])
-        return [job_of(r) for r in self.db["jobs"].rows_where(where, args, order_by="id desc",
-                                                             limit=limit)]
+        where, args = ("status = ?", [status]) if status else ("1", [])
+        return [job_of(r) for r in self.db.query(
+            f"SELECT * FROM jobs WHERE {where} ORDER BY id DESC LIMIT ?", [*args, limit])]
 
     def pending_transcriptions(self, owner_id: int) -> int:
         """Transcriptions queued or running for one user's recordings."""
@@ -39,8 +39,8 @@ class JobRooms(Rooms):
             "AND j.status IN ('queued', 'running')", [owner_id]).fetchone()[0]
 
     def jobs_for(self, recording_id: int) -> list[Job]:
-        return [job_of(r) for r in self.db["jobs"].rows_where(
-            "recording_id = ?", [recording_id], order_by="id")]
+        return [job_of(r) for r in self.db.query(
+            "SELECT * FROM jobs WHERE recording_id = ? ORDER BY id", [recording_id])]
 
     def claim(
         self, worker_pid: int, worker_started: float, job_id: int | None = None

@@ -32,7 +32,7 @@ class LibraryRooms(Rooms):
         return self.get_recording(row_id)
 
     def get_recording(self, recording_id: int) -> Recording:
-        rows = list(self.db["recordings"].rows_where("id = ?", [recording_id]))
+        rows = list(self.db.query("SELECT * FROM recordings WHERE id = ?", [recording_id]))
         if not rows:
             raise RecordingNotFound(N_("no recording with id %(id)s"), id=recording_id)
         return recording_of(rows[0])
@@ -44,24 +44,24 @@ class LibraryRooms(Rooms):
     ) -> list[Recording]:
         """Newest first; ``since``/``until`` are ISO dates (inclusive) on the creation time."""
         where, args = self._recording_filter(status, language, since, until, owner_id)
-        return [
-            recording_of(row)
-            for row in self.db["recordings"].rows_where(
-                where, args, order_by="id desc", limit=limit, offset=offset
-            )
-        ]
+        return [recording_of(row) for row in self.db.query(
+            f"SELECT * FROM recordings WHERE {where or 1} ORDER BY id DESC LIMIT ? OFFSET ?",
+            [*args, limit, offset])]
 
     def count_recordings(self, *, status: str | None = None, language: str | None = None,
                          since: str | None = None, until: str | None = None,
                          owner_id: int | None = None) -> int:
         where, args = self._recording_filter(status, language, since, until, owner_id)
-        return self.db["recordings"].count_where(where or "1", args)
+        return self.db.execute(f"SELECT count(*) FROM recordings WHERE {where or 1}",
+                               args).fetchone()[0]
 
     @staticmethod
-    def _recording_filter(status, language, since, until, owner_id) -> tuple[str | None, list]:
-        given = [(clause, value) for clause, value in (
-            ("status = ?", status), ("language = ?", language), ("created >= ?", since),
-            ("substr(created, 1, 10) <= ?", until), ("owner_id = ?", owner_id),
+    def _recording_filter(status, language, since, until, owner_id,
+                          table: str = "recordings") -> tuple[str | None, list]:
+        given = [(clause.format(table), value) for clause, value in (
+            ("{}.status = ?", status), ("{}.language = ?", language),
+            ("{}.created >= ?", since), ("substr({}.created, 1, 10) <= ?", until),
+            ("{}.owner_id = ?", owner_id),
         ) if value not in (None, "")]
         return (" AND ".join(c for c, _ in given) or None), [v for _, v in given]
 
@@ -133,10 +133,13 @@ class LibraryRooms(Rooms):
             "SELECT id, recording_id, t, note FROM markers WHERE recording_id = ? ORDER BY t, id",
             [recording_id])]
 
-    def search(self, query: str, limit: int = 50) -> list[SearchHit]:
-        """Segments containing every term of ``query`` (Chinese or English), newest first
-        (read straight off the index in id order, so a common word costs no more than a
-        rare one).
+    def search(self, query: str, limit: int = 50, *, status: str | None = None,
+               language: str | None = None, since: str | None = None,
+               until: str | None = None, owner_id: int | None = None) -> list[SearchHit]:
+        """Segments containing every term of ``query`` (Chinese or English) in the
+        recordings the filters (as ``list_recordings``') let through, newest first (read
+        straight off the index in id order, so a common word costs no more than a rare
+        one).
 
         Each whitespace-separated term is a phrase: "开放时间" matches those four characters
         in a row, in Simplified or Traditional writing.
@@ -146,15 +149,17 @@ class LibraryRooms(Rooms):
         if not terms:
             return []
         match = " ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        where, args = self._recording_filter(status, language, since, until, owner_id, "r")
         rows = self.db.execute(
-            "SELECT s.recording_id, r.title, s.id, s.start, s.end, s.text "
-            "FROM (SELECT rowid FROM segments_fts WHERE segments_fts MATCH ? "
-            "      ORDER BY rowid DESC LIMIT ?) f "
-            "JOIN segments s ON s.id = f.rowid JOIN recordings r ON r.id = s.recording_id "
-            "ORDER BY s.recording_id DESC, s.idx",
-            [match, limit],
+            "SELECT * FROM ("
+            "  SELECT s.recording_id, r.title, s.id, s.start, s.end, s.text, s.idx "
+            "  FROM segments_fts f JOIN segments s ON s.id = f.rowid "
+            "  JOIN recordings r ON r.id = s.recording_id "
+            f" WHERE segments_fts MATCH ? AND {where or 1} ORDER BY f.rowid DESC LIMIT ?) "
+            "ORDER BY recording_id DESC, idx",
+            [match, *args, limit],
         ).fetchall()
-        return [SearchHit(*row) for row in rows]
+        return [SearchHit(*row[:6]) for row in rows]
 
     def transcript_hash(self, recording_id: int) -> str:
         """Changes whenever the transcript's text does (a summary records which it read)."""
