@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 
 import device
 from device import egress, encryption, export
@@ -61,6 +62,28 @@ def _sign_audit_head(app: FastAPI) -> None:
         app.state.audit_store.close()
 
 
+class AuditAndHeaders:
+    """ASGI middleware: a response's audit entry (``web.audit``) is written and its security
+    headers (``web.headers``) added as its head goes out; plain ASGI, so a page costs no
+    extra task or stream."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_guarded(message):
+            if message["type"] == "http.response.start":
+                request = Request(scope)  # the routes' request state lives in the scope
+                await record_request(request, message["status"])
+                add_security_headers(request, MutableHeaders(scope=message))
+            await send(message)
+
+        await self.app(scope, receive, send_guarded)
+
+
 def _wants_html(request: Request) -> bool:
     return request.method == "GET" and "text/html" in request.headers.get("accept", "")
 
@@ -82,6 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="tingji", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.add_middleware(BodyLimit, upload_max=settings.max_upload_bytes)
     app.add_middleware(HeadAsGet)
+    app.add_middleware(AuditAndHeaders)
     app.state.settings = settings
     app.state.recorder = None
     app.state.login_limiter = security.LoginLimiter()
@@ -100,13 +124,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.auditor = Auditor(settings)
     app.state.unlock_failures = collections.deque()  # wrong passphrases, for the pause
     egress.install()
-
-    @app.middleware("http")
-    async def audit_and_headers(request: Request, call_next):
-        response = await call_next(request)
-        await record_request(request, response.status_code)
-        add_security_headers(request, response)
-        return response
 
     app.state.setup_code = security.new_setup_code() if first_boot else None
     if first_boot:

@@ -6,13 +6,12 @@ on a state-changing method also checks the session's CSRF token.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi import Path as FastAPIPath
 from fastapi.templating import Jinja2Templates
-from starlette.concurrency import run_in_threadpool
 
 from device.errors import N_, RecordingNotFound, TingjiError
 from device.records import Recording, User
@@ -51,8 +50,10 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> Iterator[Store]:
-    """One store handle per request: SQLite connections are cheap and not shared."""
+async def get_store(request: Request) -> AsyncIterator[Store]:
+    """One store handle per request: SQLite connections are cheap and not shared.  Opened
+    and closed on the event loop (a fraction of a millisecond; in WAL mode opening waits for
+    no writer): a page costs two thread hops less."""
     store = Store(request.app.state.settings.database_path)
     try:
         yield store
@@ -80,8 +81,8 @@ def require(role: str):
     """Dependency: the signed-in user, at least ``role``; CSRF checked on writes."""
 
     async def dependency(request: Request, store: StoreDep) -> User:
-        session = await run_in_threadpool(
-            security.session_of, store, request.cookies.get(security.SESSION_COOKIE))
+        # one indexed read, on the loop: readers never wait in WAL mode
+        session = security.session_of(store, request.cookies.get(security.SESSION_COOKIE))
         if session is None:
             raise LoginRequired()
         user, csrf = session

@@ -8,7 +8,7 @@ browser is told to use HTTPS only (HSTS).  Transcripts, audio and exports are ne
 from __future__ import annotations
 
 from fastapi import Request
-from starlette.responses import Response
+from starlette.datastructures import MutableHeaders
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
@@ -18,8 +18,7 @@ NO_STORE = {"recording_page", "recording_json", "recording_audio", "revisions",
 HSTS_SECONDS = 365 * 24 * 3600
 
 
-def add_security_headers(request: Request, response: Response) -> None:
-    headers = response.headers
+def add_security_headers(request: Request, headers: MutableHeaders) -> None:
     headers.setdefault("Content-Security-Policy", CSP)
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("Referrer-Policy", "no-referrer")
