@@ -324,6 +324,7 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     # the other main pages, for the README
     browser.get(base + "/?q=" + first.text.split()[0])
     assert "<mark>" in browser.page_source
+    browser.get(base + "/")
     screenshot(browser, shots, "library")
     problems += accessibility_problems(browser, "library")
     browser.get(f"{base}/system")

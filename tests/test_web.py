@@ -398,6 +398,12 @@ def test_search_highlights_hits_and_links_to_the_moment(box):
     assert 'data-start-at="8.724"' in opened.text
     english = box.reviewer.client.get("/", params={"q": "budget"}).text
     assert "The <mark>Budget</mark> is final" in english
+    # a search shows its hits, not the library's list, and within the library's filters
+    assert 'class="recordings"' not in english
+    for filters, found in (({"since": "2000-01-01"}, True), ({"until": "2000-01-01"}, False),
+                           ({"status": "failed"}, False), ({"language": "xx"}, False)):
+        page = box.reviewer.client.get("/", params={"q": "budget", **filters}).text
+        assert ("<mark>Budget</mark>" in page) is found, filters
 
 
 def test_library_filters_by_status_language_and_date(box):
@@ -990,12 +996,13 @@ def test_the_recording_page_and_the_library_draw_the_recording(role_box):
     assert re.search(r'<line class="marker" x1="500.0"', svg)
     assert re.search(r'<path class="hit" d="M327.3,0', svg)  # the segment at 4 s
     assert 'data-duration="12.0"' in svg and 'id="strip-cursor"' in svg
-    library = role_box.reviewer.client.get("/", params={"q": "预算"}).text
+    found = role_box.reviewer.client.get("/", params={"q": "预算"}).text
+    assert f'/recordings/{rec}?segment=' in found and "&amp;q=%E9%A2%84%E7%AE%97" in found
+    library = role_box.reviewer.client.get("/").text
     row = re.search(rf'<tr>\s*<td><a href="/recordings/{rec}">Strip drawing</a>(.*?)</tr>',
                     library, re.S).group(1)
     assert '<svg class="strip mini"' in row and row.count("<rect ") == 3
     assert re.search(r"<td>12 s</td>\s*<td>2</td>", row)
-    assert f'/recordings/{rec}?segment=' in library and "&amp;q=%E9%A2%84%E7%AE%97" in library
     # a change of speakers shows on the library's strip at once (it is kept drawn until then)
     segments = role_box.reviewer.api("GET", f"/api/recordings/{rec}").json()["segments"]
     assert role_box.reviewer.api("POST", f"/api/recordings/{rec}/speakers/assign", {

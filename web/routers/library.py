@@ -17,6 +17,7 @@ from web.deps import Interviewer, StoreDep, templates
 
 router = APIRouter()
 PAGE = 50
+HITS = 100
 STATUSES = ("recording", "queued", "transcribing", "done", "failed", "interrupted")
 
 
@@ -82,12 +83,12 @@ def library(request: Request, user: Interviewer, store: StoreDep, q: str = "",
     owner = None if user.can("reviewer") else user.id
     filters = {"status": status if status in STATUSES else None, "language": language or None,
                "since": _day(since), "until": _day(until), "owner_id": owner}
-    recordings = store.list_recordings(limit=PAGE, offset=(page - 1) * PAGE, **filters)
-    total = store.count_recordings(**filters)
-    hits = []
-    if q.strip():
-        hits = [h for h in store.search(q, limit=200)
-                if owner is None or store.get_recording(h.recording_id).owner_id == owner][:100]
+    recordings, total, hits = [], 0, []
+    if q.strip():  # a search shows its hits, within the filters
+        hits = store.search(q, limit=HITS, **filters)
+    else:
+        recordings = store.list_recordings(limit=PAGE, offset=(page - 1) * PAGE, **filters)
+        total = store.count_recordings(**filters)
     strips = _strips(request, store, recordings)
     return templates(request).TemplateResponse(request, "library.html", {
         "strips": {r.id: strips[r.id][0] for r in recordings},
