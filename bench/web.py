@@ -177,6 +177,12 @@ def run_load(base: str, clients: int, rounds: int, recordings: int,
     return {name: [t for r in results for t in r[name]] for name in names}, wall
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
@@ -211,7 +217,9 @@ def main() -> int:
         warm = sign_in(base)
         for path in ("/", "/?q=预算", "/recordings/1"):
             warm.get(path).raise_for_status()
+        cpu_before = process_cpu(server.pid)
         timings, wall = run_load(base, args.clients, args.requests, args.recordings)
+        server_cpu = process_cpu(server.pid) - cpu_before
         baselines, _ = run_load(base, args.clients, args.requests, args.recordings,
                                 baseline=True)
     finally:
@@ -231,7 +239,10 @@ def main() -> int:
         "load": {"clients": args.clients, "rounds_per_client": args.requests,
                  "wall_seconds": round(wall, 1),
                  "page_requests_per_second": round(
-                     sum(len(timings[p]) for p in PAGES) / wall, 1)},
+                     sum(len(timings[p]) for p in PAGES) / wall, 1),
+                 "server_cpu_seconds": round(server_cpu, 1),
+                 "server_cpu_ms_per_page": round(
+                     server_cpu * 1000 / sum(len(timings[p]) for p in PAGES), 2)},
         "results": results,
         "target": {"p95_ms_max": TARGET_P95_MS,
                    "met": all(results[p]["p95_ms"] <= TARGET_P95_MS for p in pages)},
