@@ -60,6 +60,8 @@ def _sign_audit_head(app: FastAPI) -> None:
         app.state.auditor.sign_head(store, "shutdown")
     if getattr(app.state, "audit_store", None) is not None:
         app.state.audit_store.close()
+    while app.state.stores:
+        app.state.stores.pop().close()
 
 
 class AuditAndHeaders:
@@ -110,6 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.recorder = None
     app.state.login_limiter = security.LoginLimiter()
     app.state.event_streams = collections.Counter()  # open live-event streams by user
+    app.state.stores = []  # store handles kept open between requests: web.deps.get_store
     app.state.drawn_strips = collections.OrderedDict()  # the library's, web/routers/library.py
     templates = Jinja2Templates(directory=HERE / "templates")  # autoescape on for .html
     templates.env.globals["version"] = device.__version__

@@ -22,6 +22,8 @@ from web import security
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 ROW_ID_MAX = 2**63 - 1
 """SQLite's largest integer: a larger id in a URL or body would overflow, not miss."""
+STORES_KEPT = 8
+"""Store handles kept open between requests (one per request in progress)."""
 RowId = Annotated[int, FastAPIPath(ge=1, le=ROW_ID_MAX)]
 """An id in a URL path: out of SQLite's range answers 422 instead of overflowing."""
 
@@ -51,14 +53,19 @@ def get_settings(request: Request) -> Settings:
 
 
 async def get_store(request: Request) -> AsyncIterator[Store]:
-    """One store handle per request: SQLite connections are cheap and not shared.  Opened
-    and closed on the event loop (a fraction of a millisecond; in WAL mode opening waits for
-    no writer): a page costs two thread hops less."""
-    store = Store(request.app.state.settings.database_path)
+    """A store handle for this request alone, one of the few the app keeps open (opening
+    an SQLite connection costs more than a page's queries).  Taken and given back on the
+    event loop: in WAL mode reading waits for no writer.  A handle left inside a
+    transaction (a failed request) is closed, which rolls it back."""
+    kept = request.app.state.stores
+    store = kept.pop() if kept else Store(request.app.state.settings.database_path)
     try:
         yield store
     finally:
-        store.close()
+        if store.db.conn.in_transaction or len(kept) >= STORES_KEPT:
+            store.close()
+        else:
+            kept.append(store)
 
 
 def templates(request: Request) -> Jinja2Templates:
