@@ -3,13 +3,14 @@ that open the recording at the moment they were said."""
 
 from __future__ import annotations
 
+import html
 import re
 import threading
 from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from device.text import to_simplified
 from web import timeline
@@ -35,11 +36,11 @@ def highlight(text: str, query: str) -> Markup:
     for start, end in sorted(spans):
         if start < position:
             continue
-        out += [escape(text[position:start]), Markup("<mark>"), escape(text[start:end]),
-                Markup("</mark>")]
+        out += [html.escape(text[position:start]), "<mark>", html.escape(text[start:end]),
+                "</mark>"]
         position = end
-    out.append(escape(text[position:]))
-    return Markup("").join(out)
+    out.append(html.escape(text[position:]))
+    return Markup("".join(out))  # every piece of the text escaped above
 
 
 _drawing = threading.Lock()
@@ -49,8 +50,8 @@ last changed (every transcript, edit and speaker change sets it): each library p
 the segments of fifty recordings otherwise."""
 
 
-def _strips(request: Request, store, recordings) -> dict[int, tuple[timeline.Strip, int]]:
-    """(small strip, number of speakers) of each recording."""
+def _strips(request: Request, store, recordings) -> dict[int, tuple[Markup, int]]:
+    """(small strip's lanes as SVG, number of speakers) of each recording."""
     key = {r.id: (r.id, r.updated, r.status, r.duration) for r in recordings}
     _drawn = request.app.state.drawn_strips
     with _drawing:
@@ -58,7 +59,7 @@ def _strips(request: Request, store, recordings) -> dict[int, tuple[timeline.Str
     missing = [r for r in recordings if r.id not in found]
     spans = store.speech_spans([r.id for r in missing])
     for r in missing:
-        found[r.id] = (timeline.speech_strip(r.duration, spans[r.id]),
+        found[r.id] = (timeline.mini_lanes(timeline.speech_strip(r.duration, spans[r.id])),
                        len({s for _, _, s in spans[r.id] if s}))
     with _drawing:
         for r in recordings:
@@ -77,7 +78,7 @@ def _day(value: str) -> str | None:
 
 
 @router.get("/")
-def library(request: Request, user: Interviewer, store: StoreDep, q: str = "",
+async def library(request: Request, user: Interviewer, store: StoreDep, q: str = "",
             status: str = "", language: str = "", since: str = "", until: str = "",
             page: Annotated[int, Query(ge=1, le=1_000_000)] = 1):
     owner = None if user.can("reviewer") else user.id

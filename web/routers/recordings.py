@@ -16,6 +16,7 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from markupsafe import Markup
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from device import audio, encryption, export
 from device.errors import N_, EditConflict
@@ -46,13 +47,29 @@ AUDIO_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".m4a": "audio/mp4",
 
 
 @router.get("/recordings/{recording_id}")
-def recording_page(request: Request, recording_id: RowId, user: Interviewer, store: StoreDep,
-                   t: Annotated[float | None, Query(ge=0, le=1e7)] = None,
-                   segment: Annotated[int | None, Query(ge=1, le=ROW_ID_MAX)] = None,
-                   q: Annotated[str, Query(max_length=200)] = ""):
+async def recording_page(request: Request, recording_id: RowId, user: Interviewer,
+                         store: StoreDep,
+                         t: Annotated[float | None, Query(ge=0, le=1e7)] = None,
+                         segment: Annotated[int | None, Query(ge=1, le=ROW_ID_MAX)] = None,
+                         q: Annotated[str, Query(max_length=200)] = ""):
     """``segment`` opens the page at that segment's own start (a search hit); ``t`` at a
-    time; ``q`` marks where the text searched for is on the timeline."""
+    time; ``q`` marks where the text searched for is on the timeline.  Drawn on the event
+    loop (a thread hop costs more than a short page; its reads wait for no writer), a
+    long recording's page in a thread, so the loop never stalls for long."""
     recording = visible_recording(store, user, recording_id)
+    page = functools.partial(_recording_page, request, recording, user, store, t, segment, q)
+    if (recording.duration or 0) > INLINE_SECONDS:
+        return await run_in_threadpool(page)
+    return page()
+
+
+INLINE_SECONDS = 1800
+"""Pages of recordings up to this long are drawn on the event loop (~10 ms for 30 min)."""
+
+
+def _recording_page(request: Request, recording: Recording, user: User, store,
+                    t: float | None, segment: int | None, q: str):
+    recording_id = recording.id
     segments = store.segments(recording_id, with_words=False)
     start = next((s.start for s in segments if s.id == segment), t)
     summaries = store.summaries(recording_id)
