@@ -264,7 +264,11 @@ def test_reviewer_path_in_a_real_browser(appliance, browser, speech_wav, tmp_pat
     browser.execute_script("document.getElementById('player').pause()")
     screenshot(browser, shots, "recording")
     problems += accessibility_problems(browser, "recording")
-    # the reviewer listened: the text stands, the marks go
+    # the reviewer listened: the text stands, the marks go (offered where marks are, only)
+    offered = browser.execute_script(
+        "return [...document.querySelectorAll('.segment')].map((s) => [!!s.querySelector("
+        "'.confirm'), s.matches('.unsure') || !!s.querySelector('.w.unsure')])")
+    assert offered and all(has == marked for has, marked in offered)
     unsure = find(By.CSS_SELECTOR, ".segment.unsure")
     unsure.find_element(By.CSS_SELECTOR, ".confirm").click()
     wait(lambda: not browser.find_elements(By.CSS_SELECTOR, ".segment.unsure, .w.unsure"), 10,

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from markupsafe import Markup
+
 from device.confidence import segment_unsure
 from device.records import Marker, Segment
 from device.text import fold
@@ -112,6 +114,15 @@ def speech_strip(duration: float | None, spans: Sequence[tuple[float, float, str
                   [Span(_x(a, end), _width(a, b, end), a) for a, b in runs[colour]])
              for colour in sorted(runs)]
     return Strip(end, lanes, [], [], 0)
+
+
+def mini_lanes(strip: Strip) -> Markup:
+    """A small strip's lanes as SVG, for the library page to wrap: drawn here rather than by
+    the template (fifty of them a page), from numbers alone."""
+    return Markup("".join(
+        f'<g class="lane speaker-{int(lane.colour)}">' + "".join(
+            f'<rect x="{float(s.x)}" y="1" width="{float(s.width)}" height="8"></rect>'
+            for s in lane.spans) + "</g>" for lane in strip.lanes))
 
 
 MINI_GAP = 5.0

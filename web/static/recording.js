@@ -60,10 +60,14 @@
     text.replaceChildren(pieces);
   }
   const wordData = JSON.parse(document.getElementById("words").textContent || "{}");
+  const tools = document.getElementById("seg-tools");  // a reviewer's: split, merge, confirm
   for (const seg of transcript.querySelectorAll(".segment")) {
     if (wordData[seg.dataset.id]) wrapWords(seg, wordData[seg.dataset.id]);
-    const confirm = seg.querySelector(".confirm");  // offered where something is marked
-    if (confirm) confirm.hidden = !seg.matches(".unsure") && !seg.querySelector(".w.unsure");
+    if (!tools) continue;
+    const own = tools.content.firstElementChild.cloneNode(true);
+    const marked = seg.matches(".unsure") || seg.querySelector(".w.unsure");
+    if (seg.dataset.revision !== "0" || !marked) own.querySelector(".confirm").remove();  // offered where something is marked
+    seg.append(own);
   }
 
   // -- player sync ---------------------------------------------------------------------
