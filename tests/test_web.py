@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
+import threading
 import time
 
 import pytest
@@ -381,6 +383,44 @@ def test_pages_escape_titles_and_transcript_text(box):
         assert "<script>alert(1)" not in page and "<img src=x" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in client.get("/").text
     assert "&lt;b&gt;" in client.get(f"/recordings/{rec}").text
+
+
+def test_a_long_recordings_page_is_drawn_off_the_event_loop_the_same(box):
+    from web.routers.recordings import INLINE_SECONDS
+
+    rec = stored_transcript(box.settings)
+    short = box.reviewer.client.get(f"/recordings/{rec}").text
+    with Store(box.settings.database_path) as store:
+        store.update_recording(rec, duration=INLINE_SECONDS + 1.0)
+    long = box.reviewer.client.get(f"/recordings/{rec}").text
+    assert short.count('class="segment') == long.count('class="segment') == 3
+    assert 'data-duration="1801.0"' in long
+
+
+def test_a_view_is_audited_even_while_another_process_holds_the_write_lock(box):
+    """The entry is written on the event loop when the trail is free at once; while the
+    worker writes, the page waits for it in a thread instead of failing or skipping it."""
+    rec = stored_transcript(box.settings)
+    holder = sqlite3.connect(box.settings.database_path, isolation_level=None,
+                             check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # what a worker finishing a transcription does
+    release = threading.Timer(0.5, holder.execute, ["COMMIT"])
+    release.start()
+    try:
+        started = time.monotonic()
+        assert box.reviewer.client.get(f"/recordings/{rec}").status_code == 200
+        waited = time.monotonic() - started
+    finally:
+        release.join()
+        holder.close()
+    with Store(box.settings.database_path) as store:
+        views = [e for e in store.audit_entries(action="view_recording")
+                 if e.object == f"recording:{rec}"]
+    assert len(views) == 1 and waited >= 0.4
+    assert box.reviewer.client.get(f"/recordings/{rec}").status_code == 200  # free: at once
+    with Store(box.settings.database_path) as store:
+        assert len([e for e in store.audit_entries(action="view_recording")
+                    if e.object == f"recording:{rec}"]) == 2
 
 
 def test_search_highlights_hits_and_links_to_the_moment(box):

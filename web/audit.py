@@ -11,6 +11,7 @@ written by the auth routes themselves, with the user name tried.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 
 from fastapi import Request
@@ -78,24 +79,45 @@ async def record_request(request: Request, status: int) -> None:
     if found is None:
         return
     action, details = found
-    await run_in_threadpool(write, request, action, getattr(request.state, "user", None),
-                            object_of(request), details)
+    entry = (request, action, getattr(request.state, "user", None), object_of(request),
+             details)
+    if not write(*entry, wait=False):  # on the loop when the trail is free at once
+        await run_in_threadpool(write, *entry)
 
 
 _writing = threading.Lock()
+BUSY_WAIT_MS = 30_000
+"""How long a write in a thread waits for another process's write lock."""
 
 
-def write(request: Request, action: str, user, object: str | None, details: dict) -> None:
+def write(request: Request, action: str, user, object: str | None, details: dict,
+          wait: bool = True) -> bool:
     """Append with the app's one audit connection (entries are written one at a time in
-    any case: each links to the one before)."""
+    any case: each links to the one before).  ``wait=False``: only if neither another
+    request nor another process is writing right now (a fraction of a millisecond: no
+    thread hop for it); False when it would have had to wait."""
     state = request.app.state
-    with _writing:
-        try:
-            if getattr(state, "audit_store", None) is None:
-                state.audit_store = Store(state.settings.database_path)
-            state.auditor.record(state.audit_store, action, user=user,
-                                 address=client_address(request), object=object,
-                                 details=details)
-        except Exception:  # the action is done: say loudly that its entry is missing
-            log.exception("audit trail: could not record %s %s by %s", action, object,
-                          getattr(user, "username", None))
+    if not _writing.acquire(blocking=wait):
+        return False
+    try:
+        if getattr(state, "audit_store", None) is None:
+            state.audit_store = Store(state.settings.database_path)
+        store = state.audit_store
+        store.db.execute(f"PRAGMA busy_timeout = {BUSY_WAIT_MS if wait else 0}")
+        state.auditor.record(store, action, user=user, address=client_address(request),
+                             object=object, details=details)
+    except sqlite3.OperationalError as exc:
+        if not wait and exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return False  # another process writes: wait for it in a thread
+        _missing(action, object, user)
+    except Exception:
+        _missing(action, object, user)
+    finally:
+        _writing.release()
+    return True
+
+
+def _missing(action: str, object: str | None, user) -> None:
+    """The action is done: say loudly that its entry is missing."""
+    log.exception("audit trail: could not record %s %s by %s", action, object,
+                  getattr(user, "username", None))
