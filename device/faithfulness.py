@@ -19,6 +19,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from device.errors import N_
+from device.said import Said
 from device.text import fold
 
 SUPPORTED = 0.5
@@ -163,10 +165,10 @@ def degeneracy(summary: dict, lines: int) -> str | None:
     fields = _fields(summary)
     for name, text in fields:
         if looping(text):
-            return f"{name} repeats itself ({text[:30]}…)"
+            return Said(N_("%(field)s repeats itself (%(text)s…)"), field=name, text=text[:30])
     everything = " ".join(text for _, text in fields)
     if looping(everything):
-        return "the same words fill every field"
+        return Said(N_("the same words fill every field"))
     # A short transcript's one line may well be the summary and its key point too; one
     # text in three fields, or copies making up half of the fields, is no summary.
     texts = Counter(key for _, text in fields
@@ -174,17 +176,17 @@ def degeneracy(summary: dict, lines: int) -> str | None:
     copies = sum(texts.values()) - len(texts)
     if texts and (texts.most_common(1)[0][1] >= 3
                   or (copies >= 2 and copies * 2 >= sum(texts.values()))):
-        return "the same text was copied into several fields"
+        return Said(N_("the same text was copied into several fields"))
     items = [item for section in ("key_points", "decisions", "action_items")
              for item in summary.get(section) or []]
     if lines >= 5 and len(items) >= 2:
         whole = sum(len(set(item.get("segments") or [])) >= max(4, 0.8 * lines)
                     for item in items)
         if whole * 2 >= len(items):
-            return "every point cites the whole transcript"
+            return Said(N_("every point cites the whole transcript"))
     keywords = [fold(str(k)).strip().lower() for k in summary.get("keywords") or []]
     if len(keywords) >= 4 and len(set(keywords)) * 2 <= len(keywords):
-        return "the keywords repeat each other"
+        return Said(N_("the keywords repeat each other"))
     return None
 
 

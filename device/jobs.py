@@ -21,9 +21,10 @@ import psutil
 
 from device import encryption
 from device.encryption import BoxLocked
-from device.errors import JobCancelled, TingjiError
+from device.errors import N_, JobCancelled, TingjiError
 from device.pipeline import Engines, transcribe_recording
 from device.records import Job
+from device.said import Said, of_error
 from device.settings import Settings, hardware_profile
 from device.store import Store
 from models.store import ModelError
@@ -170,13 +171,14 @@ class Runner:
         except JobCancelled:
             log.info("job %s cancelled", job.id)
         except BoxLocked:  # locked between the claim and the start: it waits in the queue
-            store.release_job(job.id, "waiting for the box to be unlocked")
+            store.release_job(job.id, Said(N_("waiting for the box to be unlocked")))
             log.info("job %s waits: the box is locked", job.id)
         except (TingjiError, ModelError) as exc:
-            store.fail_job(job.id, str(exc))
+            store.fail_job(job.id, of_error(exc))
             log.warning("job %s failed: %s", job.id, exc)
         except Exception as exc:  # a bug must not stop the queue: record it and go on
-            store.fail_job(job.id, f"internal error: {type(exc).__name__}: {exc}")
+            store.fail_job(job.id, Said(N_("internal error: %(error)s"),
+                                        error=f"{type(exc).__name__}: {exc}"))
             log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
         return False
 

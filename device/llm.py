@@ -19,6 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from device.errors import N_
+from device.said import Said
+
 SEED = 20261124
 """Fixed: the same transcript and model give the same summary."""
 
@@ -49,7 +52,8 @@ class RepetitionLoop(ValueError):
     """Generation was stopped: the text had fallen into a loop."""
 
     def __init__(self, tail: str):
-        super().__init__(f"the model fell into a repetition loop (…{tail[-40:]})")
+        super().__init__(Said(N_("the model fell into a repetition loop (…%(tail)s)"),
+                              tail=tail[-40:]))
         self.tail = tail
 
 

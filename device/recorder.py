@@ -34,6 +34,7 @@ from device.live import LiveSegment, LiveTranscriber
 from device.pipeline import Engines, recognition_options, select_profile
 from device.profiles import NO_TERMS, finish_segment
 from device.records import Marker, Recording
+from device.said import Said, of_error
 from device.settings import Settings
 from device.store import Store
 
@@ -248,10 +249,11 @@ class Recorder:
                                    "seconds": round(self._writer.samples_written / SAMPLE_RATE,
                                                     2)})
         except (DiskFullError, CaptureError) as exc:
-            self.stop_reason = f"recording stopped: {exc}"
+            self.stop_reason = Said(N_("recording stopped: %(reason)s"), reason=of_error(exc))
             log.warning("%s", self.stop_reason)
         except Exception as exc:  # keep the audio whatever happened
-            self.stop_reason = f"recording stopped: {type(exc).__name__}: {exc}"
+            self.stop_reason = Said(N_("recording stopped: %(reason)s"),
+                                    reason=f"{type(exc).__name__}: {exc}")
             log.exception("capture failed")
 
     def _finish(self) -> Recording:
@@ -264,9 +266,10 @@ class Recorder:
                 status = finish_capture(store, self.settings, recording_id, "queued",
                                         error=self.stop_reason)
             except DiskFullError as exc:
-                reason = (f"{self.stop_reason or exc}; the audio recorded so far is kept in "
-                          f"{capture_dir(self.settings, recording_id)} and is joined on the "
-                          "next start once space is free")
+                reason = Said(N_("%(reason)s; the audio recorded so far is kept in "
+                                 "%(folder)s and is joined on the next start once space is "
+                                 "free"), reason=self.stop_reason or of_error(exc),
+                              folder=str(capture_dir(self.settings, recording_id)))
                 store.update_recording(recording_id, status="interrupted", error=reason)
                 status = "interrupted"
             self.state = "idle"
@@ -319,7 +322,7 @@ def finish_capture(store: Store, settings: Settings, recording_id: int, status: 
                       {"language": None, **({"speakers": said} if said else {})})
     else:
         store.update_recording(recording_id, status="failed",
-                               error=error or "nothing was recorded")
+                               error=error or Said(N_("nothing was recorded")))
     return status if samples else "failed"
 
 
@@ -349,7 +352,7 @@ def recover_interrupted(settings: Settings) -> list[int]:
                     continue
                 try:
                     finish_capture(store, settings, recording_id, "recovered",
-                                   error="recovered after an interruption")
+                                   error=Said(N_("recovered after an interruption")))
                     recovered.append(recording_id)
                     log.info("recording %s recovered", recording_id)
                 except DiskFullError as exc:

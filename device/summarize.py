@@ -35,6 +35,7 @@ from device.faithfulness import check_claims, degeneracy, loop_at_end
 from device.grounding import Flag, grounding_flags
 from device.llm import READING, SEED, JsonGenerator, RepetitionLoop, Sampling
 from device.records import Segment
+from device.said import Said, of_error
 from device.summary_schema import schemas
 from device.summary_text import (
     CHUNK_CHARS,
@@ -162,7 +163,7 @@ class LlamaSummarizer:
                                                       looping=loop_at_end,
                                                       expected_tokens=max_tokens // 4)
             except RepetitionLoop as exc:
-                reason = str(exc)
+                reason = of_error(exc)
                 continue
             except ValueError as exc:
                 raise SummaryError(str(exc)) from exc
@@ -170,12 +171,13 @@ class LlamaSummarizer:
                 # strict=False: the grammar lets a raw newline or tab into a string.
                 answer = json.loads(completion.text, strict=False)
             except json.JSONDecodeError as exc:
-                reason = f"the model returned invalid JSON ({exc})"
+                reason = Said(N_("the model returned invalid JSON (%(error)s)"), error=str(exc))
                 continue
             reason = degeneracy(answer, lines)
             if reason is None:
                 return answer
-        raise UnreliableSummary(f"no reliable summary: {reason} (tried {len(TRIES)} times)")
+        raise UnreliableSummary(N_("no reliable summary: %(reason)s (tried %(num)d times)"),
+                                reason=reason, num=len(TRIES))
 
     def _tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False))
@@ -191,12 +193,14 @@ class LlamaSummarizer:
         """Map: notes per chunk; then notes too long for the final call merged in groups."""
         notes = []
         for index in range(len(plan.chunks)):
-            part = f"part {index + 1} of {len(plan.chunks)}"
+            part = Said(N_("part %(num)d of %(total)d"), num=index + 1,
+                        total=len(plan.chunks))
             first = 1 + sum(len(chunk) for chunk in plan.chunks[:index])
             text = plan.notes_text(index)
             picked = self._pick(plan, text, range(first, first + len(plan.chunks[index])),
-                                f"picking the lines that carry {part}")
-            plan.starting(f"reading {part}", f"writing notes on {part}")
+                                Said(N_("picking the lines that carry %(part)s"), part=part))
+            plan.starting(Said(N_("reading %(part)s"), part=part),
+                          Said(N_("writing notes on %(part)s"), part=part))
             notes.append(self._complete(
                 plan, text + _picks(picked)
                 + "List this part's key points, decisions and action items as JSON.",
@@ -207,7 +211,7 @@ class LlamaSummarizer:
             plan.calls += len(groups)
             notes = []
             for group in groups:
-                plan.starting("reading the notes", "merging the notes")
+                plan.starting(Said(N_("reading the notes")), Said(N_("merging the notes")))
                 notes.append(self._complete(
                     plan, "Notes on consecutive parts of one transcript, as JSON. "
                     "Merge them into one set of notes, keeping each item's segments:\n"
@@ -223,7 +227,7 @@ class LlamaSummarizer:
         follows it."""
         if not plan.extract:
             return []
-        plan.starting("reading the transcript", stage)
+        plan.starting(Said(N_("reading the transcript")), stage)
         try:
             answer = self._complete(plan, text + _PICK_REQUEST, max_tokens=96,
                                     schema=_PICK_SCHEMA, lines=len(numbers))
@@ -235,12 +239,12 @@ class LlamaSummarizer:
     def write(self, plan: Plan, notes: list[dict] | None,
               notes_model_id: str | None = None) -> Summary:
         """The summary: from the transcript itself when it fits one call, else from notes."""
-        plan.starting("reading the notes", "writing the summary")
+        plan.starting(Said(N_("reading the notes")), Said(N_("writing the summary")))
         if notes is None:
             text = "Transcript:\n" + _transcript_text(plan.lines) + "\n\n"
             picked = self._pick(plan, text, range(1, len(plan.lines) + 1),
-                                "picking the lines that carry the content")
-            plan.starting("reading the transcript", "writing the summary")
+                                Said(N_("picking the lines that carry the content")))
+            plan.starting(Said(N_("reading the transcript")), Said(N_("writing the summary")))
             merged = self._complete(plan, text + _picks(picked) + "Summarise it as JSON.",
                                     max_tokens=2048, schema=plan.summary_schema,
                                     lines=len(plan.lines))
@@ -251,13 +255,13 @@ class LlamaSummarizer:
                 + _notes_text(notes), max_tokens=2048, schema=plan.summary_schema,
                 lines=len(plan.lines))
         plan.step()
-        plan.on_progress(100.0, "checking the summary against the transcript")
+        plan.on_progress(100.0, Said(N_("checking the summary against the transcript")))
         lines = plan.lines
         checked = check_claims(merged, [line.text for line in lines])
         if not any(checked.summary.get(k) for k in ("key_points", "decisions", "action_items")):
-            raise UnreliableSummary(
-                "no reliable summary: none of its points is said in the transcript lines "
-                f"it cites or in any other ({len(checked.unsupported)} left out)")
+            raise UnreliableSummary(N_(
+                "no reliable summary: none of its points is said in the transcript lines it "
+                "cites or in any other (%(num)d left out)"), num=len(checked.unsupported))
         merged = checked.summary
         for section in ("key_points", "decisions", "action_items"):
             for item in merged.get(section, []):
@@ -295,7 +299,8 @@ class Plan:
     retries: int = 0
     extract: bool = True
     """Pick the lines that carry the content before writing from them."""
-    call: tuple[str, str] = ("reading the transcript", "writing the summary")
+    call: tuple[str, str] = (Said(N_("reading the transcript")),
+                             Said(N_("writing the summary")))
     retrying: bool = False
 
     @classmethod
@@ -332,7 +337,7 @@ class Plan:
         reading, writing = self.call
         stage = reading if fraction < READING else writing
         if self.retrying:
-            stage += " again (the first answer was degenerate)"
+            stage = Said(N_("%(stage)s again (the first answer was degenerate)"), stage=stage)
         self.on_progress(99.0 * min((self.done + fraction) / self.calls, 1.0), stage)
 
     def step(self) -> None:

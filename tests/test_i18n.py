@@ -150,6 +150,51 @@ def test_errors_are_said_in_the_readers_language(box):
     assert answer.status_code == 401 and "用户名或密码错误" in answer.text
 
 
+def test_what_the_box_stored_for_later_is_said_in_the_readers_language(box):
+    """A revision's note, a job's stage and a failure are kept as message ids with their
+    parameters: each reader is told them in their language; older plain text as it is."""
+    from device.errors import N_
+    from device.said import Said
+
+    rec = stored_transcript(box.settings, title="Stored words")
+    reviewer = box.reviewer
+    segments = reviewer.api("GET", f"/api/recordings/{rec}").json()["segments"]
+    reviewer.api("PATCH", f"/api/segments/{segments[0]['id']}",
+                 {"text": "改过的文字", "revision": segments[0]["revision"]})
+    reviewer.api("POST", f"/api/recordings/{rec}/speakers/rename", {"old": "A", "new": "王芳"})
+    history = f"/api/recordings/{rec}/revisions"
+    assert [r["note"] for r in reviewer.api("GET", history, headers=CHINESE).json()] == \
+        ["说话人 A → 王芳", "编辑了一段"]
+    assert [r["note"] for r in reviewer.api("GET", history).json()] == \
+        ["speaker A → 王芳", "edited a segment"]
+    undone = reviewer.api("GET", history).json()[0]["id"]
+    reviewer.api("POST", f"/api/revisions/{undone}/undo")
+    assert reviewer.api("GET", history, headers=CHINESE).json()[0]["note"] == \
+        "撤销：说话人 A → 王芳"  # said within what is said
+    with Store(box.settings.database_path) as store:
+        store.db.execute("UPDATE revisions SET note = 'an older note' WHERE recording_id = ? "
+                         "AND kind = 'edit'", [rec])
+        job = store.claim(1, 0.0, store.enqueue("summarize", rec).id)
+        store.set_progress(job.id, 40.0, Said(N_("reading %(part)s"), part=Said(
+            N_("part %(num)d of %(total)d"), num=2, total=3)))
+        assert store.get_job(job.id).stage == "reading part 2 of 3"  # English to the CLI
+    assert "an older note" in [r["note"] for r in reviewer.api("GET", history,
+                                                               headers=CHINESE).json()]
+    polled = reviewer.api("GET", f"/api/jobs/{job.id}", headers=CHINESE).json()
+    assert polled["stage"] == "阅读第 2 部分（共 3 部分）"
+    page = reviewer.client.get(f"/recordings/{rec}", headers=CHINESE).text
+    assert "阅读第 2 部分（共 3 部分）" in page
+    with Store(box.settings.database_path) as store:
+        store.fail_job(job.id, Said(N_("internal error: %(error)s"), error="OSError: x"))
+        failed = store.create_recording("Failed one", "f.wav")
+        store.fail_job(store.claim(1, 0.0, store.enqueue("transcribe", failed.id).id).id,
+                       Said(N_("nothing was recorded")))
+    page = reviewer.client.get(f"/recordings/{rec}", headers=CHINESE).text
+    assert "上次生成摘要失败：内部错误：OSError: x" in page
+    assert "什么也没有录下" in reviewer.client.get("/", headers=CHINESE).text
+    assert "nothing was recorded" in reviewer.client.get("/").text
+
+
 def test_a_users_own_language_wins_over_the_browser(box):
     ivan = box.interviewer
     assert ivan.client.post("/account/language", data={

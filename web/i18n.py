@@ -33,6 +33,7 @@ from babel.support import Translations
 from jinja2 import pass_context
 
 from device.errors import N_
+from device.said import Said
 
 HERE = Path(__file__).parent
 CATALOGUES = HERE / "translations"
@@ -115,12 +116,26 @@ def say(request, message, **params) -> str:
     """``message`` in the request's language: a message id (formatted with ``params``), or
     an error raised with a message id and its parameters (``device.errors``); other errors
     as they are."""
+    if isinstance(message, Said):
+        return told(request, message)
     if isinstance(message, BaseException):
         if getattr(message, "template", None) is None:
             return str(message)
         message, params = message.template, message.params
     text = translations(language_of(request)).gettext(message)
     return text % params if params else text
+
+
+def told(request, value: str | None) -> str | None:
+    """Stored text (``device.said``) in the request's language; plain text as it is."""
+    if isinstance(value, Said):
+        return value.said(translations(language_of(request)).gettext)
+    return value
+
+
+def told_fields(request, record: dict, *keys: str) -> dict:
+    """A record as JSON for a script, its stored texts ``keys`` in the request's language."""
+    return {**record, **{key: told(request, record.get(key)) for key in keys}}
 
 
 @pass_context
@@ -190,6 +205,11 @@ def install(templates, settings) -> None:
             return value or ""
         return translations(language_of(context["request"])).gettext(value)
 
+    @pass_context
+    def said(context, value: str | None) -> str:
+        return told(context["request"], value) or ""
+
+    env.filters["said"] = said
     env.filters["word"] = word
     env.filters["local_time"] = when
     env.filters["duration"] = duration

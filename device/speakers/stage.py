@@ -17,6 +17,7 @@ from device.channels import Track
 from device.errors import N_, AudioError, InvalidInput
 from device.pipeline import Engines, Heard
 from device.records import Segment, User
+from device.said import Said
 from device.settings import Settings
 from device.store import Store
 
@@ -47,9 +48,9 @@ def diarize_recording(
                               settings.min_speakers, settings.max_speakers)
         names, voices = _known_voices(settings, found)
         chosen = {s.id: s.speaker for s in label(open_, found.turns, split=False, names=names)}
-    count = f"{speakers} speakers" if speakers else "speakers counted"
-    changed = store.relabel_speakers(recording_id, chosen, f"speakers found again ({count})",
-                                     user)
+    note = (Said(N_("speakers found again (%(num)d speakers)"), num=speakers) if speakers
+            else Said(N_("speakers found again (speakers counted)")))
+    changed = store.relabel_speakers(recording_id, chosen, note, user)
     record_voice_uses(settings, recording_id, voices)
     return changed
 

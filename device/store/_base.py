@@ -13,6 +13,7 @@ from pathlib import Path
 import sqlite_utils
 
 from device.records import Job, Recording, Revision, Segment, Word
+from device.said import loaded
 
 JSON_COLUMNS = ("terms", "language_probabilities", "auto_decision", "channel_layout")
 """Recording columns stored as JSON text."""
@@ -62,16 +63,17 @@ def encode_fields(fields: dict) -> dict:
 
 def revision_of(row: dict) -> Revision:
     return Revision(**{**row, "before": json.loads(row["before"]),
-                       "after": json.loads(row["after"])})
+                       "after": json.loads(row["after"]), "note": loaded(row["note"])})
 
 
 def recording_of(row: dict) -> Recording:
-    return Recording(**{k: json.loads(v) if k in JSON_COLUMNS and v else v
-                        for k, v in row.items()})
+    fields = {k: json.loads(v) if k in JSON_COLUMNS and v else v for k, v in row.items()}
+    return Recording(**{**fields, "error": loaded(fields.get("error"))})
 
 
 def job_of(row: dict) -> Job:
-    return Job(**{**row, "params": json.loads(row["params"] or "{}")})
+    return Job(**{**row, "params": json.loads(row["params"] or "{}"),
+                  "stage": loaded(row.get("stage")), "error": loaded(row.get("error"))})
 
 
 def segment_of(snap: dict) -> Segment:

@@ -8,6 +8,7 @@ import json
 
 from device.errors import N_, EditConflict, InvalidInput, RevisionNotFound, SegmentNotFound
 from device.records import Revision, Segment, User
+from device.said import Said, stored
 from device.store._base import Rooms, now, revision_of, segment_of
 from device.text import NAME_MAX, clean_label
 from device.timing import retime_words
@@ -44,7 +45,7 @@ class EditingRooms(Rooms):
                 return segment_of(before)
             after = {**before, "text": text, "words": _retimed(before, text),
                      "revision": before["revision"] + 1}
-            self._change(before["recording_id"], "edit", "edited a segment", user,
+            self._change(before["recording_id"], "edit", Said(N_("edited a segment")), user,
                          [before], [after])
         return self.get_segment(segment_id)
 
@@ -55,7 +56,8 @@ class EditingRooms(Rooms):
         with self.transaction():
             before = self._current(segment_id, revision)
             after = {**before, "revision": before["revision"] + 1}
-            self._change(before["recording_id"], "confirm", "confirmed a segment as heard",
+            self._change(before["recording_id"], "confirm",
+                         Said(N_("confirmed a segment as heard")),
                          user, [before], [after])
         return self.get_segment(segment_id)
 
@@ -78,9 +80,11 @@ class EditingRooms(Rooms):
                 raise InvalidInput(N_("every segment must belong to this recording"))
             after = [{**s, "speaker": speaker, "revision": s["revision"] + 1} for s in before]
             if before:
-                note = f"speaker → {speaker or '(none)'}"
+                note = (Said(N_("speaker → %(name)s"), name=speaker) if speaker
+                        else Said(N_("speaker removed")))
                 if len(before) > 1:
-                    note += f" for {len(before)} segments"
+                    note = Said(N_("%(change)s for %(num)d segments"), change=note,
+                                num=len(before))
                 self._change(recording_id, "speaker", note, user, before, after)
         return [self.get_segment(segment_id) for segment_id, _ in picks]
 
@@ -108,7 +112,8 @@ class EditingRooms(Rooms):
             before = [s for s in self._snapshots(recording_id) if s["speaker"] == old]
             after = [{**s, "speaker": new, "revision": s["revision"] + 1} for s in before]
             if before:
-                self._change(recording_id, "rename_speaker", f"speaker {old} → {new}", user,
+                self._change(recording_id, "rename_speaker",
+                             Said(N_("speaker %(old)s → %(new)s"), old=old, new=new), user,
                              before, after)
         return len(before)
 
@@ -126,8 +131,9 @@ class EditingRooms(Rooms):
                 raise InvalidInput(N_("choose two different speakers to merge"))
             before = [s for s in snaps if s["speaker"] == speaker]
             after = [{**s, "speaker": into, "revision": s["revision"] + 1} for s in before]
-            self._change(recording_id, "merge_speakers", f"speaker {speaker} merged into "
-                         f"{into}", user, before, after)
+            self._change(recording_id, "merge_speakers", Said(
+                N_("speaker %(speaker)s merged into %(into)s"), speaker=speaker, into=into),
+                user, before, after)
         return len(before)
 
     def replace_text(self, recording_id: int, find: str, replacement: str,
@@ -145,7 +151,9 @@ class EditingRooms(Rooms):
                 after.append({**s, "text": text, "words": _retimed(s, text),
                               "revision": s["revision"] + 1})
             if before:
-                self._change(recording_id, "replace", f"replaced “{find}” with “{replacement}”",
+                self._change(recording_id, "replace", Said(
+                    N_("replaced “%(find)s” with “%(replacement)s”"), find=find,
+                    replacement=replacement),
                              user, before, after)
         return len(before)
 
@@ -172,7 +180,7 @@ class EditingRooms(Rooms):
                     "revision": before["revision"] + 1}
             right = {**before, "id": None, "text": second, "start": t, "words": tail,
                      "revision": 0}
-            ids = self._change(before["recording_id"], "split", "split a segment", user,
+            ids = self._change(before["recording_id"], "split", Said(N_("split a segment")), user,
                                [before], [left, right], structural=True)
         return self.get_segment(ids[0]), self.get_segment(ids[1])
 
@@ -191,7 +199,7 @@ class EditingRooms(Rooms):
             merged = {**first, "text": first["text"] + joiner + second["text"],
                       "end": second["end"], "words": first["words"] + second["words"],
                       "revision": first["revision"] + 1}
-            self._change(first["recording_id"], "merge", "merged two segments", user,
+            self._change(first["recording_id"], "merge", Said(N_("merged two segments")), user,
                          [first, second], [merged], structural=True)
         return self.get_segment(segment_id)
 
@@ -230,7 +238,8 @@ class EditingRooms(Rooms):
                                               if s["id"] in current else 0) + 1}
                         for s in revision.before]
             structural = ids_before != set(after_ids)
-            self._change(revision.recording_id, "undo", f"undid: {revision.note}", user,
+            self._change(revision.recording_id, "undo",
+                         Said(N_("undid: %(change)s"), change=revision.note), user,
                          list(current.values()), restored, structural=structural)
             new_id = self.db.execute("SELECT max(id) FROM revisions").fetchone()[0]
             self.db.execute("UPDATE revisions SET undone_by = ? WHERE id = ?",
@@ -282,7 +291,7 @@ class EditingRooms(Rooms):
     def _add_revision(self, recording_id: int, kind: str, note: str, user: User | None,
                       before: list[dict], after: list[dict]) -> int:
         return self.db["revisions"].insert({
-            "recording_id": recording_id, "kind": kind, "note": note,
+            "recording_id": recording_id, "kind": kind, "note": stored(note),
             "user_id": user.id if user else None, "username": user.username if user else None,
             "before": json.dumps(before, ensure_ascii=False),
             "after": json.dumps(after, ensure_ascii=False), "created": now(),

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from device.errors import N_, JobNotFound
 from device.records import Job
+from device.said import Said, stored
 from device.store._base import Rooms, job_of, now
 
 
@@ -70,7 +71,7 @@ class JobRooms(Rooms):
             self.db.execute(
                 "UPDATE jobs SET progress = ?, stage = coalesce(?, stage) "
                 "WHERE id = ? AND status = 'running'",
-                [round(min(max(progress, 0.0), 100.0), 1), stage, job_id],
+                [round(min(max(progress, 0.0), 100.0), 1), stored(stage), job_id],
             )
 
     def finish_job(self, job_id: int) -> None:
@@ -85,7 +86,7 @@ class JobRooms(Rooms):
             self.db.execute(
                 "UPDATE jobs SET status = 'queued', attempts = max(attempts - 1, 0), "
                 "started = NULL, worker_pid = NULL, worker_started = NULL, progress = 0, "
-                "stage = ? WHERE id = ? AND status = 'running'", [why, job_id])
+                "stage = ? WHERE id = ? AND status = 'running'", [stored(why), job_id])
             job = self.get_job(job_id)
             if job.kind == "transcribe":
                 self.db["recordings"].update(job.recording_id,
@@ -98,15 +99,14 @@ class JobRooms(Rooms):
             job = self.get_job(job_id)
             self._finish(job_id, "failed", error)
             if job.kind == "transcribe":
-                self.db["recordings"].update(
-                    job.recording_id, {"status": "failed", "error": error, "updated": now()}
-                )
+                self.db["recordings"].update(job.recording_id, {
+                    "status": "failed", "error": stored(error), "updated": now()})
 
     def _finish(self, job_id: int, status: str, error: str | None) -> None:
         self.db.execute(
             "UPDATE jobs SET status = ?, error = ?, finished = ?, "
             "progress = CASE WHEN ? = 'done' THEN 100 ELSE progress END WHERE id = ?",
-            [status, error, now(), status, job_id],
+            [status, stored(error), now(), status, job_id],
         )
 
     def requeue_interrupted(
@@ -121,10 +121,9 @@ class JobRooms(Rooms):
                 if is_alive(job.worker_pid, job.worker_started):
                     continue
                 if job.attempts >= max_attempts:
-                    self.fail_job(
-                        job.id, f"interrupted {job.attempts} times (the worker was killed "
-                        "or crashed each time); giving up"
-                    )
+                    self.fail_job(job.id, Said(N_(
+                        "interrupted %(num)d times (the worker was killed or crashed each "
+                        "time); giving up"), num=job.attempts))
                 else:
                     self.db.execute(
                         "UPDATE jobs SET status = 'queued', worker_pid = NULL WHERE id = ?",

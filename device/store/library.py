@@ -15,6 +15,7 @@ from device.records import (
     Summary,
     User,
 )
+from device.said import stored
 from device.store._base import Rooms, encode_fields, now, recording_of
 from device.text import NAME_MAX, NOTE_MAX, TITLE_MAX, clean_label, search_form
 
@@ -76,6 +77,8 @@ class LibraryRooms(Rooms):
                 if not fields[key]:
                     raise InvalidInput(f"{what} cannot be empty")
         with self.transaction():
+            if "error" in fields:
+                fields["error"] = stored(fields["error"])
             self.db["recordings"].update(recording_id,
                                          {**encode_fields(fields), "updated": now()})
         return self.get_recording(recording_id)

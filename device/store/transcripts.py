@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from device.errors import N_
 from device.records import Segment
+from device.said import Said
 from device.store._base import Rooms, encode_fields, now, segment_of
 from device.text import search_form
 
@@ -85,7 +87,8 @@ class TranscriptRooms(Rooms):
             new_ids = [self._insert_segment(recording_id, idx, segment)
                        for idx, segment in enumerate(segments)]
             if edited:  # reviewers' edits stay in the history: undo brings them back
-                self._add_revision(recording_id, "retranscribe", "transcribed again", None,
+                self._add_revision(recording_id, "retranscribe",
+                                   Said(N_("transcribed again")), None,
                                    before, self._snapshots(recording_id, new_ids))
             self.db["recordings"].update(
                 recording_id,

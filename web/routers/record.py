@@ -30,7 +30,7 @@ from device.recorder import NotRecording, Recorder, RecorderBusy
 from device.records import User
 from device.text import NOTE_MAX, TITLE_MAX
 from web.deps import Interviewer, Refused, SettingsDep, templates
-from web.i18n import say
+from web.i18n import say, told
 
 router = APIRouter()
 _setup = threading.Lock()
@@ -159,7 +159,7 @@ def marker(body: MarkerRequest, request: Request, user: Interviewer):
 def stop(request: Request, user: Interviewer):
     recording = _control(request, user, "stop")
     return {"recording_id": recording.id, "status": recording.status,
-            "duration": recording.duration, "error": recording.error}
+            "duration": recording.duration, "error": told(request, recording.error)}
 
 
 @router.post("/api/record/chunk")

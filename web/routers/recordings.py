@@ -38,7 +38,7 @@ from web.deps import (
     templates,
     visible_recording,
 )
-from web.i18n import say
+from web.i18n import say, told_fields
 
 router = APIRouter()
 AUDIO_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".m4a": "audio/mp4",
@@ -167,11 +167,13 @@ def _sealed_response(request: Request, path, key: bytes, media_type: str) -> Res
 
 
 @router.get("/api/recordings/{recording_id}")
-def recording_json(recording_id: RowId, user: Interviewer, store: StoreDep):
+def recording_json(request: Request, recording_id: RowId, user: Interviewer,
+                   store: StoreDep):
     recording = visible_recording(store, user, recording_id)
-    return {"recording": asdict(recording),
+    return {"recording": told_fields(request, asdict(recording), "error"),
             "segments": [export.segment_record(s) for s in store.segments(recording_id)],
-            "jobs": [asdict(j) for j in store.jobs_for(recording_id)],
+            "jobs": [told_fields(request, asdict(j), "stage", "error")
+                     for j in store.jobs_for(recording_id)],
             "summary": _as_dict(store.latest_summary(recording_id))}
 
 
@@ -311,10 +313,11 @@ def replace(recording_id: RowId, body: Replace, user: Reviewer, store: StoreDep)
 
 
 @router.get("/api/recordings/{recording_id}/revisions")
-def revisions(recording_id: RowId, user: Reviewer, store: StoreDep,
+def revisions(request: Request, recording_id: RowId, user: Reviewer, store: StoreDep,
               limit: Annotated[int, Query(ge=1, le=100_000)] = 200):
     store.get_recording(recording_id)
-    return store.revisions(recording_id, limit)
+    return [told_fields(request, asdict(r), "note") for r in store.revisions(recording_id,
+                                                                              limit)]
 
 
 @router.post("/api/revisions/{revision_id}/undo")
@@ -416,8 +419,8 @@ def edit_summary(recording_id: RowId, body: SummaryEdit, user: Reviewer, store: 
 
 
 @router.get("/api/jobs/{job_id}")
-def job_status(job_id: RowId, user: Interviewer, store: StoreDep):
+def job_status(request: Request, job_id: RowId, user: Interviewer, store: StoreDep):
     job = store.get_job(job_id)
     visible_recording(store, user, job.recording_id)
-    return asdict(job)
+    return told_fields(request, asdict(job), "stage", "error")
 
