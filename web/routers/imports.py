@@ -32,7 +32,7 @@ SNIFF_BYTES = 16
 @router.get("/upload")
 def upload_page(request: Request, user: Interviewer, settings: SettingsDep):
     return templates(request).TemplateResponse(request, "upload.html", {
-        "profiles": sorted(load_profiles(settings.data_dir)),
+        "profiles": sorted((p.name, p.title) for p in load_profiles(settings.data_dir).values()),
         "max_bytes": settings.max_upload_bytes})
 
 

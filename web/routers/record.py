@@ -84,7 +84,7 @@ def _source(body: StartRequest, settings):
 def record_page(request: Request, user: Interviewer, settings: SettingsDep):
     demo = settings.data_dir / "demo"
     return templates(request).TemplateResponse(request, "record.html", {
-        "profiles": sorted(load_profiles(settings.data_dir)),
+        "profiles": sorted((p.name, p.title) for p in load_profiles(settings.data_dir).values()),
         "demos": sorted(p.name for p in demo.glob("*") if p.is_file()) if demo.is_dir() else []})
 
 
