@@ -85,7 +85,7 @@ class Auditor:
 
     def record(self, store: Store, action: str, *, user: User | None = None,
                address: str | None = None, object: str | None = None,
-               details: dict | None = None) -> AuditEntry:
+               details: dict | None = None, sign: bool = True) -> AuditEntry:
         """Append an entry.  A trail that cannot be written (a damaged database page) does
         not stop the box: the damaged table is set aside, the entries still readable are
         kept, and a new chain segment starts with an entry that says where the break was."""
@@ -104,12 +104,19 @@ class Auditor:
                 "chain_restarted": f"{type(exc).__name__}: {exc}",
                 "after_entry": kept, "damaged_table": damaged})
             entry = store.append_audit(action, **fields, details=details)
-        due = (entry.id % HEAD_EVERY == 0
-               or time.monotonic() - self._last_signed >= HEAD_MINUTES * 60)
-        if due:
-            self.sign_head(store, f"{HEAD_EVERY} entries" if entry.id % HEAD_EVERY == 0
-                           else f"{HEAD_MINUTES} minutes")
+        due = self.head_due(entry)
+        if sign and due:
+            self.sign_head(store, due)
         return entry
+
+    def head_due(self, entry: AuditEntry) -> str | None:
+        """Why the chain's head is to be signed after this entry, or None (``record`` signs
+        it unless told not to; the caller then signs it)."""
+        if entry.id % HEAD_EVERY == 0:
+            return f"{HEAD_EVERY} entries"
+        if time.monotonic() - self._last_signed >= HEAD_MINUTES * 60:
+            return f"{HEAD_MINUTES} minutes"
+        return None
 
     def sign_head(self, store: Store, reason: str) -> None:
         with self._lock:

@@ -81,40 +81,66 @@ async def record_request(request: Request, status: int) -> None:
     action, details = found
     entry = (request, action, getattr(request.state, "user", None), object_of(request),
              details)
-    if not write(*entry, wait=False):  # on the loop when the trail is free at once
+    written = write(*entry, wait=False)  # on the loop when the trail is free at once
+    if written is BUSY:
         await run_in_threadpool(write, *entry)
+    elif written is not None and request.app.state.auditor.head_due(written):
+        await run_in_threadpool(sign_head, request, written)  # may wait for the lock
 
 
 _writing = threading.Lock()
 BUSY_WAIT_MS = 30_000
 """How long a write in a thread waits for another process's write lock."""
+BUSY = object()
+"""``write``'s answer when it would have had to wait."""
 
 
 def write(request: Request, action: str, user, object: str | None, details: dict,
-          wait: bool = True) -> bool:
+          wait: bool = True):
     """Append with the app's one audit connection (entries are written one at a time in
-    any case: each links to the one before).  ``wait=False``: only if neither another
-    request nor another process is writing right now (a fraction of a millisecond: no
-    thread hop for it); False when it would have had to wait."""
+    any case: each links to the one before); the entry, or None when it could not be
+    written (logged).  ``wait=False``: only if neither another request nor another process
+    is writing right now (a fraction of a millisecond: no thread hop for it), else BUSY;
+    the chain's head, when due, is then left to the caller to sign (``sign_head``)."""
     state = request.app.state
     if not _writing.acquire(blocking=wait):
-        return False
+        return BUSY
     try:
-        if getattr(state, "audit_store", None) is None:
-            state.audit_store = Store(state.settings.database_path)
-        store = state.audit_store
+        store = _audit_store(state)
         store.db.execute(f"PRAGMA busy_timeout = {BUSY_WAIT_MS if wait else 0}")
-        state.auditor.record(store, action, user=user, address=client_address(request),
-                             object=object, details=details)
+        return state.auditor.record(store, action, user=user,
+                                    address=client_address(request), object=object,
+                                    details=details, sign=wait)
     except sqlite3.OperationalError as exc:
         if not wait and exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            return False  # another process writes: wait for it in a thread
+            return BUSY  # another process writes: wait for it in a thread
         _missing(action, object, user)
     except Exception:
         _missing(action, object, user)
     finally:
         _writing.release()
-    return True
+    return None
+
+
+def sign_head(request: Request, entry) -> None:
+    """Sign the chain's head after ``entry`` (waiting for the write lock as long as it
+    takes another process to let go of it)."""
+    state = request.app.state
+    with _writing:
+        try:
+            store = _audit_store(state)
+            store.db.execute(f"PRAGMA busy_timeout = {BUSY_WAIT_MS}")
+            reason = state.auditor.head_due(entry)
+            if reason:
+                state.auditor.sign_head(store, reason)
+        except Exception:
+            log.exception("audit trail: could not sign the head after entry %s", entry.id)
+
+
+def _audit_store(state) -> Store:
+    if getattr(state, "audit_store", None) is None:
+        state.audit_store = Store(state.settings.database_path)
+    return state.audit_store
 
 
 def _missing(action: str, object: str | None, user) -> None:
