@@ -126,6 +126,39 @@ def erase(settings: Settings, recording_id: int) -> None:
             keys.erase(key_name(recording_id))
 
 
+def seal_existing(settings: Settings, store, on_sealed=lambda recording_id: None
+                  ) -> list[int]:
+    """Seal the audio a box stored in the clear before encryption was on (no secret needed:
+    the keys are sealed to the box's public key), one recording at a time, then erase the
+    plaintext.  Crash-safe in any order of events: the sealed copy is complete and its key
+    kept before the recording points to it, and the plain file goes only after; a rerun
+    (every worker start) finishes what a power cut interrupted.  The recordings sealed."""
+    if not enabled(settings):
+        return []
+    sealed = []
+    for recording_id, name in store.db.execute(
+            "SELECT id, audio_file FROM recordings WHERE audio_file IS NOT NULL "
+            "AND audio_erased IS NULL ORDER BY id").fetchall():
+        plain = settings.audio_dir / name
+        if is_sealed(name):
+            left = settings.audio_dir / name.removesuffix(SUFFIX)
+            if left.is_file():  # sealed before a power cut, the plaintext not yet erased
+                left.unlink()
+                audio.fsync_dir(settings.audio_dir)
+            continue
+        if not plain.is_file():
+            continue  # missing: the page says so; nothing to seal
+        target = plain.with_name(plain.name + SUFFIX)
+        erase(settings, recording_id)  # an interrupted try's key: its copy is made again
+        store_sealed(settings, recording_id, plain, target)  # key kept, then the file
+        store.update_recording(recording_id, audio_file=target.name)
+        plain.unlink()
+        audio.fsync_dir(settings.audio_dir)
+        sealed.append(recording_id)
+        on_sealed(recording_id)
+    return sealed
+
+
 def init(settings: Settings, passphrase: str) -> str:
     """Make the box key (encryption on from now on); returns the recovery key, to show once.
     Refuses when a keyring exists."""

@@ -206,6 +206,21 @@ class Worker:
         self._lock_file.write(str(os.getpid()))
         self._lock_file.flush()
 
+    def _seal_existing(self, store: Store) -> None:
+        """Audio stored in the clear before encryption was on is sealed (and a sealing a
+        power cut interrupted is finished)."""
+        from device.audit import Auditor
+
+        try:
+            sealed = encryption.seal_existing(self.settings, store)
+        except Exception:  # the jobs go on; the next start tries again
+            log.exception("sealing the audio stored in the clear failed")
+            return
+        if sealed:
+            log.info("sealed the audio of %d recording(s) stored in the clear", len(sealed))
+            Auditor(self.settings).record(store, "audio_sealed",
+                                          details={"recordings": sealed, "where": "worker"})
+
     def _purge_if_due(self, store: Store) -> None:
         from device import retention
 
@@ -226,6 +241,7 @@ class Worker:
             log.info("recording %s was cut off; repaired and queued", recording_id)
         store = Store(self.settings.database_path)
         try:
+            self._seal_existing(store)
             for job in store.requeue_interrupted(process_alive, MAX_ATTEMPTS):
                 log.info("job %s was interrupted; now %s", job.id, job.status)
             next_purge = 0.0

@@ -330,3 +330,97 @@ def test_first_start_can_make_the_box_key_and_shows_the_recovery_key_once(settin
         assert "The box is locked" not in client.get("/").text
     finally:
         encryption.lock_box(settings)
+
+
+def _plain_recordings(settings, source, count: int) -> list[int]:
+    """Recordings imported before the box had its key: their audio in the clear."""
+    with Store(settings.database_path) as store:
+        ids = [import_audio(store, settings, source, title=f"Plain {n}")[0].id
+               for n in range(count)]
+        assert all(not encryption.is_sealed(store.get_recording(i).audio_file) for i in ids)
+    return ids
+
+
+def _heard(settings, recording_id: int) -> bytes:
+    """A recording's stored audio as the box reads it (plain or sealed)."""
+    with Store(settings.database_path) as store:
+        recording = store.get_recording(recording_id)
+    stored = encryption.stored_audio(settings, recording)
+    if isinstance(stored, audio.SealedAudio):
+        with SealedReader(stored.path, stored.key) as sealed:
+            return sealed.read()
+    return stored.read_bytes()
+
+
+def test_audio_stored_before_the_key_existed_is_sealed_and_its_plaintext_erased(
+        settings, tmp_path, speech_wav, monkeypatch):
+    monkeypatch.delenv("TINGJI_RUNTIME_DIR", raising=False)
+    if unlock.file_system(unlock.runtime_dir()) not in unlock.MEMORY_FILE_SYSTEMS:
+        pytest.skip("no tmpfs to keep the unlocked key in")
+    source, needle = _pcm_wav(tmp_path, speech_wav)
+    ids = _plain_recordings(settings, source, 2)
+    assert needle in _everything(settings.data_dir)
+    encryption.init(settings, PASSPHRASE)
+    with Store(settings.database_path) as store:
+        assert encryption.seal_existing(settings, store) == ids
+        assert encryption.seal_existing(settings, store) == []  # done: nothing left
+        assert all(store.get_recording(i).audio_file == f"{i}.wav.sealed" for i in ids)
+    assert needle not in _everything(settings.data_dir)  # no sample left in the clear
+    try:
+        encryption.unlock_box(settings, passphrase=PASSPHRASE)
+        assert all(_heard(settings, i) == source.read_bytes() for i in ids)
+    finally:
+        encryption.lock_box(settings)
+
+
+@pytest.mark.slow
+def test_sealing_the_stored_audio_cut_by_kill_9_leaves_every_recording_readable(
+        settings, tmp_path, monkeypatch):
+    """Killed (SIGKILL, by itself) at each file operation in turn while it seals — the n-th
+    file opened, renamed or removed, database opened or statement run, n = 1, 2, … until a
+    run finishes:
+    after every kill each recording reads, in its old or its new form; the run after
+    finishes, and no plaintext or partial file is left."""
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("TINGJI_RUNTIME_DIR", raising=False)
+    if unlock.file_system(unlock.runtime_dir()) not in unlock.MEMORY_FILE_SYSTEMS:
+        pytest.skip("no tmpfs to keep the unlocked key in")
+    source = tmp_path / "noise.wav"
+    audio.write_wav(source, (np.random.default_rng(7).standard_normal(
+        20 * audio.SAMPLE_RATE) * 0.1).astype(np.float32))
+    ids = _plain_recordings(settings, source, 2)
+    encryption.init(settings, PASSPHRASE)
+    encryption.unlock_box(settings, passphrase=PASSPHRASE)
+    code = (
+        "import os, signal, sys; from pathlib import Path\n"
+        "from device import encryption\n"
+        "from device.settings import Settings\n"
+        "from device.store import Store\n"
+        "s = Settings(data_dir=Path(sys.argv[1])); store = Store(s.database_path)\n"
+        "left = int(sys.argv[2])\n"
+        "def hook(event, args):\n"
+        "    global left\n"
+        "    if event in ('open', 'os.rename', 'os.remove', 'sqlite3.connect'):\n"
+        "        left -= 1\n"
+        "        if left == 0: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "sys.addaudithook(hook)\n"
+        "store.db.conn.set_trace_callback(lambda sql: hook('open', ()))\n"
+        "encryption.seal_existing(s, store)\n")
+    try:
+        for step in range(1, 200):
+            done = subprocess.run([sys.executable, "-c", code, str(settings.data_dir),
+                                   str(step)], timeout=60)
+            assert all(_heard(settings, i) == source.read_bytes() for i in ids), step
+            if done.returncode == 0:
+                break
+            assert done.returncode == -9, done
+        assert step > 10  # it was cut at every one of its steps before this run
+        with Store(settings.database_path) as store:
+            assert encryption.seal_existing(settings, store) == []
+            assert all(store.get_recording(i).audio_file == f"{i}.wav.sealed" for i in ids)
+        assert sorted(p.name for p in settings.audio_dir.iterdir()) == \
+            sorted(f"{i}.wav.sealed" for i in ids)  # no plaintext, no part left
+    finally:
+        encryption.lock_box(settings)

@@ -38,9 +38,14 @@ def cmd_keyring(settings: Settings, args: argparse.Namespace) -> int:
     recovery = encryption.init(settings, _read_secret("unlock passphrase: ", twice=True))
     with Store(settings.database_path) as store:
         on_console(settings, store, "keyring_created")
-    print("The box key is made: new recordings are stored encrypted.\n"
-          "Recovery key (shown once; print it or write it down and keep it apart from the "
-          f"box):\n\n    {recovery}\n")
+        print("The box key is made: new recordings are stored encrypted.\n"
+              "Recovery key (shown once; print it or write it down and keep it apart from "
+              f"the box):\n\n    {recovery}\n", flush=True)
+        sealed = encryption.seal_existing(
+            settings, store, lambda rid: print(f"recording {rid}: its audio sealed, the "
+                                               "plaintext erased", flush=True))
+        if sealed:
+            on_console(settings, store, "audio_sealed", details={"recordings": sealed})
     return 0
 
 
