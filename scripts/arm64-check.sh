@@ -80,6 +80,11 @@ trap cleanup EXIT
 for fs in proc sys dev; do
   mount --bind "/$fs" "$ROOTFS/$fs" && mounts=("$ROOTFS/$fs" "${mounts[@]}")
 done
+# what every installed Debian system has and debootstrap's minbase leaves out: shared
+# memory on tmpfs (where the unlocked box key lives) and the loopback names
+mount -t tmpfs -o mode=1777 tmpfs "$ROOTFS/dev/shm" && mounts=("$ROOTFS/dev/shm" "${mounts[@]}")
+[ -s "$ROOTFS/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' \
+  > "$ROOTFS/etc/hosts"
 # Under qemu-user the kernel's /proc/cpuinfo is this x86_64 machine's, which ARM libraries
 # cannot parse (onnxruntime's CPU probe crashes on it): the system sees the cpuinfo a
 # Cortex-A76 board (Pi 5, RK3588's big cores) gives, with qemu's features (dotprod, fp16).

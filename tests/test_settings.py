@@ -43,7 +43,7 @@ def test_hardware_profile_picks_threads_int8_and_a_cpu_provider():
     assert profile.machine in ("x86_64", "aarch64", "arm64", "AMD64")
     assert profile.cpu.model and set(profile.cpu.simd) <= {
         "avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx512_bf16", "asimd", "asimddp",
-        "i8mm"}
+        "asimdhp", "i8mm", "sve"}
 
 
 def test_the_cpu_is_read_from_cpuinfo(tmp_path):
