@@ -33,7 +33,7 @@ from babel.support import Translations
 from jinja2 import pass_context
 
 from device.errors import N_
-from device.said import Said
+from device.said import Said, of_error
 
 HERE = Path(__file__).parent
 CATALOGUES = HERE / "translations"
@@ -116,14 +116,11 @@ def say(request, message, **params) -> str:
     """``message`` in the request's language: a message id (formatted with ``params``), or
     an error raised with a message id and its parameters (``device.errors``); other errors
     as they are."""
-    if isinstance(message, Said):
-        return told(request, message)
     if isinstance(message, BaseException):
-        if getattr(message, "template", None) is None:
-            return str(message)
-        message, params = message.template, message.params
-    text = translations(language_of(request)).gettext(message)
-    return text % params if params else text
+        message = of_error(message)  # a Said when raised with a message id, else its text
+    elif not isinstance(message, Said):
+        message = Said(message, **params)
+    return told(request, message)
 
 
 def told(request, value: str | None) -> str | None:
