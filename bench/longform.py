@@ -26,6 +26,7 @@ import gzip
 import random
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -205,9 +206,14 @@ def run(keep: Path | None) -> dict:
     out = {}
     for name, (language, clips_of, seconds) in RECORDINGS.items():
         samples, reference, count = assemble(clips_of(), seconds, seed=29)
+        # Transcribed as a box stores it, 16-bit PCM: on Chinese, the float assembly and its
+        # 16-bit copy came out 0.04 CER apart in one run (Whisper base is that sensitive).
+        with tempfile.TemporaryDirectory() as scratch:
+            stored = (keep or Path(scratch)) / f"{name}.wav"
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            audio.write_wav(stored, samples)
+            samples = audio.decode(stored)
         if keep:
-            keep.mkdir(parents=True, exist_ok=True)
-            audio.write_wav(keep / f"{name}.wav", samples)
             (keep / f"{name}.txt").write_text(reference + "\n", encoding="utf-8")
         score = word_error_rate if language == "en" else character_error_rate
         results = {}

@@ -351,14 +351,16 @@ def recognition_options(
     """What a profile asks of the recogniser.
 
     An explicit profile fixes the language and prompts in its own written form.  In auto mode
-    every window keeps its own detected language (code-switching), and a standard-language
-    prompt is used only when the recording has one language (``languages``), since it makes
-    Whisper translate the other language's windows into it; a variety's prompt always is:
-    it is what makes Whisper write Cantonese rather than Mandarin.
+    a recording of one language (``languages``) is decoded in it with the chosen profile's
+    prompt, as that profile would decode it; in a recording of several every window keeps its
+    own detected language (code-switching) and only a variety's prompt is used (it is what
+    makes Whisper write Cantonese rather than Mandarin): a standard-language prompt makes
+    Whisper translate the other language's windows into it.
     """
     hotwords = tuple(dict.fromkeys(profile.hotwords + terms.hotwords))
     return RecognitionOptions(
-        language=None if auto or profile.is_auto else profile.language,
+        language=(languages[0] if auto and len(languages) == 1
+                  else None if auto or profile.is_auto else profile.language),
         initial_prompt=(profile.prompt if not auto or profile.markers or len(languages) == 1
                         else None),
         hotwords="，".join(hotwords) if hotwords else None,

@@ -70,6 +70,25 @@ def test_the_sichuanese_profile_does_better_than_no_profile_on_sichuanese(tmp_pa
 
 
 @pytest.mark.slow
+def test_auto_mode_decodes_a_one_language_recording_as_the_profile_it_chose(settings, engines):
+    """Auto mode used to leave the language to each window even in a recording of one
+    language, and a Cantonese clip's last words came out otherwise than with the Cantonese
+    profile itself (嗰嗰嗰 for 喎。喎。)."""
+    from device.pipeline import recognize, select_profile
+
+    clip = SPEECH_DIR.parent / "speech-dev" / "yue_wsyue_xq0016523_327940_334360.wav"
+    if not clip.is_file():
+        pytest.skip(f"the dialect dev set is not present ({clip})")
+    samples = audio.decode(clip)
+    speech = engines.detector.speech_chunks(samples)
+    auto = recognize(engines, settings, samples, speech, select_profile(settings, "auto"))
+    assert auto.profile.name == "cantonese" and auto.decision.languages() == ("zh",)
+    own = recognize(engines, settings, samples, speech, select_profile(settings, "cantonese"))
+    assert [(s.start, s.end, s.text) for s in auto.segments] == [
+        (s.start, s.end, s.text) for s in own.segments]
+
+
+@pytest.mark.slow
 def test_cantonese_profile_writes_cantonese(store, settings, engines):
     clip = next(c for c in require_shared_clips() if c.dialect == "cantonese")
     recording, segments = _run(store, settings, engines, clip.path, profile="cantonese")

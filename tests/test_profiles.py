@@ -203,3 +203,26 @@ def test_auto_changes_variety_only_when_two_windows_in_a_row_vote_against_it():
         ["cantonese", "cantonese", "mandarin", "mandarin"]
     options = RecognitionOptions(initial_prompt="a", prompts=((0.0, "c"), (40.0, None)))
     assert [options.prompt_at(t) for t in (0, 39.9, 40)] == ["c", "c", None]
+
+def test_auto_compares_likelihoods_only_of_decodings_of_the_whole_speech():
+    """A decoding that left speech out is surer for it: it neither wins nor sets the bar."""
+    profiles = load_profiles(None)
+
+    def trial_for(results):
+        return lambda candidates: [
+            [Segment(0, 1, results[p.name][0], avg_logprob=results[p.name][1])]
+            for p in candidates]
+
+    # Cantonese speech whose plain decodings stopped after a few words
+    stopped = {"mandarin": ("而較早前已經復航的", -0.16),
+               "cantonese": ("而較早前已經復航嘅氹仔碼頭星期五開始增設夜間航班，不過兩個碼頭暫時都"
+                             "冇凌晨班次，有旅客希望可以留喺澳門長啲時間", -0.32),
+               "sichuanese": ("而较早前已经复航的", -0.19)}
+    choice, scores = choose_auto_profile("zh", profiles, trial_for(stopped))
+    assert choice == "cantonese"
+    assert scores["mandarin_characters"] == 9
+    # Sichuanese speech the Cantonese prompt wrote in Cantonese forms, surer and shorter
+    shortened = {"mandarin": ("就临走那天挑了个飘了一下嗨呀弟弟灵魂儿就飞上九霄云", -1.04),
+                 "cantonese": ("嘅你之後嚟嘅敲咗個敲咗嘢嗰啲", -0.73),
+                 "sichuanese": ("就临走那天挑了个飘了一下嗨呀弟弟灵魂儿就飞上九霄云", -0.97)}
+    assert choose_auto_profile("zh", profiles, trial_for(shortened))[0] == "sichuanese"
