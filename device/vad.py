@@ -100,6 +100,69 @@ class SpeechDetector:
         return chunks_from_probabilities(self.probabilities(audio), audio.size, self.options)
 
 
+class SpeechStream:
+    """The detector's probabilities of audio that arrives in pieces (a recording as it is
+    made), the same as ``SpeechDetector.probabilities`` gives over the whole of it: the
+    model's state and each window's context carry over from piece to piece.
+
+        >>> stream = SpeechStream(SpeechDetector())
+        >>> stream.feed(np.zeros(1000, dtype=np.float32)); stream.probabilities().size
+        1
+        >>> stream.settled()
+        []
+    """
+
+    CONTEXT = 64  # samples of the window before that Silero reads with each window
+
+    def __init__(self, detector: SpeechDetector):
+        self.detector = detector
+        self._state = np.zeros((2, 1, 1, 128), dtype=np.float32)
+        self._context = np.zeros(self.CONTEXT, dtype=np.float32)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._probabilities: list[np.ndarray] = []
+        self.samples = 0
+        """Samples fed so far."""
+
+    def feed(self, samples: np.ndarray) -> None:
+        self.samples += samples.size
+        self._pending = np.concatenate([self._pending, samples.astype(np.float32, copy=False)])
+        whole = self._pending.size // WINDOW * WINDOW
+        if whole:
+            self._run(self._pending[:whole].reshape(-1, WINDOW))
+            self._pending = self._pending[whole:]
+
+    def _run(self, windows: np.ndarray) -> None:
+        contexts = np.concatenate([self._context[None, :], windows[:-1, -self.CONTEXT:]])
+        self._context = windows[-1, -self.CONTEXT:].copy()
+        batch = np.concatenate([contexts, windows], axis=1)
+        output, h, c = self.detector._model.session.run(
+            None, {"input": batch, "h": self._state[0], "c": self._state[1]})
+        self._state = np.stack([h, c])
+        self._probabilities.append(np.asarray(output, dtype=np.float32).reshape(-1))
+
+    def probabilities(self) -> np.ndarray:
+        """Of every whole 512-sample window so far."""
+        return (np.concatenate(self._probabilities) if self._probabilities
+                else np.zeros(0, dtype=np.float32))
+
+    def settled(self) -> list[SpeechChunk]:
+        """The speech chunks no audio still to come can change (``settled_chunks``)."""
+        return settled_chunks(self.probabilities(), self.detector.options)
+
+
+def settled_chunks(probs: np.ndarray, options: VadOptions) -> list[SpeechChunk]:
+    """The chunks of audio still arriving (``probs``: of its whole 512-sample windows so far)
+    that no audio after it can change: the chunks ``chunks_from_probabilities`` gives for
+    the whole recording begin with these, however it goes on.
+
+    All but the last: what comes later changes a chunk only by continuing its speech or by
+    merging with it (the next speech's padding reaching back into it), and only the last
+    chunk can be continued or reached (the chunks before it are closed, and merged already
+    where they overlap).
+    """
+    return chunks_from_probabilities(probs, probs.size * WINDOW, options)[:-1]
+
+
 def chunks_from_probabilities(
     probs: np.ndarray, length: int, options: VadOptions
 ) -> list[SpeechChunk]:

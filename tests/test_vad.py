@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from device import audio
-from device.vad import WINDOW, SpeechDetector, VadOptions, chunks_from_probabilities
+from device.vad import (
+    WINDOW,
+    SpeechDetector,
+    SpeechStream,
+    VadOptions,
+    chunks_from_probabilities,
+    settled_chunks,
+)
 
 SR = audio.SAMPLE_RATE
 
@@ -54,3 +61,35 @@ def test_a_long_monologue_is_split_into_whisper_sized_chunks():
     chunks = chunks_from_probabilities(probs, probs.size * WINDOW, VadOptions())
     assert len(chunks) >= 4
     assert abs(chunks[0].end_s - 20.3) < 0.5  # split at the breath, not mid-word
+
+
+def test_a_recording_fed_in_pieces_gets_the_probabilities_of_the_whole(speech_wav):
+    speech = audio.decode(speech_wav)
+    gap = np.zeros(SR, dtype=np.float32)
+    recording = np.concatenate([gap, speech, gap, speech[::-1], gap])
+    detector = SpeechDetector()
+    whole = detector.probabilities(recording)
+    stream = SpeechStream(detector)
+    pieces = np.random.default_rng(7).integers(1, 3 * SR, size=recording.size // SR)
+    for piece in np.split(recording, np.cumsum(pieces)):
+        stream.feed(piece)
+    fed = stream.probabilities()
+    assert stream.samples == recording.size and fed.size == recording.size // WINDOW
+    assert np.array_equal(fed, whole[: fed.size])  # the same bits, not nearly
+    assert stream.settled() and stream.settled() == detector.speech_chunks(recording)[
+        : len(stream.settled())]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.05, 0.4, 0.6, 0.95]), st.integers(1, 400)),
+                max_size=30), st.integers(13, 97))
+def test_settled_chunks_are_how_the_whole_recording_begins(runs, step):
+    """However the recording goes on, the chunks settled so far are its first chunks."""
+    probs = np.concatenate([np.full(n, p, dtype=np.float32) for p, n in runs] or [
+        np.zeros(0, dtype=np.float32)])
+    options = VadOptions()
+    whole = chunks_from_probabilities(probs, probs.size * WINDOW, options)
+    for end in range(0, probs.size + 1, step):
+        settled = settled_chunks(probs[:end], options)
+        assert settled == whole[: len(settled)], end
+    assert len(settled_chunks(probs, options)) >= len(whole) - 2
