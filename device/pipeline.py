@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -180,6 +181,7 @@ class Engines:
         self._recognizers: dict[str, Recognizer] = {}
         self._load_speaker_encoder = load_speaker_encoder
         self._speaker_encoder = None
+        self._memo = None
 
     def speaker_encoder(self):
         """The speaker encoder, verified and loaded on first use; ModelError when it is not
@@ -192,9 +194,24 @@ class Engines:
             self._speaker_encoder = self._load_speaker_encoder()
         return self._speaker_encoder
 
+    @contextmanager
+    def remembering(self, memo) -> Iterator[None]:
+        """Within: the recognisers take windows decoded ahead from ``memo`` and keep what
+        they decode in it (``recognize.memo``)."""
+        self._memo = memo
+        try:
+            for recognizer in self._recognizers.values():
+                recognizer.memo = memo
+            yield
+        finally:
+            self._memo = None
+            for recognizer in self._recognizers.values():
+                recognizer.memo = None
+
     def recognizer(self, model_id: str) -> Recognizer:
         if model_id not in self._recognizers:
             self._recognizers[model_id] = self._load(model_id)
+            self._recognizers[model_id].memo = self._memo
         return self._recognizers[model_id]
 
 
@@ -225,12 +242,12 @@ def transcribe_recording(
     store.update_recording(recording.id, status="transcribing", duration=duration)
     heard = [Heard(t, engines.detector.speech_chunks(t.samples)) for t in tracks]
     on_progress(3.0)
-    terms = Terms.parse(
-        [g.term if not g.misheard else f"{g.misheard}={g.term}"
-         for g in store.glossary()] + list(recording.terms or [])
-    )
-    result = recognize_tracks(engines, settings, heard, profile, terms, recording.script,
-                              on_progress)
+    terms = recording_terms(store, recording)
+    from device.ready import StoredWindows
+
+    with engines.remembering(StoredWindows(store, recording.id)):  # decoded while recording
+        result = recognize_tracks(engines, settings, heard, profile, terms, recording.script,
+                                  on_progress)
     from device.speakers.stage import label_speakers, record_voice_uses
 
     segments, unlabelled, voices = label_speakers(engines, settings, layout, heard,
@@ -251,6 +268,12 @@ def transcribe_recording(
     )
     record_voice_uses(settings, recording.id, voices)
     return segments
+
+
+def recording_terms(store: Store, recording: Recording) -> Terms:
+    """The admin's glossary and the recording's own terms."""
+    return Terms.parse([g.term if not g.misheard else f"{g.misheard}={g.term}"
+                        for g in store.glossary()] + list(recording.terms or []))
 
 
 @dataclass(frozen=True)
@@ -294,12 +317,16 @@ def recognize_tracks(
     engines: Engines, settings: Settings, heard: Sequence[Heard], profile: Profile,
     terms: Terms = NO_TERMS, script: str | None = None,
     on_progress: Callable[[float], None] = lambda percent: None, decide: bool = True,
+    ahead: bool = False,
 ) -> Recognition:
     """``recognize`` over the tracks of one recording (its channels, when they are
     transcribed one by one).  Auto mode decides on the track with the most speech: its
     languages, and the variety of each window (``device.varieties``); tracks transcribed
     one by one all take the variety of its first window.  Segments keep their track's
-    channel and their profile, and come out in time order."""
+    channel and their profile, and come out in time order.
+
+    ``ahead``: the final pass during a recording (``device.ready``), over the windows no
+    later audio can change: its first pass alone."""
     decision = None
     main = max(heard, key=lambda h: h.speech_seconds)
     blocks: dict[int, Iterable[varieties.Block]] = {}
@@ -312,6 +339,8 @@ def recognize_tracks(
     languages = decision.languages() if decision else ()
     options = recognition_options(profile, terms, settings, auto=decision is not None,
                                   languages=languages)
+    if ahead:  # the first pass alone: what it lost is decoded again once it is all there
+        options = replace(options, recover_lost=False)
     recognizer = engines.recognizer(profile.model)
 
     def prompt_of(chosen: Profile) -> str | None:

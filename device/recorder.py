@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import queue
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -95,10 +96,14 @@ class Recorder:
     """Drives one recording at a time; thread-safe controls for the CLI and the web."""
 
     def __init__(self, settings: Settings, engines: Engines | None = None, live: bool = True,
-                 fsync_trace: Path | None = None):
+                 fsync_trace: Path | None = None, ahead: bool = False):
+        """``ahead``: run the final pass during the recording, in a process of its own at
+        idle priority (``device.ready``), so that after stop only its tail is left."""
         self.settings = settings
         self.engines = engines
         self.live = live and engines is not None
+        self.ahead = ahead
+        self._ahead = None
         self.fsync_trace = fsync_trace
         self.recording_id: int | None = None
         self.paused = False
@@ -152,6 +157,10 @@ class Recorder:
                 raise
             self._source = source
             self.state, self.paused, self.stop_reason = "recording", False, None
+            if self.ahead:
+                from device import ready
+
+                self._ahead = ready.start(self.settings, recording.id)
             self._thread = threading.Thread(target=self._capture, name="capture", daemon=True)
             self._thread.start()
             self._publish({"type": "state", "state": "recording", "recording_id": recording.id})
@@ -261,6 +270,7 @@ class Recorder:
         try:
             if self._transcriber is not None:
                 self._transcriber.finish()
+            self._stop_ahead()
             try:
                 self._writer.close()
                 status = finish_capture(store, self.settings, recording_id, "queued",
@@ -279,6 +289,17 @@ class Recorder:
         finally:
             store.close()
             self._lock.release()
+
+    def _stop_ahead(self) -> None:
+        """The final pass ahead ends with the recording: what it decoded is kept."""
+        if self._ahead is not None:
+            self._ahead.terminate()
+            try:
+                self._ahead.wait(10)
+            except subprocess.TimeoutExpired:
+                self._ahead.kill()
+                self._ahead.wait()
+            self._ahead = None
 
     def _on_live(self, live: LiveSegment, profile) -> None:
         segment = finish_segment(live.segment, profile)

@@ -71,6 +71,8 @@ class Recording:
     """Why it is held (None: not held): a held recording is never erased."""
     audio_erased: str | None = None
     """When the retention rules erased its audio (the transcript stays)."""
+    final_pass_until: float | None = None
+    """While it is recorded: the seconds of it the final pass has decoded (``device.ready``)."""
 
 
 @dataclass(frozen=True)

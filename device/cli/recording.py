@@ -26,7 +26,7 @@ def cmd_record(settings: Settings, args: argparse.Namespace) -> int:
     source = open_source(args.source, args.device, args.speed)
     runner = Runner(settings)
     recorder = Recorder(settings, None if args.no_live else runner.prepare(),
-                        fsync_trace=args.fsync_trace)
+                        fsync_trace=args.fsync_trace, ahead=True)
     events = recorder.subscribe()
     stop = stop_on_signals()
     recording = recorder.start(source, title=args.title, profile=args.profile,

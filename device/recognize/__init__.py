@@ -113,6 +113,8 @@ class PassReport:
     """Windows run through the encoder (kept encodings reused are not counted)."""
     language_detections: int = 0
     """Decoder runs that detected a window's language."""
+    windows_taken: int = 0
+    """Windows taken as they were decoded ahead (``WhisperRecognizer.memo``), not decoded."""
 
     @property
     def windows(self) -> int:
@@ -124,7 +126,8 @@ class PassReport:
 
     @property
     def beam_size(self) -> int | None:
-        return self.passes[0].decodings[0].beam_size if self.passes else None
+        decoded = [d for p in self.passes for d in p.decodings]
+        return decoded[0].beam_size if decoded else None
 
     def as_dict(self) -> dict:
         return {
@@ -134,6 +137,7 @@ class PassReport:
             "windows": self.windows, "retries": self.retries, "beam_size": self.beam_size,
             "encoder_passes": self.encoder_passes,
             "language_detections": self.language_detections,
+            "windows_taken": self.windows_taken,
         }
 
 
@@ -141,6 +145,8 @@ class Recognizer(Protocol):
     model_id: str
     report: PassReport
     """What the last ``transcribe`` asked of the model (complete once it is exhausted)."""
+    memo: object | None
+    """Where windows decoded ahead are kept and taken from (``recognize.memo``)."""
 
     def transcribe(
         self, audio: np.ndarray, speech: Sequence[SpeechChunk], options: RecognitionOptions

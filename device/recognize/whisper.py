@@ -18,6 +18,7 @@ from device.recognize import Decoding, Pass, PassReport, RecognitionOptions
 from device.recognize import _faster_whisper as fw
 from device.recognize.cleanup import clean_segment, compression_ratio, drop_noise_loops
 from device.recognize.languages import clear_choice, script, script_of
+from device.recognize.memo import WindowMemo, restored, stored, window_key
 from device.recognize.retry import DecodedWindow, RetryPolicy, by_window
 from device.recognize.sentences import split_sentences
 from device.recognize.timeline import Timeline, Window, anchor
@@ -56,6 +57,8 @@ class WhisperRecognizer:
         self._pipeline = fw.LanguagePerWindow(self.model, self.workers)
         self._switched: dict[tuple[int, str], str] = {}
         self.report = PassReport()
+        self.memo: WindowMemo | None = None
+        """Where windows decoded ahead are kept (see ``device.recognize.memo``)."""
 
     @property
     def encoder_passes(self) -> int:
@@ -221,12 +224,58 @@ class WhisperRecognizer:
         self, speech_audio: np.ndarray, windows: list[Window], options: RecognitionOptions,
         decodings: list[Decoding], retried: list[int],
     ) -> Iterator[DecodedWindow]:
+        """The windows' decodings, window by window: with a ``memo``, the windows decoded
+        ahead come first, taken from it, and what is decoded now is kept in it.  (Only for
+        windows decoded one at a time by each decoder: a batch's windows depend on each
+        other.)"""
+        memo = self.memo if options.batch_size == 1 else None
+        if memo is None:
+            yield from self._decode_now(speech_audio, windows, options, decodings, retried)
+            return
+        keys, todo = {}, []
+        for window in windows:
+            seek = fw.window_seek(self.model, window)
+            start, end = int(window.start * SAMPLE_RATE), int(window.end * SAMPLE_RATE)
+            keys[seek] = window_key(self.model_id, speech_audio[start:end], seek, {
+                "language": options.language, "languages": list(options.languages),
+                "prompt": self._pipeline.window_prompts.get(seek, options.initial_prompt),
+                "hotwords": options.hotwords, "words": options.word_timestamps,
+                "beam": options.beam_size, "retry": options.retry_beam,
+                "thresholds": [options.log_prob_threshold,
+                               options.compression_ratio_threshold]})
+            found = memo.get(keys[seek])
+            if found is None:
+                todo.append(window)
+                continue
+            decoded, ranking = restored(found)
+            if ranking:
+                self._pipeline.window_ranking[seek] = ranking
+            self.report = replace(self.report, windows_taken=self.report.windows_taken + 1)
+            if decoded is not None:
+                yield decoded
+        heard = set()
+        for decoded in self._decode_now(speech_audio, todo, options, decodings, retried):
+            heard.add(decoded.seek)
+            memo.put(keys[decoded.seek],
+                     stored(decoded, self._pipeline.window_ranking.get(decoded.seek)))
+            yield decoded
+        for window in todo:  # Whisper heard nothing in it: that is kept too
+            seek = fw.window_seek(self.model, window)
+            if seek not in heard:
+                memo.put(keys[seek], stored(None, self._pipeline.window_ranking.get(seek)))
+
+    def _decode_now(
+        self, speech_audio: np.ndarray, windows: list[Window], options: RecognitionOptions,
+        decodings: list[Decoding], retried: list[int],
+    ) -> Iterator[DecodedWindow]:
         """The windows' decodings, window by window.  Windows that fail Whisper's own tests
         are decoded again with the retry beam and come last.
 
         A window is decoded again as soon as it has failed, while the pass decodes the
         rest: the decoders take the retry between the pass's windows, so no core waits
         for it at the end."""
+        if not windows:
+            return
         policy = RetryPolicy(options.beam_size, options.retry_beam, options.log_prob_threshold,
                              options.compression_ratio_threshold)
         retry = replace(options, beam_size=options.retry_beam)

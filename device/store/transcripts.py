@@ -3,6 +3,7 @@ transcription replaces the last one (keeping reviewers' edits as a revision)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from device.errors import N_
@@ -67,6 +68,7 @@ class TranscriptRooms(Rooms):
             self.db.execute(f"DELETE FROM segments_fts WHERE rowid IN ({marks})", batch)
             self.db.execute(f"DELETE FROM words WHERE segment_id IN ({marks})", batch)
         self.db.execute("DELETE FROM segments WHERE recording_id = ?", [recording_id])
+        self.db.execute("DELETE FROM decoded_windows WHERE recording_id = ?", [recording_id])
 
     def complete_transcription(
         self,
@@ -96,6 +98,18 @@ class TranscriptRooms(Rooms):
                  "updated": now()},
             )
             self._finish(job_id, "done", None)
+
+    def decoded_window(self, recording_id: int, key: str) -> dict | None:
+        """A window of the recording decoded ahead (``keep_decoded_window``), by its key."""
+        row = self.db.execute("SELECT value FROM decoded_windows WHERE recording_id = ? "
+                              "AND key = ?", [recording_id, key]).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def keep_decoded_window(self, recording_id: int, key: str, value: dict) -> None:
+        with self.transaction():
+            self.db.execute("INSERT OR REPLACE INTO decoded_windows (recording_id, key, value) "
+                            "VALUES (?, ?, ?)",
+                            [recording_id, key, json.dumps(value, ensure_ascii=False)])
 
     def append_segment(self, recording_id: int, segment: Segment) -> int:
         """Add one segment at the end of a transcript (the live transcript while recording)."""

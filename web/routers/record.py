@@ -59,8 +59,10 @@ def recorder_of(request: Request) -> Recorder:
             from device.jobs import load_engines
 
             settings = request.app.state.settings
-            # This process only transcribes live; the worker makes the final pass.
-            request.app.state.recorder = Recorder(settings, load_engines(settings, live=True))
+            # This process only transcribes live; the final pass runs beside it while
+            # recording (at idle priority), and the worker finishes it after stop.
+            request.app.state.recorder = Recorder(settings, load_engines(settings, live=True),
+                                                  ahead=True)
         return request.app.state.recorder
 
 

@@ -1,0 +1,192 @@
+"""Ready at stop: the final pass runs while a recording is being made.
+
+The recorder starts ``python -m device.ready RECORDING_ID`` beside itself, at idle priority
+(``SCHED_IDLE``: it runs only on CPU time nothing else wants, so the live transcript and
+the capture never wait for it).  It reads the recording's segment files as they fill (audio
+already on disk), finds the speech in them with the same detector state as over the whole
+file (``vad.SpeechStream``), and decodes each window of speech once no later audio can
+change it (its chunks settled, and the next chunk beyond it): the same recogniser, options
+and auto-mode decisions the transcription after stop uses, each window kept in the
+database under a key naming everything its decoding depended on
+(``recognize.memo``).  After stop the transcription takes the kept windows and decodes only
+the rest (the last windows, the speech a first pass lost, and any window whose decoding
+would differ), so its transcript is the one a pass over the whole file gives.
+
+Killed with the box, what it kept stays kept, and the transcription after recovery takes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from device import storage
+from device.audio import SAMPLE_RATE
+from device.settings import ENV_PREFIX, Settings
+from device.store import Store
+from device.vad import SpeechChunk, SpeechStream
+
+log = logging.getLogger("tingji.ready")
+
+POLL_SECONDS = 2.0
+"""How often the recording's files are read for new audio."""
+
+
+class StoredWindows:
+    """A recording's windows decoded ahead, kept in its database (``WindowMemo``)."""
+
+    def __init__(self, store: Store, recording_id: int):
+        self.store, self.recording_id = store, recording_id
+        self.taken = 0
+        self.kept = 0
+
+    def get(self, key: str) -> dict | None:
+        value = self.store.decoded_window(self.recording_id, key)
+        self.taken += value is not None
+        return value
+
+    def put(self, key: str, value: dict) -> None:
+        self.store.keep_decoded_window(self.recording_id, key, value)
+        self.kept += 1
+
+
+class CaptureReader:
+    """The samples of a recording in progress, as far as its plain segment files hold them,
+    read on from where the last read ended."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self._index = 0  # of the segment file being read
+        self._offset = storage.HEADER_BYTES
+
+    def read(self) -> np.ndarray:
+        pieces = []
+        while True:
+            files = storage.segment_files(self.directory)
+            if self._index >= len(files):
+                break
+            with open(files[self._index], "rb") as segment:
+                segment.seek(self._offset)
+                data = segment.read()
+            whole = len(data) // storage.SAMPLE_BYTES * storage.SAMPLE_BYTES
+            pieces.append(np.frombuffer(data[:whole], dtype="<i2"))
+            self._offset += whole
+            if self._index + 1 >= len(files):
+                break  # the segment being written: read on from here next time
+            self._index, self._offset = self._index + 1, storage.HEADER_BYTES
+        samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype="<i2")
+        return samples.astype(np.float32) / 32768.0  # as the joined file decodes
+
+
+@dataclass
+class Ahead:
+    """How far the final pass has got: seconds of the recording, and windows decoded."""
+
+    seconds: float = 0.0
+    windows: int = 0
+
+
+def decidable(chunks: list[SpeechChunk]) -> list[SpeechChunk]:
+    """The settled chunks whose windows are decided: every window of the first pass but the
+    last, which the next chunk may still join (windows are packed greedily from the start,
+    so the first ones are those of the whole recording)."""
+    from device.recognize.timeline import Timeline
+
+    windows = Timeline(chunks).windows() if chunks else []
+    if len(windows) < 2:
+        return []
+    seconds = windows[-2].end
+    done, kept = 0.0, []
+    for chunk in chunks:
+        if done >= seconds - 1e-6:
+            break
+        kept.append(chunk)
+        done += (chunk.end - chunk.start) / SAMPLE_RATE
+    return kept
+
+
+def run(settings: Settings, recording_id: int, engines=None,
+        recording: Callable[[], bool] | None = None, poll: float = POLL_SECONDS) -> Ahead:
+    """Decode the recording's decided windows as they come, until it is no longer being
+    recorded (``recording``; by default: its status in the database)."""
+    from device.jobs import load_engines
+    from device.pipeline import Heard, Track, recognize_tracks, recording_terms, select_profile
+    from device.recorder import capture_dir
+
+    engines = engines or load_engines(settings)
+    store = Store(settings.database_path)
+    memo = StoredWindows(store, recording_id)
+    progress = Ahead()
+    try:
+        still = recording or (lambda: store.get_recording(recording_id).status == "recording")
+        directory = capture_dir(settings, recording_id)
+        if storage.is_sealed(directory):
+            log.info("recording %s is sealed: its final pass waits for the stop", recording_id)
+            return progress
+        reader, stream = CaptureReader(directory), SpeechStream(engines.detector)
+        audio = np.zeros(0, dtype=np.float32)
+        while still():
+            new = reader.read()
+            audio = np.concatenate([audio, new]) if new.size else audio
+            stream.feed(new)
+            chunks = decidable(stream.settled())
+            if not chunks or chunks[-1].end_s <= progress.seconds:
+                time.sleep(poll)
+                continue
+            # as the transcription after stop will decode it (the same profile and terms)
+            recording_row = store.get_recording(recording_id)
+            profile = select_profile(settings, recording_row.profile)
+            with engines.remembering(memo):
+                recognize_tracks(engines, settings, [Heard(Track(audio, None), chunks)],
+                                 profile, recording_terms(store, recording_row),
+                                 recording_row.script, ahead=True)
+            progress.seconds, progress.windows = chunks[-1].end_s, memo.kept
+            store.update_recording(recording_id, final_pass_until=round(progress.seconds, 2))
+        return progress
+    finally:
+        store.close()
+
+
+def start(settings: Settings, recording_id: int):
+    """The final pass of a recording beginning now, in a process of its own at idle
+    priority that dies with this one."""
+    import subprocess
+
+    from device.libc import die_with_parent
+
+    parent_dies = die_with_parent()
+
+    def idle() -> None:
+        parent_dies()
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except (AttributeError, OSError):
+            os.nice(19)
+
+    # the same settings as this process, whatever they came from
+    env = {**os.environ, **{ENV_PREFIX + f.name.upper(): str(getattr(settings, f.name))
+                            for f in fields(settings)}}
+    return subprocess.Popen([sys.executable, "-m", "device.ready", str(recording_id)],
+                            env=env, preexec_fn=idle, stdin=subprocess.DEVNULL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    [recording_id] = argv if argv is not None else sys.argv[1:]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    progress = run(Settings.load(), int(recording_id))
+    log.info("recording %s: final pass ahead up to %.1f s (%d windows)", recording_id,
+             progress.seconds, progress.windows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Ready at stop: the final pass runs during the recording, and the transcript after stop is
+the one a pass over the whole file gives."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from device import audio
+from device.capture import FileSource
+from device.jobs import Runner
+from device.pipeline import recognize, select_profile
+from device.ready import CaptureReader, decidable
+from device.recognize.timeline import Timeline
+from device.recorder import Recorder
+from device.store import Store
+from device.vad import SpeechChunk
+from tests.conftest import SPEECH_DIR
+
+SR = audio.SAMPLE_RATE
+
+
+def _many_voices(path, gap: float = 0.6, seconds: float = 100.0) -> float:
+    """Real clips of the dev set and of ../shared/speech, each once, one after the other,
+    for about ``seconds``."""
+    dev = SPEECH_DIR.parent / "speech-dev"
+    if not (dev / "manifest.tsv").is_file():
+        pytest.skip(f"the dialect dev set is not present ({dev}/manifest.tsv): a recording "
+                    "of several windows needs its clips")
+    pieces, total = [], 0.0
+    for directory in (dev, SPEECH_DIR):
+        with open(directory / "manifest.tsv", encoding="utf-8") as f:
+            for row in csv.DictReader(f, delimiter="\t"):
+                if total < seconds:
+                    pieces += [audio.decode(directory / row["file"]), np.zeros(int(gap * SR))]
+                    total += pieces[-2].size / SR + gap
+    samples = np.concatenate(pieces).astype(np.float32)
+    audio.write_wav(path, samples)
+    return samples.size / SR
+
+
+def test_the_decided_windows_are_the_whole_recordings_first_windows():
+    chunks = [SpeechChunk(i * 8 * SR, (i * 8 + 6) * SR) for i in range(12)]  # 6 s each
+    whole = Timeline(chunks).windows()
+    for n in range(len(chunks) + 1):
+        decided = decidable(chunks[:n])
+        windows = Timeline(decided).windows() if decided else []
+        assert windows == whole[: len(windows)]
+        assert not decided or len(windows) == len(Timeline(chunks[:n]).windows()) - 1
+
+
+def test_the_capture_reader_reads_what_the_segment_files_hold(tmp_path):
+    from device.storage import SegmentWriter, join
+
+    rng = np.random.default_rng(3)
+    written = (rng.standard_normal(5 * SR) * 0.1).astype(np.float32)
+    writer = SegmentWriter(tmp_path / "capture", segment_seconds=1.0)
+    reader, read = CaptureReader(tmp_path / "capture"), []
+    for block in np.array_split(written, 37):
+        writer.write(block)
+        read.append(reader.read())
+    writer.close()
+    read.append(reader.read())
+    join(tmp_path / "capture", tmp_path / "joined.wav")
+    assert np.array_equal(np.concatenate(read), audio.decode(tmp_path / "joined.wav"))
+
+
+@pytest.mark.slow
+def test_a_recording_is_final_passed_while_it_is_made(settings, engines, tmp_path):
+    settings = settings.replace(diarize=False)
+    seconds = _many_voices(tmp_path / "voices.wav")
+    recorder = Recorder(settings, engines, live=False, ahead=True)
+    recording = recorder.start(FileSource(tmp_path / "voices.wav", speed=5.0),
+                               profile="mandarin")
+    recording = recorder.wait(timeout=seconds)
+    with Store(settings.database_path) as store:
+        kept = store.db.execute("SELECT count(*) FROM decoded_windows WHERE recording_id = ?",
+                                [recording.id]).fetchone()[0]
+        assert kept >= 2, "the final pass decoded nothing while recording"
+        assert store.get_recording(recording.id).final_pass_until > 30
+        [job] = store.jobs_for(recording.id)
+        runner = Runner(settings, engines)
+        assert runner.run(store, runner.claim(store, job.id)), store.get_job(job.id).error
+        taken = engines.recognizer("whisper-base").report.windows_taken
+        final = [(s.start, s.end, s.text) for s in store.segments(recording.id)]
+        assert store.db.execute("SELECT count(*) FROM decoded_windows").fetchone()[0] == 0
+        stored = audio.decode(settings.audio_dir / store.get_recording(recording.id).audio_file)
+    assert taken == kept  # every window decoded ahead was taken, none decoded twice
+    # the transcript is the one a pass over the whole file gives, from scratch
+    whole = recognize(engines, settings, stored, engines.detector.speech_chunks(stored),
+                      select_profile(settings, "mandarin"))
+    assert final == [(s.start, s.end, s.text) for s in whole.segments]
