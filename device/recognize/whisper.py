@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -174,8 +174,14 @@ class WhisperRecognizer:
             encoded = fw.encode_window(self.model, speech_audio, spans[i], keep=True)
             return fw.detect_languages(self.model, encoded)
 
+        def key(i: int) -> str:
+            start, end = int(spans[i].start * SAMPLE_RATE), int(spans[i].end * SAMPLE_RATE)
+            return window_key(self.model_id, speech_audio[start:end], 0, {"kind": "language"})
+
+        rankings = self._remembered(detect, picks, key, lambda ranking: [
+            [language, float(p)] for language, p in ranking])
         totals: dict[str, float] = {}
-        for ranking in self._side_by_side(detect, picks):
+        for ranking in rankings:
             for language, probability in ranking:
                 totals[language] = totals.get(language, 0.0) + probability / len(picks)
         ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:5]
@@ -199,8 +205,14 @@ class WhisperRecognizer:
         # A prompt that sets off a repetition loop must not decode on to the model's
         # limit: speech is well under 8 tokens a second.
         new_tokens = 16 + int(8 * min(window.seconds, seconds or window.seconds))
-        encoded = fw.encode_window(self.model, timeline.audio(audio, until=window.end), window,
-                                   keep=True)
+        window_audio = timeline.audio(audio, until=window.end)
+        key = window_key(self.model_id, window_audio, 0, {
+            "kind": "trials", "tokens": new_tokens,
+            "chunks": [[c.start, c.end] for c in speech],
+            "options": [[o.language, o.initial_prompt, o.hotwords] for o in options]})
+        if self.memo is not None and (found := self.memo.get(key)) is not None:
+            return [[Segment(**segment) for segment in trial] for trial in found["trials"]]
+        encoded = fw.encode_window(self.model, window_audio, window, keep=True)
 
         def decode(option: RecognitionOptions) -> list[Segment]:
             text, avg_logprob, no_speech_prob = fw.decode_greedy(
@@ -213,12 +225,35 @@ class WhisperRecognizer:
             cleaned = clean_segment(segment, option.initial_prompt)
             return [cleaned] if cleaned is not None else []
 
-        return self._side_by_side(decode, options)
+        trials = self._side_by_side(decode, options)
+        if self.memo is not None:
+            self.memo.put(key, {"trials": [[
+                {name: value for name, value in asdict(segment).items() if name != "words"}
+                for segment in trial] for trial in trials]})
+        return trials
 
     def _side_by_side(self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``work`` on every item, as many at once as there are decoding workers."""
         with ThreadPoolExecutor(self.workers, thread_name_prefix="whisper") as pool:
             return list(pool.map(work, items))
+
+    def _remembered(self, work: Callable[[T], R], items: list[T], key: Callable[[T], str],
+                    to_json: Callable[[R], object]) -> list:
+        """``_side_by_side``, with what the memo holds taken from it and the rest kept in it
+        (read and written in this thread: the memo is a database connection)."""
+        if self.memo is None:
+            return self._side_by_side(work, items)
+        keys = [key(item) for item in items]
+        found = [self.memo.get(k) for k in keys]
+        todo = [item for item, value in zip(items, found, strict=True) if value is None]
+        done = iter(self._side_by_side(work, todo))
+        results = []
+        for k, value in zip(keys, found, strict=True):
+            if value is None:
+                value = {"value": to_json(next(done))}
+                self.memo.put(k, value)
+            results.append(value["value"])
+        return results
 
     def _decode_windows(
         self, speech_audio: np.ndarray, windows: list[Window], options: RecognitionOptions,
