@@ -114,6 +114,7 @@ arm64-check:
 bench: install
 	$(PY) bench/asr.py
 	$(PY) bench/live.py
+	$(PY) bench/ready.py
 	$(PY) bench/summary.py
 	$(PY) bench/web.py
 	$(PY) bench/stereo.py

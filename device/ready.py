@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device import storage
+from device import encryption, storage
 from device.audio import SAMPLE_RATE
 from device.settings import ENV_PREFIX, Settings
 from device.store import Store
@@ -59,15 +59,43 @@ class StoredWindows:
 
 
 class CaptureReader:
-    """The samples of a recording in progress, as far as its plain segment files hold them,
-    read on from where the last read ended."""
+    """The samples of a recording in progress, as far as its segment files hold them, read
+    on from where the last read ended; sealed segments (an encrypted box) with the
+    recording's ``key``, their plaintext kept in memory only."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, key: bytes | None = None):
         self.directory = directory
+        self.key = key
         self._index = 0  # of the segment file being read
-        self._offset = storage.HEADER_BYTES
+        self._offset = 0 if key else storage.HEADER_BYTES  # records, or bytes
 
     def read(self) -> np.ndarray:
+        pieces = self._read_sealed() if self.key else self._read_plain()
+        samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype="<i2")
+        return samples.astype(np.float32) / 32768.0  # as the joined file decodes
+
+    def _read_sealed(self) -> list[np.ndarray]:
+        from device.sealedlog import SealedLogReader
+        from device.vault import SealedFileError
+
+        pieces = []
+        while True:
+            files = storage.segment_files(self.directory, storage.SEALED_SUFFIX)
+            if self._index >= len(files):
+                break
+            try:
+                with SealedLogReader([files[self._index]], self.key) as log:
+                    pieces += [np.frombuffer(r, dtype="<i2")
+                               for r in log.records(self._offset)]
+                    self._offset = len(log)
+            except SealedFileError:  # just created (no header yet), or damaged: not read on
+                break
+            if self._index + 1 >= len(files):
+                break
+            self._index, self._offset = self._index + 1, 0
+        return pieces
+
+    def _read_plain(self) -> list[np.ndarray]:
         pieces = []
         while True:
             files = storage.segment_files(self.directory)
@@ -82,8 +110,7 @@ class CaptureReader:
             if self._index + 1 >= len(files):
                 break  # the segment being written: read on from here next time
             self._index, self._offset = self._index + 1, storage.HEADER_BYTES
-        samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype="<i2")
-        return samples.astype(np.float32) / 32768.0  # as the joined file decodes
+        return pieces
 
 
 @dataclass
@@ -128,10 +155,15 @@ def run(settings: Settings, recording_id: int, engines=None,
     try:
         still = recording or (lambda: store.get_recording(recording_id).status == "recording")
         directory = capture_dir(settings, recording_id)
-        if storage.is_sealed(directory):
-            log.info("recording %s is sealed: its final pass waits for the stop", recording_id)
-            return progress
-        reader, stream = CaptureReader(directory), SpeechStream(engines.detector)
+        key = None
+        while encryption.enabled(settings) and key is None:  # sealed as it is recorded
+            try:
+                key = encryption.data_key(settings, recording_id)
+            except encryption.BoxLocked:  # the final pass starts once the box is unlocked
+                if not still():
+                    return progress
+                time.sleep(poll)
+        reader, stream = CaptureReader(directory, key), SpeechStream(engines.detector)
         audio = np.zeros(0, dtype=np.float32)
         while still():
             new = reader.read()

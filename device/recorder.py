@@ -104,6 +104,8 @@ class Recorder:
         self.live = live and engines is not None
         self.ahead = ahead
         self._ahead = None
+        self.final_pass_until: float | None = None
+        """How far the final pass has got into the recording (None: it is not running)."""
         self.fsync_trace = fsync_trace
         self.recording_id: int | None = None
         self.paused = False
@@ -160,7 +162,10 @@ class Recorder:
             if self.ahead:
                 from device import ready
 
+                self.final_pass_until = 0.0
                 self._ahead = ready.start(self.settings, recording.id)
+                threading.Thread(target=self._watch_ahead, args=(recording.id,), daemon=True,
+                                 name="final-pass-progress").start()
             self._thread = threading.Thread(target=self._capture, name="capture", daemon=True)
             self._thread.start()
             self._publish({"type": "state", "state": "recording", "recording_id": recording.id})
@@ -217,7 +222,8 @@ class Recorder:
         return {"state": "paused" if self.state == "recording" and self.paused else self.state,
                 "recording_id": self.recording_id, "seconds": round(seconds, 2),
                 "level": {"peak_db": self.level.peak_db, "rms_db": self.level.rms_db},
-                "stop_reason": self.stop_reason}
+                "stop_reason": self.stop_reason,
+                "final_pass_until": self.final_pass_until if recording else None}
 
     def subscribe(self, deliver: Callable[[dict], None] | None = None) -> queue.Queue | None:
         """Have every event handed to ``deliver`` (called from the capture thread: it must
@@ -289,6 +295,17 @@ class Recorder:
         finally:
             store.close()
             self._lock.release()
+
+    def _watch_ahead(self, recording_id: int, every: float = 2.0) -> None:
+        """Tell the page how far the final pass has got, while this recording lasts."""
+        with Store(self.settings.database_path) as store:
+            while self.recording_id == recording_id and self.state == "recording":
+                until = store.get_recording(recording_id).final_pass_until or 0.0
+                if until != self.final_pass_until:
+                    self.final_pass_until = until
+                    self._publish({"type": "final_pass", "recording_id": recording_id,
+                                   "until": until})
+                time.sleep(every)
 
     def _stop_ahead(self) -> None:
         """The final pass ahead ends with the recording: what it decoded is kept."""

@@ -150,6 +150,16 @@ class SealedLogReader:
         for i in range(len(self._index)):
             yield self._record(i)
 
+    def records(self, first: int = 0) -> Iterator[bytes]:
+        """The plaintext of each whole record from number ``first`` on (a log still being
+        written: the records written since the last look)."""
+        for i in range(first, len(self._index)):
+            yield self._record(i)
+
+    def __len__(self) -> int:
+        """Whole records."""
+        return len(self._index)
+
     read = SealedReader.read
     seek = SealedReader.seek
     tell = SealedReader.tell

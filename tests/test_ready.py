@@ -51,20 +51,28 @@ def test_the_decided_windows_are_the_whole_recordings_first_windows():
         assert not decided or len(windows) == len(Timeline(chunks[:n]).windows()) - 1
 
 
-def test_the_capture_reader_reads_what_the_segment_files_hold(tmp_path):
+@pytest.mark.parametrize("sealed", [False, True], ids=["plain", "sealed"])
+def test_the_capture_reader_reads_what_the_segment_files_hold(tmp_path, sealed):
+    import os
+
     from device.storage import SegmentWriter, join
 
+    key = os.urandom(32) if sealed else None
     rng = np.random.default_rng(3)
     written = (rng.standard_normal(5 * SR) * 0.1).astype(np.float32)
-    writer = SegmentWriter(tmp_path / "capture", segment_seconds=1.0)
-    reader, read = CaptureReader(tmp_path / "capture"), []
+    writer = SegmentWriter(tmp_path / "capture", segment_seconds=1.0, data_key=key)
+    reader, read = CaptureReader(tmp_path / "capture", key), []
     for block in np.array_split(written, 37):
         writer.write(block)
         read.append(reader.read())
     writer.close()
     read.append(reader.read())
-    join(tmp_path / "capture", tmp_path / "joined.wav")
-    assert np.array_equal(np.concatenate(read), audio.decode(tmp_path / "joined.wav"))
+    if sealed:  # what a box stores is the sealed segments, read as one WAV file
+        whole = audio.decode(audio.SealedAudio(tmp_path / "capture", key))
+    else:
+        join(tmp_path / "capture", tmp_path / "joined.wav")
+        whole = audio.decode(tmp_path / "joined.wav")
+    assert np.array_equal(np.concatenate(read), whole) and whole.size == written.size
 
 
 @pytest.mark.slow
@@ -72,8 +80,14 @@ def test_a_recording_is_final_passed_while_it_is_made(settings, engines, tmp_pat
     settings = settings.replace(diarize=False)
     seconds = _many_voices(tmp_path / "voices.wav")
     recorder = Recorder(settings, engines, live=False, ahead=True)
+    events = recorder.subscribe()
     recording = recorder.start(FileSource(tmp_path / "voices.wav", speed=5.0))  # auto mode
     recording = recorder.wait(timeout=seconds)
+    told = []
+    while not events.empty():
+        event = events.get_nowait()
+        if event["type"] == "final_pass":
+            told.append(event["until"])
     with Store(settings.database_path) as store:
         # decoded windows, not auto mode's language detections and trials
         kept = store.db.execute("SELECT count(*) FROM decoded_windows WHERE recording_id = ? "
@@ -81,6 +95,7 @@ def test_a_recording_is_final_passed_while_it_is_made(settings, engines, tmp_pat
                                 [recording.id]).fetchone()[0]
         assert kept >= 2, "the final pass decoded nothing while recording"
         assert store.get_recording(recording.id).final_pass_until > 30
+        assert told and told[-1] > 0  # the Record page was told how far it got
         [job] = store.jobs_for(recording.id)
         runner = Runner(settings, engines)
         assert runner.run(store, runner.claim(store, job.id)), store.get_job(job.id).error

@@ -474,6 +474,16 @@ def test_recording_page_carries_word_timings_for_the_player(box):
     assert 'id="player" src=' not in page  # no audio file stored for this one
 
 
+def test_a_recording_in_progress_says_how_far_its_final_transcript_has_got(box):
+    with Store(box.settings.database_path) as store:
+        rec = store.create_recording("interview", "mic", status="recording")
+        page = box.reviewer.client.get(f"/recordings/{rec.id}").text
+        assert 'id="final-pass"' not in page  # nothing final-passed yet
+        store.update_recording(rec.id, final_pass_until=2480.0)
+    page = box.reviewer.client.get(f"/recordings/{rec.id}").text
+    assert re.search(r'id="final-pass">[^<]*41\D+20', page), page[:2000]
+
+
 # -- uploads, audio, traversal -------------------------------------------------------------
 
 def test_upload_types_by_content_and_streams_to_a_job(box, speech_wav):

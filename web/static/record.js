@@ -11,6 +11,13 @@
   const note = document.createElement("span");  // marker messages, beside the state
   note.className = "muted";
   state.after(note);
+  const final = document.createElement("span");  // how far the final transcript has got
+  final.className = "muted";
+  final.id = "final-pass";
+  note.after(final);
+  function finalPass(until) {
+    final.textContent = until ? " · " + _("final transcript up to %(time)s", { time: tingji.clock(until) }) : "";
+  }
 
   function show(status) {
     if (status.state === "busy") {  // someone else's recording: nothing of it is shown
@@ -26,6 +33,7 @@
     buttons.pause.textContent = paused ? _("Resume") : _("Pause");
     if (status.seconds !== undefined) clock.textContent = tingji.clock(status.seconds);
     if (!active) { clock.textContent = tingji.clock(status.seconds || 0); note.textContent = ""; }
+    if (status.final_pass_until !== undefined || !active) finalPass(active && status.final_pass_until);
     state.textContent = active ? (paused ? _("Paused") : _("Recording…")) : (status.stop_reason || "");
   }
 
@@ -151,5 +159,6 @@
     live.append(li);
     li.scrollIntoView({ block: "nearest" });
   });
+  events.addEventListener("final_pass", (e) => finalPass(JSON.parse(e.data).until));
   events.addEventListener("marker", (e) => { note.textContent = " · " + _("marker at %(time)s", { time: tingji.clock(JSON.parse(e.data).t) }); });
 })();

@@ -1,0 +1,157 @@
+"""Ready at stop: how long after pressing stop the final transcript and the summary are
+there, with the final pass running during the recording (``device.ready``) and without.
+
+    python bench/ready.py [--seconds 600] [--out bench/results/ready.json]
+
+A recording assembled from many real clips, each used once (every Mandarin, Cantonese and
+Sichuanese clip of ../shared, then English prompts and readers from Debian packages, see
+bench/longform.py), is played through the file source in real time into the recorder with
+its live transcript, as on the box; the worker's models are loaded before (the appliance's
+worker is running). Three runs: ``seconds`` without the final pass during the recording
+(today's box), the same with it, and twice as long with it. Reported per run: the live
+transcript's lag (p50/p95/max) and dropped frames; the final pass's backlog over time
+(seconds recorded but not yet final-passed); the peak memory of the recorder and the final
+pass together; the time from stop to the final transcript and to the summary; and the final
+transcript's CER against the reference and against a pass over the whole stored file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.longform import assemble, chinese_clips, english_clips  # noqa: E402
+from bench.report import header, write  # noqa: E402
+from device import audio  # noqa: E402
+from device.capture import FileSource  # noqa: E402
+from device.jobs import Runner, load_engines  # noqa: E402
+from device.pipeline import recognize, select_profile  # noqa: E402
+from device.recorder import Recorder  # noqa: E402
+from device.settings import Settings  # noqa: E402
+from device.store import Store  # noqa: E402
+from device.text import character_error_rate  # noqa: E402
+
+SR = audio.SAMPLE_RATE
+TARGETS = {"stop_to_transcript_s_max": 30.0, "stop_to_summary_s_max": 90.0,
+           "lag_p95_added_s_max": 0.2, "peak_rss_mb_max": 3072}
+
+
+def build(path: Path, seconds: float) -> str:
+    """The recording: the Chinese clips, then English ones to ``seconds``; its reference."""
+    chinese, chinese_text, _ = assemble(chinese_clips(), seconds, seed=30)
+    rest = max(0.0, seconds - chinese.size / SR)
+    english, english_text, _ = assemble(english_clips(), rest, seed=30)
+    audio.write_wav(path, np.concatenate([chinese, english]))
+    return chinese_text + " " + english_text
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run(settings: Settings, wav: Path, reference: str, ahead: bool, live_engines,
+        worker_engines) -> dict:
+    with tempfile.TemporaryDirectory() as data:
+        local = settings.replace(data_dir=Path(data))
+        recorder = Recorder(local, live_engines, ahead=ahead)
+        recording = recorder.start(FileSource(wav, speed=1.0), title="bench")
+        backlog, peak = [], 0.0
+        done = threading.Event()
+
+        def watch() -> None:
+            nonlocal peak
+            with Store(local.database_path) as store:
+                while not done.wait(5.0):
+                    seconds = recorder.status()["seconds"]
+                    final = store.get_recording(recording.id).final_pass_until or 0.0
+                    backlog.append([round(seconds, 1), round(seconds - final, 1)])
+                    child = recorder._ahead.pid if recorder._ahead else None
+                    peak = max(peak, rss_mb(_self()) + (rss_mb(child) if child else 0.0))
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        recording = recorder.wait()
+        stopped = time.monotonic()
+        done.set()
+        watcher.join()
+        with Store(local.database_path) as store:
+            runner = Runner(local, worker_engines)
+            [job] = store.jobs_for(recording.id)
+            ok = runner.run(store, runner.claim(store, job.id))
+            transcribed = time.monotonic() - stopped
+            summary_jobs = [j for j in store.jobs_for(recording.id) if j.kind == "summarize"]
+            summarised = None
+            if ok and summary_jobs:
+                runner.run(store, runner.claim(store, summary_jobs[0].id))
+                summarised = time.monotonic() - stopped
+            final = "".join(s.text for s in store.segments(recording.id))
+            stored = audio.decode(local.audio_dir / store.get_recording(recording.id).audio_file)
+        whole = recognize(worker_engines, local, stored,
+                          worker_engines.detector.speech_chunks(stored),
+                          select_profile(local, "auto"))
+        lags = sorted(recorder.live_lags)
+        return {
+            "final_pass_during_recording": ahead,
+            "seconds": round(stored.size / SR, 1),
+            "live": {"segments": len(lags),
+                     "lag_p50_s": round(float(np.percentile(lags, 50)), 3) if lags else None,
+                     "lag_p95_s": round(float(np.percentile(lags, 95)), 3) if lags else None,
+                     "lag_max_s": round(max(lags), 3) if lags else None,
+                     "dropped_frames": recorder.frames_received - stored.size},
+            "backlog_s": backlog if ahead else None,
+            "peak_rss_mb": round(peak, 1),
+            "stop_to_transcript_s": round(transcribed, 1),
+            "stop_to_summary_s": round(summarised, 1) if summarised else None,
+            "cer_vs_reference": round(character_error_rate(reference, final), 4),
+            "cer_vs_whole_file_pass": round(character_error_rate(
+                "".join(s.text for s in whole.segments), final), 4),
+        }
+
+
+def _self() -> int:
+    import os
+
+    return os.getpid()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=600.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/ready.json")
+    args = parser.parse_args()
+    settings = Settings.load()
+    live_engines = load_engines(settings, live=True)
+    worker_engines = load_engines(settings)
+    runs = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, seconds, ahead in (("without", args.seconds, False),
+                                     ("with", args.seconds, True),
+                                     ("with, twice as long", 2 * args.seconds, True)):
+            wav = Path(scratch) / f"{int(seconds)}.wav"
+            reference = build(wav, seconds)
+            runs[name] = run(settings, wav, reference, ahead, live_engines, worker_engines)
+            print(name, {k: v for k, v in runs[name].items() if k != "backlog_s"},
+                  file=sys.stderr, flush=True)
+    report = header("ready", settings) | {"targets": TARGETS, "runs": runs}
+    write(args.out, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
