@@ -38,6 +38,10 @@ log = logging.getLogger("tingji.ready")
 
 POLL_SECONDS = 2.0
 """How often the recording's files are read for new audio."""
+AHEAD_MAX_SECONDS = 2 * 3600.0
+"""The final pass during a recording holds the recording's audio so far in memory (230 MB
+an hour, and copies of its speech while it decodes): beyond this it stops, keeping what it
+decoded, and the rest is decoded after stop, so the box stays within its 3 GB."""
 
 
 class StoredWindows:
@@ -166,6 +170,10 @@ def run(settings: Settings, recording_id: int, engines=None,
         reader, stream = CaptureReader(directory, key), SpeechStream(engines.detector)
         audio = np.zeros(0, dtype=np.float32)
         while still():
+            if audio.size > AHEAD_MAX_SECONDS * SAMPLE_RATE:
+                log.info("recording %s: %.0f s recorded, the rest of its final pass waits for "
+                         "the stop", recording_id, audio.size / SAMPLE_RATE)
+                break
             new = reader.read()
             audio = np.concatenate([audio, new]) if new.size else audio
             stream.feed(new)
