@@ -162,10 +162,14 @@ class Recorder:
             if self.ahead:
                 from device import ready
 
-                self.final_pass_until = 0.0
-                self._ahead = ready.start(self.settings, recording.id)
-                threading.Thread(target=self._watch_ahead, args=(recording.id,), daemon=True,
-                                 name="final-pass-progress").start()
+                try:
+                    self._ahead = ready.start(self.settings, recording.id)
+                except OSError as exc:  # the recording goes on; its final pass after stop
+                    log.warning("the final pass cannot run during the recording: %s", exc)
+                else:
+                    self.final_pass_until = 0.0
+                    threading.Thread(target=self._watch_ahead, args=(recording.id,),
+                                     daemon=True, name="final-pass-progress").start()
             self._thread = threading.Thread(target=self._capture, name="capture", daemon=True)
             self._thread.start()
             self._publish({"type": "state", "state": "recording", "recording_id": recording.id})
