@@ -159,6 +159,7 @@ class Recorder:
                 raise
             self._source = source
             self.state, self.paused, self.stop_reason = "recording", False, None
+            self.final_pass_until = None
             if self.ahead:
                 from device import ready
 
