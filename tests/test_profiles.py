@@ -107,37 +107,39 @@ def test_terms_and_corrections():
         Terms.parse(["=华为"])
 
 
+def _trials(results: dict[str, tuple[str, float]]):
+    """Trial decodings of the speech: each candidate profile's (text, mean log-prob)."""
+    return lambda candidates: [
+        [Segment(0, 1, results[p.name][0], avg_logprob=results[p.name][1])]
+        for p in candidates]
+
+
 def test_auto_prefers_a_variety_only_with_its_written_forms_and_a_better_score():
     profiles = load_profiles(None)
-
-    def trial_for(results):
-        return lambda candidates: [
-            [Segment(0, 1, results[p.name][0], avg_logprob=results[p.name][1])]
-            for p in candidates]
 
     cantonese_speech = {"mandarin": ("这几个字都表达不到我想讲的意思", -0.28),
                         "cantonese": ("呢幾個字都表達唔到我想講嘅意思", -0.10),
                         "sichuanese": ("这几个字都表达不到我想讲的意思", -0.17)}
-    assert choose_auto_profile("zh", profiles, trial_for(cantonese_speech))[0] == "cantonese"
+    assert choose_auto_profile("zh", profiles, _trials(cantonese_speech))[0] == "cantonese"
     mandarin_speech = {"mandarin": ("甚至出现交易几乎停滞的情况", -0.11),
                        "cantonese": ("甚至出現交易幾乎停滯嘅情況", -0.14),
                        "sichuanese": ("甚至出现交易几乎停滞的情况", -0.13)}
-    assert choose_auto_profile("zh", profiles, trial_for(mandarin_speech))[0] == "mandarin"
+    assert choose_auto_profile("zh", profiles, _trials(mandarin_speech))[0] == "mandarin"
     # Sichuanese speech the Cantonese prompt writes in Cantonese forms, more likely than the
     # Mandarin decoding but not than the Sichuanese one: no written forms decide, and the
     # plain decoding is unsure (below Sichuanese's plain_logprob_below): Sichuanese
     sichuanese_speech = {"mandarin": ("就你走来的敲了个敲了", -1.04),
                          "cantonese": ("嘅你之後嚟嘅敲咗個", -0.57),
                          "sichuanese": ("就你走来的，跳了个跳了", -0.55)}
-    assert choose_auto_profile("zh", profiles, trial_for(sichuanese_speech))[0] == "sichuanese"
+    assert choose_auto_profile("zh", profiles, _trials(sichuanese_speech))[0] == "sichuanese"
     # The same, decoded surely by the plain prompt: no clear winner, the plain decoding
     unclear = {**sichuanese_speech, "mandarin": ("就你走来的敲了个敲了", -0.40)}
-    assert choose_auto_profile("zh", profiles, trial_for(unclear))[0] == "mandarin"
+    assert choose_auto_profile("zh", profiles, _trials(unclear))[0] == "mandarin"
     # A short command decoded unsurely is too short to tell
     command = {name: ("换一首歌", -0.56) for name in sichuanese_speech}
-    assert choose_auto_profile("zh", profiles, trial_for(command))[0] == "mandarin"
-    assert choose_auto_profile("en", profiles, trial_for({}))[0] == "english"
-    assert choose_auto_profile("fr", profiles, trial_for({}))[0] == "auto"
+    assert choose_auto_profile("zh", profiles, _trials(command))[0] == "mandarin"
+    assert choose_auto_profile("en", profiles, _trials({}))[0] == "english"
+    assert choose_auto_profile("fr", profiles, _trials({}))[0] == "auto"
 
 
 def test_scoring_treats_both_sides_alike_and_a_bad_manifest_is_one_clear_line(tmp_path,
@@ -208,21 +210,16 @@ def test_auto_compares_likelihoods_only_of_decodings_of_the_whole_speech():
     """A decoding that left speech out is surer for it: it neither wins nor sets the bar."""
     profiles = load_profiles(None)
 
-    def trial_for(results):
-        return lambda candidates: [
-            [Segment(0, 1, results[p.name][0], avg_logprob=results[p.name][1])]
-            for p in candidates]
-
     # Cantonese speech whose plain decodings stopped after a few words
     stopped = {"mandarin": ("而較早前已經復航的", -0.16),
                "cantonese": ("而較早前已經復航嘅氹仔碼頭星期五開始增設夜間航班，不過兩個碼頭暫時都"
                              "冇凌晨班次，有旅客希望可以留喺澳門長啲時間", -0.32),
                "sichuanese": ("而较早前已经复航的", -0.19)}
-    choice, scores = choose_auto_profile("zh", profiles, trial_for(stopped))
+    choice, scores = choose_auto_profile("zh", profiles, _trials(stopped))
     assert choice == "cantonese"
     assert scores["mandarin_characters"] == 9
     # Sichuanese speech the Cantonese prompt wrote in Cantonese forms, surer and shorter
     shortened = {"mandarin": ("就临走那天挑了个飘了一下嗨呀弟弟灵魂儿就飞上九霄云", -1.04),
                  "cantonese": ("嘅你之後嚟嘅敲咗個敲咗嘢嗰啲", -0.73),
                  "sichuanese": ("就临走那天挑了个飘了一下嗨呀弟弟灵魂儿就飞上九霄云", -0.97)}
-    assert choose_auto_profile("zh", profiles, trial_for(shortened))[0] == "sichuanese"
+    assert choose_auto_profile("zh", profiles, _trials(shortened))[0] == "sichuanese"
