@@ -18,6 +18,7 @@ transcript's CER against the reference and against a pass over the whole stored 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import threading
@@ -81,7 +82,7 @@ def run(settings: Settings, wav: Path, reference: str, ahead: bool, live_engines
                     final = store.get_recording(recording.id).final_pass_until or 0.0
                     backlog.append([round(seconds, 1), round(seconds - final, 1)])
                     child = recorder._ahead.pid if recorder._ahead else None
-                    peak = max(peak, rss_mb(_self()) + (rss_mb(child) if child else 0.0))
+                    peak = max(peak, rss_mb(os.getpid()) + (rss_mb(child) if child else 0.0))
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
@@ -121,12 +122,6 @@ def run(settings: Settings, wav: Path, reference: str, ahead: bool, live_engines
             "cer_vs_whole_file_pass": round(character_error_rate(
                 "".join(s.text for s in whole.segments), final), 4),
         }
-
-
-def _self() -> int:
-    import os
-
-    return os.getpid()
 
 
 def main() -> int:

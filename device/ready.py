@@ -49,13 +49,10 @@ class StoredWindows:
 
     def __init__(self, store: Store, recording_id: int):
         self.store, self.recording_id = store, recording_id
-        self.taken = 0
         self.kept = 0
 
     def get(self, key: str) -> dict | None:
-        value = self.store.decoded_window(self.recording_id, key)
-        self.taken += value is not None
-        return value
+        return self.store.decoded_window(self.recording_id, key)
 
     def put(self, key: str, value: dict) -> None:
         self.store.keep_decoded_window(self.recording_id, key, value)
@@ -119,29 +116,21 @@ class CaptureReader:
 
 @dataclass
 class Ahead:
-    """How far the final pass has got: seconds of the recording, and windows decoded."""
+    """How far the final pass has got: seconds of the recording, and what it kept (decoded
+    windows, auto mode's language detections and trials)."""
 
     seconds: float = 0.0
-    windows: int = 0
+    kept: int = 0
 
 
 def decidable(chunks: list[SpeechChunk]) -> list[SpeechChunk]:
     """The settled chunks whose windows are decided: every window of the first pass but the
     last, which the next chunk may still join (windows are packed greedily from the start,
     so the first ones are those of the whole recording)."""
-    from device.recognize.timeline import Timeline
+    from device.varieties import window_chunks
 
-    windows = Timeline(chunks).windows() if chunks else []
-    if len(windows) < 2:
-        return []
-    seconds = windows[-2].end
-    done, kept = 0.0, []
-    for chunk in chunks:
-        if done >= seconds - 1e-6:
-            break
-        kept.append(chunk)
-        done += (chunk.end - chunk.start) / SAMPLE_RATE
-    return kept
+    groups = window_chunks(chunks) if chunks else []
+    return [chunk for group in groups[:-1] for chunk in group]
 
 
 def run(settings: Settings, recording_id: int, engines=None,
@@ -188,7 +177,7 @@ def run(settings: Settings, recording_id: int, engines=None,
                 recognize_tracks(engines, settings, [Heard(Track(audio, None), chunks)],
                                  profile, recording_terms(store, recording_row),
                                  recording_row.script, ahead=True)
-            progress.seconds, progress.windows = chunks[-1].end_s, memo.kept
+            progress.seconds, progress.kept = chunks[-1].end_s, memo.kept
             store.update_recording(recording_id, final_pass_until=round(progress.seconds, 2))
         return progress
     finally:
@@ -223,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     progress = run(Settings.load(), int(recording_id))
-    log.info("recording %s: final pass ahead up to %.1f s (%d windows)", recording_id,
-             progress.seconds, progress.windows)
+    log.info("recording %s: final pass ahead up to %.1f s (%d decodings kept)", recording_id,
+             progress.seconds, progress.kept)
     return 0
 
 
