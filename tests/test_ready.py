@@ -4,6 +4,11 @@ the one a pass over the whole file gives."""
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -14,7 +19,8 @@ from device.jobs import Runner
 from device.pipeline import recognize, select_profile
 from device.ready import CaptureReader, decidable
 from device.recognize.timeline import Timeline
-from device.recorder import Recorder
+from device.recorder import Recorder, recover_interrupted
+from device.settings import PROJECT_ROOT
 from device.store import Store
 from device.vad import SpeechChunk
 from tests.conftest import SPEECH_DIR
@@ -107,6 +113,54 @@ def test_a_recording_is_final_passed_while_it_is_made(settings, engines, tmp_pat
     # windows at a time, and this recording has fewer)
     assert taken == kept
     # the transcript is the one a pass over the whole file gives, from scratch
+    whole = recognize(engines, settings, stored, engines.detector.speech_chunks(stored),
+                      select_profile(settings, "auto"))
+    assert final == [(s.start, s.end, s.text) for s in whole.segments]
+
+
+def _windows_kept(store: Store, recording_id: int) -> int:
+    """Decoded windows kept, not auto mode's language detections and trials."""
+    return store.db.execute("SELECT count(*) FROM decoded_windows WHERE recording_id = ? AND "
+                            "json_type(value, '$.window') IS NOT NULL",
+                            [recording_id]).fetchone()[0]
+
+
+@pytest.mark.slow
+def test_what_the_final_pass_kept_before_a_kill_9_is_taken_after_recovery(
+        settings, engines, tmp_path):
+    settings = settings.replace(diarize=False)
+    _many_voices(tmp_path / "voices.wav")
+    Store(settings.database_path).close()
+    # the recorder and its final pass in a process group of their own, killed together as a
+    # power cut takes the whole box
+    box = subprocess.Popen(
+        [sys.executable, "-m", "device", "record", "--source", f"file:{tmp_path}/voices.wav",
+         "--speed", "3", "--no-live", "--no-final"], cwd=PROJECT_ROOT, start_new_session=True,
+        env={**os.environ, "TINGJI_DATA_DIR": str(settings.data_dir), "TINGJI_DIARIZE": "0"},
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and box.poll() is None:
+            with Store(settings.database_path) as store:
+                if _windows_kept(store, 1):
+                    break
+            time.sleep(0.1)
+    finally:
+        os.killpg(box.pid, signal.SIGKILL)
+        box.wait(10)
+    assert box.returncode == -signal.SIGKILL, box.stderr.read().decode()[-2000:]
+    with Store(settings.database_path) as store:
+        kept = _windows_kept(store, 1)
+        assert kept and store.get_recording(1).status == "recording"
+    assert recover_interrupted(settings) == [1]
+    with Store(settings.database_path) as store:
+        [job] = store.jobs_for(1)
+        runner = Runner(settings, engines)
+        assert runner.run(store, runner.claim(store, job.id)), store.get_job(job.id).error
+        taken = engines.recognizer("whisper-base").report.windows_taken
+        final = [(s.start, s.end, s.text) for s in store.segments(1)]
+        stored = audio.decode(settings.audio_dir / store.get_recording(1).audio_file)
+    assert taken == kept  # reused, not decoded again
     whole = recognize(engines, settings, stored, engines.detector.speech_chunks(stored),
                       select_profile(settings, "auto"))
     assert final == [(s.start, s.end, s.text) for s in whole.segments]
