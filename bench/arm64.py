@@ -197,7 +197,8 @@ def inside(speech: Path, out: Path) -> int:
     with tempfile.TemporaryDirectory() as data, \
             open(Path(data) / "test-fast.log", "w+", encoding="utf-8") as log, \
             open(Path(data) / "summary.log", "w+", encoding="utf-8") as summary_log:
-        tests = subprocess.Popen(["make", "test-fast"], cwd=ROOT, stdout=log,
+        tests = subprocess.Popen(["make", "test-fast", "PYTEST_ARGS=--durations=25"], cwd=ROOT,
+                                 stdout=log,
                                  stderr=subprocess.STDOUT)
 
         def summarise(entries: dict) -> None:
@@ -221,7 +222,9 @@ def inside(speech: Path, out: Path) -> int:
                                "seconds": round(time.monotonic() - started, 1),
                                "result": summary_line[0],
                                "failed": [line for line in output.splitlines()
-                                          if line.startswith(("FAILED ", "ERROR "))]}
+                                          if line.startswith(("FAILED ", "ERROR "))],
+                               "slowest": re.findall(r"^\d+\.\d+s (?:call|setup|teardown) .*$",
+                                                     output, re.MULTILINE)}
         if summary:
             code = summary["process"].wait(timeout=3600)
             summary_log.seek(0)

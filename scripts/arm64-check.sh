@@ -99,8 +99,11 @@ mount --bind "$CACHE/models" "$ROOTFS/opt/tingji/models/weights" \
   && mounts=("$ROOTFS/opt/tingji/models/weights" "${mounts[@]}")
 
 BUNDLE=/etc/ssl/certs/ca-certificates.crt
+# qemu emulates the CPU that cpuinfo describes, a Cortex-A76: libraries that choose their
+# kernels by the CPU's features (getauxval) take a Pi 5's, not qemu's `max` CPU's (SVE,
+# i8mm), which a board has not and qemu runs slower
 inside() { chroot "$ROOTFS" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin \
-  LANG=C.UTF-8 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CERT=$BUNDLE SSL_CERT_FILE=$BUNDLE \
+  QEMU_CPU=cortex-a76 LANG=C.UTF-8 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CERT=$BUNDLE SSL_CERT_FILE=$BUNDLE \
   REQUESTS_CA_BUNDLE=$BUNDLE bash -c "cd /opt/tingji && $*"; }
 say "make install inside, as on a board (venv kept across runs)"
 inside "{ [ -x /opt/venv/bin/python ] || python3 -m venv /opt/venv; } && ln -sfn /opt/venv .venv \
