@@ -1,5 +1,6 @@
 """Encryption at rest as the box's storage sees it: whether it is on, sealing a new
-recording's audio while locked, reading it once unlocked, and erasing it.
+recording's audio while locked, reading it once unlocked, erasing it, and the keys of the
+encrypted databases (the voiceprints').
 
 Encryption is on once the keyring exists (``python -m device keyring init``, which prints
 the recovery key once).  Every recording then has a data key of its own, sealed to the box's
@@ -110,6 +111,72 @@ def data_key(settings: Settings, recording_id: int) -> bytes:
     return vault.open_key(sealed, private)
 
 
+def database_key(settings: Settings, name: str) -> bytes | None:
+    """The key of the box's encrypted database ``name`` (``voiceprints``), made and kept
+    sealed the first time; None while encryption is off, BoxLocked while locked."""
+    if not enabled(settings):
+        return None
+    private = unlock.current(settings.data_dir)
+    if private is None:
+        raise BoxLocked()
+    with DataKeys(keys_path(settings)) as keys:
+        sealed = keys.get(f"database:{name}")
+    if sealed is None:
+        return _new_database_key(settings, name)
+    return vault.open_key(sealed, private)
+
+
+def _new_database_key(settings: Settings, name: str) -> bytes:
+    key = vault.new_data_key()
+    keyring = vault.Keyring.load(keyring_path(settings))
+    with DataKeys(keys_path(settings)) as keys:
+        keys.erase(f"database:{name}")  # an interrupted sealing's: its copy was never used
+        keys.put(f"database:{name}", vault.seal_key(key, keyring.public_key))
+    return key
+
+
+def in_the_clear(path: Path) -> bool:
+    """Whether ``path`` is an SQLite database file in the clear (an encrypted one begins
+    with random bytes, not SQLite's header)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except FileNotFoundError:
+        return False
+
+
+def seal_database(settings: Settings, path: Path, name: str) -> bool:
+    """Encrypt a database the box kept in the clear before its key existed, under a new key
+    (no secret needed: it is sealed to the box's public key); whether it did.  Crash-safe:
+    the write-ahead log is folded into the file first, the encrypted copy is written beside
+    it with its key kept before, and replaces it in one rename, so a power cut leaves the
+    database in the clear (sealed at the next try) or encrypted, never neither."""
+    import sqlcipher3
+
+    from device.store._base import raw_key
+
+    if not (enabled(settings) and in_the_clear(path)):
+        return False
+    plain = sqlcipher3.connect(str(path), timeout=30)  # no key: SQLite's own format
+    try:
+        plain.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        copy = path.with_name(path.name + ".sealing")
+        copy.unlink(missing_ok=True)
+        key = _new_database_key(settings, name)
+        plain.execute(f"ATTACH DATABASE ? AS sealed KEY {raw_key(key)}", [str(copy)])
+        plain.execute("SELECT sqlcipher_export('sealed')")
+        plain.execute("DETACH DATABASE sealed")
+    finally:
+        plain.close()
+    with open(copy, "rb+") as f:
+        os.fsync(f.fileno())
+    for log in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        log.unlink(missing_ok=True)  # emptied by the checkpoint; the copy has every page
+    os.replace(copy, path)
+    audio.fsync_dir(path.parent)
+    return True
+
+
 def stored_audio(settings: Settings, recording) -> Path | audio.SealedAudio:
     """What the decoders read for a stored recording: its file, or its sealed file with the
     key (BoxLocked while locked)."""
@@ -132,9 +199,11 @@ def seal_existing(settings: Settings, store, on_sealed=lambda recording_id: None
     the keys are sealed to the box's public key), one recording at a time, then erase the
     plaintext.  Crash-safe in any order of events: the sealed copy is complete and its key
     kept before the recording points to it, and the plain file goes only after; a rerun
-    (every worker start) finishes what a power cut interrupted.  The recordings sealed."""
+    (every worker start) finishes what a power cut interrupted.  The voiceprints' database
+    is encrypted first, if it was kept in the clear.  The recordings sealed."""
     if not enabled(settings):
         return []
+    seal_database(settings, settings.voiceprints_path, "voiceprints")
     sealed = []
     for recording_id, name in store.db.execute(
             "SELECT id, audio_file FROM recordings WHERE audio_file IS NOT NULL "

@@ -88,8 +88,13 @@ def delete_recording(store: Store, settings: Settings, recording_id: int,
 
     recording = store.delete_recording(recording_id, user)
     if settings.voiceprints_path.exists():
-        with Voiceprints(settings.voiceprints_path) as prints:
-            prints.forget_recording(recording_id)
+        try:
+            prints = Voiceprints.of(settings)
+        except encryption.BoxLocked:  # forgotten at their next opening with the store
+            pass
+        else:
+            with prints:
+                prints.forget_recording(recording_id)
     erase_audio_files(settings, recording)
     return recording
 

@@ -170,7 +170,7 @@ def cmd_voiceprints(settings: Settings, args: argparse.Namespace) -> int:
         if args.action in ("remove", "backup"):
             raise TingjiError("no voice is remembered on this box")
         return 0
-    with Voiceprints(settings.voiceprints_path) as prints:
+    with Store(settings.database_path) as store, Voiceprints.of(settings, store) as prints:
         if args.action == "remove":
             gone = prints.delete(args.id)
             print(f"deleted the voiceprint of {gone.name}")

@@ -103,7 +103,7 @@ def _known_voices(settings: Settings, found) -> tuple[dict[int, str],
 
     if not settings.name_voices or not settings.voiceprints_path.exists():
         return {}, []
-    with Voiceprints(settings.voiceprints_path) as prints:
+    with Voiceprints.of(settings) as prints:
         matched = match(found.voices, found.seconds, *prints.matrix())
     names = {speaker: suggestion(v.name) for speaker, (v, _) in matched.items()}
     return names, [(v.id, names[speaker], similarity)
@@ -136,7 +136,7 @@ def record_voice_uses(settings: Settings, recording_id: int,
     from device.store.voiceprints import Voiceprints
 
     if voices or settings.voiceprints_path.exists():
-        with Voiceprints(settings.voiceprints_path) as prints:
+        with Voiceprints.of(settings) as prints:
             prints.record_uses(recording_id, voices)
 
 
@@ -167,7 +167,7 @@ def remember_voice(
         raise InvalidInput(N_("%(speaker)s speaks for %(seconds)d s in this recording: at "
                               "least %(needed)d s of speech are needed to remember a voice"),
                            speaker=speaker, seconds=round(seconds), needed=round(ENROL_SECONDS))
-    with Voiceprints(settings.voiceprints_path) as prints:
+    with Voiceprints.of(settings, store) as prints:
         voiceprint = prints.enrol(name, vector, seconds=seconds,
                                   enrolled_by=user.username if user else None,
                                   recording_id=recording.id, recording_title=recording.title,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from device.errors import TingjiError
 from device.records import Job, Recording, Revision, Segment, Word
 from device.said import loaded
 
@@ -19,12 +20,38 @@ JSON_COLUMNS = ("terms", "language_probabilities", "auto_decision", "channel_lay
 """Recording columns stored as JSON text."""
 
 
-def connect(path: Path, *pragmas: str) -> sqlite_utils.Database:
+class DatabaseKeyError(TingjiError):
+    """An encrypted database that its key does not open (damaged, or another box's)."""
+
+
+def raw_key(key: bytes) -> str:
+    """A 32-byte key as SQLCipher takes it in SQL: used as it is, not derived again."""
+    return "\"x'" + key.hex() + "'\""
+
+
+def connect(path: Path, *pragmas: str, key: bytes | None = None) -> sqlite_utils.Database:
     """A database handle as every store of the box opens one: its folder made, WAL, full
-    sync, foreign keys, a 30 s wait for the write lock, and any ``pragmas`` more."""
+    sync, foreign keys, a 30 s wait for the write lock, and any ``pragmas`` more.
+
+    With ``key`` (32 bytes) the database is SQLCipher's: every page, of the file and of its
+    write-ahead log, encrypted with AES-256 under that key and authenticated."""
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite_utils.Database(sqlite3.connect(str(path), timeout=30, check_same_thread=False))
+    if key is None:
+        conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+    else:
+        import sqlcipher3
+
+        conn = sqlcipher3.connect(str(path), timeout=30, check_same_thread=False)
+        conn.execute("PRAGMA cipher_log_level = NONE")  # its errors are raised, not printed
+        conn.execute("PRAGMA key = " + raw_key(key))
+        try:  # the key is only tried on the first read
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlcipher3.DatabaseError as exc:
+            conn.close()
+            raise DatabaseKeyError(f"{path} does not open with its key: it is damaged, or "
+                                   "not this box's") from exc
+    db = sqlite_utils.Database(conn)
     for pragma in ("journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON",
                    "busy_timeout = 30000", *pragmas):
         db.execute(f"PRAGMA {pragma}")

@@ -109,6 +109,9 @@ class LibraryRooms(Rooms):
         return [Deletion(**row) for row in self.db.query(
             "SELECT * FROM deletions ORDER BY id DESC LIMIT ?", [limit])]
 
+    def deleted_recording_ids(self) -> list[int]:
+        return [row[0] for row in self.db.execute("SELECT recording_id FROM deletions")]
+
     def add_marker(self, recording_id: int, t: float, note: str = "") -> Marker:
         note = clean_label(note, "a marker's note", NOTE_MAX)
         with self.transaction():

@@ -4,7 +4,9 @@
 Voiceprints are personal (biometric) data, so they are never part of what the box hands out
 or copies: exports carry speaker *names* only, update backups copy ``tingji.db`` only, and
 deleting a voiceprint overwrites its rows (``secure_delete``) and empties the write-ahead
-log, so the embedding is gone from the disk's files, not only from the tables.
+log, so the embedding is gone from the disk's files, not only from the tables.  On a box
+with a key the file is encrypted (SQLCipher, under a key sealed to the box key): it opens
+only while the box is unlocked (``Voiceprints.of``).
 
     >>> prints = Voiceprints(Path(":memory:"))
     >>> v = prints.enrol("李明", np.ones(256, np.float32), seconds=42.0, enrolled_by="ana",
@@ -22,15 +24,16 @@ import numpy as np
 
 from device.errors import N_, InvalidInput, NotFound
 from device.records import Voiceprint, VoiceUse
-from device.store._base import connect, now
+from device.store._base import connect, now, raw_key
 from device.text import NAME_MAX, NOTE_MAX, clean_label
 
 DIMENSIONS = 256
 
 
 class Voiceprints:
-    def __init__(self, path: Path):
-        self.db = connect(path, "secure_delete = ON")
+    def __init__(self, path: Path, key: bytes | None = None):
+        self.db = connect(path, "secure_delete = ON", key=key)
+        self.key = key
         with self.db.conn:
             self.db["voiceprints"].create(
                 {"id": int, "name": str, "embedding": bytes, "seconds": float,
@@ -45,6 +48,23 @@ class Voiceprints:
                 pk="id", foreign_keys=[("voiceprint_id", "voiceprints", "id")],
                 if_not_exists=True)
             self.db["uses"].create_index(["voiceprint_id"], if_not_exists=True)
+
+    @classmethod
+    def of(cls, settings, store=None) -> Voiceprints:
+        """The box's voiceprints (``settings.voiceprints_path``): encrypted once the box has
+        its key (a file kept in the clear before is encrypted first), so BoxLocked while the
+        box is locked.  With the ``store``, the uses of recordings deleted while the box was
+        locked are forgotten now."""
+        from device import encryption
+
+        path = settings.voiceprints_path
+        encryption.seal_database(settings, path, "voiceprints")
+        prints = cls(path, encryption.database_key(settings, "voiceprints"))
+        if store is not None:
+            deleted = set(store.deleted_recording_ids())
+            for recording_id in prints.recordings() & deleted:
+                prints.forget_recording(recording_id)
+        return prints
 
     def close(self) -> None:
         self.db.close()
@@ -110,6 +130,12 @@ class Voiceprints:
             "SELECT voiceprint_id, recording_id, speaker, similarity, at FROM uses "
             "WHERE voiceprint_id = ? ORDER BY at DESC, id DESC", [voiceprint_id])]
 
+    def recordings(self) -> set[int]:
+        """The recordings the voiceprints name: enrolled from, or used in."""
+        return {row[0] for row in self.db.execute(
+            "SELECT recording_id FROM uses UNION SELECT recording_id FROM voiceprints "
+            "WHERE recording_id IS NOT NULL")}
+
     def forget_recording(self, recording_id: int) -> None:
         """A deleted recording: no longer listed where voiceprints were used."""
         with self.db.conn:
@@ -123,6 +149,13 @@ class Voiceprints:
         path = Path(path)
         if path.exists():
             raise InvalidInput(f"{path} exists already: choose a new file")
+        if self.key is not None:  # encrypted as the box keeps them, under the same key
+            self.db.execute(f"ATTACH DATABASE ? AS copy KEY {raw_key(self.key)}", [str(path)])
+            try:
+                self.db.execute("SELECT sqlcipher_export('copy')")
+            finally:
+                self.db.execute("DETACH DATABASE copy")
+            return
         copy = sqlite3.connect(str(path))
         try:
             self.db.conn.backup(copy)

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
+from device.encryption import BoxLocked
 from device.errors import N_
 from device.speakers.voiceprints import suggestion
 from device.store.voiceprints import Voiceprints, clean_name
@@ -70,7 +71,7 @@ def remember_voice(recording_id: RowId, body: RememberVoice, user: Reviewer,
 def voiceprints_page(request: Request, user: Admin, store: StoreDep, settings: SettingsDep):
     rows = []
     if settings.voiceprints_path.exists():
-        with Voiceprints(settings.voiceprints_path) as prints:
+        with _voiceprints(settings, store) as prints:
             for voiceprint in prints.all():
                 uses = []
                 for use in prints.uses(voiceprint.id):
@@ -85,6 +86,13 @@ def voiceprints_page(request: Request, user: Admin, store: StoreDep, settings: S
     return templates(request).TemplateResponse(request, "voiceprints.html", {"rows": rows})
 
 
+def _voiceprints(settings, store) -> Voiceprints:
+    try:
+        return Voiceprints.of(settings, store)
+    except BoxLocked as exc:  # encrypted with the box's key
+        raise Refused(423, exc) from exc
+
+
 def _title(store, recording_id: int) -> str | None:
     from device.errors import NotFound
 
@@ -95,10 +103,11 @@ def _title(store, recording_id: int) -> str | None:
 
 
 @router.post("/admin/voiceprints/{voiceprint_id}/delete")
-def delete_voiceprint(voiceprint_id: RowId, user: Admin, settings: SettingsDep):
+def delete_voiceprint(voiceprint_id: RowId, user: Admin, store: StoreDep,
+                      settings: SettingsDep):
     """Remove a voiceprint from the box (names already in transcripts stay as text)."""
     if not settings.voiceprints_path.exists():
         raise Refused(404, N_("no voiceprint with id %(id)s"), id=voiceprint_id)
-    with Voiceprints(settings.voiceprints_path) as prints:
+    with _voiceprints(settings, store) as prints:
         prints.delete(voiceprint_id)
     return RedirectResponse("/admin/voiceprints", status_code=303)
