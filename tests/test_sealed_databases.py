@@ -63,7 +63,7 @@ def _names(settings) -> list[str]:
 
 
 def test_voiceprints_on_a_box_with_a_key_are_encrypted_and_read_only_unlocked(
-        settings, memory_runtime):
+        settings, memory_runtime, tmp_path):
     encryption.init(settings, PASSPHRASE)
     encryption.unlock_box(settings, passphrase=PASSPHRASE)
     try:
@@ -73,6 +73,12 @@ def test_voiceprints_on_a_box_with_a_key_are_encrypted_and_read_only_unlocked(
         with pytest.raises(sqlite3.DatabaseError):  # not an SQLite file to anyone else
             sqlite3.connect(settings.voiceprints_path).execute(
                 "SELECT * FROM sqlite_master").fetchall()
+        with Voiceprints.of(settings) as prints:  # the admin's backup: encrypted as well
+            prints.backup(tmp_path / "backup.db")
+        assert _secrets_in((tmp_path / "backup.db").read_bytes()) == []
+        with Voiceprints(tmp_path / "backup.db",
+                         encryption.database_key(settings, "voiceprints")) as copy:
+            assert [p.name for p in copy.all()] == [NAME]
         box = make_box(settings)
         assert NAME in box.admin.client.get("/admin/voiceprints").text
         encryption.lock_box(settings)
