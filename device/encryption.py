@@ -14,6 +14,7 @@ segments (``device.sealedlog``).  Sealing needs no secret; reading needs the box
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from device import audio, unlock, vault
@@ -99,13 +100,30 @@ def adopt_sealed(settings: Settings, recording_id: int, sealed: Path, key: bytes
     audio.fsync_dir(destination.parent)
 
 
+_readers: dict[Path, DataKeys] = {}
+_readers_lock = threading.Lock()
+
+
+def _sealed_key(settings: Settings, name: str) -> bytes | None:
+    """A sealed key as ``keys.db`` holds it now, read over a connection this process keeps
+    (a playback asks for its recording's key: opening the database took longer than the
+    rest of it); an erasure by another process is seen at the next read."""
+    path = keys_path(settings)
+    with _readers_lock:
+        keys = _readers.get(path)
+        if keys is None:
+            if len(_readers) >= 4:  # boxes of a test run
+                _readers.pop(next(iter(_readers))).close()
+            keys = _readers[path] = DataKeys(path)
+        return keys.get(name)
+
+
 def data_key(settings: Settings, recording_id: int) -> bytes:
     """The recording's data key; BoxLocked while the box is locked."""
     private = unlock.current(settings.data_dir)
     if private is None:
         raise BoxLocked()
-    with DataKeys(keys_path(settings)) as keys:
-        sealed = keys.get(key_name(recording_id))
+    sealed = _sealed_key(settings, key_name(recording_id))
     if sealed is None:
         raise vault.VaultError(f"recording {recording_id}: its data key is gone (erased)")
     return vault.open_key(sealed, private)
@@ -119,8 +137,7 @@ def database_key(settings: Settings, name: str) -> bytes | None:
     private = unlock.current(settings.data_dir)
     if private is None:
         raise BoxLocked()
-    with DataKeys(keys_path(settings)) as keys:
-        sealed = keys.get(f"database:{name}")
+    sealed = _sealed_key(settings, f"database:{name}")
     if sealed is None:
         return _new_database_key(settings, name)
     return vault.open_key(sealed, private)

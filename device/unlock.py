@@ -43,13 +43,22 @@ def file_system(path: Path) -> str | None:
     return kind
 
 
+_found: dict[tuple[str | None, ...], Path] = {}
+
+
 def runtime_dir() -> Path:
     """The first RAM-backed folder of ``$TINGJI_RUNTIME_DIR``, ``$XDG_RUNTIME_DIR`` and
-    ``/dev/shm``; VaultError when there is none (the key must not reach a disk)."""
-    for candidate in (os.environ.get("TINGJI_RUNTIME_DIR"), os.environ.get("XDG_RUNTIME_DIR"),
-                      "/dev/shm"):
+    ``/dev/shm``; VaultError when there is none (the key must not reach a disk).  Found once
+    per process and environment: every playback asks for the key."""
+    candidates = (os.environ.get("TINGJI_RUNTIME_DIR"), os.environ.get("XDG_RUNTIME_DIR"),
+                  "/dev/shm")
+    found = _found.get(candidates)
+    if found is not None and found.is_dir():
+        return found
+    for candidate in candidates:
         if candidate and Path(candidate).is_dir() and \
                 file_system(Path(candidate)) in MEMORY_FILE_SYSTEMS:
+            _found[candidates] = Path(candidate)
             return Path(candidate)
     raise VaultError("no memory-backed folder (tmpfs) to keep the unlocked key in: mount "
                      "one and name it in TINGJI_RUNTIME_DIR")
