@@ -122,6 +122,7 @@ bench: install
 	$(PY) bench/diarization.py
 	$(PY) bench/voiceprints.py
 	$(PY) bench/security.py
+	$(PY) bench/encryption.py
 	$(PY) bench/longform.py
 	@if [ -f $(SPEECH_DIR)/manifest.tsv ]; then \
 	  $(PY) -m device.eval $(SPEECH_DIR) --profiles raw,auto,dialect --out bench/results/eval.json; \
