@@ -157,14 +157,20 @@ def run(settings: Settings, recording_id: int, engines=None,
                     return progress
                 time.sleep(poll)
         reader, stream = CaptureReader(directory, key), SpeechStream(engines.detector)
-        audio = np.zeros(0, dtype=np.float32)
+        # the recording so far, appended in place: the pages of the buffer are the kernel's
+        # zeroed ones until written, so only what was recorded is resident, and no poll
+        # copies what came before (a copy per poll held the audio twice, for a moment)
+        held = np.zeros(int(AHEAD_MAX_SECONDS * SAMPLE_RATE), dtype=np.float32)
+        size = 0
         while still():
-            if audio.size > AHEAD_MAX_SECONDS * SAMPLE_RATE:
-                log.info("recording %s: %.0f s recorded, the rest of its final pass waits for "
-                         "the stop", recording_id, audio.size / SAMPLE_RATE)
-                break
             new = reader.read()
-            audio = np.concatenate([audio, new]) if new.size else audio
+            if size + new.size > held.size:
+                log.info("recording %s: %.0f s recorded, the rest of its final pass waits for "
+                         "the stop", recording_id, (size + new.size) / SAMPLE_RATE)
+                break
+            held[size : size + new.size] = new
+            size += new.size
+            audio = held[:size]
             stream.feed(new)
             chunks = decidable(stream.settled())
             if not chunks or chunks[-1].end_s <= progress.seconds:
