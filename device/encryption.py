@@ -13,8 +13,10 @@ segments (``device.sealedlog``).  Sealing needs no secret; reading needs the box
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from device import audio, unlock, vault
@@ -139,8 +141,21 @@ def database_key(settings: Settings, name: str) -> bytes | None:
         raise BoxLocked()
     sealed = _sealed_key(settings, f"database:{name}")
     if sealed is None:
-        return _new_database_key(settings, name)
+        with _database_lock(settings, name):  # two processes may be first at once
+            sealed = _sealed_key(settings, f"database:{name}")
+            if sealed is None:
+                return _new_database_key(settings, name)
     return vault.open_key(sealed, private)
+
+
+@contextlib.contextmanager
+def _database_lock(settings: Settings, name: str) -> Iterator[None]:
+    """Held while a database's key is made or the database encrypted, across processes."""
+    import fcntl
+
+    with open(settings.data_dir / f".{name}.keylock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def _new_database_key(settings: Settings, name: str) -> bytes:
@@ -168,12 +183,20 @@ def seal_database(settings: Settings, path: Path, name: str) -> bool:
     the write-ahead log is folded into the file first, the encrypted copy is written beside
     it with its key kept before, and replaces it in one rename, so a power cut leaves the
     database in the clear (sealed at the next try) or encrypted, never neither."""
+    if not (enabled(settings) and in_the_clear(path)):
+        return False
+    with _database_lock(settings, name):
+        if not in_the_clear(path):  # another process did it meanwhile
+            return False
+        _seal_database(settings, path, name)
+    return True
+
+
+def _seal_database(settings: Settings, path: Path, name: str) -> None:
     import sqlcipher3
 
     from device.store._base import raw_key
 
-    if not (enabled(settings) and in_the_clear(path)):
-        return False
     plain = sqlcipher3.connect(str(path), timeout=30)  # no key: SQLite's own format
     try:
         plain.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -191,7 +214,6 @@ def seal_database(settings: Settings, path: Path, name: str) -> bool:
         log.unlink(missing_ok=True)  # emptied by the checkpoint; the copy has every page
     os.replace(copy, path)
     audio.fsync_dir(path.parent)
-    return True
 
 
 def stored_audio(settings: Settings, recording) -> Path | audio.SealedAudio:

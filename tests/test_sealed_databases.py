@@ -174,3 +174,26 @@ def test_encrypting_the_voiceprints_cut_by_kill_9_leaves_them_readable(
         assert not encryption.seal_database(settings, settings.voiceprints_path, "voiceprints")
     finally:
         encryption.lock_box(settings)
+
+
+def test_processes_opening_the_voiceprints_at_once_agree_on_one_key(settings, memory_runtime):
+    """The worker's start and a page may both be the first to open the voiceprints after the
+    box key is made: one makes the key and encrypts, the others take that key."""
+    with Voiceprints(settings.voiceprints_path) as prints:
+        _enrol(prints)
+    encryption.init(settings, PASSPHRASE)
+    encryption.unlock_box(settings, passphrase=PASSPHRASE)
+    code = ("import sys; from pathlib import Path\n"
+            "from device.settings import Settings\n"
+            "from device.store.voiceprints import Voiceprints\n"
+            "with Voiceprints.of(Settings(data_dir=Path(sys.argv[1]))) as prints:\n"
+            "    print(len(prints.all()))\n")
+    try:
+        runs = [subprocess.Popen([sys.executable, "-c", code, str(settings.data_dir)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                for _ in range(4)]
+        answers = [run.communicate(timeout=60) for run in runs]
+        assert [out.strip() for out, _ in answers] == [b"1"] * 4, answers
+        assert _names(settings) == [NAME] and _secrets_in(_files(settings)) == []
+    finally:
+        encryption.lock_box(settings)
