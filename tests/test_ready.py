@@ -47,6 +47,13 @@ def _many_voices(path, gap: float = 0.6, seconds: float = 100.0) -> float:
     return samples.size / SR
 
 
+def _windows_kept(store: Store, recording_id: int) -> int:
+    """Decoded windows kept, not auto mode's language detections and trials."""
+    return store.db.execute("SELECT count(*) FROM decoded_windows WHERE recording_id = ? AND "
+                            "json_type(value, '$.window') IS NOT NULL",
+                            [recording_id]).fetchone()[0]
+
+
 def test_the_decided_windows_are_the_whole_recordings_first_windows():
     chunks = [SpeechChunk(i * 8 * SR, (i * 8 + 6) * SR) for i in range(12)]  # 6 s each
     whole = Timeline(chunks).windows()
@@ -95,10 +102,7 @@ def test_a_recording_is_final_passed_while_it_is_made(settings, engines, tmp_pat
         if event["type"] == "final_pass":
             told.append(event["until"])
     with Store(settings.database_path) as store:
-        # decoded windows, not auto mode's language detections and trials
-        kept = store.db.execute("SELECT count(*) FROM decoded_windows WHERE recording_id = ? "
-                                "AND json_type(value, '$.window') IS NOT NULL",
-                                [recording.id]).fetchone()[0]
+        kept = _windows_kept(store, recording.id)
         assert kept >= 2, "the final pass decoded nothing while recording"
         assert store.get_recording(recording.id).final_pass_until > 30
         assert told and told[-1] > 0  # the Record page was told how far it got
@@ -116,13 +120,6 @@ def test_a_recording_is_final_passed_while_it_is_made(settings, engines, tmp_pat
     whole = recognize(engines, settings, stored, engines.detector.speech_chunks(stored),
                       select_profile(settings, "auto"))
     assert final == [(s.start, s.end, s.text) for s in whole.segments]
-
-
-def _windows_kept(store: Store, recording_id: int) -> int:
-    """Decoded windows kept, not auto mode's language detections and trials."""
-    return store.db.execute("SELECT count(*) FROM decoded_windows WHERE recording_id = ? AND "
-                            "json_type(value, '$.window') IS NOT NULL",
-                            [recording_id]).fetchone()[0]
 
 
 @pytest.mark.slow
