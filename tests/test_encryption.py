@@ -13,6 +13,7 @@ from device.jobs import Runner
 from device.pipeline import delete_recording, import_audio
 from device.store import Store
 from device.vault import SealedFileError, SealedReader, WrongSecretError, open_key
+from tests.crashes import killed_at_each_step
 from tests.webutil import ENGLISH, make_box
 
 PASSPHRASE = "a long unlock passphrase"
@@ -381,9 +382,6 @@ def test_sealing_the_stored_audio_cut_by_kill_9_leaves_every_recording_readable(
     run finishes:
     after every kill each recording reads, in its old or its new form; the run after
     finishes, and no plaintext or partial file is left."""
-    import subprocess
-    import sys
-
     monkeypatch.delenv("TINGJI_RUNTIME_DIR", raising=False)
     if unlock.file_system(unlock.runtime_dir()) not in unlock.MEMORY_FILE_SYSTEMS:
         pytest.skip("no tmpfs to keep the unlocked key in")
@@ -393,29 +391,19 @@ def test_sealing_the_stored_audio_cut_by_kill_9_leaves_every_recording_readable(
     ids = _plain_recordings(settings, source, 2)
     encryption.init(settings, PASSPHRASE)
     encryption.unlock_box(settings, passphrase=PASSPHRASE)
-    code = (
-        "import os, signal, sys; from pathlib import Path\n"
-        "from device import encryption\n"
-        "from device.settings import Settings\n"
-        "from device.store import Store\n"
-        "s = Settings(data_dir=Path(sys.argv[1])); store = Store(s.database_path)\n"
-        "left = int(sys.argv[2])\n"
-        "def hook(event, args):\n"
-        "    global left\n"
-        "    if event in ('open', 'os.rename', 'os.remove', 'sqlite3.connect'):\n"
-        "        left -= 1\n"
-        "        if left == 0: os.kill(os.getpid(), signal.SIGKILL)\n"
-        "sys.addaudithook(hook)\n"
-        "store.db.conn.set_trace_callback(lambda sql: hook('open', ()))\n"
-        "encryption.seal_existing(s, store)\n")
+    setup = ("from pathlib import Path\n"
+             "from device import encryption\n"
+             "from device.settings import Settings\n"
+             "from device.store import Store\n"
+             "s = Settings(data_dir=Path(sys.argv[1])); store = Store(s.database_path)\n")
+    work = ("store.db.conn.set_trace_callback(lambda sql: hook('open', ()))\n"
+            "encryption.seal_existing(s, store)\n")
+
+    def every_recording_reads(step: int) -> None:
+        assert all(_heard(settings, i) == source.read_bytes() for i in ids), step
+
     try:
-        for step in range(1, 200):
-            done = subprocess.run([sys.executable, "-c", code, str(settings.data_dir),
-                                   str(step)], timeout=60)
-            assert all(_heard(settings, i) == source.read_bytes() for i in ids), step
-            if done.returncode == 0:
-                break
-            assert done.returncode == -9, done
+        step = killed_at_each_step(setup, work, settings.data_dir, every_recording_reads)
         assert step > 10  # it was cut at every one of its steps before this run
         with Store(settings.database_path) as store:
             assert encryption.seal_existing(settings, store) == []

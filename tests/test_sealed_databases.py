@@ -15,6 +15,7 @@ from device import encryption, unlock
 from device.pipeline import delete_recording
 from device.store import Store
 from device.store.voiceprints import Voiceprints
+from tests.crashes import killed_at_each_step
 from tests.webutil import make_box
 
 PASSPHRASE = "a long unlock passphrase"
@@ -135,39 +136,28 @@ def test_voiceprints_kept_in_the_clear_are_encrypted_when_the_key_is_made(
 @pytest.mark.slow
 def test_encrypting_the_voiceprints_cut_by_kill_9_leaves_them_readable(
         settings, memory_runtime):
-    """Killed (SIGKILL, by itself) at the n-th file opened, renamed or removed while it
-    encrypts the database, n = 1, 2, … until a run finishes: after every kill the
-    voiceprints read, in the clear or encrypted; the run after finishes the work."""
+    """Killed at each file operation in turn while it encrypts the database
+    (``killed_at_each_step``): after every kill the voiceprints read, in the clear or
+    encrypted; the run after finishes the work."""
     with Voiceprints(settings.voiceprints_path) as prints:
         _enrol(prints)
     encryption.init(settings, PASSPHRASE)
     encryption.unlock_box(settings, passphrase=PASSPHRASE)
-    code = (
-        "import os, signal, sys; from pathlib import Path\n"
-        "import sqlcipher3, device.store._base\n"
-        "from device import encryption, vault\n"
-        "from device.settings import Settings\n"
-        "s = Settings(data_dir=Path(sys.argv[1]))\n"
-        "# what loads modules on first use, before the counting starts\n"
-        "vault.seal_key(os.urandom(32), vault.Keyring.load(encryption.keyring_path(s))"
-        ".public_key)\n"
-        "device.store._base.connect(Path(':memory:'))  # sqlite-utils loads its plugins\n"
-        "left = int(sys.argv[2])\n"
-        "def hook(event, args):\n"
-        "    global left\n"
-        "    if event in ('open', 'os.rename', 'os.remove', 'sqlite3.connect'):\n"
-        "        left -= 1\n"
-        "        if left == 0: os.kill(os.getpid(), signal.SIGKILL)\n"
-        "sys.addaudithook(hook)\n"
-        "encryption.seal_database(s, s.voiceprints_path, 'voiceprints')\n")
+    setup = ("from pathlib import Path\n"
+             "import sqlcipher3, device.store._base\n"
+             "from device import encryption, vault\n"
+             "from device.settings import Settings\n"
+             "s = Settings(data_dir=Path(sys.argv[1]))\n"
+             "vault.seal_key(os.urandom(32), vault.Keyring.load(encryption.keyring_path(s))"
+             ".public_key)\n"
+             "device.store._base.connect(Path(':memory:'))  # sqlite-utils loads its plugins\n")
+    work = "encryption.seal_database(s, s.voiceprints_path, 'voiceprints')\n"
+
+    def the_voiceprints_read(step: int) -> None:
+        assert _names(settings) == [NAME], step
+
     try:
-        for step in range(1, 100):
-            done = subprocess.run([sys.executable, "-c", code, str(settings.data_dir),
-                                   str(step)], timeout=60)
-            assert _names(settings) == [NAME], step
-            if done.returncode == 0:
-                break
-            assert done.returncode == -9, done
+        step = killed_at_each_step(setup, work, settings.data_dir, the_voiceprints_read)
         assert step > 3  # it was cut at every one of its steps before this run
         assert not encryption.in_the_clear(settings.voiceprints_path)
         assert _secrets_in(_files(settings)) == []
