@@ -63,6 +63,14 @@ def _names(settings) -> list[str]:
         return [p.name for p in prints.all()]
 
 
+def _voiceprints_then_the_key(settings) -> None:
+    """A voice remembered on a box without a key; then the key made, and the box unlocked."""
+    with Voiceprints(settings.voiceprints_path) as prints:
+        _enrol(prints)
+    encryption.init(settings, PASSPHRASE)
+    encryption.unlock_box(settings, passphrase=PASSPHRASE)
+
+
 def test_voiceprints_on_a_box_with_a_key_are_encrypted_and_read_only_unlocked(
         settings, memory_runtime, tmp_path):
     encryption.init(settings, PASSPHRASE)
@@ -139,10 +147,7 @@ def test_encrypting_the_voiceprints_cut_by_kill_9_leaves_them_readable(
     """Killed at each file operation in turn while it encrypts the database
     (``killed_at_each_step``): after every kill the voiceprints read, in the clear or
     encrypted; the run after finishes the work."""
-    with Voiceprints(settings.voiceprints_path) as prints:
-        _enrol(prints)
-    encryption.init(settings, PASSPHRASE)
-    encryption.unlock_box(settings, passphrase=PASSPHRASE)
+    _voiceprints_then_the_key(settings)
     setup = ("from pathlib import Path\n"
              "import sqlcipher3, device.store._base\n"
              "from device import encryption, vault\n"
@@ -169,10 +174,7 @@ def test_encrypting_the_voiceprints_cut_by_kill_9_leaves_them_readable(
 def test_processes_opening_the_voiceprints_at_once_agree_on_one_key(settings, memory_runtime):
     """The worker's start and a page may both be the first to open the voiceprints after the
     box key is made: one makes the key and encrypts, the others take that key."""
-    with Voiceprints(settings.voiceprints_path) as prints:
-        _enrol(prints)
-    encryption.init(settings, PASSPHRASE)
-    encryption.unlock_box(settings, passphrase=PASSPHRASE)
+    _voiceprints_then_the_key(settings)
     code = ("import sys; from pathlib import Path\n"
             "from device.settings import Settings\n"
             "from device.store.voiceprints import Voiceprints\n"
