@@ -151,6 +151,23 @@ def test_a_database_numbered_by_user_version_is_upgraded_in_place(tmp_path):
     assert path.read_bytes() == before
 
 
+def test_accounts_kept_in_the_main_database_move_to_their_own_once(tmp_path):
+    """Firmware before the accounts' database kept users and sessions in ``tingji.db``: they
+    are copied into ``accounts.db`` at the first opening, sessions included, and only then."""
+    path = tmp_path / "tingji.db"
+    shutil.copy(FIXTURES / "schema5.db", path)
+    old = sqlite3.connect(path)
+    old.execute("INSERT INTO sessions VALUES ('h', 1, 'c', '2026-01-01', 4e9)")
+    old.commit()
+    old.close()
+    with Store(path) as store:
+        assert store.get_session("h", 0)[0].username == "admin"
+        store.delete_user(store.find_user("admin").id)
+    with Store(path) as store:  # the main database's copy does not come back
+        assert store.count_users() == 0 and store.get_session("h", 0) is None
+    assert (tmp_path / "accounts.db").is_file()
+
+
 def test_a_failing_migration_leaves_the_schema_as_it_was(settings):
     from sqlite_utils.migrations import Migrations
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from device.migrations import adopt_numbered_schema, migration_names, schema_migrations
 from device.store._base import connect, now
-from device.store.accounts import AccountRooms
+from device.store.accounts import AccountRooms, make_accounts
 from device.store.audit import AuditRooms
 from device.store.editing import EditingRooms
 from device.store.jobs import JobRooms
@@ -26,7 +26,12 @@ from device.store.retention import RetentionRooms
 from device.store.transcripts import TranscriptRooms
 
 SCHEMA_VERSION = len(migration_names())
-__all__ = ["SCHEMA_VERSION", "Store", "now"]
+__all__ = ["SCHEMA_VERSION", "Store", "accounts_path", "now"]
+
+
+def accounts_path(database: Path) -> Path:
+    """Where the accounts of the box whose main database is ``database`` are kept."""
+    return database if str(database) == ":memory:" else database.with_name("accounts.db")
 
 
 class Store(LibraryRooms, TranscriptRooms, EditingRooms, JobRooms, AccountRooms, AuditRooms,
@@ -35,12 +40,22 @@ class Store(LibraryRooms, TranscriptRooms, EditingRooms, JobRooms, AccountRooms,
     live in one module per area: library, transcripts, editing, jobs, accounts, audit,
     retention."""
 
-    def __init__(self, path: Path):
-        self.db = connect(path)
-        self.migrate()
+    def __init__(self, path: Path, *, key: bytes | None = None,
+                 accounts: Path | None = None):
+        """``key``: the database is SQLCipher's, under that key.  ``accounts``: the accounts'
+        database, by default ``accounts.db`` beside ``path``."""
+        self.db = connect(path, key=key)
+        try:
+            self.migrate()
+            self.accounts = connect(accounts or accounts_path(path))
+        except BaseException:
+            self.db.close()
+            raise
+        make_accounts(self.accounts, self.db)
 
     def close(self) -> None:
         self.db.close()
+        self.accounts.close()
 
     def __enter__(self) -> Store:
         return self

@@ -68,19 +68,21 @@ class Rooms:
     db: sqlite_utils.Database
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE: take the write lock up front so writers queue instead of failing."""
-        if self.db.conn.in_transaction:
-            with self.db.atomic():
+    def transaction(self, db: sqlite_utils.Database | None = None) -> Iterator[None]:
+        """BEGIN IMMEDIATE: take the write lock up front so writers queue instead of failing.
+        On the main database, or on ``db``."""
+        db = self.db if db is None else db
+        if db.conn.in_transaction:
+            with db.atomic():
                 yield
             return
-        self.db.execute("BEGIN IMMEDIATE")
+        db.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
-            self.db.rollback()
+            db.conn.rollback()
             raise
-        self.db.execute("COMMIT")
+        db.execute("COMMIT")
 
 
 def encode_fields(fields: dict) -> dict:
