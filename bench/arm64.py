@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from device.databases import open_store
+
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY_MODEL = "qwen2.5-coder-0.5b-instruct"
 PASSWORD = "an arm64 check password"
@@ -101,14 +103,13 @@ def transcribe_here(speech: Path, out: Path, only: set[str] | None = None) -> in
     from device.jobs import Runner
     from device.pipeline import import_audio
     from device.settings import Settings
-    from device.store import Store
 
     settings = Settings.load()
     started = time.monotonic()
     runner = Runner(settings)
     runner.prepare()
     found = {"_load_seconds": round(time.monotonic() - started, 1)}
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         for clip in clips(speech):
             if only is not None and clip["file"] not in only:
                 continue

@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import header, write  # noqa: E402
 from device import audio  # noqa: E402
+from device.databases import open_store  # noqa: E402
 from device.settings import Settings, hardware_profile  # noqa: E402
 from device.text import character_error_rate  # noqa: E402
 
@@ -104,7 +105,6 @@ def run_variant(name: str, wav: Path) -> dict:
     if name.startswith("tingji"):
         from device.jobs import Runner
         from device.pipeline import import_audio
-        from device.store import Store
 
         with tempfile.TemporaryDirectory() as data:
             local = settings.replace(data_dir=Path(data))
@@ -113,7 +113,7 @@ def run_variant(name: str, wav: Path) -> dict:
             runner = Runner(local)
             engines = runner.prepare()  # load the models before the clock starts
             loaded = time.perf_counter()
-            with Store(local.database_path) as store:
+            with open_store(local) as store:
                 recording, job = import_audio(store, local, wav)
                 runner.run(store, runner.claim(store, job.id))
                 segments = store.segments(recording.id)

@@ -13,12 +13,13 @@ A recording assembled from many real clips, each used once (see bench/ready.py),
   scaled the same way (as many fsyncs per second of audio as on the box), four times each in
   the order clear, sealed, sealed, clear; CPU seconds per hour of audio, the latency of each
   block's write (the fsyncs included) and of each fsync alone: p50/p95;
-- **playback**: 256 KiB range requests of the stored audio against the app served on a
-  loopback port (uvicorn, as `make run`), one reviewer signed in: p50/p95;
-- **size**: the stored audio and the database, on disk.
-
-The main database is not encrypted yet (docs/architecture.md): its pages (library, search,
-recording) and its size cost the same on both boxes and are not measured here.
+- **web**: against the app served on a loopback port (uvicorn, as `make run`), one
+  reviewer signed in, the pages read from the main database (SQLCipher's on the sealed
+  box): the library, a search for a word of the transcript, the recording's page with its
+  transcript; and 256 KiB range requests of the stored audio; p50/p95 of each, the two
+  boxes taking turns request by request;
+- **size**: the stored audio and the main database (its write-ahead log folded in), on
+  disk.
 """
 
 from __future__ import annotations
@@ -41,11 +42,11 @@ from bench.ready import build  # noqa: E402
 from bench.report import header, write  # noqa: E402
 from bench.web import PASSWORD, free_port, percentile, serve, sign_in  # noqa: E402
 from device import audio, encryption  # noqa: E402
+from device.databases import open_store  # noqa: E402
 from device.jobs import Runner, load_engines  # noqa: E402
 from device.pipeline import import_audio  # noqa: E402
 from device.settings import Settings  # noqa: E402
 from device.storage import SegmentWriter  # noqa: E402
-from device.store import Store  # noqa: E402
 
 SR = audio.SAMPLE_RATE
 TARGET_RATIO_MAX = 1.05
@@ -60,7 +61,7 @@ def make_box(settings: Settings, sealed: bool) -> None:
     if sealed:
         encryption.init(settings, PASSPHRASE)
         encryption.unlock_box(settings, passphrase=PASSPHRASE)
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         from device.accounts import hash_password
 
         store.create_user("rita", hash_password(PASSWORD), "reviewer")
@@ -68,7 +69,7 @@ def make_box(settings: Settings, sealed: bool) -> None:
 
 def transcribe(settings: Settings, engines, wav: Path) -> tuple[float, int]:
     """Seconds the worker's job took, and the recording."""
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         recording, job = import_audio(store, settings, wav, profile="auto")
         runner = Runner(settings, engines)
         started = time.perf_counter()
@@ -123,38 +124,79 @@ def recording(runs: list[dict]) -> dict:
             "bytes": runs[0]["bytes"]}
 
 
-def playback(settings: Settings, recording_id: int, requests: int = 200) -> dict:
-    port = free_port()
-    server = serve(settings.data_dir, port)
-    base = f"http://127.0.0.1:{port}"
+PAGES = ("library", "search", "recording", "audio_range_256k")
+
+
+def _wait_for(base: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(base + "/health", timeout=5)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit(f"{base} never answered")
+
+
+def web(boxes: dict[str, Settings], recordings: dict[str, int], word: str,
+        requests: int = 200) -> dict:
+    """p50/p95 of each page on each box, the boxes served at once and asked in turn."""
+    servers, clients, sizes = {}, {}, {}
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(base + "/health", timeout=5)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        client = sign_in(base)
-        url = f"/recordings/{recording_id}/audio"
-        size = int(client.get(url, headers={"Range": "bytes=0-0"}).headers[
-            "content-range"].rsplit("/", 1)[1])
+        for name, settings in boxes.items():
+            port = free_port()
+            servers[name] = serve(settings.data_dir, port)
+            _wait_for(f"http://127.0.0.1:{port}")
+            clients[name] = sign_in(f"http://127.0.0.1:{port}")
+            audio_url = f"/recordings/{recordings[name]}/audio"
+            sizes[name] = int(clients[name].get(audio_url, headers={"Range": "bytes=0-0"})
+                              .headers["content-range"].rsplit("/", 1)[1])
         rng = random.Random(7)
-        timings = []
+        timings = {name: {page: [] for page in PAGES} for name in boxes}
         for _ in range(requests):
-            start = rng.randrange(0, size - RANGE_BYTES)
-            t0 = time.perf_counter()
-            wanted = f"bytes={start}-{start + RANGE_BYTES - 1}"
-            response = client.get(url, headers={"Range": wanted})
-            timings.append((time.perf_counter() - t0) * 1000)
-            if response.status_code != 206 or len(response.content) != RANGE_BYTES:
-                raise SystemExit(f"range request: HTTP {response.status_code}")
-        client.close()
-        return {"requests": requests, "p50_ms": round(percentile(timings, 50), 2),
-                "p95_ms": round(percentile(timings, 95), 2)}
+            start = rng.randrange(0, min(sizes.values()) - RANGE_BYTES)
+            for page in PAGES:
+                for name, client in clients.items():
+                    url, headers, expected = {
+                        "library": ("/", {}, 200),
+                        "search": ("/?q=" + word, {}, 200),
+                        "recording": (f"/recordings/{recordings[name]}", {}, 200),
+                        "audio_range_256k": (
+                            f"/recordings/{recordings[name]}/audio",
+                            {"Range": f"bytes={start}-{start + RANGE_BYTES - 1}"}, 206),
+                    }[page]
+                    t0 = time.perf_counter()
+                    response = client.get(url, headers=headers)
+                    timings[name][page].append((time.perf_counter() - t0) * 1000)
+                    if response.status_code != expected:
+                        raise SystemExit(f"{page} on the {name} box: HTTP "
+                                         f"{response.status_code}")
+        return {name: {page: {"requests": requests,
+                              "p50_ms": round(percentile(values, 50), 2),
+                              "p95_ms": round(percentile(values, 95), 2)}
+                       for page, values in pages.items()}
+                for name, pages in timings.items()}
     finally:
-        server.terminate()
-        server.wait(30)
+        for client in clients.values():
+            client.close()
+        for server in servers.values():
+            server.terminate()
+            server.wait(30)
+
+
+def database_bytes(settings: Settings) -> int:
+    """The main database's size with its write-ahead log folded in."""
+    with open_store(settings) as store:
+        store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return settings.database_path.stat().st_size
+
+
+def a_word(settings: Settings, recording_id: int) -> str:
+    """A word of the transcript that a search finds."""
+    with open_store(settings) as store:
+        words = [w for s in store.segments(recording_id) for w in s.text.split()
+                 if len(w) >= 4 and w.isalpha()]
+    return max(set(words), key=words.count) if words else "the"
 
 
 def ratio(sealed: float, clear: float) -> float:
@@ -191,12 +233,14 @@ def main() -> int:
                 runs[name].append(record(samples, scratch / f"capture-{n}",
                                          None if name == "clear" else os.urandom(32)))
             writes = {name: recording(values) for name, values in runs.items()}
-            plays = {name: playback(boxes[name], recordings[name])
-                     for name in ("clear", "sealed")}
+            word = a_word(boxes["clear"], recordings["clear"])
+            pages = web(boxes, recordings, word)
             sizes = {name: {"audio_bytes": sum(p.stat().st_size for p in
                                                boxes[name].audio_dir.rglob("*") if p.is_file()),
-                            "database_bytes": boxes[name].database_path.stat().st_size}
+                            "database_bytes": database_bytes(boxes[name])}
                      for name in ("clear", "sealed")}
+            if encryption.in_the_clear(boxes["sealed"].database_path):
+                raise SystemExit("the sealed box's database is in the clear")
         finally:
             encryption.lock_box(boxes["sealed"])
     mean = {name: float(np.mean(values)) for name, values in seconds.items()}
@@ -206,7 +250,8 @@ def main() -> int:
         "transcription_s": {name: [round(v, 2) for v in values]
                             for name, values in seconds.items()},
         "recording": writes,
-        "playback_range_256k": plays,
+        "web": pages,
+        "search_word": word,
         "size": sizes,
         "ratios": {
             "transcription": ratio(mean["sealed"], mean["clear"]),
@@ -216,11 +261,12 @@ def main() -> int:
                                          writes["clear"]["write_ms_p95"]),
             "recording_fsync_p95": ratio(writes["sealed"]["fsync_ms_p95"],
                                          writes["clear"]["fsync_ms_p95"]),
-            "playback_p95": ratio(plays["sealed"]["p95_ms"], plays["clear"]["p95_ms"]),
+            **{f"web_{page}_p95": ratio(pages["sealed"][page]["p95_ms"],
+                                        pages["clear"][page]["p95_ms"]) for page in PAGES},
             "audio_size": ratio(sizes["sealed"]["audio_bytes"], sizes["clear"]["audio_bytes"]),
+            "database_size": ratio(sizes["sealed"]["database_bytes"],
+                                   sizes["clear"]["database_bytes"]),
         },
-        "not_measured": "the main database is not encrypted yet: library, search and "
-                        "recording pages and its size are the same on both boxes",
     }
     write(args.out, report)
     print(report["ratios"], file=sys.stderr)

@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import header, write  # noqa: E402
 from device import audio  # noqa: E402
+from device.databases import open_store  # noqa: E402
 from device.faithfulness import degeneracy  # noqa: E402
 from device.settings import Settings  # noqa: E402
 
@@ -94,7 +95,6 @@ def transcribe(settings: Settings, files: list[Path], work: Path):
     """One recording of the clips with 0.8 s pauses, transcribed as the box would."""
     from device.jobs import Runner
     from device.pipeline import import_audio
-    from device.store import Store
 
     pause = np.zeros(int(0.8 * audio.SAMPLE_RATE), dtype=np.float32)
     pieces = []
@@ -102,7 +102,7 @@ def transcribe(settings: Settings, files: list[Path], work: Path):
         pieces += [audio.decode_clip(path), pause]
     wav = work / "recording.wav"
     audio.write_wav(wav, np.concatenate(pieces))
-    store = Store(settings.database_path)
+    store = open_store(settings)
     recording, job = import_audio(store, settings, wav, profile="auto")
     runner = Runner(settings)
     assert runner.run(store, runner.claim(store, job.id)), store.get_job(job.id).error

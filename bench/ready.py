@@ -34,11 +34,11 @@ from bench.longform import assemble, chinese_clips, english_clips  # noqa: E402
 from bench.report import header, write  # noqa: E402
 from device import audio  # noqa: E402
 from device.capture import FileSource  # noqa: E402
+from device.databases import open_store  # noqa: E402
 from device.jobs import Runner, load_engines  # noqa: E402
 from device.pipeline import recognize, select_profile  # noqa: E402
 from device.recorder import Recorder  # noqa: E402
 from device.settings import Settings  # noqa: E402
-from device.store import Store  # noqa: E402
 from device.text import character_error_rate  # noqa: E402
 
 SR = audio.SAMPLE_RATE
@@ -76,7 +76,7 @@ def run(settings: Settings, wav: Path, reference: str, ahead: bool, live_engines
 
         def watch() -> None:
             nonlocal peak
-            with Store(local.database_path) as store:
+            with open_store(local) as store:
                 while not done.wait(5.0):
                     seconds = recorder.status()["seconds"]
                     final = store.get_recording(recording.id).final_pass_until or 0.0
@@ -90,7 +90,7 @@ def run(settings: Settings, wav: Path, reference: str, ahead: bool, live_engines
         stopped = time.monotonic()
         done.set()
         watcher.join()
-        with Store(local.database_path) as store:
+        with open_store(local) as store:
             runner = Runner(local, worker_engines)
             [job] = store.jobs_for(recording.id)
             ok = runner.run(store, runner.claim(store, job.id))

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import header, write  # noqa: E402
+from device.databases import open_store  # noqa: E402
 from device.settings import Settings  # noqa: E402
 
 TARGETS = {"verify_1m_seconds_max": 30.0, "tls_p95_ratio_max": 1.10}
@@ -35,11 +36,10 @@ TARGETS = {"verify_1m_seconds_max": 30.0, "tls_p95_ratio_max": 1.10}
 
 def append_cost(settings: Settings, count: int = 2000) -> dict:
     from device.audit import Auditor
-    from device.store import Store
 
     auditor = Auditor(settings)
     times = []
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         for n in range(count):
             started = time.perf_counter()
             auditor.record(store, "view_recording", object=f"recording:{n % 50}",
@@ -53,12 +53,11 @@ def request_cost(settings: Settings, count: int = 300) -> dict:
     from fastapi.testclient import TestClient
 
     from device.accounts import hash_password
-    from device.store import Store
     from web.app import create_app
     from web.security import SESSION_COOKIE, start_session
 
     app = create_app(settings)
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         user = store.create_user("bench", hash_password("long enough password"), "reviewer")
         rec = store.create_recording("会议", "a.wav")
         cookie = start_session(store, user)
@@ -90,13 +89,12 @@ def request_cost(settings: Settings, count: int = 300) -> dict:
 
 def verify_time(settings: Settings, entries: int) -> dict:
     from device.audit import HEAD_EVERY, head_message, load_key, verify
-    from device.store import Store
     from device.store._base import now
     from device.store.audit import GENESIS, chain_hash
 
     key = load_key(settings)
     started = time.perf_counter()
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         store.db.execute("DELETE FROM audit")
         store.db.execute("DELETE FROM audit_heads")
         prev, rows, heads = GENESIS, [], []

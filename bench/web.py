@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import header, write  # noqa: E402
 from bench.summary import transcript  # noqa: E402
+from device.databases import open_store  # noqa: E402
 from device.records import Segment, Word  # noqa: E402
 from device.settings import Settings  # noqa: E402
-from device.store import Store  # noqa: E402
 
 TARGET_P95_MS = 100
 PASSWORD = "benchmark password"
@@ -56,7 +56,7 @@ def build(data_dir: Path, recordings: int, hours: float) -> dict:
     seconds_each = hours * 3600 / recordings
     segments_total = words_total = 0
     started = time.perf_counter()
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         from device.accounts import hash_password
 
         store.create_user("rita", hash_password(PASSWORD), "reviewer")

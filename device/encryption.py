@@ -59,12 +59,16 @@ def is_sealed(name: str | None) -> bool:
     return bool(name) and name.endswith(SUFFIX)
 
 
-def _keep_key(settings: Settings, recording_id: int, data_key: bytes) -> None:
-    """Keep a recording's data key, sealed to the box's public key (no secret needed: a
-    locked box records)."""
+def keep_key(settings: Settings, name: str, data_key: bytes) -> None:
+    """Keep a data key in ``keys.db`` under ``name``, sealed to the box's public key (no
+    secret needed: a locked box records)."""
     keyring = vault.Keyring.load(keyring_path(settings))
     with DataKeys(keys_path(settings)) as keys:
-        keys.put(key_name(recording_id), vault.seal_key(data_key, keyring.public_key))
+        keys.put(name, vault.seal_key(data_key, keyring.public_key))
+
+
+def _keep_key(settings: Settings, recording_id: int, data_key: bytes) -> None:
+    keep_key(settings, key_name(recording_id), data_key)
 
 
 def new_recording_key(settings: Settings, recording_id: int) -> bytes:
@@ -106,7 +110,7 @@ _readers: dict[Path, DataKeys] = {}
 _readers_lock = threading.Lock()
 
 
-def _sealed_key(settings: Settings, name: str) -> bytes | None:
+def sealed_key(settings: Settings, name: str) -> bytes | None:
     """A sealed key as ``keys.db`` holds it now, read over a connection this process keeps
     (a playback asks for its recording's key: opening the database took longer than the
     rest of it); an erasure by another process is seen at the next read."""
@@ -125,7 +129,7 @@ def data_key(settings: Settings, recording_id: int) -> bytes:
     private = unlock.current(settings.data_dir)
     if private is None:
         raise BoxLocked()
-    sealed = _sealed_key(settings, key_name(recording_id))
+    sealed = sealed_key(settings, key_name(recording_id))
     if sealed is None:
         raise vault.VaultError(f"recording {recording_id}: its data key is gone (erased)")
     return vault.open_key(sealed, private)
@@ -139,17 +143,17 @@ def database_key(settings: Settings, name: str) -> bytes | None:
     private = unlock.current(settings.data_dir)
     if private is None:
         raise BoxLocked()
-    sealed = _sealed_key(settings, f"database:{name}")
+    sealed = sealed_key(settings, f"database:{name}")
     if sealed is None:
-        with _database_lock(settings, name):  # two processes may be first at once
-            sealed = _sealed_key(settings, f"database:{name}")
+        with database_lock(settings, name):  # two processes may be first at once
+            sealed = sealed_key(settings, f"database:{name}")
             if sealed is None:
                 return _new_database_key(settings, name)
     return vault.open_key(sealed, private)
 
 
 @contextlib.contextmanager
-def _database_lock(settings: Settings, name: str) -> Iterator[None]:
+def database_lock(settings: Settings, name: str) -> Iterator[None]:
     """Held while a database's key is made or the database encrypted, across processes."""
     import fcntl
 
@@ -167,27 +171,60 @@ def _new_database_key(settings: Settings, name: str) -> bytes:
     return key
 
 
+_looked_at: dict[Path, tuple[int, int]] = {}
+_looked_at_lock = threading.Lock()
+
+
 def in_the_clear(path: Path) -> bool:
     """Whether ``path`` is an SQLite database file in the clear (an encrypted one begins
-    with random bytes, not SQLite's header)."""
+    with random bytes, not SQLite's header).
+
+    The file is read through a descriptor kept open for as long as the path names the same
+    file: closing any descriptor of a file drops every POSIX lock the process holds on it,
+    SQLite's included, so opening and closing a database this process has connections to
+    would let another process write under them.  (A file replaced by its encrypted copy is
+    let go of: only stale handles had it open.)"""
+    path = Path(path)
     try:
-        with open(path, "rb") as f:
-            return f.read(16) == b"SQLite format 3\x00"
+        inode = os.stat(path).st_ino
     except FileNotFoundError:
         return False
+    with _looked_at_lock:
+        kept = _looked_at.get(path)
+        if kept is None or kept[0] != inode:
+            if kept is not None:
+                os.close(_looked_at.pop(path)[1])
+            if len(_looked_at) >= 64:  # a test run's many boxes: let go of files gone
+                for other, (number, old) in list(_looked_at.items()):
+                    try:
+                        same = os.stat(other).st_ino == number
+                    except FileNotFoundError:
+                        same = False
+                    if not same:
+                        os.close(old)
+                        del _looked_at[other]
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                _looked_at.pop(path, None)
+                return False
+            kept = _looked_at[path] = (os.fstat(fd).st_ino, fd)
+        return os.pread(kept[1], 16, 0) == b"SQLite format 3\x00"
 
 
-def seal_database(settings: Settings, path: Path, name: str) -> bool:
+def seal_database(settings: Settings, path: Path, name: str, before=lambda: None) -> bool:
     """Encrypt a database the box kept in the clear before its key existed, under a new key
     (no secret needed: it is sealed to the box's public key); whether it did.  Crash-safe:
     the write-ahead log is folded into the file first, the encrypted copy is written beside
     it with its key kept before, and replaces it in one rename, so a power cut leaves the
-    database in the clear (sealed at the next try) or encrypted, never neither."""
+    database in the clear (sealed at the next try) or encrypted, never neither.  ``before``
+    runs first, under the same lock."""
     if not (enabled(settings) and in_the_clear(path)):
         return False
-    with _database_lock(settings, name):
+    with database_lock(settings, name):
         if not in_the_clear(path):  # another process did it meanwhile
             return False
+        before()
         _seal_database(settings, path, name)
     return True
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from device import encryption
+from device import databases, encryption
 from device.encryption import BoxLocked
 from device.errors import N_, JobCancelled, TingjiError
 from device.pipeline import Engines, transcribe_recording
@@ -206,6 +206,19 @@ class Worker:
         self._lock_file.write(str(os.getpid()))
         self._lock_file.flush()
 
+    def _open(self) -> Store:
+        """The main database, with what a crash or a power cut left repaired: recordings cut
+        off, audio in the clear, jobs interrupted."""
+        from device.recorder import recover_interrupted
+
+        store = databases.open_store(self.settings)
+        for recording_id in recover_interrupted(self.settings):
+            log.info("recording %s was cut off; repaired and queued", recording_id)
+        self._seal_existing(store)
+        for job in store.requeue_interrupted(process_alive, MAX_ATTEMPTS):
+            log.info("job %s was interrupted; now %s", job.id, job.status)
+        return store
+
     def _seal_existing(self, store: Store) -> None:
         """Audio stored in the clear before encryption was on is sealed (and a sealing a
         power cut interrupted is finished)."""
@@ -233,25 +246,30 @@ class Worker:
             log.info("retention purge: %d erased", len(erased))
 
     def serve(self, stop: threading.Event, idle_wait: float = 0.5) -> None:
-        """Run jobs until ``stop`` is set."""
+        """Run jobs until ``stop`` is set.  While the box is locked nothing is read (the
+        database and the jobs need its key); after each unlock, recordings made while
+        locked are moved into the main database and what a crash left is repaired."""
         self._take_lock()
-        from device.recorder import recover_interrupted
-
-        for recording_id in recover_interrupted(self.settings):
-            log.info("recording %s was cut off; repaired and queued", recording_id)
-        store = Store(self.settings.database_path)
+        store: Store | None = None
         try:
-            self._seal_existing(store)
-            for job in store.requeue_interrupted(process_alive, MAX_ATTEMPTS):
-                log.info("job %s was interrupted; now %s", job.id, job.status)
             next_purge = 0.0
             while not stop.is_set():
+                if encryption.locked(self.settings):
+                    if store is not None:  # locked meanwhile: its key is let go of
+                        store.close()
+                        store = None
+                    databases.seal_main(self.settings)  # a database in the clear: no secret
+                    stop.wait(idle_wait)
+                    continue
+                if store is None or store.stale():
+                    if store is not None:
+                        store.close()
+                    store = self._open()
+                else:  # a recording begun while locked and stopped since
+                    databases.move_waiting(self.settings, store)
                 if time.monotonic() >= next_purge:  # the daily retention purge, when due
                     next_purge = time.monotonic() + PURGE_CHECK_SECONDS
                     self._purge_if_due(store)
-                if encryption.locked(self.settings):  # jobs need the box's key: they wait
-                    stop.wait(idle_wait)
-                    continue
                 job = self.runner.claim(store)
                 if job is None:
                     stop.wait(idle_wait)
@@ -260,6 +278,7 @@ class Worker:
                 ok = self.runner.run(store, job)
                 log.info("job %s %s", job.id, "done" if ok else "failed")
         finally:
-            store.close()
+            if store is not None:
+                store.close()
             if self._lock_file is not None:
                 self._lock_file.close()

@@ -30,6 +30,7 @@ import numpy as np
 
 from device import encryption, storage
 from device.audio import SAMPLE_RATE
+from device.databases import open_store
 from device.settings import ENV_PREFIX, Settings
 from device.store import Store
 from device.vad import SpeechChunk, SpeechStream
@@ -142,7 +143,7 @@ def run(settings: Settings, recording_id: int, engines=None,
     from device.recorder import capture_dir
 
     engines = engines or load_engines(settings)
-    store = Store(settings.database_path)
+    store = open_store(settings)
     memo = StoredWindows(store, recording_id)
     progress = Ahead()
     try:

@@ -30,6 +30,7 @@ import numpy as np
 from device import encryption, storage
 from device.audio import SAMPLE_RATE, fsync_dir
 from device.capture import AudioSource, CaptureError
+from device.databases import open_store
 from device.errors import N_, DiskFullError, RecordingNotFound, TingjiError
 from device.live import LiveSegment, LiveTranscriber
 from device.pipeline import Engines, recognition_options, select_profile
@@ -136,7 +137,7 @@ class Recorder:
             chosen = select_profile(self.settings, profile)
             self._lock.acquire()
             try:
-                self._store = Store(self.settings.database_path)
+                self._store = open_store(self.settings)  # its database to the end
                 recording = self._store.create_recording(
                     title or time.strftime("Recording %Y-%m-%d %H:%M"),
                     source_name=source.name, status="recording", owner_id=owner_id)
@@ -189,7 +190,7 @@ class Recorder:
     def marker(self, note: str = "") -> Marker:
         self._require_recording()
         t = round(self._writer.samples_written / SAMPLE_RATE, 3)
-        with Store(self.settings.database_path) as store:
+        with self._store.reopen() as store:
             marker = store.add_marker(self.recording_id, t, note)
         self._publish({"type": "marker", **asdict(marker)})
         return marker
@@ -303,7 +304,7 @@ class Recorder:
 
     def _watch_ahead(self, recording_id: int, every: float = 2.0) -> None:
         """Tell the page how far the final pass has got, while this recording lasts."""
-        with Store(self.settings.database_path) as store:
+        with self._store.reopen() as store:
             while self.recording_id == recording_id and self.state == "recording":
                 until = store.get_recording(recording_id).final_pass_until or 0.0
                 if until != self.final_pass_until:
@@ -326,7 +327,7 @@ class Recorder:
     def _on_live(self, live: LiveSegment, profile) -> None:
         segment = finish_segment(live.segment, profile)
         self.live_lags.append(live.lag)
-        with Store(self.settings.database_path) as store:
+        with self._store.reopen() as store:
             stored = store.append_segment(self.recording_id, segment)
         self._publish({"type": "segment", "recording_id": self.recording_id, "id": stored,
                        "start": segment.start, "end": segment.end, "text": segment.text,
@@ -372,7 +373,9 @@ def finish_capture(store: Store, settings: Settings, recording_id: int, status: 
 def recover_interrupted(settings: Settings) -> list[int]:
     """Repair and queue recordings cut off by a crash; safe to call at every start.
 
-    Does nothing while a recording is in progress (the recorder lock is held)."""
+    Does nothing while a recording is in progress (the recorder lock is held).  While the box
+    is locked, a recording whose row is out of reach (in the main database, or in the
+    waiting database of a run before a restart) waits for the unlock."""
     root = settings.data_dir / "capture"
     if not root.is_dir():
         return []
@@ -383,7 +386,7 @@ def recover_interrupted(settings: Settings) -> list[int]:
         return []
     recovered = []
     try:
-        with Store(settings.database_path) as store:
+        with open_store(settings) as store:
             for directory in sorted(root.iterdir()):
                 if not directory.name.isdigit():
                     continue
@@ -391,7 +394,10 @@ def recover_interrupted(settings: Settings) -> list[int]:
                 try:
                     store.get_recording(recording_id)
                 except RecordingNotFound:
-                    log.error("%s belongs to no recording; left untouched", directory)
+                    if store.waiting:
+                        log.info("%s waits for the unlock to be recovered", directory)
+                    else:
+                        log.error("%s belongs to no recording; left untouched", directory)
                     continue
                 try:
                     finish_capture(store, settings, recording_id, "recovered",

@@ -64,43 +64,58 @@ def runtime_dir() -> Path:
                      "one and name it in TINGJI_RUNTIME_DIR")
 
 
-def key_file(data_dir: Path) -> Path:
+def key_file(data_dir: Path, name: str = "box.key") -> Path:
     box = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:16]
-    return runtime_dir() / f"tingji-{os.getuid()}" / box / "box.key"
+    return runtime_dir() / f"tingji-{os.getuid()}" / box / name
 
 
-def publish(data_dir: Path, private: X25519PrivateKey) -> None:
-    """Make the unlocked key available to the box's other processes."""
-    path = key_file(data_dir)
+def keep_secret(data_dir: Path, name: str, raw: bytes) -> None:
+    """Share ``raw`` with the box's other processes under ``name``, in memory only."""
+    path = key_file(data_dir, name)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path.parent.parent, 0o700)
-    raw = private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                serialization.NoEncryption())
-    temporary = path.with_name("box.key.part")
+    temporary = path.with_name(name + ".part")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(raw)
     os.replace(temporary, path)
 
 
-def current(data_dir: Path) -> X25519PrivateKey | None:
-    """The unlocked key, or None while the box is locked."""
+def secret(data_dir: Path, name: str) -> bytes | None:
+    """What ``keep_secret`` shared under ``name``, or None (never shared, or a restart)."""
     try:
-        raw = key_file(data_dir).read_bytes()
+        return key_file(data_dir, name).read_bytes()
     except (FileNotFoundError, VaultError):
         return None
-    if len(raw) != 32:
+
+
+def forget(data_dir: Path, name: str) -> None:
+    """Overwrite and remove the secret shared under ``name``."""
+    try:
+        path = key_file(data_dir, name)
+        with open(path, "r+b") as f:
+            f.write(b"\0" * os.fstat(f.fileno()).st_size)
+            f.flush()
+        path.unlink()
+    except (FileNotFoundError, VaultError):
+        pass
+
+
+def publish(data_dir: Path, private: X25519PrivateKey) -> None:
+    """Make the unlocked key available to the box's other processes."""
+    keep_secret(data_dir, "box.key", private.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+        serialization.NoEncryption()))
+
+
+def current(data_dir: Path) -> X25519PrivateKey | None:
+    """The unlocked key, or None while the box is locked."""
+    raw = secret(data_dir, "box.key")
+    if raw is None or len(raw) != 32:
         return None
     return X25519PrivateKey.from_private_bytes(raw)
 
 
 def lock(data_dir: Path) -> None:
     """Forget the unlocked key: overwritten, then removed."""
-    try:
-        path = key_file(data_dir)
-        with open(path, "r+b") as f:
-            f.write(b"\0" * 32)
-            f.flush()
-        path.unlink()
-    except (FileNotFoundError, VaultError):
-        pass
+    forget(data_dir, "box.key")

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from device import audio
+from device.databases import open_store
 from device.jobs import load_engines
 from device.pipeline import Engines
 from device.settings import PROJECT_ROOT, Settings
-from device.store import Store
 
 # Transcriptions in tests do not queue summaries (the summary tests ask for them); this
 # also reaches the worker and appliance processes the tests start.
@@ -62,7 +62,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def store(settings: Settings):
-    with Store(settings.database_path) as s:
+    with open_store(settings) as s:
         yield s
 
 
@@ -131,3 +131,21 @@ def long_speech_with_texts(
     path = tmp_path / f"long-{int(seconds)}s.wav"
     audio.write_wav(path, np.concatenate(pieces))
     return path, placed
+
+
+PASSPHRASE = "a long unlock passphrase"
+
+
+@pytest.fixture
+def sealed_box(settings, monkeypatch):
+    """A box with its key made; unlocked; locked again (and its key forgotten) after."""
+    from device import encryption, unlock
+
+    monkeypatch.delenv("TINGJI_RUNTIME_DIR", raising=False)
+    if unlock.file_system(unlock.runtime_dir()) not in unlock.MEMORY_FILE_SYSTEMS:
+        pytest.skip("no tmpfs to keep the unlocked key in")
+    recovery = encryption.init(settings, PASSPHRASE)
+    encryption.unlock_box(settings, passphrase=PASSPHRASE)
+    yield settings, recovery
+    encryption.lock_box(settings)
+    shutil.rmtree(unlock.key_file(settings.data_dir).parent, ignore_errors=True)  # and more

@@ -14,9 +14,9 @@ import urllib.request
 import psutil
 import pytest
 
+from device.databases import open_store
 from device.pipeline import import_audio
 from device.settings import PROJECT_ROOT
-from device.store import Store
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.slow
@@ -55,7 +55,7 @@ def test_the_appliance_serves_health_runs_jobs_and_stops_cleanly(settings, speec
         with urllib.request.urlopen(head, timeout=5) as response:
             assert response.status == 200 and response.read() == b""
             assert response.headers.get("Server") is None  # was "uvicorn"
-        with Store(settings.database_path) as store:
+        with open_store(settings) as store:
             recording, job = import_audio(store, settings, speech_wav)
             _until(lambda: store.get_job(job.id).status == "done", 120, "the worker to run the job")
             assert store.segments(recording.id)
@@ -122,7 +122,7 @@ def test_recording_over_http_with_live_events(settings, tmp_path):
             assert client.post("/api/record/resume").json()["state"] == "recording"
             stopped = client.post("/api/record/stop").json()
             assert stopped["recording_id"] == recording_id and stopped["status"] == "queued"
-        with Store(settings.database_path) as store:
+        with open_store(settings) as store:
             _until(lambda: store.get_recording(recording_id).status == "done", 120,
                    "the worker's final transcript")
             assert store.markers(recording_id)[0].note == "要点"

@@ -11,12 +11,12 @@ import threading
 import pytest
 
 from device.audit import HEAD_EVERY, Auditor, export_lines, verify, verify_export
-from device.store import Store
+from device.databases import open_store
 
 
 def _trail(settings, entries: int = 250) -> Auditor:
     auditor = Auditor(settings)
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         for n in range(entries):
             auditor.record(store, "view_recording", object=f"recording:{n % 7 + 1}",
                            address="192.0.2.7", details={"n": n, "格式": "docx"})
@@ -24,7 +24,7 @@ def _trail(settings, entries: int = 250) -> Auditor:
 
 
 def _verify(settings, auditor):
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         return verify(store, auditor.key.public_key())
 
 
@@ -37,7 +37,7 @@ def test_an_intact_trail_verifies_with_a_signed_head_every_hundred_entries(setti
     auditor = _trail(settings)
     result = _verify(settings, auditor)
     assert result.ok and result.entries == 250 and result.heads == 250 // HEAD_EVERY
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         auditor.sign_head(store, "shutdown")
         assert [h.entry_id for h in store.audit_heads()] == [100, 200, 250]
     assert _verify(settings, auditor).ok
@@ -80,7 +80,7 @@ def test_ten_clients_appending_at_once_lose_and_double_nothing(settings):
     auditor = Auditor(settings)
 
     def client(k: int) -> None:
-        with Store(settings.database_path) as store:
+        with open_store(settings) as store:
             for n in range(100):
                 auditor.record(store, "edit_segment", object=f"client:{k}", details={"n": n})
 
@@ -89,7 +89,7 @@ def test_ten_clients_appending_at_once_lose_and_double_nothing(settings):
         t.start()
     for t in threads:
         t.join(60)
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         seen = [(e.object, e.details["n"]) for e in store.audit_rows()]
     assert sorted(seen) == sorted((f"client:{k}", n) for k in range(10) for n in range(100))
     result = _verify(settings, auditor)
@@ -98,7 +98,7 @@ def test_ten_clients_appending_at_once_lose_and_double_nothing(settings):
 
 def test_an_export_is_signed_and_checks_without_the_box(settings):
     auditor = _trail(settings, 30)
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         lines = list(export_lines(store, auditor.key))
         since = list(export_lines(store, auditor.key, since="2000-01-01"))
     assert len(lines) == 31 and json.loads(lines[0])["details"]["格式"] == "docx"
@@ -117,7 +117,7 @@ def test_an_export_is_signed_and_checks_without_the_box(settings):
 
 def test_a_damaged_database_page_is_reported_and_appending_goes_on(settings):
     auditor = _trail(settings, 1500)
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         leaves = [r[0] for r in store.db.execute(
             "SELECT pageno FROM dbstat WHERE name = 'audit' AND pagetype = 'leaf' "
@@ -129,14 +129,14 @@ def test_a_damaged_database_page_is_reported_and_appending_goes_on(settings):
     result = _verify(settings, auditor)
     assert not result.ok and "database is damaged from entry" in result.problem
     assert 1 < result.bad_entry < 1500
-    with Store(settings.database_path) as store:  # the box keeps its trail going
+    with open_store(settings) as store:  # the box keeps its trail going
         entry = auditor.record(store, "sign_in", address="192.0.2.9")
     assert entry.id == 1501
 
 
 def test_an_unwritable_trail_is_set_aside_and_a_new_segment_says_where_it_broke(settings):
     auditor = _trail(settings, 1500)
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         last_leaf = store.db.execute(
             "SELECT pageno FROM dbstat WHERE name = 'audit' AND pagetype = 'leaf' "
@@ -144,7 +144,7 @@ def test_an_unwritable_trail_is_set_aside_and_a_new_segment_says_where_it_broke(
     data = bytearray(settings.database_path.read_bytes())
     data[(last_leaf - 1) * 4096 + 8:last_leaf * 4096 - 100] = b"\xff" * (4096 - 108)
     settings.database_path.write_bytes(bytes(data))
-    with Store(settings.database_path) as store:  # the end of the trail cannot be read
+    with open_store(settings) as store:  # the end of the trail cannot be read
         entry = auditor.record(store, "sign_in", address="192.0.2.9")
         restart = store.audit_entries(action="audit_chain_restarted")[0]
         kept = restart.details["after_entry"]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from device.databases import open_store
 from device.settings import PROJECT_ROOT
 from device.store import Store
 from tests.conftest import wait_until as wait
@@ -405,7 +406,6 @@ def test_this_devices_microphone_records_into_the_box(appliance, browser_with_mi
     from selenium.webdriver.support.ui import Select
 
     from device.settings import Settings
-    from device.store import Store
 
     base, code, data_dir = appliance
     browser = browser_with_microphone
@@ -429,7 +429,7 @@ def test_this_devices_microphone_records_into_the_box(appliance, browser_with_mi
     find(By.ID, "rec-stop").click()
     wait(lambda: "/recordings/" in browser.current_url, 30, "the recording page after stop")
     recording_id = int(browser.current_url.rstrip("/").rsplit("/", 1)[-1].split("?")[0])
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         recording = store.get_recording(recording_id)
         assert recording.source_name == "browser" and recording.duration >= 12
         wait(lambda: store.get_recording(recording_id).status == "done", 120,

@@ -8,12 +8,12 @@ import tarfile
 import pytest
 
 from device import audio
+from device.databases import open_store
 from device.eval import main as eval_main
 from device.jobs import Runner, load_engines
 from device.pipeline import import_audio, requeue_recording
 from device.profiles import ProfileError
 from device.settings import Cpu
-from device.store import Store
 from models.bundles import install_bundle, make_bundle
 from models.store import ModelInstallError, load_manifest
 from tests.conftest import SPEECH_DIR, require_shared_clips
@@ -164,7 +164,7 @@ def test_a_model_bundle_installs_offline_and_a_profile_routes_to_it(settings, tm
     (folder / "yue.toml").write_text(
         '[profile]\nname = "yue-bundle"\nlanguage = "zh"\nmodel = "whisper-base-yue"\n'
         'script = "hongkong"\nprompt = "呢個係廣東話嘅錄音，佢哋講咗好多嘢。"\n', encoding="utf-8")
-    with Store(local.database_path) as store:
+    with open_store(local) as store:
         recording, segments = _run(store, local, load_engines(local), clip.path,
                                    profile="yue-bundle")
     assert recording.model_id == "whisper-base-yue" and "嘅" in segments[0].text

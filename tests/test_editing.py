@@ -8,8 +8,8 @@ import json
 
 import pytest
 
+from device.databases import open_store
 from device.records import Segment
-from device.store import Store
 from tests.webutil import make_box, stored_transcript
 
 
@@ -173,7 +173,7 @@ def test_split_and_merge_keep_times_and_order(box, rec):
 
 def test_a_new_transcription_keeps_reviewers_edits_in_the_history(settings):
     rec = stored_transcript(settings)
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         first = store.segments(rec)[0]
         store.edit_segment(first.id, "Reviewed text", first.revision)
         job = store.claim(1, 0.0, store.enqueue("transcribe", rec).id)
@@ -215,7 +215,7 @@ def test_exports_reflect_the_latest_edits(box, rec):
 
 
 def test_summary_can_be_edited_and_regenerated(box, rec):
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         ids = [s.id for s in store.segments(rec)]
         store.add_summary(rec, {"title": "Budget", "summary": "Review on Tuesday.",
                                 "key_points": [{"text": "Review on Tuesday", "segments": [ids[0]]}],
@@ -245,7 +245,7 @@ def test_summary_can_be_edited_and_regenerated(box, rec):
 
 
 def test_summarize_waits_for_the_transcript(box):
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         rec = store.create_recording("Queued", "a.wav")
     response = box.reviewer.api("POST", f"/api/recordings/{rec.id}/summarize", {})
     assert response.status_code == 409
@@ -255,7 +255,7 @@ def test_a_summary_edit_of_the_wrong_shape_is_refused_and_exports_keep_working(b
     """{"summary": {"x": 1}} was stored and the Markdown export then answered 500; a
     vertical tab in stored text made the DOCX export answer 500."""
     rec = stored_transcript(box.settings, texts=["Budget\x0b review on Tuesday."])
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         store.add_summary(rec, {"title": "Budget", "summary": "Review.", "key_points": [],
                                 "decisions": [], "action_items": [], "keywords": [],
                                 "language": "en"}, [], model_id="m", prompt_version="1",

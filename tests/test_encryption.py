@@ -8,27 +8,14 @@ import re
 import numpy as np
 import pytest
 
-from device import audio, encryption, unlock
+from device import audio, databases, encryption, unlock
+from device.databases import open_store
 from device.jobs import Runner
 from device.pipeline import delete_recording, import_audio
-from device.store import Store
 from device.vault import SealedFileError, SealedReader, WrongSecretError, open_key
+from tests.conftest import PASSPHRASE
 from tests.crashes import killed_at_each_step
 from tests.webutil import ENGLISH, make_box
-
-PASSPHRASE = "a long unlock passphrase"
-
-
-@pytest.fixture
-def sealed_box(settings, monkeypatch):
-    """A box with its key made; unlocked; locked again (and its key forgotten) after."""
-    monkeypatch.delenv("TINGJI_RUNTIME_DIR", raising=False)
-    if unlock.file_system(unlock.runtime_dir()) not in unlock.MEMORY_FILE_SYSTEMS:
-        pytest.skip("no tmpfs to keep the unlocked key in")
-    recovery = encryption.init(settings, PASSPHRASE)
-    encryption.unlock_box(settings, passphrase=PASSPHRASE)
-    yield settings, recovery
-    encryption.lock_box(settings)
 
 
 def _pcm_wav(tmp_path, speech_wav):
@@ -50,7 +37,7 @@ def test_an_import_is_stored_sealed_plays_by_range_and_is_erased_with_its_key(se
     settings, recovery = sealed_box
     source, needle = _pcm_wav(tmp_path, speech_wav)
     box = make_box(settings)
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         recording, _ = import_audio(store, settings, source, title="Sealed")
     assert recording.audio_file == f"{recording.id}.wav.sealed"
     assert needle not in _everything(settings.data_dir)  # no sample of it in the clear
@@ -71,7 +58,7 @@ def test_an_import_is_stored_sealed_plays_by_range_and_is_erased_with_its_key(se
     refused = box.reviewer.client.get(url)
     assert refused.status_code == 423 and "locked" in refused.text
     system = box.admin.client.get("/system").text
-    assert "<strong>locked</strong>" in system and "1 queued job(s) wait" in system
+    assert "<strong>locked</strong>" in system and "0 recording(s) made since" in system
     with pytest.raises(WrongSecretError):
         encryption.unlock_box(settings, passphrase="not the passphrase")
     encryption.unlock_box(settings, recovery=recovery)  # the recovery key works too
@@ -79,7 +66,7 @@ def test_an_import_is_stored_sealed_plays_by_range_and_is_erased_with_its_key(se
     # nothing left on the box
     copy = tmp_path / "copy.sealed"
     copy.write_bytes((settings.audio_dir / recording.audio_file).read_bytes())
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         other, _ = import_audio(store, settings, source, title="Another")
         delete_recording(store, settings, recording.id)
     private = unlock.current(settings.data_dir)
@@ -87,8 +74,9 @@ def test_an_import_is_stored_sealed_plays_by_range_and_is_erased_with_its_key(se
 
     with DataKeys(encryption.keys_path(settings)) as keys:
         names = keys.names()
-        assert names == [encryption.key_name(other.id)]
-        for name in names:
+        assert [n for n in names if n.startswith("recording:")] == \
+            [encryption.key_name(other.id)]
+        for name in names:  # the databases' keys included
             with pytest.raises(SealedFileError), \
                     SealedReader(copy, open_key(keys.get(name), private)) as reader:
                 reader.read_range(0, 16)
@@ -103,7 +91,7 @@ def test_a_recording_imported_while_locked_is_transcribed_after_the_unlock(seale
     source, _ = _pcm_wav(tmp_path, speech_wav)
     encryption.lock_box(settings)
     runner = Runner(settings, engines)
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         recording, job = import_audio(store, settings, source)  # no secret needed
         assert runner.run(store, runner.claim(store, job.id)) is False  # it cannot start
         waiting = store.get_job(job.id)
@@ -142,7 +130,7 @@ def test_an_upload_is_sealed_as_it_arrives(sealed_box, tmp_path, speech_wav, mon
                                    content=source.read_bytes())
     assert response.status_code == 200, response.text
     assert len(written) > len(source.read_bytes()) and needle not in written
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         recording = store.get_recording(response.json()["recording_id"])
     assert recording.audio_file == f"{recording.id}.wav.sealed"
     assert needle not in _everything(settings.data_dir)
@@ -191,7 +179,9 @@ def test_the_admin_unlocks_locks_and_recovers_on_the_system_page(sealed_box):
     assert post("/admin/unlock", passphrase="guess").status_code == 429
     assert post("/admin/unlock", passphrase="remembered at last").status_code == 429
     assert encryption.locked(settings)
-    with Store(settings.database_path) as store:
+    encryption.unlock_box(settings, passphrase="remembered at last")
+    admin.client.get("/system")  # the entries made while locked join the trail
+    with open_store(settings) as store:
         answers = [e.details["status"] for e in store.audit_entries(limit=200)
                    if e.action == "unlock_box"]
     assert answers.count(429) == 2 and answers.count(400) == 5  # 4 wrong, 1 short
@@ -246,7 +236,7 @@ def test_a_locked_box_records_sealed_and_its_recording_is_heard_after_the_unlock
     assert (settings.audio_dir / recording.audio_file).is_dir()
     assert needle not in _everything(settings.data_dir)
     runner = Runner(settings, engines)
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         [job] = store.jobs_for(recording.id)
         assert runner.run(store, runner.claim(store, job.id)) is False  # waits
         encryption.unlock_box(settings, passphrase=PASSPHRASE)
@@ -258,7 +248,7 @@ def test_a_locked_box_records_sealed_and_its_recording_is_heard_after_the_unlock
                                   headers={"range": "bytes=0-99"})
     assert played.status_code == 206 and played.content[:4] == b"RIFF"
     assert played.content[44:100] == source.read_bytes()[44:100]
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         delete_recording(store, settings, recording.id)
     assert not (settings.audio_dir / recording.audio_file).exists()
 
@@ -288,7 +278,7 @@ def test_a_sealed_recording_cut_by_kill_9_is_recovered_while_locked(settings, tm
     captured = time.monotonic() - started + 0.1
     recorder.wait(10)
     assert recover_interrupted(settings) == [1]  # locked: moved as it is, not decrypted
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         recording = store.get_recording(1)
     assert recording.status == "recovered" and recording.audio_file == "1.wav.sealed"
     try:
@@ -335,7 +325,7 @@ def test_first_start_can_make_the_box_key_and_shows_the_recovery_key_once(settin
 
 def _plain_recordings(settings, source, count: int) -> list[int]:
     """Recordings imported before the box had its key: their audio in the clear."""
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         ids = [import_audio(store, settings, source, title=f"Plain {n}")[0].id
                for n in range(count)]
         assert all(not encryption.is_sealed(store.get_recording(i).audio_file) for i in ids)
@@ -343,8 +333,9 @@ def _plain_recordings(settings, source, count: int) -> list[int]:
 
 
 def _heard(settings, recording_id: int) -> bytes:
-    """A recording's stored audio as the box reads it (plain or sealed)."""
-    with Store(settings.database_path) as store:
+    """A recording's stored audio as the box reads it (plain or sealed), its row read from
+    the main database in whichever form it is (nothing sealed meanwhile)."""
+    with databases.main_store(settings) as store:
         recording = store.get_recording(recording_id)
     stored = encryption.stored_audio(settings, recording)
     if isinstance(stored, audio.SealedAudio):
@@ -361,14 +352,15 @@ def test_audio_stored_before_the_key_existed_is_sealed_and_its_plaintext_erased(
     source, needle = _pcm_wav(tmp_path, speech_wav)
     ids = _plain_recordings(settings, source, 2)
     assert needle in _everything(settings.data_dir)
-    encryption.init(settings, PASSPHRASE)
-    with Store(settings.database_path) as store:
-        assert encryption.seal_existing(settings, store) == ids
-        assert encryption.seal_existing(settings, store) == []  # done: nothing left
-        assert all(store.get_recording(i).audio_file == f"{i}.wav.sealed" for i in ids)
+    encryption.init(settings, PASSPHRASE)  # locked: sealing needs no secret
+    assert databases.seal_main(settings) == ids  # the audio first, then the database
+    assert databases.seal_main(settings) is None  # done: nothing left
     assert needle not in _everything(settings.data_dir)  # no sample left in the clear
     try:
         encryption.unlock_box(settings, passphrase=PASSPHRASE)
+        with open_store(settings) as store:
+            assert encryption.seal_existing(settings, store) == []
+            assert all(store.get_recording(i).audio_file == f"{i}.wav.sealed" for i in ids)
         assert all(_heard(settings, i) == source.read_bytes() for i in ids)
     finally:
         encryption.lock_box(settings)
@@ -392,12 +384,10 @@ def test_sealing_the_stored_audio_cut_by_kill_9_leaves_every_recording_readable(
     encryption.init(settings, PASSPHRASE)
     encryption.unlock_box(settings, passphrase=PASSPHRASE)
     setup = ("from pathlib import Path\n"
-             "from device import encryption\n"
+             "from device import databases\n"
              "from device.settings import Settings\n"
-             "from device.store import Store\n"
-             "s = Settings(data_dir=Path(sys.argv[1])); store = Store(s.database_path)\n")
-    work = ("store.db.conn.set_trace_callback(lambda sql: hook('open', ()))\n"
-            "encryption.seal_existing(s, store)\n")
+             "s = Settings(data_dir=Path(sys.argv[1]))\n")
+    work = "databases.seal_main(s)\n"  # the audio, then the database
 
     def every_recording_reads(step: int) -> None:
         assert all(_heard(settings, i) == source.read_bytes() for i in ids), step
@@ -405,7 +395,8 @@ def test_sealing_the_stored_audio_cut_by_kill_9_leaves_every_recording_readable(
     try:
         step = killed_at_each_step(setup, work, settings.data_dir, every_recording_reads)
         assert step > 10  # it was cut at every one of its steps before this run
-        with Store(settings.database_path) as store:
+        assert not encryption.in_the_clear(settings.database_path)
+        with open_store(settings) as store:
             assert encryption.seal_existing(settings, store) == []
             assert all(store.get_recording(i).audio_file == f"{i}.wav.sealed" for i in ids)
         assert sorted(p.name for p in settings.audio_dir.iterdir()) == \

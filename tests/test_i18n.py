@@ -12,8 +12,8 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 from fastapi.testclient import TestClient
 
+from device.databases import open_store
 from device.settings import Settings, SettingsError
-from device.store import Store
 from tests.webutil import ENGLISH, make_box, stored_transcript
 from web import i18n
 from web.app import create_app
@@ -88,7 +88,7 @@ def box(tmp_path_factory):
     box = make_box(Settings(data_dir=data, models_dir=Settings.load().models_dir,
                             auto_summarize=False))
     box.recording = stored_transcript(box.settings, owner_id=None)
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         store.db.execute("UPDATE recordings SET created = '2026-12-01T06:05:00.000+00:00', "
                          "duration = 3720")
         store.add_marker(box.recording, 2.0, "预算")
@@ -171,7 +171,7 @@ def test_what_the_box_stored_for_later_is_said_in_the_readers_language(box):
     reviewer.api("POST", f"/api/revisions/{undone}/undo")
     assert reviewer.api("GET", history, headers=CHINESE).json()[0]["note"] == \
         "撤销：说话人 A → 王芳"  # said within what is said
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         store.db.execute("UPDATE revisions SET note = 'an older note' WHERE recording_id = ? "
                          "AND kind = 'edit'", [rec])
         job = store.claim(1, 0.0, store.enqueue("summarize", rec).id)
@@ -184,7 +184,7 @@ def test_what_the_box_stored_for_later_is_said_in_the_readers_language(box):
     assert polled["stage"] == "阅读第 2 部分（共 3 部分）"
     page = reviewer.client.get(f"/recordings/{rec}", headers=CHINESE).text
     assert "阅读第 2 部分（共 3 部分）" in page
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         store.fail_job(job.id, Said(N_("internal error: %(error)s"), error="OSError: x"))
         failed = store.create_recording("Failed one", "f.wav")
         store.fail_job(store.claim(1, 0.0, store.enqueue("transcribe", failed.id).id).id,

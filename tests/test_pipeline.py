@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from device import audio
+from device.databases import open_store
 from device.errors import AudioDecodeError, AudioTooLargeError
 from device.jobs import Runner
 from device.pipeline import import_audio
 from device.settings import PROJECT_ROOT, Settings
-from device.store import Store
 from tests.conftest import long_speech, wait_until
 
 
@@ -109,12 +109,12 @@ def _start_worker(settings: Settings, log: Path) -> subprocess.Popen:
 @pytest.mark.slow
 def test_a_killed_worker_resumes_the_job_which_completes_exactly_once(settings, tmp_path):
     long = long_speech(tmp_path, 120)
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         recording, job = import_audio(store, settings, long)
     log = tmp_path / "worker.log"
     worker = _start_worker(settings, log)
     try:
-        with Store(settings.database_path) as store:
+        with open_store(settings) as store:
             wait_until(lambda: store.get_job(job.id).progress > 5, 120, "the job to make progress")
             worker.send_signal(signal.SIGKILL)
             worker.wait(10)
@@ -122,7 +122,7 @@ def test_a_killed_worker_resumes_the_job_which_completes_exactly_once(settings, 
             assert interrupted.status == "running" and interrupted.attempts == 1
             assert store.segments(recording.id) == []  # nothing partial was written
         worker = _start_worker(settings, log)
-        with Store(settings.database_path) as store:
+        with open_store(settings) as store:
             done = wait_until(lambda: (j := store.get_job(job.id)).status == "done" and j, 180,
                              "the resumed job to finish")
             assert done.attempts == 2
@@ -166,7 +166,7 @@ def test_transcription_never_opens_a_network_connection(monkeypatch, settings, s
     from device.jobs import load_engines
 
     fresh = load_engines(settings)  # a fresh model load, inside the guard
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         recording = _transcribe(store, settings, fresh, speech_wav)
         assert recording.status == "done"
     assert attempts == []
@@ -201,7 +201,7 @@ def test_the_job_is_queued_only_once_the_audio_is_stored(store, settings, tmp_pa
     audio.write_wav(big, np.zeros(16000 * 60 * 60 * 2, dtype=np.float32))  # 2 h, 230 MB
     done = threading.Event()
     def copy_in() -> None:
-        with Store(settings.database_path) as own:
+        with open_store(settings) as own:
             import_audio(own, settings, big)
         done.set()
 

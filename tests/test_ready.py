@@ -15,6 +15,7 @@ import pytest
 
 from device import audio
 from device.capture import FileSource
+from device.databases import open_store
 from device.jobs import Runner
 from device.pipeline import recognize, select_profile
 from device.ready import CaptureReader, decidable
@@ -101,7 +102,7 @@ def test_a_recording_is_final_passed_while_it_is_made(settings, engines, tmp_pat
         event = events.get_nowait()
         if event["type"] == "final_pass":
             told.append(event["until"])
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         kept = _windows_kept(store, recording.id)
         assert kept >= 2, "the final pass decoded nothing while recording"
         assert store.get_recording(recording.id).final_pass_until > 30
@@ -127,7 +128,7 @@ def test_what_the_final_pass_kept_before_a_kill_9_is_taken_after_recovery(
         settings, engines, tmp_path):
     settings = settings.replace(diarize=False)
     _many_voices(tmp_path / "voices.wav")
-    Store(settings.database_path).close()
+    open_store(settings).close()
     # the recorder and its final pass in a process group of their own, killed together as a
     # power cut takes the whole box
     box = subprocess.Popen(
@@ -138,7 +139,7 @@ def test_what_the_final_pass_kept_before_a_kill_9_is_taken_after_recovery(
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline and box.poll() is None:
-            with Store(settings.database_path) as store:
+            with open_store(settings) as store:
                 if _windows_kept(store, 1):
                     break
             time.sleep(0.1)
@@ -146,11 +147,11 @@ def test_what_the_final_pass_kept_before_a_kill_9_is_taken_after_recovery(
         os.killpg(box.pid, signal.SIGKILL)
         box.wait(10)
     assert box.returncode == -signal.SIGKILL, box.stderr.read().decode()[-2000:]
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         kept = _windows_kept(store, 1)
         assert kept and store.get_recording(1).status == "recording"
     assert recover_interrupted(settings) == [1]
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         [job] = store.jobs_for(1)
         runner = Runner(settings, engines)
         assert runner.run(store, runner.claim(store, job.id)), store.get_job(job.id).error

@@ -19,9 +19,9 @@ import pytest
 
 from device import audio, storage
 from device.capture import CaptureError, FileSource
+from device.databases import open_store
 from device.recorder import Recorder, RecorderBusy, capture_dir, recover_interrupted
 from device.settings import PROJECT_ROOT
-from device.store import Store
 
 SR = audio.SAMPLE_RATE
 
@@ -126,7 +126,7 @@ def test_microphone_capture_through_portaudio_is_sample_exact(tmp_path, settings
         pytest.skip(f"PortAudio/ALSA not available here: {result.stderr.strip()[-200:]}")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1", "queued"]
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         recording = store.get_recording(1)
     assert np.array_equal(_stored(settings, recording), expected)
 
@@ -192,7 +192,7 @@ def test_one_recording_at_a_time_pause_and_markers(settings, tmp_path):
     assert recorder.status()["seconds"] == 0.0  # idle: not the last recording's time
     stored = _stored(settings, recording)
     assert 0 < stored.size < expected.size  # the paused stretch was not recorded
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         [saved] = store.markers(recording.id)
     assert saved.note == "budget figure" and saved.t == marker.t >= 1.0
 
@@ -275,11 +275,11 @@ def test_a_killed_recorder_loses_almost_nothing(settings, tmp_path, power_cut):
                     durable[name] = int(size)
             for segment in storage.segment_files(capture_dir(local, 1)):
                 os.truncate(segment, durable.get(segment.name, 0))
-        with Store(local.database_path) as store:
+        with open_store(local) as store:
             assert store.get_recording(1).status == "recording"
         assert recover_interrupted(local) == [1]
         assert recover_interrupted(local) == []  # idempotent
-        with Store(local.database_path) as store:
+        with open_store(local) as store:
             recording = store.get_recording(1)
             assert recording.status == "recovered"
             [job] = store.jobs_for(1)
@@ -303,13 +303,13 @@ def test_a_full_disk_stops_the_recording_cleanly_and_keeps_everything(settings, 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    Store(settings.database_path).close()
+    open_store(settings).close()
     recorder = _record_process(settings, path, "--speed", "0", preexec=small_disk)
     _, err = recorder.communicate(timeout=120)
     assert recorder.returncode == 1
     assert "recording stopped: no space left" in err.decode()
     recover_interrupted(settings)  # joins what the full disk did not let it join
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         recording = store.get_recording(1)
     assert recording.status in ("queued", "recovered") and "no space left" in recording.error
     stored = _stored(settings, recording)
@@ -342,7 +342,7 @@ def test_recording_a_real_clip_gives_exact_audio_a_live_and_a_final_transcript(
     from device.jobs import Runner
 
     runner = Runner(settings, engines)
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         [job] = store.jobs_for(recording.id)
         assert runner.run(store, runner.claim(store, job.id))
         final = store.segments(recording.id)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from device import encryption, unlock
+from device.databases import open_store
 from device.pipeline import delete_recording
-from device.store import Store
 from device.store.voiceprints import Voiceprints
 from tests.crashes import killed_at_each_step
 from tests.webutil import make_box
@@ -107,7 +107,7 @@ def test_a_recording_deleted_while_locked_leaves_the_voiceprints_at_the_next_ope
     encryption.init(settings, PASSPHRASE)
     encryption.unlock_box(settings, passphrase=PASSPHRASE)
     try:
-        with Store(settings.database_path) as store:
+        with open_store(settings) as store:
             recording = store.create_recording("董事会访谈", "interview.wav")
             with Voiceprints.of(settings, store) as prints:
                 _enrol(prints, recording_id=recording.id)
@@ -129,7 +129,7 @@ def test_voiceprints_kept_in_the_clear_are_encrypted_when_the_key_is_made(
         _enrol(prints)
     assert "name" in _secrets_in(_files(settings))
     encryption.init(settings, PASSPHRASE)  # the key is made: no secret needed to seal
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         encryption.seal_existing(settings, store)
     assert not encryption.in_the_clear(settings.voiceprints_path)
     assert _secrets_in(_files(settings)) == []

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from device import audio
+from device.databases import open_store
 from device.speakers.weights import WeightsError, load_checkpoint
 from tests.conftest import espeak, shared_clips
 
@@ -396,9 +397,8 @@ def test_two_people_are_told_apart_and_one_stays_one(speaker_model, tmp_path):
 def _transcribed(settings, engines, path: Path, **kwargs):
     from device.jobs import Runner
     from device.pipeline import import_audio
-    from device.store import Store
 
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         recording, job = import_audio(store, settings, path, profile="auto", **kwargs)
         runner = Runner(settings, engines)
         assert runner.run(store, runner.claim(store, job.id)), store.get_job(job.id).error
@@ -458,13 +458,12 @@ def test_without_the_speaker_model_the_transcript_is_kept_and_says_why(settings,
 def test_speakers_found_again_keep_edits_and_given_names(speaker_model, settings, engines,
                                                         tmp_path):
     from device.jobs import Runner
-    from device.store import Store
 
     samples, _ = _conversation("allison", "reader")
     path = tmp_path / "two.wav"
     audio.write_wav(path, samples)
     recording, segments = _transcribed(settings, engines, path)
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         first = segments[0]
         store.edit_segment(first.id, "改过的文字", first.revision)
         store.rename_speaker(recording.id, "说话人1", "李明")  # the other stays 说话人2
@@ -522,14 +521,13 @@ def test_a_remembered_voice_names_the_same_person_in_another_recording(
         speaker_model, settings, engines, tmp_path):
     from device.jobs import Runner
     from device.pipeline import delete_recording
-    from device.store import Store
     from device.store.voiceprints import Voiceprints
 
     first = tmp_path / "first.wav"
     audio.write_wav(first, _conversation("allison", "reader")[0])
     recording, segments = _transcribed(settings, engines, first, speakers=2)
     allison = segments[0].speaker  # she speaks first
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         runner = Runner(settings, engines)
         job = store.enqueue("remember_voice", recording.id, {
             "speaker": allison, "name": "李明", "consent": "同意书 2026-12-01"})
@@ -579,7 +577,7 @@ def test_a_remembered_voice_names_the_same_person_in_another_recording(
                                            for c in _voice("reader")]))
     assert {s.speaker for s in _transcribed(settings, engines, alone)[1]} == {"说话人1"}
     # deleting the recording forgets where the voice was used; the voiceprint stays
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         delete_recording(store, settings, later.id)
     with Voiceprints(settings.voiceprints_path) as prints:
         assert [u.recording_id for u in prints.uses(voiceprint.id)] == [recorded.id]

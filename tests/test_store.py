@@ -6,6 +6,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from device.databases import open_store
 from device.migrations import migration_names, schema_migrations
 from device.records import Segment, Word
 from device.store import SCHEMA_VERSION, Store
@@ -28,7 +29,7 @@ def _transcribed(store: Store, title: str, texts: list[str]) -> int:
 
 
 def test_database_is_wal_with_full_sync_and_foreign_keys(settings):
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -36,8 +37,8 @@ def test_database_is_wal_with_full_sync_and_foreign_keys(settings):
 
 
 def test_migrations_are_idempotent(settings):
-    Store(settings.database_path).close()
-    with Store(settings.database_path) as store:
+    open_store(settings).close()
+    with open_store(settings) as store:
         assert store.schema_version == SCHEMA_VERSION
         store.migrate()
         assert {"recordings", "segments", "words", "jobs", "segments_fts"} <= set(
@@ -171,8 +172,8 @@ def test_accounts_kept_in_the_main_database_move_to_their_own_once(tmp_path):
 def test_a_failing_migration_leaves_the_schema_as_it_was(settings):
     from sqlite_utils.migrations import Migrations
 
-    Store(settings.database_path).close()
-    with Store(settings.database_path) as store:
+    open_store(settings).close()
+    with open_store(settings) as store:
         broken = Migrations("tingji")
         for migration in schema_migrations().pending(store.db) or ():
             broken(name=migration.name)(migration.fn)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from device.databases import open_store
 from device.grounding import grounding_flags
 from device.jobs import Runner
 from device.records import Segment
@@ -148,7 +149,7 @@ def test_a_long_transcript_is_cancelled_inside_its_first_call(store, settings, m
     job = store.enqueue("summarize", recording_id, {"model": SMALL})
     runner = Runner(settings)
     claimed = runner.claim(store, job.id)
-    worker = threading.Thread(target=runner.run, args=(Store(settings.database_path), claimed))
+    worker = threading.Thread(target=runner.run, args=(open_store(settings), claimed))
     worker.start()
     deadline = time.monotonic() + 120
     while store.get_job(job.id).progress < 1 and time.monotonic() < deadline:

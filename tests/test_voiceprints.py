@@ -9,9 +9,9 @@ import sqlite3
 import numpy as np
 import pytest
 
+from device.databases import open_store
 from device.errors import InvalidInput, NotFound
 from device.speakers.voiceprints import MATCH_SECONDS, SAME_VOICE, match, suggestion
-from device.store import Store
 from device.store.voiceprints import Voiceprints
 from tests.webutil import stored_transcript
 
@@ -94,7 +94,7 @@ def test_a_voiceprint_names_the_most_alike_speaker_only_above_the_threshold():
 
 def test_two_speakers_merge_as_one_revision_that_can_be_undone(settings):
     rec = stored_transcript(settings)  # speakers A, B, A
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         assert store.merge_speakers(rec, "B", "A") == 1
         assert {s.speaker for s in store.segments(rec)} == {"A"}
         revision = store.revisions(rec)[0]

@@ -12,8 +12,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+from device.databases import open_store
 from device.settings import Settings
-from device.store import Store
 from tests.webutil import (
     ENGLISH,
     PASSWORD,
@@ -70,7 +70,7 @@ def test_first_boot_needs_the_console_setup_code(settings, capfd):
     wrong = client.post("/setup", data={"code": "AAAA-AAAA", "username": "root",
                                         "password": PASSWORD, "csrf_token": token})
     assert wrong.status_code == 400 and "wrong setup code" in wrong.text
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         assert store.count_users() == 0
     admin = setup_admin(app)
     cookie = admin.client.cookies.jar
@@ -82,7 +82,7 @@ def test_first_boot_needs_the_console_setup_code(settings, capfd):
     refused = again.post("/setup", data={"code": "X", "username": "evil", "password": PASSWORD,
                                          "csrf_token": form_token(again.get("/login").text)})
     assert refused.status_code == 403
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         users = store.list_users()
     assert [(u.username, u.role) for u in users] == [("admin", "admin")]
     assert users[0].password_hash.startswith("$argon2id$")
@@ -309,7 +309,7 @@ def test_every_endpoint_checks_the_role(role_box, method, url, body, least):
 
 
 def _user_id(box, name: str) -> int:
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         return store.find_user(name).id
 
 
@@ -360,13 +360,13 @@ def test_admin_keeps_the_glossary_and_sees_profiles_and_update_state(box):
     assert added.status_code == 303
     page = client.get("/admin/vocabulary").text
     assert "华为" in page and "花为" in page and "cantonese" in page and "profiles.toml" in page
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         [entry] = store.glossary()
     assert (entry.term, entry.misheard) == ("华为", "花为")
     empty = client.post("/admin/glossary", data={"term": " ", "csrf_token": csrf})
     assert empty.status_code == 400 and "cannot be empty" in empty.text
     client.post(f"/admin/glossary/{entry.id}/delete", data={"csrf_token": csrf})
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         assert store.glossary() == []
     system = client.get("/system").text
     assert "development checkout" in system and "whisper-base" in system
@@ -390,7 +390,7 @@ def test_a_long_recordings_page_is_drawn_off_the_event_loop_the_same(box):
 
     rec = stored_transcript(box.settings)
     short = box.reviewer.client.get(f"/recordings/{rec}").text
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         store.update_recording(rec, duration=INLINE_SECONDS + 1.0)
     long = box.reviewer.client.get(f"/recordings/{rec}").text
     assert short.count('class="segment') == long.count('class="segment') == 3
@@ -413,12 +413,12 @@ def test_a_view_is_audited_even_while_another_process_holds_the_write_lock(box):
     finally:
         release.join()
         holder.close()
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         views = [e for e in store.audit_entries(action="view_recording")
                  if e.object == f"recording:{rec}"]
     assert len(views) == 1 and waited >= 0.4
     assert box.reviewer.client.get(f"/recordings/{rec}").status_code == 200  # free: at once
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         assert len([e for e in store.audit_entries(action="view_recording")
                     if e.object == f"recording:{rec}"]) == 2
 
@@ -429,7 +429,7 @@ def test_search_highlights_hits_and_links_to_the_moment(box):
     assert "<mark>開放時間</mark>是早上九點" in page  # Simplified query, Traditional text
     # A hit links to its segment, not to a rounded time (?t=8.72 for a segment starting
     # at 8.724 opened the segment before it).
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         segment = store.segments(rec)[1]
         store.db.execute("UPDATE segments SET start = 8.724 WHERE id = ?", [segment.id])
     hit = box.reviewer.client.get("/", params={"q": "budget"}).text
@@ -448,7 +448,7 @@ def test_search_highlights_hits_and_links_to_the_moment(box):
 
 def test_library_filters_by_status_language_and_date(box):
     stored_transcript(box.settings, title="Done one")
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         failed = store.create_recording("Broken upload", "x.wav")
         store.update_recording(failed.id, status="failed", error="not audio", language="zh")
     client = box.reviewer.client
@@ -475,7 +475,7 @@ def test_recording_page_carries_word_timings_for_the_player(box):
 
 
 def test_a_recording_in_progress_says_how_far_its_final_transcript_has_got(box):
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         rec = store.create_recording("interview", "mic", status="recording")
         page = box.reviewer.client.get(f"/recordings/{rec.id}").text
         assert 'id="final-pass"' not in page  # nothing final-passed yet
@@ -493,7 +493,7 @@ def test_upload_types_by_content_and_streams_to_a_job(box, speech_wav):
         "PUT", "/api/upload?filename=interview.mp3&title=Talk&speakers=2", content=data)
     assert response.status_code == 200, response.text
     rec = response.json()["recording_id"]
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         recording = store.get_recording(rec)
         assert recording.owner_id == _user_id(box, "ivan")
         assert recording.audio_file == f"{rec}{kind}"  # typed by content, not by name
@@ -517,7 +517,7 @@ def test_upload_types_by_content_and_streams_to_a_job(box, speech_wav):
 def test_bad_uploads_are_refused_and_leave_nothing(box, content, status):
     response = box.interviewer.api("PUT", "/api/upload?filename=x.wav", content=content)
     assert response.status_code == status and response.json()["detail"]
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         assert store.count_recordings() == 0
     assert not list((box.settings.data_dir / "uploads").glob("*"))
 
@@ -535,7 +535,7 @@ def test_oversized_upload_is_refused_while_streaming(settings, speech_wav):
     declared = box.interviewer.api("PUT", "/api/upload?filename=big.wav",
                                    content=speech_wav.read_bytes())
     assert declared.status_code == 413
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         assert store.count_recordings() == 0
     assert not list((box.settings.data_dir / "uploads").glob("*"))
 
@@ -544,7 +544,7 @@ def test_file_serving_cannot_leave_the_data_directory(box):
     rec = stored_transcript(box.settings)
     secret = box.settings.data_dir / "secret.txt"
     secret.write_text("do not serve")
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         store.update_recording(rec, audio_file="../secret.txt")
     client = box.admin.client
     assert client.get(f"/recordings/{rec}/audio").status_code == 404
@@ -635,13 +635,13 @@ def test_an_interviewer_cannot_fill_the_queue_and_uploads_keep_room_for_recordin
     assert [upload(box.interviewer).status_code for _ in range(3)] == [200, 200, 429]
     assert "waiting to be transcribed" in upload(box.interviewer).json()["detail"]
     assert upload(box.admin).status_code == 200  # the admin's own work is not capped
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         assert store.pending_transcriptions(_user_id(box, "ivan")) == 2
     full = make_box(settings.replace(data_dir=settings.data_dir.parent / "full",
                                      disk_reserve_bytes=10**18))
     refused = upload(full.interviewer)
     assert refused.status_code == 507 and "kept for recording" in refused.json()["detail"]
-    with Store(full.settings.database_path) as store:
+    with open_store(full.settings) as store:
         assert store.count_recordings() == 0
 
 
@@ -716,7 +716,7 @@ def test_a_recording_in_progress_is_its_owners_alone(settings, tmp_path):
     assert stopped.status_code == 200
     wait_until(lambda: box.interviewer.api("GET", "/api/record/status").json()["state"]
                == "idle", 60, "the recorder to stop")
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         assert [m.note for m in store.markers(recording_id)] == ["ok"]
         # the people the interviewer said would speak reach the final transcription
         assert store.get_recording(recording_id).speakers == 3
@@ -775,7 +775,7 @@ def test_owners_rename_and_delete_their_recordings_and_the_admin_sees_the_deleti
     assert TestClient(box.app, headers=ENGLISH).post(f"/api/recordings/{rec}/delete").status_code == 401
     assert box.interviewer.client.post(f"/api/recordings/{rec}/delete").status_code == 403
     assert box.interviewer.api("POST", f"/api/recordings/{others}/delete").status_code == 404
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         audio_file = box.settings.audio_dir / store.get_recording(rec).audio_file
     assert audio_file.is_file()
     assert box.interviewer.api("POST", f"/api/recordings/{rec}/delete").json() == \
@@ -783,7 +783,7 @@ def test_owners_rename_and_delete_their_recordings_and_the_admin_sees_the_deleti
     assert not audio_file.exists()
     assert box.interviewer.client.get(f"/recordings/{rec}").status_code == 404
     assert box.admin.api("POST", f"/api/recordings/{others}/delete").status_code == 200
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         assert store.count_recordings() == 0 and store.list_jobs() == []
         assert store.search("budget") == []
         assert [(d.recording_id, d.username) for d in store.deletions()] == [
@@ -798,14 +798,14 @@ def test_times_are_shown_in_the_boxs_zone_with_the_zone(settings):
     17:05 in Beijing."""
     box = make_box(settings)
     rec = stored_transcript(box.settings)
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         store.db.execute("UPDATE recordings SET created = '2026-12-01T09:05:00.000+00:00'")
     assert "December 1, 2026 17:05 CST" in box.reviewer.client.get("/").text
     assert "December 1, 2026 17:05 CST" in box.reviewer.client.get(f"/recordings/{rec}").text
     elsewhere = make_box(settings.replace(data_dir=settings.data_dir.parent / "utc",
                                           time_zone="UTC"))
     rec = stored_transcript(elsewhere.settings)
-    with Store(elsewhere.settings.database_path) as store:
+    with open_store(elsewhere.settings) as store:
         store.db.execute("UPDATE recordings SET created = '2026-12-01T09:05:00.000+00:00'")
     assert "December 1, 2026 09:05 UTC" in elsewhere.reviewer.client.get("/").text
 
@@ -817,7 +817,7 @@ def test_the_summary_panel_cites_numbers_and_times_shows_work_and_says_when_unre
     left out, and an attempt that produced no reliable summary."""
     box = role_box  # shared: this test stores its own recording
     rec = stored_transcript(box.settings)
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         first, second, third = store.segments(rec)
         store.add_summary(rec, {
             "title": "Budget", "summary": "The budget is reviewed on Tuesday.",
@@ -840,7 +840,7 @@ def test_the_summary_panel_cites_numbers_and_times_shows_work_and_says_when_unre
 
     cancelled = box.reviewer.api("POST", f"/api/recordings/{rec}/summarize/cancel")
     assert cancelled.status_code == 200 and cancelled.json() == {"cancelled": [job.id]}
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         assert store.get_job(job.id).status == "cancelled"
         failed = store.enqueue("summarize", rec, {})
         store.claim(1, 0.0, failed.id)
@@ -884,7 +884,7 @@ def test_voices_are_remembered_only_with_consent_and_the_admin_lists_and_deletes
     assert (job["kind"], job["params"]["name"], job["params"]["speaker"]) == (
         "remember_voice", "李明", "A")
     # a suggested name gets a confirm button; merging and remembering are offered
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         store.rename_speaker(rec, "B", "王芳?")
     page = box.reviewer.client.get(f"/recordings/{rec}").text
     assert 'class="confirm-voice" data-name="王芳?"' in page
@@ -904,7 +904,7 @@ def test_voices_are_remembered_only_with_consent_and_the_admin_lists_and_deletes
     assert gone.status_code == 303
     assert "口头同意" not in box.admin.client.get("/admin/voiceprints").text
     # the name stays in the transcript as text
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         assert "王芳?" in {s.speaker for s in store.segments(rec)}
 
 
@@ -915,7 +915,7 @@ def test_reads_changes_exports_deletions_and_sign_ins_enter_the_audit_trail(role
     rec = stored_transcript(box.settings, title="审计")
     box.settings.audio_dir.mkdir(parents=True, exist_ok=True)
     (box.settings.audio_dir / f"{rec}.wav").write_bytes(b"RIFF" + bytes(8000))
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         store.update_recording(rec, audio_file=f"{rec}.wav")
     reviewer = box.reviewer
     reviewer.client.get(f"/recordings/{rec}")
@@ -931,7 +931,7 @@ def test_reads_changes_exports_deletions_and_sign_ins_enter_the_audit_trail(role
     assert stranger.post("/login", data={
         "username": "rita", "password": "wrong one",
         "csrf_token": form_token(stranger.get("/login").text)}).status_code == 401
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         mine = [e for e in store.audit_entries() if e.object == f"recording:{rec}"]
         failed = [e for e in store.audit_entries(action="sign_in_failed")]
     actions = [(e.action, e.username, e.details.get("status")) for e in mine]
@@ -942,7 +942,7 @@ def test_reads_changes_exports_deletions_and_sign_ins_enter_the_audit_trail(role
     assert [e.details["format"] for e in mine if e.action == "export_recording"] == ["docx"]
     assert [e.details["username"] for e in failed][-1] == "rita"
     assert all(e.address == "testclient" for e in mine)
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         edits = [e for e in store.audit_entries(action="edit_segment")
                  if e.object == f"segment:{seg['id']}"]
     assert [e.details["status"] for e in edits] == [200]
@@ -952,7 +952,7 @@ def test_reads_changes_exports_deletions_and_sign_ins_enter_the_audit_trail(role
     assert "sign_in_failed" not in page  # filtered to the recording
     exported = box.admin.client.get("/admin/audit/export.jsonl")
     assert exported.headers["cache-control"] == "no-store"
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         key = box.app.state.auditor.key
         assert verify(store, key.public_key()).ok
     assert verify_export(exported.text.splitlines(), key.public_key()) > len(mine)
@@ -971,7 +971,7 @@ def test_the_system_page_counts_outbound_attempts_and_the_trail_records_them(rol
     count, _ = egress.attempts()
     page = box.admin.client.get("/system").text
     assert f"<strong class=\"error\">{count}</strong>" in page and "192.0.2.44:9" in page
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         [entry] = [e for e in store.audit_entries(action="outbound_attempt")
                    if e.object == "192.0.2.44:9"]
     assert entry.details["event"] == "socket.connect"
@@ -981,7 +981,7 @@ def test_where_the_recogniser_was_unsure_is_marked_until_a_reviewer_edits_or_con
     from device.records import Segment, Word
 
     box = role_box  # shared: this test stores its own recording
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         rec = store.create_recording("不确定", "u.wav")
         job = store.claim(1, 0.0, store.enqueue("transcribe", rec.id).id)
         store.complete_transcription(job.id, rec.id, [
@@ -1017,7 +1017,7 @@ def test_where_the_recogniser_was_unsure_is_marked_until_a_reviewer_edits_or_con
     page = box.reviewer.client.get(f"/recordings/{rec.id}").text
     assert 'class="segment unsure"' not in page
     assert re.search(rf'data-id="{first["id"]}"[^>]*data-revision="1"', page)
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         entries = store.audit_entries(object=f"segment:{first['id']}")
     assert [(e.action, e.username, e.details["status"]) for e in entries][-1] == \
         ("confirm_segment", "rita", 200)
@@ -1030,7 +1030,7 @@ def test_the_recording_page_and_the_library_draw_the_recording(role_box):
     rec = stored_transcript(role_box.settings, title="Strip drawing",
                             texts=["We will review the budget.", "预算下周二再讨论。",
                                    "The committee meets."])
-    with Store(role_box.settings.database_path) as store:
+    with open_store(role_box.settings) as store:
         store.add_marker(rec, 6.0, "the budget")
         first = store.segments(rec)[0]
         store.db["segments"].update(first.id, {"avg_logprob": -1.2})  # Whisper was unsure
@@ -1070,7 +1070,7 @@ def test_the_system_page_shows_what_retention_erases_and_a_hold_keeps_it(box):
     erasures listed; a held recording is not; Purge now erases what is due, audited."""
     due, held = (stored_transcript(box.settings, title=t) for t in ("Due soon", "Held one"))
     box.settings.audio_dir.mkdir(parents=True, exist_ok=True)
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         for rec in (due, held):
             (box.settings.audio_dir / f"{rec}.wav").write_bytes(b"RIFF" + bytes(64))
             store.update_recording(rec, audio_file=f"{rec}.wav")
@@ -1085,11 +1085,11 @@ def test_the_system_page_shows_what_retention_erases_and_a_hold_keeps_it(box):
     page = box.admin.client.get("/system").text
     listed = re.search(r'id="retention-due">(.*?)</ul>', page, re.S).group(1)
     assert "Due soon" in listed and "Held one" not in listed and "its audio" in listed
-    with Store(box.settings.database_path) as store:  # confirmed four days ago
+    with open_store(box.settings) as store:  # confirmed four days ago
         store.db.execute("UPDATE recordings SET reviewed_at = '2026-01-01T00:00:00.000+00:00'")
     assert box.admin.client.post("/admin/retention/purge", data={
         "csrf_token": box.admin.csrf}, follow_redirects=False).status_code == 303
-    with Store(box.settings.database_path) as store:
+    with open_store(box.settings) as store:
         assert store.get_recording(due).audio_erased and not store.get_recording(due).audio_file
         assert store.get_recording(held).audio_file and not store.get_recording(held).audio_erased
         entries = [(e.action, e.object, e.details.get("trigger"))

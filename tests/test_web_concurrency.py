@@ -12,7 +12,7 @@ import httpx
 import pytest
 import uvicorn
 
-from device.store import Store
+from device.databases import open_store
 from tests.webutil import add_user, setup_admin, sign_in, stored_transcript
 from web.app import create_app
 
@@ -48,7 +48,7 @@ def signed_in(base: str) -> tuple[httpx.Client, str]:
 
 def test_ten_clients_times_a_hundred_edits(server, settings):
     rec = stored_transcript(settings, texts=[f"segment {i}" for i in range(5)])
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         ids = [s.id for s in store.segments(rec)]
 
     def reviewer(number: int) -> dict:
@@ -80,7 +80,7 @@ def test_ten_clients_times_a_hundred_edits(server, settings):
     conflicts = sum(r["conflicts"] for r in results)
     assert len(acknowledged) + conflicts == CLIENTS * EDITS
     assert conflicts > 0 and len(acknowledged) > 0
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         history = {(r.after[0]["id"], r.after[0]["text"], r.after[0]["revision"])
                    for r in store.revisions(rec, limit=100_000) if r.kind == "edit"}
         final = {s.id: (s.text, s.revision) for s in store.segments(rec)}
@@ -92,7 +92,7 @@ def test_ten_clients_times_a_hundred_edits(server, settings):
     # the audit trail holds each of the 1,000 edits once, with its outcome, and verifies
     from device.audit import load_key, verify
 
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         edits = store.audit_entries(action="edit_segment")
         assert len(edits) == CLIENTS * EDITS
         assert sum(e.details["status"] == 200 for e in edits) == len(acknowledged)
@@ -137,7 +137,7 @@ def test_a_large_upload_does_not_stall_other_requests(server, settings):
             answers.append((url, status, time.perf_counter() - started))
     thread.join(timeout=60)
     assert uploaded.get("status") == 200, uploaded
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         [recording] = store.list_recordings()
     assert (settings.audio_dir / recording.audio_file).stat().st_size == size + 44
     assert len(answers) >= 20 and {status for _, status, _ in answers} == {200}

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import httpx
 from fastapi.testclient import TestClient
 
+from device.databases import open_store
 from device.records import Segment, Word
 from device.settings import Settings
-from device.store import Store
 from web.app import create_app
 
 PASSWORD = "correct horse battery"
@@ -67,7 +67,7 @@ def create_account(settings: Settings, username: str, role: str = "admin") -> No
     whose setup code is on its console)."""
     from device.accounts import hash_password
 
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         store.create_user(username, hash_password(PASSWORD), role)
 
 
@@ -105,7 +105,7 @@ def signed_in_account(app, username: str, role: str) -> Browser:
     admin's Users page and the login form have tests of their own)."""
     from web import security
 
-    with Store(app.state.settings.database_path) as store:
+    with open_store(app.state.settings) as store:
         user = store.create_user(username, _password_hash(), role)
         token = security.start_session(store, user)
     client = TestClient(app, headers=ENGLISH)
@@ -125,7 +125,7 @@ def stored_transcript(settings: Settings, title: str = "Budget meeting",
     """A finished recording with a few segments (the first with word timings)."""
     texts = texts or ["We will review the budget on Tuesday.", "预算下周二再讨论。",
                       "The committee meets again next month."]
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         rec = store.create_recording(title, "meeting.wav", owner_id=owner_id)
         job = store.claim(1, 0.0, store.enqueue("transcribe", rec.id).id)
         segments = []

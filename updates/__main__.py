@@ -122,11 +122,11 @@ def _audit(box: Box, action: str, details: dict) -> None:
     if not box.database.exists():
         return
     from device.audit import on_console
+    from device.databases import open_store
     from device.settings import Settings
-    from device.store import Store
 
     settings = Settings(data_dir=box.data_dir, models_dir=box.models_dir)
-    with Store(box.database) as store:
+    with open_store(settings) as store:  # while locked: entered at the unlock
         on_console(settings, store, action, details=details)
 
 

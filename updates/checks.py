@@ -19,15 +19,26 @@ from updates.box import Box, UpdateFailed, write_json
 HEALTH_TIMEOUT = 120.0
 
 
+MIGRATE = """
+import sys
+from pathlib import Path
+try:
+    from device.databases import migrate_main
+except ImportError:  # firmware from before encryption at rest
+    from device.store import Store
+    s = Store(Path(sys.argv[1])); print(s.schema_version); s.close()
+else:
+    print(migrate_main(Path(sys.argv[1])))
+"""
+"""Run in the new slot: its migrations on the main database, in the form it is in."""
+
+
 def run_migrations(box: Box, slot: str, journal: dict) -> None:
     """Run the new slot's migrations on the live database, in a child process recorded in
     the journal (so recovery can make sure it is gone before restoring the backup)."""
     box.data_dir.mkdir(parents=True, exist_ok=True)
     child = subprocess.Popen(
-        [str(box.python(slot)), "-c",
-         "import sys; from pathlib import Path; from device.store import Store; "
-         "s = Store(Path(sys.argv[1])); print(s.schema_version); s.close()",
-         str(box.database)],
+        [str(box.python(slot)), "-c", MIGRATE, str(box.database)],
         env=box.environment(slot), cwd=box.slots / slot / "code", stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent(signal.SIGKILL))
     journal["child_pid"] = child.pid

@@ -53,9 +53,35 @@ def _point_current(box: Box, slot: str) -> None:
 
 # -- the database ---------------------------------------------------------------------------------
 
+def _connect(box: Box, path: Path, like: Path | None = None):
+    """A connection to ``path``, a database of the box's form: SQLite's while its main
+    database is in the clear, else SQLCipher's under the main database's key, which the box
+    must be unlocked to give (``like``: the database whose form is followed)."""
+    from device import encryption
+    from device.settings import Settings
+
+    like = like or path
+    if not like.exists() or encryption.in_the_clear(like):
+        return sqlite3.connect(path, timeout=60)
+    import sqlcipher3
+
+    from device.store._base import raw_key
+
+    settings = Settings(data_dir=box.data_dir, models_dir=box.models_dir)
+    try:
+        key = encryption.database_key(settings, "main")
+    except encryption.BoxLocked as exc:
+        raise UpdateFailed("the box's database is encrypted and the box is locked: unlock it "
+                           "(System page, or `python -m device unlock`), then update") from exc
+    connection = sqlcipher3.connect(str(path), timeout=60)
+    connection.execute("PRAGMA key = " + raw_key(key))
+    return connection
+
+
 def backup_database(box: Box, version: str) -> Path | None:
-    """A consistent copy of the live database (SQLite's online backup), or None if there is
-    no database yet.  Written under a temporary name, complete once renamed."""
+    """A consistent copy of the live database (SQLite's online backup; an encrypted database
+    is copied encrypted, under its key), or None if there is no database yet.  Written under
+    a temporary name, complete once renamed."""
     if not box.database.exists():
         return None
     folder = box.state_dir / "backups"
@@ -63,7 +89,7 @@ def backup_database(box: Box, version: str) -> Path | None:
     path = folder / f"tingji-before-{version}-{time.strftime('%Y%m%dT%H%M%S')}.db"
     partial = path.with_name(path.name + ".part")
     partial.unlink(missing_ok=True)
-    source, copy = sqlite3.connect(box.database), sqlite3.connect(partial)
+    source, copy = _connect(box, box.database), _connect(box, partial, like=box.database)
     try:
         source.backup(copy)
     finally:
@@ -79,7 +105,7 @@ def backup_database(box: Box, version: str) -> Path | None:
 def restore_database(box: Box, backup: Path) -> None:
     """Put the backup's content back into the live database, through SQLite (a running
     appliance keeps a consistent view); idempotent."""
-    source, live = sqlite3.connect(backup), sqlite3.connect(box.database, timeout=60)
+    source, live = _connect(box, backup), _connect(box, box.database)
     try:
         source.backup(live)
     finally:

@@ -19,9 +19,9 @@ import device
 from device import egress, encryption, export
 from device.audit import Auditor
 from device.confidence import WORD_BELOW, segment_unsure
-from device.errors import N_, EditConflict, InvalidInput, NotFound
+from device.databases import open_store
+from device.errors import N_, EditConflict, InvalidInput, NotFound, RecordingNotFound
 from device.settings import Settings
-from device.store import Store
 from device.tls import serves_others
 from web import i18n, security
 from web.audit import record_request
@@ -56,7 +56,7 @@ async def lifespan(app: FastAPI):
 
 
 def _sign_audit_head(app: FastAPI) -> None:
-    with Store(app.state.settings.database_path) as store:
+    with open_store(app.state.settings) as store:
         app.state.auditor.sign_head(store, "shutdown")
     if getattr(app.state, "audit_store", None) is not None:
         app.state.audit_store.close()
@@ -122,7 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
     templates.env.filters["clock"] = export.clock
     i18n.install(templates, settings)
     app.state.templates = templates
-    with Store(settings.database_path) as store:  # create or migrate the database up front
+    with open_store(settings) as store:  # create or migrate the database up front
         first_boot = store.count_users() == 0
     app.state.auditor = Auditor(settings)
     app.state.unlock_failures = collections.deque()  # wrong passphrases, for the pause
@@ -157,7 +157,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound):
+        if isinstance(exc, RecordingNotFound) and encryption.locked(settings):
+            return _error(request, 423, encryption.BoxLocked())  # out of reach until unlocked
         return _error(request, 404, exc)
+
+    @app.exception_handler(encryption.BoxLocked)
+    async def box_locked(request: Request, exc: encryption.BoxLocked):
+        return _error(request, 423, exc)
 
     @app.exception_handler(InvalidInput)
     async def invalid(request: Request, exc: InvalidInput):

@@ -17,7 +17,7 @@ import threading
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from device import egress
+from device import databases, egress
 from device.store import Store
 
 log = logging.getLogger(__name__)
@@ -137,10 +137,27 @@ def sign_head(request: Request, entry) -> None:
             log.exception("audit trail: could not sign the head after entry %s", entry.id)
 
 
+def let_go_if_stale(state) -> None:
+    """Close the audit connection if the box was locked or unlocked since it opened (a
+    waiting database is moved only once no process holds it); unless it is writing now."""
+    if _writing.acquire(blocking=False):
+        try:
+            store = getattr(state, "audit_store", None)
+            if store is not None and not databases.still_current(state.settings, store):
+                store.close()
+                state.audit_store = None
+        finally:
+            _writing.release()
+
+
 def _audit_store(state) -> Store:
-    if getattr(state, "audit_store", None) is None:
-        state.audit_store = Store(state.settings.database_path)
-    return state.audit_store
+    store = getattr(state, "audit_store", None)
+    if store is not None and not databases.still_current(state.settings, store):
+        store.close()  # locked or unlocked since: the trail goes on in the other database
+        store = None
+    if store is None:
+        store = state.audit_store = databases.open_store(state.settings)
+    return store
 
 
 def _missing(action: str, object: str | None, user) -> None:

@@ -13,11 +13,12 @@ from fastapi import Depends, Request
 from fastapi import Path as FastAPIPath
 from fastapi.templating import Jinja2Templates
 
+from device import databases
 from device.errors import N_, RecordingNotFound, TingjiError
 from device.records import Recording, User
 from device.settings import Settings
 from device.store import Store
-from web import security
+from web import audit, security
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 ROW_ID_MAX = 2**63 - 1
@@ -57,8 +58,17 @@ async def get_store(request: Request) -> AsyncIterator[Store]:
     an SQLite connection costs more than a page's queries).  Taken and given back on the
     event loop: in WAL mode reading waits for no writer.  A handle left inside a
     transaction (a failed request) is closed, which rolls it back."""
-    kept = request.app.state.stores
-    store = kept.pop() if kept else Store(request.app.state.settings.database_path)
+    state = request.app.state
+    kept, settings = state.stores, state.settings
+    store = kept.pop() if kept else None
+    if store is not None and not databases.still_current(settings, store):
+        for stale in (store, *kept):  # locked or unlocked since, or encrypted: all go
+            stale.close()
+        kept.clear()
+        audit.let_go_if_stale(state)
+        store = None
+    if store is None:
+        store = databases.open_store(settings)
     try:
         yield store
     finally:

@@ -8,10 +8,10 @@ import sys
 from dataclasses import asdict
 
 from device.audit import on_console
+from device.databases import open_store
 from device.errors import TingjiError
 from device.profiles import load_profiles
 from device.settings import Settings, hardware_profile
-from device.store import Store
 
 
 def cmd_profiles(settings: Settings, args: argparse.Namespace) -> int:
@@ -38,7 +38,7 @@ def _read_password() -> str:
 def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
     from device.accounts import hash_password
 
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         if args.action is None:
             for user in store.list_users():
                 print(f"{user.id:>4} {user.username:<20} {user.role}")
@@ -67,7 +67,7 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_glossary(settings: Settings, args: argparse.Namespace) -> int:
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         if args.action == "add":
             print(store.add_glossary(args.term, args.misheard))
             on_console(settings, store, "add_glossary", details={"term": args.term})
@@ -87,7 +87,7 @@ def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
 
     from device import retention
 
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         if args.action == "add":
             rule = store.add_retention_rule(args.what, args.days, args.profile)
             on_console(settings, store, "add_retention_rule", details=asdict(rule))
@@ -109,7 +109,7 @@ def cmd_retention(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_hold(settings: Settings, args: argparse.Namespace) -> int:
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         recording = store.set_legal_hold(args.id, args.reason)
         on_console(settings, store, "hold" if args.reason else "release_hold",
                    f"recording:{recording.id}", {"reason": args.reason})
@@ -129,7 +129,7 @@ def cmd_tls(settings: Settings, args: argparse.Namespace) -> int:
             print("no certificate yet: the first start serving the LAN makes one")
             return 0
     if args.action:
-        with Store(settings.database_path) as store:
+        with open_store(settings) as store:
             on_console(settings, store, f"tls_{args.action}", details={
                 "fingerprint": cert.fingerprint})
         print("restart the appliance (or use the System page) to serve it", file=sys.stderr)
@@ -142,7 +142,7 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     from device.audit import export_lines, load_key, verify
 
     key = load_key(settings)
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         if args.action == "verify":
             result = verify(store, key.public_key())
             if not result.ok:
@@ -170,16 +170,16 @@ def cmd_voiceprints(settings: Settings, args: argparse.Namespace) -> int:
         if args.action in ("remove", "backup"):
             raise TingjiError("no voice is remembered on this box")
         return 0
-    with Store(settings.database_path) as store, Voiceprints.of(settings, store) as prints:
+    with open_store(settings) as store, Voiceprints.of(settings, store) as prints:
         if args.action == "remove":
             gone = prints.delete(args.id)
             print(f"deleted the voiceprint of {gone.name}")
-            with Store(settings.database_path) as store:
+            with open_store(settings) as store:
                 on_console(settings, store, "delete_voiceprint", f"voiceprint:{args.id}",
                            {"name": gone.name})
         elif args.action == "backup":
             prints.backup(args.file)
-            with Store(settings.database_path) as store:
+            with open_store(settings) as store:
                 on_console(settings, store, "backup_voiceprints", details={
                     "file": str(args.file)})
             print(f"{len(prints.all())} voiceprints copied to {args.file}")

@@ -8,9 +8,9 @@ import time
 
 from device import encryption
 from device.audit import on_console
+from device.databases import open_store, seal_main
 from device.errors import TingjiError
 from device.settings import Settings
-from device.store import Store
 from device.vault import WrongSecretError
 
 WRONG_SECRET_PAUSE = 2.0
@@ -36,14 +36,13 @@ def cmd_keyring(settings: Settings, args: argparse.Namespace) -> int:
         print(f"box key: {state}")
         return 0
     recovery = encryption.init(settings, _read_secret("unlock passphrase: ", twice=True))
-    with Store(settings.database_path) as store:
+    print("The box key is made: new recordings are stored encrypted.\n"
+          "Recovery key (shown once; print it or write it down and keep it apart from "
+          f"the box):\n\n    {recovery}\n", flush=True)
+    sealed = seal_main(settings, lambda rid: print(f"recording {rid}: its audio sealed, the "
+                                                   "plaintext erased", flush=True))
+    with open_store(settings) as store:
         on_console(settings, store, "keyring_created")
-        print("The box key is made: new recordings are stored encrypted.\n"
-              "Recovery key (shown once; print it or write it down and keep it apart from "
-              f"the box):\n\n    {recovery}\n", flush=True)
-        sealed = encryption.seal_existing(
-            settings, store, lambda rid: print(f"recording {rid}: its audio sealed, the "
-                                               "plaintext erased", flush=True))
         if sealed:
             on_console(settings, store, "audio_sealed", details={"recordings": sealed})
     return 0
@@ -53,7 +52,7 @@ def cmd_unlock(settings: Settings, args: argparse.Namespace) -> int:
     if not encryption.enabled(settings):
         raise TingjiError("this box has no key (`python -m device keyring init` makes it)")
     secret = _read_secret("recovery key: " if args.recovery else "unlock passphrase: ")
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         try:
             if args.recovery:
                 encryption.unlock_box(settings, recovery=secret)
@@ -72,7 +71,7 @@ def cmd_unlock(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_lock(settings: Settings, args: argparse.Namespace) -> int:
     encryption.lock_box(settings)
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         on_console(settings, store, "locked")
     print("locked")
     return 0

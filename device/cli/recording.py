@@ -10,10 +10,10 @@ import time
 from device import export
 from device.cli.appliance import stop_on_signals
 from device.cli.transcripts import run_and_print
+from device.databases import open_store
 from device.errors import TingjiError
 from device.jobs import Runner
 from device.settings import Settings
-from device.store import Store
 
 
 def cmd_record(settings: Settings, args: argparse.Namespace) -> int:
@@ -51,7 +51,7 @@ def cmd_record(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     if args.no_final or recording.status not in ("queued", "recovered"):
         return 0
-    with Store(settings.database_path) as store:  # the final transcript, in batch
+    with open_store(settings) as store:  # the final transcript, in batch
         [job] = [j for j in store.jobs_for(recording.id) if j.status == "queued"][-1:] or [None]
         if job is None:
             return 0

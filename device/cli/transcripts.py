@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict
 
 from device import export
+from device.databases import open_store
 from device.errors import TingjiError
 from device.jobs import Runner, process_alive
 from device.pipeline import import_audio, requeue_recording
@@ -29,7 +30,7 @@ def cmd_transcribe(settings: Settings, args: argparse.Namespace) -> int:
     runner = Runner(settings)
     runner.prepare()  # a missing model fails here, before anything is imported
     language = args.language or (None if settings.language == "auto" else settings.language)
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         recording, job = import_audio(
             store, settings, args.path, title=args.title, language=language,
             profile=args.profile, script=args.script, terms=args.term, speakers=args.speakers,
@@ -40,7 +41,7 @@ def cmd_transcribe(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_retranscribe(settings: Settings, args: argparse.Namespace) -> int:
     runner = Runner(settings)
     runner.prepare()
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         recording, job = requeue_recording(store, settings, args.recording_id,
                                            profile=args.profile, script=args.script,
                                            terms=args.term or None)
@@ -112,7 +113,7 @@ class _progress_bar:
 
 def cmd_diarize(settings: Settings, args: argparse.Namespace) -> int:
     runner = Runner(settings)
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         recording = store.get_recording(args.recording_id)
         params = {"speakers": args.speakers, "overwrite": args.overwrite}
         job = _run_here(store, runner, store.enqueue("diarize", recording.id, params),
@@ -128,7 +129,7 @@ def cmd_diarize(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_summarize(settings: Settings, args: argparse.Namespace) -> int:
     runner = Runner(settings, engines=None)
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         recording = store.get_recording(args.recording_id)
         params = {k: v for k, v in (("model", args.model), ("notes_model", args.notes_model))
                   if v}
@@ -149,14 +150,14 @@ def cmd_summarize(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         if not store.cancel_job(args.job_id):
             raise TingjiError(f"job {args.job_id} is not queued or running")
     return 0
 
 
 def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         hits = store.search(args.query, limit=args.limit)
     if args.json:
         print(json.dumps([asdict(h) for h in hits], ensure_ascii=False, indent=2))
@@ -166,7 +167,7 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         jobs = store.list_jobs(args.status, args.limit)
     for j in jobs:
         error = f"  {j.error}" if j.error else ""

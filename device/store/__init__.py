@@ -13,6 +13,8 @@ returns a record of ``device.records``; a missing thing raises a ``NotFound`` er
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 from device.migrations import adopt_numbered_schema, migration_names, schema_migrations
@@ -40,11 +42,19 @@ class Store(LibraryRooms, TranscriptRooms, EditingRooms, JobRooms, AccountRooms,
     live in one module per area: library, transcripts, editing, jobs, accounts, audit,
     retention."""
 
+    waiting: str | None = None
+    """The name of the waiting database this is (``device.databases``), else None."""
+
     def __init__(self, path: Path, *, key: bytes | None = None,
-                 accounts: Path | None = None):
+                 accounts: Path | None = None, ids: Callable[[int], int] | None = None):
         """``key``: the database is SQLCipher's, under that key.  ``accounts``: the accounts'
-        database, by default ``accounts.db`` beside ``path``."""
+        database, by default ``accounts.db`` beside ``path``.  ``ids``: where new recordings'
+        ids come from (given the highest this database holds), instead of the database."""
+        self.path, self.key, self.accounts_path, self.ids = path, key, accounts, ids
+        self.held: list = []
+        """Files this handle holds locks on while it is open (``device.databases``)."""
         self.db = connect(path, key=key)
+        self._file = None if str(path) == ":memory:" else os.stat(path).st_ino
         try:
             self.migrate()
             self.accounts = connect(accounts or accounts_path(path))
@@ -56,6 +66,20 @@ class Store(LibraryRooms, TranscriptRooms, EditingRooms, JobRooms, AccountRooms,
     def close(self) -> None:
         self.db.close()
         self.accounts.close()
+        while self.held:
+            self.held.pop().close()
+
+    def stale(self) -> bool:
+        """Whether the database's file was replaced since this handle opened it (encrypted
+        by another process): a new handle sees the new file."""
+        try:
+            return self._file is not None and os.stat(self.path).st_ino != self._file
+        except FileNotFoundError:
+            return True
+
+    def reopen(self) -> Store:
+        """Another handle on the same databases (for another thread)."""
+        return Store(self.path, key=self.key, accounts=self.accounts_path, ids=self.ids)
 
     def __enter__(self) -> Store:
         return self

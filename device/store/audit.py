@@ -31,16 +31,16 @@ class AuditRooms(Rooms):
     def append_audit(self, action: str, *, user_id: int | None = None,
                      username: str | None = None, address: str | None = None,
                      object: str | None = None, details: dict | None = None,
-                     restart: bool = False) -> AuditEntry:
+                     restart: bool = False, at: str | None = None) -> AuditEntry:
         """Append one entry, linked to the last (``restart``: a new chain segment after a
-        break, linked to GENESIS)."""
+        break, linked to GENESIS; ``at``: when it happened, if not now)."""
         with self.transaction():
             last = self.db.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1"
                                    ).fetchone()
             if last and not (isinstance(last[0], int) and isinstance(last[1], str)
                              and len(last[1]) == 64):  # what a damaged page reads as
                 raise sqlite3.DatabaseError("the last audit entry is malformed")
-            entry = {"id": (last[0] + 1) if last else 1, "at": now(), "user_id": user_id,
+            entry = {"id": (last[0] + 1) if last else 1, "at": at or now(), "user_id": user_id,
                      "username": username, "address": address, "action": action,
                      "object": object, "details": details or {}}
             prev = GENESIS if restart or not last else last[1]

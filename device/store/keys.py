@@ -28,6 +28,7 @@ class DataKeys:
             self.db["keys"].create({"name": str, "sealed": bytes, "created": str},
                                    pk="name", not_null={"sealed", "created"},
                                    if_not_exists=True)
+            self.db.execute("CREATE TABLE IF NOT EXISTS recording_ids (id INTEGER PRIMARY KEY)")
 
     def close(self) -> None:
         self.db.close()
@@ -49,6 +50,23 @@ class DataKeys:
 
     def names(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT name FROM keys ORDER BY name")]
+
+    def new_recording_id(self, floor: int = 0) -> int:
+        """An id for a new recording, above every id given before and above ``floor`` (the
+        highest the database in use holds): the main database and a locked box's waiting
+        databases, which cannot see each other, take their ids from this one counter."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            (top,) = self.db.execute("SELECT coalesce(max(id), 0) FROM recording_ids"
+                                     ).fetchone()
+            new = max(top, floor) + 1
+            self.db.execute("DELETE FROM recording_ids")
+            self.db.execute("INSERT INTO recording_ids (id) VALUES (?)", [new])
+        except BaseException:
+            self.db.conn.rollback()
+            raise
+        self.db.execute("COMMIT")
+        return new
 
     def erase(self, name: str) -> bool:
         """Destroy a key: whatever it sealed can no longer be read, anywhere."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from device.errors import N_, InvalidInput, RecordingNotFound
 from device.records import (
@@ -21,15 +21,18 @@ from device.text import NAME_MAX, NOTE_MAX, TITLE_MAX, clean_label, search_form
 
 
 class LibraryRooms(Rooms):
+    ids: Callable[[int], int] | None
     def create_recording(self, title: str, source_name: str, status: str = "queued",
                          owner_id: int | None = None) -> Recording:
         stamp, title = now(), clean_label(title, "a title", TITLE_MAX) or "Untitled"
         source_name = clean_label(source_name, "a file name", TITLE_MAX)
+        row = {"title": title, "source_name": source_name, "status": status,
+               "owner_id": owner_id, "created": stamp, "updated": stamp}
         with self.transaction():
-            row_id = self.db["recordings"].insert(
-                {"title": title, "source_name": source_name, "status": status,
-                 "owner_id": owner_id, "created": stamp, "updated": stamp}
-            ).last_pk
+            if self.ids is not None:
+                row["id"] = self.ids(self.db.execute(
+                    "SELECT coalesce(max(id), 0) FROM recordings").fetchone()[0])
+            row_id = self.db["recordings"].insert(row).last_pk
         return self.get_recording(row_id)
 
     def get_recording(self, recording_id: int) -> Recording:

@@ -60,7 +60,7 @@ def _system_page(request: Request, store, settings, tls_error: str | None = None
         "tls_error": tls_error,
         "encryption": ("off" if not encryption.enabled(settings)
                        else "locked" if encryption.locked(settings) else "unlocked"),
-        "waiting": len(store.list_jobs(status="queued", limit=1000)),
+        "waiting": store.count_recordings() if store.waiting else 0,
         "key_error": key_error, "retention": retention.overview(store, settings)},
         status_code=status_code)
 

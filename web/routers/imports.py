@@ -16,12 +16,12 @@ from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from device import audio, encryption
+from device.databases import open_store
 from device.errors import N_, AudioError, DiskFullError, is_disk_full
 from device.pipeline import import_audio, keep_room_for_recording
 from device.profiles import ProfileError, load_profiles
 from device.records import Job, Recording, User
 from device.settings import Settings
-from device.store import Store
 from device.vault import SealedWriter, new_data_key
 from web.deps import Interviewer, Refused, SettingsDep, templates
 
@@ -81,7 +81,7 @@ async def _receive(request: Request, folder: Path, limit: int,
 def _check_room(settings: Settings, user: User, size: int) -> None:
     """Refuse an upload before receiving it when its owner already has their share of the
     queue waiting, or when it would eat into the space kept for live recording."""
-    with Store(settings.database_path) as store:
+    with open_store(settings) as store:
         waiting = store.pending_transcriptions(user.id)
     if not user.can("admin") and waiting >= settings.pending_imports_per_user:
         raise Refused(429, N_("%(waiting)d of your files are still waiting to be transcribed: "
@@ -158,7 +158,7 @@ def _import(settings: Settings, path: Path, name: str, title: str, profile: str 
             owner_id: int, speakers: int | None = None, key: bytes | None = None
             ) -> tuple[Recording, Job]:
     try:
-        with Store(settings.database_path) as store:
+        with open_store(settings) as store:
             recording, job = import_audio(store, settings, path, title=title, profile=profile,
                                           owner_id=owner_id, speakers=speakers,
                                           sealed_with=key)

@@ -1,0 +1,197 @@
+"""The main database encrypted, and what a locked box writes waiting for the unlock."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from device import databases, encryption, unlock
+from device.audit import Auditor
+from device.capture import FileSource
+from device.databases import open_store
+from device.errors import RecordingNotFound
+from device.pipeline import import_audio
+from device.recorder import Recorder
+from device.records import Segment, Word
+from device.store import Store
+from device.store.keys import DataKeys
+from tests.conftest import PASSPHRASE
+from tests.crashes import killed_at_each_step
+from tests.test_encryption import _everything, _pcm_wav
+from tests.webutil import make_box, signed_in_account
+
+SECRET_WORDS = ("董事会决议", "Wrexham", "Okonkwo")
+"""Words of the transcripts, titles, notes and summaries below: none may be on the disk."""
+
+
+def _restart(settings) -> None:
+    """What a power cut does to the box's memory: the unlocked key and the keys of the
+    waiting databases kept on tmpfs are gone."""
+    encryption.lock_box(settings)
+    shutil.rmtree(unlock.key_file(settings.data_dir).parent, ignore_errors=True)
+
+
+def _transcribed(store: Store, title: str, text: str) -> int:
+    recording = store.create_recording(title, source_name="interview.wav")
+    job = store.claim(1, 0.0, store.enqueue("transcribe", recording.id).id)
+    store.complete_transcription(
+        job.id, recording.id,
+        [Segment(start=0.0, end=2.0, text=text, language="zh", speaker="Okonkwo",
+                 words=(Word(0.0, 2.0, text, 0.9),))],
+        language="zh", language_probability=1.0, duration=2.0, model_id="m",
+        language_probabilities={"zh": 1.0})
+    return recording.id
+
+
+def _record(settings, source, title: str) -> int:
+    recorder = Recorder(settings, live=False)
+    recorder.start(FileSource(source, speed=16.0), title=title)
+    recorder.marker("Okonkwo 说到董事会决议")
+    return recorder.wait(60).id
+
+
+def test_a_box_read_without_its_passphrase_gives_away_no_word_name_or_sample(
+        sealed_box, tmp_path, speech_wav):
+    """Three recordings (imported, transcribed, summarised, one recorded while locked) on a
+    box after a power cut: every file of its data folder read as a finder would, none
+    holds a word of a transcript, a title, a speaker's name or a stretch of the audio."""
+    settings, _ = sealed_box
+    source, needle = _pcm_wav(tmp_path, speech_wav)
+    with open_store(settings) as store:
+        imported, _ = import_audio(store, settings, source, title="Wrexham 访谈")
+        first = _transcribed(store, "Wrexham board", "董事会决议 Okonkwo")
+        store.add_summary(first, {"title": "董事会决议", "notes": ["Okonkwo"]}, [],
+                          model_id="m", prompt_version="1", transcript_hash="h")
+        Auditor(settings).record(store, "recording_viewed", object=f"recording:{first}",
+                                 details={"title": "Wrexham board"})
+    encryption.lock_box(settings)
+    locked = _record(settings, source, "Okonkwo 董事会决议")  # no secret needed
+    _restart(settings)
+    everything = _everything(settings.data_dir)
+    assert needle not in everything
+    for word in SECRET_WORDS:
+        assert word.encode() not in everything, word
+    assert not encryption.in_the_clear(settings.database_path)
+    encryption.unlock_box(settings, passphrase=PASSPHRASE)
+    with open_store(settings) as store:  # everything is there for the box itself
+        assert {r.id for r in store.list_recordings()} == {imported.id, first, locked}
+        assert store.segments(first)[0].text == "董事会决议 Okonkwo"
+        assert [h.recording_id for h in store.search("董事会决议")] == [first]
+
+
+def test_what_a_locked_box_writes_waits_sealed_and_joins_the_main_database_at_the_unlock(
+        sealed_box, tmp_path, speech_wav):
+    settings, _ = sealed_box
+    source, _ = _pcm_wav(tmp_path, speech_wav)
+    with open_store(settings) as store:
+        earlier = _transcribed(store, "Before", "早上好")
+    encryption.lock_box(settings)
+    one = _record(settings, source, "Locked once")
+    with open_store(settings) as store:  # the waiting database: the main one is out of reach
+        assert store.waiting and [r.id for r in store.list_recordings()] == [one]
+        with pytest.raises(RecordingNotFound):
+            store.get_recording(earlier)
+        store.append_segment(one, Segment(start=0.0, end=1.0, text="live words",
+                                          words=(Word(0.0, 1.0, "live", 0.8),)))
+        Auditor(settings).record(store, "recording_started", object=f"recording:{one}")
+    _restart(settings)  # that waiting database's key is gone from memory: a new one begins
+    two = _record(settings, source, "Locked twice")
+    assert len(databases.waiting(settings)) == 2
+    assert earlier < one < two  # one counter for both kinds of database
+    encryption.unlock_box(settings, passphrase=PASSPHRASE)
+    with open_store(settings) as store:
+        assert store.waiting is None
+        assert [r.id for r in store.list_recordings()] == [two, one, earlier]
+        assert [r.title for r in store.list_recordings()][:2] == ["Locked twice", "Locked once"]
+        assert [m.note for m in store.markers(one)] == ["Okonkwo 说到董事会决议"]
+        assert [s.text for s in store.segments(one)] == ["live words"]
+        assert [w.text for w in store.segments(one)[0].words] == ["live"]
+        assert [h.recording_id for h in store.search("live")] == [one]
+        assert {j.recording_id for j in store.list_jobs(status="queued")} == {one, two}
+        actions = [e.action for e in store.audit_entries(limit=50)]
+        assert "recording_started" in actions
+    assert databases.waiting(settings) == []
+    with DataKeys(encryption.keys_path(settings)) as keys:
+        assert not [n for n in keys.names() if n.startswith("database:waiting")]
+
+
+def test_a_waiting_database_is_moved_only_once_nobody_holds_it(sealed_box):
+    settings, _ = sealed_box
+    encryption.lock_box(settings)
+    held = open_store(settings)  # a recording begun while locked, still going
+    held.create_recording("Still recording", source_name="mic")
+    encryption.unlock_box(settings, passphrase=PASSPHRASE)
+    with open_store(settings) as store:
+        assert store.list_recordings() == []  # left where it is, for now
+    held.close()
+    with open_store(settings) as store:
+        assert [r.title for r in store.list_recordings()] == ["Still recording"]
+
+
+def test_a_waiting_database_with_rows_this_firmware_cannot_move_is_kept(sealed_box):
+    settings, _ = sealed_box
+    encryption.lock_box(settings)
+    with open_store(settings) as store:
+        recording = store.create_recording("Edited while locked", source_name="mic")
+        store.db.execute("INSERT INTO revisions (recording_id, kind, before, after, created) "
+                         "VALUES (?, 'edit', '[]', '[]', 'now')", [recording.id])
+    encryption.unlock_box(settings, passphrase=PASSPHRASE)
+    with open_store(settings) as store:
+        assert store.list_recordings() == []  # all or nothing: nothing
+    assert len(databases.waiting(settings)) == 1  # kept, readable, for a later firmware
+
+
+def test_signing_in_works_on_a_locked_box_and_earlier_recordings_answer_423(sealed_box):
+    settings, _ = sealed_box
+    box = make_box(settings)
+    with open_store(settings) as store:
+        earlier = _transcribed(store, "Before", "早上好")
+    encryption.lock_box(settings)
+    page = box.reviewer.client.get(f"/recordings/{earlier}")
+    assert page.status_code == 423 and "locked" in page.text
+    newcomer = signed_in_account(box.app, "newcomer", "reviewer")  # accounts work locked
+    assert newcomer.client.get("/").status_code == 200
+    encryption.unlock_box(settings, passphrase=PASSPHRASE)
+    assert box.reviewer.client.get(f"/recordings/{earlier}").status_code == 200
+
+
+@pytest.mark.slow
+def test_moving_a_waiting_database_cut_by_kill_9_loses_and_doubles_nothing(sealed_box):
+    """Killed at each file operation in turn while it moves two recordings made while
+    locked: after every kill each is in the waiting database or in the main one, once."""
+    settings, _ = sealed_box
+    encryption.lock_box(settings)
+    with open_store(settings) as store:
+        ids = [store.create_recording(f"Locked {n}", source_name="mic").id for n in (1, 2)]
+        for rid in ids:
+            store.append_segment(rid, Segment(start=0.0, end=1.0, text=f"words of {rid}"))
+    [name] = databases.waiting(settings)
+    encryption.unlock_box(settings, passphrase=PASSPHRASE)
+
+    def each_once(step: int) -> None:
+        with databases.main_store(settings) as main:
+            moved = [r.id for r in main.list_recordings()]
+        if databases.waiting(settings):
+            key = encryption.vault.open_key(
+                encryption.sealed_key(settings, f"database:waiting:{name}"),
+                unlock.current(settings.data_dir))
+            with Store(settings.data_dir / "waiting" / f"{name}.db", key=key,
+                       accounts=settings.data_dir / "accounts.db") as waiting:
+                left = [r.id for r in waiting.list_recordings()]
+            assert moved in ([], sorted(ids, reverse=True)), step
+        else:
+            left = []
+        assert sorted(set(moved) | set(left)) == ids and len(moved) in (0, 2), step
+
+    setup = ("from pathlib import Path\n"
+             "from device import databases\n"
+             "from device.settings import Settings\n"
+             "s = Settings(data_dir=Path(sys.argv[1]))\n")
+    step = killed_at_each_step(setup, "databases.open_store(s).close()\n",
+                               settings.data_dir, each_once)
+    assert step > 3
+    with open_store(settings) as store:
+        assert [s.text for rid in ids for s in store.segments(rid)] == \
+            [f"words of {rid}" for rid in ids]
+    assert databases.waiting(settings) == []
