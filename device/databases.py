@@ -61,6 +61,8 @@ def open_store(settings: Settings) -> Store:
     key = None if encryption.in_the_clear(path) else encryption.database_key(settings, MAIN)
     store = Store(path, key=key, ids=_ids(settings))  # in the clear: sealed after a recording
     try:
+        if key is not None:
+            seal_backups(settings)
         move_waiting(settings, store)
     except BaseException:
         store.close()
@@ -124,6 +126,30 @@ def seal_main(settings: Settings, on_sealed=lambda recording_id: None) -> list[i
         except BlockingIOError:
             return None
         return sealed if encryption.seal_database(settings, path, MAIN, before) else None
+
+
+def update_backups(settings: Settings) -> Path:
+    """Where updates keep their backups of the database (``TARGET/state/backups``, beside
+    ``TARGET/data``)."""
+    return settings.data_dir.parent / "state" / "backups"
+
+
+def seal_backups(settings: Settings) -> list[Path]:
+    """Encrypt the update backups of the database kept in the clear (made before it was
+    encrypted) under the main database's key, as new ones are made, so that a restore copies
+    page for page; the box must be unlocked.  The backups encrypted."""
+    folder = update_backups(settings)
+    if not folder.is_dir():
+        return []
+    plain = [p for p in sorted(folder.glob("tingji-before-*.db")) if encryption.in_the_clear(p)]
+    sealed = []
+    for path in plain:
+        key = encryption.database_key(settings, MAIN)
+        with encryption.database_lock(settings, MAIN):
+            if encryption.in_the_clear(path):
+                encryption._seal_database(settings, path, MAIN, key)
+                sealed.append(path)
+    return sealed
 
 
 def _waiting_store(settings: Settings) -> Store:
@@ -207,12 +233,17 @@ def _move(settings: Settings, store: Store, path: Path, name: str) -> list[int]:
                 log.error("waiting database %s has rows in %s, which this firmware does not "
                           "move: it is kept", name, ", ".join(unknown))
                 return []
+            entries = store.db.execute("SELECT count(*) FROM waiting.audit").fetchone()[0]
             with store.transaction():
                 recordings = _copy(store)
                 store.db.execute("INSERT INTO waiting_moved (name, at, recordings) "
                                  "VALUES (?, ?, ?)", [name, _now(), repr(recordings)])
         finally:
             store.db.execute("DETACH DATABASE waiting")
+        if entries:  # the chain's head after them, signed (their own heads are not moved)
+            from device.audit import Auditor
+
+            Auditor(settings).sign_head(store, "entries made while locked")
     for leftover in (path, path.with_name(path.name + "-wal"),
                      path.with_name(path.name + "-shm")):
         leftover.unlink(missing_ok=True)

@@ -229,7 +229,9 @@ def seal_database(settings: Settings, path: Path, name: str, before=lambda: None
     return True
 
 
-def _seal_database(settings: Settings, path: Path, name: str) -> None:
+def _seal_database(settings: Settings, path: Path, name: str, key: bytes | None = None
+                   ) -> None:
+    """Encrypt ``path`` under ``key``, or under a new key kept as ``database:<name>``."""
     import sqlcipher3
 
     from device.store._base import raw_key
@@ -239,7 +241,7 @@ def _seal_database(settings: Settings, path: Path, name: str) -> None:
         plain.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         copy = path.with_name(path.name + ".sealing")
         copy.unlink(missing_ok=True)
-        key = _new_database_key(settings, name)
+        key = key or _new_database_key(settings, name)
         plain.execute(f"ATTACH DATABASE ? AS sealed KEY {raw_key(key)}", [str(copy)])
         plain.execute("SELECT sqlcipher_export('sealed')")
         plain.execute("DETACH DATABASE sealed")

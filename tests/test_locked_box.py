@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from device import databases, encryption, unlock
-from device.audit import Auditor
+from device.audit import Auditor, verify
 from device.capture import FileSource
 from device.databases import open_store
 from device.errors import RecordingNotFound
@@ -111,6 +111,8 @@ def test_what_a_locked_box_writes_waits_sealed_and_joins_the_main_database_at_th
         assert {j.recording_id for j in store.list_jobs(status="queued")} == {one, two}
         actions = [e.action for e in store.audit_entries(limit=50)]
         assert "recording_started" in actions
+        trail = verify(store, Auditor(settings).key.public_key())
+        assert trail.ok and trail.heads >= 1, trail  # moved in, chained and signed
     assert databases.waiting(settings) == []
     with DataKeys(encryption.keys_path(settings)) as keys:
         assert not [n for n in keys.names() if n.startswith("database:waiting")]
@@ -195,3 +197,56 @@ def test_moving_a_waiting_database_cut_by_kill_9_loses_and_doubles_nothing(seale
         assert [s.text for rid in ids for s in store.segments(rid)] == \
             [f"words of {rid}" for rid in ids]
     assert databases.waiting(settings) == []
+
+
+def test_the_console_backup_stays_encrypted_and_opens_on_the_box_unlocked(sealed_box,
+                                                                          tmp_path):
+    from tests.test_cli import run
+
+    settings, _ = sealed_box
+    with open_store(settings) as store:
+        recording = _transcribed(store, "Wrexham board", "董事会决议 Okonkwo")
+        store.create_user("rita", "hash", "reviewer")
+    folder = tmp_path / "usb"
+    done = run(settings, "backup", str(folder))
+    assert done.returncode == 0 and "encrypted" in done.stdout, done.stderr
+    copy = (folder / "tingji.db").read_bytes()
+    assert not copy.startswith(b"SQLite format 3") and "董事会决议".encode() not in copy
+    with Store(folder / "tingji.db", key=encryption.database_key(settings, "main"),
+               accounts=folder / "accounts.db") as restored:
+        assert restored.segments(recording)[0].text == "董事会决议 Okonkwo"
+        assert [h.recording_id for h in restored.search("董事会决议")] == [recording]
+        assert restored.find_user("rita").role == "reviewer"
+    assert run(settings, "backup", str(folder)).returncode != 0  # never over a backup
+    encryption.lock_box(settings)
+    locked = run(settings, "backup", str(tmp_path / "other"))
+    assert locked.returncode != 0 and "locked" in locked.stderr
+
+
+def test_update_backups_kept_in_the_clear_are_encrypted_and_still_restore(sealed_box):
+    """A flash from firmware before the encryption backed the database up in the clear:
+    at the unlock that backup is encrypted under the database's key, and restoring it still
+    works; a rollback to firmware that cannot open an encrypted database is refused."""
+    from updates.box import Box
+    from updates.slots import _reads_encrypted, restore_database
+
+    settings, _ = sealed_box
+    box = Box(settings.data_dir.parent)
+    backups = databases.update_backups(settings)
+    backups.mkdir(parents=True)
+    backup = backups / "tingji-before-2.0.0-20261201T000000.db"
+    with Store(backup) as old:
+        _transcribed(old, "Wrexham board", "董事会决议 Okonkwo")
+    assert "董事会决议".encode() in backup.read_bytes()
+    with open_store(settings) as store:
+        assert store.list_recordings() == []
+    assert not encryption.in_the_clear(backup)
+    assert "董事会决议".encode() not in backup.read_bytes()
+    restore_database(box, backup)
+    with open_store(settings) as store:
+        assert [r.title for r in store.list_recordings()] == ["Wrexham board"]
+    firmware = box.slots / "a" / "code" / "device"
+    firmware.mkdir(parents=True)
+    assert not _reads_encrypted(box, "a")  # a rollback to it is refused
+    (firmware / "databases.py").write_text("")
+    assert _reads_encrypted(box, "a")

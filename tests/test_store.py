@@ -169,6 +169,21 @@ def test_accounts_kept_in_the_main_database_move_to_their_own_once(tmp_path):
     assert (tmp_path / "accounts.db").is_file()
 
 
+def test_a_deleted_recordings_words_leave_the_database_file(settings):
+    """Rows are overwritten as they are deleted, and the search index keeps no page with
+    the words (it stores them lower-cased)."""
+    with Store(settings.database_path) as store:
+        gone = _transcribed(store, "Gone", ["Qwertzuiop met Zhang", "董事会决议"])
+        kept = _transcribed(store, "Kept", ["Asdfghjkl stays"])
+        store.delete_recording(gone)
+        store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert [h.recording_id for h in store.search("asdfghjkl")] == [kept]
+    data = settings.database_path.read_bytes()
+    for word in ("Qwertzuiop", "qwertzuiop", "董事会决议"):
+        assert word.encode() not in data, word
+    assert b"asdfghjkl" in data
+
+
 def test_a_failing_migration_leaves_the_schema_as_it_was(settings):
     from sqlite_utils.migrations import Migrations
 

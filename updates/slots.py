@@ -118,6 +118,8 @@ def _prune_backups(box: Box, keep: int = 5) -> None:
                      key=lambda p: p.stat().st_mtime)
     for old in backups[:-keep]:
         old.unlink(missing_ok=True)
+        for log in (old.with_name(old.name + "-wal"), old.with_name(old.name + "-shm")):
+            log.unlink(missing_ok=True)
 
 
 # -- recovery -------------------------------------------------------------------------------------
@@ -348,12 +350,25 @@ def rollback(box: Box) -> dict:
     info = box.slot_info(other)
     if active is None or info is None:
         raise UpdateFailed("there is no complete previous slot to return to")
+    if not _reads_encrypted(box, other):
+        raise UpdateFailed(
+            f"slot {other} ({info['version']}) has firmware from before the database's "
+            f"encryption and cannot open it: the box stays on slot {active}")
     _point_current(box, other)
     state = box.save_state(previous=active, last={
         "version": info["version"], "outcome": "rolled back",
         "detail": f"slot {other} active again"})
     box.log(f"rollback: slot {other} ({info['version']}) active, slot {active} kept")
     return {"slot": other, "version": info["version"], "state": state}
+
+
+def _reads_encrypted(box: Box, slot: str) -> bool:
+    """Whether the firmware in ``slot`` can open the box's database as it is."""
+    from device import encryption
+
+    if not box.database.exists() or encryption.in_the_clear(box.database):
+        return True
+    return (box.slots / slot / "code" / "device" / "databases.py").is_file()
 
 
 def status(box: Box) -> dict:

@@ -18,6 +18,8 @@
                         organisation's, or return to the previous one
     audit verify | export [--since DATE] [--out FILE]
                         check the audit trail's hash chain and signed heads; signed JSONL
+    backup FOLDER       the database and the accounts copied into a new folder (a box with
+                        a key: the database encrypted, as it keeps it; unlocked first)
     voiceprints [remove ID | backup FILE]
                         remembered voices; backup copies them to a file the admin chose
                         (they are in no export and in no update backup)
@@ -48,6 +50,7 @@ from pathlib import Path
 
 from device.cli.admin import (
     cmd_audit,
+    cmd_backup,
     cmd_glossary,
     cmd_hold,
     cmd_info,
@@ -161,6 +164,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--since", default="", help="from this date on (2026-12-01)")
     export.add_argument("--out", type=Path, help="write here instead of standard output")
     p.set_defaults(func=cmd_audit)
+
+    p = commands.add_parser("backup", help="copy the database and the accounts")
+    p.add_argument("folder", type=Path, help="a new or empty folder (removable media)")
+    p.set_defaults(func=cmd_backup)
 
     p = commands.add_parser("voiceprints", help="remembered voices (personal data)")
     actions = p.add_subparsers(dest="action")

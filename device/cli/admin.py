@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
+from device import databases
 from device.audit import on_console
 from device.databases import open_store
 from device.errors import TingjiError
@@ -160,6 +163,27 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             if args.out:
                 out.close()
+    return 0
+
+
+def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
+    """The main database and the accounts copied into a new folder; on a box with a key the
+    database stays encrypted under its key (it opens on this box, unlocked, only)."""
+    folder = Path(args.folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise TingjiError(f"{folder} is not empty: choose a new or empty folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    with databases.main_store(settings) as store:
+        store.backup(folder / "tingji.db")
+        copy = sqlite3.connect(str(folder / "accounts.db"))
+        try:
+            store.accounts.conn.backup(copy)
+        finally:
+            copy.close()
+        on_console(settings, store, "backup_database", details={"folder": str(folder)})
+    print(f"database and accounts copied to {folder}"
+          + ("; the database is encrypted, as the box keeps it"
+             if store.key is not None else ""))
     return 0
 
 

@@ -14,11 +14,13 @@ returns a record of ``device.records``; a missing thing raises a ``NotFound`` er
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from device.errors import N_, InvalidInput
 from device.migrations import adopt_numbered_schema, migration_names, schema_migrations
-from device.store._base import connect, now
+from device.store._base import connect, now, raw_key
 from device.store.accounts import AccountRooms, make_accounts
 from device.store.audit import AuditRooms
 from device.store.editing import EditingRooms
@@ -53,7 +55,7 @@ class Store(LibraryRooms, TranscriptRooms, EditingRooms, JobRooms, AccountRooms,
         self.path, self.key, self.accounts_path, self.ids = path, key, accounts, ids
         self.held: list = []
         """Files this handle holds locks on while it is open (``device.databases``)."""
-        self.db = connect(path, key=key)
+        self.db = connect(path, "secure_delete = ON", key=key)
         self._file = None if str(path) == ":memory:" else os.stat(path).st_ino
         try:
             self.migrate()
@@ -76,6 +78,24 @@ class Store(LibraryRooms, TranscriptRooms, EditingRooms, JobRooms, AccountRooms,
             return self._file is not None and os.stat(self.path).st_ino != self._file
         except FileNotFoundError:
             return True
+
+    def backup(self, path: Path) -> None:
+        """Copy the database, consistently while others write, into a new file at ``path``:
+        encrypted as it is kept, under the same key, when it is (SQLCipher's export)."""
+        if path.exists():
+            raise InvalidInput(N_("%(path)s exists already: choose a new file"), path=str(path))
+        if self.key is None:
+            copy = sqlite3.connect(str(path))
+            try:
+                self.db.conn.backup(copy)
+            finally:
+                copy.close()
+            return
+        self.db.execute(f"ATTACH DATABASE ? AS copy KEY {raw_key(self.key)}", [str(path)])
+        try:
+            self.db.execute("SELECT sqlcipher_export('copy')")
+        finally:
+            self.db.execute("DETACH DATABASE copy")
 
     def reopen(self) -> Store:
         """Another handle on the same databases (for another thread)."""

@@ -89,7 +89,9 @@ class LibraryRooms(Rooms):
     def delete_recording(self, recording_id: int, user: User | None = None) -> Recording:
         """Remove a recording and everything about it, keeping who deleted what and when
         (``deletions``); returns it as it was, so the caller removes its audio.  Refused
-        while it is being recorded or a job works on it."""
+        while it is being recorded or a job works on it.  Its rows are overwritten as they
+        go (``secure_delete``), and the search index is merged so that no page keeps its
+        words."""
         with self.transaction():
             recording = self.get_recording(recording_id)
             if recording.status == "recording":
@@ -105,6 +107,8 @@ class LibraryRooms(Rooms):
                 "recording_id": recording_id, "title": recording.title,
                 "owner_id": recording.owner_id, "user_id": user.id if user else None,
                 "username": user.username if user else None, "created": now()})
+        with self.transaction():  # its words leave the search index's pages too
+            self.db.execute("INSERT INTO segments_fts (segments_fts) VALUES ('optimize')")
         return recording
 
     def deletions(self, limit: int = 100) -> list[Deletion]:
