@@ -221,8 +221,10 @@ def test_sealed_segments_hold_every_sample_survive_a_torn_record_and_read_as_one
 
 
 @pytest.mark.slow
-def test_a_locked_box_records_sealed_and_its_recording_is_heard_after_the_unlock(
+def test_a_locked_box_records_sealed_and_after_a_restart_and_the_unlock_transcribes_it(
         sealed_box, tmp_path, speech_wav, engines):
+    import shutil
+
     from device.capture import FileSource
     from device.recorder import Recorder
 
@@ -239,7 +241,13 @@ def test_a_locked_box_records_sealed_and_its_recording_is_heard_after_the_unlock
     with open_store(settings) as store:
         [job] = store.jobs_for(recording.id)
         assert runner.run(store, runner.claim(store, job.id)) is False  # waits
-        encryption.unlock_box(settings, passphrase=PASSPHRASE)
+    encryption.lock_box(settings)  # a power cut: what the box kept in memory is gone
+    shutil.rmtree(unlock.key_file(settings.data_dir).parent)
+    with open_store(settings) as store:  # a new run, locked: the recording is out of reach
+        assert store.list_recordings() == []
+    encryption.unlock_box(settings, passphrase=PASSPHRASE)
+    with open_store(settings) as store:  # moved into the main database at the unlock
+        [job] = store.jobs_for(recording.id)
         assert runner.run(store, runner.claim(store, job.id))
         text = " ".join(s.text for s in store.segments(recording.id)).lower()
     assert "country" in text or "americans" in text, text
