@@ -8,11 +8,15 @@ A recording assembled from many real clips, each used once (see bench/ready.py),
 - **batch transcription**: imported and transcribed by the worker's job on each box (the
   sealed box decodes its sealed file through PyAV, nothing decrypted on disk), in the order
   clear, sealed, sealed, clear so that the machine's drift cancels; the mean of each;
-- **recording**: the recording's audio written by the recorder's segment writer (plain WAV
+- **the segment writer alone**: the recording's audio written by it (plain WAV
   segments / sealed logs) in blocks of 0.1 s, paced at 20x real time with the fsync interval
   scaled the same way (as many fsyncs per second of audio as on the box), four times each in
   the order clear, sealed, sealed, clear; CPU seconds per hour of audio, the latency of each
   block's write (the fsyncs included) and of each fsync alone: p50/p95;
+- **the recorder**: the box's recorder as it runs (live transcript on, the same loaded
+  models), fed the first ``--live-seconds`` of the recording through the file source at
+  2x real time, in the order clear, sealed, sealed, clear: the process's CPU seconds per
+  hour of audio (its threads, the recogniser's included) and the live lag p95;
 - **web**: against the app served on a loopback port (uvicorn, as `make run`), one
   reviewer signed in, the pages read from the main database (SQLCipher's on the sealed
   box): the library, a search for a word of the transcript, the recording's page with its
@@ -106,6 +110,31 @@ def record(samples: np.ndarray, folder: Path, key: bytes | None) -> dict:
         os.fsync = fsync
     return {"cpu_s": cpu, "hours": samples.size / SR / 3600, "writes": writes,
             "fsyncs": syncs, "bytes": sum(os.path.getsize(p) for p in folder.iterdir())}
+
+
+LIVE_SPEED = 2.0
+
+
+def record_live(settings: Settings, engines, wav: Path) -> dict:
+    """The whole recorder's CPU (this process, every thread) for one recording of ``wav``."""
+    from device.capture import FileSource
+    from device.recorder import Recorder
+
+    recorder = Recorder(settings, engines, live=True)
+    cpu = time.process_time()
+    recorder.start(FileSource(wav, speed=LIVE_SPEED), title="benchmark")
+    recording = recorder.wait(3600)
+    cpu = time.process_time() - cpu
+    return {"cpu_s": cpu, "hours": recording.duration / 3600, "lags": recorder.live_lags}
+
+
+def recorder_figures(runs: list[dict]) -> dict:
+    lags = [lag for r in runs for lag in r["lags"]]
+    return {"runs": len(runs),
+            "cpu_s_per_hour": round(sum(r["cpu_s"] for r in runs)
+                                    / sum(r["hours"] for r in runs), 1),
+            "cpu_s_per_hour_each": [round(r["cpu_s"] / r["hours"], 1) for r in runs],
+            "live_lag_p95_s": round(percentile(lags, 95), 2) if lags else None}
 
 
 def recording(runs: list[dict]) -> dict:
@@ -207,6 +236,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=300.0)
+    parser.add_argument("--live-seconds", type=float, default=120.0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/encryption.json")
     args = parser.parse_args()
     settings = Settings.load()
@@ -233,6 +263,14 @@ def main() -> int:
                 runs[name].append(record(samples, scratch / f"capture-{n}",
                                          None if name == "clear" else os.urandom(32)))
             writes = {name: recording(values) for name, values in runs.items()}
+            excerpt = scratch / "excerpt.wav"
+            audio.write_wav(excerpt, samples[: int(args.live_seconds * SR)])
+            lives: dict[str, list[dict]] = {"clear": [], "sealed": []}
+            for name in ("clear", "sealed", "sealed", "clear"):
+                lives[name].append(record_live(boxes[name], engines, excerpt))
+                print(f"recorder, {name}: {lives[name][-1]['cpu_s']:.1f} s CPU",
+                      file=sys.stderr, flush=True)
+            recorders = {name: recorder_figures(values) for name, values in lives.items()}
             word = a_word(boxes["clear"], recordings["clear"])
             pages = web(boxes, recordings, word)
             sizes = {name: {"audio_bytes": sum(p.stat().st_size for p in
@@ -249,14 +287,17 @@ def main() -> int:
         "target_ratio_max": TARGET_RATIO_MAX,
         "transcription_s": {name: [round(v, 2) for v in values]
                             for name, values in seconds.items()},
+        "recorder": recorders,
         "recording": writes,
         "web": pages,
         "search_word": word,
         "size": sizes,
         "ratios": {
             "transcription": ratio(mean["sealed"], mean["clear"]),
-            "recording_cpu": ratio(writes["sealed"]["cpu_s_per_hour"],
-                                   writes["clear"]["cpu_s_per_hour"]),
+            "recording_cpu": ratio(recorders["sealed"]["cpu_s_per_hour"],
+                                   recorders["clear"]["cpu_s_per_hour"]),
+            "segment_writer_cpu": ratio(writes["sealed"]["cpu_s_per_hour"],
+                                        writes["clear"]["cpu_s_per_hour"]),
             "recording_write_p95": ratio(writes["sealed"]["write_ms_p95"],
                                          writes["clear"]["write_ms_p95"]),
             "recording_fsync_p95": ratio(writes["sealed"]["fsync_ms_p95"],

@@ -160,8 +160,9 @@ def test_signing_in_works_on_a_locked_box_and_earlier_recordings_answer_423(seal
 
 @pytest.mark.slow
 def test_moving_a_waiting_database_cut_by_kill_9_loses_and_doubles_nothing(sealed_box):
-    """Killed at each file operation in turn while it moves two recordings made while
-    locked: after every kill each is in the waiting database or in the main one, once."""
+    """Killed at each file operation and each statement on the main database in turn while
+    it moves two recordings made while locked: after every kill each is in the waiting
+    database or in the main one, once."""
     settings, _ = sealed_box
     encryption.lock_box(settings)
     with open_store(settings) as store:
@@ -190,9 +191,17 @@ def test_moving_a_waiting_database_cut_by_kill_9_loses_and_doubles_nothing(seale
              "from device import databases\n"
              "from device.settings import Settings\n"
              "s = Settings(data_dir=Path(sys.argv[1]))\n")
-    step = killed_at_each_step(setup, "databases.open_store(s).close()\n",
-                               settings.data_dir, each_once)
-    assert step > 3
+    work = ("budget, left = left, 10**9\n"  # the steps are counted from the move on
+            "real = databases._move\n"
+            "def move(settings, store, *args):\n"
+            "    global left\n"
+            "    left = budget\n"
+            "    store.db.conn.set_trace_callback(lambda sql: hook('open', ()))\n"
+            "    return real(settings, store, *args)\n"
+            "databases._move = move\n"
+            "databases.open_store(s).close()\n")
+    step = killed_at_each_step(setup, work, settings.data_dir, each_once)
+    assert step > 20  # it was cut at every one of its steps before this run
     with open_store(settings) as store:
         assert [s.text for rid in ids for s in store.segments(rid)] == \
             [f"words of {rid}" for rid in ids]
