@@ -61,9 +61,9 @@ def open_store(settings: Settings) -> Store:
     key = None if encryption.in_the_clear(path) else encryption.database_key(settings, MAIN)
     store = Store(path, key=key, ids=_ids(settings))  # in the clear: sealed after a recording
     try:
-        if key is not None:
+        if key is not None:  # (what waits is moved once it is encrypted)
             seal_backups(settings)
-        move_waiting(settings, store)
+            move_waiting(settings, store)
     except BaseException:
         store.close()
         raise

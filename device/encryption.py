@@ -48,7 +48,10 @@ def enabled(settings: Settings) -> bool:
 
 
 def locked(settings: Settings) -> bool:
-    return enabled(settings) and unlock.current(settings.data_dir) is None
+    if enabled(settings) and unlock.current(settings.data_dir) is None:
+        _opened.clear()  # the data keys unsealed while it was unlocked go too
+        return True
+    return False
 
 
 def key_name(recording_id: int) -> str:
@@ -124,15 +127,27 @@ def sealed_key(settings: Settings, name: str) -> bytes | None:
         return keys.get(name)
 
 
+_opened: dict[bytes, bytes] = {}
+"""Data keys unsealed lately, by their sealed form (a playback asks for its key with every
+range request); only ever used after ``keys.db`` still holds the sealed form and the box is
+unlocked, so erasing a key or locking the box is seen at once."""
+
+
 def data_key(settings: Settings, recording_id: int) -> bytes:
     """The recording's data key; BoxLocked while the box is locked."""
     private = unlock.current(settings.data_dir)
     if private is None:
+        _opened.clear()
         raise BoxLocked()
     sealed = sealed_key(settings, key_name(recording_id))
     if sealed is None:
         raise vault.VaultError(f"recording {recording_id}: its data key is gone (erased)")
-    return vault.open_key(sealed, private)
+    key = _opened.get(sealed)
+    if key is None:
+        if len(_opened) >= 64:
+            _opened.clear()
+        key = _opened[sealed] = vault.open_key(sealed, private)
+    return key
 
 
 def database_key(settings: Settings, name: str) -> bytes | None:
@@ -347,3 +362,4 @@ def change_passphrase(settings: Settings, current: str, new: str) -> None:
 
 def lock_box(settings: Settings) -> None:
     unlock.lock(settings.data_dir)
+    _opened.clear()

@@ -64,8 +64,14 @@ def runtime_dir() -> Path:
                      "one and name it in TINGJI_RUNTIME_DIR")
 
 
+_boxes: dict[Path, str] = {}
+
+
 def key_file(data_dir: Path, name: str = "box.key") -> Path:
-    box = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:16]
+    box = _boxes.get(data_dir)
+    if box is None:
+        box = _boxes[data_dir] = hashlib.sha256(
+            str(Path(data_dir).resolve()).encode()).hexdigest()[:16]
     return runtime_dir() / f"tingji-{os.getuid()}" / box / name
 
 
@@ -108,12 +114,28 @@ def publish(data_dir: Path, private: X25519PrivateKey) -> None:
         serialization.NoEncryption()))
 
 
+_current: dict[Path, tuple[tuple[int, int], X25519PrivateKey]] = {}
+
+
 def current(data_dir: Path) -> X25519PrivateKey | None:
-    """The unlocked key, or None while the box is locked."""
+    """The unlocked key, or None while the box is locked.  Asked for by every request: the
+    key read once is kept for as long as its file is the same one (a lock removes it, an
+    unlock writes a new one)."""
+    try:
+        path = key_file(data_dir)
+        found = os.stat(path)
+    except (FileNotFoundError, VaultError):
+        _current.pop(data_dir, None)
+        return None
+    kept = _current.get(data_dir)
+    if kept is not None and kept[0] == (found.st_ino, found.st_mtime_ns):
+        return kept[1]
     raw = secret(data_dir, "box.key")
     if raw is None or len(raw) != 32:
         return None
-    return X25519PrivateKey.from_private_bytes(raw)
+    private = X25519PrivateKey.from_private_bytes(raw)
+    _current[data_dir] = ((found.st_ino, found.st_mtime_ns), private)
+    return private
 
 
 def lock(data_dir: Path) -> None:
