@@ -95,8 +95,8 @@ def verify_time(settings: Settings, entries: int) -> dict:
     key = load_key(settings)
     started = time.perf_counter()
     with open_store(settings) as store:
-        store.db.execute("DELETE FROM audit")
-        store.db.execute("DELETE FROM audit_heads")
+        store.trail.execute("DELETE FROM audit")
+        store.trail.execute("DELETE FROM audit_heads")
         prev, rows, heads = GENESIS, [], []
         stamp = now()
         for n in range(1, entries + 1):
@@ -110,9 +110,9 @@ def verify_time(settings: Settings, entries: int) -> dict:
                 heads.append((n, digest, key.sign(head_message(n, digest)).hex(), stamp,
                               "bench"))
             prev = digest
-        with store.transaction():
-            store.db.conn.executemany("INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
-            store.db.conn.executemany(
+        with store.transaction(store.trail):
+            store.trail.conn.executemany("INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            store.trail.conn.executemany(
                 "INSERT INTO audit_heads (entry_id, hash, signature, at, reason) "
                 "VALUES (?,?,?,?,?)", heads)
         built = time.perf_counter() - started

@@ -36,7 +36,7 @@ from device.store.keys import DataKeys
 
 log = logging.getLogger("tingji.databases")
 
-MAIN, WAITING = "main", "waiting"
+MAIN, AUDIT, WAITING = "main", "audit", "waiting"
 
 MOVED = ("recordings", "segments", "words", "markers", "jobs", "deletions", "decoded_windows",
          "audit", "glossary", "summaries", "retention_rules", "retention_runs")
@@ -58,8 +58,9 @@ def open_store(settings: Settings) -> Store:
     if unlock.current(settings.data_dir) is None:
         return _waiting_store(settings)
     path = settings.database_path
-    key = None if encryption.in_the_clear(path) else encryption.database_key(settings, MAIN)
-    store = Store(path, key=key, ids=_ids(settings))  # in the clear: sealed after a recording
+    key = _key(settings, path, MAIN, True)  # in the clear: sealed after a recording
+    store = Store(path, key=key, ids=_ids(settings),
+                  trail_key=_key(settings, trail_path(settings), AUDIT, key is not None))
     try:
         if key is not None:  # (what waits is moved once it is encrypted)
             seal_backups(settings)
@@ -76,13 +77,29 @@ def still_current(settings: Settings, store: Store) -> bool:
     return not store.stale() and (store.waiting is not None) == encryption.locked(settings)
 
 
+def trail_path(settings: Settings) -> Path:
+    """The audit trail's database."""
+    return settings.data_dir / "audit.db"
+
+
+def _key(settings: Settings, path: Path, name: str, new_encrypted: bool) -> bytes | None:
+    """The key ``path`` opens with: none while it is in the clear; a new file is encrypted
+    when ``new_encrypted``."""
+    if path.exists() and encryption.in_the_clear(path):
+        return None
+    if not path.exists() and not new_encrypted:
+        return None
+    return encryption.database_key(settings, name)
+
+
 def main_store(settings: Settings) -> Store:
     """The main database in the form it is in (encrypted: the box must be unlocked), neither
     sealed nor moved into: for an update's migrations and for checks."""
     path = settings.database_path
-    key = (None if not path.exists() or encryption.in_the_clear(path)
-           else encryption.database_key(settings, MAIN))
-    return Store(path, key=key)
+    key = _key(settings, path, MAIN, False) if encryption.enabled(settings) else None
+    trail = (_key(settings, trail_path(settings), AUDIT, key is not None)
+             if encryption.enabled(settings) else None)
+    return Store(path, key=key, trail_key=trail)
 
 
 def migrate_main(path: Path) -> int:
@@ -110,7 +127,8 @@ def seal_main(settings: Settings, on_sealed=lambda recording_id: None) -> list[i
     in the clear, which sealing would leave behind (the next opening after it seals).  The
     recordings whose audio was sealed, or None when it did not seal."""
     path = settings.database_path
-    if not (encryption.enabled(settings) and encryption.in_the_clear(path)):
+    if not (encryption.enabled(settings) and (encryption.in_the_clear(path)
+                                              or encryption.in_the_clear(trail_path(settings)))):
         return None
     sealed: list[int] = []
 
@@ -125,7 +143,9 @@ def seal_main(settings: Settings, on_sealed=lambda recording_id: None) -> list[i
             fcntl.flock(recorder, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return None
-        return sealed if encryption.seal_database(settings, path, MAIN, before) else None
+        done = encryption.seal_database(settings, path, MAIN, before)
+        encryption.seal_database(settings, trail_path(settings), AUDIT)  # after: its own key
+        return sealed if done else None
 
 
 def update_backups(settings: Settings) -> Path:
@@ -168,7 +188,8 @@ def _waiting_store(settings: Settings) -> Store:
             continue
         try:
             store = Store(folder / f"{name}.db", key=key,
-                          accounts=settings.data_dir / "accounts.db", ids=_ids(settings))
+                          accounts=settings.data_dir / "accounts.db", ids=_ids(settings),
+                          trail=folder / f"{name}.db", trail_key=key)
         except BaseException:
             hold.close()
             raise
@@ -225,7 +246,8 @@ def _move(settings: Settings, store: Store, path: Path, name: str) -> list[int]:
             log.error("waiting database %s has no key left: it cannot be read", name)
             return []
         key = vault.open_key(sealed, private)
-        Store(path, key=key, accounts=settings.data_dir / "accounts.db").close()  # migrated
+        Store(path, key=key, accounts=settings.data_dir / "accounts.db",
+              trail=path, trail_key=key).close()  # migrated
         store.db.execute(f"ATTACH DATABASE ? AS waiting KEY {raw_key(key)}", [str(path)])
         try:
             unknown = _unknown_tables(store)
@@ -233,7 +255,7 @@ def _move(settings: Settings, store: Store, path: Path, name: str) -> list[int]:
                 log.error("waiting database %s has rows in %s, which this firmware does not "
                           "move: it is kept", name, ", ".join(unknown))
                 return []
-            entries = store.db.execute("SELECT count(*) FROM waiting.audit").fetchone()[0]
+            entries = _append_trail(store, name)
             with store.transaction():
                 recordings = _copy(store)
                 store.db.execute("INSERT INTO waiting_moved (name, at, recordings) "
@@ -299,14 +321,30 @@ def _copy(store: Store) -> list[int]:
         picked = ", ".join(f"[{c}]" for c in _columns(store, table) if c != "id")
         db.execute(f"INSERT OR IGNORE INTO main.{table} ({picked}) SELECT {picked} FROM "
                    f"waiting.{table} ORDER BY id")
-    for row in db.execute("SELECT * FROM waiting.audit ORDER BY id").fetchall():
-        entry = dict(zip([c[0] for c in db.execute("SELECT * FROM waiting.audit LIMIT 0"
-                                                   ).description], row, strict=True))
-        store.append_audit(entry["action"], user_id=entry["user_id"],
-                           username=entry["username"], address=entry["address"],
-                           object=entry["object"], details=_details(entry["details"]),
-                           at=entry["at"])
     return recordings
+
+
+def _append_trail(store: Store, name: str) -> int:
+    """The waiting database's audit entries appended to the trail (a database of its own)
+    with their times, in one transaction that notes the move there: a power cut before the
+    main database's transaction leaves them appended once.  How many there were."""
+    rows = store.db.execute("SELECT * FROM waiting.audit ORDER BY id").fetchall()
+    columns = [c[0] for c in store.db.execute("SELECT * FROM waiting.audit LIMIT 0"
+                                              ).description]
+    trail = store.trail
+    trail.execute("CREATE TABLE IF NOT EXISTS waiting_moved (name TEXT PRIMARY KEY, "
+                  "at TEXT NOT NULL)")
+    if trail.execute("SELECT 1 FROM waiting_moved WHERE name = ?", [name]).fetchone():
+        return 0  # appended before a power cut
+    with store.transaction(trail):
+        for row in rows:
+            entry = dict(zip(columns, row, strict=True))
+            store.append_audit(entry["action"], user_id=entry["user_id"],
+                               username=entry["username"], address=entry["address"],
+                               object=entry["object"], details=_details(entry["details"]),
+                               at=entry["at"])
+        trail.execute("INSERT INTO waiting_moved (name, at) VALUES (?, ?)", [name, _now()])
+    return len(rows)
 
 
 def _details(text: str | None) -> dict:

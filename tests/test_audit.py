@@ -28,8 +28,13 @@ def _verify(settings, auditor):
         return verify(store, auditor.key.public_key())
 
 
+def _trail_file(settings):
+    """The trail's database (beside the main one)."""
+    return settings.data_dir / "audit.db"
+
+
 def _sql(settings, statements: str) -> None:
-    with sqlite3.connect(settings.database_path) as db:
+    with sqlite3.connect(_trail_file(settings)) as db:
         db.executescript(statements)
 
 
@@ -118,14 +123,14 @@ def test_an_export_is_signed_and_checks_without_the_box(settings):
 def test_a_damaged_database_page_is_reported_and_appending_goes_on(settings):
     auditor = _trail(settings, 1500)
     with open_store(settings) as store:
-        store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        leaves = [r[0] for r in store.db.execute(
+        store.trail.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        leaves = [r[0] for r in store.trail.execute(
             "SELECT pageno FROM dbstat WHERE name = 'audit' AND pagetype = 'leaf' "
             "ORDER BY pageno")]
     page = leaves[len(leaves) // 2]  # a page in the middle of the trail
-    data = bytearray(settings.database_path.read_bytes())
+    data = bytearray(_trail_file(settings).read_bytes())
     data[(page - 1) * 4096 + 8:page * 4096 - 100] = b"\xff" * (4096 - 108)
-    settings.database_path.write_bytes(bytes(data))
+    _trail_file(settings).write_bytes(bytes(data))
     result = _verify(settings, auditor)
     assert not result.ok and "database is damaged from entry" in result.problem
     assert 1 < result.bad_entry < 1500
@@ -137,13 +142,13 @@ def test_a_damaged_database_page_is_reported_and_appending_goes_on(settings):
 def test_an_unwritable_trail_is_set_aside_and_a_new_segment_says_where_it_broke(settings):
     auditor = _trail(settings, 1500)
     with open_store(settings) as store:
-        store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        last_leaf = store.db.execute(
+        store.trail.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        last_leaf = store.trail.execute(
             "SELECT pageno FROM dbstat WHERE name = 'audit' AND pagetype = 'leaf' "
             "ORDER BY pageno DESC LIMIT 1").fetchone()[0]
-    data = bytearray(settings.database_path.read_bytes())
+    data = bytearray(_trail_file(settings).read_bytes())
     data[(last_leaf - 1) * 4096 + 8:last_leaf * 4096 - 100] = b"\xff" * (4096 - 108)
-    settings.database_path.write_bytes(bytes(data))
+    _trail_file(settings).write_bytes(bytes(data))
     with open_store(settings) as store:  # the end of the trail cannot be read
         entry = auditor.record(store, "sign_in", address="192.0.2.9")
         restart = store.audit_entries(action="audit_chain_restarted")[0]

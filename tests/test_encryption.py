@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from device import audio, databases, encryption, unlock
+from device.audit import Auditor
 from device.databases import open_store
 from device.jobs import Runner
 from device.pipeline import delete_recording, import_audio
@@ -389,6 +390,10 @@ def test_sealing_the_stored_audio_cut_by_kill_9_leaves_every_recording_readable(
     audio.write_wav(source, (np.random.default_rng(7).standard_normal(
         20 * audio.SAMPLE_RATE) * 0.1).astype(np.float32))
     ids = _plain_recordings(settings, source, 2)
+    with open_store(settings) as store:  # a trail kept in the clear, sealed with the rest
+        for rid in ids:
+            Auditor(settings).record(store, "view_recording", object=f"recording:{rid}")
+    viewed = [f"recording:{rid}" for rid in ids]
     encryption.init(settings, PASSPHRASE)
     encryption.unlock_box(settings, passphrase=PASSPHRASE)
     setup = ("from pathlib import Path\n"
@@ -399,11 +404,14 @@ def test_sealing_the_stored_audio_cut_by_kill_9_leaves_every_recording_readable(
 
     def every_recording_reads(step: int) -> None:
         assert all(_heard(settings, i) == source.read_bytes() for i in ids), step
+        with databases.main_store(settings) as store:  # the trail too, in either form
+            assert [e.object for e in store.audit_entries()] == viewed, step
 
     try:
         step = killed_at_each_step(setup, work, settings.data_dir, every_recording_reads)
         assert step > 10  # it was cut at every one of its steps before this run
         assert not encryption.in_the_clear(settings.database_path)
+        assert not encryption.in_the_clear(databases.trail_path(settings))
         with open_store(settings) as store:
             assert encryption.seal_existing(settings, store) == []
             assert all(store.get_recording(i).audio_file == f"{i}.wav.sealed" for i in ids)

@@ -169,12 +169,15 @@ def test_moving_a_waiting_database_cut_by_kill_9_loses_and_doubles_nothing(seale
         ids = [store.create_recording(f"Locked {n}", source_name="mic").id for n in (1, 2)]
         for rid in ids:
             store.append_segment(rid, Segment(start=0.0, end=1.0, text=f"words of {rid}"))
+            Auditor(settings).record(store, "recording_started", object=f"recording:{rid}")
     [name] = databases.waiting(settings)
     encryption.unlock_box(settings, passphrase=PASSPHRASE)
 
     def each_once(step: int) -> None:
         with databases.main_store(settings) as main:
             moved = [r.id for r in main.list_recordings()]
+            entries = len(main.audit_entries(action="recording_started"))
+        assert entries in (0, 2) and (entries == 2 or not moved), step  # once, and first
         if databases.waiting(settings):
             key = encryption.vault.open_key(
                 encryption.sealed_key(settings, f"database:waiting:{name}"),
@@ -196,7 +199,8 @@ def test_moving_a_waiting_database_cut_by_kill_9_loses_and_doubles_nothing(seale
             "def move(settings, store, *args):\n"
             "    global left\n"
             "    left = budget\n"
-            "    store.db.conn.set_trace_callback(lambda sql: hook('open', ()))\n"
+            "    for db in (store.db, store.trail):\n"
+            "        db.conn.set_trace_callback(lambda sql: hook('open', ()))\n"
             "    return real(settings, store, *args)\n"
             "databases._move = move\n"
             "databases.open_store(s).close()\n")
@@ -205,6 +209,7 @@ def test_moving_a_waiting_database_cut_by_kill_9_loses_and_doubles_nothing(seale
     with open_store(settings) as store:
         assert [s.text for rid in ids for s in store.segments(rid)] == \
             [f"words of {rid}" for rid in ids]
+        assert len(store.audit_entries(action="recording_started")) == 2
     assert databases.waiting(settings) == []
 
 
@@ -219,13 +224,18 @@ def test_the_console_backup_stays_encrypted_and_opens_on_the_box_unlocked(sealed
     folder = tmp_path / "usb"
     done = run(settings, "backup", str(folder))
     assert done.returncode == 0 and "encrypted" in done.stdout, done.stderr
+    assert "董事会决议".encode() not in (folder / "audit.db").read_bytes() + \
+        (folder / "tingji.db").read_bytes()
     copy = (folder / "tingji.db").read_bytes()
     assert not copy.startswith(b"SQLite format 3") and "董事会决议".encode() not in copy
+    assert sorted(p.name for p in folder.iterdir()) == ["accounts.db", "audit.db", "tingji.db"]
     with Store(folder / "tingji.db", key=encryption.database_key(settings, "main"),
-               accounts=folder / "accounts.db") as restored:
+               accounts=folder / "accounts.db", trail=folder / "audit.db",
+               trail_key=encryption.database_key(settings, "audit")) as restored:
         assert restored.segments(recording)[0].text == "董事会决议 Okonkwo"
         assert [h.recording_id for h in restored.search("董事会决议")] == [recording]
         assert restored.find_user("rita").role == "reviewer"
+        assert restored.audit_entries(action="backup_database") == []  # written after it
     assert run(settings, "backup", str(folder)).returncode != 0  # never over a backup
     encryption.lock_box(settings)
     locked = run(settings, "backup", str(tmp_path / "other"))

@@ -137,7 +137,7 @@ def test_erased_audio_of_an_encrypted_box_cannot_be_read_from_any_copy(settings,
             assert retention.purge(store, settings, T0 + timedelta(days=8), "test")
             assert not sealed.exists()
             with DataKeys(encryption.keys_path(settings)) as keys:
-                assert keys.names() == ["database:main"]  # the recording's key is gone
+                assert not [n for n in keys.names() if n.startswith("recording:")]  # gone
             # the only key that opened it is gone: any other key the box could hold fails
             other = encryption.new_recording_key(settings, rec + 1)
             with pytest.raises(SealedFileError), SealedReader(copy, other) as reader:

@@ -398,12 +398,14 @@ def test_a_long_recordings_page_is_drawn_off_the_event_loop_the_same(box):
 
 
 def test_a_view_is_audited_even_while_another_process_holds_the_write_lock(box):
-    """The entry is written on the event loop when the trail is free at once; while the
-    worker writes, the page waits for it in a thread instead of failing or skipping it."""
+    """The entry is written on the event loop when the trail is free at once; while
+    another process writes to it, the page waits for it in a thread instead of failing or
+    skipping it.  (The worker writing a transcript to the main database does not hold it:
+    the trail has a database of its own.)"""
     rec = stored_transcript(box.settings)
-    holder = sqlite3.connect(box.settings.database_path, isolation_level=None,
+    holder = sqlite3.connect(box.settings.data_dir / "audit.db", isolation_level=None,
                              check_same_thread=False)
-    holder.execute("BEGIN IMMEDIATE")  # what a worker finishing a transcription does
+    holder.execute("BEGIN IMMEDIATE")  # the worker's or the console's entry being written
     release = threading.Timer(0.5, holder.execute, ["COMMIT"])
     release.start()
     try:

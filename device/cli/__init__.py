@@ -18,8 +18,8 @@
                         organisation's, or return to the previous one
     audit verify | export [--since DATE] [--out FILE]
                         check the audit trail's hash chain and signed heads; signed JSONL
-    backup FOLDER       the database and the accounts copied into a new folder (a box with
-                        a key: the database encrypted, as it keeps it; unlocked first)
+    backup FOLDER       the database, the audit trail and the accounts copied into a new
+                        folder (a box with a key: encrypted, as it keeps them; unlocked)
     voiceprints [remove ID | backup FILE]
                         remembered voices; backup copies them to a file the admin chose
                         (they are in no export and in no update backup)
@@ -165,7 +165,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, help="write here instead of standard output")
     p.set_defaults(func=cmd_audit)
 
-    p = commands.add_parser("backup", help="copy the database and the accounts")
+    p = commands.add_parser("backup", help="copy the database, audit trail and accounts")
     p.add_argument("folder", type=Path, help="a new or empty folder (removable media)")
     p.set_defaults(func=cmd_backup)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -167,22 +166,18 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
-    """The main database and the accounts copied into a new folder; on a box with a key the
-    database stays encrypted under its key (it opens on this box, unlocked, only)."""
+    """The main database, the audit trail and the accounts copied into a new folder; on a
+    box with a key the databases stay encrypted under their keys (they open on this box,
+    unlocked, only)."""
     folder = Path(args.folder)
     if folder.exists() and any(folder.iterdir()):
         raise TingjiError(f"{folder} is not empty: choose a new or empty folder")
     folder.mkdir(parents=True, exist_ok=True)
     with databases.main_store(settings) as store:
-        store.backup(folder / "tingji.db")
-        copy = sqlite3.connect(str(folder / "accounts.db"))
-        try:
-            store.accounts.conn.backup(copy)
-        finally:
-            copy.close()
+        copies = store.backup(folder)
         on_console(settings, store, "backup_database", details={"folder": str(folder)})
-    print(f"database and accounts copied to {folder}"
-          + ("; the database is encrypted, as the box keeps it"
+    print(f"copied to {folder}: {', '.join(p.name for p in copies)}"
+          + ("; the databases are encrypted, as the box keeps them"
              if store.key is not None else ""))
     return 0
 

@@ -18,11 +18,13 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import sqlite_utils
+
 from device.errors import N_, InvalidInput
 from device.migrations import adopt_numbered_schema, migration_names, schema_migrations
 from device.store._base import connect, now, raw_key
 from device.store.accounts import AccountRooms, make_accounts
-from device.store.audit import AuditRooms
+from device.store.audit import AuditRooms, make_trail
 from device.store.editing import EditingRooms
 from device.store.jobs import JobRooms
 from device.store.library import LibraryRooms
@@ -48,11 +50,20 @@ class Store(LibraryRooms, TranscriptRooms, EditingRooms, JobRooms, AccountRooms,
     """The name of the waiting database this is (``device.databases``), else None."""
 
     def __init__(self, path: Path, *, key: bytes | None = None,
-                 accounts: Path | None = None, ids: Callable[[int], int] | None = None):
+                 accounts: Path | None = None, ids: Callable[[int], int] | None = None,
+                 trail: Path | None = None, trail_key: bytes | None = None):
         """``key``: the database is SQLCipher's, under that key.  ``accounts``: the accounts'
         database, by default ``accounts.db`` beside ``path``.  ``ids``: where new recordings'
-        ids come from (given the highest this database holds), instead of the database."""
+        ids come from (given the highest this database holds), instead of the database.
+        ``trail``: the audit trail's database (under ``trail_key``), by default ``audit.db``
+        beside ``path``: its writes leave the other connections' caches of this one alone;
+        ``path`` itself keeps it in its own tables."""
         self.path, self.key, self.accounts_path, self.ids = path, key, accounts, ids
+        self.trail_path = (None if str(path) == ":memory:" or trail == path
+                           else trail or path.with_name("audit.db"))
+        self.trail_key = key if self.trail_path is None else trail_key
+        self._trail: sqlite_utils.Database | None = None
+        self._trail_file: int | None = None
         self.held: list = []
         """Files this handle holds locks on while it is open (``device.databases``)."""
         self.db = connect(path, "secure_delete = ON", key=key)
@@ -65,7 +76,25 @@ class Store(LibraryRooms, TranscriptRooms, EditingRooms, JobRooms, AccountRooms,
             raise
         make_accounts(self.accounts, self.db)
 
+    @property
+    def trail(self) -> sqlite_utils.Database:
+        """The audit trail's database, opened at its first use (most requests write none)."""
+        if self._trail is None:
+            if self.trail_path is None:
+                self._trail = self.db
+            else:
+                trail = connect(self.trail_path, key=self.trail_key)
+                try:
+                    make_trail(trail, self.db)
+                except BaseException:
+                    trail.close()
+                    raise
+                self._trail, self._trail_file = trail, os.stat(self.trail_path).st_ino
+        return self._trail
+
     def close(self) -> None:
+        if self._trail is not None and self._trail is not self.db:
+            self._trail.close()
         self.db.close()
         self.accounts.close()
         while self.held:
@@ -75,31 +104,31 @@ class Store(LibraryRooms, TranscriptRooms, EditingRooms, JobRooms, AccountRooms,
         """Whether the database's file was replaced since this handle opened it (encrypted
         by another process): a new handle sees the new file."""
         try:
-            return self._file is not None and os.stat(self.path).st_ino != self._file
+            return (self._file is not None and os.stat(self.path).st_ino != self._file) or (
+                self._trail_file is not None
+                and os.stat(self.trail_path).st_ino != self._trail_file)
         except FileNotFoundError:
             return True
 
-    def backup(self, path: Path) -> None:
-        """Copy the database, consistently while others write, into a new file at ``path``:
-        encrypted as it is kept, under the same key, when it is (SQLCipher's export)."""
-        if path.exists():
-            raise InvalidInput(N_("%(path)s exists already: choose a new file"), path=str(path))
-        if self.key is None:
-            copy = sqlite3.connect(str(path))
-            try:
-                self.db.conn.backup(copy)
-            finally:
-                copy.close()
-            return
-        self.db.execute(f"ATTACH DATABASE ? AS copy KEY {raw_key(self.key)}", [str(path)])
-        try:
-            self.db.execute("SELECT sqlcipher_export('copy')")
-        finally:
-            self.db.execute("DETACH DATABASE copy")
+    def backup(self, folder: Path) -> list[Path]:
+        """Copy the database, its trail and the accounts, consistently while others write,
+        into new files in ``folder``: each encrypted as it is kept, under the same key, when
+        it is (SQLCipher's export).  The files written."""
+        copies = []
+        for db, key, name in ((self.db, self.key, "tingji.db"),
+                              (self.trail, self.trail_key, "audit.db"),
+                              (self.accounts, None, "accounts.db")):
+            path = Path(folder) / name
+            if db is self.db and name == "audit.db":
+                continue  # the trail is in the database's own tables
+            _copy_database(db, key, path)
+            copies.append(path)
+        return copies
 
     def reopen(self) -> Store:
         """Another handle on the same databases (for another thread)."""
-        return Store(self.path, key=self.key, accounts=self.accounts_path, ids=self.ids)
+        return Store(self.path, key=self.key, accounts=self.accounts_path, ids=self.ids,
+                     trail=self.trail_path or self.path, trail_key=self.trail_key)
 
     def __enter__(self) -> Store:
         return self
@@ -126,3 +155,20 @@ class Store(LibraryRooms, TranscriptRooms, EditingRooms, JobRooms, AccountRooms,
             migrations.apply(self.db)
             applied = len(migrations.applied(self.db))
             self.db.execute(f"PRAGMA user_version = {applied}")
+
+
+def _copy_database(db: sqlite_utils.Database, key: bytes | None, path: Path) -> None:
+    if path.exists():
+        raise InvalidInput(N_("%(path)s exists already: choose a new file"), path=str(path))
+    if key is None:
+        copy = sqlite3.connect(str(path))
+        try:
+            db.conn.backup(copy)
+        finally:
+            copy.close()
+        return
+    db.execute(f"ATTACH DATABASE ? AS copy KEY {raw_key(key)}", [str(path)])
+    try:
+        db.execute("SELECT sqlcipher_export('copy')")
+    finally:
+        db.execute("DETACH DATABASE copy")

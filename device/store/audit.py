@@ -8,6 +8,8 @@ import json
 import sqlite3
 from collections.abc import Iterator
 
+import sqlite_utils
+
 from device.records import AuditEntry, AuditHead
 from device.store._base import Rooms, now
 
@@ -27,15 +29,43 @@ def chain_hash(prev: str, entry: dict) -> str:
     return hashlib.sha256(bytes.fromhex(prev) + canonical(entry)).hexdigest()
 
 
+def make_trail(trail: sqlite_utils.Database, main: sqlite_utils.Database) -> None:
+    """The trail's database: its tables made if missing; the first time, the entries and
+    signed heads the main database kept (before the trail had a database of its own)
+    copied in, in one transaction that also marks it done (``user_version``)."""
+    from device.migrations.m010_audit import migrate
+
+    if trail.execute("PRAGMA user_version").fetchone()[0]:
+        return
+    trail.execute("BEGIN IMMEDIATE")
+    try:
+        if not trail.execute("PRAGMA user_version").fetchone()[0]:  # not meanwhile
+            migrate(trail)
+            if main["audit"].exists():
+                columns = [c.name for c in trail["audit"].columns]
+                trail["audit"].insert_all(
+                    ({c: row[c] for c in columns} for row in main["audit"].rows),
+                    batch_size=1000)
+                trail["audit_heads"].insert_all(main["audit_heads"].rows)
+            trail.execute("PRAGMA user_version = 1")
+    except BaseException:
+        trail.conn.rollback()
+        raise
+    trail.execute("COMMIT")
+
+
 class AuditRooms(Rooms):
+    trail: sqlite_utils.Database
+    """The trail's own database (``audit.db``), or the main one (a waiting database)."""
+
     def append_audit(self, action: str, *, user_id: int | None = None,
                      username: str | None = None, address: str | None = None,
                      object: str | None = None, details: dict | None = None,
                      restart: bool = False, at: str | None = None) -> AuditEntry:
         """Append one entry, linked to the last (``restart``: a new chain segment after a
         break, linked to GENESIS; ``at``: when it happened, if not now)."""
-        with self.transaction():
-            last = self.db.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1"
+        with self.transaction(self.trail):
+            last = self.trail.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1"
                                    ).fetchone()
             if last and not (isinstance(last[0], int) and isinstance(last[1], str)
                              and len(last[1]) == 64):  # what a damaged page reads as
@@ -48,7 +78,7 @@ class AuditRooms(Rooms):
             row = {**entry, "details": json.dumps(entry["details"], sort_keys=True,
                                                   ensure_ascii=False), "prev": prev,
                    "hash": digest}
-            self.db.execute(f"INSERT INTO audit ({', '.join(row)}) "
+            self.trail.execute(f"INSERT INTO audit ({', '.join(row)}) "
                             f"VALUES ({', '.join('?' * len(row))})", list(row.values()))
         return AuditEntry(**{**entry, "prev": prev, "hash": digest})
 
@@ -69,14 +99,14 @@ class AuditRooms(Rooms):
         except sqlite3.DatabaseError:
             pass  # the damage: what came before it is kept
         damaged = f"audit_damaged_{now().replace('-', '').replace(':', '')[:15]}"
-        with self.transaction():
-            self.db.execute(f"ALTER TABLE audit RENAME TO {damaged}")
+        with self.transaction(self.trail):
+            self.trail.execute(f"ALTER TABLE audit RENAME TO {damaged}")
             for index in ("idx_audit_action_id", "idx_audit_username_id", "idx_audit_object_id"):
-                self.db.execute(f"DROP INDEX IF EXISTS {index}")
+                self.trail.execute(f"DROP INDEX IF EXISTS {index}")
             from device.migrations.m010_audit import migrate
 
-            migrate(self.db)
-            self.db.conn.executemany("INSERT INTO audit (id, at, user_id, username, address, "
+            migrate(self.trail)
+            self.trail.conn.executemany("INSERT INTO audit (id, at, user_id, username, address, "
                                      "action, object, details, prev, hash) "
                                      "VALUES (?,?,?,?,?,?,?,?,?,?)", kept)
         return len(kept), damaged
@@ -104,7 +134,7 @@ class AuditRooms(Rooms):
                f"{'DESC' if newest_first else 'ASC'}")
         if limit:
             sql += f" LIMIT {int(limit)}"
-        return [_entry(row) for row in self.db.query(sql, args)]
+        return [_entry(row) for row in self.trail.query(sql, args)]
 
     def audit_rows(self, batch: int = 10_000) -> Iterator[AuditEntry]:
         """Every entry in id order, read in batches (a trail may hold millions).  A batch
@@ -126,7 +156,7 @@ class AuditRooms(Rooms):
             after = rows[-1][0]
 
     def _audit_batch(self, after: int, batch: int) -> list[tuple]:
-        return self.db.execute("SELECT id, at, user_id, username, address, action, object, "
+        return self.trail.execute("SELECT id, at, user_id, username, address, action, object, "
                                "details, prev, hash FROM audit WHERE id > ? ORDER BY id "
                                "LIMIT ?", [after, batch]).fetchall()
 
@@ -136,16 +166,16 @@ class AuditRooms(Rooms):
 
     def add_audit_head(self, entry_id: int, digest: str, signature: str,
                        reason: str) -> AuditHead:
-        with self.transaction():
-            row_id = self.db["audit_heads"].insert({
+        with self.transaction(self.trail):
+            row_id = self.trail["audit_heads"].insert({
                 "entry_id": entry_id, "hash": digest, "signature": signature, "at": now(),
                 "reason": reason}).last_pk
-        return AuditHead(**next(self.db.query("SELECT * FROM audit_heads WHERE id = ?",
+        return AuditHead(**next(self.trail.query("SELECT * FROM audit_heads WHERE id = ?",
                                               [row_id])))
 
     def audit_heads(self) -> list[AuditHead]:
         return [AuditHead(**row) for row in
-                self.db.query("SELECT * FROM audit_heads ORDER BY id")]
+                self.trail.query("SELECT * FROM audit_heads ORDER BY id")]
 
 
 def _row_entry(row: tuple) -> AuditEntry:
