@@ -334,13 +334,39 @@ def init(settings: Settings, passphrase: str) -> str:
 
 
 def unlock_box(settings: Settings, passphrase: str | None = None,
-               recovery: str | None = None) -> None:
+               recovery: str | None = None, key_file: Path | None = None) -> None:
     """Unwrap the box key into memory (tmpfs), for the worker and the web UI;
-    WrongSecretError for a wrong passphrase or recovery key."""
+    WrongSecretError for a wrong passphrase, recovery key or key file."""
     keyring = vault.Keyring.load(keyring_path(settings))
-    private = (keyring.unlock_with_recovery(recovery) if recovery is not None
-               else keyring.unlock(passphrase or ""))
+    if key_file is not None:
+        try:
+            content = Path(key_file).read_bytes()[:4096]
+        except OSError as exc:
+            raise vault.VaultError(f"{key_file}: {exc.strerror}") from exc
+        private = keyring.unlock_with_key_file(content)
+    elif recovery is not None:
+        private = keyring.unlock_with_recovery(recovery)
+    else:
+        private = keyring.unlock(passphrase or "")
     unlock.publish(settings.data_dir, private)
+
+
+def make_key_file(settings: Settings, path: Path) -> None:
+    """Write a new key file (0600) that unlocks the box, for removable media; the one made
+    before stops working.  The box must be unlocked; refuses to overwrite a file."""
+    private = unlock.current(settings.data_dir)
+    if private is None:
+        raise BoxLocked()
+    keyring, content = vault.Keyring.load(keyring_path(settings)).with_key_file(private)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise vault.VaultError(f"{path} exists already: choose a new file") from None
+    with os.fdopen(fd, "wb") as out:
+        out.write(content)
+        out.flush()
+        os.fsync(out.fileno())
+    keyring.save(keyring_path(settings))  # the key file is complete before it counts
 
 
 def recover(settings: Settings, recovery: str, new_passphrase: str) -> None:

@@ -58,6 +58,7 @@ KEYRING_VERSION = 1
 ARGON2 = {"time_cost": 3, "memory_cost": 64 * 1024, "parallelism": 4}
 _FAST = {"time_cost": 1, "memory_cost": 8 * 1024, "parallelism": 1}  # doctests only
 RECOVERY_GROUPS = 8
+KEY_FILE_MAGIC = "tingji-key-file-1"
 
 
 class VaultError(TingjiError):
@@ -113,12 +114,13 @@ def _normal_recovery(text: str) -> str:
 
 @dataclass(frozen=True)
 class Keyring:
-    """The box key: its public half, and its private half wrapped by the passphrase and by
-    the recovery key."""
+    """The box key: its public half, and its private half wrapped by the passphrase, by the
+    recovery key and, if the admin made one, by a key file kept on removable media."""
 
     public_key: bytes
     passphrase: dict
     recovery: dict
+    key_file: dict | None = None
 
     @classmethod
     def create(cls, passphrase: str, _fast: bool = False) -> tuple[Keyring, str]:
@@ -154,7 +156,28 @@ class Keyring:
                                     serialization.PrivateFormat.Raw,
                                     serialization.NoEncryption())
         return Keyring(self.public_key, _wrap(raw, passphrase, self.passphrase["cost"],
-                                              self.public_key), self.recovery)
+                                              self.public_key), self.recovery, self.key_file)
+
+    def with_key_file(self, private: X25519PrivateKey) -> tuple[Keyring, bytes]:
+        """The same key wrapped by a new key file too (replacing an earlier one); returns
+        it and the key file's content, 256 random bits (no derivation cost needed)."""
+        raw = private.private_bytes(serialization.Encoding.Raw,
+                                    serialization.PrivateFormat.Raw,
+                                    serialization.NoEncryption())
+        secret = base64.b64encode(os.urandom(32)).decode("ascii")
+        content = f"{KEY_FILE_MAGIC}\n{_b64(self.public_key)}\n{secret}\n".encode("ascii")
+        return Keyring(self.public_key, self.passphrase, self.recovery,
+                       _wrap(raw, secret, _FAST, self.public_key)), content
+
+    def unlock_with_key_file(self, content: bytes) -> X25519PrivateKey:
+        """The private key from a key file's content; WrongSecretError for another box's,
+        an outdated or a damaged one."""
+        lines = content.decode("ascii", "replace").split()
+        if len(lines) != 3 or lines[0] != KEY_FILE_MAGIC:
+            raise WrongSecretError(N_("this is not a tingji key file"))
+        if self.key_file is None or lines[1] != _b64(self.public_key):
+            raise WrongSecretError(N_("this key file is not this box's"))
+        return self._private(_unwrap(self.key_file, lines[2], self.public_key))
 
     def _private(self, raw: bytes) -> X25519PrivateKey:
         private = X25519PrivateKey.from_private_bytes(raw)
@@ -169,7 +192,8 @@ class Keyring:
         from device.audio import durable_file
 
         data = {"version": KEYRING_VERSION, "public_key": _b64(self.public_key),
-                "passphrase": self.passphrase, "recovery": self.recovery}
+                "passphrase": self.passphrase, "recovery": self.recovery,
+                **({"key_file": self.key_file} if self.key_file else {})}
         with durable_file(path, mode=0o600) as out:
             out.write(json.dumps(data, indent=1).encode("utf-8"))
 
@@ -180,7 +204,8 @@ class Keyring:
             if data.get("version") != KEYRING_VERSION:
                 raise VaultError(f"{path}: keyring version {data.get('version')!r}, this "
                                  f"version of tingji reads {KEYRING_VERSION}")
-            return cls(_unb64(data["public_key"]), data["passphrase"], data["recovery"])
+            return cls(_unb64(data["public_key"]), data["passphrase"], data["recovery"],
+                       data.get("key_file"))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise VaultError(f"{path}: the keyring cannot be read ({exc})") from exc
 

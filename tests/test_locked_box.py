@@ -269,3 +269,38 @@ def test_update_backups_kept_in_the_clear_are_encrypted_and_still_restore(sealed
     assert not _reads_encrypted(box, "a")  # a rollback to it is refused
     (firmware / "databases.py").write_text("")
     assert _reads_encrypted(box, "a")
+
+
+def test_a_key_file_on_removable_media_unlocks_the_box_and_a_new_one_replaces_it(
+        sealed_box, tmp_path):
+    from device.vault import Keyring, WrongSecretError
+    from tests.test_cli import run
+
+    settings, _ = sealed_box
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    made = run(settings, "keyring", "key-file", str(usb / "box.key"))
+    assert made.returncode == 0, made.stderr
+    assert (usb / "box.key").stat().st_mode & 0o777 == 0o600
+    encryption.lock_box(settings)
+    unlocked = run(settings, "unlock", "--key-file", str(usb / "box.key"))
+    assert unlocked.returncode == 0 and not encryption.locked(settings), unlocked.stderr
+    with open_store(settings) as store:
+        [entry] = store.audit_entries(action="unlocked")
+        assert entry.details["with"] == "key file"
+    encryption.change_passphrase(settings, PASSPHRASE, "another long passphrase")
+    encryption.lock_box(settings)  # the passphrase changed: the key file still unlocks
+    encryption.unlock_box(settings, key_file=usb / "box.key")
+    encryption.make_key_file(settings, usb / "new.key")  # the old one stops working
+    encryption.lock_box(settings)
+    with pytest.raises(WrongSecretError):
+        encryption.unlock_box(settings, key_file=usb / "box.key")
+    other, _ = Keyring.create("another box's passphrase", _fast=True)
+    foreign = tmp_path / "other.key"
+    foreign.write_bytes(other.with_key_file(other.unlock("another box's passphrase"))[1])
+    with pytest.raises(WrongSecretError, match="not this box's"):
+        encryption.unlock_box(settings, key_file=foreign)
+    refused = run(settings, "unlock", "--key-file", str(foreign))
+    assert refused.returncode != 0 and encryption.locked(settings)
+    encryption.unlock_box(settings, key_file=usb / "new.key")
+    assert not encryption.locked(settings)

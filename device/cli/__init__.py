@@ -31,9 +31,11 @@
     users [add NAME --role R | passwd NAME | remove NAME]
                         accounts (the password is read from standard input, or asked
                         for on a terminal); passwd also ends the user's sessions
-    keyring [init]      the box key's state; init makes it (storage encrypted from then
-                        on) and shows the recovery key once
-    unlock [--recovery] | lock
+    keyring [init | key-file PATH]
+                        the box key's state; init makes it (storage encrypted from then
+                        on) and shows the recovery key once; key-file writes a file that
+                        unlocks the box (removable media; a new one replaces it)
+    unlock [--recovery | --key-file PATH] | lock
                         unlock the box (its queued work goes on) or lock it again
     worker              run queued jobs until stopped
     run                 the appliance: web UI + worker
@@ -235,13 +237,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(func=cmd_jobs)
 
-    p = commands.add_parser("keyring", help="the box key: show its state, or make it")
-    p.add_argument("action", nargs="?", choices=["init"])
+    p = commands.add_parser("keyring", help="the box key: show its state, make it, or "
+                                            "write a key file that unlocks the box")
+    p.add_argument("action", nargs="?", choices=["init", "key-file"])
+    p.add_argument("path", nargs="?", type=Path, help="key-file: where (removable media)")
     p.set_defaults(func=cmd_keyring)
 
     p = commands.add_parser("unlock", help="unlock the box (the passphrase from standard "
                                            "input, or asked for on a terminal)")
     p.add_argument("--recovery", action="store_true", help="with the recovery key instead")
+    p.add_argument("--key-file", type=Path, help="with the key file at this path instead")
     p.set_defaults(func=cmd_unlock)
 
     p = commands.add_parser("lock", help="forget the unlocked key")

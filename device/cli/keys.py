@@ -29,7 +29,18 @@ def _read_secret(prompt: str, twice: bool = False) -> str:
 
 
 def cmd_keyring(settings: Settings, args: argparse.Namespace) -> int:
-    """``keyring init``: encryption on from now on; the recovery key is shown once."""
+    """``keyring init``: encryption on from now on; the recovery key is shown once.
+    ``keyring key-file PATH``: a key file that unlocks the box, for removable media."""
+    if args.action == "key-file":
+        if args.path is None:
+            raise TingjiError("name the key file to write: keyring key-file /media/usb/box.key")
+        encryption.make_key_file(settings, args.path)
+        with open_store(settings) as store:
+            on_console(settings, store, "key_file_made")
+        print(f"key file written to {args.path}: `python -m device unlock --key-file "
+              f"{args.path}` unlocks the box; keep it apart from the box (a new one replaces "
+              "it)")
+        return 0
     if args.action != "init":
         state = ("none (storage in the clear)" if not encryption.enabled(settings)
                  else "locked" if encryption.locked(settings) else "unlocked")
@@ -51,20 +62,23 @@ def cmd_keyring(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_unlock(settings: Settings, args: argparse.Namespace) -> int:
     if not encryption.enabled(settings):
         raise TingjiError("this box has no key (`python -m device keyring init` makes it)")
-    secret = _read_secret("recovery key: " if args.recovery else "unlock passphrase: ")
+    used = ("key file" if args.key_file else "recovery key" if args.recovery
+            else "passphrase")
+    secret = None if args.key_file else _read_secret(
+        "unlock passphrase: " if used == "passphrase" else f"{used}: ")
     with open_store(settings) as store:
         try:
-            if args.recovery:
+            if args.key_file:
+                encryption.unlock_box(settings, key_file=args.key_file)
+            elif args.recovery:
                 encryption.unlock_box(settings, recovery=secret)
             else:
                 encryption.unlock_box(settings, passphrase=secret)
         except WrongSecretError:
-            on_console(settings, store, "unlock_failed",
-                       details={"with": "recovery key" if args.recovery else "passphrase"})
+            on_console(settings, store, "unlock_failed", details={"with": used})
             time.sleep(WRONG_SECRET_PAUSE)
             raise
-        on_console(settings, store, "unlocked",
-                   details={"with": "recovery key" if args.recovery else "passphrase"})
+        on_console(settings, store, "unlocked", details={"with": used})
     print("unlocked: queued work goes on")
     return 0
 
