@@ -304,3 +304,14 @@ def test_a_key_file_on_removable_media_unlocks_the_box_and_a_new_one_replaces_it
     assert refused.returncode != 0 and encryption.locked(settings)
     encryption.unlock_box(settings, key_file=usb / "new.key")
     assert not encryption.locked(settings)
+
+
+def test_sqlcipher_keeps_temporary_files_in_memory(sealed_box):
+    """A sort or a temporary table larger than the cache would go to a temporary file: the
+    SQLCipher build the box uses keeps them in memory (TEMP_STORE=2), so no plaintext page
+    of the database reaches the disk that way either."""
+    settings, _ = sealed_box
+    with open_store(settings) as store:
+        options = [r[0] for r in store.db.execute("PRAGMA compile_options")]
+        assert "TEMP_STORE=2" in options and "HAS_CODEC" in options
+        assert store.db.execute("PRAGMA temp_store").fetchone()[0] in (0, 2)
