@@ -3,7 +3,9 @@
 Before the box has its key the main database (``tingji.db``) is SQLite's, in the clear.  Once
 it has one, the main database is SQLCipher's under a key of its own (``database:main`` in
 ``keys.db``, sealed to the box key): it opens only while the box is unlocked.  A database
-kept in the clear before is encrypted first (``seal_main``), its accounts moved out before.
+kept in the clear before is encrypted by the worker (``seal_main``: not by the web app, so
+that an update's health check, which starts the new version's web app, leaves the data in
+the form its backup has), its accounts moved out before.
 
 A locked box still signs people in (``accounts.db`` stays in the clear: names, roles and
 password hashes) and records.  What it writes while locked (a recording's row, its live
@@ -54,7 +56,6 @@ def open_store(settings: Settings) -> Store:
     first), or, while the box is locked, the waiting database of this run."""
     if not encryption.enabled(settings):
         return Store(settings.database_path)
-    seal_main(settings)
     if unlock.current(settings.data_dir) is None:
         return _waiting_store(settings)
     path = settings.database_path
@@ -170,6 +171,61 @@ def seal_backups(settings: Settings) -> list[Path]:
                 encryption._seal_database(settings, path, MAIN, key)
                 sealed.append(path)
     return sealed
+
+
+RECORDING_TABLES = ("markers", "summaries", "revisions", "jobs", "decoded_windows")
+
+
+def erase_from_backups(settings: Settings, recording_id: int) -> int:
+    """A deleted recording's rows removed from the update backups of the database too (as
+    the box deletes: rows overwritten as they go, the search index merged), so that no copy
+    the box keeps holds its transcript.  Each backup keeps its own schema (a restore needs
+    it as it was).  How many backups held it."""
+    folder = update_backups(settings)
+    held = 0
+    for path in sorted(folder.glob("tingji-before-*.db")) if folder.is_dir() else []:
+        key = None if encryption.in_the_clear(path) else encryption.database_key(settings, MAIN)
+        db = _backup_connection(path, key)
+        try:
+            if not db.execute("SELECT 1 FROM recordings WHERE id = ?", [recording_id]
+                              ).fetchone():
+                continue
+            held += 1
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            with db:
+                segments = "SELECT id FROM segments WHERE recording_id = ?"
+                db.execute(f"DELETE FROM words WHERE segment_id IN ({segments})",
+                           [recording_id])
+                if "segments_fts" in tables:
+                    db.execute(f"DELETE FROM segments_fts WHERE rowid IN ({segments})",
+                               [recording_id])
+                db.execute("DELETE FROM segments WHERE recording_id = ?", [recording_id])
+                for table in RECORDING_TABLES:
+                    if table in tables:
+                        db.execute(f"DELETE FROM {table} WHERE recording_id = ?",
+                                   [recording_id])
+                db.execute("DELETE FROM recordings WHERE id = ?", [recording_id])
+            if "segments_fts" in tables:
+                with db:
+                    db.execute("INSERT INTO segments_fts (segments_fts) VALUES ('optimize')")
+        finally:
+            db.close()
+    return held
+
+
+def _backup_connection(path: Path, key: bytes | None):
+    """A backup as it is (its journal mode and schema untouched), deletions overwritten."""
+    if key is None:
+        import sqlite3
+
+        db = sqlite3.connect(str(path), timeout=30)
+    else:
+        import sqlcipher3
+
+        db = sqlcipher3.connect(str(path), timeout=30)
+        db.execute("PRAGMA key = " + raw_key(key))
+    db.execute("PRAGMA secure_delete = ON")
+    return db
 
 
 def _waiting_store(settings: Settings) -> Store:

@@ -206,6 +206,23 @@ class Worker:
         self._lock_file.write(str(os.getpid()))
         self._lock_file.flush()
 
+    def _seal_main(self) -> None:
+        """The database and audio a box stored in the clear before its key existed, sealed
+        (a cheap look at two files' first bytes once they are)."""
+        try:
+            sealed = databases.seal_main(self.settings)
+        except Exception:  # the jobs go on; the next turn tries again
+            log.exception("sealing the database kept in the clear failed")
+            return
+        if sealed is not None:
+            log.info("sealed the database kept in the clear and the audio of %d recording(s)",
+                     len(sealed))
+            from device.audit import Auditor
+
+            with databases.open_store(self.settings) as store:  # locked: entered at unlock
+                Auditor(self.settings).record(store, "database_sealed", details={
+                    "recordings": sealed, "where": "worker"})
+
     def _open(self) -> Store:
         """The main database, with what a crash or a power cut left repaired: recordings cut
         off, audio in the clear, jobs interrupted."""
@@ -254,11 +271,11 @@ class Worker:
         try:
             next_purge = 0.0
             while not stop.is_set():
+                self._seal_main()  # a database kept in the clear: no secret needed
                 if encryption.locked(self.settings):
                     if store is not None:  # locked meanwhile: its key is let go of
                         store.close()
                         store = None
-                    databases.seal_main(self.settings)  # a database in the clear: no secret
                     stop.wait(idle_wait)
                     continue
                 if store is None or store.stale():

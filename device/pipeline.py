@@ -83,10 +83,14 @@ def import_audio(
 
 def delete_recording(store: Store, settings: Settings, recording_id: int,
                      user: User | None = None) -> Recording:
-    """Delete a recording with its audio (the deletion itself is kept: ``store.deletions``)."""
+    """Delete a recording with its audio, from the update backups of the database too (the
+    deletion itself is kept: ``store.deletions``)."""
     from device.store.voiceprints import Voiceprints
 
     recording = store.delete_recording(recording_id, user)
+    from device.databases import erase_from_backups
+
+    erase_from_backups(settings, recording_id)  # the copies updates keep, too
     if settings.voiceprints_path.exists():
         try:
             prints = Voiceprints.of(settings)

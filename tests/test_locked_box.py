@@ -315,3 +315,38 @@ def test_sqlcipher_keeps_temporary_files_in_memory(sealed_box):
         options = [r[0] for r in store.db.execute("PRAGMA compile_options")]
         assert "TEMP_STORE=2" in options and "HAS_CODEC" in options
         assert store.db.execute("PRAGMA temp_store").fetchone()[0] in (0, 2)
+
+
+@pytest.mark.parametrize("sealed", [False, True], ids=["clear", "encrypted"])
+def test_a_deleted_recording_leaves_the_update_backups_too(settings, sealed, monkeypatch):
+    """An update's backup of the database holds every transcript of its time: deleting a
+    recording removes its rows from it too (its audio's key is gone already)."""
+    from device.pipeline import delete_recording
+    from updates.box import Box
+    from updates.slots import backup_database
+
+    if sealed:
+        monkeypatch.delenv("TINGJI_RUNTIME_DIR", raising=False)
+        encryption.init(settings, PASSPHRASE)
+        encryption.unlock_box(settings, passphrase=PASSPHRASE)
+    try:
+        with open_store(settings) as store:
+            gone = _transcribed(store, "Gone", "Qwertzuiop 董事会决议")
+            kept = _transcribed(store, "Kept", "Asdfghjkl stays")
+        backup = backup_database(Box(settings.data_dir.parent), "9.9.9")
+        with open_store(settings) as store:
+            delete_recording(store, settings, gone)
+        key = encryption.database_key(settings, "main") if sealed else None
+        db = databases._backup_connection(backup, key)
+        try:
+            assert [r[0] for r in db.execute("SELECT id FROM recordings")] == [kept]
+            assert db.execute("SELECT count(*) FROM segments_fts WHERE segments_fts MATCH "
+                              "'qwertzuiop'").fetchone()[0] == 0
+        finally:
+            db.close()
+        if not sealed:
+            data = backup.read_bytes()
+            assert b"qwertzuiop" not in data.lower() and "董事会决议".encode() not in data
+            assert b"asdfghjkl" in data.lower()
+    finally:
+        encryption.lock_box(settings)
