@@ -282,8 +282,14 @@ def move_waiting(settings: Settings, store: Store) -> list[int]:
             except BlockingIOError:
                 continue  # still open (a recording begun while locked): at a later opening
             path = waiting_dir(settings) / f"{name}.db"
-            if path.exists():
+            if not path.exists():
+                continue
+            try:
                 moved += _move(settings, store, path, name)
+            except encryption.BoxLocked:
+                raise
+            except Exception:  # kept whole, and the box goes on: the next opening tries again
+                log.exception("waiting database %s could not be moved; it is kept", name)
     return moved
 
 
