@@ -48,8 +48,13 @@ def test_the_appliance_serves_health_runs_jobs_and_stops_cleanly(settings, speec
     appliance = subprocess.Popen([sys.executable, "-m", "device", "run"], cwd=PROJECT_ROOT,
                                  env=env, stdin=subprocess.DEVNULL,
                                  stdout=open(tmp_path / "run.log", "wb"), stderr=subprocess.STDOUT)
+    def health():
+        if appliance.poll() is not None:  # it stopped: say why at once
+            raise AssertionError((tmp_path / "run.log").read_text()[-2000:])
+        return _get(f"http://127.0.0.1:{port}/health")
+
     try:
-        status, body = _until(lambda: _get(f"http://127.0.0.1:{port}/health"), 60, "/health")
+        status, body = _until(health, 60, "/health")
         assert status == 200 and body == {"status": "ok"}  # no version for strangers
         head = urllib.request.Request(f"http://127.0.0.1:{port}/setup", method="HEAD")
         with urllib.request.urlopen(head, timeout=5) as response:
