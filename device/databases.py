@@ -324,10 +324,12 @@ def _move(settings: Settings, store: Store, path: Path, name: str) -> list[int]:
                                  "VALUES (?, ?, ?)", [name, _now(), repr(recordings)])
         finally:
             store.db.execute("DETACH DATABASE waiting")
-        if entries:  # the chain's head after them, signed (their own heads are not moved)
-            from device.audit import Auditor
+        from device.audit import Auditor
 
-            Auditor(settings).sign_head(store, "entries made while locked")
+        auditor = Auditor(settings)
+        auditor.record(store, "moved_in_after_unlock", details={
+            "recordings": recordings, "entries": entries}, sign=False)
+        auditor.sign_head(store, "entries made while locked")  # theirs are not moved
     for leftover in (path, path.with_name(path.name + "-wal"),
                      path.with_name(path.name + "-shm")):
         leftover.unlink(missing_ok=True)

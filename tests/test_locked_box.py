@@ -111,6 +111,8 @@ def test_what_a_locked_box_writes_waits_sealed_and_joins_the_main_database_at_th
         assert {j.recording_id for j in store.list_jobs(status="queued")} == {one, two}
         actions = [e.action for e in store.audit_entries(limit=50)]
         assert "recording_started" in actions
+        moves = store.audit_entries(action="moved_in_after_unlock")
+        assert sorted(r for e in moves for r in e.details["recordings"]) == [one, two]
         trail = verify(store, Auditor(settings).key.public_key())
         assert trail.ok and trail.heads >= 1, trail  # moved in, chained and signed
     assert databases.waiting(settings) == []
