@@ -1,6 +1,7 @@
 """Encryption at rest as the box's storage sees it: whether it is on, sealing a new
 recording's audio while locked, reading it once unlocked, erasing it, and the keys of the
-encrypted databases (the voiceprints').
+encrypted databases (the main one, the audit trail's, the voiceprints', the waiting ones:
+``device.databases``).
 
 Encryption is on once the keyring exists (``python -m device keyring init``, which prints
 the recovery key once).  Every recording then has a data key of its own, sealed to the box's
@@ -142,6 +143,10 @@ def data_key(settings: Settings, recording_id: int) -> bytes:
     sealed = sealed_key(settings, key_name(recording_id))
     if sealed is None:
         raise vault.VaultError(f"recording {recording_id}: its data key is gone (erased)")
+    return _unsealed(sealed, private)
+
+
+def _unsealed(sealed: bytes, private) -> bytes:
     key = _opened.get(sealed)
     if key is None:
         if len(_opened) >= 64:
@@ -151,8 +156,9 @@ def data_key(settings: Settings, recording_id: int) -> bytes:
 
 
 def database_key(settings: Settings, name: str) -> bytes | None:
-    """The key of the box's encrypted database ``name`` (``voiceprints``), made and kept
-    sealed the first time; None while encryption is off, BoxLocked while locked."""
+    """The key of the box's encrypted database ``name`` (``main``, ``audit``,
+    ``voiceprints``), made and kept sealed the first time; None while encryption is off,
+    BoxLocked while locked."""
     if not enabled(settings):
         return None
     private = unlock.current(settings.data_dir)
@@ -164,7 +170,7 @@ def database_key(settings: Settings, name: str) -> bytes | None:
             sealed = sealed_key(settings, f"database:{name}")
             if sealed is None:
                 return _new_database_key(settings, name)
-    return vault.open_key(sealed, private)
+    return _unsealed(sealed, private)
 
 
 @contextlib.contextmanager
