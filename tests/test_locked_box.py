@@ -352,3 +352,17 @@ def test_a_deleted_recording_leaves_the_update_backups_too(settings, sealed, mon
             assert b"asdfghjkl" in data.lower()
     finally:
         encryption.lock_box(settings)
+
+
+def test_everyone_signed_in_is_told_the_box_is_locked(sealed_box):
+    settings, _ = sealed_box
+    box = make_box(settings)
+    assert "locked-banner" not in box.reviewer.client.get("/").text
+    encryption.lock_box(settings)
+    reviewer = box.reviewer.client.get("/").text
+    admin = box.admin.client.get("/").text
+    assert "earlier recordings show again once an admin unlocks it" in reviewer
+    assert "/system#encryption" not in reviewer  # the way to unlock is the admin's
+    assert "earlier recordings are out of reach" in admin and "/system#encryption" in admin
+    chinese = box.reviewer.client.get("/", headers={"accept-language": "zh-CN"}).text
+    assert "管理员解锁后" in chinese
