@@ -58,6 +58,23 @@ def connect(path: Path, *pragmas: str, key: bytes | None = None) -> sqlite_utils
     return db
 
 
+def once(db: sqlite_utils.Database, work) -> None:
+    """Run ``work()`` in one write transaction of ``db`` unless it ran there before (noted in
+    ``PRAGMA user_version`` by the same transaction): what moves rows from the main database
+    into a database of their own, once, with processes opening it at the same time."""
+    if db.execute("PRAGMA user_version").fetchone()[0]:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if not db.execute("PRAGMA user_version").fetchone()[0]:  # not meanwhile
+            work()
+            db.execute("PRAGMA user_version = 1")
+    except BaseException:
+        db.conn.rollback()
+        raise
+    db.execute("COMMIT")
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 

@@ -7,7 +7,7 @@ import sqlite_utils
 
 from device.errors import N_, InvalidInput, UserNotFound
 from device.records import User
-from device.store._base import Rooms, now
+from device.store._base import Rooms, now, once
 from device.text import NAME_MAX, clean_label
 
 
@@ -24,19 +24,13 @@ def make_accounts(accounts: sqlite_utils.Database, main: sqlite_utils.Database) 
     accounts.execute("CREATE TABLE IF NOT EXISTS sessions (token_hash TEXT PRIMARY KEY, "
                      "user_id INTEGER NOT NULL REFERENCES users(id), csrf TEXT NOT NULL, "
                      "created TEXT NOT NULL, expires REAL NOT NULL)")
-    if accounts.execute("PRAGMA user_version").fetchone()[0]:
-        return  # moved before (or made new)
-    accounts.execute("BEGIN IMMEDIATE")
-    try:
-        if not accounts.execute("PRAGMA user_version").fetchone()[0]:  # not meanwhile
-            if main["users"].exists():
-                accounts["users"].insert_all(main["users"].rows)
-                accounts["sessions"].insert_all(main["sessions"].rows)
-            accounts.execute("PRAGMA user_version = 1")
-    except BaseException:
-        accounts.conn.rollback()
-        raise
-    accounts.execute("COMMIT")
+
+    def move() -> None:
+        if main["users"].exists():
+            accounts["users"].insert_all(main["users"].rows)
+            accounts["sessions"].insert_all(main["sessions"].rows)
+
+    once(accounts, move)
 
 
 class AccountRooms(Rooms):

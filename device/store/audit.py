@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import sqlite_utils
 
 from device.records import AuditEntry, AuditHead
-from device.store._base import Rooms, now
+from device.store._base import Rooms, now, once
 
 GENESIS = "0" * 64
 """The ``prev`` of the first entry (and of the first after a break in the chain)."""
@@ -35,23 +35,15 @@ def make_trail(trail: sqlite_utils.Database, main: sqlite_utils.Database) -> Non
     copied in, in one transaction that also marks it done (``user_version``)."""
     from device.migrations.m010_audit import migrate
 
-    if trail.execute("PRAGMA user_version").fetchone()[0]:
-        return
-    trail.execute("BEGIN IMMEDIATE")
-    try:
-        if not trail.execute("PRAGMA user_version").fetchone()[0]:  # not meanwhile
-            migrate(trail)
-            if main["audit"].exists():
-                columns = [c.name for c in trail["audit"].columns]
-                trail["audit"].insert_all(
-                    ({c: row[c] for c in columns} for row in main["audit"].rows),
-                    batch_size=1000)
-                trail["audit_heads"].insert_all(main["audit_heads"].rows)
-            trail.execute("PRAGMA user_version = 1")
-    except BaseException:
-        trail.conn.rollback()
-        raise
-    trail.execute("COMMIT")
+    def move() -> None:
+        migrate(trail)
+        if main["audit"].exists():
+            columns = [c.name for c in trail["audit"].columns]
+            trail["audit"].insert_all(
+                ({c: row[c] for c in columns} for row in main["audit"].rows), batch_size=1000)
+            trail["audit_heads"].insert_all(main["audit_heads"].rows)
+
+    once(trail, move)
 
 
 class AuditRooms(Rooms):
