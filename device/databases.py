@@ -33,7 +33,7 @@ from pathlib import Path
 from device import audio, encryption, unlock, vault
 from device.settings import Settings
 from device.store import Store
-from device.store._base import raw_key
+from device.store._base import raw_connection, raw_key
 from device.store.keys import DataKeys
 
 log = logging.getLogger("tingji.databases")
@@ -215,15 +215,7 @@ def erase_from_backups(settings: Settings, recording_id: int) -> int:
 
 def _backup_connection(path: Path, key: bytes | None):
     """A backup as it is (its journal mode and schema untouched), deletions overwritten."""
-    if key is None:
-        import sqlite3
-
-        db = sqlite3.connect(str(path), timeout=30)
-    else:
-        import sqlcipher3
-
-        db = sqlcipher3.connect(str(path), timeout=30)
-        db.execute("PRAGMA key = " + raw_key(key))
+    db = raw_connection(path, key)
     db.execute("PRAGMA secure_delete = ON")
     return db
 

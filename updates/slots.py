@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -59,23 +58,18 @@ def _connect(box: Box, path: Path, like: Path | None = None):
     must be unlocked to give (``like``: the database whose form is followed)."""
     from device import encryption
     from device.settings import Settings
+    from device.store._base import raw_connection
 
     like = like or path
     if not like.exists() or encryption.in_the_clear(like):
-        return sqlite3.connect(path, timeout=60)
-    import sqlcipher3
-
-    from device.store._base import raw_key
-
+        return raw_connection(path, timeout=60)
     settings = Settings(data_dir=box.data_dir, models_dir=box.models_dir)
     try:
         key = encryption.database_key(settings, "main")
     except encryption.BoxLocked as exc:
         raise UpdateFailed("the box's database is encrypted and the box is locked: unlock it "
                            "(System page, or `python -m device unlock`), then update") from exc
-    connection = sqlcipher3.connect(str(path), timeout=60)
-    connection.execute("PRAGMA key = " + raw_key(key))
-    return connection
+    return raw_connection(path, key, timeout=60)
 
 
 def backup_database(box: Box, version: str) -> Path | None:

@@ -14,15 +14,13 @@ returns a record of ``device.records``; a missing thing raises a ``NotFound`` er
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import sqlite_utils
 
-from device.errors import N_, InvalidInput
 from device.migrations import adopt_numbered_schema, migration_names, schema_migrations
-from device.store._base import connect, now, raw_key
+from device.store._base import connect, copy_database, now
 from device.store.accounts import AccountRooms, make_accounts
 from device.store.audit import AuditRooms, make_trail
 from device.store.editing import EditingRooms
@@ -121,7 +119,7 @@ class Store(LibraryRooms, TranscriptRooms, EditingRooms, JobRooms, AccountRooms,
             path = Path(folder) / name
             if db is self.db and name == "audit.db":
                 continue  # the trail is in the database's own tables
-            _copy_database(db, key, path)
+            copy_database(db, key, path)
             copies.append(path)
         return copies
 
@@ -156,19 +154,3 @@ class Store(LibraryRooms, TranscriptRooms, EditingRooms, JobRooms, AccountRooms,
             applied = len(migrations.applied(self.db))
             self.db.execute(f"PRAGMA user_version = {applied}")
 
-
-def _copy_database(db: sqlite_utils.Database, key: bytes | None, path: Path) -> None:
-    if path.exists():
-        raise InvalidInput(N_("%(path)s exists already: choose a new file"), path=str(path))
-    if key is None:
-        copy = sqlite3.connect(str(path))
-        try:
-            db.conn.backup(copy)
-        finally:
-            copy.close()
-        return
-    db.execute(f"ATTACH DATABASE ? AS copy KEY {raw_key(key)}", [str(path)])
-    try:
-        db.execute("SELECT sqlcipher_export('copy')")
-    finally:
-        db.execute("DETACH DATABASE copy")

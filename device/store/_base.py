@@ -29,6 +29,47 @@ def raw_key(key: bytes) -> str:
     return "\"x'" + key.hex() + "'\""
 
 
+def raw_connection(path: Path, key: bytes | None = None, timeout: float = 30):
+    """A bare connection to ``path``: SQLite's, or with ``key`` SQLCipher's (the key tried at
+    once: DatabaseKeyError if it does not open the file); no pragma set, so a file is read
+    as it is (an update backup keeps its journal mode)."""
+    if key is None:
+        return sqlite3.connect(str(path), timeout=timeout, check_same_thread=False)
+    import sqlcipher3
+
+    conn = sqlcipher3.connect(str(path), timeout=timeout, check_same_thread=False)
+    conn.execute("PRAGMA cipher_log_level = NONE")  # its errors are raised, not printed
+    conn.execute("PRAGMA key = " + raw_key(key))
+    try:  # the key is only tried on the first read
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlcipher3.DatabaseError as exc:
+        conn.close()
+        raise DatabaseKeyError(f"{path} does not open with its key: it is damaged, or "
+                               "not this box's") from exc
+    return conn
+
+
+def copy_database(db: sqlite_utils.Database, key: bytes | None, path: Path) -> None:
+    """A consistent copy of ``db`` in a new file at ``path`` while others write: encrypted
+    under ``key`` as ``db`` is (SQLCipher's export), else SQLite's online backup."""
+    from device.errors import N_, InvalidInput
+
+    if Path(path).exists():
+        raise InvalidInput(N_("%(path)s exists already: choose a new file"), path=str(path))
+    if key is None:
+        copy = sqlite3.connect(str(path))
+        try:
+            db.conn.backup(copy)
+        finally:
+            copy.close()
+        return
+    db.execute(f"ATTACH DATABASE ? AS copy KEY {raw_key(key)}", [str(path)])
+    try:
+        db.execute("SELECT sqlcipher_export('copy')")
+    finally:
+        db.execute("DETACH DATABASE copy")
+
+
 def connect(path: Path, *pragmas: str, key: bytes | None = None) -> sqlite_utils.Database:
     """A database handle as every store of the box opens one: its folder made, WAL, full
     sync, foreign keys, a 30 s wait for the write lock, and any ``pragmas`` more.
@@ -37,20 +78,7 @@ def connect(path: Path, *pragmas: str, key: bytes | None = None) -> sqlite_utils
     write-ahead log, encrypted with AES-256 under that key and authenticated."""
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if key is None:
-        conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
-    else:
-        import sqlcipher3
-
-        conn = sqlcipher3.connect(str(path), timeout=30, check_same_thread=False)
-        conn.execute("PRAGMA cipher_log_level = NONE")  # its errors are raised, not printed
-        conn.execute("PRAGMA key = " + raw_key(key))
-        try:  # the key is only tried on the first read
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlcipher3.DatabaseError as exc:
-            conn.close()
-            raise DatabaseKeyError(f"{path} does not open with its key: it is damaged, or "
-                                   "not this box's") from exc
+    conn = raw_connection(path, key)
     db = sqlite_utils.Database(conn)
     for pragma in ("journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON",
                    "busy_timeout = 30000", *pragmas):

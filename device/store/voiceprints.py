@@ -17,14 +17,13 @@ only while the box is unlocked (``Voiceprints.of``).
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import numpy as np
 
 from device.errors import N_, InvalidInput, NotFound
 from device.records import Voiceprint, VoiceUse
-from device.store._base import connect, now, raw_key
+from device.store._base import connect, copy_database, now
 from device.text import NAME_MAX, NOTE_MAX, clean_label
 
 DIMENSIONS = 256
@@ -146,21 +145,7 @@ class Voiceprints:
     def backup(self, path: Path) -> None:
         """Copy every voiceprint into a new database file (the admin's choice: no backup
         the box makes by itself holds them)."""
-        path = Path(path)
-        if path.exists():
-            raise InvalidInput(f"{path} exists already: choose a new file")
-        if self.key is not None:  # encrypted as the box keeps them, under the same key
-            self.db.execute(f"ATTACH DATABASE ? AS copy KEY {raw_key(self.key)}", [str(path)])
-            try:
-                self.db.execute("SELECT sqlcipher_export('copy')")
-            finally:
-                self.db.execute("DETACH DATABASE copy")
-            return
-        copy = sqlite3.connect(str(path))
-        try:
-            self.db.conn.backup(copy)
-        finally:
-            copy.close()
+        copy_database(self.db, self.key, Path(path))  # encrypted as kept, under its key
 
     def delete(self, voiceprint_id: int) -> Voiceprint:
         """Remove a voiceprint from the box: its rows overwritten, the log emptied."""
