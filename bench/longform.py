@@ -51,25 +51,41 @@ from device.text import (  # noqa: E402
 
 SR = audio.SAMPLE_RATE
 ALLISON = "usr/share/asterisk/sounds/en_US_f_Allison"
+JUNE = "usr/share/asterisk/sounds/fr_CA_f_June"
 POCKETSPHINX = "usr/share/pocketsphinx/test/data"
 NUMBER_WORDS = re.compile(r"\b(zero|one|two|three|four|five|six|seven|eight|nine|ten|"
                           r"hundred|thousand|pound|star|oh)\b", re.IGNORECASE)
+FRENCH_NUMBER_WORDS = re.compile(r"\b(zéro|un|une|deux|trois|quatre|cinq|six|sept|huit|neuf|"
+                                 r"dix|cent|mille|dièse|étoile|carré)\b", re.IGNORECASE)
 
 
-def english_clips() -> list[tuple[Path, str]]:
-    """(audio, reference) of every usable English clip."""
+def _prompts(language: str, voice: str, numbers: re.Pattern) -> list[tuple[Path, str]]:
+    """An Asterisk voice's prompts, with the package's transcripts, those holding numbers,
+    keys, symbols or sound effects left out, and those of fewer than three words."""
     clips = []
-    doc = fetch("asterisk-core-sounds-en") / "usr/share/doc/asterisk-core-sounds-en"
-    sounds = fetch("asterisk-core-sounds-en-g722") / ALLISON
-    with gzip.open(doc / "core-sounds-en.txt.gz", "rt", encoding="utf-8") as f:
+    package = f"asterisk-core-sounds-{language}"
+    doc = fetch(package) / "usr/share/doc" / package
+    sounds = fetch(f"{package}-g722") / voice
+    with gzip.open(doc / f"core-sounds-{language}.txt.gz", "rt", encoding="utf-8") as f:
         for line in f:
             name, _, text = line.partition(":")
             text = text.strip()
             path = sounds / f"{name.strip()}.g722"
-            if (not path.is_file() or not text or "[" in text or re.search(r"[\d*#@/&%$]", text)
-                    or NUMBER_WORDS.search(text) or len(text.split()) < 3):
+            if (not path.is_file() or not text or re.search(r"[\[(\d*#@/&%$]", text)
+                    or numbers.search(text) or len(text.split()) < 3):
                 continue
             clips.append((path, text))
+    return clips
+
+
+def french_clips() -> list[tuple[Path, str]]:
+    """(audio, reference) of every usable French prompt (June, fr-CA)."""
+    return _prompts("fr", JUNE, FRENCH_NUMBER_WORDS)
+
+
+def english_clips() -> list[tuple[Path, str]]:
+    """(audio, reference) of every usable English clip."""
+    clips = _prompts("en", ALLISON, NUMBER_WORDS)
     data = fetch("pocketsphinx-testdata") / POCKETSPHINX
     for folder, listing in (("librivox", "transcription"), ("cards", "cards.transcription")):
         for line in (data / folder / listing).read_text().splitlines():

@@ -4,15 +4,17 @@ there, with the final pass running during the recording (``device.ready``) and w
     python bench/ready.py [--seconds 600] [--out bench/results/ready.json]
 
 A recording assembled from many real clips, each used once (every Mandarin, Cantonese and
-Sichuanese clip of ../shared, then English prompts and readers from Debian packages, see
-bench/longform.py), is played through the file source in real time into the recorder with
-its live transcript, as on the box; the worker's models are loaded before (the appliance's
-worker is running). Three runs: ``seconds`` without the final pass during the recording
-(today's box), the same with it, and twice as long with it. Reported per run: the live
-transcript's lag (p50/p95/max) and dropped frames; the final pass's backlog over time
-(seconds recorded but not yet final-passed); the peak memory of the recorder and the final
-pass together; the time from stop to the final transcript and to the summary; and the final
-transcript's CER against the reference and against a pass over the whole stored file.
+Sichuanese clip of ../shared, then English prompts and readers, then French prompts, from
+Debian packages, see bench/longform.py), is played through the file source in real time
+into the recorder with its live transcript, as on the box; the worker's models are loaded
+before (the appliance's worker is running). Three runs: ``seconds`` without the final pass
+during the recording (today's box), the same with it (and the summary's notes), and twice
+as long with it. Reported per run: the live transcript's lag (p50/p95/max) and dropped
+frames; the final pass's backlog over time (seconds recorded but not yet final-passed); the
+peak memory of the recorder, the final pass and the worker's models together; the time from
+stop to the final transcript and to the summary, and the chunks noted during the recording;
+and the final transcript's CER against the reference and against a pass over the whole
+stored file.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.longform import assemble, chinese_clips, english_clips  # noqa: E402
+from bench.longform import assemble, chinese_clips, english_clips, french_clips  # noqa: E402
 from bench.report import header, write  # noqa: E402
 from device import audio  # noqa: E402
 from device.capture import FileSource  # noqa: E402
@@ -47,12 +49,17 @@ TARGETS = {"stop_to_transcript_s_max": 30.0, "stop_to_summary_s_max": 90.0,
 
 
 def build(path: Path, seconds: float) -> str:
-    """The recording: the Chinese clips, then English ones to ``seconds``; its reference."""
-    chinese, chinese_text, _ = assemble(chinese_clips(), seconds, seed=30)
-    rest = max(0.0, seconds - chinese.size / SR)
-    english, english_text, _ = assemble(english_clips(), rest, seed=30)
-    audio.write_wav(path, np.concatenate([chinese, english]))
-    return chinese_text + " " + english_text
+    """The recording: the Chinese clips, then English ones, then French ones, to
+    ``seconds``; its reference."""
+    pieces, texts, rest = [], [], seconds
+    for clips in (chinese_clips(), english_clips(), french_clips()):
+        if rest > 0:
+            samples, text, _ = assemble(clips, rest, seed=30)
+            pieces.append(samples)
+            texts.append(text)
+            rest -= samples.size / SR
+    audio.write_wav(path, np.concatenate(pieces))
+    return " ".join(texts)
 
 
 def rss_mb(pid: int) -> float:
@@ -96,10 +103,15 @@ def run(settings: Settings, wav: Path, reference: str, ahead: bool, live_engines
             ok = runner.run(store, runner.claim(store, job.id))
             transcribed = time.monotonic() - stopped
             summary_jobs = [j for j in store.jobs_for(recording.id) if j.kind == "summarize"]
-            summarised = None
+            summarised, summary = None, {}
+            noted = len(store.noted_chunks(recording.id))
             if ok and summary_jobs:
-                runner.run(store, runner.claim(store, summary_jobs[0].id))
-                summarised = time.monotonic() - stopped
+                if runner.run(store, runner.claim(store, summary_jobs[0].id)):
+                    summarised = time.monotonic() - stopped
+                    content = store.summaries(recording.id)[0].content
+                    summary = {k: content.get(k) for k in ("chunks", "notes_kept", "retries")}
+                else:
+                    summary = {"error": str(store.get_job(summary_jobs[0].id).error)}
             final = "".join(s.text for s in store.segments(recording.id))
             stored = audio.decode(local.audio_dir / store.get_recording(recording.id).audio_file)
         whole = recognize(worker_engines, local, stored,
@@ -118,6 +130,7 @@ def run(settings: Settings, wav: Path, reference: str, ahead: bool, live_engines
             "peak_rss_mb": round(peak, 1),
             "stop_to_transcript_s": round(transcribed, 1),
             "stop_to_summary_s": round(summarised, 1) if summarised else None,
+            "summary": {"chunks_noted_during_recording": noted, **summary},
             "cer_vs_reference": round(character_error_rate(reference, final), 4),
             "cer_vs_whole_file_pass": round(character_error_rate(
                 "".join(s.text for s in whole.segments), final), 4),

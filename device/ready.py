@@ -10,7 +10,9 @@ and auto-mode decisions the transcription after stop uses, each window kept in t
 database under a key naming everything its decoding depended on
 (``recognize.memo``).  After stop the transcription takes the kept windows and decodes only
 the rest (the last windows, the speech a first pass lost, and any window whose decoding
-would differ), so its transcript is the one a pass over the whole file gives.
+would differ), so its transcript is the one a pass over the whole file gives.  Whenever
+it has caught up, it reads the final transcript's finished chunks into the summary's notes
+(``device.notes_ahead``).
 
 Killed with the box, what it kept stays kept, and the transcription after recovery takes it.
 """
@@ -122,6 +124,8 @@ class Ahead:
 
     seconds: float = 0.0
     kept: int = 0
+    notes: int = 0
+    """Chunks of the final transcript read into the summary's notes."""
 
 
 def decidable(chunks: list[SpeechChunk]) -> list[SpeechChunk]:
@@ -139,6 +143,7 @@ def run(settings: Settings, recording_id: int, engines=None,
     """Decode the recording's decided windows as they come, until it is no longer being
     recorded (``recording``; by default: its status in the database)."""
     from device.jobs import load_engines
+    from device.notes_ahead import NotesAhead
     from device.pipeline import Heard, Track, recognize_tracks, recording_terms, select_profile
     from device.recorder import capture_dir
 
@@ -163,6 +168,8 @@ def run(settings: Settings, recording_id: int, engines=None,
         # copies what came before (a copy per poll held the audio twice, for a moment)
         held = np.zeros(int(AHEAD_MAX_SECONDS * SAMPLE_RATE), dtype=np.float32)
         size = 0
+        notes = NotesAhead(settings, store, recording_id)
+        transcript, language = [], None  # the final transcript so far
         while still():
             new = reader.read()
             if size + new.size > held.size:
@@ -175,15 +182,20 @@ def run(settings: Settings, recording_id: int, engines=None,
             stream.feed(new)
             chunks = decidable(stream.settled())
             if not chunks or chunks[-1].end_s <= progress.seconds:
-                time.sleep(poll)
+                # the final pass has caught up: the summary's notes on what it finished
+                if notes.advance(transcript, language):
+                    progress.notes = notes.taken
+                else:
+                    time.sleep(poll)
                 continue
             # as the transcription after stop will decode it (the same profile and terms)
             recording_row = store.get_recording(recording_id)
             profile = select_profile(settings, recording_row.profile)
             with engines.remembering(memo):
-                recognize_tracks(engines, settings, [Heard(Track(audio, None), chunks)],
-                                 profile, recording_terms(store, recording_row),
-                                 recording_row.script, ahead=True)
+                final = recognize_tracks(engines, settings, [Heard(Track(audio, None), chunks)],
+                                         profile, recording_terms(store, recording_row),
+                                         recording_row.script, ahead=True)
+            transcript, language = final.segments, final.language
             progress.seconds, progress.kept = chunks[-1].end_s, memo.kept
             store.update_recording(recording_id, final_pass_until=round(progress.seconds, 2))
         return progress
@@ -219,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     progress = run(Settings.load(), int(recording_id))
-    log.info("recording %s: final pass ahead up to %.1f s (%d decodings kept)", recording_id,
-             progress.seconds, progress.kept)
+    log.info("recording %s: final pass ahead up to %.1f s (%d decodings kept, notes on %d "
+             "chunks)", recording_id, progress.seconds, progress.kept, progress.notes)
     return 0
 
 

@@ -107,6 +107,8 @@ class Recorder:
         self._ahead = None
         self.final_pass_until: float | None = None
         """How far the final pass has got into the recording (None: it is not running)."""
+        self.notes_until: float | None = None
+        """How far the summary's notes have got (None: the final pass is not running)."""
         self.fsync_trace = fsync_trace
         self.recording_id: int | None = None
         self.paused = False
@@ -160,7 +162,7 @@ class Recorder:
                 raise
             self._source = source
             self.state, self.paused, self.stop_reason = "recording", False, None
-            self.final_pass_until = None
+            self.final_pass_until = self.notes_until = None
             if self.ahead:
                 from device import ready
 
@@ -169,7 +171,7 @@ class Recorder:
                 except OSError as exc:  # the recording goes on; its final pass after stop
                     log.warning("the final pass cannot run during the recording: %s", exc)
                 else:
-                    self.final_pass_until = 0.0
+                    self.final_pass_until = self.notes_until = 0.0
                     threading.Thread(target=self._watch_ahead, args=(recording.id,),
                                      daemon=True, name="final-pass-progress").start()
             self._thread = threading.Thread(target=self._capture, name="capture", daemon=True)
@@ -229,7 +231,8 @@ class Recorder:
                 "recording_id": self.recording_id, "seconds": round(seconds, 2),
                 "level": {"peak_db": self.level.peak_db, "rms_db": self.level.rms_db},
                 "stop_reason": self.stop_reason,
-                "final_pass_until": self.final_pass_until if recording else None}
+                "final_pass_until": self.final_pass_until if recording else None,
+                "notes_until": self.notes_until if recording else None}
 
     def subscribe(self, deliver: Callable[[dict], None] | None = None) -> queue.Queue | None:
         """Have every event handed to ``deliver`` (called from the capture thread: it must
@@ -303,14 +306,16 @@ class Recorder:
             self._lock.release()
 
     def _watch_ahead(self, recording_id: int, every: float = 2.0) -> None:
-        """Tell the page how far the final pass has got, while this recording lasts."""
+        """Tell the page how far the final pass and the summary's notes have got, while this
+        recording lasts."""
         with self._store.reopen() as store:
             while self.recording_id == recording_id and self.state == "recording":
-                until = store.get_recording(recording_id).final_pass_until or 0.0
-                if until != self.final_pass_until:
-                    self.final_pass_until = until
+                row = store.get_recording(recording_id)
+                until, notes = row.final_pass_until or 0.0, row.notes_until or 0.0
+                if (until, notes) != (self.final_pass_until, self.notes_until):
+                    self.final_pass_until, self.notes_until = until, notes
                     self._publish({"type": "final_pass", "recording_id": recording_id,
-                                   "until": until})
+                                   "until": until, "notes_until": notes})
                 time.sleep(every)
 
     def _stop_ahead(self) -> None:

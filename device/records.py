@@ -73,6 +73,8 @@ class Recording:
     """When the retention rules erased its audio (the transcript stays)."""
     final_pass_until: float | None = None
     """While it is recorded: the seconds of it the final pass has decoded (``device.ready``)."""
+    notes_until: float | None = None
+    """While it is recorded: the seconds of it read into the summary's notes."""
 
 
 @dataclass(frozen=True)

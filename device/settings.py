@@ -99,6 +99,10 @@ class Settings:
     not make the points better supported (docs/benchmarks.md)."""
     auto_summarize: bool = True
     """Queue a summary after every finished transcription."""
+    notes_chunk_chars: int = 1500
+    """While a recording is made, its final transcript is read into the summary's notes in
+    chunks of this many characters of Chinese (English: three times as many; ~1,000
+    tokens): after stop, the last chunk and the summary are left."""
     llm_context: int = 8192
     """Context window of the summariser, in tokens."""
     log_level: str = "INFO"

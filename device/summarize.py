@@ -39,15 +39,21 @@ from device.said import Said, of_error
 from device.summary_schema import schemas
 from device.summary_text import (
     CHUNK_CHARS,
+    Chunk,
     Line,
+    NotesMemo,
+    StoredNotes,
     _instructions,
     _notes_text,
     _transcript_text,
     chunk_segments,
+    is_cjk,
+    noted_parts,
+    steady_chunks,
     transcript_lines,
 )
 
-PROMPT_VERSION = "summary-v5"
+PROMPT_VERSION = "summary-v6"
 NOTES_BUDGET = 4500
 """Tokens of notes the final call reads at most; more are first merged in groups."""
 MERGE_GROUP = 6
@@ -101,6 +107,8 @@ class Summary:
     """Calls made again after degenerate output."""
     checked: dict = field(default_factory=dict)
     """What the claim check did: claims written, re-cited, left out, flagged as weak."""
+    notes_kept: int = 0
+    """Chunks whose notes were taken before (during the recording, or an earlier summary)."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -119,23 +127,38 @@ class Summarizer(Protocol):
 class LlamaSummarizer:
     """A GGUF model through llama-cpp-python, loaded on creation; ``close()`` frees it."""
 
-    def __init__(self, model_path: Path, model_id: str, threads: int, context: int = 8192):
+    def __init__(self, model_path: Path, model_id: str, threads: int, context: int = 8192,
+                 lazy: bool = False):
+        """``lazy``: loaded on first use (notes all taken before need no model)."""
         try:
             from llama_cpp import Llama
         except ImportError as exc:
             raise SummaryError("llama-cpp-python is not installed: run `make install`") from exc
         self.model_id = model_id
-        try:
-            # Flash attention: ~5 % faster prompt reading on CPU, measured.
-            self._llm = Llama(model_path=str(model_path), n_ctx=context, n_threads=threads,
-                              n_batch=512, flash_attn=True, verbose=False)
-        except (ValueError, RuntimeError) as exc:
-            raise SummaryError(f"model {model_id} could not be loaded ({exc}): run "
-                               f"`python -m models install {model_id} --force`") from exc
-        try:
-            self._generator = JsonGenerator(self._llm)
-        except ValueError as exc:
-            raise SummaryError(f"model {model_id} cannot be used for summaries ({exc})") from exc
+        self._load = lambda: Llama(model_path=str(model_path), n_ctx=context,
+                                   n_threads=threads, n_batch=512, flash_attn=True,
+                                   verbose=False)
+        self._llm = self._generator = None
+        if not lazy:
+            self.llm  # noqa: B018
+
+    @property
+    def llm(self):
+        """The model, loaded now if it is not yet."""
+        if self._llm is None:
+            try:
+                # Flash attention: ~5 % faster prompt reading on CPU, measured.
+                self._llm = self._load()
+            except (ValueError, RuntimeError) as exc:
+                raise SummaryError(f"model {self.model_id} could not be loaded ({exc}): run "
+                                   f"`python -m models install {self.model_id} --force`"
+                                   ) from exc
+            try:
+                self._generator = JsonGenerator(self._llm)
+            except ValueError as exc:
+                raise SummaryError(f"model {self.model_id} cannot be used for summaries "
+                                   f"({exc})") from exc
+        return self._llm
 
     def close(self) -> None:
         """Free the model now: the summariser may be loaded next, and both together would
@@ -143,10 +166,10 @@ class LlamaSummarizer:
         if self._llm is not None:
             self._generator.close()
             self._llm.close()
-            self._llm = None
+            self._llm = self._generator = None
 
     def _complete(self, plan: Plan, user: str, max_tokens: int, schema: dict,
-                  lines: int) -> dict:
+                  lines: int, system: str | None = None) -> dict:
         """One call's JSON, written again with other sampling when it is degenerate
         (``lines``: how many numbered lines it may cite); UnreliableSummary when every try
         is.  Answers usually take about a quarter of ``max_tokens``."""
@@ -158,7 +181,9 @@ class LlamaSummarizer:
                 plan.step()  # the failed try
                 plan.retrying = True
             try:
-                completion = self._generator.complete(plan.system, user, schema, max_tokens,
+                self.llm  # noqa: B018 (loaded on first use)
+                completion = self._generator.complete(system or plan.system, user, schema,
+                                                      max_tokens,
                                                       on_step=plan.within, sampling=sampling,
                                                       looping=loop_at_end,
                                                       expected_tokens=max_tokens // 4)
@@ -180,7 +205,7 @@ class LlamaSummarizer:
                                 reason=reason, num=len(TRIES))
 
     def _tokens(self, text: str) -> int:
-        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False))
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False))
 
     def summarize(self, segments: Sequence[Segment], language: str | None,
                   on_progress: Callable[..., None] = lambda p, stage=None: None,
@@ -189,23 +214,25 @@ class LlamaSummarizer:
         plan = Plan.of(segments, language, on_progress, extract)
         return self.write(plan, self.take_notes(plan) if plan.long else None)
 
-    def take_notes(self, plan: Plan) -> list[dict]:
-        """Map: notes per chunk; then notes too long for the final call merged in groups."""
+    def take_notes(self, plan: Plan, memo: NotesMemo | None = None) -> list[dict]:
+        """Map: notes per chunk (those ``memo`` keeps are taken from it, the others kept in
+        it); then notes too long for the final call merged in groups."""
         notes = []
-        for index in range(len(plan.chunks)):
-            part = Said(N_("part %(num)d of %(total)d"), num=index + 1,
-                        total=len(plan.chunks))
-            first = 1 + sum(len(chunk) for chunk in plan.chunks[:index])
-            text = plan.notes_text(index)
-            picked = self._pick(plan, text, range(first, first + len(plan.chunks[index])),
-                                Said(N_("picking the lines that carry %(part)s"), part=part))
-            plan.starting(Said(N_("reading %(part)s"), part=part),
-                          Said(N_("writing notes on %(part)s"), part=part))
-            notes.append(self._complete(
-                plan, text + _picks(picked)
-                + "List this part's key points, decisions and action items as JSON.",
-                max_tokens=1024, schema=plan.notes_schema, lines=len(plan.chunks[index])))
-            plan.step()
+        first = 1
+        for index, chunk in enumerate(plan.chunks):
+            key = chunk.key(self.model_id, PROMPT_VERSION, plan.extract)
+            noted = memo.get(key) if memo is not None else None
+            if noted is None:
+                noted = self.chunk_notes(plan, chunk, Said(N_("part %(num)d of %(total)d"),
+                                                           num=index + 1,
+                                                           total=len(plan.chunks)))
+                if memo is not None:
+                    memo.put(key, chunk, noted, self.model_id)
+            else:
+                plan.kept += 1
+                plan.done += 1 + plan.extract
+            notes.append(chunk.cited(noted, first))
+            first += len(chunk.lines)
         while len(notes) > 1 and self._tokens(_notes_text(notes)) > NOTES_BUDGET:
             groups = [notes[i : i + MERGE_GROUP] for i in range(0, len(notes), MERGE_GROUP)]
             plan.calls += len(groups)
@@ -220,7 +247,24 @@ class LlamaSummarizer:
                 plan.step()
         return notes
 
-    def _pick(self, plan: Plan, text: str, numbers: range, stage: str) -> list[int]:
+    def chunk_notes(self, plan: Plan, chunk: Chunk, part: str) -> dict:
+        """A chunk's notes (key points, decisions, action items), citing its own lines."""
+        numbers = range(1, len(chunk.lines) + 1)
+        picked = self._pick(plan, chunk.prompt, numbers,
+                            Said(N_("picking the lines that carry %(part)s"), part=part),
+                            chunk.system)
+        plan.starting(Said(N_("reading %(part)s"), part=part),
+                      Said(N_("writing notes on %(part)s"), part=part))
+        notes = self._complete(
+            plan, chunk.prompt + _picks(picked)
+            + "List this part's key points, decisions and action items as JSON.",
+            max_tokens=1024, schema=schemas(is_cjk(chunk.language))[1], lines=len(numbers),
+            system=chunk.system)
+        plan.step()
+        return notes
+
+    def _pick(self, plan: Plan, text: str, numbers: range, stage: str,
+              system: str | None = None) -> list[int]:
         """Extract before abstracting: the lines (of ``numbers``) the model says carry the
         content of ``text``, for the next call to write from; none when the plan does not
         extract.  The next call's prompt starts with the same text, so it reads only what
@@ -230,7 +274,7 @@ class LlamaSummarizer:
         plan.starting(Said(N_("reading the transcript")), stage)
         try:
             answer = self._complete(plan, text + _PICK_REQUEST, max_tokens=96,
-                                    schema=_PICK_SCHEMA, lines=len(numbers))
+                                    schema=_PICK_SCHEMA, lines=len(numbers), system=system)
         except UnreliableSummary:
             answer = {}  # the points are then written from the whole text
         plan.step()
@@ -275,7 +319,7 @@ class LlamaSummarizer:
             action_items=merged.get("action_items", []), keywords=merged.get("keywords", []),
             language=plan.language or merged.get("language", ""), model_id=self.model_id,
             flags=flags, chunks=len(plan.chunks), notes_model_id=notes_model_id,
-            unsupported=checked.unsupported, retries=plan.retries,
+            unsupported=checked.unsupported, retries=plan.retries, notes_kept=plan.kept,
             checked={"claims": checked.claims, "recited": checked.recited,
                      "left_out": len(checked.unsupported), "weak": len(checked.weak)},
         )
@@ -288,7 +332,7 @@ class Plan:
     segments: list[Segment]
     language: str | None
     lines: list[Line]
-    chunks: list[list[Line]]
+    chunks: list[Chunk]
     system: str
     summary_schema: dict
     notes_schema: dict
@@ -302,20 +346,35 @@ class Plan:
     call: tuple[str, str] = (Said(N_("reading the transcript")),
                              Said(N_("writing the summary")))
     retrying: bool = False
+    kept: int = 0
+    """Chunks whose notes were taken before."""
 
     @classmethod
     def of(cls, segments: Sequence[Segment], language: str | None,
            on_progress: Callable[..., None] = lambda p, stage=None: None,
-           extract: bool = True) -> Plan:
+           extract: bool = True, noted: Sequence[Sequence[tuple[float, float]]] = (),
+           size: int = 0) -> Plan:
+        """``noted``: the chunks read into notes during the recording (the spans of their
+        segments): the transcript is cut as they were (``noted_parts``), and the rest in
+        chunks of ``size`` characters of Chinese."""
         segments = [s for s in segments if s.text.strip()]
         if not segments:
             raise NothingToSummarise(N_("nothing to summarise: the transcript is empty"))
-        cjk = language in ("zh", "yue", "ja", "ko")
+        cjk = is_cjk(language)
         summary_schema, notes_schema = schemas(cjk)
         # About 2,900 tokens a chunk: Qwen's tokens hold 1-2 Chinese characters, or about
         # four characters of English.
-        lines = transcript_lines(segments, cjk)
-        chunks = chunk_segments(lines, CHUNK_CHARS if cjk else CHUNK_CHARS * 3)
+        if noted:
+            parts, rest = noted_parts(segments, noted, size)
+            parts += steady_chunks(rest, size)[0]
+        else:
+            parts = chunk_segments(segments, CHUNK_CHARS if cjk else CHUNK_CHARS * 3)
+        if len(parts) > 1:
+            chunks = [Chunk.of(part, language) for part in parts]
+            lines = [line for chunk in chunks for line in chunk.lines]
+        else:
+            lines = transcript_lines(segments, cjk)
+            chunks = [Chunk(tuple(segments), tuple(lines), language)]
         calls = len(chunks) + (len(chunks) > 1) + (len(chunks) if extract else 0)
         return cls(segments, language, lines, chunks, _instructions(language), summary_schema,
                    notes_schema, on_progress, calls=calls, extract=extract)
@@ -324,13 +383,6 @@ class Plan:
     def long(self) -> bool:
         """Too long for one call: read in chunks into notes first."""
         return len(self.chunks) > 1
-
-    def notes_text(self, index: int) -> str:
-        """Chunk ``index`` as the notes call reads it: its lines, numbered as in the whole
-        transcript."""
-        first_line = 1 + sum(len(chunk) for chunk in self.chunks[:index])
-        return (f"Part {index + 1} of {len(self.chunks)} of a transcript:\n"
-                + _transcript_text(self.chunks[index], first_line) + "\n\n")
 
     def within(self, fraction: float) -> None:
         """Progress inside the current call (0-1 of it), with what it is doing."""
@@ -363,7 +415,8 @@ def _picks(picked: list[int]) -> str:
             "or closely paraphrasing them, and cite them.\n")
 
 
-def load_summarizer(settings, model_id: str | None = None) -> LlamaSummarizer:
+def load_summarizer(settings, model_id: str | None = None,
+                    context: int | None = None, lazy: bool = False) -> LlamaSummarizer:
     """Verify (sha256) and load a summariser model; never from the network."""
     from device.settings import hardware_profile
     from models.store import ModelError, get_spec, load_manifest, verify
@@ -378,26 +431,29 @@ def load_summarizer(settings, model_id: str | None = None) -> LlamaSummarizer:
         raise ModelError(f"model {model_id} has no .gguf file: run "
                          f"`python -m models install {model_id} --force`")
     return LlamaSummarizer(gguf, model_id, hardware_profile(settings).cpu_threads,
-                           settings.llm_context)
+                           context or settings.llm_context, lazy)
 
 
 def summarize(
     settings, segments: Sequence[Segment], language: str | None, model_id: str,
     notes_model_id: str | None = None,
     on_progress: Callable[..., None] = lambda p, stage=None: None, extract: bool | None = None,
+    memo: NotesMemo | None = None, noted: Sequence[Sequence[tuple[float, float]]] = (),
 ) -> Summary:
     """Summarise with ``model_id``; a long transcript is read into notes by
-    ``notes_model_id`` when given.  One model is loaded at a time and freed after use."""
+    ``notes_model_id`` when given (notes ``memo`` keeps are not taken again; ``noted``: see
+    ``Plan.of``).  One model is loaded at a time and freed after use."""
     plan = Plan.of(segments, language, on_progress,
-                   settings.summary_extract if extract is None else extract)
+                   settings.summary_extract if extract is None else extract, noted,
+                   settings.notes_chunk_chars)
     reader_id = notes_model_id if plan.long and notes_model_id != model_id else None
     notes = None
     if reader_id is not None:
-        with closing(load_summarizer(settings, reader_id)) as reader:
-            notes = reader.take_notes(plan)
+        with closing(load_summarizer(settings, reader_id, lazy=memo is not None)) as reader:
+            notes = reader.take_notes(plan, memo)
     with closing(load_summarizer(settings, model_id)) as writer:
         if plan.long and notes is None:
-            notes = writer.take_notes(plan)
+            notes = writer.take_notes(plan, memo)
         return writer.write(plan, notes, reader_id)
 
 
@@ -413,7 +469,8 @@ def summarize_recording(store, settings, job, on_progress: Callable[..., None]) 
     model_id = job.params.get("model") or settings.summary_model
     notes_model_id = job.params.get("notes_model", settings.summary_notes_model) or None
     summary = summarize(settings, segments, recording.language, model_id,
-                        notes_model_id, on_progress)
+                        notes_model_id, on_progress, memo=StoredNotes(store, recording.id),
+                        noted=store.noted_chunks(recording.id))
     content = {k: v for k, v in summary.as_dict().items() if k not in ("flags",)}
     return store.add_summary(recording.id, content, [asdict(f) for f in summary.flags],
                              model_id=summary.model_id, prompt_version=summary.prompt_version,

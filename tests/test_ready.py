@@ -4,6 +4,7 @@ the one a pass over the whole file gives."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from device.recorder import Recorder, recover_interrupted
 from device.settings import PROJECT_ROOT
 from device.store import Store
 from device.vad import SpeechChunk
-from tests.conftest import SPEECH_DIR
+from tests.conftest import SPEECH_DIR, wait_until
 
 SR = audio.SAMPLE_RATE
 
@@ -90,30 +91,53 @@ def test_the_capture_reader_reads_what_the_segment_files_hold(tmp_path, sealed):
 
 
 @pytest.mark.slow
-def test_a_recording_is_final_passed_while_it_is_made(settings, engines, tmp_path):
-    settings = settings.replace(diarize=False)
-    seconds = _many_voices(tmp_path / "voices.wav")
+def test_a_recording_is_final_passed_and_read_into_notes_while_it_is_made(
+        settings, engines, tmp_path):
+    from contextlib import closing
+
+    from device.summarize import PROMPT_VERSION, Plan, load_summarizer
+    from device.summary_text import Chunk, noted_parts, steady_chunks
+
+    small = "qwen2.5-coder-0.5b-instruct"
+    settings = settings.replace(diarize=False, auto_summarize=True, summary_model=small,
+                                notes_chunk_chars=100)
+    _many_voices(tmp_path / "voices.wav", seconds=240)
     recorder = Recorder(settings, engines, live=False, ahead=True)
     events = recorder.subscribe()
-    recording = recorder.start(FileSource(tmp_path / "voices.wav", speed=5.0))  # auto mode
-    recording = recorder.wait(timeout=seconds)
-    told = []
-    while not events.empty():
-        event = events.get_nowait()
-        if event["type"] == "final_pass":
-            told.append(event["until"])
+    recording = recorder.start(FileSource(tmp_path / "voices.wav", speed=2.0))  # auto mode
+    # a minute recorded, then paused while the final pass and the notes catch up
+    wait_until(lambda: recorder.status()["seconds"] >= 60, 60, "a minute recorded")
+    recorder.pause()
+    with open_store(settings) as store:
+        wait_until(lambda: store.noted_chunks(recording.id), 60, "notes taken while recording")
+    wait_until(lambda: recorder.status()["notes_until"], 5, "the page told of the notes")
+    recording = recorder.stop()
+    told = [e for e in iter(lambda: None if events.empty() else events.get_nowait(), None)
+            if e["type"] == "final_pass"]
     with open_store(settings) as store:
         kept = _windows_kept(store, recording.id)
         assert kept >= 2, "the final pass decoded nothing while recording"
         assert store.get_recording(recording.id).final_pass_until > 30
-        assert told and told[-1] > 0  # the Record page was told how far it got
-        [job] = store.jobs_for(recording.id)
+        noted = store.noted_chunks(recording.id)
+        assert store.get_recording(recording.id).notes_until == noted[-1][-1][1]
+        # the Record page was told how far both got
+        assert told and told[-1]["until"] > 0 and told[-1]["notes_until"] > 0
         runner = Runner(settings, engines)
+        [job] = store.jobs_for(recording.id)
         assert runner.run(store, runner.claim(store, job.id)), store.get_job(job.id).error
         taken = engines.recognizer("whisper-base").report.windows_taken
         final = [(s.start, s.end, s.text) for s in store.segments(recording.id)]
         assert store.db.execute("SELECT count(*) FROM decoded_windows").fetchone()[0] == 0
         stored = audio.decode(settings.audio_dir / store.get_recording(recording.id).audio_file)
+        [summarize] = [j for j in store.jobs_for(recording.id) if j.kind == "summarize"]
+        assert runner.run(store, runner.claim(store, summarize.id)), \
+            store.get_job(summarize.id).error
+        [summary] = store.summaries(recording.id)
+        segments = [s for s in store.segments(recording.id) if s.text.strip()]
+        language = store.get_recording(recording.id).language
+        notes = {r[0]: json.loads(r[1]) for r in store.db.execute(
+            "SELECT key, value FROM summary_notes WHERE recording_id = ? AND ahead = 1",
+            [recording.id])}
     # every window decoded ahead was taken, none decoded twice (auto mode decodes up to six
     # windows at a time, and this recording has fewer)
     assert taken == kept
@@ -121,6 +145,19 @@ def test_a_recording_is_final_passed_while_it_is_made(settings, engines, tmp_pat
     whole = recognize(engines, settings, stored, engines.detector.speech_chunks(stored),
                       select_profile(settings, "auto"))
     assert final == [(s.start, s.end, s.text) for s in whole.segments]
+    # the summary cut the transcript as the notes were taken (speech the first pass lost,
+    # found after stop, went with the last chunk), and took their notes
+    parts, rest = noted_parts(segments, noted, 100)
+    chunks = [Chunk.of(part, language) for part in parts + steady_chunks(rest, 100)[0]]
+    keys = [c.key(small, PROMPT_VERSION, False) for c in chunks]
+    assert summary.content["chunks"] == len(chunks) > len(noted)
+    assert summary.content["notes_kept"] == sum(k in notes for k in keys) >= 1
+    # and what it took is what it would have written itself after stop
+    first = next(c for c, k in zip(chunks, keys, strict=True) if k in notes)
+    with closing(load_summarizer(settings, small)) as reader:
+        again = reader.chunk_notes(Plan.of(first.segments, first.language, extract=False),
+                                   first, "")
+    assert again == notes[first.key(small, PROMPT_VERSION, False)]
 
 
 @pytest.mark.slow

@@ -80,6 +80,56 @@ def test_chunks_follow_segment_boundaries():
     assert [s for c in chunks for s in c] == segments
 
 
+def _spoken(texts, speaker=None):
+    return [Segment(i * 2.0, i * 2.0 + 1.5, t, id=i + 1, speaker=speaker, language="zh")
+            for i, t in enumerate(texts)]
+
+
+def test_chunks_read_during_a_recording_stay_as_the_transcript_grows():
+    from device.summary_text import noted_parts, steady_chunks
+
+    whole = _spoken([chr(0x4E00 + i) * (20 + 7 * (i % 5)) for i in range(60)])
+    final, _ = steady_chunks(whole, size=200)
+    assert [s for c in final for s in c] == whole and len(final) > 5
+    for n in range(1, len(whole) + 1):  # each prefix: its closed chunks are the final ones
+        chunks, open_last = steady_chunks(whole[:n], size=200)
+        closed = chunks[:-1] if open_last else chunks
+        assert closed == final[: len(closed)]
+    # after stop: speech a first pass lost, found again between two segments of the second
+    # chunk, and a segment of the third split in two at a change of speaker
+    noted = [[(s.start, s.end) for s in c] for c in final[:4]]
+    found = Segment(final[1][0].end + 0.1, final[1][0].end + 0.2, "又听到的", language="zh")
+    first = final[2][0]
+    split = [Segment(first.start, first.start + 0.5, first.text[:5], language="zh"),
+             Segment(first.start + 0.5, first.end, first.text[5:], language="zh")]
+    after = sorted([*(s for c in final for s in c if s is not first), found, *split],
+                   key=lambda s: s.start)
+    parts, rest = noted_parts(after, noted, 200)
+    assert [parts[0], parts[1], parts[3]] == [final[0], final[1], final[3]]
+    assert parts[2] == [*split, *final[2][1:]]  # the split segment stays in its chunk
+    assert rest == [found, *(s for c in final[4:] for s in c)]
+
+
+def test_a_chunks_notes_cite_the_transcripts_lines_and_say_who_spoke():
+    from device.summary_text import Chunk
+
+    chunk = Chunk.of(_spoken(["字" * 70, "好" * 70, "行" * 30], speaker="李明"), "zh")
+    assert chunk.prompt.startswith("A part of a transcript:\n[1]")  # numbered from 1
+    assert "李明" not in chunk.prompt  # speakers are known only after the whole recording
+    notes = {"key_points": [{"text": "a", "segments": [2, 9]}], "decisions": [],
+             "action_items": [{"what": "b", "owner": "", "due": "", "segments": [1]}]}
+    assert chunk.cited(notes, first=11) == {
+        "key_points": [{"text": "a", "segments": [12], "who": ["李明"]}], "decisions": [],
+        "action_items": [{"what": "b", "owner": "", "due": "", "segments": [11],
+                          "who": ["李明"]}]}
+    unnamed = Chunk.of(_spoken(["字" * 70]), "zh")
+    assert unnamed.cited(notes, 1)["action_items"][0] == {"what": "b", "owner": "", "due": "",
+                                                           "segments": [1]}
+    # the key names the model, the prompt's version and the text
+    assert len({chunk.key("m", "v", False), chunk.key("n", "v", False),
+                chunk.key("m", "w", False), unnamed.key("m", "v", False)}) == 4
+
+
 def test_lines_join_one_speakers_segments_and_are_numbered():
     from device.summary_text import LINE_CHARS, _transcript_text, transcript_lines
 

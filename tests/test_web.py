@@ -476,7 +476,7 @@ def test_recording_page_carries_word_timings_for_the_player(box):
     assert 'id="player" src=' not in page  # no audio file stored for this one
 
 
-def test_a_recording_in_progress_says_how_far_its_final_transcript_has_got(box):
+def test_a_recording_in_progress_says_how_far_its_final_transcript_and_notes_have_got(box):
     with open_store(box.settings) as store:
         rec = store.create_recording("interview", "mic", status="recording")
         page = box.reviewer.client.get(f"/recordings/{rec.id}").text
@@ -484,6 +484,12 @@ def test_a_recording_in_progress_says_how_far_its_final_transcript_has_got(box):
         store.update_recording(rec.id, final_pass_until=2480.0)
     page = box.reviewer.client.get(f"/recordings/{rec.id}").text
     assert re.search(r'id="final-pass">[^<]*41\D+20', page), page[:2000]
+    assert "summary notes" not in page
+    with open_store(box.settings) as store:
+        store.update_recording(rec.id, notes_until=2100.0)
+    page = box.reviewer.client.get(f"/recordings/{rec.id}").text
+    assert re.search(r'id="final-pass">[^<]*41\D+20[^<]*summary notes up to 35\D+0\b', page), \
+        page[page.find('id="final-pass"'):][:300]
 
 
 # -- uploads, audio, traversal -------------------------------------------------------------

@@ -100,7 +100,7 @@ class LibraryRooms(Rooms):
                                "'running'", [recording_id]).fetchone():
                 raise InvalidInput(N_("a job is working on it: wait for it or cancel it first"))
             self._delete_transcript(recording_id)
-            for table in ("markers", "summaries", "revisions", "jobs"):
+            for table in ("markers", "summaries", "revisions", "jobs", "summary_notes"):
                 self.db.execute(f"DELETE FROM {table} WHERE recording_id = ?", [recording_id])
             self.db.execute("DELETE FROM recordings WHERE id = ?", [recording_id])
             self.db["deletions"].insert({

@@ -111,6 +111,31 @@ class TranscriptRooms(Rooms):
                             "VALUES (?, ?, ?)",
                             [recording_id, key, json.dumps(value, ensure_ascii=False)])
 
+    def noted_chunks(self, recording_id: int) -> list[list[tuple[float, float]]]:
+        """The chunks of the recording's transcript read into notes during the recording,
+        in time order: the spans of their segments."""
+        rows = [json.loads(r[0]) for r in self.db.execute(
+            "SELECT spans FROM summary_notes WHERE recording_id = ? AND ahead = 1",
+            [recording_id])]
+        return sorted(([tuple(span) for span in spans] for spans in rows if spans),
+                      key=lambda spans: spans[-1][1])
+
+    def chunk_notes(self, recording_id: int, key: str) -> dict | None:
+        """Notes on a chunk of the recording's transcript (``keep_chunk_notes``), by key."""
+        row = self.db.execute("SELECT value FROM summary_notes WHERE recording_id = ? "
+                              "AND key = ?", [recording_id, key]).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def keep_chunk_notes(self, recording_id: int, key: str,
+                         spans: Sequence[tuple[float, float]], notes: dict, model_id: str,
+                         ahead: bool = False) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO summary_notes (recording_id, key, spans, ahead, "
+                "model_id, value) VALUES (?, ?, ?, ?, ?, ?)",
+                [recording_id, key, json.dumps(spans), int(ahead), model_id,
+                 json.dumps(notes, ensure_ascii=False)])
+
     def append_segment(self, recording_id: int, segment: Segment) -> int:
         """Add one segment at the end of a transcript (the live transcript while recording)."""
         with self.transaction():

@@ -15,8 +15,9 @@
   final.className = "muted";
   final.id = "final-pass";
   note.after(final);
-  function finalPass(until) {
-    final.textContent = until ? " · " + _("final transcript up to %(time)s", { time: tingji.clock(until) }) : "";
+  function finalPass(until, notes) {
+    final.textContent = (until ? " · " + _("final transcript up to %(time)s", { time: tingji.clock(until) }) : "")
+      + (until && notes ? " · " + _("summary notes up to %(time)s", { time: tingji.clock(notes) }) : "");
   }
 
   function show(status) {
@@ -33,7 +34,7 @@
     buttons.pause.textContent = paused ? _("Resume") : _("Pause");
     if (status.seconds !== undefined) clock.textContent = tingji.clock(status.seconds);
     if (!active) { clock.textContent = tingji.clock(status.seconds || 0); note.textContent = ""; }
-    if (status.final_pass_until !== undefined || !active) finalPass(active && status.final_pass_until);
+    if (status.final_pass_until !== undefined || !active) finalPass(active && status.final_pass_until, status.notes_until);
     state.textContent = active ? (paused ? _("Paused") : _("Recording…")) : (status.stop_reason || "");
   }
 
@@ -159,6 +160,6 @@
     live.append(li);
     li.scrollIntoView({ block: "nearest" });
   });
-  events.addEventListener("final_pass", (e) => finalPass(JSON.parse(e.data).until));
+  events.addEventListener("final_pass", (e) => { const d = JSON.parse(e.data); finalPass(d.until, d.notes_until); });
   events.addEventListener("marker", (e) => { note.textContent = " · " + _("marker at %(time)s", { time: tingji.clock(JSON.parse(e.data).t) }); });
 })();

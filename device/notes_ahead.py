@@ -1,0 +1,98 @@
+"""Summary notes while a recording is being made.
+
+The final pass during a recording (``device.ready``) gives the final transcript as it goes.
+Between its windows, it cuts that transcript into chunks of about ``notes_chunk_chars``
+characters (``summary_text.steady_chunks``: a chunk once closed stays as it is while the
+transcript grows) and has the summariser's notes model read each closed chunk into notes,
+the map step of a long summary, kept in the recording's database under a key naming the
+model, the prompt and the chunk's text (``Chunk.key``).  After stop the summary cuts the
+transcript where these chunks ended and takes their notes; it reads only the chunks whose
+text is not what was noted (the last one, or one where the speech a first pass lost was
+found again) and writes the summary from the notes.  So the wait after stop does not grow
+with the length of the recording.
+
+The model is loaded for a chunk and freed after it: the box records meanwhile, and the
+recorder, its live transcript and the final pass keep their memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from contextlib import closing
+
+from device.records import Segment
+from device.settings import Settings
+from device.store import Store
+from device.summary_text import Chunk, StoredNotes, noted_parts, steady_chunks
+
+log = logging.getLogger("tingji.notes_ahead")
+
+CONTEXT = 4096
+"""Tokens of context the notes model is loaded with: a chunk (~1,000), its instructions
+and its notes (1,024 at most) fit, in half the memory of the summary's context."""
+
+
+class NotesAhead:
+    """A recording's chunks read into notes as its final transcript grows."""
+
+    def __init__(self, settings: Settings, store: Store, recording_id: int):
+        self.settings, self.store, self.recording_id = settings, store, recording_id
+        self.model_id = settings.summary_notes_model or settings.summary_model
+        self.memo = StoredNotes(store, recording_id, ahead=True)
+        self.taken = 0
+        self._failed: set[str] = set()
+        self._unavailable = False
+
+    @property
+    def wanted(self) -> bool:
+        """A summary follows the transcription (``auto_summarize``), and its model is here."""
+        from device.jobs import _summariser_installed
+
+        return (self.settings.auto_summarize and not self._unavailable
+                and _summariser_installed(self.settings))
+
+    def pending(self, segments: Sequence[Segment], language: str | None) -> list[Chunk]:
+        """The closed chunks of ``segments`` (the final transcript so far) with no notes."""
+        from device.summarize import PROMPT_VERSION
+
+        noted = self.store.noted_chunks(self.recording_id)
+        last = noted[-1][-1][1] if noted else float("-inf")
+        _, rest = noted_parts([s for s in segments if s.text.strip()], noted, 0)
+        parts, open_last = steady_chunks([s for s in rest if s.start >= last - 0.005],
+                                         self.settings.notes_chunk_chars)
+        chunks = [Chunk.of(part, language) for part in (parts[:-1] if open_last else parts)]
+        return [c for c in chunks if (key := c.key(self.model_id, PROMPT_VERSION,
+                                                   self.settings.summary_extract))
+                not in self._failed and self.memo.get(key) is None]
+
+    def advance(self, segments: Sequence[Segment], language: str | None) -> bool:
+        """Read the first closed chunk that has no notes into notes; False if there is
+        none.  A chunk the model cannot take reliable notes on is left to the summary."""
+        from device.summarize import PROMPT_VERSION, Plan, SummaryError, load_summarizer
+        from models.store import ModelError
+
+        pending = self.pending(segments, language) if self.wanted else []
+        if not pending:
+            return False
+        chunk = pending[0]
+        extract = self.settings.summary_extract
+        key = chunk.key(self.model_id, PROMPT_VERSION, extract)
+        plan = Plan.of(chunk.segments, chunk.language, extract=extract)
+        try:
+            with closing(load_summarizer(self.settings, self.model_id, CONTEXT)) as reader:
+                notes = reader.chunk_notes(plan, chunk, "")
+        except ModelError as exc:
+            log.warning("recording %s: no notes during the recording (%s)", self.recording_id,
+                        exc)
+            self._unavailable = True
+            return False
+        except SummaryError as exc:
+            log.warning("recording %s: no notes on %.0f-%.0f s (%s); the summary takes them",
+                        self.recording_id, chunk.start, chunk.end, exc)
+            self._failed.add(key)
+            return True
+        self.memo.put(key, chunk, notes, self.model_id)
+        self.store.update_recording(self.recording_id, notes_until=chunk.end)
+        self.taken += 1
+        return True
