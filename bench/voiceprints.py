@@ -62,7 +62,7 @@ def voice(encoder, detector, clips: list[np.ndarray]) -> tuple[np.ndarray, float
     seconds = sum(c.end - c.start for c in speech) / audio.SAMPLE_RATE
     if not spans:
         return np.zeros(256, np.float32), seconds
-    return centroid(embeddings(encoder, samples, spans)), seconds
+    return centroid(embeddings(encoder, samples, spans)[0]), seconds
 
 
 def main() -> int:

@@ -6,10 +6,10 @@ characters (``summary_text.steady_chunks``: a chunk once closed stays as it is w
 transcript grows) and has the summariser's notes model read each closed chunk into notes,
 the map step of a long summary, kept in the recording's database under a key naming the
 model, the prompt and the chunk's text (``Chunk.key``).  After stop the summary cuts the
-transcript where these chunks ended and takes their notes; it reads only the chunks whose
-text is not what was noted (the last one, or one where the speech a first pass lost was
-found again) and writes the summary from the notes.  So the wait after stop does not grow
-with the length of the recording.
+transcript as these chunks were, takes their notes where the text is still what was noted,
+and writes the summary in one call from them and the lines of the rest (the last part, and
+speech a first pass lost, found again after stop: ``summary_text._after_notes``).  So the
+wait after stop does not grow with the length of the recording.
 
 The model is loaded for a chunk and freed after it: the box records meanwhile, and the
 recorder, its live transcript and the final pass keep their memory.
@@ -58,7 +58,7 @@ class NotesAhead:
 
         noted = self.store.noted_chunks(self.recording_id)
         last = noted[-1][-1][1] if noted else float("-inf")
-        _, rest = noted_parts([s for s in segments if s.text.strip()], noted, 0)
+        _, rest = noted_parts([s for s in segments if s.text.strip()], noted)
         parts, open_last = steady_chunks([s for s in rest if s.start >= last - 0.005],
                                          self.settings.notes_chunk_chars)
         chunks = [Chunk.of(part, language) for part in (parts[:-1] if open_last else parts)]

@@ -254,13 +254,15 @@ def transcribe_recording(
     terms = recording_terms(store, recording)
     from device.ready import StoredWindows
 
-    with engines.remembering(StoredWindows(store, recording.id)):  # decoded while recording
+    ahead = StoredWindows(store, recording.id)  # decoded and embedded while recording
+    with engines.remembering(ahead):
         result = recognize_tracks(engines, settings, heard, profile, terms, recording.script,
                                   on_progress)
     from device.speakers.stage import label_speakers, record_voice_uses
 
     segments, unlabelled, voices = label_speakers(engines, settings, layout, heard,
-                                                  result.segments, job.params.get("speakers"))
+                                                  result.segments, job.params.get("speakers"),
+                                                  ahead)
     decision = result.decision
     probabilities = decision.probabilities if decision else None
     store.complete_transcription(

@@ -117,6 +117,32 @@ class CaptureReader:
         return pieces
 
 
+class VoiceWindows:
+    """The voice windows of the decided speech embedded for the speakers, once each, kept
+    with the decoded windows (``speakers.diarize.embeddings``): after stop the speakers
+    are found from them and the tail's."""
+
+    def __init__(self, settings: Settings, engines, memo: StoredWindows):
+        self.wanted, self.engines, self.memo = settings.diarize, engines, memo
+        self.done: set[tuple[int, int]] = set()
+
+    def embed(self, audio: np.ndarray, chunks: list[SpeechChunk]) -> None:
+        from device.speakers.diarize import embeddings, windows
+        from models.store import ModelError
+
+        spans = [span for span in windows(chunks) if span not in self.done]
+        if not (self.wanted and spans):
+            return
+        try:
+            encoder = self.engines.speaker_encoder()
+        except ModelError as exc:  # the transcription after stop says so
+            log.warning("no speakers during the recording: %s", exc)
+            self.wanted = False
+            return
+        embeddings(encoder, audio, spans, self.memo, keep=True)
+        self.done.update(spans)
+
+
 @dataclass
 class Ahead:
     """How far the final pass has got: seconds of the recording, and what it kept (decoded
@@ -169,6 +195,7 @@ def run(settings: Settings, recording_id: int, engines=None,
         held = np.zeros(int(AHEAD_MAX_SECONDS * SAMPLE_RATE), dtype=np.float32)
         size = 0
         notes = NotesAhead(settings, store, recording_id)
+        voices = VoiceWindows(settings, engines, memo)
         transcript, language = [], None  # the final transcript so far
         while still():
             new = reader.read()
@@ -196,6 +223,7 @@ def run(settings: Settings, recording_id: int, engines=None,
                                          profile, recording_terms(store, recording_row),
                                          recording_row.script, ahead=True)
             transcript, language = final.segments, final.language
+            voices.embed(audio, chunks)
             progress.seconds, progress.kept = chunks[-1].end_s, memo.kept
             store.update_recording(recording_id, final_pass_until=round(progress.seconds, 2))
         return progress

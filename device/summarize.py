@@ -33,24 +33,19 @@ from typing import Protocol
 from device.errors import N_, TingjiError
 from device.faithfulness import check_claims, degeneracy, loop_at_end
 from device.grounding import Flag, grounding_flags
-from device.llm import READING, SEED, JsonGenerator, RepetitionLoop, Sampling
+from device.llm import SEED, JsonGenerator, RepetitionLoop, Sampling
 from device.records import Segment
 from device.said import Said, of_error
 from device.summary_schema import schemas
 from device.summary_text import (
-    CHUNK_CHARS,
     Chunk,
-    Line,
     NotesMemo,
+    NothingToSummarise,
+    Plan,
     StoredNotes,
-    _instructions,
     _notes_text,
     _transcript_text,
-    chunk_segments,
     is_cjk,
-    noted_parts,
-    steady_chunks,
-    transcript_lines,
 )
 
 PROMPT_VERSION = "summary-v6"
@@ -65,10 +60,6 @@ _PICK_SCHEMA = {"type": "object",
                 "required": ["lines"]}
 _PICK_REQUEST = ("Which of these lines carry the content (what was said, decided or asked "
                  "for)? List their [numbers] as JSON.")
-
-
-class NothingToSummarise(TingjiError):
-    pass
 
 
 class SummaryError(TingjiError):
@@ -292,6 +283,15 @@ class LlamaSummarizer:
             merged = self._complete(plan, text + _picks(picked) + "Summarise it as JSON.",
                                     max_tokens=2048, schema=plan.summary_schema,
                                     lines=len(plan.lines))
+        elif plan.tail:
+            first = len(plan.lines) - len(plan.tail) + 1
+            merged = self._complete(
+                plan, "Notes on the first parts of one transcript, as JSON:\n"
+                + _notes_text(notes) + "\n\nIts last part:\n"
+                + _transcript_text(plan.tail, first) + "\n\nWrite the summary of the whole "
+                "transcript as JSON: every item keeps the segments of the notes it comes from, "
+                "or lists the [numbers] of the last part's lines it comes from.",
+                max_tokens=2048, schema=plan.summary_schema, lines=len(plan.lines))
         else:
             merged = self._complete(
                 plan, "Notes on the consecutive parts of one transcript, as JSON. Write "
@@ -318,90 +318,12 @@ class LlamaSummarizer:
             key_points=merged.get("key_points", []), decisions=merged.get("decisions", []),
             action_items=merged.get("action_items", []), keywords=merged.get("keywords", []),
             language=plan.language or merged.get("language", ""), model_id=self.model_id,
-            flags=flags, chunks=len(plan.chunks), notes_model_id=notes_model_id,
+            flags=flags, chunks=len(plan.chunks) + bool(plan.tail),
+            notes_model_id=notes_model_id,
             unsupported=checked.unsupported, retries=plan.retries, notes_kept=plan.kept,
             checked={"claims": checked.claims, "recited": checked.recited,
                      "left_out": len(checked.unsupported), "weak": len(checked.weak)},
         )
-
-
-@dataclass
-class Plan:
-    """One summary's schedule: the transcript's lines, its chunks, prompts and progress."""
-
-    segments: list[Segment]
-    language: str | None
-    lines: list[Line]
-    chunks: list[Chunk]
-    system: str
-    summary_schema: dict
-    notes_schema: dict
-    on_progress: Callable[..., None]
-    """Hears (percent, what is being done)."""
-    calls: int
-    done: int = 0
-    retries: int = 0
-    extract: bool = True
-    """Pick the lines that carry the content before writing from them."""
-    call: tuple[str, str] = (Said(N_("reading the transcript")),
-                             Said(N_("writing the summary")))
-    retrying: bool = False
-    kept: int = 0
-    """Chunks whose notes were taken before."""
-
-    @classmethod
-    def of(cls, segments: Sequence[Segment], language: str | None,
-           on_progress: Callable[..., None] = lambda p, stage=None: None,
-           extract: bool = True, noted: Sequence[Sequence[tuple[float, float]]] = (),
-           size: int = 0) -> Plan:
-        """``noted``: the chunks read into notes during the recording (the spans of their
-        segments): the transcript is cut as they were (``noted_parts``), and the rest in
-        chunks of ``size`` characters of Chinese."""
-        segments = [s for s in segments if s.text.strip()]
-        if not segments:
-            raise NothingToSummarise(N_("nothing to summarise: the transcript is empty"))
-        cjk = is_cjk(language)
-        summary_schema, notes_schema = schemas(cjk)
-        # About 2,900 tokens a chunk: Qwen's tokens hold 1-2 Chinese characters, or about
-        # four characters of English.
-        if noted:
-            parts, rest = noted_parts(segments, noted, size)
-            parts += steady_chunks(rest, size)[0]
-        else:
-            parts = chunk_segments(segments, CHUNK_CHARS if cjk else CHUNK_CHARS * 3)
-        if len(parts) > 1:
-            chunks = [Chunk.of(part, language) for part in parts]
-            lines = [line for chunk in chunks for line in chunk.lines]
-        else:
-            lines = transcript_lines(segments, cjk)
-            chunks = [Chunk(tuple(segments), tuple(lines), language)]
-        calls = len(chunks) + (len(chunks) > 1) + (len(chunks) if extract else 0)
-        return cls(segments, language, lines, chunks, _instructions(language), summary_schema,
-                   notes_schema, on_progress, calls=calls, extract=extract)
-
-    @property
-    def long(self) -> bool:
-        """Too long for one call: read in chunks into notes first."""
-        return len(self.chunks) > 1
-
-    def within(self, fraction: float) -> None:
-        """Progress inside the current call (0-1 of it), with what it is doing."""
-        reading, writing = self.call
-        stage = reading if fraction < READING else writing
-        if self.retrying:
-            stage = Said(N_("%(stage)s again (the first answer was degenerate)"), stage=stage)
-        self.on_progress(99.0 * min((self.done + fraction) / self.calls, 1.0), stage)
-
-    def step(self) -> None:
-        """A call is done."""
-        self.done += 1
-        self.on_progress(99.0 * min(self.done / self.calls, 1.0))
-
-    def starting(self, reading: str, writing: str) -> None:
-        """The next call reads what ``reading`` says and writes what ``writing`` says."""
-        self.call = (reading, writing)
-        self.retrying = False
-        self.within(0.0)
 
 
 # -- the job -------------------------------------------------------------------------------
@@ -443,9 +365,11 @@ def summarize(
     """Summarise with ``model_id``; a long transcript is read into notes by
     ``notes_model_id`` when given (notes ``memo`` keeps are not taken again; ``noted``: see
     ``Plan.of``).  One model is loaded at a time and freed after use."""
-    plan = Plan.of(segments, language, on_progress,
-                   settings.summary_extract if extract is None else extract, noted,
-                   settings.notes_chunk_chars)
+    extract = settings.summary_extract if extract is None else extract
+    reader = notes_model_id or model_id
+    plan = Plan.of(segments, language, on_progress, extract, noted,
+                   None if memo is None
+                   else lambda chunk: memo.get(chunk.key(reader, PROMPT_VERSION, extract)))
     reader_id = notes_model_id if plan.long and notes_model_id != model_id else None
     notes = None
     if reader_id is not None:

@@ -1,6 +1,6 @@
 """What the summariser's model reads: the transcript as numbered lines of one speaker each,
 cut into chunks for long transcripts, notes of several chunks as one set, and the
-instructions in the transcript's language."""
+instructions in the transcript's language; and the plan of a summary's calls (``Plan``)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ import bisect
 import hashlib
 import json
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
+from device.errors import N_, TingjiError
+from device.llm import READING
 from device.records import Segment
+from device.said import Said
+from device.summary_schema import schemas
 
 LINE_CHARS = 80
 """Characters of Chinese per transcript line at most (English: three times as many)."""
@@ -137,11 +141,12 @@ def steady_chunks(segments: Sequence[Segment],
     return chunks, bool(current)
 
 
-def noted_parts(segments: Sequence[Segment], noted: Sequence[Sequence[tuple[float, float]]],
-                size: int) -> tuple[list[list[Segment]], list[Segment]]:
+def noted_parts(segments: Sequence[Segment], noted: Sequence[Sequence[tuple[float, float]]]
+                ) -> tuple[list[tuple[list[Segment], Sequence[tuple[float, float]]]],
+                           list[Segment]]:
     """The transcript cut as it was read into notes during the recording (``noted``: the
-    spans of each chunk's segments): each chunk holds the segments within its segments'
-    spans (a segment split at a change of speaker stays in its chunk), and the rest — what
+    spans of each chunk's segments): each chunk, with its spans, holds the segments within
+    them (a segment split at a change of speaker stays in its chunk), and the rest — what
     came after, and speech found again after stop between them — is returned apart."""
     spans = sorted((start, end, index) for index, chunk in enumerate(noted)
                    for start, end in chunk)
@@ -149,12 +154,17 @@ def noted_parts(segments: Sequence[Segment], noted: Sequence[Sequence[tuple[floa
     parts: list[list[Segment]] = [[] for _ in noted]
     rest = []
     for segment in segments:
-        at = bisect.bisect_right(starts, segment.start + 0.005) - 1
-        if at >= 0 and segment.end <= spans[at][1] + 0.005:
-            parts[spans[at][2]].append(segment)
-        else:
+        at = _span_at(spans, starts, segment)
+        if at is None:
             rest.append(segment)
-    return [part for part in parts if part], rest
+        else:
+            parts[spans[at][2]].append(segment)
+    return [(part, chunk) for part, chunk in zip(parts, noted, strict=True) if part], rest
+
+
+def _span_at(spans: Sequence[tuple], starts: list[float], segment: Segment) -> int | None:
+    at = bisect.bisect_right(starts, segment.start + 0.005) - 1
+    return at if at >= 0 and segment.end <= spans[at][1] + 0.005 else None
 
 
 @dataclass(frozen=True)
@@ -169,15 +179,32 @@ class Chunk:
     language: str | None
 
     @classmethod
-    def of(cls, segments: Sequence[Segment], language: str | None) -> Chunk:
+    def of(cls, segments: Sequence[Segment], language: str | None,
+           spans: Sequence[tuple[float, float]] = ()) -> Chunk:
+        """``spans``: the segments the chunk had when it was read into notes; segments
+        within one (split since, at a change of speaker) are one piece of a line again."""
         spoken: dict[str, float] = {}
         for s in segments:
             if s.language:
                 spoken[s.language] = spoken.get(s.language, 0.0) + s.end - s.start
         language = max(spoken, key=spoken.get) if spoken else language
-        return cls(tuple(segments),
-                   tuple(transcript_lines(segments, is_cjk(language), speakers=False)),
-                   language)
+        cjk = is_cjk(language)
+        ordered = sorted((start, end, i) for i, (start, end) in enumerate(spans))
+        starts = [start for start, _, _ in ordered]
+        groups: list[list[Segment]] = []
+        for segment in segments:
+            at = _span_at(ordered, starts, segment) if ordered else None
+            if groups and at is not None and at == _span_at(ordered, starts, groups[-1][-1]):
+                groups[-1].append(segment)
+            else:
+                groups.append([segment])
+        glue = "" if cjk else " "
+        pieces = [replace(g[0], text=glue.join(s.text.strip() for s in g), end=g[-1].end)
+                  for g in groups]
+        whole = {id(piece): group for piece, group in zip(pieces, groups, strict=True)}
+        lines = [Line(tuple(s for piece in line.segments for s in whole[id(piece)]), line.text,
+                      False) for line in transcript_lines(pieces, cjk, speakers=False)]
+        return cls(tuple(segments), tuple(lines), language)
 
     @property
     def start(self) -> float:
@@ -240,3 +267,114 @@ class StoredNotes:
         self.store.keep_chunk_notes(self.recording_id, key,
                                     [(s.start, s.end) for s in chunk.segments], notes,
                                     model_id, ahead=self.ahead)
+
+
+class NothingToSummarise(TingjiError):
+    pass
+
+
+@dataclass
+class Plan:
+    """One summary's schedule: the transcript's lines, its chunks, prompts and progress."""
+
+    segments: list[Segment]
+    language: str | None
+    lines: list[Line]
+    chunks: list[Chunk]
+    system: str
+    summary_schema: dict
+    notes_schema: dict
+    on_progress: Callable[..., None]
+    """Hears (percent, what is being done)."""
+    calls: int
+    done: int = 0
+    retries: int = 0
+    extract: bool = True
+    """Pick the lines that carry the content before writing from them."""
+    call: tuple[str, str] = (Said(N_("reading the transcript")),
+                             Said(N_("writing the summary")))
+    retrying: bool = False
+    kept: int = 0
+    """Chunks whose notes were taken before."""
+    tail: list[Line] | None = None
+    """After notes taken during the recording: the lines the final call reads with the
+    notes (the last part, and speech found again after stop)."""
+
+    @classmethod
+    def of(cls, segments: Sequence[Segment], language: str | None,
+           on_progress: Callable[..., None] = lambda p, stage=None: None,
+           extract: bool = True, noted: Sequence[Sequence[tuple[float, float]]] = (),
+           kept: Callable[[Chunk], dict | None] | None = None) -> Plan:
+        """``noted``: the chunks read into notes during the recording (the spans of their
+        segments) and ``kept``, their notes by chunk (None where the chunk's text is no
+        longer what was noted): see ``_after_notes``."""
+        segments = [s for s in segments if s.text.strip()]
+        if not segments:
+            raise NothingToSummarise(N_("nothing to summarise: the transcript is empty"))
+        cjk = is_cjk(language)
+        summary_schema, notes_schema = schemas(cjk)
+        # About 2,900 tokens a chunk: Qwen's tokens hold 1-2 Chinese characters, or about
+        # four characters of English.
+        tail = None
+        taken = _after_notes(segments, language, noted, kept) if noted and kept else None
+        if taken:
+            chunks, tail = taken
+            lines = [line for chunk in chunks for line in chunk.lines] + tail
+        elif len(parts := chunk_segments(segments, CHUNK_CHARS if cjk else CHUNK_CHARS * 3)) > 1:
+            chunks = [Chunk.of(part, language) for part in parts]
+            lines = [line for chunk in chunks for line in chunk.lines]
+        else:
+            lines = transcript_lines(segments, cjk)
+            chunks = [Chunk(tuple(segments), tuple(lines), language)]
+        calls = len(chunks) + (len(chunks) > 1 or tail is not None) + extract * len(chunks)
+        return cls(segments, language, lines, chunks, _instructions(language), summary_schema,
+                   notes_schema, on_progress, calls=calls, extract=extract, tail=tail)
+
+    @property
+    def long(self) -> bool:
+        """Too long for one call: read in chunks into notes first."""
+        return len(self.chunks) > 1 or self.tail is not None
+
+    def within(self, fraction: float) -> None:
+        """Progress inside the current call (0-1 of it), with what it is doing."""
+        reading, writing = self.call
+        stage = reading if fraction < READING else writing
+        if self.retrying:
+            stage = Said(N_("%(stage)s again (the first answer was degenerate)"), stage=stage)
+        self.on_progress(99.0 * min((self.done + fraction) / self.calls, 1.0), stage)
+
+    def step(self) -> None:
+        """A call is done."""
+        self.done += 1
+        self.on_progress(99.0 * min(self.done / self.calls, 1.0))
+
+    def starting(self, reading: str, writing: str) -> None:
+        """The next call reads what ``reading`` says and writes what ``writing`` says."""
+        self.call = (reading, writing)
+        self.retrying = False
+        self.within(0.0)
+
+
+def _after_notes(segments: list[Segment], language: str | None,
+                 noted: Sequence[Sequence[tuple[float, float]]],
+                 kept: Callable[[Chunk], dict | None]) -> tuple[list[Chunk], list[Line]] | None:
+    """The transcript of a recording read into notes while it was made: the chunks whose
+    notes hold (cut as they were, ``noted_parts``), then the rest — what came after them,
+    speech found again after stop, chunks whose text changed — in chunks read into notes
+    now but for the last, whose lines the final call reads with the notes (so after stop
+    the wait is one call, whatever the length).  None when no notes hold."""
+    parts, rest = noted_parts(segments, noted)
+    chunks = []
+    for part, spans in parts:
+        chunk = Chunk.of(part, language, spans)
+        if kept(chunk) is None:
+            rest += part
+        else:
+            chunks.append(chunk)
+    if not chunks:
+        return None
+    rest.sort(key=lambda s: (s.start, s.end))
+    size = CHUNK_CHARS  # in characters of Chinese: ~2,900 tokens
+    more = steady_chunks(rest, size)[0] if rest else [[]]
+    chunks += [Chunk.of(part, language) for part in more[:-1]]
+    return chunks, transcript_lines(more[-1], is_cjk(language))

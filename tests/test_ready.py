@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -91,16 +92,16 @@ def test_the_capture_reader_reads_what_the_segment_files_hold(tmp_path, sealed):
 
 
 @pytest.mark.slow
-def test_a_recording_is_final_passed_and_read_into_notes_while_it_is_made(
-        settings, engines, tmp_path):
+def test_a_recording_is_final_passed_diarised_and_noted_while_it_is_made(
+        settings, engines, tmp_path, caplog):
     from contextlib import closing
 
+    from device.speakers.diarize import find_speakers, label
     from device.summarize import PROMPT_VERSION, Plan, load_summarizer
-    from device.summary_text import Chunk, noted_parts, steady_chunks
+    from device.summary_text import Chunk, noted_parts
 
     small = "qwen2.5-coder-0.5b-instruct"
-    settings = settings.replace(diarize=False, auto_summarize=True, summary_model=small,
-                                notes_chunk_chars=100)
+    settings = settings.replace(auto_summarize=True, summary_model=small, notes_chunk_chars=100)
     _many_voices(tmp_path / "voices.wav", seconds=240)
     recorder = Recorder(settings, engines, live=False, ahead=True)
     events = recorder.subscribe()
@@ -122,11 +123,18 @@ def test_a_recording_is_final_passed_and_read_into_notes_while_it_is_made(
         assert store.get_recording(recording.id).notes_until == noted[-1][-1][1]
         # the Record page was told how far both got
         assert told and told[-1]["until"] > 0 and told[-1]["notes_until"] > 0
+        voices = store.db.execute("SELECT count(*) FROM decoded_windows WHERE key LIKE "
+                                  "'voice:%'").fetchone()[0]
+        assert voices > 20, "no voice window was embedded while recording"
         runner = Runner(settings, engines)
         [job] = store.jobs_for(recording.id)
-        assert runner.run(store, runner.claim(store, job.id)), store.get_job(job.id).error
+        with caplog.at_level("INFO", logger="tingji.speakers"):
+            assert runner.run(store, runner.claim(store, job.id)), store.get_job(job.id).error
+        said = re.search(r"speakers: (\d+) voice windows embedded during the recording taken",
+                         caplog.text)
+        assert said and int(said[1]) >= voices  # every one kept was taken
         taken = engines.recognizer("whisper-base").report.windows_taken
-        final = [(s.start, s.end, s.text) for s in store.segments(recording.id)]
+        final = [(s.start, s.end, s.text, s.speaker) for s in store.segments(recording.id)]
         assert store.db.execute("SELECT count(*) FROM decoded_windows").fetchone()[0] == 0
         stored = audio.decode(settings.audio_dir / store.get_recording(recording.id).audio_file)
         [summarize] = [j for j in store.jobs_for(recording.id) if j.kind == "summarize"]
@@ -141,17 +149,20 @@ def test_a_recording_is_final_passed_and_read_into_notes_while_it_is_made(
     # every window decoded ahead was taken, none decoded twice (auto mode decodes up to six
     # windows at a time, and this recording has fewer)
     assert taken == kept
-    # the transcript is the one a pass over the whole file gives, from scratch
-    whole = recognize(engines, settings, stored, engines.detector.speech_chunks(stored),
-                      select_profile(settings, "auto"))
-    assert final == [(s.start, s.end, s.text) for s in whole.segments]
-    # the summary cut the transcript as the notes were taken (speech the first pass lost,
-    # found after stop, went with the last chunk), and took their notes
-    parts, rest = noted_parts(segments, noted, 100)
-    chunks = [Chunk.of(part, language) for part in parts + steady_chunks(rest, 100)[0]]
+    # the transcript and its speakers are those a pass over the whole file gives, from
+    # scratch
+    speech = engines.detector.speech_chunks(stored)
+    whole = recognize(engines, settings, stored, speech, select_profile(settings, "auto"))
+    turns = find_speakers(engines.speaker_encoder(), stored, speech).turns
+    assert final == [(s.start, s.end, s.text, s.speaker) for s in label(whole.segments, turns)]
+    assert len({speaker for *_, speaker in final}) >= 2
+    # the summary cut the transcript as the notes were taken and took their notes; the
+    # rest (what came after, and speech the first pass lost, found after stop) it read
+    # with them in its one call
+    chunks = [Chunk.of(part, language, spans) for part, spans in noted_parts(segments, noted)[0]]
     keys = [c.key(small, PROMPT_VERSION, False) for c in chunks]
-    assert summary.content["chunks"] == len(chunks) > len(noted)
     assert summary.content["notes_kept"] == sum(k in notes for k in keys) >= 1
+    assert summary.content["chunks"] == summary.content["notes_kept"] + 1
     # and what it took is what it would have written itself after stop
     first = next(c for c, k in zip(chunks, keys, strict=True) if k in notes)
     with closing(load_summarizer(settings, small)) as reader:

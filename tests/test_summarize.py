@@ -86,7 +86,7 @@ def _spoken(texts, speaker=None):
 
 
 def test_chunks_read_during_a_recording_stay_as_the_transcript_grows():
-    from device.summary_text import noted_parts, steady_chunks
+    from device.summary_text import Chunk, noted_parts, steady_chunks
 
     whole = _spoken([chr(0x4E00 + i) * (20 + 7 * (i % 5)) for i in range(60)])
     final, _ = steady_chunks(whole, size=200)
@@ -99,15 +99,19 @@ def test_chunks_read_during_a_recording_stay_as_the_transcript_grows():
     # chunk, and a segment of the third split in two at a change of speaker
     noted = [[(s.start, s.end) for s in c] for c in final[:4]]
     found = Segment(final[1][0].end + 0.1, final[1][0].end + 0.2, "又听到的", language="zh")
-    first = final[2][0]
-    split = [Segment(first.start, first.start + 0.5, first.text[:5], language="zh"),
-             Segment(first.start + 0.5, first.end, first.text[5:], language="zh")]
-    after = sorted([*(s for c in final for s in c if s is not first), found, *split],
+    second = final[2][1]  # a line of its own; its first piece would fit on the line before
+    split = [Segment(second.start, second.start + 0.5, second.text[:5], language="zh"),
+             Segment(second.start + 0.5, second.end, second.text[5:], language="zh")]
+    after = sorted([*(s for c in final for s in c if s is not second), found, *split],
                    key=lambda s: s.start)
-    parts, rest = noted_parts(after, noted, 200)
-    assert [parts[0], parts[1], parts[3]] == [final[0], final[1], final[3]]
-    assert parts[2] == [*split, *final[2][1:]]  # the split segment stays in its chunk
+    parts, rest = noted_parts(after, noted)
+    assert [p for p, _ in parts] == [final[0], final[1],
+                                     [final[2][0], *split, *final[2][2:]], final[3]]
+    assert [spans for _, spans in parts] == noted
     assert rest == [found, *(s for c in final[4:] for s in c)]
+    # the chunk with the split segment reads as it did when it was noted (same key)
+    assert (Chunk.of(parts[2][0], "zh", parts[2][1]).prompt == Chunk.of(final[2], "zh").prompt
+            != Chunk.of(parts[2][0], "zh").prompt)
 
 
 def test_a_chunks_notes_cite_the_transcripts_lines_and_say_who_spoke():

@@ -18,7 +18,9 @@ nothing is quadratic in them.  Less than ``MIN_SPEECH_SECONDS`` of speech is one
 
 from __future__ import annotations
 
+import base64
 import bisect
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -74,16 +76,36 @@ def windows(speech: Sequence[SpeechChunk]) -> list[tuple[int, int]]:
     return out
 
 
-def embeddings(encoder, samples: np.ndarray, spans: Sequence[tuple[int, int]]) -> np.ndarray:
-    """(len(spans), 256) unit embeddings, one per window, in batches."""
+def embeddings(encoder, samples: np.ndarray, spans: Sequence[tuple[int, int]],
+               memo=None, keep: bool = False) -> tuple[np.ndarray, int]:
+    """(len(spans), 256) unit embeddings, one per window, in batches, and how many of
+    them ``memo`` (a ``recognize.memo.WindowMemo``: the final pass during the recording
+    embeds the windows it has decided) held; ``keep``: those it did not are kept in it."""
     out = np.zeros((len(spans), 256), dtype=np.float32)
-    for first in range(0, len(spans), BATCH):
+    keys = [_key(samples[start:end]) if memo is not None else "" for start, end in spans]
+    missing = []
+    for i, key in enumerate(keys):
+        if key and (kept := memo.get(key)) is not None:
+            out[i] = np.frombuffer(base64.b64decode(kept["voice"]), dtype=np.float32)
+        else:
+            missing.append(i)
+    for first in range(0, len(missing), BATCH):
         batch = []
-        for start, end in spans[first: first + BATCH]:
+        for i in missing[first: first + BATCH]:
+            start, end = spans[i]
             mel = mel_spectrogram(level(samples[start:end]))[:PARTIAL_FRAMES]
             batch.append(np.pad(mel, ((0, PARTIAL_FRAMES - mel.shape[0]), (0, 0))))
-        out[first: first + len(batch)] = encoder.forward(np.stack(batch))
-    return out
+        out[missing[first: first + BATCH]] = encoder.forward(np.stack(batch))
+    for i in missing if keep else []:
+        memo.put(keys[i], {"voice": base64.b64encode(out[i].tobytes()).decode()})
+    return out, len(spans) - len(missing)
+
+
+def _key(window: np.ndarray) -> str:
+    """A window's samples, and the encoder that embeds them."""
+    digest = hashlib.sha256(b"ge2e-speaker-encoder\0")
+    digest.update(np.ascontiguousarray(window, dtype=np.float32).tobytes())
+    return "voice:" + digest.hexdigest()
 
 
 def _centroids(vectors: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -205,24 +227,28 @@ class Speakers:
     """(speakers, 256): the unit mean of each speaker's window embeddings."""
     seconds: list[float]
     """About how much speech each speaker has (their windows times the hop)."""
+    taken: int = 0
+    """Windows whose embeddings were taken from the ones made during the recording."""
 
 
 def find_speakers(encoder, samples: np.ndarray, speech: Sequence[SpeechChunk],
                   speakers: int | None = None, min_speakers: int = 1,
-                  max_speakers: int = 8) -> Speakers:
-    """The speakers of a recording (``speech``: the VAD's chunks of ``samples``)."""
+                  max_speakers: int = 8, memo=None) -> Speakers:
+    """The speakers of a recording (``speech``: the VAD's chunks of ``samples``; ``memo``:
+    see ``embeddings``)."""
     spans = windows(speech)
     total = sum(c.end - c.start for c in speech) / SAMPLE_RATE
     if not spans:
         return Speakers([], np.zeros((0, 256), np.float32), [])
-    vectors = embeddings(encoder, samples, spans)
+    vectors, taken = embeddings(encoder, samples, spans, memo)
     if total < MIN_SPEECH_SECONDS or speakers == 1:
         labels = np.zeros(len(spans), dtype=int)
     else:
         labels = cluster(vectors, speakers, min_speakers, max_speakers)
     count = int(labels.max()) + 1
     return Speakers(turns(spans, labels, speech), _centroids(vectors, labels, count),
-                    [float(n) * HOP_SECONDS for n in np.bincount(labels, minlength=count)])
+                    [float(n) * HOP_SECONDS for n in np.bincount(labels, minlength=count)],
+                    taken)
 
 
 def diarize(encoder, samples: np.ndarray, speech: Sequence[SpeechChunk],

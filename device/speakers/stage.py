@@ -7,6 +7,7 @@ per channel), names from voiceprints, finding the speakers again, and rememberin
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -20,6 +21,8 @@ from device.records import Segment, User
 from device.said import Said
 from device.settings import Settings
 from device.store import Store
+
+log = logging.getLogger("tingji.speakers")
 
 
 def diarize_recording(
@@ -69,12 +72,13 @@ def stored_audio(settings: Settings, recording) -> tuple[channels.Layout, list[T
 
 def label_speakers(
     engines: Engines, settings: Settings, layout: channels.Layout, heard: Sequence[Heard],
-    segments: list[Segment], speakers: int | None = None,
+    segments: list[Segment], speakers: int | None = None, memo=None,
 ) -> tuple[list[Segment], str | None, list[tuple[int, str, float]]]:
     """Segments labelled with who spoke (``speakers``: how many, if the user said), why
     they could not be, if so (the transcript is kept either way), and the voiceprints that
     named speakers (id, label, similarity).  Channels transcribed one by one are one
-    speaker each; otherwise the speech is diarized."""
+    speaker each; otherwise the speech is diarized (``memo``: where the voice windows
+    embedded during the recording are, ``diarize.embeddings``)."""
     from device.speakers.diarize import find_speakers, label, speaker_name
     from models.store import ModelError
 
@@ -90,7 +94,10 @@ def label_speakers(
         return segments, f"speakers not labelled: {exc}", []
     track = heard[0]
     found = find_speakers(encoder, track.track.samples, track.speech, speakers,
-                          settings.min_speakers, settings.max_speakers)
+                          settings.min_speakers, settings.max_speakers, memo)
+    if found.taken:
+        log.info("speakers: %d voice windows embedded during the recording taken",
+                 found.taken)
     names, voices = _known_voices(settings, found)
     return label(segments, found.turns, names=names), None, voices
 

@@ -59,7 +59,7 @@ def voice_of(encoder, samples: np.ndarray, spans: Sequence[tuple[float, float]]
         found = [found[int(i)] for i in np.linspace(0, len(found) - 1, ENROL_WINDOWS)]
     if not found:
         return np.zeros(256, np.float32), spoken
-    return centroid(embeddings(encoder, samples, found)), spoken
+    return centroid(embeddings(encoder, samples, found)[0]), spoken
 
 
 def match(voices: np.ndarray, seconds: Sequence[float], prints: Sequence,
