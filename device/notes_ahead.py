@@ -53,17 +53,30 @@ class NotesAhead:
                 and _summariser_installed(self.settings))
 
     def pending(self, segments: Sequence[Segment], language: str | None) -> list[Chunk]:
-        """The closed chunks of ``segments`` (the final transcript so far) with no notes."""
+        """The closed chunks of ``segments`` (the final transcript so far) with no notes.
+        A chunk noted before whose text has changed since (auto mode decides again as a new
+        language is heard, and the final pass decodes again what it had decoded) no longer
+        counts as noted, nor does any after it: the transcript is cut again from there."""
         from device.summarize import PROMPT_VERSION
 
+        extract = self.settings.summary_extract
+        segments = [s for s in segments if s.text.strip()]
         noted = self.store.noted_chunks(self.recording_id)
-        last = noted[-1][-1][1] if noted else float("-inf")
-        _, rest = noted_parts([s for s in segments if s.text.strip()], noted)
-        parts, open_last = steady_chunks([s for s in rest if s.start >= last - 0.005],
-                                         self.settings.notes_chunk_chars)
-        chunks = [Chunk.of(part, language) for part in (parts[:-1] if open_last else parts)]
-        return [c for c in chunks if (key := c.key(self.model_id, PROMPT_VERSION,
-                                                   self.settings.summary_extract))
+        parts = {id(spans): part for part, spans in noted_parts(segments, noted)[0]}
+        last, held = float("-inf"), 0
+        for spans in noted:
+            part = parts.get(id(spans))
+            if part is None or self.memo.get(Chunk.of(part, language, spans).key(
+                    self.model_id, PROMPT_VERSION, extract)) is None:
+                break
+            last, held = spans[-1][1], held + 1
+        if held < len(noted):
+            self.store.forget_noted_chunks(self.recording_id, after=last)
+        _, rest = noted_parts(segments, noted[:held])
+        chunks, open_last = steady_chunks([s for s in rest if s.start >= last - 0.005],
+                                          self.settings.notes_chunk_chars)
+        chunks = [Chunk.of(part, language) for part in (chunks[:-1] if open_last else chunks)]
+        return [c for c in chunks if (key := c.key(self.model_id, PROMPT_VERSION, extract))
                 not in self._failed and self.memo.get(key) is None]
 
     def advance(self, segments: Sequence[Segment], language: str | None) -> bool:

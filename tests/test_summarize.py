@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,34 @@ def test_chunks_read_during_a_recording_stay_as_the_transcript_grows():
     # the chunk with the split segment reads as it did when it was noted (same key)
     assert (Chunk.of(parts[2][0], "zh", parts[2][1]).prompt == Chunk.of(final[2], "zh").prompt
             != Chunk.of(parts[2][0], "zh").prompt)
+
+
+def test_notes_on_a_chunk_whose_text_changed_during_the_recording_are_taken_again(
+        store, settings):
+    from device.notes_ahead import NotesAhead
+    from device.summarize import PROMPT_VERSION
+    from device.summary_text import Chunk
+
+    settings = settings.replace(notes_chunk_chars=200, summary_model=SMALL)
+    recording = store.create_recording("interview", "mic", status="recording")
+    ahead = NotesAhead(settings, store, recording.id)
+    said = _spoken([chr(0x4E00 + i) * (20 + 7 * (i % 5)) for i in range(30)])
+    first, second, *_ = ahead.pending(said, "zh")  # closed chunks, none noted yet
+    for chunk in (first, second):  # as the notes model would keep them
+        ahead.memo.put(chunk.key(SMALL, PROMPT_VERSION, False), chunk, {"key_points": []},
+                       SMALL)
+    assert store.noted_chunks(recording.id) == [
+        [(s.start, s.end) for s in c.segments] for c in (first, second)]
+    third = ahead.pending(said, "zh")[0]
+    assert third.segments[0] == said[len(first.segments) + len(second.segments)]
+    # the second chunk's text changes (decoded again in other options): it is cut again
+    # from there, and the first stays noted
+    changed = [replace(s, text=s.text + "了") if s in second.segments else s for s in said]
+    again = ahead.pending(changed, "zh")[0]
+    assert store.noted_chunks(recording.id) == [[(s.start, s.end) for s in first.segments]]
+    assert again.segments[0] == changed[len(first.segments)]
+    assert Chunk.of(again.segments, "zh").key(SMALL, PROMPT_VERSION, False) != \
+        second.key(SMALL, PROMPT_VERSION, False)
 
 
 def test_a_chunks_notes_cite_the_transcripts_lines_and_say_who_spoke():

@@ -120,6 +120,17 @@ class TranscriptRooms(Rooms):
         return sorted(([tuple(span) for span in spans] for spans in rows if spans),
                       key=lambda spans: spans[-1][1])
 
+    def forget_noted_chunks(self, recording_id: int, after: float) -> None:
+        """The chunks noted during the recording that end after ``after`` (seconds) no
+        longer say where the summary cuts the transcript (their notes stay, by key)."""
+        with self.transaction():
+            for key, spans in self.db.execute(
+                    "SELECT key, spans FROM summary_notes WHERE recording_id = ? AND ahead = 1",
+                    [recording_id]).fetchall():
+                if json.loads(spans)[-1][1] > after:
+                    self.db.execute("UPDATE summary_notes SET ahead = 0 WHERE recording_id = ? "
+                                    "AND key = ?", [recording_id, key])
+
     def chunk_notes(self, recording_id: int, key: str) -> dict | None:
         """Notes on a chunk of the recording's transcript (``keep_chunk_notes``), by key."""
         row = self.db.execute("SELECT value FROM summary_notes WHERE recording_id = ? "
