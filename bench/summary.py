@@ -1,12 +1,16 @@
 """Summary benchmark: an hour of Chinese and an hour of English transcript, both models.
 
-    python bench/summary.py [--runs ID,ID+NOTES_ID] [--out bench/results/summary.json] [--resume]
+    python bench/summary.py [--runs ID,ID+NOTES_ID,ID@CHUNK_CHARS] [--languages zh,en]
+                            [--no-compare] [--out bench/results/summary.json] [--resume]
 
 Each (models, language) runs in its own process that also holds the speech models, as the
 worker does, so its peak RSS is the appliance's while summarising.  Next to tingji's
 summariser (schema-constrained map-reduce with citations; each model alone, and the 1.5B
 writing from notes the 0.5B took) the same process measures the first chunk's notes call
-through llama-cpp-python's own chat completion, with the same schema and without one.
+through llama-cpp-python's own chat completion, with the same schema and without one
+(``--no-compare``: not), and the floor: the transcript read once at the prompt speed
+measured on that chunk, and the final summary written once at tingji's generation speed
+there.  ``@CHUNK_CHARS`` runs with another ``summary_chunk_chars``.
 
 The transcripts are synthetic: sentences from meeting templates with varied speakers,
 topics and figures (no hour of real transcribed speech can be had offline).  About 15,000
@@ -85,7 +89,8 @@ def transcript(language: str, target_chars: int, seed: int = 11) -> list[Segment
     return segments
 
 
-def run_child(model_id: str, notes_model_id: str | None, language: str) -> dict:
+def run_child(model_id: str, notes_model_id: str | None, language: str,
+              compare: bool = True) -> dict:
     from device.jobs import load_engines
     from device.llm import JsonGenerator
     from device.summarize import Plan, load_summarizer, summarize
@@ -110,7 +115,7 @@ def run_child(model_id: str, notes_model_id: str | None, language: str) -> dict:
     if notes_model_id is None:
         summarizer = load_summarizer(settings, model_id)
         plan = Plan.of(segments, language)
-        baseline = first_chunk(summarizer, plan)
+        baseline = first_chunk(summarizer, plan, compare)
         least = floor(summarizer, plan, baseline, calls)
         least["ratio"] = round(total / least["seconds"], 3)
     prompt_tokens = sum(c.prompt_tokens for c in calls)
@@ -121,6 +126,7 @@ def run_child(model_id: str, notes_model_id: str | None, language: str) -> dict:
         "characters": sum(len(s.text) for s in segments),
         "segments": len(segments),
         "chunks": summary.chunks,
+        "chunk_chars": settings.summary_chunk_chars,
         "calls": [{"seconds": round(c.seconds, 1), "prompt_tokens": c.prompt_tokens,
                    "read_tokens": c.read_tokens, "completion_tokens": c.completion_tokens,
                    "grammar_refusals": c.refusals} for c in calls],
@@ -139,11 +145,11 @@ def run_child(model_id: str, notes_model_id: str | None, language: str) -> dict:
     }
 
 
-def first_chunk(summarizer, plan) -> dict:
+def first_chunk(summarizer, plan, compare: bool = True) -> dict:
     """The first chunk's notes call three ways, each from an empty cache: tingji's (grammar
     asked about the drawn token), llama-cpp-python's chat completion with the same schema
-    (grammar over the whole vocabulary for every token), and without a schema; and the
-    time to read its prompt alone."""
+    (grammar over the whole vocabulary for every token), and without a schema (these two
+    only if ``compare``); and the time to read its prompt alone."""
     from device.summary_schema import schemas
     from device.summary_text import is_cjk
 
@@ -155,13 +161,13 @@ def first_chunk(summarizer, plan) -> dict:
                 {"role": "user", "content": user}]
     runs = {}
     llm.reset()
-    completion = summarizer._generator.complete(chunk.system, user, schema, 1024)
+    completion = summarizer.generator.complete(chunk.system, user, schema, 1024)
     runs["tingji"] = {"seconds": round(completion.seconds, 1),
                       "prompt_tokens": completion.prompt_tokens,
                       "completion_tokens": completion.completion_tokens}
     for name, response_format in (("llama_cpp_schema",
                                    {"type": "json_object", "schema": schema}),
-                                  ("llama_cpp_plain", None)):
+                                  ("llama_cpp_plain", None))[:2 * compare]:
         llm.reset()
         started = time.perf_counter()
         result = llm.create_chat_completion(messages=messages, response_format=response_format,
@@ -199,6 +205,9 @@ def main() -> int:
     parser.add_argument("--runs", default=",".join(RUNS),
                         help="comma-separated: a model id, or MODEL+NOTES_MODEL")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "summary.json")
+    parser.add_argument("--languages", default="zh,en")
+    parser.add_argument("--no-compare", dest="compare", action="store_false",
+                        help="no llama-cpp-python chat completions beside tingji's")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--resume", action="store_true",
                         help="keep the runs already in --out and do only the missing ones")
@@ -206,20 +215,24 @@ def main() -> int:
     if args.child:
         model_id, notes_model_id, language = args.child
         print(json.dumps(run_child(model_id, notes_model_id if notes_model_id != "-" else None,
-                                   language)))
+                                   language, args.compare)))
         return 0
     results: dict[str, dict] = {}
     if args.resume and args.out.is_file():
         results = json.loads(args.out.read_text())["results"]
     for run in args.runs.split(","):
-        model_id, _, notes_model_id = run.partition("+")
-        for language in ("zh", "en"):
+        models, _, chunk_chars = run.partition("@")
+        model_id, _, notes_model_id = models.partition("+")
+        env = {**os.environ, "TINGJI_LOG_LEVEL": "ERROR"}
+        if chunk_chars:
+            env["TINGJI_SUMMARY_CHUNK_CHARS"] = chunk_chars
+        for language in args.languages.split(","):
             if language in results.get(run, {}):
                 continue
             child = subprocess.run(
-                [sys.executable, __file__, "--child", model_id, notes_model_id or "-", language],
-                capture_output=True, text=True, cwd=ROOT,
-                env={**os.environ, "TINGJI_LOG_LEVEL": "ERROR"})
+                [sys.executable, __file__, "--child", model_id, notes_model_id or "-", language]
+                + ([] if args.compare else ["--no-compare"]),
+                capture_output=True, text=True, cwd=ROOT, env=env)
             if child.returncode != 0:
                 print(child.stderr[-2000:], file=sys.stderr)
                 return 1

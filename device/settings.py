@@ -105,6 +105,10 @@ class Settings:
     tokens): after stop, the last chunk and the summary are left."""
     llm_context: int = 8192
     """Context window of the summariser, in tokens."""
+    summary_chunk_chars: int = 4500
+    """A longer transcript (in characters of Chinese; English: three times as many) is
+    read in chunks of at most this size into notes before the summary is written from
+    them (4,500: ~2,900 tokens, well within ``llm_context``)."""
     log_level: str = "INFO"
     time_zone: str = "Asia/Shanghai"
     """IANA time zone in which pages show times (the database keeps UTC)."""

@@ -1,8 +1,8 @@
 """Summaries a reviewer can trust: a local LLM (llama.cpp), schema-constrained JSON, grounded.
 
 A transcript that fits one call is summarised in one call.  A longer one is cut at segment
-boundaries into chunks of about ``CHUNK_CHARS`` characters; each chunk gives short notes
-(map: key points, decisions and action items, each citing the transcript lines it comes
+boundaries into chunks of about ``summary_chunk_chars`` characters; each chunk gives short
+notes (map: key points, decisions and action items, each citing the transcript lines it comes
 from), and one final call writes the summary from all the notes (reduce; notes too long for
 it are first merged in groups).
 
@@ -131,25 +131,35 @@ class LlamaSummarizer:
                                    verbose=False)
         self._llm = self._generator = None
         if not lazy:
-            self.llm  # noqa: B018
+            self._loaded()
+
+    def _loaded(self) -> None:
+        """Load the model now if it is not yet."""
+        if self._llm is not None:
+            return
+        try:
+            # Flash attention: ~5 % faster prompt reading on CPU, measured.
+            self._llm = self._load()
+        except (ValueError, RuntimeError) as exc:
+            raise SummaryError(f"model {self.model_id} could not be loaded ({exc}): run "
+                               f"`python -m models install {self.model_id} --force`") from exc
+        try:
+            self._generator = JsonGenerator(self._llm)
+        except ValueError as exc:
+            raise SummaryError(f"model {self.model_id} cannot be used for summaries "
+                               f"({exc})") from exc
 
     @property
     def llm(self):
-        """The model, loaded now if it is not yet."""
-        if self._llm is None:
-            try:
-                # Flash attention: ~5 % faster prompt reading on CPU, measured.
-                self._llm = self._load()
-            except (ValueError, RuntimeError) as exc:
-                raise SummaryError(f"model {self.model_id} could not be loaded ({exc}): run "
-                                   f"`python -m models install {self.model_id} --force`"
-                                   ) from exc
-            try:
-                self._generator = JsonGenerator(self._llm)
-            except ValueError as exc:
-                raise SummaryError(f"model {self.model_id} cannot be used for summaries "
-                                   f"({exc})") from exc
+        """The model (loaded on first use)."""
+        self._loaded()
         return self._llm
+
+    @property
+    def generator(self) -> JsonGenerator:
+        """The model's schema-constrained completions (loaded on first use)."""
+        self._loaded()
+        return self._generator
 
     def close(self) -> None:
         """Free the model now: the summariser may be loaded next, and both together would
@@ -172,12 +182,11 @@ class LlamaSummarizer:
                 plan.step()  # the failed try
                 plan.retrying = True
             try:
-                self.llm  # noqa: B018 (loaded on first use)
-                completion = self._generator.complete(system or plan.system, user, schema,
-                                                      max_tokens,
-                                                      on_step=plan.within, sampling=sampling,
-                                                      looping=loop_at_end,
-                                                      expected_tokens=max_tokens // 4)
+                completion = self.generator.complete(system or plan.system, user, schema,
+                                                     max_tokens,
+                                                     on_step=plan.within, sampling=sampling,
+                                                     looping=loop_at_end,
+                                                     expected_tokens=max_tokens // 4)
             except RepetitionLoop as exc:
                 reason = of_error(exc)
                 continue
@@ -369,7 +378,8 @@ def summarize(
     reader = notes_model_id or model_id
     plan = Plan.of(segments, language, on_progress, extract, noted,
                    None if memo is None
-                   else lambda chunk: memo.get(chunk.key(reader, PROMPT_VERSION, extract)))
+                   else lambda chunk: memo.get(chunk.key(reader, PROMPT_VERSION, extract)),
+                   settings.summary_chunk_chars)
     reader_id = notes_model_id if plan.long and notes_model_id != model_id else None
     notes = None
     if reader_id is not None:

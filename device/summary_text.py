@@ -21,7 +21,8 @@ from device.summary_schema import schemas
 LINE_CHARS = 80
 """Characters of Chinese per transcript line at most (English: three times as many)."""
 CHUNK_CHARS = 4500
-"""Characters of Chinese per chunk at most (English: three times as many), ~2,900 tokens."""
+"""Characters of Chinese per chunk at most (English: three times as many), ~2,900 tokens:
+the default of the ``summary_chunk_chars`` setting."""
 _NOTE_SECTIONS = ("key_points", "decisions", "action_items")
 
 
@@ -304,23 +305,25 @@ class Plan:
     def of(cls, segments: Sequence[Segment], language: str | None,
            on_progress: Callable[..., None] = lambda p, stage=None: None,
            extract: bool = True, noted: Sequence[Sequence[tuple[float, float]]] = (),
-           kept: Callable[[Chunk], dict | None] | None = None) -> Plan:
+           kept: Callable[[Chunk], dict | None] | None = None,
+           size: int = CHUNK_CHARS) -> Plan:
         """``noted``: the chunks read into notes during the recording (the spans of their
         segments) and ``kept``, their notes by chunk (None where the chunk's text is no
-        longer what was noted): see ``_after_notes``."""
+        longer what was noted): see ``_after_notes``.  ``size``: a chunk's characters of
+        Chinese at most (English: three times as many)."""
         segments = [s for s in segments if s.text.strip()]
         if not segments:
             raise NothingToSummarise(N_("nothing to summarise: the transcript is empty"))
         cjk = is_cjk(language)
         summary_schema, notes_schema = schemas(cjk)
-        # About 2,900 tokens a chunk: Qwen's tokens hold 1-2 Chinese characters, or about
-        # four characters of English.
+        # Qwen's tokens hold 1-2 Chinese characters, or about four characters of English.
         tail = None
-        taken = _after_notes(segments, language, noted, kept) if noted and kept else None
+        taken = (_after_notes(segments, language, noted, kept, size) if noted and kept
+                 else None)
         if taken:
             chunks, tail = taken
             lines = [line for chunk in chunks for line in chunk.lines] + tail
-        elif len(parts := chunk_segments(segments, CHUNK_CHARS if cjk else CHUNK_CHARS * 3)) > 1:
+        elif len(parts := chunk_segments(segments, size if cjk else size * 3)) > 1:
             chunks = [Chunk.of(part, language) for part in parts]
             lines = [line for chunk in chunks for line in chunk.lines]
         else:
@@ -357,7 +360,8 @@ class Plan:
 
 def _after_notes(segments: list[Segment], language: str | None,
                  noted: Sequence[Sequence[tuple[float, float]]],
-                 kept: Callable[[Chunk], dict | None]) -> tuple[list[Chunk], list[Line]] | None:
+                 kept: Callable[[Chunk], dict | None],
+                 size: int = CHUNK_CHARS) -> tuple[list[Chunk], list[Line]] | None:
     """The transcript of a recording read into notes while it was made: the chunks whose
     notes hold (cut as they were, ``noted_parts``), then the rest — what came after them,
     speech found again after stop, chunks whose text changed — in chunks read into notes
@@ -374,7 +378,6 @@ def _after_notes(segments: list[Segment], language: str | None,
     if not chunks:
         return None
     rest.sort(key=lambda s: (s.start, s.end))
-    size = CHUNK_CHARS  # in characters of Chinese: ~2,900 tokens
     more = steady_chunks(rest, size)[0] if rest else [[]]
     chunks += [Chunk.of(part, language) for part in more[:-1]]
     return chunks, transcript_lines(more[-1], is_cjk(language))

@@ -18,7 +18,7 @@ def generator():
     from device.settings import Settings
 
     with closing(load_summarizer(Settings.load(), SMALL)) as summarizer:
-        yield summarizer._generator
+        yield summarizer.generator
 
 
 @pytest.mark.slow

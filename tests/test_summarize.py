@@ -16,7 +16,7 @@ from device.jobs import Runner
 from device.records import Segment
 from device.store import Store
 from device.summarize import PROMPT_VERSION, load_summarizer
-from device.summary_text import chunk_segments
+from device.summary_text import Plan, chunk_segments
 from models.store import ModelCorruptError, ModelMissingError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -79,6 +79,10 @@ def test_chunks_follow_segment_boundaries():
     chunks = chunk_segments(segments, size=2200)
     assert [len(c) for c in chunks] == [2, 3, 2, 3]  # four, as even as whole segments allow
     assert [s for c in chunks for s in c] == segments
+    # the size is the summary_chunk_chars setting's; English chunks hold three times as much
+    assert len(Plan.of(segments, "zh", size=2200).chunks) == 4
+    assert len(Plan.of(segments, "zh", size=7100).chunks) == 1
+    assert len(Plan.of(segments, "en", size=2200 // 3).chunks) == 4
 
 
 def _spoken(texts, speaker=None):
@@ -259,7 +263,8 @@ def test_the_default_summariser_on_the_fixture(store, settings):
 
 @pytest.mark.slow
 def test_a_long_transcript_can_be_read_into_notes_by_the_small_model(store, settings):
-    recording_id = _transcribed(store, "meeting_zh.json", repeat=17)  # just over one chunk: two
+    settings = settings.replace(summary_chunk_chars=400)  # the meeting twice: two chunks
+    recording_id = _transcribed(store, "meeting_zh.json", repeat=2)
     job = store.enqueue("summarize", recording_id, {"model": DEFAULT, "notes_model": SMALL})
     runner = Runner(settings)
     assert runner.run(store, runner.claim(store, job.id)), store.get_job(job.id).error
