@@ -391,16 +391,18 @@ def recognition_options(
     """What a profile asks of the recogniser.
 
     An explicit profile fixes the language and prompts in its own written form.  In auto mode
-    a recording of one language (``languages``) is decoded in it with the chosen profile's
-    prompt, as that profile would decode it; in a recording of several every window keeps its
-    own detected language (code-switching) and only a variety's prompt is used (it is what
-    makes Whisper write Cantonese rather than Mandarin): a standard-language prompt makes
-    Whisper translate the other language's windows into it.
+    every window is decoded in its own detected language, among the recording's
+    (``languages``) where one has its script (``RecognitionOptions.languages``): a recording
+    of one language is decoded in it with the chosen profile's prompt, as that profile
+    would decode it, but for what is said in another script (English sentences among
+    Mandarin ones escape the recording's detection); in a recording of several only a
+    variety's prompt is used (it is what makes Whisper write Cantonese rather than
+    Mandarin): a standard-language prompt makes Whisper translate the other language's
+    windows into it.
     """
     hotwords = tuple(dict.fromkeys(profile.hotwords + terms.hotwords))
     return RecognitionOptions(
-        language=(languages[0] if auto and len(languages) == 1
-                  else None if auto or profile.is_auto else profile.language),
+        language=None if auto or profile.is_auto else profile.language,
         initial_prompt=(profile.prompt if not auto or profile.markers or len(languages) == 1
                         else None),
         hotwords="，".join(hotwords) if hotwords else None,

@@ -89,6 +89,32 @@ def test_auto_mode_decodes_a_one_language_recording_as_the_profile_it_chose(sett
 
 
 @pytest.mark.slow
+def test_english_among_mandarin_is_written_in_english_when_auto_hears_one_language(
+        settings, engines):
+    """English sentences between Mandarin ones escape auto mode's detection across the
+    recording (~0.01): decoded in the one language it found, they came out translated into
+    Chinese (所以我的美国…) or were lost."""
+    import numpy as np
+
+    from device.pipeline import recognize, select_profile
+
+    clips = {c.path.name: audio.decode(c.path) for c in require_shared_clips()}
+    order = ["zh_aishell_BAC009S0764W0121.wav", "zh_command_IT0011W0001.wav", "zh_hours.wav",
+             "yue_words.wav", "en_jfk.flac"]
+    rng = np.random.default_rng(7)  # pauses as long as the asr benchmark's
+    pieces = [piece for _ in range(3) for name in order for piece in (
+        clips[name], np.zeros(int(rng.uniform(0.4, 2.0) * audio.SAMPLE_RATE), np.float32))]
+    samples = np.concatenate(pieces)
+    speech = engines.detector.speech_chunks(samples)
+    auto = recognize(engines, settings.replace(diarize=False), samples, speech,
+                     select_profile(settings, "auto"))
+    assert auto.decision.languages() == ("zh",)  # what this is about: English not heard
+    english = " ".join(s.text for s in auto.segments if s.language == "en").lower()
+    assert english.count("fellow americans") == 3, english
+    assert not [s.text for s in auto.segments if "美国" in s.text]
+
+
+@pytest.mark.slow
 def test_cantonese_profile_writes_cantonese(store, settings, engines):
     clip = next(c for c in require_shared_clips() if c.dialect == "cantonese")
     recording, segments = _run(store, settings, engines, clip.path, profile="cantonese")

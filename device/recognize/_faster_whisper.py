@@ -30,6 +30,7 @@ from faster_whisper.transcribe import get_suppressed_tokens
 
 from device.audio import SAMPLE_RATE
 from device.libc import release_freed_memory
+from device.recognize.languages import script_of
 from device.recognize.retry import DecodedWindow
 from device.recognize.timeline import Window
 
@@ -102,7 +103,10 @@ class _DetectsOnce:
     """CTranslate2's Whisper, answering a second language detection on the same encoder
     output from memory.  faster-whisper detects each batch's languages to prompt its windows
     and does not return them; the pipeline below asks again for the probabilities (a decoder
-    step per batch).  Batches are decoded side by side, so each thread remembers its own."""
+    step per batch).  Batches are decoded side by side, so each thread remembers its own.
+
+    Windows are decoded in the language ranked first, which ``within`` (the recording's
+    languages, while a transcription decodes) may move there: see ``_decoded_in``."""
 
     def __init__(self, whisper):
         self._whisper = whisper
@@ -110,8 +114,10 @@ class _DetectsOnce:
         self._count_lock = threading.Lock()
         self.detections = 0
         """Language detections the decoder ran (not those answered from memory)."""
+        self.within: tuple[str, ...] = ()
 
-    def detect_language(self, encoder_output) -> list:
+    def rankings(self, encoder_output) -> list:
+        """Each window's languages as Whisper ranks them, most likely first."""
         last = getattr(self._local, "last", None)
         if last is None or last[0] is not encoder_output:
             with self._count_lock:
@@ -120,12 +126,34 @@ class _DetectsOnce:
             self._local.last = last
         return last[1]
 
+    def detect_language(self, encoder_output) -> list:
+        """The rankings, each with the language its window is decoded in first."""
+        rankings = self.rankings(encoder_output)
+        return [_decoded_in(r, self.within) for r in rankings] if self.within else rankings
+
     def forget(self) -> None:
         """Drop this thread's (the decoding workers' go with them)."""
         self._local.last = None
 
     def __getattr__(self, name: str):
         return getattr(self._whisper, name)
+
+
+def _decoded_in(ranking: list, languages: Sequence[str]) -> list:
+    """A window's ranking with the language it is decoded in first: the one ranked first
+    when it is one of the recording's ``languages`` or no language of its script is, else
+    the first of those of its script.  A recording auto mode found in one language is
+    decoded in it, whatever its variety makes Whisper rank first in the same script
+    (Sichuanese heard as Cantonese), while a sentence of English among Mandarin ones (its
+    detection across the recording: ~0.01) is still written in English, not translated."""
+    top = ranking[0][0][2:-2]
+    if top in languages:
+        return ranking
+    chosen = next((f"<|{lang}|>" for lang in languages if script_of(lang) == script_of(top)),
+                  None)
+    if chosen is None:
+        return ranking
+    return sorted(ranking, key=lambda pair: pair[0] != chosen)  # stable: the rest in order
 
 
 def _features_key(features: np.ndarray) -> bytes:
@@ -225,7 +253,9 @@ def window_seek(model: WhisperModel, window: Window) -> int:
 def decode(pipeline: LanguagePerWindow, speech_audio: np.ndarray, windows: Sequence[Window],
            options, language: str | None) -> Iterator[tuple]:
     """(segment, language) pairs of the windows, in order: each window's own language when
-    ``options.language`` is None (code-switching), ``language`` starting the decoding."""
+    ``options.language`` is None (code-switching: among ``options.languages`` where they
+    have the window's script, see ``_decoded_in``), ``language`` starting the decoding."""
+    pipeline.model.model.within = options.languages if options.language is None else ()
     segments, info = pipeline.transcribe(
         speech_audio,
         language=language,
@@ -255,7 +285,7 @@ def encode_window(model: KeepingEncodings, speech_audio: np.ndarray, window: Win
 
 def detect_languages(model: KeepingEncodings, encoded) -> list[tuple[str, float]]:
     """Language probabilities of an encoded window, most likely first."""
-    return [(token[2:-2], p) for token, p in model.model.detect_language(encoded)[0]]
+    return [(token[2:-2], p) for token, p in model.model.rankings(encoded)[0]]
 
 
 def detect_language(model: KeepingEncodings, audio: np.ndarray) -> str:

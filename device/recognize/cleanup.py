@@ -37,11 +37,19 @@ LOOP_LEAD_IN_PROBABILITY = 0.5
 "1-2-3" before a loop on brown noise scored 0.36; real speech 0.75-0.94 per segment)."""
 
 
+ECHO_SHORT = 5
+"""Characters up to which text is an echo of its prompt when all its pairs are in it."""
+
+
 def echoes_prompt(text: str, prompt: str | None) -> bool:
-    """Whisper sometimes writes its prompt back instead of the speech (on unclear audio)."""
+    """Whisper sometimes writes its prompt back instead of the speech (on unclear audio),
+    or a few characters of it for a whole sentence ("体中" of "简体中文" for 3 s of
+    Mandarin): short text made only of the prompt's character pairs is not taken as said."""
     if not prompt:
         return False
     a, b = _bare(text), _bare(prompt)
+    if 2 <= len(a) <= ECHO_SHORT:
+        return all(a[i : i + 2] in b for i in range(len(a) - 1))
     if len(a) < 4:
         return False
     grams = [a[i : i + 3] for i in range(len(a) - 2)]

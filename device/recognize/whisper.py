@@ -16,7 +16,12 @@ from device.audio import SAMPLE_RATE
 from device.libc import release_freed_memory, share_one_malloc_arena
 from device.recognize import Decoding, Pass, PassReport, RecognitionOptions
 from device.recognize import _faster_whisper as fw
-from device.recognize.cleanup import clean_segment, compression_ratio, drop_noise_loops
+from device.recognize.cleanup import (
+    clean_segment,
+    compression_ratio,
+    drop_noise_loops,
+    echoes_prompt,
+)
 from device.recognize.languages import clear_choice, script, script_of
 from device.recognize.memo import WindowMemo, restored, stored, window_key
 from device.recognize.retry import DecodedWindow, RetryPolicy, by_window
@@ -147,9 +152,10 @@ class WhisperRecognizer:
         decodings: list[Decoding] = []
         retried: list[int] = []
         for window in self._decode_windows(speech_audio, windows, options, decodings, retried):
-            for raw in window.segments:
-                words.extend(raw.words or ())
             prompt = prompts.get(window.seek, options.initial_prompt)
+            for raw in window.segments:
+                if not echoes_prompt(raw.text, prompt):  # its speech was not heard
+                    words.extend(raw.words or ())
             for segment in self._finish(window, timeline, speech_audio, options, prompt):
                 languages.add(segment.language or "")
                 yield segment

@@ -73,3 +73,16 @@ def test_known_hallucinations_and_no_speech_segments_are_dropped():
     assert clean_segment(loop) is None
     kept = clean_segment(Segment(0, 2, " 今天开会 ", avg_logprob=-0.3, no_speech_prob=0.1))
     assert kept is not None and kept.text == "今天开会"
+
+
+def test_a_few_characters_of_the_prompt_for_a_whole_sentence_are_not_taken_as_said():
+    from device.recognize.cleanup import echoes_prompt
+
+    prompt = "以下是普通话的访谈录音，请用简体中文记录。"
+    # what Whisper base wrote for 3-4 s of Mandarin after this prompt (the asr benchmark)
+    for echo in ("体中", "文记", "文记录。", "文记录音。", "以下是普通话的访谈录音。"):
+        assert echoes_prompt(echo, prompt), echo
+    # short answers, and sentences that share a word or a character with it, are speech
+    for said in ("是的", "好的。", "录", "对，是普通话。", "我们的访谈到此结束", "简体中文"[:1]):
+        assert not echoes_prompt(said, prompt), said
+    assert not echoes_prompt("体中", None)

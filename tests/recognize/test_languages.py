@@ -22,3 +22,20 @@ def test_text_is_in_a_script_only_when_it_clearly_is():
     assert script(" And so my fellow Americans") == "latin"
     assert script("OK") is None and script("9点") is None
     assert script_of("yue") == "cjk" and script_of("en") == "latin" and script_of(None) is None
+
+
+def test_a_window_is_decoded_in_the_recordings_language_of_its_script():
+    from device.recognize._faster_whisper import _decoded_in
+
+    sichuanese = [("<|yue|>", 0.5), ("<|zh|>", 0.4), ("<|en|>", 0.05), ("<|ja|>", 0.05)]
+    english = [("<|en|>", 0.6), ("<|zh|>", 0.3), ("<|yue|>", 0.1)]
+    # a recording auto mode found in Mandarin: a window Whisper ranks Cantonese is decoded
+    # in Mandarin, the rest in the order Whisper ranks them; an English one stays English
+    assert _decoded_in(sichuanese, ("zh",)) == [
+        ("<|zh|>", 0.4), ("<|yue|>", 0.5), ("<|en|>", 0.05), ("<|ja|>", 0.05)]
+    assert _decoded_in(english, ("zh",)) == english
+    # a language of the recording's keeps its window, and so does one of a script none has
+    assert _decoded_in(sichuanese, ("zh", "yue")) == sichuanese
+    assert _decoded_in(english, ("yue", "zh")) == english
+    assert _decoded_in([("<|ja|>", 0.7), ("<|zh|>", 0.3)], ("en",)) == [
+        ("<|ja|>", 0.7), ("<|zh|>", 0.3)]
