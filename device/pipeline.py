@@ -393,18 +393,17 @@ def recognition_options(
     An explicit profile fixes the language and prompts in its own written form.  In auto mode
     every window is decoded in its own detected language, among the recording's
     (``languages``) where one has its script (``RecognitionOptions.languages``): a recording
-    of one language is decoded in it with the chosen profile's prompt, as that profile
-    would decode it, but for what is said in another script (English sentences among
-    Mandarin ones escape the recording's detection); in a recording of several only a
-    variety's prompt is used (it is what makes Whisper write Cantonese rather than
-    Mandarin): a standard-language prompt makes Whisper translate the other language's
-    windows into it.
+    of one language is decoded in it, but for what is said in another script (English
+    sentences among Mandarin ones escape the recording's detection).  Only a variety's
+    prompt is used (it is what makes Whisper write Cantonese rather than Mandarin): a
+    standard-language prompt makes Whisper translate another language's windows into it,
+    and over minutes of speech it wrote pieces of itself for whole sentences and lost
+    others (docs/benchmarks.md).
     """
     hotwords = tuple(dict.fromkeys(profile.hotwords + terms.hotwords))
     return RecognitionOptions(
         language=None if auto or profile.is_auto else profile.language,
-        initial_prompt=(profile.prompt if not auto or profile.markers or len(languages) == 1
-                        else None),
+        initial_prompt=profile.prompt if not auto or profile.markers else None,
         hotwords="，".join(hotwords) if hotwords else None,
         beam_size=settings.beam_size,
         batch_size=settings.batch_size,

@@ -223,3 +223,23 @@ def test_auto_compares_likelihoods_only_of_decodings_of_the_whole_speech():
                  "cantonese": ("嘅你之後嚟嘅敲咗個敲咗嘢嗰啲", -0.73),
                  "sichuanese": ("就临走那天挑了个飘了一下嗨呀弟弟灵魂儿就飞上九霄云", -0.97)}
     assert choose_auto_profile("zh", profiles, _trials(shortened))[0] == "sichuanese"
+
+
+def test_auto_mode_prompts_only_with_a_variety_and_keeps_the_recordings_languages(tmp_path):
+    from device.pipeline import recognition_options
+    from device.profiles import NO_TERMS, load_profiles
+    from device.settings import Settings
+
+    settings = Settings(data_dir=tmp_path)
+    profiles = load_profiles(tmp_path)
+    mandarin, cantonese = profiles["mandarin"], profiles["cantonese"]
+    # a profile chosen by hand: its language and its prompt
+    own = recognition_options(mandarin, NO_TERMS, settings)
+    assert (own.language, own.initial_prompt) == ("zh", mandarin.prompt)
+    # auto mode, a recording of Mandarin only: windows keep their language within the
+    # recording's script, and the Mandarin prompt (which wrote pieces of itself for whole
+    # sentences over minutes of speech) is not used; a variety's prompt is
+    auto = recognition_options(mandarin, NO_TERMS, settings, auto=True, languages=("zh",))
+    assert (auto.language, auto.languages, auto.initial_prompt) == (None, ("zh",), None)
+    variety = recognition_options(cantonese, NO_TERMS, settings, auto=True, languages=("zh",))
+    assert variety.initial_prompt == cantonese.prompt and variety.language is None
