@@ -110,6 +110,10 @@ def test_a_recording_is_final_passed_diarised_and_noted_while_it_is_made(
     wait_until(lambda: recorder.status()["seconds"] >= 60, 60, "a minute recorded")
     recorder.pause()
     with open_store(settings) as store:
+        # the notes on the first window's text may be taken before the next window is
+        # decoded: both are waited for
+        wait_until(lambda: (store.get_recording(recording.id).final_pass_until or 0) > 30, 90,
+                   "the final pass past the first window while recording")
         wait_until(lambda: store.noted_chunks(recording.id), 60, "notes taken while recording")
     wait_until(lambda: recorder.status()["notes_until"], 5, "the page told of the notes")
     recording = recorder.stop()
