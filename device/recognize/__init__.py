@@ -58,11 +58,10 @@ class RecognitionOptions:
     first.  The first starts the decoding; every window is decoded in the language Whisper
     ranks first in it, or, when that is not one of these, the first of these in its script
     (a recording of one language is decoded in it but for what is said in another
-    script).  A segment
-    written in another script than its window's language is named by the window's own
-    detection when one language of that script stands out there, else by the first of these
-    in that script; only when neither names one is its language detected on its own audio
-    (an encoder pass)."""
+    script).  A segment written in another script than its window's language is named by
+    the window's own detection when one language of that script stands out there, else by
+    the first of these in that script; only when neither names one is its language
+    detected on its own audio (an encoder pass)."""
 
     def prompt_at(self, seconds: float) -> str | None:
         """The prompt for a window whose speech starts at ``seconds`` of the recording."""
