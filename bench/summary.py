@@ -203,7 +203,8 @@ def floor(summarizer, plan, baseline: dict, calls: list) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", default=",".join(RUNS),
-                        help="comma-separated: a model id, or MODEL+NOTES_MODEL")
+                        help="comma-separated: a model id, or MODEL+NOTES_MODEL, each "
+                        "optionally @CHUNK_CHARS (the summary_chunk_chars setting)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "summary.json")
     parser.add_argument("--languages", default="zh,en")
     parser.add_argument("--no-compare", dest="compare", action="store_false",
