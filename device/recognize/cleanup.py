@@ -48,10 +48,10 @@ def echoes_prompt(text: str, prompt: str | None) -> bool:
     if not prompt:
         return False
     a, b = _bare(text), _bare(prompt)
-    if 2 <= len(a) <= ECHO_SHORT:
-        return all(a[i : i + 2] in b for i in range(len(a) - 1))
-    if len(a) < 4:
+    if len(a) < 2:
         return False
+    if len(a) <= ECHO_SHORT:
+        return all(a[i : i + 2] in b for i in range(len(a) - 1))
     grams = [a[i : i + 3] for i in range(len(a) - 2)]
     return sum(g in b for g in grams) >= 0.6 * len(grams)
 

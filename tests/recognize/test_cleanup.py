@@ -83,6 +83,6 @@ def test_a_few_characters_of_the_prompt_for_a_whole_sentence_are_not_taken_as_sa
     for echo in ("体中", "文记", "文记录。", "文记录音。", "以下是普通话的访谈录音。"):
         assert echoes_prompt(echo, prompt), echo
     # short answers, and sentences that share a word or a character with it, are speech
-    for said in ("是的", "好的。", "录", "对，是普通话。", "我们的访谈到此结束", "简体中文"[:1]):
+    for said in ("是的", "好的。", "录", "对，是普通话。", "我们的访谈到此结束", "简"):
         assert not echoes_prompt(said, prompt), said
     assert not echoes_prompt("体中", None)
