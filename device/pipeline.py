@@ -364,24 +364,36 @@ def recognize_tracks(
     for n, h in enumerate(heard):
         duration = h.track.samples.size / audio.SAMPLE_RATE
         furthest = 0.0
-        for block in blocks.get(n, [varieties.Block(list(h.speech), [(0.0, profile)])]):
-            block_options = replace(
-                options, initial_prompt=prompt_of(block.profiles[0][1]),
-                prompts=tuple((start, prompt_of(p)) for start, p in block.profiles[1:]))
-            for segment in recognizer.transcribe(h.track.samples, block.speech, block_options):
-                chosen = block.profile_at((segment.start + segment.end) / 2)
-                segment = finish_segment(segment, chosen, terms, script)
-                segments.append(replace(segment, channel=h.track.channel, profile=chosen.name))
-                spoken[chosen.name] = spoken.get(chosen.name, 0.0) + segment.end - segment.start
-                seen[chosen.name] = chosen
-                furthest = max(furthest, segment.end)
-                done = (n + min(furthest / max(duration, 1e-6), 1.0)) / len(heard)
-                on_progress(8.0 + 91.0 * done)
+        chosen_from: list[tuple[float, Profile]] = []  # every block's, as they are taken
+        planned = blocks.get(n, [varieties.Block(list(h.speech), [(0.0, profile)])])
+        for segment in recognizer.transcribe_blocks(
+                h.track.samples, stretches(planned, options, prompt_of, chosen_from)):
+            chosen = varieties.profile_at(chosen_from, (segment.start + segment.end) / 2)
+            segment = finish_segment(segment, chosen, terms, script)
+            segments.append(replace(segment, channel=h.track.channel, profile=chosen.name))
+            spoken[chosen.name] = spoken.get(chosen.name, 0.0) + segment.end - segment.start
+            seen[chosen.name] = chosen
+            furthest = max(furthest, segment.end)
+            done = (n + min(furthest / max(duration, 1e-6), 1.0)) / len(heard)
+            on_progress(8.0 + 91.0 * done)
     segments.sort(key=lambda s: (s.start, s.end))
     language = _majority_language(segments) or options.language
     if decision is not None and spoken:  # the recording's: the profile of most speech
         profile = seen[max(spoken, key=spoken.get)]
     return Recognition(segments, profile, language, recognizer.model_id, decision)
+
+
+def stretches(
+    blocks: Iterable[varieties.Block], options: RecognitionOptions,
+    prompt_of: Callable[[Profile], str | None], taken: list[tuple[float, Profile]],
+) -> Iterator[tuple[list[SpeechChunk], RecognitionOptions]]:
+    """The blocks' speech with their options (the prompt of each block's profiles), each
+    block's profiles added to ``taken`` as it is taken."""
+    for block in blocks:
+        taken.extend(block.profiles)
+        yield block.speech, replace(
+            options, initial_prompt=prompt_of(block.profiles[0][1]),
+            prompts=tuple((start, prompt_of(p)) for start, p in block.profiles[1:]))
 
 
 def recognition_options(

@@ -41,12 +41,18 @@ class Block:
     profiles: list[tuple[float, Profile]]
 
     def profile_at(self, seconds: float) -> Profile:
-        chosen = self.profiles[0][1]
-        for start, profile in self.profiles:
-            if start > seconds + 1e-3:
-                break
-            chosen = profile
-        return chosen
+        return profile_at(self.profiles, seconds)
+
+
+def profile_at(profiles: Sequence[tuple[float, Profile]], seconds: float) -> Profile:
+    """The profile at ``seconds`` of the recording, from each start on (the first's before
+    it too)."""
+    chosen = profiles[0][1]
+    for start, profile in profiles:
+        if start > seconds + 1e-3:
+            break
+        chosen = profile
+    return chosen
 
 
 def window_chunks(speech: Sequence[SpeechChunk]) -> list[list[SpeechChunk]]:
@@ -100,23 +106,24 @@ def decide(engines, samples, speech: Sequence[SpeechChunk], auto: Profile,
     language = next(iter(probabilities), None)
     groups = window_chunks(speech)
 
-    def trials(chunks: list[SpeechChunk], seconds: float | None = None):
-        def decode(candidates: list[Profile]) -> list[list[Segment]]:
-            # Greedy decodings of one window are enough to compare written forms and
-            # likelihoods; candidates sharing a model are decoded together.
-            from device.pipeline import recognition_options
+    def trials(stretches: list[list[SpeechChunk]], candidates: list[Profile],
+               seconds: float | None = None) -> list[list[list[Segment]]]:
+        """Each stretch's greedy decodings, one per candidate: enough to compare written
+        forms and likelihoods; candidates sharing a model are decoded together, the
+        stretches side by side."""
+        from device.pipeline import recognition_options
 
-            decoded: dict[str, list[Segment]] = {}
-            for model in dict.fromkeys(c.model for c in candidates):
-                group = [c for c in candidates if c.model == model]
-                options = [recognition_options(c, terms, settings) for c in group]
-                for candidate, segments in zip(group, engines.recognizer(model).compare(
-                        samples, chunks, options, seconds), strict=True):
-                    decoded[candidate.name] = segments
-            return [decoded[c.name] for c in candidates]
-        return decode
+        decoded: list[dict[str, list[Segment]]] = [{} for _ in stretches]
+        for model in dict.fromkeys(c.model for c in candidates):
+            group = [c for c in candidates if c.model == model]
+            options = [recognition_options(c, terms, settings) for c in group]
+            each = engines.recognizer(model).compare_each(samples, stretches, options, seconds)
+            for by_name, segments in zip(decoded, each, strict=True):
+                by_name.update({c.name: trial for c, trial in zip(group, segments, strict=True)})
+        return [[by_name[c.name] for c in candidates] for by_name in decoded]
 
-    first, varieties = choose_auto_profile(language, profiles, trials(groups[0]))
+    first, varieties = choose_auto_profile(
+        language, profiles, lambda candidates: trials([groups[0]], candidates)[0])
     decision = AutoDecision(profile=first, language=language, probabilities=probabilities,
                             varieties=varieties)
 
@@ -131,22 +138,39 @@ def decide(engines, samples, speech: Sequence[SpeechChunk], auto: Profile,
     votes: list[str | None] = [first]
     plain = next((p.name for p in shared if not p.markers), None)
 
-    def vote(i: int) -> str | None:
-        """Every other window's vote; the window after a vote against the variety so far
-        votes too, to confirm or not (a change needs two votes in a row)."""
-        if i % 2 == 0 and votes[i - 1] in (None, settle(votes, first, plain=plain)[-1]):
-            return None
-        own = recognizer.detect_language(samples, groups[i], windows=1)
-        if next(iter(own), None) != language:
-            return None
-        return choose_auto_profile(language, profiles, trials(groups[i], VOTE_SECONDS))[0]
+    def vote(windows: list[int]) -> list[str | None]:
+        """The windows' votes, side by side: None where a window is in another language."""
+        own = recognizer.detect_each(samples, [groups[i] for i in windows])
+        voting = [i for i, languages in zip(windows, own, strict=True)
+                  if next(iter(languages), None) == language]
+        # The candidates choose_auto_profile compares, decoded for every window at once
+        # (it compares none without a plain profile and a variety).
+        compared = plain is not None and any(p.markers for p in shared)
+        decoded = trials([groups[i] for i in voting], shared, VOTE_SECONDS) if compared else []
+        by_window = {i: {c.name: trial for c, trial in zip(shared, found, strict=True)}
+                     for i, found in zip(voting, decoded, strict=False)}
+        return [choose_auto_profile(language, profiles, lambda candidates, i=i: [
+            by_window[i][c.name] for c in candidates])[0] if i in voting else None
+            for i in windows]
+
+    def votes_to(end: int) -> None:
+        """Votes up to window ``end``: every other window's, and the window's after a vote
+        against the variety so far, to confirm or not (a change needs two votes in a
+        row).  Every other window's are taken side by side first."""
+        ahead = dict(zip(odd := range(len(votes) | 1, end, 2), vote(list(odd)), strict=True))
+        for i in range(len(votes), end):
+            if i in ahead:
+                votes.append(ahead[i])
+            elif votes[i - 1] in (None, settle(votes, first, plain=plain)[-1]):
+                votes.append(None)
+            else:
+                votes.append(vote([i])[0])
 
     def blocks() -> Iterator[Block]:
         for start in range(0, len(groups), BLOCK):
             end = min(start + BLOCK, len(groups))
             # one window more than the block: a change at its last window needs the next
-            for i in range(len(votes), min(end + 1, len(groups))):
-                votes.append(vote(i))
+            votes_to(min(end + 1, len(groups)))
             chosen = settle(votes, first, end, plain)[start:]
             changes = []
             for i, name in zip(range(start, end), chosen, strict=True):

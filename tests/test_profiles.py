@@ -176,7 +176,7 @@ def test_a_bad_plain_logprob_below_is_refused(tmp_path):
 
 def test_auto_changes_variety_only_when_two_windows_in_a_row_vote_against_it():
     from device.recognize import RecognitionOptions
-    from device.varieties import Block, settle, window_chunks
+    from device.varieties import Block, profile_at, settle, window_chunks
 
     # one odd window does not flip the rest; None (another language) changes nothing
     assert settle(["cantonese", "mandarin", None, "mandarin", "cantonese"], "cantonese") == \
@@ -205,6 +205,15 @@ def test_auto_changes_variety_only_when_two_windows_in_a_row_vote_against_it():
         ["cantonese", "cantonese", "mandarin", "mandarin"]
     options = RecognitionOptions(initial_prompt="a", prompts=((0.0, "c"), (40.0, None)))
     assert [options.prompt_at(t) for t in (0, 39.9, 40)] == ["c", "c", None]
+    # the speech of blocks decoded one after the other, decoded again at once: each block's
+    # prompts from its start on
+    later = RecognitionOptions(initial_prompt="d", prompts=((90.0, "e"),))
+    assert [options.then(60.0, later).prompt_at(t) for t in (0, 40, 59.9, 60, 89, 90)] == \
+        ["c", None, None, "d", "d", "e"]
+    # and the profiles of blocks taken one after the other
+    later = Block(speech[4:], [(80.0, profiles["sichuanese"])])
+    assert [profile_at([*block.profiles, *later.profiles], t).name for t in (0, 79, 84)] == \
+        ["cantonese", "mandarin", "sichuanese"]
 
 def test_auto_compares_likelihoods_only_of_decodings_of_the_whole_speech():
     """A decoding that left speech out is surer for it: it neither wins nor sets the bar."""

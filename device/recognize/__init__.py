@@ -13,8 +13,8 @@ internals), ``whisper`` (the orchestration).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -71,6 +71,12 @@ class RecognitionOptions:
                 break
             prompt = text
         return prompt
+
+    def then(self, start: float, options: RecognitionOptions) -> RecognitionOptions:
+        """These options, with the prompts of ``options`` from ``start`` (seconds of the
+        recording) on: a stretch of speech decoded with its own after these."""
+        return replace(self, prompts=(*self.prompts, (start, options.initial_prompt),
+                                      *options.prompts))
 
     @property
     def retry_beam(self) -> int:
@@ -156,11 +162,25 @@ class Recognizer(Protocol):
         """Yield segments; times are seconds from the start of ``audio``."""
         ...
 
+    def transcribe_blocks(
+        self, audio: np.ndarray,
+        blocks: Iterable[tuple[Sequence[SpeechChunk], RecognitionOptions]],
+    ) -> Iterator[Segment]:
+        """``transcribe`` over consecutive stretches of one recording's speech, each with
+        its own options; what their first passes lost is decoded again at the end."""
+        ...
+
     def detect_language(
         self, audio: np.ndarray, speech: Sequence[SpeechChunk], windows: int = 4
     ) -> dict[str, float]:
         """Language probabilities averaged over up to ``windows`` stretches of speech spread
         across the recording, most likely first."""
+        ...
+
+    def detect_each(
+        self, audio: np.ndarray, stretches: Sequence[Sequence[SpeechChunk]]
+    ) -> list[dict[str, float]]:
+        """``detect_language`` of each stretch's first window (``windows=1``)."""
         ...
 
     def compare(
@@ -170,6 +190,13 @@ class Recognizer(Protocol):
         """Decode one stretch of speech (up to a window; about ``seconds`` of its speech
         when given) once per set of options, to compare prompts: rough text and
         likelihood, no word times."""
+        ...
+
+    def compare_each(
+        self, audio: np.ndarray, stretches: Sequence[Sequence[SpeechChunk]],
+        options: Sequence[RecognitionOptions], seconds: float | None = None,
+    ) -> list[list[list[Segment]]]:
+        """``compare`` on each stretch."""
         ...
 
 

@@ -84,12 +84,34 @@ class WhisperRecognizer:
     ) -> Iterator[Segment]:
         """Yield segments; passages recovered by a later pass come after the rest,
         so callers that need time order sort (the pipeline does)."""
-        if not speech:
-            return
+        return self.transcribe_blocks(audio, [(speech, options)])
+
+    def transcribe_blocks(
+        self, audio: np.ndarray,
+        blocks: Iterable[tuple[Sequence[SpeechChunk], RecognitionOptions]],
+    ) -> Iterator[Segment]:
+        """``transcribe`` over consecutive stretches of one recording's speech, each with
+        options of its own (auto mode's varieties, a prompt each): the first pass over one
+        after the other, then what they all lost decoded again at once, each lost chunk with
+        the prompt of its stretch.  (A pass of its own after each stretch decoded the one
+        or two windows a stretch loses on one core of two.)"""
+        speech: list[SpeechChunk] = []
+        missed: list[SpeechChunk] = []
+        heard_in: set[str] = set()
+        recovery: RecognitionOptions | None = None
         with self._reporting():
-            missed, heard_in = yield from self._pass(audio, Timeline(speech), options, "first")
-            if options.word_timestamps and options.recover_lost:  # words tell what was heard
-                yield from self._recover(audio, speech, missed, heard_in, options)
+            for chunks, options in blocks:
+                if not chunks:
+                    continue
+                lost, heard = yield from self._pass(audio, Timeline(chunks), options, "first")
+                speech += chunks
+                missed += lost
+                heard_in |= heard
+                recovery = options if recovery is None else recovery.then(chunks[0].start_s,
+                                                                          options)
+            # words tell what was heard
+            if recovery is not None and recovery.word_timestamps and recovery.recover_lost:
+                yield from self._recover(audio, speech, missed, heard_in, recovery)
 
     def recover(
         self, audio: np.ndarray, speech: Sequence[SpeechChunk], lost: Sequence[SpeechChunk],
@@ -175,67 +197,95 @@ class WhisperRecognizer:
         spans = timeline.windows()
         picks = sorted({round(i * (len(spans) - 1) / max(windows - 1, 1))
                         for i in range(min(windows, len(spans)))})
+        return _averaged(self._rankings([(speech_audio, spans[i]) for i in picks]))
+
+    def detect_each(
+        self, audio: np.ndarray, stretches: Sequence[Sequence[SpeechChunk]]
+    ) -> list[dict[str, float]]:
+        """``detect_language`` of each stretch's first window, side by side."""
+        found = iter(self._rankings([_first_window(audio, s) for s in stretches if s]))
+        return [_averaged([next(found)]) if s else {} for s in stretches]
+
+    def _rankings(self, windows: list[tuple[np.ndarray, Window]]) -> list:
+        """Each (speech audio, window)'s languages as Whisper ranks them, the windows
+        encoded side by side and their encodings kept for the decoding."""
 
         def detect(i: int) -> list[tuple[str, float]]:
-            encoded = fw.encode_window(self.model, speech_audio, spans[i], keep=True)
+            encoded = fw.encode_window(self.model, *windows[i], keep=True)
             return fw.detect_languages(self.model, encoded)
 
         def key(i: int) -> str:
-            start, end = int(spans[i].start * SAMPLE_RATE), int(spans[i].end * SAMPLE_RATE)
+            speech_audio, span = windows[i]
+            start, end = int(span.start * SAMPLE_RATE), int(span.end * SAMPLE_RATE)
             return window_key(self.model_id, speech_audio[start:end], 0, {"kind": "language"})
 
-        rankings = self._remembered(detect, picks, key, lambda ranking: [
+        return self._remembered(detect, list(range(len(windows))), key, lambda ranking: [
             [language, float(p)] for language, p in ranking])
-        totals: dict[str, float] = {}
-        for ranking in rankings:
-            for language, probability in ranking:
-                totals[language] = totals.get(language, 0.0) + probability / len(picks)
-        ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:5]
-        return {language: round(p, 4) for language, p in ranked if p >= 0.001}
 
     def compare(
         self, audio: np.ndarray, speech: Sequence[SpeechChunk],
         options: Sequence[RecognitionOptions], seconds: float | None = None,
     ) -> list[list[Segment]]:
         """The speech's first window, encoded once and decoded greedily per set of options
-        (decoding each through ``transcribe`` would encode it every time), side by side, as
-        far as about ``seconds`` of speech say (all of it by default).  Not
-        batched: CTranslate2 wants the prompts of a batch to be of one length.
+        (decoding each through ``transcribe`` would encode it every time), as far as about
+        ``seconds`` of speech say (all of it by default); see ``compare_each``."""
+        return self.compare_each(audio, [speech], options, seconds)[0]
 
-        Language detection keeps the encoding of the first window, so after it this costs
-        no encoder pass; it is kept again for the transcription."""
-        if not speech:
-            return [[] for _ in options]
-        timeline = Timeline(speech)
-        window = timeline.windows()[0]
-        # A prompt that sets off a repetition loop must not decode on to the model's
-        # limit: speech is well under 8 tokens a second.
-        new_tokens = 16 + int(8 * min(window.seconds, seconds or window.seconds))
-        window_audio = timeline.audio(audio, until=window.end)
-        key = window_key(self.model_id, window_audio, 0, {
-            "kind": "trials", "tokens": new_tokens,
-            "chunks": [[c.start, c.end] for c in speech],
-            "options": [[o.language, o.initial_prompt, o.hotwords] for o in options]})
-        if self.memo is not None and (found := self.memo.get(key)) is not None:
-            return [[Segment(**segment) for segment in trial] for trial in found["trials"]]
-        encoded = fw.encode_window(self.model, window_audio, window, keep=True)
+    def compare_each(
+        self, audio: np.ndarray, stretches: Sequence[Sequence[SpeechChunk]],
+        options: Sequence[RecognitionOptions], seconds: float | None = None,
+    ) -> list[list[list[Segment]]]:
+        """``compare`` on each stretch: the stretches' first windows encoded side by side,
+        then every window's decodings side by side.  Not batched: CTranslate2 wants the
+        prompts of a batch to be of one length.
 
-        def decode(option: RecognitionOptions) -> list[Segment]:
+        Language detection keeps the encoding of the windows it detects on, so after it
+        this costs no encoder pass; they are kept again for the transcription."""
+        trials: list[list[list[Segment]] | None] = []
+        todo: list[tuple[int, Timeline, Window, np.ndarray, int, str]] = []
+        for n, speech in enumerate(stretches):
+            if not speech:
+                trials.append([[] for _ in options])
+                continue
+            timeline = Timeline(speech)
+            window_audio, window = _first_window(audio, speech)
+            # A prompt that sets off a repetition loop must not decode on to the model's
+            # limit: speech is well under 8 tokens a second.
+            new_tokens = 16 + int(8 * min(window.seconds, seconds or window.seconds))
+            key = window_key(self.model_id, window_audio, 0, {
+                "kind": "trials", "tokens": new_tokens,
+                "chunks": [[c.start, c.end] for c in speech],
+                "options": [[o.language, o.initial_prompt, o.hotwords] for o in options]})
+            found = self.memo.get(key) if self.memo is not None else None
+            trials.append(None if found is None else [
+                [Segment(**segment) for segment in trial] for trial in found["trials"]])
+            if found is None:
+                todo.append((n, timeline, window, window_audio, new_tokens, key))
+        encoded = self._side_by_side(
+            lambda job: fw.encode_window(self.model, job[3], job[2], keep=True), todo)
+
+        def decode(job: tuple[int, RecognitionOptions]) -> list[Segment]:
+            j, option = job
+            n, timeline, window, _, new_tokens, _ = todo[j]
             text, avg_logprob, no_speech_prob = fw.decode_greedy(
-                self.model, encoded, option.language, option.initial_prompt, option.hotwords,
-                new_tokens)
+                self.model, encoded[j], option.language, option.initial_prompt,
+                option.hotwords, new_tokens)
             segment = Segment(
-                start=speech[0].start_s, end=timeline.to_recording(window.end, is_end=True),
+                start=stretches[n][0].start_s,
+                end=timeline.to_recording(window.end, is_end=True),
                 text=text, language=option.language, avg_logprob=avg_logprob,
                 no_speech_prob=no_speech_prob, compression_ratio=compression_ratio(text))
             cleaned = clean_segment(segment, option.initial_prompt)
             return [cleaned] if cleaned is not None else []
 
-        trials = self._side_by_side(decode, options)
-        if self.memo is not None:
-            self.memo.put(key, {"trials": [[
-                {name: value for name, value in asdict(segment).items() if name != "words"}
-                for segment in trial] for trial in trials]})
+        decoded = iter(self._side_by_side(
+            decode, [(j, option) for j in range(len(todo)) for option in options]))
+        for n, *_, key in todo:
+            trials[n] = [next(decoded) for _ in options]
+            if self.memo is not None:
+                self.memo.put(key, {"trials": [[
+                    {name: value for name, value in asdict(segment).items() if name != "words"}
+                    for segment in trial] for trial in trials[n]]})
         return trials
 
     def _side_by_side(self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
@@ -418,3 +468,20 @@ class WhisperRecognizer:
             compression_ratio=float(raw.compression_ratio),
             words=words,
         )
+
+
+def _first_window(audio: np.ndarray, speech: Sequence[SpeechChunk]) -> tuple[np.ndarray, Window]:
+    """The speech-only audio of a stretch's first window, and the window."""
+    timeline = Timeline(speech)
+    window = timeline.windows()[0]
+    return timeline.audio(audio, until=window.end), window
+
+
+def _averaged(rankings: list) -> dict[str, float]:
+    """The languages of several windows' rankings, by mean probability, most likely first."""
+    totals: dict[str, float] = {}
+    for ranking in rankings:
+        for language, probability in ranking:
+            totals[language] = totals.get(language, 0.0) + probability / len(rankings)
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:5]
+    return {language: round(p, 4) for language, p in ranked if p >= 0.001}

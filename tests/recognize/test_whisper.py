@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -185,6 +186,33 @@ def test_trials_and_transcription_reuse_the_windows_language_detection_encoded(
     assert encoded_after_detection == encoded_alone - 2
     assert after_detection == alone and len(alone) >= 5
     assert whisper.kept_encodings == 0  # forgotten once the recording is transcribed
+
+
+def test_stretches_decoded_one_after_the_other_have_what_they_lost_decoded_at_the_end(
+        engines, tmp_path):
+    """Auto mode decodes a recording a block of windows at a time, a prompt each: the
+    first passes one after the other, then all the speech they lost at once (a pass after
+    each block decoded its one or two windows on one core of two).  Encodings kept ahead of
+    a later block (its votes detect on it) outlive the passes before it."""
+    from device.varieties import window_chunks
+
+    samples, speech = _long_speech_chunks(engines, tmp_path, 100.0, windows=3)
+    groups = window_chunks(speech)
+    first, second = groups[0], [c for group in groups[1:] for c in group]
+    whisper = engines.recognizer("whisper-base")
+    assert whisper.detect_each(samples, [second])
+    options = RecognitionOptions(languages=("zh", "en"))
+    segments = list(whisper.transcribe_blocks(samples, [
+        (first, options), (second, replace(options, initial_prompt="以下是普通话的句子。"))]))
+    report = whisper.report
+    assert segments and [p.kind for p in report.passes[:2]] == ["first", "first"]
+    assert [list(p.chunks) for p in report.passes[:2]] == [first, second]
+    lost = [c for p in report.passes[:2] for c in p.missed]
+    assert all(p.kind in ("packed", "alone") for p in report.passes[2:])
+    assert [c for p in report.passes[2:3] for c in p.chunks] == lost
+    # every window once, but the one detected on before
+    assert report.encoder_passes == report.windows - 1
+    assert whisper.kept_encodings == 0
 
 
 def test_windows_decoded_side_by_side_come_out_as_one_decoder_writes_them(engines, tmp_path):
