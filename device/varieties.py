@@ -146,11 +146,11 @@ def decide(engines, samples, speech: Sequence[SpeechChunk], auto: Profile,
         # The candidates choose_auto_profile compares, decoded for every window at once
         # (it compares none without a plain profile and a variety).
         compared = plain is not None and any(p.markers for p in shared)
-        decoded = trials([groups[i] for i in voting], shared, VOTE_SECONDS) if compared else []
-        by_window = {i: {c.name: trial for c, trial in zip(shared, found, strict=True)}
-                     for i, found in zip(voting, decoded, strict=False)}
+        decoded = dict(zip(voting, trials([groups[i] for i in voting], shared, VOTE_SECONDS),
+                           strict=True)) if compared else {}
+        order = {c.name: k for k, c in enumerate(shared)}
         return [choose_auto_profile(language, profiles, lambda candidates, i=i: [
-            by_window[i][c.name] for c in candidates])[0] if i in voting else None
+            decoded[i][order[c.name]] for c in candidates])[0] if i in voting else None
             for i in windows]
 
     def votes_to(end: int) -> None:
