@@ -337,7 +337,8 @@ def recognize_tracks(
     channel and their profile, and come out in time order.
 
     ``ahead``: the final pass during a recording (``device.ready``), over the windows no
-    later audio can change: its first pass alone."""
+    later audio can change: its first pass, and of the speech that lost, the windows no
+    speech lost later joins."""
     decision = None
     main = max(heard, key=lambda h: h.speech_seconds)
     blocks: dict[int, Iterable[varieties.Block]] = {}
@@ -350,8 +351,8 @@ def recognize_tracks(
     languages = decision.languages() if decision else ()
     options = recognition_options(profile, terms, settings, auto=decision is not None,
                                   languages=languages)
-    if ahead:  # the first pass alone: what it lost is decoded again once it is all there
-        options = replace(options, recover_lost=False)
+    if ahead:  # of what the first pass lost, what no later speech changes
+        options = replace(options, ahead=True)
     recognizer = engines.recognizer(profile.model)
 
     def prompt_of(chosen: Profile) -> str | None:

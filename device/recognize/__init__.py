@@ -35,6 +35,9 @@ class RecognitionOptions:
     transcript goes without them."""
     recover_lost: bool = True
     """Decode again the speech in which a first pass heard no word (needs word times)."""
+    ahead: bool = False
+    """The final pass during a recording: of the speech lost, only the windows no speech
+    lost later can change are decoded again (the rest after stop)."""
     beam_size: int = 5
     """1 = greedy: faster, and more or less accurate by CPU (docs/benchmarks.md)."""
     retry_beam_size: int | None = None

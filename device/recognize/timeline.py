@@ -61,26 +61,32 @@ class Timeline:
         return np.concatenate([recording[c.start : c.end] for c in self.chunks[:count]])
 
     def windows(
-        self, parts: int = 1, adjacent_in: Sequence[SpeechChunk] | None = None
+        self, longest: float = WINDOW_SECONDS, adjacent_in: Sequence[SpeechChunk] | None = None
     ) -> list[Window]:
-        """Windows of at most 30 s, cut at chunk edges; with ``parts``, also where the
-        audio's 1st, 2nd... of that many equal shares ends (a chunk goes with the share its
-        middle is in).  With ``adjacent_in`` (chunks of which these are a part) a window only
-        joins chunks that follow each other there."""
+        """Windows of at most ``longest`` seconds (a chunk longer than that alone), cut at
+        chunk edges, each filled in turn: the windows of the first chunks are those of
+        every longer list that starts with them, but the last, which a later chunk may
+        join.  With ``adjacent_in`` (chunks of which these are a part) a window only joins
+        chunks that follow each other there."""
         index = {chunk: i for i, chunk in enumerate(adjacent_in or ())}
-        share = self.seconds / parts or 1.0
         windows: list[Window] = []
-        last_part = None
         for i, chunk in enumerate(self.chunks):
             start, end = float(self._bounds[i]), float(self._bounds[i + 1])
-            part = int((start + end) / 2 // share)
-            if (windows and end - windows[-1].start <= WINDOW_SECONDS and part == last_part
+            if (windows and end - windows[-1].start <= longest
                     and (adjacent_in is None or index[chunk] == index[self.chunks[i - 1]] + 1)):
                 windows[-1] = Window(windows[-1].start, end)
             else:
                 windows.append(Window(start, end))
-            last_part = part
         return windows
+
+    def settled(self, longest: float = WINDOW_SECONDS,
+                adjacent_in: Sequence[SpeechChunk] | None = None) -> list[SpeechChunk]:
+        """The chunks of every window but the last (``windows``): those whose windows no
+        chunk after them can change."""
+        windows = self.windows(longest, adjacent_in)
+        last = windows[-1].start if windows else 0.0
+        return [chunk for chunk, start in zip(self.chunks, self._bounds, strict=False)
+                if start < last - 1e-9]
 
     def unheard(self, words, least: float = UNHEARD_SECONDS) -> list[SpeechChunk]:
         """The speech in which none of these words (times in the pass's audio) lies: the

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -26,12 +25,12 @@ from device.recognize.languages import clear_choice, script, script_of
 from device.recognize.memo import WindowMemo, restored, stored, window_key
 from device.recognize.retry import DecodedWindow, RetryPolicy, by_window
 from device.recognize.sentences import split_sentences
-from device.recognize.timeline import Timeline, Window, anchor
+from device.recognize.timeline import WINDOW_SECONDS, Timeline, Window, anchor
 from device.records import Segment, Word
 from device.vad import SpeechChunk
 
 PACKED_WINDOW_SECONDS = 15.0
-"""Speech lost in a first pass, packed together, is decoded in windows of about this
+"""Speech lost in a first pass, packed together, is decoded in windows of up to this
 length: a short window loses less, and lost chunks came back whole in two windows of 15 s
 where seven windows of their own took three times as long."""
 T = TypeVar("T")
@@ -126,19 +125,25 @@ class WhisperRecognizer:
         """A batched window is decoded once: when Whisper stops early or skips a stretch (a
         language change mid-window, a long pause, a sentence said again) that speech is
         lost.  In a recording of one language the lost chunks are packed together into
-        windows of about 15 s (an encoder pass each, and a short window loses less); what
+        windows of up to 15 s (an encoder pass each, and a short window loses less); what
         is lost even then, or lost in a recording of several languages, is decoded in
-        windows of its own, each chunk with only the chunks beside it in the recording."""
+        windows of its own, each chunk with only the chunks beside it in the recording.
+        ``options.ahead``: only the windows no speech lost later can join (every one but
+        each pass's last)."""
         # Packing puts stretches from anywhere in one window, decoded in one language:
         # with several in the recording, Whisper translates the others into it.
         if missed and (options.language is not None
                        or len(heard_in | set(options.languages)) <= 1):
-            packed = Timeline(missed)
-            missed, _ = yield from self._pass(audio, packed, options, "packed", parts=math.ceil(
-                packed.seconds / PACKED_WINDOW_SECONDS))
+            if options.ahead:
+                missed = Timeline(missed).settled(PACKED_WINDOW_SECONDS)
+            if missed:
+                missed, _ = yield from self._pass(audio, Timeline(missed), options, "packed",
+                                                  longest=PACKED_WINDOW_SECONDS)
+        # Stretches of chunks are beside the chunks they are part of.
+        beside = sorted({*speech, *missed}, key=lambda c: (c.start, c.end))
+        if missed and options.ahead:
+            missed = Timeline(missed).settled(adjacent_in=beside)
         if missed:
-            # Stretches of chunks are beside the chunks they are part of.
-            beside = sorted({*speech, *missed}, key=lambda c: (c.start, c.end))
             yield from self._pass(audio, Timeline(missed), options, "alone", adjacent_in=beside)
 
     @contextmanager
@@ -158,7 +163,7 @@ class WhisperRecognizer:
 
     def _pass(
         self, audio: np.ndarray, timeline: Timeline, options: RecognitionOptions, kind: str,
-        parts: int = 1, adjacent_in: Sequence[SpeechChunk] | None = None,
+        longest: float = WINDOW_SECONDS, adjacent_in: Sequence[SpeechChunk] | None = None,
     ) -> Generator[Segment, None, tuple[list[SpeechChunk], set[str]]]:
         """Decode the timeline's chunks in windows (see ``Timeline.windows``); yield their
         segments and return the chunks in which no word was heard, and the languages of
@@ -167,7 +172,7 @@ class WhisperRecognizer:
         self._switched = {}  # windows are this pass's own
         words: list = []
         languages: set[str] = set()
-        windows = timeline.windows(parts, adjacent_in)
+        windows = timeline.windows(longest, adjacent_in)
         prompts = {fw.window_seek(self.model, w): options.prompt_at(timeline.to_recording(w.start))
                    for w in windows} if options.prompts else {}
         self._pipeline.window_prompts = prompts

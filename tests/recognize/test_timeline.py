@@ -18,10 +18,14 @@ def test_windows_are_cut_at_chunk_edges_and_hold_at_most_30_seconds():
     timeline = Timeline(_chunks([(0, 12), (20, 32), (40, 50), (60, 70)]))
     assert timeline.seconds == 44.0
     assert timeline.windows() == [Window(0.0, 24.0), Window(24.0, 44.0)]
-    # Two equal shares: each chunk goes with the share its middle is in.
-    assert timeline.windows(parts=2) == [Window(0.0, 24.0), Window(24.0, 44.0)]
-    assert timeline.windows(parts=4) == [Window(0.0, 12.0), Window(12.0, 24.0),
-                                         Window(24.0, 34.0), Window(34.0, 44.0)]
+    # Shorter windows, each filled in turn: those of the first chunks are the windows of
+    # every longer list that starts with them, but the last
+    assert timeline.windows(longest=15) == [Window(0.0, 12.0), Window(12.0, 24.0),
+                                            Window(24.0, 34.0), Window(34.0, 44.0)]
+    assert timeline.windows(longest=22) == [Window(0.0, 12.0), Window(12.0, 34.0),
+                                            Window(34.0, 44.0)]
+    assert Timeline(timeline.chunks[:3]).windows(longest=22)[:-1] == \
+        timeline.windows(longest=22)[:1]
 
 
 def test_only_neighbouring_chunks_share_a_window_when_asked():
@@ -49,6 +53,13 @@ def test_windows_cover_the_speech_once(gaps_and_lengths):
     assert windows[0].start == 0.0 and abs(windows[-1].end - timeline.seconds) < 1e-9
     assert all(a.end == b.start for a, b in zip(windows, windows[1:], strict=False))
     assert all(w.seconds <= 30.0 for w in windows)  # no chunk here is longer
+    # the windows of the first chunks are those of all of them, but the last; the chunks of
+    # those are the settled ones
+    for count in range(1, len(spans)):
+        first = Timeline(timeline.chunks[:count])
+        assert first.windows(longest=15)[:-1] == timeline.windows(longest=15)[
+            : len(first.windows(longest=15)) - 1]
+        assert Timeline(first.settled(15)).windows(longest=15) == first.windows(longest=15)[:-1]
 
 
 def _word(start, end):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import numpy as np
@@ -347,7 +346,7 @@ def test_speech_a_pass_lost_is_decoded_again(engines, tmp_path, several_language
 
     first = whisper.report.passes[0]
     one_window_per_run = len(Timeline(lost).windows(adjacent_in=speech))
-    packed = math.ceil(sum(c.end_s - c.start_s for c in lost) / PACKED_WINDOW_SECONDS)
+    packed = len(Timeline(lost).windows(longest=PACKED_WINDOW_SECONDS))
     assert len(lost) >= 3 and packed < one_window_per_run
     assert first.kind == ("alone" if several_languages else "packed")
     assert first.windows == (one_window_per_run if several_languages else packed)
@@ -362,3 +361,36 @@ def test_speech_a_pass_lost_is_decoded_again(engines, tmp_path, several_language
                           if start - 0.5 <= middle <= end + 0.5)
             assert heard and min(character_error_rate(text, heard) for *_, text in clips) == \
                 character_error_rate(spoken, heard)
+
+
+def test_lost_speech_decoded_during_a_recording_is_taken_after_stop(engines, tmp_path):
+    """During a recording the final pass decodes the packed windows of lost speech that no
+    speech lost later can join (every one but the last); after stop the recovery of all
+    the lost speech takes them and decodes the rest, to the transcript it gives alone."""
+    language = "zh" if shared_clips() else "en"  # espeak speaks English
+    samples = audio.decode(long_speech_with_texts(tmp_path, 150.0, language=language)[0])
+    speech = engines.detector.speech_chunks(samples)
+    lost = speech[::2]
+    so_far = lost[: len(lost) * 2 // 3]  # what the passes had lost when the final pass ran
+    windows = Timeline(lost).windows(longest=PACKED_WINDOW_SECONDS)
+    settled = Timeline(so_far).windows(longest=PACKED_WINDOW_SECONDS)[:-1]
+    assert len(settled) >= 2 and len(windows) > len(settled)
+    assert windows[: len(settled)] == settled  # filled in turn: the first ones stay
+    whisper = engines.recognizer("whisper-base")
+    options = RecognitionOptions(languages=(language,))
+    alone = list(whisper.recover(samples, speech, lost, {language}, options))
+    memo: dict = {}
+    kept = type("Kept", (), {"get": lambda _, k: memo.get(k),
+                             "put": lambda _, k, v: memo.__setitem__(k, v)})()
+    whisper.memo = kept
+    try:
+        list(whisper.recover(samples, speech, so_far, {language},
+                             replace(options, ahead=True)))
+        during = whisper.report.passes  # what the packed windows lost may follow, alone
+        assert (during[0].kind, during[0].windows) == ("packed", len(settled))
+        after_stop = list(whisper.recover(samples, speech, lost, {language}, options))
+    finally:
+        whisper.memo = None
+    assert whisper.report.passes[0].windows == len(windows)
+    assert whisper.report.windows_taken == sum(p.windows for p in during)
+    assert [(s.start, s.text) for s in after_stop] == [(s.start, s.text) for s in alone]
