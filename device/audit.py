@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -31,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from device.audio import durable_file
+from device.audio import durable_file, fsync_dir
 from device.records import AuditEntry, User
 from device.settings import Settings
 from device.store import Store
@@ -50,18 +51,32 @@ def key_path(settings: Settings) -> Path:
 def load_key(settings: Settings) -> Ed25519PrivateKey:
     """The box's audit key, made on first use (readable by its owner only)."""
     path = key_path(settings)
-    if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"{path} is not an Ed25519 key")
-        return key
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    with durable_file(path, mode=0o600) as out:
-        out.write(pem)
+    if not path.exists():
+        _make_key(path)
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 key")
     return key
+
+
+def _make_key(path: Path) -> None:
+    """A new key at ``path``, unless another process made one first: the web server, the
+    worker and the recorder start together on a new box, and all must sign with the same
+    key.  Each writes its own file, and the first linked into place is the box's."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+    mine = path.with_name(f"{path.name}.{os.getpid()}")
+    try:
+        with durable_file(mine, mode=0o600) as out:
+            out.write(pem)
+        os.link(mine, path)
+        fsync_dir(path.parent)
+    except FileExistsError:
+        pass  # another's is the box's
+    finally:
+        mine.unlink(missing_ok=True)
 
 
 def public_hex(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:

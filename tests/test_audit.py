@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from pathlib import Path
 
 import pytest
 
-from device.audit import HEAD_EVERY, Auditor, export_lines, verify, verify_export
+from device.audit import HEAD_EVERY, KEY_FILE, Auditor, export_lines, verify, verify_export
 from device.databases import open_store
 
 
@@ -162,3 +163,31 @@ def test_an_unwritable_trail_is_set_aside_and_a_new_segment_says_where_it_broke(
     # the break is reported (signed heads covered the entries lost with the page), and the
     # new segment is recognised as one
     assert not result.ok and result.restarts == (kept + 1,)
+
+
+def _make_audit_key(data_dir: str, start, keys) -> None:
+    from device.audit import load_key, public_hex
+    from device.settings import Settings
+
+    start.wait(10)
+    keys.put(public_hex(load_key(Settings.load().replace(data_dir=Path(data_dir)))))
+
+
+def test_processes_starting_together_on_a_new_box_make_one_audit_key(tmp_path):
+    """The web server, the worker and the recorder all sign the trail: started together on a
+    new box, they must not each write a key of their own over the others' (one of them
+    failed to start on a rename that another had just made)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    start, keys = context.Barrier(6), context.Queue()
+    processes = [context.Process(target=_make_audit_key, args=(str(tmp_path), start, keys))
+                 for _ in range(6)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+    assert [process.exitcode for process in processes] == [0] * 6
+    made = {keys.get(timeout=5) for _ in processes}
+    assert len(made) == 1
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == [KEY_FILE]
