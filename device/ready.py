@@ -158,10 +158,9 @@ def decidable(chunks: list[SpeechChunk]) -> list[SpeechChunk]:
     """The settled chunks whose windows are decided: every window of the first pass but the
     last, which the next chunk may still join (windows are packed greedily from the start,
     so the first ones are those of the whole recording)."""
-    from device.varieties import window_chunks
+    from device.recognize import Timeline
 
-    groups = window_chunks(chunks) if chunks else []
-    return [chunk for group in groups[:-1] for chunk in group]
+    return Timeline(chunks).settled()
 
 
 def run(settings: Settings, recording_id: int, engines=None,

@@ -137,18 +137,18 @@ def decide(engines, samples, speech: Sequence[SpeechChunk], auto: Profile,
 
     votes: list[str | None] = [first]
     plain = next((p.name for p in shared if not p.markers), None)
+    # The candidates choose_auto_profile compares, decoded for every voting window at once
+    # (it compares none without a plain profile and a variety).
+    compared = plain is not None and any(p.markers for p in shared)
+    order = {c.name: k for k, c in enumerate(shared)}
 
     def vote(windows: list[int]) -> list[str | None]:
         """The windows' votes, side by side: None where a window is in another language."""
         own = recognizer.detect_each(samples, [groups[i] for i in windows])
         voting = [i for i, languages in zip(windows, own, strict=True)
                   if next(iter(languages), None) == language]
-        # The candidates choose_auto_profile compares, decoded for every window at once
-        # (it compares none without a plain profile and a variety).
-        compared = plain is not None and any(p.markers for p in shared)
         decoded = dict(zip(voting, trials([groups[i] for i in voting], shared, VOTE_SECONDS),
                            strict=True)) if compared else {}
-        order = {c.name: k for k, c in enumerate(shared)}
         return [choose_auto_profile(language, profiles, lambda candidates, i=i: [
             decoded[i][order[c.name]] for c in candidates])[0] if i in voting else None
             for i in windows]

@@ -51,7 +51,7 @@ class Probes:
         self, audio: np.ndarray, stretches: Sequence[Sequence[SpeechChunk]]
     ) -> list[dict[str, float]]:
         """``detect_language`` of each stretch's first window, side by side."""
-        found = iter(self._rankings([_first_window(audio, s) for s in stretches if s]))
+        found = iter(self._rankings([_first_window(audio, Timeline(s)) for s in stretches if s]))
         return [_averaged([next(found)]) if s else {} for s in stretches]
 
     def _rankings(self, windows: list[tuple[np.ndarray, Window]]) -> list:
@@ -96,7 +96,7 @@ class Probes:
                 trials.append([[] for _ in options])
                 continue
             timeline = Timeline(speech)
-            window_audio, window = _first_window(audio, speech)
+            window_audio, window = _first_window(audio, timeline)
             # A prompt that sets off a repetition loop must not decode on to the model's
             # limit: speech is well under 8 tokens a second.
             new_tokens = 16 + int(8 * min(window.seconds, seconds or window.seconds))
@@ -160,9 +160,8 @@ class Probes:
         return results
 
 
-def _first_window(audio: np.ndarray, speech: Sequence[SpeechChunk]) -> tuple[np.ndarray, Window]:
+def _first_window(audio: np.ndarray, timeline: Timeline) -> tuple[np.ndarray, Window]:
     """The speech-only audio of a stretch's first window, and the window."""
-    timeline = Timeline(speech)
     window = timeline.windows()[0]
     return timeline.audio(audio, until=window.end), window
 

@@ -136,10 +136,11 @@ class WhisperRecognizer(Probes):
             if missed:
                 missed, _ = yield from self._pass(audio, Timeline(missed), options, "packed",
                                                   longest=PACKED_WINDOW_SECONDS)
-        # Stretches of chunks are beside the chunks they are part of.
-        beside = sorted({*speech, *missed}, key=lambda c: (c.start, c.end))
-        if missed and options.ahead:
-            missed = Timeline(missed).settled(adjacent_in=beside)
+        if missed:
+            # Stretches of chunks are beside the chunks they are part of.
+            beside = sorted({*speech, *missed}, key=lambda c: (c.start, c.end))
+            if options.ahead:
+                missed = Timeline(missed).settled(adjacent_in=beside)
         if missed:
             yield from self._pass(audio, Timeline(missed), options, "alone", adjacent_in=beside)
 
