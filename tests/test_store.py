@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import threading
 from pathlib import Path
 
 from device.databases import open_store
 from device.migrations import migration_names, schema_migrations
 from device.records import Segment, Word
 from device.store import SCHEMA_VERSION, Store
+from device.store._base import connect
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -34,6 +36,31 @@ def test_database_is_wal_with_full_sync_and_foreign_keys(settings):
         assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert store.schema_version == SCHEMA_VERSION
+
+
+def test_connections_opening_a_new_database_at_once_all_open_it(tmp_path):
+    """Each wants the exclusive lock of the switch to WAL while holding a shared one, and
+    SQLite fails all but one at once rather than wait: the web server and the worker
+    starting together on a new box died of it ("database is locked")."""
+    failed = []
+
+    def open_it(path: Path, ready: threading.Barrier) -> None:
+        ready.wait()
+        try:
+            connect(path).close()
+        except sqlite3.OperationalError as exc:
+            failed.append(exc)
+
+    for n in range(60):
+        ready = threading.Barrier(8)
+        threads = [threading.Thread(target=open_it, args=(tmp_path / f"{n}.db", ready))
+                   for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert failed == []
+    assert sqlite3.connect(tmp_path / "0.db").execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
 def test_migrations_are_idempotent(settings):

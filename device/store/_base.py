@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +30,11 @@ def raw_key(key: bytes) -> str:
     return "\"x'" + key.hex() + "'\""
 
 
-def raw_connection(path: Path, key: bytes | None = None, timeout: float = 30):
+WAIT = 30.0
+"""Seconds a connection waits for another's lock before it fails."""
+
+
+def raw_connection(path: Path, key: bytes | None = None, timeout: float = WAIT):
     """A bare connection to ``path``: SQLite's, or with ``key`` SQLCipher's (the key tried at
     once: DatabaseKeyError if it does not open the file); no pragma set, so a file is read
     as it is (an update backup keeps its journal mode)."""
@@ -78,12 +83,29 @@ def connect(path: Path, *pragmas: str, key: bytes | None = None) -> sqlite_utils
     write-ahead log, encrypted with AES-256 under that key and authenticated."""
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = raw_connection(path, key)
+    conn = raw_connection(path, key, WAIT)
     db = sqlite_utils.Database(conn)
-    for pragma in ("journal_mode = WAL", "synchronous = FULL", "foreign_keys = ON",
-                   "busy_timeout = 30000", *pragmas):
+    _write_ahead(db)
+    for pragma in ("synchronous = FULL", "foreign_keys = ON",
+                   f"busy_timeout = {int(WAIT * 1000)}", *pragmas):
         db.execute(f"PRAGMA {pragma}")
     return db
+
+
+def _write_ahead(db: sqlite_utils.Database) -> None:
+    """Switch ``db`` to WAL.  Connections opening a new database at once (the web server
+    and the worker on a box's first start) each want the exclusive lock that switch takes
+    while holding a shared one; SQLite then fails all but one at once instead of waiting
+    ("database is locked"), so the switch is tried again for up to ``WAIT``."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except db.conn.OperationalError as exc:  # sqlite3's or SQLCipher's
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.01)
 
 
 def once(db: sqlite_utils.Database, work) -> None:
