@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -82,18 +83,31 @@ def install_default_models(box: Box, slot: str, journal: dict) -> None:
 
 def check_health(box: Box, slot: str, journal: dict) -> None:
     """The new slot must serve /health (200, status ok) on a spare port and transcribe the
-    bundled clip into the words of its reference."""
+    bundled clip into the words of its reference.  The two run side by side (the
+    transcription in a scratch data folder of its own): each is mostly a Python process
+    starting and loading, on one core."""
     code = box.slots / slot / "code"
     port = _free_port()
     env = {**box.environment(slot), "TINGJI_HOST": "127.0.0.1", "TINGJI_PORT": str(port)}
     log = open(box.state_dir / "healthcheck.log", "wb")
-    server = subprocess.Popen([str(box.python(slot)), "-m", "device", "serve"], env=env,
-                              cwd=code, stdin=subprocess.DEVNULL, stdout=log,
-                              stderr=subprocess.STDOUT, preexec_fn=die_with_parent(signal.SIGKILL))
-    journal["server_pid"] = server.pid
-    write_json(box.journal, journal)
     scratch = box.state_dir / "healthcheck-data"
+    shutil.rmtree(scratch, ignore_errors=True)
+    clip = code / "updates" / "healthcheck.wav"
+    children = []
+    # files, not pipes: nothing reads them until /health answered
+    heard, errors = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
     try:
+        for command, environment, output in (
+                (["serve"], env, {"stdout": log, "stderr": subprocess.STDOUT}),
+                (["transcribe", str(clip), "--json"],
+                 {**box.environment(slot, data_dir=scratch), "TINGJI_AUTO_SUMMARIZE": "0"},
+                 {"stdout": heard, "stderr": errors})):
+            children.append(subprocess.Popen(
+                [str(box.python(slot)), "-m", "device", *command], env=environment, cwd=code,
+                stdin=subprocess.DEVNULL, preexec_fn=die_with_parent(signal.SIGKILL), **output))
+        server, transcriber = children
+        journal.update(server_pid=server.pid, child_pid=transcriber.pid)
+        write_json(box.journal, journal)
         deadline, status = time.monotonic() + HEALTH_TIMEOUT, None
         while time.monotonic() < deadline and server.poll() is None:
             try:
@@ -104,34 +118,29 @@ def check_health(box: Box, slot: str, journal: dict) -> None:
                 status = exc.code, None
                 break
             except OSError:
-                time.sleep(0.25)  # not listening yet
+                time.sleep(0.1)  # not listening yet
         if status != (200, "ok"):
             raise UpdateFailed(f"the new version's /health did not answer 200 ok ({status}); "
                                f"see {box.state_dir / 'healthcheck.log'}")
-        shutil.rmtree(scratch, ignore_errors=True)
-        clip = code / "updates" / "healthcheck.wav"
-        result = subprocess.run(
-            [str(box.python(slot)), "-m", "device", "transcribe", str(clip), "--json"],
-            env={**box.environment(slot, data_dir=scratch), "TINGJI_AUTO_SUMMARIZE": "0"},
-            cwd=code, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent(signal.SIGKILL))
-        if result.returncode != 0:
+        if transcriber.wait(600) != 0:
+            errors.seek(0)
             raise UpdateFailed(f"the new version could not transcribe the health-check clip: "
-                               f"{result.stderr.strip()[-300:]}")
+                               f"{errors.read().strip()[-300:]}")
         from device.text import word_error_rate
 
-        heard = " ".join(s["text"] for s in json.loads(result.stdout)["segments"])
+        heard.seek(0)
+        said = " ".join(s["text"] for s in json.load(heard)["segments"])
         reference = (code / "updates" / "healthcheck.txt").read_text()
-        if word_error_rate(reference.replace("nine", "9"), heard) > 0.34:
-            raise UpdateFailed(f"the new version mis-heard the health-check clip: {heard!r}")
+        if word_error_rate(reference.replace("nine", "9"), said) > 0.34:
+            raise UpdateFailed(f"the new version mis-heard the health-check clip: {said!r}")
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for child in children:
+            child.terminate()
+        for child in children:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        for file in (log, heard, errors):
+            file.close()
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-
-
