@@ -83,7 +83,7 @@ def connect(path: Path, *pragmas: str, key: bytes | None = None) -> sqlite_utils
     write-ahead log, encrypted with AES-256 under that key and authenticated."""
     if str(path) != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = raw_connection(path, key, WAIT)
+    conn = raw_connection(path, key)
     db = sqlite_utils.Database(conn)
     _write_ahead(db)
     for pragma in ("synchronous = FULL", "foreign_keys = ON",
