@@ -100,9 +100,9 @@ test: install test-models $(AXE)
 	  if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	  exit $$status
 
-# Pure logic only: no model, no server, no subprocess, no large file.
+# Pure logic only: no model, no server, no subprocess, no large file; in two processes.
 test-fast: deps catalogues
-	@$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	@$(PY) -m pytest -q -n 2 -m "not slow" $(PYTEST_ARGS)
 
 SPEECH_DIR ?= ../shared/speech
 
