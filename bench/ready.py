@@ -109,7 +109,8 @@ def run(settings: Settings, wav: Path, reference: str, ahead: bool, live_engines
                 if runner.run(store, runner.claim(store, summary_jobs[0].id)):
                     summarised = time.monotonic() - stopped
                     content = store.summaries(recording.id)[0].content
-                    summary = {k: content.get(k) for k in ("chunks", "notes_kept", "retries")}
+                    summary = {k: content.get(k)
+                               for k in ("chunks", "notes_kept", "retries", "read_ahead")}
                 else:
                     summary = {"error": str(store.get_job(summary_jobs[0].id).error)}
             final = "".join(s.text for s in store.segments(recording.id))

@@ -41,7 +41,8 @@ log = logging.getLogger("tingji.databases")
 MAIN, AUDIT, WAITING = "main", "audit", "waiting"
 
 MOVED = ("recordings", "segments", "words", "markers", "jobs", "deletions", "decoded_windows",
-         "summary_notes", "audit", "glossary", "summaries", "retention_rules", "retention_runs")
+         "summary_notes", "summary_ahead", "audit", "glossary", "summaries", "retention_rules",
+         "retention_runs")
 """The tables whose rows a waiting database hands over."""
 LEFT = ("users", "sessions", "audit_heads", "_sqlite_migrations", "sqlite_sequence")
 """The tables it does not: accounts live elsewhere, its own chain heads are signed again."""
@@ -174,7 +175,7 @@ def seal_backups(settings: Settings) -> list[Path]:
 
 
 RECORDING_TABLES = ("markers", "summaries", "revisions", "jobs", "decoded_windows",
-                    "summary_notes")
+                    "summary_notes", "summary_ahead")
 
 
 def erase_from_backups(settings: Settings, recording_id: int) -> int:
@@ -359,7 +360,7 @@ def _copy(store: Store) -> list[int]:
     cols = ", ".join(f"[{c}]" for c in _columns(store, "recordings"))
     recordings = [r[0] for r in db.execute("SELECT id FROM waiting.recordings ORDER BY id")]
     db.execute(f"INSERT INTO main.recordings ({cols}) SELECT {cols} FROM waiting.recordings")
-    for table in ("decoded_windows", "summary_notes"):
+    for table in ("decoded_windows", "summary_notes", "summary_ahead"):
         db.execute(f"INSERT OR REPLACE INTO main.{table} SELECT * FROM waiting.{table}")
     segment_cols = [c for c in _columns(store, "segments") if c != "id"]
     word_cols = [c for c in _columns(store, "words") if c not in ("id", "segment_id")]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from contextlib import closing
+from contextlib import closing, nullcontext
 
 from device.records import Segment
 from device.settings import Settings
@@ -51,6 +51,40 @@ class NotesAhead:
 
         return (self.settings.auto_summarize and not self._unavailable
                 and _summariser_installed(self.settings))
+
+    def _read_ahead(self, reader, segments: Sequence[Segment], language: str | None) -> None:
+        """The final call's start, the notes so far (``summary_text.notes_so_far``), read
+        into the summariser from where the last reading ended, and kept: after stop only
+        the rest of the call is read.  The summariser reads them itself when it is not the
+        notes model; they are not read on once they pass the context of ``CONTEXT``."""
+        from device.summarize import PROMPT_VERSION, Plan, SummaryError, load_summarizer
+        from models.store import ModelError
+
+        extract = self.settings.summary_extract
+        plan = Plan.of(segments, language, extract=extract,
+                       noted=self.store.noted_chunks(self.recording_id),
+                       kept=lambda chunk: self.memo.get(chunk.key(self.model_id, PROMPT_VERSION,
+                                                                  extract)),
+                       size=self.settings.summary_chunk_chars)
+        notes, first = [], 1
+        for chunk in plan.chunks if plan.tail is not None else ():
+            noted = self.memo.get(chunk.key(self.model_id, PROMPT_VERSION, extract))
+            if noted is None:
+                break
+            notes.append(chunk.cited(noted, first))
+            first += len(chunk.lines)
+        if not notes:
+            return
+        writer_id = self.settings.summary_model
+        try:
+            with (nullcontext(reader) if writer_id == self.model_id
+                  else closing(load_summarizer(self.settings, writer_id, CONTEXT))) as writer:
+                read = writer.read_ahead(plan, notes, lambda: self.memo.read_ahead(writer_id))
+        except (ModelError, SummaryError) as exc:  # the summary reads them after stop
+            log.warning("recording %s: the notes not read ahead (%s)", self.recording_id, exc)
+            return
+        if read is not None:
+            self.memo.keep_read_ahead(writer_id, read)
 
     def pending(self, segments: Sequence[Segment], language: str | None) -> list[Chunk]:
         """The closed chunks of ``segments`` (the final transcript so far) with no notes.
@@ -95,6 +129,8 @@ class NotesAhead:
         try:
             with closing(load_summarizer(self.settings, self.model_id, CONTEXT)) as reader:
                 notes = reader.chunk_notes(plan, chunk, "")
+                self.memo.put(key, chunk, notes, self.model_id)
+                self._read_ahead(reader, segments, language)
         except ModelError as exc:
             log.warning("recording %s: no notes during the recording (%s)", self.recording_id,
                         exc)
@@ -105,7 +141,6 @@ class NotesAhead:
                         self.recording_id, chunk.start, chunk.end, exc)
             self._failed.add(key)
             return True
-        self.memo.put(key, chunk, notes, self.model_id)
         self.store.update_recording(self.recording_id, notes_until=chunk.end)
         self.taken += 1
         return True

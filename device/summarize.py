@@ -33,7 +33,7 @@ from typing import Protocol
 from device.errors import N_, TingjiError
 from device.faithfulness import check_claims, degeneracy, loop_at_end
 from device.grounding import Flag, grounding_flags
-from device.llm import SEED, JsonGenerator, RepetitionLoop, Sampling
+from device.llm import SEED, JsonGenerator, ReadPrompt, RepetitionLoop, Sampling
 from device.records import Segment
 from device.said import Said, of_error
 from device.summary_schema import schemas
@@ -46,9 +46,11 @@ from device.summary_text import (
     _notes_text,
     _transcript_text,
     is_cjk,
+    notes_so_far,
+    speakers_of,
 )
 
-PROMPT_VERSION = "summary-v6"
+PROMPT_VERSION = "summary-v7"
 NOTES_BUDGET = 4500
 """Tokens of notes the final call reads at most; more are first merged in groups."""
 MERGE_GROUP = 6
@@ -100,6 +102,8 @@ class Summary:
     """What the claim check did: claims written, re-cited, left out, flagged as weak."""
     notes_kept: int = 0
     """Chunks whose notes were taken before (during the recording, or an earlier summary)."""
+    read_ahead: int = 0
+    """Tokens of the final call's prompt read into the model during the recording."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -280,9 +284,25 @@ class LlamaSummarizer:
         plan.step()
         return sorted({n for n in answer.get("lines", []) if isinstance(n, int) and n in numbers})
 
+    def read_ahead(self, plan: Plan, notes: list[dict],
+                   last: Callable[[], ReadPrompt | None] = lambda: None) -> ReadPrompt | None:
+        """The final call's start, the notes so far (``notes_so_far``), read into the
+        model from where the last reading (``last()``, by this model) ended; None when it
+        does not fit the model's context.  One state at a time is held in memory."""
+        tokens = self.generator.prompt_start(plan.system, notes_so_far(notes))
+        if len(tokens) >= self.llm.n_ctx():
+            return None
+        if (before := last()) is not None:
+            self.generator.restore(before)
+            del before
+        self.generator.read(tokens)
+        return self.generator.saved()
+
     def write(self, plan: Plan, notes: list[dict] | None,
-              notes_model_id: str | None = None) -> Summary:
-        """The summary: from the transcript itself when it fits one call, else from notes."""
+              notes_model_id: str | None = None, ahead: ReadPrompt | None = None) -> Summary:
+        """The summary: from the transcript itself when it fits one call, else from notes
+        (``ahead``: the start of the call after notes taken during the recording, read into
+        this model then)."""
         plan.starting(Said(N_("reading the notes")), Said(N_("writing the summary")))
         if notes is None:
             text = "Transcript:\n" + _transcript_text(plan.lines) + "\n\n"
@@ -294,13 +314,14 @@ class LlamaSummarizer:
                                     lines=len(plan.lines))
         elif plan.tail:
             first = len(plan.lines) - len(plan.tail) + 1
-            merged = self._complete(
-                plan, "Notes on the first parts of one transcript, as JSON:\n"
-                + _notes_text(notes) + "\n\nIts last part:\n"
-                + _transcript_text(plan.tail, first) + "\n\nWrite the summary of the whole "
-                "transcript as JSON: every item keeps the segments of the notes it comes from, "
-                "or lists the [numbers] of the last part's lines it comes from.",
-                max_tokens=2048, schema=plan.summary_schema, lines=len(plan.lines))
+            user = (notes_so_far(notes) + speakers_of(notes, plan.lines) + "\nIts last part:\n"
+                    + _transcript_text(plan.tail, first) + "\n\nWrite the summary of the whole "
+                    "transcript as JSON: every item keeps the segments of the notes it comes "
+                    "from, or lists the [numbers] of the last part's lines it comes from.")
+            if ahead is not None and self.generator.restore(ahead):
+                plan.read_ahead = ahead.shared(self.generator.prompt(plan.system, user))
+            merged = self._complete(plan, user, max_tokens=2048, schema=plan.summary_schema,
+                                    lines=len(plan.lines))
         else:
             merged = self._complete(
                 plan, "Notes on the consecutive parts of one transcript, as JSON. Write "
@@ -330,6 +351,7 @@ class LlamaSummarizer:
             flags=flags, chunks=len(plan.chunks) + bool(plan.tail),
             notes_model_id=notes_model_id,
             unsupported=checked.unsupported, retries=plan.retries, notes_kept=plan.kept,
+            read_ahead=plan.read_ahead,
             checked={"claims": checked.claims, "recited": checked.recited,
                      "left_out": len(checked.unsupported), "weak": len(checked.weak)},
         )
@@ -388,7 +410,8 @@ def summarize(
     with closing(load_summarizer(settings, model_id)) as writer:
         if plan.long and notes is None:
             notes = writer.take_notes(plan, memo)
-        return writer.write(plan, notes, reader_id)
+        ahead = memo.read_ahead(model_id) if plan.tail and memo is not None else None
+        return writer.write(plan, notes, reader_id, ahead)
 
 
 def summarize_recording(store, settings, job, on_progress: Callable[..., None]) -> Summary:
@@ -406,6 +429,7 @@ def summarize_recording(store, settings, job, on_progress: Callable[..., None]) 
                         notes_model_id, on_progress, memo=StoredNotes(store, recording.id),
                         noted=store.noted_chunks(recording.id))
     content = {k: v for k, v in summary.as_dict().items() if k not in ("flags",)}
+    store.forget_summary_ahead(recording.id)  # read: its megabytes are not kept
     return store.add_summary(recording.id, content, [asdict(f) for f in summary.flags],
                              model_id=summary.model_id, prompt_version=summary.prompt_version,
                              transcript_hash=transcript_hash)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
 from device.errors import N_, TingjiError
-from device.llm import READING
+from device.llm import READING, ReadPrompt
 from device.records import Segment
 from device.said import Said
 from device.summary_schema import schemas
@@ -91,6 +91,35 @@ def _notes_text(notes: Sequence[dict]) -> str:
     """Notes of several chunks as one JSON object: each section's items in order."""
     return json.dumps({section: [item for note in notes for item in note.get(section, [])]
                        for section in _NOTE_SECTIONS}, ensure_ascii=False)
+
+
+def notes_so_far(notes: Sequence[dict]) -> str:
+    """How the final call after notes taken during a recording begins: the notes, a line
+    per part, without who said what (known only once the whole recording is diarised), so
+    that a part's notes only add to it.  Read into the model as each part is noted
+    (``notes_ahead``), only the rest of the call is read after stop."""
+    return "Notes on the first parts of one transcript, as JSON, a line per part:\n" + "".join(
+        json.dumps({section: [{k: v for k, v in item.items() if k != "who"}
+                              for item in note.get(section, [])]
+                    for section in _NOTE_SECTIONS}, ensure_ascii=False) + "\n"
+        for note in notes)
+
+
+def speakers_of(notes: Sequence[dict], lines: Sequence[Line]) -> str:
+    """Who said the transcript ``lines`` the notes cite, a line ("" when it names no
+    speakers): what ``Chunk.cited`` tells each item, said after the notes."""
+    cited: dict[str, list[int]] = {}
+    numbers = sorted({n for note in notes for section in _NOTE_SECTIONS
+                      for item in note.get(section, []) for n in item.get("segments", [])
+                      if isinstance(n, int) and 1 <= n <= len(lines)})
+    for n in numbers:
+        for who in dict.fromkeys(s.speaker for s in lines[n - 1].segments if s.speaker):
+            cited.setdefault(who, []).append(n)
+    if not cited:
+        return ""
+    return "Who said the lines they cite: " + "; ".join(
+        f"{who} " + ", ".join(f"[{n}]" for n in numbers) for who, numbers in cited.items()
+    ) + "\n"
 
 
 _Piece = TypeVar("_Piece", Segment, Line)
@@ -254,6 +283,9 @@ class NotesMemo(Protocol):
 
     def put(self, key: str, chunk: Chunk, notes: dict, model_id: str) -> None: ...
 
+    def read_ahead(self, model_id: str) -> ReadPrompt | None:
+        """The final call's start read into ``model_id`` before (``notes_so_far``)."""
+
 
 class StoredNotes:
     """A recording's chunk notes, in its database; ``ahead``: taken during the recording."""
@@ -268,6 +300,13 @@ class StoredNotes:
         self.store.keep_chunk_notes(self.recording_id, key,
                                     [(s.start, s.end) for s in chunk.segments], notes,
                                     model_id, ahead=self.ahead)
+
+    def read_ahead(self, model_id: str) -> ReadPrompt | None:
+        kept = self.store.summary_ahead(self.recording_id, model_id)
+        return ReadPrompt(*kept) if kept else None
+
+    def keep_read_ahead(self, model_id: str, read: ReadPrompt) -> None:
+        self.store.keep_summary_ahead(self.recording_id, model_id, read.tokens, read.state)
 
 
 class NothingToSummarise(TingjiError):
@@ -297,6 +336,8 @@ class Plan:
     retrying: bool = False
     kept: int = 0
     """Chunks whose notes were taken before."""
+    read_ahead: int = 0
+    """Tokens of the final call read into the model before (during the recording)."""
     tail: list[Line] | None = None
     """After notes taken during the recording: the lines the final call reads with the
     notes (the last part, and speech found again after stop)."""

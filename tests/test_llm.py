@@ -96,3 +96,31 @@ def test_a_generation_that_falls_into_a_loop_is_stopped_early(generator):
     # stopped within a few steps of the loop, not at the 600-token limit
     assert 60 <= len(stopped.value.tail) <= 160
     assert "冰海星" in stopped.value.tail
+
+
+@pytest.mark.slow
+def test_a_prompts_start_read_by_one_model_is_taken_by_another_that_writes_the_same(generator):
+    """As during a recording: one process reads the start of a prompt into a smaller
+    context and saves it; another puts it back, reads only the rest, and writes what it
+    would have written reading the whole prompt."""
+    from device.settings import Settings
+
+    system = "You list facts as JSON."
+    start = "Notes so far:\n" + "".join(f"[{n}] tea was grown in province {n}\n"
+                                        for n in range(40))
+    user = start + "\nList two facts about tea."
+    schema = {"type": "object", "properties": {"facts": {"type": "array", "maxItems": 2,
+                                                         "items": {"type": "string",
+                                                                   "maxLength": 30}}},
+              "required": ["facts"]}
+    whole = generator.complete(system, user, schema, max_tokens=40)
+    with closing(load_summarizer(Settings.load(), SMALL, context=2048)) as reader:
+        tokens = reader.generator.prompt_start(system, start)
+        assert reader.generator.read(tokens) == len(tokens) > 300
+        saved = reader.generator.saved()
+    assert saved.tokens == tokens
+    generator.complete(system, "Something else.", schema, max_tokens=5)  # another cache
+    assert generator.restore(saved)
+    again = generator.complete(system, user, schema, max_tokens=40)
+    assert again.read_tokens == again.prompt_tokens - len(tokens)
+    assert again.text == whole.text

@@ -98,7 +98,7 @@ def test_a_recording_is_final_passed_diarised_and_noted_while_it_is_made(
 
     from device.speakers.diarize import find_speakers, label
     from device.summarize import PROMPT_VERSION, Plan, load_summarizer
-    from device.summary_text import Chunk, noted_parts
+    from device.summary_text import Chunk, noted_parts, notes_so_far
 
     small = "qwen2.5-coder-0.5b-instruct"
     settings = settings.replace(auto_summarize=True, summary_model=small, notes_chunk_chars=100)
@@ -145,6 +145,7 @@ def test_a_recording_is_final_passed_diarised_and_noted_while_it_is_made(
         assert runner.run(store, runner.claim(store, summarize.id)), \
             store.get_job(summarize.id).error
         [summary] = store.summaries(recording.id)
+        read_left = store.db.execute("SELECT count(*) FROM summary_ahead").fetchone()[0]
         segments = [s for s in store.segments(recording.id) if s.text.strip()]
         language = store.get_recording(recording.id).language
         notes = {r[0]: json.loads(r[1]) for r in store.db.execute(
@@ -172,7 +173,16 @@ def test_a_recording_is_final_passed_diarised_and_noted_while_it_is_made(
     with closing(load_summarizer(settings, small)) as reader:
         again = reader.chunk_notes(Plan.of(first.segments, first.language, extract=False),
                                    first, "")
+        # its one call began with all those notes, read into the model while recording
+        # (and kept no longer)
+        cited, line = [], 1
+        for chunk, key in zip(chunks, keys, strict=True):
+            cited.append(chunk.cited(notes[key], line))
+            line += len(chunk.lines)
+        start = reader.generator.prompt_start(Plan.of(segments, language).system,
+                                              notes_so_far(cited))
     assert again == notes[first.key(small, PROMPT_VERSION, False)]
+    assert summary.content["read_ahead"] == len(start) and read_left == 0
 
 
 @pytest.mark.slow

@@ -211,6 +211,16 @@ def test_a_deleted_recordings_words_leave_the_database_file(settings):
     assert b"asdfghjkl" in data
 
 
+def test_the_summarys_start_read_ahead_is_kept_by_model_and_leaves_with_the_recording(store):
+    recording_id = _transcribed(store, "Long", ["董事会决议"])
+    store.keep_summary_ahead(recording_id, "m", [1, 2, 3], b"\x00state" * 1000)
+    store.keep_summary_ahead(recording_id, "m", [1, 2, 3, 4], b"\x01state")  # read on
+    assert store.summary_ahead(recording_id, "m") == ([1, 2, 3, 4], b"\x01state")
+    assert store.summary_ahead(recording_id, "other model") is None
+    store.delete_recording(recording_id)
+    assert store.db.execute("SELECT count(*) FROM summary_ahead").fetchone()[0] == 0
+
+
 def test_a_failing_migration_leaves_the_schema_as_it_was(settings):
     from sqlite_utils.migrations import Migrations
 

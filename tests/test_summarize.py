@@ -308,6 +308,28 @@ def test_notes_of_several_chunks_are_read_as_one_set():
         "action_items": [{"what": "x", "owner": "", "due": "", "segments": [2]}]}
 
 
+def test_the_final_calls_start_only_grows_as_parts_are_noted():
+    """Read into the model as each part is noted during a recording, the notes so far
+    must begin the call after stop: a part's notes only add to them, and who said what
+    (known once the whole recording is diarised) comes after them."""
+    from device.summary_text import Line, notes_so_far, speakers_of
+
+    notes = [{"key_points": [{"text": "a", "segments": [1], "who": ["李明"]}], "decisions": [],
+              "action_items": []},
+             {"key_points": [], "decisions": [{"text": "d", "segments": [3, 2]}],
+              "action_items": [{"what": "x", "owner": "", "due": "", "segments": [3]}]}]
+    one, both = notes_so_far(notes[:1]), notes_so_far(notes)
+    assert both.startswith(one) and "李明" not in both
+    assert [json.loads(line) for line in both.splitlines()[1:]] == [
+        {"key_points": [{"text": "a", "segments": [1]}], "decisions": [], "action_items": []},
+        notes[1]]
+    lines = [Line((Segment(i, i + 1, f"t{i}", speaker=who),), f"t{i}")
+             for i, who in enumerate(["李明", "王芳", "李明"])]
+    assert speakers_of(notes, lines) == "Who said the lines they cite: 李明 [1], [3]; 王芳 [2]\n"
+    unnamed = [Line((replace(line.segments[0], speaker=None),), line.text) for line in lines]
+    assert speakers_of(notes, unnamed) == ""
+
+
 @pytest.mark.slow
 def test_a_looping_transcript_never_gives_a_degenerate_summary(store, settings):
     """What Whisper writes for a stretch it loops on (one phrase again and again) made the

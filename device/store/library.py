@@ -100,7 +100,8 @@ class LibraryRooms(Rooms):
                                "'running'", [recording_id]).fetchone():
                 raise InvalidInput(N_("a job is working on it: wait for it or cancel it first"))
             self._delete_transcript(recording_id)
-            for table in ("markers", "summaries", "revisions", "jobs", "summary_notes"):
+            for table in ("markers", "summaries", "revisions", "jobs", "summary_notes",
+                          "summary_ahead"):
                 self.db.execute(f"DELETE FROM {table} WHERE recording_id = ?", [recording_id])
             self.db.execute("DELETE FROM recordings WHERE id = ?", [recording_id])
             self.db["deletions"].insert({

@@ -147,6 +147,24 @@ class TranscriptRooms(Rooms):
                 [recording_id, key, json.dumps(spans), int(ahead), model_id,
                  json.dumps(notes, ensure_ascii=False)])
 
+    def summary_ahead(self, recording_id: int, model_id: str) -> tuple[list[int], bytes] | None:
+        """The start of the recording's final summary call read into ``model_id`` during
+        the recording (``keep_summary_ahead``): its tokens and the model's state for them."""
+        row = self.db.execute("SELECT tokens, state FROM summary_ahead WHERE recording_id = ? "
+                              "AND model_id = ?", [recording_id, model_id]).fetchone()
+        return (json.loads(row[0]), bytes(row[1])) if row else None
+
+    def keep_summary_ahead(self, recording_id: int, model_id: str, tokens: Sequence[int],
+                           state: bytes) -> None:
+        with self.transaction():
+            self.db.execute("INSERT OR REPLACE INTO summary_ahead (recording_id, model_id, "
+                            "tokens, state) VALUES (?, ?, ?, ?)",
+                            [recording_id, model_id, json.dumps(list(tokens)), state])
+
+    def forget_summary_ahead(self, recording_id: int) -> None:
+        with self.transaction():
+            self.db.execute("DELETE FROM summary_ahead WHERE recording_id = ?", [recording_id])
+
     def append_segment(self, recording_id: int, segment: Segment) -> int:
         """Add one segment at the end of a transcript (the live transcript while recording)."""
         with self.transaction():
