@@ -10,11 +10,13 @@ into the recorder with its live transcript, as on the box; the worker's models a
 before (the appliance's worker is running). Three runs: ``seconds`` without the final pass
 during the recording (today's box), the same with it (and the summary's notes), and twice
 as long with it. Reported per run: the live transcript's lag (p50/p95/max) and dropped
-frames; the final pass's backlog over time (seconds recorded but not yet final-passed); the
-peak memory of the recorder, the final pass and the worker's models together; the time from
-stop to the final transcript and to the summary, and the chunks noted during the recording;
-and the final transcript's CER against the reference and against a pass over the whole
-stored file.
+frames, and in the runs with the final pass the lag of the utterances it was busy during
+against those it was idle during (the same run: the p95 of separate runs moves by a second
+on a shared machine); the final pass's backlog over time (seconds recorded but not yet
+final-passed); the peak memory of the recorder, the final pass and the worker's models
+together; the time from stop to the final transcript and to the summary, and the chunks
+noted during the recording; and the final transcript's CER against the reference and
+against a pass over the whole stored file.
 """
 
 from __future__ import annotations
@@ -72,14 +74,55 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system time of a process, all its threads."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def lag_by_background(heard: list[tuple[float, float]],
+                      used: list[tuple[float, float]]) -> dict:
+    """The live lag of the utterances whose wait the final pass's process spent busy (half a
+    core or more of CPU time over it) against those it spent idle (under a tenth), in the
+    same run: the same machine at the same time, which separate runs are not."""
+    if len(used) < 2:
+        return {}
+    times, cpu = np.array([t for t, _ in used]), np.array([c for _, c in used])
+    kinds: dict[str, list[float]] = {"busy": [], "idle": []}
+    for done, lag in heard:
+        if lag <= 0:
+            continue
+        share = (np.interp(done, times, cpu) - np.interp(done - lag, times, cpu)) / lag
+        if share >= 0.5:
+            kinds["busy"].append(lag)
+        elif share < 0.1:
+            kinds["idle"].append(lag)
+    return {kind: {"segments": len(lags),
+                   "lag_p50_s": round(float(np.percentile(lags, 50)), 3) if lags else None,
+                   "lag_p95_s": round(float(np.percentile(lags, 95)), 3) if lags else None}
+            for kind, lags in kinds.items()}
+
+
 def run(settings: Settings, wav: Path, reference: str, ahead: bool, live_engines,
         worker_engines) -> dict:
     with tempfile.TemporaryDirectory() as data:
         local = settings.replace(data_dir=Path(data))
         recorder = Recorder(local, live_engines, ahead=ahead)
+        heard: list[tuple[float, float]] = []  # (when, lag) of each live segment
+        recorder.subscribe(lambda event: heard.append((time.monotonic(), event["lag"]))
+                           if event.get("type") == "segment" else None)
         recording = recorder.start(FileSource(wav, speed=1.0), title="bench")
-        backlog, peak = [], 0.0
+        backlog, peak, used = [], 0.0, []
         done = threading.Event()
+
+        def sample() -> None:  # the final pass's process's CPU time, four times a second
+            while not done.wait(0.25):
+                child = recorder._ahead.pid if recorder._ahead else None
+                if child:
+                    used.append((time.monotonic(), cpu_seconds(child)))
 
         def watch() -> None:
             nonlocal peak
@@ -92,11 +135,14 @@ def run(settings: Settings, wav: Path, reference: str, ahead: bool, live_engines
                     peak = max(peak, rss_mb(os.getpid()) + (rss_mb(child) if child else 0.0))
 
         watcher = threading.Thread(target=watch, daemon=True)
+        sampler = threading.Thread(target=sample, daemon=True)
         watcher.start()
+        sampler.start()
         recording = recorder.wait()
         stopped = time.monotonic()
         done.set()
         watcher.join()
+        sampler.join()
         with open_store(local) as store:
             runner = Runner(local, worker_engines)
             [job] = store.jobs_for(recording.id)
@@ -127,6 +173,7 @@ def run(settings: Settings, wav: Path, reference: str, ahead: bool, live_engines
                      "lag_p95_s": round(float(np.percentile(lags, 95)), 3) if lags else None,
                      "lag_max_s": round(max(lags), 3) if lags else None,
                      "dropped_frames": recorder.frames_received - stored.size},
+            "live_by_final_pass": lag_by_background(heard, used) if ahead else None,
             "backlog_s": backlog if ahead else None,
             "peak_rss_mb": round(peak, 1),
             "stop_to_transcript_s": round(transcribed, 1),
