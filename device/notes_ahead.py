@@ -57,6 +57,8 @@ class NotesAhead:
         into the summariser from where the last reading ended, and kept: after stop only
         the rest of the call is read.  The summariser reads them itself when it is not the
         notes model; they are not read on once they pass the context of ``CONTEXT``."""
+        from device.errors import DiskFullError
+        from device.pipeline import keep_room_for_recording
         from device.summarize import PROMPT_VERSION, Plan, SummaryError, load_summarizer
         from models.store import ModelError
 
@@ -83,8 +85,15 @@ class NotesAhead:
         except (ModelError, SummaryError) as exc:  # the summary reads them after stop
             log.warning("recording %s: the notes not read ahead (%s)", self.recording_id, exc)
             return
-        if read is not None:
-            self.memo.keep_read_ahead(writer_id, read)
+        if read is None:
+            return
+        try:  # the space kept free for recording is not this cache's (twice: the WAL)
+            keep_room_for_recording(self.settings, 2 * len(read.state), "the summary's start")
+        except DiskFullError as exc:
+            log.warning("recording %s: the notes read ahead not kept (%s)", self.recording_id,
+                        exc)
+            return
+        self.memo.keep_read_ahead(writer_id, read)
 
     def pending(self, segments: Sequence[Segment], language: str | None) -> list[Chunk]:
         """The closed chunks of ``segments`` (the final transcript so far) with no notes.

@@ -147,6 +147,28 @@ def test_notes_on_a_chunk_whose_text_changed_during_the_recording_are_taken_agai
         second.key(SMALL, PROMPT_VERSION, False)
 
 
+@pytest.mark.slow
+def test_the_notes_so_far_are_read_into_the_summariser_as_each_part_is_noted(store, settings):
+    """After each part's notes the final call's start is read and kept, but not where
+    keeping it would eat into the disk space kept for recording."""
+    import shutil
+
+    from device.notes_ahead import NotesAhead
+
+    data = json.loads((FIXTURES / "meeting_zh.json").read_text(encoding="utf-8"))
+    said = _spoken(data["segments"] * 3)
+    settings = settings.replace(notes_chunk_chars=150, summary_model=SMALL, auto_summarize=True,
+                                summary_extract=False)
+    recording = store.create_recording("interview", "mic", status="recording")
+    short = settings.replace(disk_reserve_bytes=shutil.disk_usage(settings.data_dir).free)
+    assert NotesAhead(short, store, recording.id).advance(said, "zh")
+    assert len(store.noted_chunks(recording.id)) == 1  # noted, its start not kept
+    assert store.summary_ahead(recording.id, SMALL) is None
+    assert NotesAhead(settings, store, recording.id).advance(said, "zh")
+    tokens, state = store.summary_ahead(recording.id, SMALL)
+    assert len(tokens) > 100 and len(state) > 5_000 * len(tokens)  # the model's cache for them
+
+
 def test_a_chunks_notes_cite_the_transcripts_lines_and_say_who_spoke():
     from device.summary_text import Chunk
 
