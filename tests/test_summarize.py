@@ -285,8 +285,8 @@ def test_the_default_summariser_on_the_fixture(store, settings):
 
 @pytest.mark.slow
 def test_a_long_transcript_can_be_read_into_notes_by_the_small_model(store, settings):
-    settings = settings.replace(summary_chunk_chars=400)  # the meeting twice: two chunks
-    recording_id = _transcribed(store, "meeting_zh.json", repeat=2)
+    settings = settings.replace(summary_chunk_chars=200)  # the meeting in two chunks
+    recording_id = _transcribed(store, "meeting_zh.json")
     job = store.enqueue("summarize", recording_id, {"model": DEFAULT, "notes_model": SMALL})
     runner = Runner(settings)
     assert runner.run(store, runner.claim(store, job.id)), store.get_job(job.id).error
