@@ -8,8 +8,10 @@ the map step of a long summary, kept in the recording's database under a key nam
 model, the prompt and the chunk's text (``Chunk.key``).  After stop the summary cuts the
 transcript as these chunks were, takes their notes where the text is still what was noted,
 and writes the summary in one call from them and the lines of the rest (the last part, and
-speech a first pass lost, found again after stop: ``summary_text._after_notes``).  So the
-wait after stop does not grow with the length of the recording.
+speech a first pass lost, found again after stop: ``summary_text._after_notes``).  That
+call begins with the notes: after each chunk the summariser reads that start on, and the
+model's cache for it is kept (``summary_ahead``), so after stop only the rest is read.  So
+the wait after stop does not grow with the length of the recording.
 
 The model is loaded for a chunk and freed after it: the box records meanwhile, and the
 recorder, its live transcript and the final pass keep their memory.

@@ -118,8 +118,7 @@ def speakers_of(notes: Sequence[dict], lines: Sequence[Line]) -> str:
     if not cited:
         return ""
     return "Who said the lines they cite: " + "; ".join(
-        f"{who} " + ", ".join(f"[{n}]" for n in numbers) for who, numbers in cited.items()
-    ) + "\n"
+        f"{who} " + ", ".join(f"[{n}]" for n in said) for who, said in cited.items()) + "\n"
 
 
 _Piece = TypeVar("_Piece", Segment, Line)
