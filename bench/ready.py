@@ -1,5 +1,5 @@
-"""Ready at stop: how long after pressing stop the final transcript and the summary are
-there, with the final pass running during the recording (``device.ready``) and without.
+"""Ready at stop: how long after pressing stop the final transcript and the summary are there,
+with the final pass running during the recording (``device.ready``) and without.
 
     python bench/ready.py [--seconds 600] [--out bench/results/ready.json]
 
@@ -7,16 +7,18 @@ A recording assembled from many real clips, each used once (every Mandarin, Cant
 Sichuanese clip of ../shared, then English prompts and readers, then French prompts, from
 Debian packages, see bench/longform.py), is played through the file source in real time
 into the recorder with its live transcript, as on the box; the worker's models are loaded
-before (the appliance's worker is running). Three runs: ``seconds`` without the final pass
-during the recording (today's box), the same with it (and the summary's notes), and twice
-as long with it. Reported per run: the live transcript's lag (p50/p95/max) and dropped
-frames, and in the runs with the final pass the lag of the utterances it was busy during
-against those it was idle during (the same run: the p95 of separate runs moves by a second
-on a shared machine); the final pass's backlog over time (seconds recorded but not yet
-final-passed); the peak memory of the recorder, the final pass and the worker's models
-together; the time from stop to the final transcript and to the summary, and the chunks
-noted during the recording; and the final transcript's CER against the reference and
-against a pass over the whole stored file.
+before (the appliance's worker is running). Four runs: ``seconds`` without the final pass
+during the recording (today's box), the same with it (and the summary's notes), the first
+again (live transcript only), and twice as long with it. Reported per run: the live
+transcript's lag (p50/p95/max) and dropped frames, and in the runs with the final pass the
+lag of the utterances it was busy during against those it was idle during (the same run:
+the p95 of separate runs moves by a second on a shared machine); each utterance's lag, and
+what a run added to the same utterances' lag and to their p95 against the runs without (the
+second of them shows how far the same utterances move with no background work at all); the
+final pass's backlog over time (seconds recorded but not yet final-passed); the peak memory
+of the recorder, the final pass and the worker's models together; the time from stop to the
+final transcript and to the summary, and the chunks noted during the recording; and the
+final transcript's CER against the reference and against a pass over the whole stored file.
 """
 
 from __future__ import annotations
@@ -106,14 +108,34 @@ def lag_by_background(heard: list[tuple[float, float]],
             for kind, lags in kinds.items()}
 
 
+def paired(without: list[list[float]], with_: list[list[float]]) -> dict:
+    """The same utterances' live lag in two runs of the same recording (matched by where
+    they start and end in it): what the second added to each, and to their p95."""
+    before = {(round(start, 1), round(end, 1)): lag for start, end, lag in without}
+    pairs = [(before[key], lag) for start, end, lag in with_
+             if (key := (round(start, 1), round(end, 1))) in before]
+    if not pairs:
+        return {"utterances": 0}
+    first, second = np.array(pairs).T
+    added = second - first
+    return {"utterances": len(pairs),
+            "added_p50_s": round(float(np.percentile(added, 50)), 3),
+            "added_p95_s": round(float(np.percentile(added, 95)), 3),
+            "p95_added_s": round(float(np.percentile(second, 95) - np.percentile(first, 95)),
+                                 3)}
+
+
 def run(settings: Settings, wav: Path, reference: str, ahead: bool, live_engines,
-        worker_engines) -> dict:
+        worker_engines, after_stop: bool = True) -> dict:
     with tempfile.TemporaryDirectory() as data:
         local = settings.replace(data_dir=Path(data))
         recorder = Recorder(local, live_engines, ahead=ahead)
         heard: list[tuple[float, float]] = []  # (when, lag) of each live segment
-        recorder.subscribe(lambda event: heard.append((time.monotonic(), event["lag"]))
-                           if event.get("type") == "segment" else None)
+        utterances: list[list[float]] = []  # [start, end, lag] of each, in the recording
+        recorder.subscribe(lambda event: (
+            heard.append((time.monotonic(), event["lag"])),
+            utterances.append([event["start"], event["end"], round(event["lag"], 3)]))
+            if event.get("type") == "segment" else None)
         recording = recorder.start(FileSource(wav, speed=1.0), title="bench")
         backlog, peak, used = [], 0.0, []
         done = threading.Event()
@@ -144,6 +166,24 @@ def run(settings: Settings, wav: Path, reference: str, ahead: bool, live_engines
         watcher.join()
         sampler.join()
         with open_store(local) as store:
+            stored = audio.decode(local.audio_dir / store.get_recording(recording.id).audio_file)
+        lags = sorted(recorder.live_lags)
+        measured = {
+            "final_pass_during_recording": ahead,
+            "seconds": round(stored.size / SR, 1),
+            "live": {"segments": len(lags),
+                     "lag_p50_s": round(float(np.percentile(lags, 50)), 3) if lags else None,
+                     "lag_p95_s": round(float(np.percentile(lags, 95)), 3) if lags else None,
+                     "lag_max_s": round(max(lags), 3) if lags else None,
+                     "dropped_frames": recorder.frames_received - stored.size},
+            "live_by_final_pass": lag_by_background(heard, used) if ahead else None,
+            "utterances": utterances,
+            "backlog_s": backlog if ahead else None,
+            "peak_rss_mb": round(peak, 1),
+        }
+        if not after_stop:
+            return measured
+        with open_store(local) as store:
             runner = Runner(local, worker_engines)
             [job] = store.jobs_for(recording.id)
             ok = runner.run(store, runner.claim(store, job.id))
@@ -160,22 +200,10 @@ def run(settings: Settings, wav: Path, reference: str, ahead: bool, live_engines
                 else:
                     summary = {"error": str(store.get_job(summary_jobs[0].id).error)}
             final = "".join(s.text for s in store.segments(recording.id))
-            stored = audio.decode(local.audio_dir / store.get_recording(recording.id).audio_file)
         whole = recognize(worker_engines, local, stored,
                           worker_engines.detector.speech_chunks(stored),
                           select_profile(local, "auto"))
-        lags = sorted(recorder.live_lags)
-        return {
-            "final_pass_during_recording": ahead,
-            "seconds": round(stored.size / SR, 1),
-            "live": {"segments": len(lags),
-                     "lag_p50_s": round(float(np.percentile(lags, 50)), 3) if lags else None,
-                     "lag_p95_s": round(float(np.percentile(lags, 95)), 3) if lags else None,
-                     "lag_max_s": round(max(lags), 3) if lags else None,
-                     "dropped_frames": recorder.frames_received - stored.size},
-            "live_by_final_pass": lag_by_background(heard, used) if ahead else None,
-            "backlog_s": backlog if ahead else None,
-            "peak_rss_mb": round(peak, 1),
+        return measured | {
             "stop_to_transcript_s": round(transcribed, 1),
             "stop_to_summary_s": round(summarised, 1) if summarised else None,
             "summary": {"chunks_noted_during_recording": noted, **summary},
@@ -183,7 +211,6 @@ def run(settings: Settings, wav: Path, reference: str, ahead: bool, live_engines
             "cer_vs_whole_file_pass": round(character_error_rate(
                 "".join(s.text for s in whole.segments), final), 4),
         }
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
@@ -196,15 +223,26 @@ def main() -> int:
     worker_engines = load_engines(settings)
     runs = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for name, seconds, ahead in (("without", args.seconds, False),
-                                     ("with", args.seconds, True),
-                                     ("with, twice as long", 2 * args.seconds, True)):
+        # The baseline again after the run with the final pass (live transcript only): how
+        # far the same utterances' lag moves between runs without any background work.
+        for name, seconds, ahead, after_stop in (
+                ("without", args.seconds, False, True),
+                ("with", args.seconds, True, True),
+                ("without, again", args.seconds, False, False),
+                ("with, twice as long", 2 * args.seconds, True, True)):
             wav = Path(scratch) / f"{int(seconds)}.wav"
             reference = build(wav, seconds)
-            runs[name] = run(settings, wav, reference, ahead, live_engines, worker_engines)
-            print(name, {k: v for k, v in runs[name].items() if k != "backlog_s"},
-                  file=sys.stderr, flush=True)
-    report = header("ready", settings) | {"targets": TARGETS, "runs": runs}
+            runs[name] = run(settings, wav, reference, ahead, live_engines, worker_engines,
+                             after_stop)
+            print(name, {k: v for k, v in runs[name].items()
+                         if k not in ("backlog_s", "utterances")}, file=sys.stderr, flush=True)
+    added = {f"{second} against {first}": paired(runs[first]["utterances"],
+                                                 runs[second]["utterances"])
+             for first, second in (("without", "with"), ("without, again", "with"),
+                                   ("without", "without, again"),
+                                   ("without", "with, twice as long"))}
+    report = header("ready", settings) | {"targets": TARGETS, "live_lag_added": added,
+                                          "runs": runs}
     write(args.out, report)
     return 0
 
