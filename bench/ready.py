@@ -24,6 +24,7 @@ final transcript's CER against the reference and against a pass over the whole s
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -217,11 +218,14 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/ready.json")
+    parser.add_argument("--again", action="append", default=[], metavar="RUN",
+                        help="do only this run (by name, e.g. 'with, twice as long') and "
+                        "keep the others from --out; may be given more than once")
     args = parser.parse_args()
     settings = Settings.load()
     live_engines = load_engines(settings, live=True)
     worker_engines = load_engines(settings)
-    runs = {}
+    runs = json.loads(args.out.read_text())["runs"] if args.again else {}
     with tempfile.TemporaryDirectory() as scratch:
         # The baseline again after the run with the final pass (live transcript only): how
         # far the same utterances' lag moves between runs without any background work.
@@ -230,10 +234,12 @@ def main() -> int:
                 ("with", args.seconds, True, True),
                 ("without, again", args.seconds, False, False),
                 ("with, twice as long", 2 * args.seconds, True, True)):
+            if args.again and name not in args.again:
+                continue
             wav = Path(scratch) / f"{int(seconds)}.wav"
             reference = build(wav, seconds)
-            runs[name] = run(settings, wav, reference, ahead, live_engines, worker_engines,
-                             after_stop)
+            runs[name] = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z")} | run(
+                settings, wav, reference, ahead, live_engines, worker_engines, after_stop)
             print(name, {k: v for k, v in runs[name].items()
                          if k not in ("backlog_s", "utterances")}, file=sys.stderr, flush=True)
     added = {f"{second} against {first}": paired(runs[first]["utterances"],
