@@ -4,11 +4,12 @@ by the transcript lines it cites.
 A small model fails in two ways a reviewer cannot see from the page.  It loops (one phrase
 of the first line repeated through every field, each point citing every line, the same
 keywords again and again): ``degeneracy`` names the failure, and such a summary is written
-again with other sampling, or not stored.  And it writes fluent claims that the transcript
-does not say: ``support`` scores a claim by the share of its content found in the lines it
-cites — character pairs of Chinese (a paraphrase keeps most of them), content words of
-English — so an unsupported claim is re-cited where the transcript does say it, flagged, or
-left out of the summary and listed as such.
+again with other sampling, or not stored; one whose only fault is its key points copied
+into the decisions and action items is shown without the copies (``mend``).  And it writes
+fluent claims that the transcript does not say: ``support`` scores a claim by the share of
+its content found in the lines it cites — character pairs of Chinese (a paraphrase keeps
+most of them), content words of English — so an unsupported claim is re-cited where the
+transcript does say it, flagged, or left out of the summary and listed as such.
 """
 
 from __future__ import annotations
@@ -188,6 +189,32 @@ def degeneracy(summary: dict, lines: int) -> str | None:
     if len(keywords) >= 4 and len(set(keywords)) * 2 <= len(keywords):
         return Said(N_("the keywords repeat each other"))
     return None
+
+
+def mend(summary: dict, lines: int) -> tuple[dict, int, str | None]:
+    """A degenerate summary whose items copy items before them (a small model fills the
+    decisions and action items with its key points, word for word), without those copies
+    when that is all that was wrong: (the summary, copies dropped, why it still must not
+    be shown or None).  A summary that can be shown as written is kept as written."""
+    reason = degeneracy(summary, lines)
+    if reason is None:
+        return summary, 0, None
+    seen: set[str] = set()
+    mended, dropped = dict(summary), 0
+    for section in ("key_points", "decisions", "action_items"):
+        kept = []
+        for item in summary.get(section) or []:
+            said = str(item.get("text") or item.get("what") or "")
+            key = re.sub(r"\W+", "", fold(said).lower())
+            if key in seen:
+                dropped += 1
+            else:
+                seen.add(key)
+                kept.append(item)
+        mended[section] = kept
+    if dropped and degeneracy(mended, lines) is None:
+        return mended, dropped, None
+    return summary, 0, reason
 
 
 # -- claims --------------------------------------------------------------------------------

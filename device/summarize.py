@@ -7,12 +7,13 @@ from), and one final call writes the summary from all the notes (reduce; notes t
 it are first merged in groups).
 
 Nothing the model writes is shown unchecked (``device.faithfulness``): a call whose answer
-loops, copies one field into the others or cites every line is stopped or written again with
-repetition penalties, and a summary that stays degenerate is not stored (UnreliableSummary:
-the page says there is no reliable summary, and why).  Each point is scored against the
-lines it cites: cited elsewhere than where the transcript says it, it is re-cited; said
-nowhere, it is left out (and listed apart); partly said, it is flagged, as is every number
-or name the cited segments do not contain.
+loops, copies one field into the others or cites every line is stopped or written again
+with repetition penalties (an answer whose only fault is items copying the items before
+them is taken without the copies), and a summary that stays degenerate is not stored
+(UnreliableSummary: the page says there is no reliable summary, and why).  Each point is
+scored against the lines it cites: cited elsewhere than where the transcript says it, it is
+re-cited; said nowhere, it is left out (and listed apart); partly said, it is flagged, as
+is every number or name the cited segments do not contain.
 
 The model sees the transcript as numbered lines, "[12]text", each holding a few consecutive
 segments of one speaker, and cites line numbers; they are turned into the ids of the lines'
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Protocol
 
 from device.errors import N_, TingjiError
-from device.faithfulness import check_claims, degeneracy, loop_at_end
+from device.faithfulness import check_claims, loop_at_end, mend
 from device.grounding import Flag, grounding_flags
 from device.llm import SEED, JsonGenerator, ReadPrompt, RepetitionLoop, Sampling
 from device.records import Segment
@@ -175,9 +176,10 @@ class LlamaSummarizer:
 
     def _complete(self, plan: Plan, user: str, max_tokens: int, schema: dict,
                   lines: int, system: str | None = None) -> dict:
-        """One call's JSON, written again with other sampling when it is degenerate
-        (``lines``: how many numbered lines it may cite); UnreliableSummary when every try
-        is.  Answers usually take about a quarter of ``max_tokens``."""
+        """One call's JSON, written again with other sampling when it is degenerate and
+        ``mend`` cannot mend it (``lines``: how many numbered lines it may cite);
+        UnreliableSummary when every try is.  Answers usually take about a quarter of
+        ``max_tokens``."""
         reason = ""
         for attempt, sampling in enumerate(TRIES):
             if attempt:
@@ -202,8 +204,9 @@ class LlamaSummarizer:
             except json.JSONDecodeError as exc:
                 reason = Said(N_("the model returned invalid JSON (%(error)s)"), error=str(exc))
                 continue
-            reason = degeneracy(answer, lines)
+            answer, copies, reason = mend(answer, lines)
             if reason is None:
+                plan.copies_dropped += copies
                 return answer
         raise UnreliableSummary(N_("no reliable summary: %(reason)s (tried %(num)d times)"),
                                 reason=reason, num=len(TRIES))
@@ -353,7 +356,8 @@ class LlamaSummarizer:
             unsupported=checked.unsupported, retries=plan.retries, notes_kept=plan.kept,
             read_ahead=plan.read_ahead,
             checked={"claims": checked.claims, "recited": checked.recited,
-                     "left_out": len(checked.unsupported), "weak": len(checked.weak)},
+                     "left_out": len(checked.unsupported), "weak": len(checked.weak),
+                     "copies_dropped": plan.copies_dropped},
         )
 
 

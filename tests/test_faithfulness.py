@@ -14,6 +14,7 @@ from device.faithfulness import (
     degeneracy,
     loop_at_end,
     looping,
+    mend,
     source_units,
     support,
 )
@@ -76,6 +77,25 @@ def test_the_loop_a_reviewer_was_shown_is_degenerate():
     assert degeneracy(cites_all, 6) == "every point cites the whole transcript"
     repeated_keywords = {**_honest_zh(), "keywords": ["预算", "会议"] * 4}
     assert degeneracy(repeated_keywords, 12) == "the keywords repeat each other"
+
+
+def test_items_copying_the_key_points_are_dropped_when_that_is_all_that_was_wrong():
+    """The 1.5B's answer on a 20-minute recording: its four key points copied word for word
+    into the decisions and the action items, written again (~30 s) before this."""
+    copied = json.loads((FIXTURES / "copied_summary_en.json").read_text(encoding="utf-8"))
+    assert degeneracy(copied, 100) == "the same words fill every field"
+    mended, dropped, reason = mend(copied, 100)
+    assert (reason, dropped) == (None, 8)
+    assert mended["key_points"] == copied["key_points"]
+    assert mended["decisions"] == mended["action_items"] == []
+    assert mended["summary"] == copied["summary"] and copied["decisions"]  # not changed
+    # a summary shown as written keeps its one copy
+    honest = _honest_zh()
+    once = {**honest, "decisions": [*honest["decisions"], dict(honest["key_points"][0])]}
+    assert mend(once, 12) == (once, 0, None)
+    # and a loop is not mended
+    loop = {**honest, "summary": "冰海星區防" * 60}
+    assert mend(loop, 12) == (loop, 0, degeneracy(loop, 12)) and degeneracy(loop, 12)
 
 
 def test_loops_are_told_from_language():
