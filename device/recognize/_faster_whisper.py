@@ -12,9 +12,12 @@ pyproject.toml and checked here at import.  Everything else talks to this module
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import itertools
+import re
+import string
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -219,6 +222,8 @@ class LanguagePerWindow(BatchedInferencePipeline):
         prompt = self.window_prompts.get(seek, options.initial_prompt)
         if prompt != options.initial_prompt:  # a batch's windows share the first one's
             options = dataclasses.replace(options, initial_prompt=prompt)
+        # A copy per batch: its language becomes the window's (``generate_segment_batched``)
+        tokenizer = _WordsInEveryScript.of(tokenizer)
         results = super().forward(features, tokenizer, chunks_metadata, options)
         if keep_test is not None:
             for i, window in enumerate(results):
@@ -240,9 +245,54 @@ class LanguagePerWindow(BatchedInferencePipeline):
             detected = self.model.model.detect_language(encoder_output)
             self._local.rankings = [[(token[2:-2], p) for token, p in ranked]
                                     for ranked in detected]
+            # faster-whisper's batched pipeline keeps the transcription's first language for
+            # the word times that follow (its sequential one takes each window's): Chinese
+            # decoded in a recording that started in English was cut into words at spaces,
+            # one "word" for a whole passage, and the speech of the segments left without
+            # words was taken for lost and decoded again: the transcript said it twice.
+            spoken = {ranked[0][0] for ranked in detected}
+            if len(spoken) == 1:
+                tokenizer.language = tokenizer.tokenizer.token_to_id(spoken.pop())
+                tokenizer.language_code = self._local.rankings[0][0][0]
         else:
             self._local.rankings = [[] for _ in output]
         return encoder_output, output
+
+
+_UNSPACED = re.compile("[\u0e00-\u0eff\u1000-\u109f\u3040-\u30ff\u3400-\u4dbf"
+                       "\u4e00-\u9fff\uf900-\ufaff]")
+"""Scripts written without spaces between words: Thai, Lao, Myanmar, kana, Chinese."""
+_UNICODE_WORDS = {"zh", "ja", "th", "lo", "my", "yue"}
+"""Languages faster-whisper cuts into words at every character (``split_to_word_tokens``)."""
+
+
+class _WordsInEveryScript(Tokenizer):
+    """faster-whisper's tokenizer, cutting the text into words (for word times) as its
+    language does, and, in a language written with spaces, also at each character of a
+    script written without them: a window in English with a Chinese sentence in it got
+    one "word" for the whole sentence."""
+
+    @classmethod
+    def of(cls, tokenizer: Tokenizer) -> _WordsInEveryScript:
+        words = copy.copy(tokenizer)
+        words.__class__ = cls
+        return words
+
+    def split_to_word_tokens(self, tokens: list[int]) -> tuple[list[str], list[list[int]]]:
+        if self.language_code in _UNICODE_WORDS:
+            return self.split_tokens_on_unicode(tokens)
+        words: list[str] = []
+        word_tokens: list[list[int]] = []
+        for piece, piece_tokens in zip(*self.split_tokens_on_unicode(tokens), strict=True):
+            if (words and piece_tokens[0] < self.eot and not piece.startswith(" ")
+                    and piece.strip() not in string.punctuation
+                    and not _UNSPACED.search(piece) and not _UNSPACED.search(words[-1][-1:])):
+                words[-1] += piece
+                word_tokens[-1] = word_tokens[-1] + piece_tokens
+            else:
+                words.append(piece)
+                word_tokens.append(piece_tokens)
+        return words, word_tokens
 
 
 def window_seek(model: WhisperModel, window: Window) -> int:
