@@ -222,7 +222,8 @@ class LanguagePerWindow(BatchedInferencePipeline):
         prompt = self.window_prompts.get(seek, options.initial_prompt)
         if prompt != options.initial_prompt:  # a batch's windows share the first one's
             options = dataclasses.replace(options, initial_prompt=prompt)
-        # A copy per batch: its language becomes the window's (``generate_segment_batched``)
+        # A copy per batch, cutting words in every script; its language becomes the
+        # window's (``generate_segment_batched``)
         tokenizer = _WordsInEveryScript.of(tokenizer)
         results = super().forward(features, tokenizer, chunks_metadata, options)
         if keep_test is not None:
@@ -250,10 +251,11 @@ class LanguagePerWindow(BatchedInferencePipeline):
             # decoded in a recording that started in English was cut into words at spaces,
             # one "word" for a whole passage, and the speech of the segments left without
             # words was taken for lost and decoded again: the transcript said it twice.
-            spoken = {ranked[0][0] for ranked in detected}
+            spoken = {ranked[0][0] for ranked in detected}  # "<|zh|>"
             if len(spoken) == 1:
-                tokenizer.language = tokenizer.tokenizer.token_to_id(spoken.pop())
-                tokenizer.language_code = self._local.rankings[0][0][0]
+                token = spoken.pop()
+                tokenizer.language = tokenizer.tokenizer.token_to_id(token)
+                tokenizer.language_code = token[2:-2]
         else:
             self._local.rankings = [[] for _ in output]
         return encoder_output, output
