@@ -213,6 +213,7 @@ def run(settings: Settings, wav: Path, reference: str, ahead: bool, live_engines
                 "".join(s.text for s in whole.segments), final), 4),
         }
 
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
