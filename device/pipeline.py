@@ -354,6 +354,7 @@ def recognize_tracks(
     if ahead:  # of what the first pass lost, what no later speech changes
         options = replace(options, ahead=True)
     recognizer = engines.recognizer(profile.model)
+    auto_profiles = load_profiles(settings.data_dir) if decision is not None else {}
 
     def prompt_of(chosen: Profile) -> str | None:
         return recognition_options(chosen, terms, settings, auto=decision is not None,
@@ -370,6 +371,8 @@ def recognize_tracks(
         for segment in recognizer.transcribe_blocks(
                 h.track.samples, stretches(planned, options, prompt_of, chosen_from)):
             chosen = varieties.profile_at(chosen_from, (segment.start + segment.end) / 2)
+            if decision is not None:
+                chosen = varieties.in_its_language(chosen, segment.language, auto_profiles)
             segment = finish_segment(segment, chosen, terms, script)
             segments.append(replace(segment, channel=h.track.channel, profile=chosen.name))
             spoken[chosen.name] = spoken.get(chosen.name, 0.0) + segment.end - segment.start

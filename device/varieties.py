@@ -3,24 +3,26 @@
 Mandarin, Cantonese and Sichuanese share Whisper's language code; what tells them apart is
 how each profile's prompt decodes the speech (``profiles.choose_auto_profile``).  A
 recording may change variety (an interview in Mandarin with a Cantonese answer), so every
-window of speech in the recording's language gets a vote, and the transcript follows the
-votes with hysteresis: it changes variety only where two windows in a row vote against the
-current one, so one ambiguous window does not flip the rest.  Each window is decoded with its
-variety's prompt and its segments finished in its script.
+window of speech in that language gets a vote, and the transcript follows the votes with
+hysteresis: it changes variety only where two windows in a row vote against the current
+one, so one ambiguous window does not flip the rest.  Each window is decoded with its
+variety's prompt and its segments finished in its script; a window in another language
+(English in the interview) with that language's profile.
 
-Windows are voted on a block at a time, just before the block is decoded: the vote's
-language detection and trial decodings keep each window's encoding, which the decoding then
-reuses (the recogniser keeps as many as a block holds).
+Windows are detected and voted on a block at a time, just before the block is decoded: the
+language detections and trial decodings keep each window's encoding, which the decoding
+then reuses (the recogniser keeps as many as a block holds).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 
 from device.audio import SAMPLE_RATE
 from device.profiles import AUTO, AutoDecision, Profile, Terms, choose_auto_profile, load_profiles
 from device.recognize import Timeline
+from device.recognize.languages import decoded_in
 from device.records import Segment
 from device.settings import Settings
 from device.vad import SpeechChunk
@@ -70,12 +72,14 @@ def window_chunks(speech: Sequence[SpeechChunk]) -> list[list[SpeechChunk]]:
 
 
 def settle(votes: Sequence[str | None], current: str, end: int | None = None,
-           plain: str | None = None) -> list[str]:
+           plain: str | None = None, starts: Collection[int] = ()) -> list[str]:
     """The variety of the windows up to ``end`` from every window's vote (None: no vote,
     or another language; a window's variety depends on its vote and the next one's),
     ``current`` being the first window's: it holds until two windows in a row vote against
     it, and the second of them cannot start another change.  The new variety is theirs
-    when they agree, else ``plain`` (when it cannot tell, the plain decoding).
+    when they agree, else ``plain`` (when it cannot tell, the plain decoding).  A window
+    in ``starts`` (the first of the language's after another language) starts its stretch
+    in the variety it votes for, as the first window does the recording.
 
     >>> settle(["cantonese", "mandarin", "mandarin", "cantonese", "mandarin"], "cantonese")
     ['cantonese', 'mandarin', 'mandarin', 'mandarin', 'mandarin']
@@ -86,7 +90,10 @@ def settle(votes: Sequence[str | None], current: str, end: int | None = None,
     for i in range(len(votes) if end is None else end):
         vote = votes[i]
         following = votes[i + 1] if i + 1 < len(votes) else None
-        if (i > 0 and None not in (vote, following) and current not in (vote, following)
+        if i in starts and vote is not None:
+            if vote != current:
+                current, changed_at = vote, i
+        elif (i > 0 and None not in (vote, following) and current not in (vote, following)
                 and changed_at != i - 1):
             new = vote if vote == following or plain is None else plain
             if new != current:
@@ -95,15 +102,43 @@ def settle(votes: Sequence[str | None], current: str, end: int | None = None,
     return chosen
 
 
+def plain_of(language: str | None, profiles: dict[str, Profile]) -> str:
+    """The profile of a language that names no variety (English, Mandarin), else its
+    first, else auto's (a language without a profile is finished as Whisper writes it)."""
+    own = [p for p in profiles.values() if p.language == language]
+    return next((p.name for p in own if not p.markers), own[0].name if own else AUTO)
+
+
+def in_its_language(chosen: Profile, language: str | None,
+                    profiles: dict[str, Profile]) -> Profile:
+    """The profile a segment is finished with in auto mode: its window's, unless Whisper
+    wrote the segment in another language with a profile of its own (it went on across a
+    change of language): then that language's ``plain_of``."""
+    if language is None or chosen.language == language:
+        return chosen
+    name = plain_of(language, profiles)
+    return profiles[name] if name != AUTO else chosen
+
+
 def decide(engines, samples, speech: Sequence[SpeechChunk], auto: Profile,
            settings: Settings, terms: Terms
            ) -> tuple[AutoDecision, Profile, Iterator[Block]]:
     """Auto mode's decision for one signal, the profile of its first window, and the
-    blocks of its speech to decode.  ``decision.windows`` fills in as blocks are taken."""
+    blocks of its speech to decode.  ``decision.windows`` fills in as blocks are taken.
+
+    The varieties voted on are those of the first language spoken in the recording that
+    has them, the recording's own or not (Mandarin and Cantonese answers in an interview
+    mostly in English): every window is decoded and finished with its own language's
+    profile, and a window in that language with the variety the votes settle on.  So a
+    window's profile depends on its own language, not on which language the recording
+    turns out to be mostly in (during a recording, that can change)."""
     profiles = load_profiles(settings.data_dir)
     recognizer = engines.recognizer(auto.model)
     probabilities = recognizer.detect_language(samples, speech)
     language = next(iter(probabilities), None)
+    spoken = AutoDecision(AUTO, language, probabilities).languages()
+    varied = next((lang for lang in dict.fromkeys([language, *spoken])
+                   if sum(p.language == lang for p in profiles.values()) >= 2), None)
     groups = window_chunks(speech)
 
     def trials(stretches: list[list[SpeechChunk]], candidates: list[Profile],
@@ -122,46 +157,68 @@ def decide(engines, samples, speech: Sequence[SpeechChunk], auto: Profile,
                 by_name.update({c.name: trial for c, trial in zip(group, segments, strict=True)})
         return [[by_name[c.name] for c in candidates] for by_name in decoded]
 
-    first, varieties = choose_auto_profile(
-        language, profiles, lambda candidates: trials([groups[0]], candidates)[0])
-    decision = AutoDecision(profile=first, language=language, probabilities=probabilities,
-                            varieties=varieties)
-
     def profile_of(name: str) -> Profile:
         return profiles[name] if name != AUTO else auto
 
-    shared = [p for p in profiles.values() if p.language == language]
-    if len(groups) == 1 or len(shared) < 2:
+    def choose(in_language: str | None, window: int) -> tuple[str, dict[str, float]]:
+        return choose_auto_profile(in_language, profiles,
+                                   lambda candidates: trials([groups[window]], candidates)[0])
+
+    if varied is None or len(groups) == 1:  # one profile for all of it
+        first, scores = choose(language, 0)
+        decision = AutoDecision(first, language, probabilities, scores)
         decision.windows.append([round(speech[0].start_s, 2), first])
         return decision, profile_of(first), iter([Block(list(speech), [(0.0, profile_of(first))])])
 
-    votes: list[str | None] = [first]
+    own: list[str | None] = []
+    """Each window's language, as the decoding takes it (detected side by side, ahead of
+    the votes; the encodings are kept for the decoding)."""
+
+    def detect_to(end: int) -> None:
+        found = recognizer.detect_each(samples, groups[len(own):end])
+        own.extend(decoded_in(list(ranking.items()), spoken) if ranking else None
+                   for ranking in found)
+
+    detect_to(1)
+    first, scores = choose(varied, 0) if own[0] == varied else (plain_of(own[0], profiles), {})
+    decision = AutoDecision(first, language, probabilities, scores)
+    shared = [p for p in profiles.values() if p.language == varied]
     plain = next((p.name for p in shared if not p.markers), None)
+    start_variety = decision.profile if own[0] == varied else plain
+    votes: list[str | None] = [start_variety if own[0] == varied else None]
     # The candidates choose_auto_profile compares, decoded for every voting window at once
     # (it compares none without a plain profile and a variety).
     compared = plain is not None and any(p.markers for p in shared)
     order = {c.name: k for k, c in enumerate(shared)}
 
-    def vote(windows: list[int]) -> list[str | None]:
+    def vote(windows: list[int], seconds: float | None = VOTE_SECONDS) -> list[str | None]:
         """The windows' votes, side by side: None where a window is in another language."""
-        own = recognizer.detect_each(samples, [groups[i] for i in windows])
-        voting = [i for i, languages in zip(windows, own, strict=True)
-                  if next(iter(languages), None) == language]
-        decoded = dict(zip(voting, trials([groups[i] for i in voting], shared, VOTE_SECONDS),
-                           strict=True)) if compared else {}
-        return [choose_auto_profile(language, profiles, lambda candidates, i=i: [
+        voting = [i for i in windows if own[i] == varied]
+        decoded = dict(zip(voting, trials([groups[i] for i in voting], shared, seconds),
+                           strict=True)) if compared and voting else {}
+        return [choose_auto_profile(varied, profiles, lambda candidates, i=i: [
             decoded[i][order[c.name]] for c in candidates])[0] if i in voting else None
             for i in windows]
 
+    opens: set[int] = set()
+    """Windows opening a stretch of the language after another language."""
+
     def votes_to(end: int) -> None:
-        """Votes up to window ``end``: every other window's, and the window's after a vote
-        against the variety so far, to confirm or not (a change needs two votes in a
-        row).  Every other window's are taken side by side first."""
-        ahead = dict(zip(odd := range(len(votes) | 1, end, 2), vote(list(odd)), strict=True))
+        """Votes up to window ``end``, side by side: each stretch's first window's, on all
+        of its speech (it decides where the stretch starts, as the first window does the
+        recording), and every other window's; then the window's after a vote against the
+        variety so far, to confirm or not (a change needs two votes in a row)."""
+        detect_to(end)
+        opening = [i for i in range(len(votes), end) if own[i] == varied != own[i - 1]]
+        opens.update(opening)
+        odd = [i for i in range(len(votes) | 1, end, 2) if i not in opens]
+        ahead = {**dict(zip(opening, vote(opening, None), strict=True)),
+                 **dict(zip(odd, vote(odd), strict=True))}
         for i in range(len(votes), end):
             if i in ahead:
                 votes.append(ahead[i])
-            elif votes[i - 1] in (None, settle(votes, first, plain=plain)[-1]):
+            elif votes[i - 1] in (None, settle(votes, start_variety, plain=plain,
+                                               starts=opens)[-1]):
                 votes.append(None)
             else:
                 votes.append(vote([i])[0])
@@ -171,9 +228,10 @@ def decide(engines, samples, speech: Sequence[SpeechChunk], auto: Profile,
             end = min(start + BLOCK, len(groups))
             # one window more than the block: a change at its last window needs the next
             votes_to(min(end + 1, len(groups)))
-            chosen = settle(votes, first, end, plain)[start:]
+            settled = settle(votes, start_variety, end, plain, opens)[start:]
             changes = []
-            for i, name in zip(range(start, end), chosen, strict=True):
+            for i, variety in zip(range(start, end), settled, strict=True):
+                name = variety if own[i] == varied else plain_of(own[i], profiles)
                 if not changes or changes[-1][1].name != name:
                     changes.append((groups[i][0].start_s, profile_of(name)))
                     if not decision.windows or decision.windows[-1][1] != name:
@@ -181,4 +239,4 @@ def decide(engines, samples, speech: Sequence[SpeechChunk], auto: Profile,
             decision.votes.extend(votes[start:end])
             yield Block([c for i in range(start, end) for c in groups[i]], changes)
 
-    return decision, profile_of(first), blocks()
+    return decision, profile_of(decision.profile), blocks()

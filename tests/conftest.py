@@ -53,6 +53,22 @@ def require_shared_clips() -> list[Clip]:
     return clips
 
 
+PROMPTS = Path("/usr/share/asterisk/sounds")
+READING = Path("/usr/share/pocketsphinx/test/data/librivox")
+
+
+def debian_voice(name: str) -> list[np.ndarray]:
+    """The clips of one person's real speech from Debian packages (make test installs them):
+    the voice prompts of Allison (en-US) and June (fr-CA), and a LibriVox reader."""
+    files = {"allison": sorted((PROMPTS / "en_US_f_Allison").glob("*.g722")),
+             "june": sorted((PROMPTS / "fr_CA_f_June").glob("*.g722")),
+             "reader": sorted(READING.glob("*.wav"))}[name]
+    if not files:
+        pytest.skip("Debian's asterisk-core-sounds-en-g722, -fr-g722 and "
+                    "pocketsphinx-testdata are not all installed (make test installs them)")
+    return [audio.decode_clip(f) for f in files]
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings for a fresh appliance in a temporary directory, using the installed models."""

@@ -16,7 +16,7 @@ from device.profiles import ProfileError
 from device.settings import Cpu
 from models.bundles import install_bundle, make_bundle
 from models.store import ModelInstallError, load_manifest
-from tests.conftest import SPEECH_DIR, require_shared_clips
+from tests.conftest import SPEECH_DIR, debian_voice, require_shared_clips
 
 # Dev-set error rates measured with whisper-base (docs/benchmarks.md); regression guards.
 # CTranslate2 picks its int8 kernels by the CPU's vector extensions and they decode these
@@ -271,3 +271,73 @@ def test_auto_mode_decides_the_variety_per_window(store, settings, engines, tmp_
     tail = [s for s in segments if s.start > mandarin_from + 30]
     assert tail and all(s.profile == "mandarin" for s in tail)
     assert not any(c in s.text for s in tail for c in "嘅唔咗哋喺"), [s.text for s in tail]
+
+
+@pytest.mark.slow
+def test_chinese_answers_in_an_english_interview_keep_their_own_profiles(
+        store, settings, engines, tmp_path):
+    """An interview mostly in English (real voices) with an answer in Cantonese, then one
+    in Mandarin (the dev set's clips): the recording is English, and yet the Cantonese
+    answer is decoded and written as Cantonese and the Mandarin one in Simplified
+    characters.  (Only the recording's own language used to vote on varieties: Chinese in an
+    English recording was written as Whisper writes it, often Traditional, and Cantonese
+    without its prompt.)"""
+    import csv
+
+    import numpy as np
+
+    from device.profiles import convert_script
+    from device.recognize.languages import script
+
+    dev = SPEECH_DIR.parent / "speech-dev"
+    if not (dev / "manifest.tsv").is_file():
+        pytest.skip(f"the dialect dev set is not present ({dev}/manifest.tsv)")
+    with open(dev / "manifest.tsv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    english = iter([*debian_voice("reader"), *debian_voice("allison")[::7]])
+    pause = np.zeros(8000, np.float32)
+    pieces: list[np.ndarray] = []
+    spans: dict[str, tuple[float, float]] = {}
+
+    def say(clips, seconds: float | None = None, name: str | None = None) -> None:
+        start = sum(p.size for p in pieces) / audio.SAMPLE_RATE
+        for clip in clips:
+            pieces.extend([clip, pause])
+            if seconds is not None and sum(p.size for p in pieces) / audio.SAMPLE_RATE \
+                    >= start + seconds:
+                break
+        if name:
+            spans[name] = (start, sum(p.size for p in pieces) / audio.SAMPLE_RATE)
+
+    def dialect(name: str) -> list[np.ndarray]:
+        return [audio.decode(dev / r["file"]) for r in rows if r["dialect"] == name]
+
+    say(english, 70)
+    say(dialect("cantonese"), name="cantonese")
+    say(english, 50)
+    say(dialect("mandarin"), name="mandarin")
+    say(english, 60)
+    path = tmp_path / "interview.wav"
+    audio.write_wav(path, np.concatenate(pieces))
+    recording, segments = _run(store, settings, engines, path)
+    assert recording.auto_decision["language"] == recording.language == "en"  # as a whole
+
+    def within(name: str) -> list:
+        start, end = spans[name]
+        return [s for s in segments if start <= (s.start + s.end) / 2 <= end]
+
+    cantonese, mandarin = within("cantonese"), within("mandarin")
+    assert cantonese and mandarin
+    # Most of the answer; the window it begins in holds English too and may go either way
+    as_cantonese = sum(s.end - s.start for s in cantonese if s.profile == "cantonese")
+    assert as_cantonese >= 0.6 * sum(s.end - s.start for s in cantonese), [
+        (s.start, s.profile, s.text) for s in cantonese]
+    assert sum(c in s.text for s in cantonese for c in "嘅唔係咗哋冇嚟喺啲佢") >= 5
+    assert all(s.profile == "mandarin" for s in mandarin)
+    assert all(convert_script(s.text, "simplified") == s.text for s in mandarin), [
+        s.text for s in mandarin]
+    others = [s for s in segments if s not in cantonese and s not in mandarin]
+    assert all(s.profile == "english" for s in others if s.language == "en")
+    # English sentences Whisper wrote on after Cantonese in one segment are English
+    assert all(s.language == "en" for s in segments if script(s.text) == "latin"), [
+        (s.start, s.language, s.text) for s in segments if script(s.text) == "latin"]

@@ -195,6 +195,12 @@ def test_auto_changes_variety_only_when_two_windows_in_a_row_vote_against_it():
     # a window's variety depends only on the votes up to the next window's
     assert [settle(votes[: i + 2], "cantonese")[i] for i in range(5)] == \
         settle(votes, "cantonese")[:5]
+    # a stretch of the language after another (English: None) starts where its first
+    # window votes, as the first window starts the recording; then the hysteresis holds
+    interview = [None, None, "cantonese", "mandarin", None, "mandarin", "cantonese", None]
+    assert settle(interview, "mandarin", starts={2, 5}) == \
+        ["mandarin"] * 2 + ["cantonese"] * 3 + ["mandarin"] * 3
+    assert settle(interview, "mandarin") == ["mandarin"] * 8
     # windows as the recogniser packs them: at most 30 s of speech, cut at chunk edges
     speech = [SpeechChunk(int(a * SAMPLE_RATE), int(b * SAMPLE_RATE))
               for a, b in [(0, 12), (20, 32), (40, 50), (60, 70), (80, 85)]]
@@ -252,3 +258,24 @@ def test_auto_mode_prompts_only_with_a_variety_and_keeps_the_recordings_language
     assert (auto.language, auto.languages, auto.initial_prompt) == (None, ("zh",), None)
     variety = recognition_options(cantonese, NO_TERMS, settings, auto=True, languages=("zh",))
     assert variety.initial_prompt == cantonese.prompt and variety.language is None
+
+
+def test_auto_finishes_a_segment_in_its_own_languages_profile():
+    """Whisper writes on across a change of language inside a window: a Chinese sentence in
+    an English window is finished as Chinese (Simplified, full-width punctuation), not as
+    the English profile leaves text (Whisper's Traditional characters, its spaces)."""
+    from device.profiles import AUTO, finish_segment, load_profiles
+    from device.varieties import in_its_language, plain_of
+
+    profiles = load_profiles(None)
+    english, cantonese = profiles["english"], profiles["cantonese"]
+    assert (plain_of("zh", profiles), plain_of("en", profiles)) == ("mandarin", "english")
+    assert plain_of("fr", profiles) == AUTO
+    assert in_its_language(english, "zh", profiles).name == "mandarin"
+    assert in_its_language(cantonese, "zh", profiles) is cantonese  # its variety kept
+    assert in_its_language(cantonese, "en", profiles) is english
+    assert in_its_language(profiles["auto"], "fr", profiles).name == AUTO
+    assert in_its_language(english, None, profiles) is english
+    said = Segment(start=0.0, end=2.0, text="歡迎大家 來體驗", language="zh")
+    assert finish_segment(said, in_its_language(english, "zh", profiles)).text == \
+        "欢迎大家，来体验"

@@ -19,7 +19,7 @@ import pytest
 from device import audio
 from device.databases import open_store
 from device.speakers.weights import WeightsError, load_checkpoint
-from tests.conftest import espeak, shared_clips
+from tests.conftest import debian_voice, espeak, shared_clips
 
 SPEAKER_MODEL = "ge2e-speaker-encoder"
 
@@ -315,28 +315,12 @@ def test_segments_take_the_speaker_covering_them_and_split_where_it_changes():
     assert label([inside], []) == [inside]  # no turns (no speech found): left as it is
 
 
-PROMPTS = Path("/usr/share/asterisk/sounds")
-READING = Path("/usr/share/pocketsphinx/test/data/librivox")
-"""Real speech of different people from Debian packages (make test installs them): the
-voice prompts of Allison (en-US) and June (fr-CA), and a LibriVox reader."""
-
-
-def _voice(name: str) -> list[np.ndarray]:
-    files = {"allison": sorted((PROMPTS / "en_US_f_Allison").glob("*.g722")),
-             "june": sorted((PROMPTS / "fr_CA_f_June").glob("*.g722")),
-             "reader": sorted(READING.glob("*.wav"))}[name]
-    if not files:
-        pytest.skip("Debian's asterisk-core-sounds-en-g722, -fr-g722 and "
-                    "pocketsphinx-testdata are not all installed (make test installs them)")
-    return [audio.decode_clip(f) for f in files]
-
-
 def _conversation(a: str, b: str, offset: int = 0
                   ) -> tuple[np.ndarray, list[tuple[float, float, int]]]:
     """Two people taking eight turns of 2-6 s (each a run of different clips of one voice,
     from the ``offset``-th on), with short pauses and the second 6 dB quieter:
     (samples, [(start, end, person)])."""
-    voices = [_voice(a), _voice(b)]
+    voices = [debian_voice(a), debian_voice(b)]
     rng = np.random.default_rng(3)
     pause = np.zeros(int(0.5 * audio.SAMPLE_RATE), np.float32)
     pieces, truth, t, used = [], [], 0.0, [offset, offset]
@@ -381,7 +365,7 @@ def test_two_people_are_told_apart_and_one_stays_one(speaker_model, tmp_path):
     assert {t.speaker for t in turns} == {0, 1} and _confusion(truth, turns) < 0.1
     # a monologue is not split, however many turns its pauses make
     alone = np.concatenate([np.concatenate([clip, np.zeros(8000, np.float32)])
-                            for clip in _voice("reader")])
+                            for clip in debian_voice("reader")])
     assert {t.speaker for t in diarize(encoder, alone, detector.speech_chunks(alone))} == {0}
     # under 3 s of speech is one speaker, and silence has no turns
     short = samples[: int(2.5 * audio.SAMPLE_RATE)]
@@ -574,7 +558,7 @@ def test_a_remembered_voice_names_the_same_person_in_another_recording(
     # a stranger is not named: the reader alone
     alone = tmp_path / "alone.wav"
     audio.write_wav(alone, np.concatenate([np.concatenate([c, np.zeros(8000, np.float32)])
-                                           for c in _voice("reader")]))
+                                           for c in debian_voice("reader")]))
     assert {s.speaker for s in _transcribed(settings, engines, alone)[1]} == {"说话人1"}
     # deleting the recording forgets where the voice was used; the voiceprint stays
     with open_store(settings) as store:

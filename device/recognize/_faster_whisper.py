@@ -33,7 +33,7 @@ from faster_whisper.transcribe import get_suppressed_tokens
 
 from device.audio import SAMPLE_RATE
 from device.libc import release_freed_memory
-from device.recognize.languages import script_of
+from device.recognize.languages import decoded_in
 from device.recognize.retry import DecodedWindow
 from device.recognize.timeline import Window
 
@@ -143,19 +143,9 @@ class _DetectsOnce:
 
 
 def _decoded_in(ranking: list, languages: Sequence[str]) -> list:
-    """A window's ranking with the language it is decoded in first: the one ranked first
-    when it is one of the recording's ``languages`` or no language of its script is, else
-    the first of those of its script.  A recording auto mode found in one language is
-    decoded in it, whatever its variety makes Whisper rank first in the same script
-    (Sichuanese heard as Cantonese), while a sentence of English among Mandarin ones (its
-    detection across the recording: ~0.01) is still written in English, not translated."""
-    top = ranking[0][0][2:-2]
-    if top in languages:
-        return ranking
-    chosen = next((f"<|{lang}|>" for lang in languages if script_of(lang) == script_of(top)),
-                  None)
-    if chosen is None:
-        return ranking
+    """A window's ranking (of language tokens) with the language it is decoded in first
+    (``languages.decoded_in``)."""
+    chosen = f"<|{decoded_in([(token[2:-2], p) for token, p in ranking], languages)}|>"
     return sorted(ranking, key=lambda pair: pair[0] != chosen)  # stable: the rest in order
 
 

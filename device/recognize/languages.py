@@ -40,3 +40,28 @@ def clear_choice(ranking: Sequence[tuple[str, float]], script: str) -> str | Non
         return None
     (first, p1), p2 = candidates[0], candidates[1][1] if len(candidates) > 1 else 0.0
     return first if p1 >= _CLEAR_MIN and p1 >= _CLEAR_RATIO * p2 else None
+
+
+def decoded_in(ranking: Sequence[tuple[str, float]], languages: Sequence[str]) -> str:
+    """The language a window Whisper ranks so is decoded in, in a recording of
+    ``languages`` (auto mode's, most likely first): the one ranked first when it is one of
+    them or no language of its script is, else the first of them in its script.  A
+    recording auto mode found in one language is decoded in it, whatever its variety makes
+    Whisper rank first in the same script (Sichuanese heard as Cantonese), while a sentence
+    of English among Mandarin ones (its detection across the recording: ~0.01) is still
+    written in English, not translated."""
+    top = ranking[0][0]
+    if top in languages:
+        return top
+    return next((lang for lang in languages if script_of(lang) == script_of(top)), top)
+
+
+def as_decoded(languages: Sequence[str]) -> list:
+    """What of a recording's languages (most likely first) the decoding of a window depends
+    on (``decoded_in``): which they are, and the first of each script.  Which is the most
+    likely changes as a recording goes on (Chinese, then more and more English), and a
+    window decoded before is still decoded the same."""
+    firsts = {}
+    for language in languages:
+        firsts.setdefault(script_of(language), language)
+    return [sorted(languages), sorted(firsts.values())]

@@ -19,7 +19,7 @@ from device.recognize.cleanup import (
     drop_noise_loops,
     echoes_prompt,
 )
-from device.recognize.languages import clear_choice, script, script_of
+from device.recognize.languages import as_decoded, clear_choice, script, script_of
 from device.recognize.memo import WindowMemo, restored, stored, window_key
 from device.recognize.probes import Probes
 from device.recognize.retry import DecodedWindow, RetryPolicy, by_window
@@ -207,7 +207,7 @@ class WhisperRecognizer(Probes):
             seek = fw.window_seek(self.model, window)
             start, end = int(window.start * SAMPLE_RATE), int(window.end * SAMPLE_RATE)
             keys[seek] = window_key(self.model_id, speech_audio[start:end], seek, {
-                "language": options.language, "languages": list(options.languages),
+                "language": options.language, "languages": as_decoded(options.languages),
                 "prompt": self._pipeline.window_prompts.get(seek, options.initial_prompt),
                 "hotwords": options.hotwords, "words": options.word_timestamps,
                 "beam": options.beam_size, "retry": options.retry_beam,
@@ -293,11 +293,7 @@ class WhisperRecognizer(Probes):
         written_in = script(raw.text)
         if written_in in (None, script_of(window_language)):
             return window_language
-        # The window's own ranking (one decoder step), then the recording's languages: either
-        # names the other language without another encoder pass.
-        named = clear_choice(self._pipeline.window_ranking.get(raw.seek, []), written_in)
-        named = named or next(
-            (lang for lang in options.languages if script_of(lang) == written_in), None)
+        named = self._named(raw.seek, written_in, options)
         if named is not None:
             return named
         # One detection per window and script: an encoder pass costs as much as a window.
@@ -309,16 +305,29 @@ class WhisperRecognizer(Probes):
             self._switched[key] = fw.detect_language(self.model, stretch)
         return self._switched[key]
 
+    def _named(self, seek: int, written_in: str, options: RecognitionOptions) -> str | None:
+        """The language of a window's text written in another script than the window's
+        language, without another encoder pass: the window's own ranking names it (one
+        decoder step), else the recording's languages do."""
+        named = clear_choice(self._pipeline.window_ranking.get(seek, []), written_in)
+        return named or next(
+            (lang for lang in options.languages if script_of(lang) == written_in), None)
+
     def _finish(
         self, window: DecodedWindow, timeline: Timeline, speech_audio: np.ndarray,
         options: RecognitionOptions, prompt: str | None,
     ) -> Iterator[Segment]:
         """One window's segments, cleaned and cut into sentences (``prompt``: the one it was
-        decoded with, which it must not write back)."""
+        decoded with, which it must not write back).  A sentence in another script than
+        its segment's language is named on its own (a segment of Cantonese, then English)."""
         segments = [self._segment(raw, language, timeline, speech_audio, options)
                     for raw, language in zip(window.segments, window.languages, strict=True)]
         for segment in drop_noise_loops(segments):
             for part in split_sentences(segment):
+                written_in = script(part.text)
+                if written_in not in (None, script_of(part.language)):
+                    part = replace(part, language=self._named(window.seek, written_in, options)
+                                   or part.language)
                 cleaned = clean_segment(part, prompt)
                 if cleaned is not None:
                     yield cleaned

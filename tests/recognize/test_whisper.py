@@ -153,6 +153,36 @@ def test_chinese_after_english_is_timed_word_by_word_and_said_once(engines):
     assert "country" in english or "country," in english  # English words stay whole
 
 
+def test_windows_decoded_ahead_are_taken_when_the_recordings_main_language_changes(engines):
+    """During a recording Chinese came first; by stop English is the most likely language.
+    A window's decoding depends on which languages the recording has and the first of each
+    script, not on their order: the windows decoded ahead are taken, to the transcript a
+    decoding with the new order gives."""
+    clips = {c.path.name: c for c in require_shared_clips()}
+    pause = np.zeros(audio.SAMPLE_RATE, dtype=np.float32)
+    samples = np.concatenate([p for name in ("zh_aishell_BAC009S0764W0121.wav", "en_jfk.flac",
+                                             "zh_hours.wav", "yue_words.wav")
+                              for p in (audio.decode(clips[name].path), pause)])
+    speech = engines.detector.speech_chunks(samples)
+    whisper = engines.recognizer("whisper-base")
+    before, after = RecognitionOptions(languages=("zh", "en")), \
+        RecognitionOptions(languages=("en", "zh"))
+    fresh = [(s.start, s.end, s.text, s.language)
+             for s in whisper.transcribe(samples, speech, after)]
+    memo: dict = {}
+    whisper.memo = type("Kept", (), {"get": lambda _, k: memo.get(k),
+                                     "put": lambda _, k, v: memo.__setitem__(k, v)})()
+    try:
+        list(whisper.transcribe(samples, speech, before))
+        taken = [(s.start, s.end, s.text, s.language)
+                 for s in whisper.transcribe(samples, speech, after)]
+    finally:
+        whisper.memo = None
+    assert whisper.report.windows_taken == whisper.report.windows >= 1
+    assert taken == fresh
+    assert {language for *_, language in fresh} == {"zh", "en"}
+
+
 def test_a_recording_that_switches_language_is_transcribed_in_both(engines):
     clips = {c.path.name: c for c in require_shared_clips()}
     zh, en = clips["zh_aishell_BAC009S0764W0121.wav"], clips["en_jfk.flac"]
