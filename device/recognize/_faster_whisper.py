@@ -83,14 +83,15 @@ class KeepingEncodings(WhisperModel):
         rows = [self._kept.pop(key, None) for key in keys]
         missing = [i for i, row in enumerate(rows) if row is None]
         if not keep and len(missing) == len(rows):
-            return self._encode(features)
+            return self.model.named(self._encode(features), keys)
         if missing:
             for i, row in zip(missing, np.array(self._encode(batch[missing])), strict=True):
                 rows[i] = row
         if keep:
             for row_features, row in zip(batch, rows, strict=True):
                 self.keep(row_features, row)
-        return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(rows)))
+        return self.model.named(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(rows))), keys)
 
     def keep(self, features: np.ndarray, encoding: np.ndarray) -> None:
         """Keep one window's encoding for its next encoder pass (while there is room)."""
@@ -107,9 +108,14 @@ class _DetectsOnce:
     output from memory.  faster-whisper detects each batch's languages to prompt its windows
     and does not return them; the pipeline below asks again for the probabilities (a decoder
     step per batch).  Batches are decoded side by side, so each thread remembers its own.
+    The windows whose encodings were kept (``KeepingEncodings``) are also known by their
+    features: auto mode detects their languages before the transcription, which then takes
+    those rankings instead of detecting again.
 
     Windows are decoded in the language ranked first, which ``within`` (the recording's
     languages, while a transcription decodes) may move there: see ``_decoded_in``."""
+
+    KNOWN_MAX = 256  # rankings of 99 languages: ~10 kB each
 
     def __init__(self, whisper):
         self._whisper = whisper
@@ -118,16 +124,32 @@ class _DetectsOnce:
         self.detections = 0
         """Language detections the decoder ran (not those answered from memory)."""
         self.within: tuple[str, ...] = ()
+        self._known: dict[bytes, list] = {}  # a window's ranking by its features' key
+
+    def named(self, encoder_output, keys: list[bytes]):
+        """The encoder output of the windows whose features have these keys."""
+        self._local.named = (encoder_output, keys)
+        return encoder_output
 
     def rankings(self, encoder_output) -> list:
         """Each window's languages as Whisper ranks them, most likely first."""
         last = getattr(self._local, "last", None)
-        if last is None or last[0] is not encoder_output:
+        if last is not None and last[0] is encoder_output:
+            return last[1]
+        named = getattr(self._local, "named", None)
+        keys = named[1] if named is not None and named[0] is encoder_output else []
+        if keys and all(key in self._known for key in keys):
+            found = [self._known[key] for key in keys]
+        else:
             with self._count_lock:
                 self.detections += 1
-            last = (encoder_output, self._whisper.detect_language(encoder_output))
-            self._local.last = last
-        return last[1]
+            found = self._whisper.detect_language(encoder_output)
+            if keys:
+                if len(self._known) + len(keys) > self.KNOWN_MAX:
+                    self._known.clear()
+                self._known.update(zip(keys, found, strict=True))
+        self._local.last = (encoder_output, found)
+        return found
 
     def detect_language(self, encoder_output) -> list:
         """The rankings, each with the language its window is decoded in first."""
@@ -135,8 +157,10 @@ class _DetectsOnce:
         return [_decoded_in(r, self.within) for r in rankings] if self.within else rankings
 
     def forget(self) -> None:
-        """Drop this thread's (the decoding workers' go with them)."""
-        self._local.last = None
+        """Drop this thread's (the decoding workers' go with them), and the rankings known
+        by features."""
+        self._local.last = self._local.named = None
+        self._known.clear()
 
     def __getattr__(self, name: str):
         return getattr(self._whisper, name)

@@ -293,6 +293,30 @@ def test_windows_decoded_side_by_side_come_out_as_one_decoder_writes_them(engine
     assert transcript(side_by_side) == expected
 
 
+def test_windows_whose_languages_auto_mode_detected_are_not_detected_again(
+        engines, tmp_path):
+    """Auto mode detects every window's language before it is decoded (to choose its
+    profile); the decoding takes those rankings with the encodings: no second detection."""
+    from device.varieties import window_chunks
+
+    samples, speech = _long_speech_chunks(engines, tmp_path, 85.0, windows=3)
+    whisper = engines.recognizer("whisper-base")
+    options = RecognitionOptions(languages=("zh", "en"))
+
+    def transcribe():
+        segments = list(whisper.transcribe(samples, speech, options))
+        return [(s.start, s.text, s.language) for s in segments], whisper.report
+
+    alone, report = transcribe()
+    assert report.language_detections == report.windows
+    groups = window_chunks(speech)  # the first pass's windows (then come lost speech's)
+    assert len(groups) == report.passes[0].windows >= 3
+    assert all(whisper.detect_each(samples, groups))
+    after, report = transcribe()
+    assert report.language_detections == report.encoder_passes == report.windows - len(groups)
+    assert after == alone
+
+
 def test_a_batch_has_its_languages_detected_once(engines, speech_wav):
     """faster-whisper detects a batch's languages to prompt it; the probabilities the
     recogniser keeps per window come from that same detection, not from a second one."""
