@@ -138,9 +138,8 @@ class _DetectsOnce:
             return last[1]
         named = getattr(self._local, "named", None)
         keys = named[1] if named is not None and named[0] is encoder_output else []
-        if keys and all(key in self._known for key in keys):
-            found = [self._known[key] for key in keys]
-        else:
+        found = [self._known.get(key) for key in keys]  # (another thread may clear them)
+        if not found or None in found:
             with self._count_lock:
                 self.detections += 1
             found = self._whisper.detect_language(encoder_output)
