@@ -329,8 +329,8 @@ class Plan:
     done: int = 0
     retries: int = 0
     copies_dropped: int = 0
-    """Items of degenerate answers that copied items before them, dropped instead of
-    writing the answer again (``faithfulness.mend``)."""
+    """Items of a degenerate summary (not notes) that copied items before them, dropped
+    instead of writing the summary again (``faithfulness.mend``)."""
     extract: bool = True
     """Pick the lines that carry the content before writing from them."""
     call: tuple[str, str] = (Said(N_("reading the transcript")),
