@@ -53,7 +53,12 @@ def decoded_in(ranking: Sequence[tuple[str, float]], languages: Sequence[str]) -
     top = ranking[0][0]
     if top in languages:
         return top
-    return next((lang for lang in languages if script_of(lang) == script_of(top)), top)
+    return first_in(languages, script_of(top)) or top
+
+
+def first_in(languages: Sequence[str], script: str | None) -> str | None:
+    """The first of ``languages`` written in ``script``."""
+    return next((lang for lang in languages if script_of(lang) == script), None)
 
 
 def as_decoded(languages: Sequence[str]) -> list:
@@ -61,7 +66,5 @@ def as_decoded(languages: Sequence[str]) -> list:
     on (``decoded_in``): which they are, and the first of each script.  Which is the most
     likely changes as a recording goes on (Chinese, then more and more English), and a
     window decoded before is still decoded the same."""
-    firsts = {}
-    for language in languages:
-        firsts.setdefault(script_of(language), language)
-    return [sorted(languages), sorted(firsts.values())]
+    return [sorted(languages),
+            sorted({first_in(languages, script_of(language)) for language in languages})]

@@ -19,7 +19,7 @@ from device.recognize.cleanup import (
     drop_noise_loops,
     echoes_prompt,
 )
-from device.recognize.languages import as_decoded, clear_choice, script, script_of
+from device.recognize.languages import as_decoded, clear_choice, first_in, script, script_of
 from device.recognize.memo import WindowMemo, restored, stored, window_key
 from device.recognize.probes import Probes
 from device.recognize.retry import DecodedWindow, RetryPolicy, by_window
@@ -310,8 +310,7 @@ class WhisperRecognizer(Probes):
         language, without another encoder pass: the window's own ranking names it (one
         decoder step), else the recording's languages do."""
         named = clear_choice(self._pipeline.window_ranking.get(seek, []), written_in)
-        return named or next(
-            (lang for lang in options.languages if script_of(lang) == written_in), None)
+        return named or first_in(options.languages, written_in)
 
     def _finish(
         self, window: DecodedWindow, timeline: Timeline, speech_audio: np.ndarray,
