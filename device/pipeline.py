@@ -367,7 +367,7 @@ def recognize_tracks(
         duration = h.track.samples.size / audio.SAMPLE_RATE
         furthest = 0.0
         chosen_from: list[tuple[float, Profile]] = []  # every block's, as they are taken
-        planned = blocks.get(n, [varieties.Block(list(h.speech), [(0.0, profile)])])
+        planned = blocks.get(n) or varieties.blocks_of(h.speech, profile)
         for segment in recognizer.transcribe_blocks(
                 h.track.samples, stretches(planned, options, prompt_of, chosen_from)):
             chosen = varieties.profile_at(chosen_from, (segment.start + segment.end) / 2)

@@ -71,6 +71,16 @@ def window_chunks(speech: Sequence[SpeechChunk]) -> list[list[SpeechChunk]]:
     return groups
 
 
+def blocks_of(speech: Sequence[SpeechChunk], profile: Profile) -> list[Block]:
+    """One profile's speech in blocks of ``BLOCK`` windows, as auto mode decodes it: a
+    pass holds a copy of its speech, and a block's stays the same size however long the
+    recording grows (the final pass during a recording decodes it all again each time,
+    most windows taken from what it kept)."""
+    groups = window_chunks(speech) if speech else []
+    return [Block([c for group in groups[i : i + BLOCK] for c in group], [(0.0, profile)])
+            for i in range(0, len(groups), BLOCK)]
+
+
 def settle(votes: Sequence[str | None], current: str, end: int | None = None,
            plain: str | None = None, starts: Collection[int] = ()) -> list[str]:
     """The variety of the windows up to ``end`` from every window's vote (None: no vote,
@@ -168,7 +178,7 @@ def decide(engines, samples, speech: Sequence[SpeechChunk], auto: Profile,
         first, scores = choose(language, 0)
         decision = AutoDecision(first, language, probabilities, scores)
         decision.windows.append([round(speech[0].start_s, 2), first])
-        return decision, profile_of(first), iter([Block(list(speech), [(0.0, profile_of(first))])])
+        return decision, profile_of(first), iter(blocks_of(speech, profile_of(first)))
 
     own: list[str | None] = []
     """Each window's language, as the decoding takes it (detected side by side, ahead of

@@ -344,7 +344,12 @@ def encode_window(model: KeepingEncodings, speech_audio: np.ndarray, window: Win
     """A window's encoder output, from its features exactly as the batched transcription
     computes them: an encoding kept (``keep``) is then reused, not computed again."""
     start, end = int(window.start * SAMPLE_RATE), int(window.end * SAMPLE_RATE)
-    features = pad_or_trim(model.feature_extractor(speech_audio[start:end])[..., :-1])
+    return encode_audio(model, speech_audio[start:end], keep)
+
+
+def encode_audio(model: KeepingEncodings, window_audio: np.ndarray, keep: bool = False):
+    """``encode_window`` of a window's audio cut already."""
+    features = pad_or_trim(model.feature_extractor(window_audio)[..., :-1])
     return model.encode(features, keep=keep)
 
 

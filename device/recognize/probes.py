@@ -12,7 +12,6 @@ from typing import TypeVar
 
 import numpy as np
 
-from device.audio import SAMPLE_RATE
 from device.recognize import RecognitionOptions
 from device.recognize import _faster_whisper as fw
 from device.recognize.cleanup import clean_segment, compression_ratio
@@ -41,31 +40,29 @@ class Probes:
         if not speech:
             return {}
         timeline = Timeline(speech)
-        speech_audio = timeline.audio(audio)
         spans = timeline.windows()
         picks = sorted({round(i * (len(spans) - 1) / max(windows - 1, 1))
                         for i in range(min(windows, len(spans)))})
-        return _averaged(self._rankings([(speech_audio, spans[i]) for i in picks]))
+        return _averaged(self._rankings([timeline.samples(audio, spans[i]) for i in picks]))
 
     def detect_each(
         self, audio: np.ndarray, stretches: Sequence[Sequence[SpeechChunk]]
     ) -> list[dict[str, float]]:
         """``detect_language`` of each stretch's first window, side by side."""
-        found = iter(self._rankings([_first_window(audio, Timeline(s)) for s in stretches if s]))
+        found = iter(self._rankings([_first_window(audio, Timeline(s))[0]
+                                     for s in stretches if s]))
         return [_averaged([next(found)]) if s else {} for s in stretches]
 
-    def _rankings(self, windows: list[tuple[np.ndarray, Window]]) -> list:
-        """Each (speech audio, window)'s languages as Whisper ranks them, the windows
+    def _rankings(self, windows: list[np.ndarray]) -> list:
+        """Each window's (its audio's) languages as Whisper ranks them, the windows
         encoded side by side and their encodings kept for the decoding."""
 
         def detect(i: int) -> list[tuple[str, float]]:
-            encoded = fw.encode_window(self.model, *windows[i], keep=True)
+            encoded = fw.encode_audio(self.model, windows[i], keep=True)
             return fw.detect_languages(self.model, encoded)
 
         def key(i: int) -> str:
-            speech_audio, span = windows[i]
-            start, end = int(span.start * SAMPLE_RATE), int(span.end * SAMPLE_RATE)
-            return window_key(self.model_id, speech_audio[start:end], 0, {"kind": "language"})
+            return window_key(self.model_id, windows[i], 0, {"kind": "language"})
 
         return self._remembered(detect, list(range(len(windows))), key, lambda ranking: [
             [language, float(p)] for language, p in ranking])
@@ -163,7 +160,7 @@ class Probes:
 def _first_window(audio: np.ndarray, timeline: Timeline) -> tuple[np.ndarray, Window]:
     """The speech-only audio of a stretch's first window, and the window."""
     window = timeline.windows()[0]
-    return timeline.audio(audio, until=window.end), window
+    return timeline.samples(audio, window), window
 
 
 def _averaged(rankings: list) -> dict[str, float]:

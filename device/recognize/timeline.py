@@ -47,8 +47,9 @@ class Timeline:
     def __init__(self, speech: Sequence[SpeechChunk]):
         self.chunks = list(speech)
         lengths = np.array([c.end - c.start for c in speech], dtype=np.int64)
+        self._offsets = np.cumsum(np.concatenate([[0], lengths]))  # in samples
         # Chunk i is [bounds[i], bounds[i + 1]).
-        self._bounds = np.cumsum(np.concatenate([[0], lengths])) / SAMPLE_RATE
+        self._bounds = self._offsets / SAMPLE_RATE
 
     @property
     def seconds(self) -> float:
@@ -59,6 +60,19 @@ class Timeline:
         only as far as that."""
         count = len(self.chunks) if until is None else int(np.searchsorted(self._bounds, until))
         return np.concatenate([recording[c.start : c.end] for c in self.chunks[:count]])
+
+    def samples(self, recording: np.ndarray, window: Window) -> np.ndarray:
+        """A window's audio, ``audio(recording)`` cut as a pass cuts it, without the rest
+        of the speech (a copy of all of it, for a recording in progress, grows with it)."""
+        start, end = int(window.start * SAMPLE_RATE), int(window.end * SAMPLE_RATE)
+        first = max(int(np.searchsorted(self._offsets, start, side="right")) - 1, 0)
+        pieces = []
+        for chunk, offset in zip(self.chunks[first:], self._offsets[first:], strict=False):
+            if offset >= end:
+                break
+            pieces.append(recording[chunk.start + max(start - offset, 0)
+                                    : chunk.start + min(end - offset, chunk.end - chunk.start)])
+        return np.concatenate(pieces) if pieces else recording[:0]
 
     def windows(
         self, longest: float = WINDOW_SECONDS, adjacent_in: Sequence[SpeechChunk] | None = None

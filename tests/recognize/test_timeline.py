@@ -62,6 +62,49 @@ def test_windows_cover_the_speech_once(gaps_and_lengths):
         assert Timeline(first.settled(15)).windows(longest=15) == first.windows(longest=15)[:-1]
 
 
+@given(st.lists(st.tuples(st.floats(0.01, 3), st.floats(0.01, 40)), min_size=1, max_size=20),
+       st.floats(1, 30))
+def test_a_windows_audio_is_cut_from_its_own_chunks_alone(gaps_and_lengths, longest):
+    """What a pass cuts from all the speech (a copy of it, which for a recording in progress
+    grows with the recording), cut from the window's chunks only."""
+    import tracemalloc
+
+    import numpy as np
+
+    spans, t = [], 0.0
+    for gap, length in gaps_and_lengths:
+        spans.append((t + gap, t + gap + length))
+        t += gap + length
+    recording = np.arange(int(t * SAMPLE_RATE) + 1, dtype=np.float32)
+    timeline = Timeline(_chunks(spans))
+    speech = timeline.audio(recording)
+    for window in timeline.windows(longest):
+        cut = speech[int(window.start * SAMPLE_RATE) : int(window.end * SAMPLE_RATE)]
+        tracemalloc.start()
+        try:
+            samples = timeline.samples(recording, window)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert np.array_equal(samples, cut)
+        assert peak <= cut.nbytes + 64 * 1024  # the window's, not the speech's
+
+
+def test_one_profiles_speech_is_decoded_in_blocks_of_whole_windows(tmp_path):
+    from device.profiles import load_profiles
+    from device.varieties import BLOCK, blocks_of, window_chunks
+
+    speech = _chunks([(i * 10.0, i * 10.0 + 8.0) for i in range(60)])  # 8 minutes
+    profile = load_profiles(tmp_path)["mandarin"]
+    blocks = blocks_of(speech, profile)
+    assert all(block.profiles == [(0.0, profile)] for block in blocks)
+    # each block's windows are the whole speech's, BLOCK at a time
+    windows = [window_chunks(block.speech) for block in blocks]
+    assert [w for each in windows for w in each] == window_chunks(speech)
+    assert [len(w) for w in windows] == [BLOCK] * (len(windows) - 1) + [len(windows[-1])]
+    assert len(blocks) > 1 and blocks_of([], profile) == []
+
+
 def _word(start, end):
     from device.records import Word
     return Word(start, end, "w", 0.9)
