@@ -16,9 +16,12 @@ the p95 of separate runs moves by a second on a shared machine); each utterance'
 what a run added to the same utterances' lag and to their p95 against the runs without (the
 second of them shows how far the same utterances move with no background work at all); the
 final pass's backlog over time (seconds recorded but not yet final-passed); the peak memory
-of the recorder, the final pass and the worker's models together; the time from stop to the
-final transcript and to the summary, and the chunks noted during the recording; and the
-final transcript's CER against the reference and against a pass over the whole stored file.
+of the recorder, the final pass and the worker's models together, and every 5 s the memory
+of this process (recorder and models) and of the final pass's (``rss_mb``: seconds
+recorded, MB, MB), with the final pass's own peak between samples (its high-water mark);
+the time from stop to the final transcript and to the summary, and the chunks noted during
+the recording; and the final transcript's CER against the reference and against a pass
+over the whole stored file.
 """
 
 from __future__ import annotations
@@ -67,10 +70,11 @@ def build(path: Path, seconds: float) -> str:
     return " ".join(texts)
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A process's resident memory now (or, ``VmHWM``, at its highest so far)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -138,7 +142,7 @@ def run(settings: Settings, wav: Path, reference: str, ahead: bool, live_engines
             utterances.append([event["start"], event["end"], round(event["lag"], 3)]))
             if event.get("type") == "segment" else None)
         recording = recorder.start(FileSource(wav, speed=1.0), title="bench")
-        backlog, peak, used = [], 0.0, []
+        backlog, peak, used, memory, ahead_peak = [], 0.0, [], [], 0.0
         done = threading.Event()
 
         def sample() -> None:  # the final pass's process's CPU time, four times a second
@@ -148,14 +152,17 @@ def run(settings: Settings, wav: Path, reference: str, ahead: bool, live_engines
                     used.append((time.monotonic(), cpu_seconds(child)))
 
         def watch() -> None:
-            nonlocal peak
+            nonlocal peak, ahead_peak
             with open_store(local) as store:
                 while not done.wait(5.0):
                     seconds = recorder.status()["seconds"]
                     final = store.get_recording(recording.id).final_pass_until or 0.0
                     backlog.append([round(seconds, 1), round(seconds - final, 1)])
                     child = recorder._ahead.pid if recorder._ahead else None
-                    peak = max(peak, rss_mb(os.getpid()) + (rss_mb(child) if child else 0.0))
+                    box, ahead_mb = rss_mb(os.getpid()), rss_mb(child) if child else 0.0
+                    memory.append([round(seconds, 1), round(box, 1), round(ahead_mb, 1)])
+                    peak = max(peak, box + ahead_mb)
+                    ahead_peak = max(ahead_peak, rss_mb(child, "VmHWM") if child else 0.0)
 
         watcher = threading.Thread(target=watch, daemon=True)
         sampler = threading.Thread(target=sample, daemon=True)
@@ -181,6 +188,8 @@ def run(settings: Settings, wav: Path, reference: str, ahead: bool, live_engines
             "utterances": utterances,
             "backlog_s": backlog if ahead else None,
             "peak_rss_mb": round(peak, 1),
+            "rss_mb": memory,
+            "final_pass_peak_rss_mb": round(ahead_peak, 1) if ahead else None,
         }
         if not after_stop:
             return measured
@@ -242,7 +251,8 @@ def main() -> int:
             runs[name] = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z")} | run(
                 settings, wav, reference, ahead, live_engines, worker_engines, after_stop)
             print(name, {k: v for k, v in runs[name].items()
-                         if k not in ("backlog_s", "utterances")}, file=sys.stderr, flush=True)
+                         if k not in ("backlog_s", "utterances", "rss_mb")}, file=sys.stderr,
+                  flush=True)
     added = {f"{second} against {first}": paired(runs[first]["utterances"],
                                                  runs[second]["utterances"])
              for first, second in (("without", "with"), ("without, again", "with"),

@@ -42,9 +42,10 @@ log = logging.getLogger("tingji.ready")
 POLL_SECONDS = 2.0
 """How often the recording's files are read for new audio."""
 AHEAD_MAX_SECONDS = 2 * 3600.0
-"""The final pass during a recording holds the recording's audio so far in memory (230 MB
-an hour, and copies of its speech while it decodes): beyond this it stops, keeping what it
-decoded, and the rest is decoded after stop, so the box stays within its 3 GB."""
+"""The final pass during a recording holds the recording's audio so far in memory (``Held``:
+115 MB an hour, and a copy of a block's speech while it decodes): beyond this it stops,
+keeping what it decoded, and the rest is decoded after stop, so the box stays within its
+3 GB."""
 
 
 class StoredWindows:
@@ -115,6 +116,33 @@ class CaptureReader:
                 break  # the segment being written: read on from here next time
             self._index, self._offset = self._index + 1, storage.HEADER_BYTES
         return pieces
+
+
+class Held:
+    """The recording so far, held as its segment files hold it (16-bit samples, half the
+    memory of float32) and read a slice at a time as float32, as ``CaptureReader`` reads
+    it: the final pass only ever slices the recording (its windows, and its size).  The
+    buffer is allocated once for ``AHEAD_MAX_SECONDS``; its pages are the kernel's zeroed
+    ones until written, so only what was recorded is resident, and no read copies what came
+    before (a copy per read held the audio twice, for a moment)."""
+
+    def __init__(self, seconds: float):
+        self._samples = np.zeros(int(seconds * SAMPLE_RATE), dtype="<i2")
+        self.size = 0
+
+    def holds(self, more: int) -> bool:
+        return self.size + more <= self._samples.size
+
+    def append(self, samples: np.ndarray) -> None:
+        """Samples ``CaptureReader`` read (whole multiples of 1/32768: kept exactly)."""
+        self._samples[self.size : self.size + samples.size] = samples * 32768.0
+        self.size += samples.size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        return self._samples[: self.size][key].astype(np.float32) / 32768.0
 
 
 class VoiceWindows:
@@ -188,23 +216,17 @@ def run(settings: Settings, recording_id: int, engines=None,
                     return progress
                 time.sleep(poll)
         reader, stream = CaptureReader(directory, key), SpeechStream(engines.detector)
-        # the recording so far, appended in place: the pages of the buffer are the kernel's
-        # zeroed ones until written, so only what was recorded is resident, and no poll
-        # copies what came before (a copy per poll held the audio twice, for a moment)
-        held = np.zeros(int(AHEAD_MAX_SECONDS * SAMPLE_RATE), dtype=np.float32)
-        size = 0
+        audio = Held(AHEAD_MAX_SECONDS)
         notes = NotesAhead(settings, store, recording_id)
         voices = VoiceWindows(settings, engines, memo)
         transcript, language = [], None  # the final transcript so far
         while still():
             new = reader.read()
-            if size + new.size > held.size:
+            if not audio.holds(new.size):
                 log.info("recording %s: %.0f s recorded, the rest of its final pass waits for "
-                         "the stop", recording_id, (size + new.size) / SAMPLE_RATE)
+                         "the stop", recording_id, (audio.size + new.size) / SAMPLE_RATE)
                 break
-            held[size : size + new.size] = new
-            size += new.size
-            audio = held[:size]
+            audio.append(new)
             stream.feed(new)
             chunks = decidable(stream.settled())
             if not chunks or chunks[-1].end_s <= progress.seconds:

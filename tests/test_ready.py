@@ -20,7 +20,7 @@ from device.capture import FileSource
 from device.databases import open_store
 from device.jobs import Runner
 from device.pipeline import recognize, select_profile
-from device.ready import CaptureReader, decidable
+from device.ready import CaptureReader, Held, decidable
 from device.recognize.timeline import Timeline
 from device.recorder import Recorder, recover_interrupted
 from device.settings import PROJECT_ROOT
@@ -78,17 +78,24 @@ def test_the_capture_reader_reads_what_the_segment_files_hold(tmp_path, sealed):
     written = (rng.standard_normal(5 * SR) * 0.1).astype(np.float32)
     writer = SegmentWriter(tmp_path / "capture", segment_seconds=1.0, data_key=key)
     reader, read = CaptureReader(tmp_path / "capture", key), []
+    held = Held(10.0)  # what the final pass holds of it, in 16 bits
     for block in np.array_split(written, 37):
         writer.write(block)
         read.append(reader.read())
+        held.append(read[-1])
     writer.close()
     read.append(reader.read())
+    held.append(read[-1])
     if sealed:  # what a box stores is the sealed segments, read as one WAV file
         whole = audio.decode(audio.SealedAudio(tmp_path / "capture", key))
     else:
         join(tmp_path / "capture", tmp_path / "joined.wav")
         whole = audio.decode(tmp_path / "joined.wav")
     assert np.array_equal(np.concatenate(read), whole) and whole.size == written.size
+    assert len(held) == whole.size and held[12345:23456].dtype == np.float32
+    for cut in (slice(None), slice(12345, 23456), slice(4 * SR, None), slice(7, 7)):
+        assert np.array_equal(held[cut], whole[cut])  # bit for bit, as the file decodes
+    assert not held.holds(5 * SR + 1)
 
 
 @pytest.mark.slow
