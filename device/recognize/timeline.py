@@ -55,11 +55,9 @@ class Timeline:
     def seconds(self) -> float:
         return float(self._bounds[-1])
 
-    def audio(self, recording: np.ndarray, until: float | None = None) -> np.ndarray:
-        """The chunks' audio, one after the other; with ``until`` (a chunk edge, in seconds)
-        only as far as that."""
-        count = len(self.chunks) if until is None else int(np.searchsorted(self._bounds, until))
-        return np.concatenate([recording[c.start : c.end] for c in self.chunks[:count]])
+    def audio(self, recording: np.ndarray) -> np.ndarray:
+        """The chunks' audio, one after the other."""
+        return np.concatenate([recording[c.start : c.end] for c in self.chunks])
 
     def samples(self, recording: np.ndarray, window: Window) -> np.ndarray:
         """A window's audio, ``audio(recording)`` cut as a pass cuts it, without the rest
