@@ -75,9 +75,9 @@ class CaptureReader:
         self._offset = 0 if key else storage.HEADER_BYTES  # records, or bytes
 
     def read(self) -> np.ndarray:
+        """The 16-bit samples written since the last read."""
         pieces = self._read_sealed() if self.key else self._read_plain()
-        samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype="<i2")
-        return samples.astype(np.float32) / 32768.0  # as the joined file decodes
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype="<i2")
 
     def _read_sealed(self) -> list[np.ndarray]:
         from device.sealedlog import SealedLogReader
@@ -118,10 +118,15 @@ class CaptureReader:
         return pieces
 
 
+def as_float(samples: np.ndarray) -> np.ndarray:
+    """16-bit samples as float32, as the joined file decodes."""
+    return samples.astype(np.float32) / 32768.0
+
+
 class Held:
     """The recording so far, held as its segment files hold it (16-bit samples, half the
-    memory of float32) and read a slice at a time as float32, as ``CaptureReader`` reads
-    it: the final pass only ever slices the recording (its windows, and its size).  The
+    memory of float32) and read a slice at a time as float32 (``as_float``): the final
+    pass only ever slices the recording (its windows, and its size).  The
     buffer is allocated once for ``AHEAD_MAX_SECONDS``; its pages are the kernel's zeroed
     ones until written, so only what was recorded is resident, and no read copies what came
     before (a copy per read held the audio twice, for a moment)."""
@@ -134,15 +139,15 @@ class Held:
         return self.size + more <= self._samples.size
 
     def append(self, samples: np.ndarray) -> None:
-        """Samples ``CaptureReader`` read (whole multiples of 1/32768: kept exactly)."""
-        self._samples[self.size : self.size + samples.size] = samples * 32768.0
+        """16-bit samples, as ``CaptureReader`` reads them."""
+        self._samples[self.size : self.size + samples.size] = samples
         self.size += samples.size
 
     def __len__(self) -> int:
         return self.size
 
     def __getitem__(self, key: slice) -> np.ndarray:
-        return self._samples[: self.size][key].astype(np.float32) / 32768.0
+        return as_float(self._samples[: self.size][key])
 
 
 class VoiceWindows:
@@ -227,7 +232,7 @@ def run(settings: Settings, recording_id: int, engines=None,
                          "the stop", recording_id, (audio.size + new.size) / SAMPLE_RATE)
                 break
             audio.append(new)
-            stream.feed(new)
+            stream.feed(as_float(new))
             chunks = decidable(stream.settled())
             if not chunks or chunks[-1].end_s <= progress.seconds:
                 # the final pass has caught up: the summary's notes on what it finished

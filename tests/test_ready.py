@@ -20,7 +20,7 @@ from device.capture import FileSource
 from device.databases import open_store
 from device.jobs import Runner
 from device.pipeline import recognize, select_profile
-from device.ready import CaptureReader, Held, decidable
+from device.ready import CaptureReader, Held, as_float, decidable
 from device.recognize.timeline import Timeline
 from device.recorder import Recorder, recover_interrupted
 from device.settings import PROJECT_ROOT
@@ -81,11 +81,11 @@ def test_the_capture_reader_reads_what_the_segment_files_hold(tmp_path, sealed):
     held = Held(10.0)  # what the final pass holds of it, in 16 bits
     for block in np.array_split(written, 37):
         writer.write(block)
-        read.append(reader.read())
-        held.append(read[-1])
+        held.append(samples := reader.read())
+        read.append(as_float(samples))
     writer.close()
-    read.append(reader.read())
-    held.append(read[-1])
+    held.append(samples := reader.read())
+    read.append(as_float(samples))
     if sealed:  # what a box stores is the sealed segments, read as one WAV file
         whole = audio.decode(audio.SealedAudio(tmp_path / "capture", key))
     else:
