@@ -62,7 +62,8 @@ def _bare(text: str) -> str:
 
 def clean_segment(segment: Segment, prompt: str | None = None) -> Segment | None:
     """Drop invented text and collapse repetition loops; None when nothing credible is left."""
-    if segment.no_speech_prob > NO_SPEECH_PROB and segment.avg_logprob < LOW_LOGPROB:
+    if segment.no_speech_prob > NO_SPEECH_PROB and (
+            segment.avg_logprob < LOW_LOGPROB or _timeless(segment)):
         return None
     words = collapse_repeats(segment.words)
     text = "".join(w.text for w in words) if words else collapse_repeated_text(segment.text)
@@ -77,6 +78,14 @@ def clean_segment(segment: Segment, prompt: str | None = None) -> Segment | None
     if compression_ratio(text) > MAX_COMPRESSION:
         return None
     return replace(segment, text=text, words=words, compression_ratio=compression_ratio(text))
+
+
+def _timeless(segment: Segment) -> bool:
+    """Words the alignment found no sound for, every one at an instant: over audio the model
+    thinks is not speech, confident text so placed is invented (brown noise decoded as
+    "I'm sorry" at 29.6-29.6 s of a 30 s window, p 0.98, no-speech probability 0.99, on
+    an AVX-512 CPU)."""
+    return bool(segment.words) and all(w.end <= w.start for w in segment.words)
 
 
 def drop_noise_loops(segments: Sequence[Segment]) -> list[Segment]:

@@ -75,6 +75,18 @@ def test_known_hallucinations_and_no_speech_segments_are_dropped():
     assert kept is not None and kept.text == "今天开会"
 
 
+def test_confident_words_placed_at_an_instant_over_non_speech_are_dropped():
+    # Whisper base on brown noise (AVX-512): "I'm sorry", p 0.98, at the window's end.
+    instant = (Word(29.6, 29.6, " I'm", 0.98), Word(29.6, 29.6, " sorry", 0.98))
+    invented = Segment(29.6, 29.6, " I'm sorry", avg_logprob=-0.11, no_speech_prob=0.988,
+                       words=instant)
+    assert clean_segment(invented) is None
+    # the same words with their sound, or where the model hears speech, are kept
+    timed = (Word(29.0, 29.3, " I'm", 0.98), Word(29.3, 29.6, " sorry", 0.98))
+    assert clean_segment(replace(invented, start=29.0, words=timed)) is not None
+    assert clean_segment(replace(invented, no_speech_prob=0.1)) is not None
+
+
 def test_a_few_characters_of_the_prompt_for_a_whole_sentence_are_not_taken_as_said():
     from device.recognize.cleanup import echoes_prompt
 
