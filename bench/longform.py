@@ -52,11 +52,24 @@ from device.text import (  # noqa: E402
 SR = audio.SAMPLE_RATE
 ALLISON = "usr/share/asterisk/sounds/en_US_f_Allison"
 JUNE = "usr/share/asterisk/sounds/fr_CA_f_June"
+ALLISON_ES = "usr/share/asterisk/sounds/es_MX_f_Allison"
+CARLO = "usr/share/asterisk/sounds/it_IT_m_Carlo"
+IVRVOICE_RU = "usr/share/asterisk/sounds/ru_RU_f_IvrvoiceRU"
 POCKETSPHINX = "usr/share/pocketsphinx/test/data"
 NUMBER_WORDS = re.compile(r"\b(zero|one|two|three|four|five|six|seven|eight|nine|ten|"
                           r"hundred|thousand|pound|star|oh)\b", re.IGNORECASE)
 FRENCH_NUMBER_WORDS = re.compile(r"\b(zéro|un|une|deux|trois|quatre|cinq|six|sept|huit|neuf|"
                                  r"dix|cent|mille|dièse|étoile|carré)\b", re.IGNORECASE)
+
+SPANISH_NUMBER_WORDS = re.compile(r"\b(cero|uno|dos|tres|cuatro|cinco|seis|siete|ocho|"
+                                  r"nueve|diez|cien|mil|estrella|numeral|almohadilla)\b",
+                                  re.IGNORECASE)
+ITALIAN_NUMBER_WORDS = re.compile(r"\b(zero|due|tre|quattro|cinque|sei|sette|otto|"
+                                  r"nove|dieci|cento|mille|asterisco|cancelletto)\b",
+                                  re.IGNORECASE)
+RUSSIAN_NUMBER_WORDS = re.compile(r"\b(ноль|один|одна|два|две|три|четыре|пять|шесть|семь|"
+                                  r"восемь|девять|десять|сто|тысяч\w*|звёздочк\w*|"
+                                  r"звездочк\w*)\b", re.IGNORECASE)
 
 
 def _prompts(language: str, voice: str, numbers: re.Pattern) -> list[tuple[Path, str]]:
@@ -81,6 +94,21 @@ def _prompts(language: str, voice: str, numbers: re.Pattern) -> list[tuple[Path,
 def french_clips() -> list[tuple[Path, str]]:
     """(audio, reference) of every usable French prompt (June, fr-CA)."""
     return _prompts("fr", JUNE, FRENCH_NUMBER_WORDS)
+
+
+def spanish_clips() -> list[tuple[Path, str]]:
+    """(audio, reference) of every usable Spanish prompt (Allison, es-MX)."""
+    return _prompts("es", ALLISON_ES, SPANISH_NUMBER_WORDS)
+
+
+def italian_clips() -> list[tuple[Path, str]]:
+    """(audio, reference) of every usable Italian prompt (Carlo, it-IT)."""
+    return _prompts("it", CARLO, ITALIAN_NUMBER_WORDS)
+
+
+def russian_clips() -> list[tuple[Path, str]]:
+    """(audio, reference) of every usable Russian prompt (ru-RU)."""
+    return _prompts("ru", IVRVOICE_RU, RUSSIAN_NUMBER_WORDS)
 
 
 def english_clips() -> list[tuple[Path, str]]:

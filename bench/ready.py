@@ -4,12 +4,13 @@ with the final pass running during the recording (``device.ready``) and without.
     python bench/ready.py [--seconds 600] [--out bench/results/ready.json]
 
 A recording assembled from many real clips, each used once (every Mandarin, Cantonese and
-Sichuanese clip of ../shared, then English prompts and readers, then French prompts, from
-Debian packages, see bench/longform.py), is played through the file source in real time
+Sichuanese clip of ../shared, then English prompts and readers, then French, Spanish,
+Italian and Russian prompts, from Debian packages, see bench/longform.py), is played through the file source in real time
 into the recorder with its live transcript, as on the box; the worker's models are loaded
 before (the appliance's worker is running). Four runs: ``seconds`` without the final pass
 during the recording (today's box), the same with it (and the summary's notes), the first
-again (live transcript only), and twice as long with it. Reported per run: the live
+again (live transcript only), and twice as long with it; asked for by name, a fifth
+records an hour with it. Reported per run: the live
 transcript's lag (p50/p95/max) and dropped frames, and in the runs with the final pass the
 lag of the utterances it was busy during against those it was idle during (the same run:
 the p95 of separate runs moves by a second on a shared machine); each utterance's lag, and
@@ -40,7 +41,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.longform import assemble, chinese_clips, english_clips, french_clips  # noqa: E402
+from bench.longform import (  # noqa: E402
+    assemble,
+    chinese_clips,
+    english_clips,
+    french_clips,
+    italian_clips,
+    russian_clips,
+    spanish_clips,
+)
 from bench.report import header, write  # noqa: E402
 from device import audio  # noqa: E402
 from device.capture import FileSource  # noqa: E402
@@ -57,11 +66,13 @@ TARGETS = {"stop_to_transcript_s_max": 30.0, "stop_to_summary_s_max": 90.0,
 
 
 def build(path: Path, seconds: float) -> str:
-    """The recording: the Chinese clips, then English ones, then French ones, to
-    ``seconds``; its reference."""
+    """The recording: the Chinese clips, then English ones, then French, Spanish, Italian
+    and Russian ones, to ``seconds`` (about 68 minutes at most); its reference."""
     pieces, texts, rest = [], [], seconds
-    for clips in (chinese_clips(), english_clips(), french_clips()):
+    for clips in (chinese_clips, english_clips, french_clips, spanish_clips, italian_clips,
+                  russian_clips):
         if rest > 0:
+            clips = clips()
             samples, text, _ = assemble(clips, rest, seed=30)
             pieces.append(samples)
             texts.append(text)
@@ -230,7 +241,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/ready.json")
     parser.add_argument("--again", action="append", default=[], metavar="RUN",
                         help="do only this run (by name, e.g. 'with, twice as long') and "
-                        "keep the others from --out; may be given more than once")
+                        "keep the others from --out; may be given more than once; 'with, "
+                        "an hour' (an hour recorded, over an hour to run) is done only so")
     args = parser.parse_args()
     settings = Settings.load()
     live_engines = load_engines(settings, live=True)
@@ -243,8 +255,9 @@ def main() -> int:
                 ("without", args.seconds, False, True),
                 ("with", args.seconds, True, True),
                 ("without, again", args.seconds, False, False),
-                ("with, twice as long", 2 * args.seconds, True, True)):
-            if args.again and name not in args.again:
+                ("with, twice as long", 2 * args.seconds, True, True),
+                ("with, an hour", 3600.0, True, True)):
+            if name not in args.again and (args.again or name == "with, an hour"):
                 continue
             wav = Path(scratch) / f"{int(seconds)}.wav"
             reference = build(wav, seconds)
@@ -257,7 +270,8 @@ def main() -> int:
                                                  runs[second]["utterances"])
              for first, second in (("without", "with"), ("without, again", "with"),
                                    ("without", "without, again"),
-                                   ("without", "with, twice as long"))}
+                                   ("without", "with, twice as long"),
+                                   ("without", "with, an hour")) if second in runs}
     report = header("ready", settings) | {"targets": TARGETS, "live_lag_added": added,
                                           "runs": runs}
     write(args.out, report)
