@@ -94,11 +94,9 @@ $(AXE):
 	@npm install --silent --no-audit --no-fund --prefix .cache/axe axe-core@$(AXE_VERSION) \
 	  </dev/null || echo "tingji: axe-core not installed: the accessibility checks skip" >&2
 
-# In two processes, each taking the next test when it is free: run one at a time, the two
-# cores were idle a third of the time (servers, subprocesses, real-time recordings).
 test: install test-models $(AXE)
 	@bash scripts/ensure-deb.sh $(DEB_TEST)
-	@$(PY) -m pytest -n 2 --dist worksteal $(PYTEST_ARGS); status=$$?; \
+	@$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	  exit $$status
 
