@@ -5,12 +5,12 @@ with the final pass running during the recording (``device.ready``) and without.
 
 A recording assembled from many real clips, each used once (every Mandarin, Cantonese and
 Sichuanese clip of ../shared, then English prompts and readers, then French, Spanish,
-Italian and Russian prompts, from Debian packages, see bench/longform.py), is played through the file source in real time
-into the recorder with its live transcript, as on the box; the worker's models are loaded
-before (the appliance's worker is running). Four runs: ``seconds`` without the final pass
-during the recording (today's box), the same with it (and the summary's notes), the first
-again (live transcript only), and twice as long with it; asked for by name, a fifth
-records an hour with it. Reported per run: the live
+Italian and Russian prompts, from Debian packages, see bench/longform.py), is played
+through the file source in real time into the recorder with its live transcript, as on the
+box; the worker's models are loaded before (the appliance's worker is running). Four runs:
+``seconds`` without the final pass during the recording (today's box), the same with it (and
+the summary's notes), the first again (live transcript only), and twice as long with it;
+asked for by name, a fifth records an hour with it. Reported per run: the live
 transcript's lag (p50/p95/max) and dropped frames, and in the runs with the final pass the
 lag of the utterances it was busy during against those it was idle during (the same run:
 the p95 of separate runs moves by a second on a shared machine); each utterance's lag, and
