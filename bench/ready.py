@@ -69,11 +69,10 @@ def build(path: Path, seconds: float) -> str:
     """The recording: the Chinese clips, then English ones, then French, Spanish, Italian
     and Russian ones, to ``seconds`` (about 68 minutes at most); its reference."""
     pieces, texts, rest = [], [], seconds
-    for clips in (chinese_clips, english_clips, french_clips, spanish_clips, italian_clips,
-                  russian_clips):
+    for clips_of in (chinese_clips, english_clips, french_clips, spanish_clips, italian_clips,
+                     russian_clips):
         if rest > 0:
-            clips = clips()
-            samples, text, _ = assemble(clips, rest, seed=30)
+            samples, text, _ = assemble(clips_of(), rest, seed=30)
             pieces.append(samples)
             texts.append(text)
             rest -= samples.size / SR
