@@ -116,6 +116,10 @@ class NotesAhead:
                 break
             last, held = spans[-1][1], held + 1
         if held < len(noted):
+            changed = noted[held]
+            log.info("recording %s: the notes from %.1f s on are taken again (the lines noted "
+                     "at %.1f-%.1f s %s)", self.recording_id, max(last, 0.0), changed[0][0],
+                     changed[-1][1], "changed" if parts.get(id(changed)) else "are gone")
             self.store.forget_noted_chunks(self.recording_id, after=last)
         _, rest = noted_parts(segments, noted[:held])
         chunks, open_last = steady_chunks([s for s in rest if s.start >= last - 0.005],

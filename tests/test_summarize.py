@@ -120,7 +120,7 @@ def test_chunks_read_during_a_recording_stay_as_the_transcript_grows():
 
 
 def test_notes_on_a_chunk_whose_text_changed_during_the_recording_are_taken_again(
-        store, settings):
+        store, settings, caplog):
     from device.notes_ahead import NotesAhead
     from device.summarize import PROMPT_VERSION
     from device.summary_text import Chunk
@@ -140,7 +140,9 @@ def test_notes_on_a_chunk_whose_text_changed_during_the_recording_are_taken_agai
     # the second chunk's text changes (decoded again in other options): it is cut again
     # from there, and the first stays noted
     changed = [replace(s, text=s.text + "了") if s in second.segments else s for s in said]
-    again = ahead.pending(changed, "zh")[0]
+    with caplog.at_level("INFO", logger="tingji.notes_ahead"):
+        again = ahead.pending(changed, "zh")[0]
+    assert f"the lines noted at {second.start:.1f}-{second.end:.1f} s changed" in caplog.text
     assert store.noted_chunks(recording.id) == [[(s.start, s.end) for s in first.segments]]
     assert again.segments[0] == changed[len(first.segments)]
     assert Chunk.of(again.segments, "zh").key(SMALL, PROMPT_VERSION, False) != \
