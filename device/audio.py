@@ -33,6 +33,11 @@ KNOWN_SUFFIXES = {".wav", ".flac", ".mp3", ".m4a", ".aac", ".mp4", ".ogg", ".oga
                   ".webm", ".mka", ".wma", ".amr", ".3gp"}
 
 
+def from_pcm16(samples: np.ndarray) -> np.ndarray:
+    """16-bit samples as float32 in [-1, 1), as a 16-bit file decodes."""
+    return samples.astype(np.float32) / 32768.0
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     format_name: str

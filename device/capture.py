@@ -91,7 +91,7 @@ class PushSource:
                 return self.next  # a resend: already recorded
             if seq > self.next:
                 raise ChunkGap(self.next)
-            block = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+            block = audio.from_pcm16(np.frombuffer(pcm, dtype="<i2"))
             try:
                 self._blocks.put(block, timeout=5)
             except queue.Full:
@@ -167,7 +167,7 @@ class MicrophoneSource:
         def callback(indata, frames, when, status) -> None:
             if status.input_overflow:
                 self.overflows += 1
-            blocks.put(indata[:, 0].astype(np.float32) / 32768.0)
+            blocks.put(audio.from_pcm16(indata[:, 0]))
 
         resampler = None
         if self.rate != audio.SAMPLE_RATE:

@@ -148,7 +148,7 @@ def _scale(pcm: np.ndarray) -> float:
 
 def _as_float(samples: np.ndarray) -> np.ndarray:
     if samples.dtype == np.int16:
-        return samples.astype(np.float32) / 32768.0
+        return audio.from_pcm16(samples)
     return np.asarray(samples, dtype=np.float32)
 
 

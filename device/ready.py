@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from device import encryption, storage
-from device.audio import SAMPLE_RATE
+from device.audio import SAMPLE_RATE, from_pcm16
 from device.databases import open_store
 from device.settings import ENV_PREFIX, Settings
 from device.store import Store
@@ -118,14 +118,9 @@ class CaptureReader:
         return pieces
 
 
-def as_float(samples: np.ndarray) -> np.ndarray:
-    """16-bit samples as float32, as the joined file decodes."""
-    return samples.astype(np.float32) / 32768.0
-
-
 class Held:
     """The recording so far, held as its segment files hold it (16-bit samples, half the
-    memory of float32) and read a slice at a time as float32 (``as_float``): the final
+    memory of float32) and read a slice at a time as float32 (``audio.from_pcm16``): the final
     pass only ever slices the recording (its windows, and its size).  The
     buffer is allocated once for ``AHEAD_MAX_SECONDS``; its pages are the kernel's zeroed
     ones until written, so only what was recorded is resident, and no read copies what came
@@ -147,7 +142,7 @@ class Held:
         return self.size
 
     def __getitem__(self, key: slice) -> np.ndarray:
-        return as_float(self._samples[: self.size][key])
+        return from_pcm16(self._samples[: self.size][key])
 
 
 class VoiceWindows:
@@ -232,7 +227,7 @@ def run(settings: Settings, recording_id: int, engines=None,
                          "the stop", recording_id, (audio.size + new.size) / SAMPLE_RATE)
                 break
             audio.append(new)
-            stream.feed(as_float(new))
+            stream.feed(from_pcm16(new))
             chunks = decidable(stream.settled())
             if not chunks or chunks[-1].end_s <= progress.seconds:
                 # the final pass has caught up: the summary's notes on what it finished

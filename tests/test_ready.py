@@ -20,7 +20,7 @@ from device.capture import FileSource
 from device.databases import open_store
 from device.jobs import Runner
 from device.pipeline import recognize, select_profile
-from device.ready import CaptureReader, Held, as_float, decidable
+from device.ready import CaptureReader, Held, decidable
 from device.recognize.timeline import Timeline
 from device.recorder import Recorder, recover_interrupted
 from device.settings import PROJECT_ROOT
@@ -82,10 +82,10 @@ def test_the_capture_reader_reads_what_the_segment_files_hold(tmp_path, sealed):
     for block in np.array_split(written, 37):
         writer.write(block)
         held.append(samples := reader.read())
-        read.append(as_float(samples))
+        read.append(audio.from_pcm16(samples))
     writer.close()
     held.append(samples := reader.read())
-    read.append(as_float(samples))
+    read.append(audio.from_pcm16(samples))
     if sealed:  # what a box stores is the sealed segments, read as one WAV file
         whole = audio.decode(audio.SealedAudio(tmp_path / "capture", key))
     else:
