@@ -59,12 +59,3 @@ def decoded_in(ranking: Sequence[tuple[str, float]], languages: Sequence[str]) -
 def first_in(languages: Sequence[str], script: str | None) -> str | None:
     """The first of ``languages`` written in ``script``."""
     return next((lang for lang in languages if script_of(lang) == script), None)
-
-
-def as_decoded(languages: Sequence[str]) -> list:
-    """What of a recording's languages (most likely first) the decoding of a window depends
-    on (``decoded_in``): which they are, and the first of each script.  Which is the most
-    likely changes as a recording goes on (Chinese, then more and more English), and a
-    window decoded before is still decoded the same."""
-    return [sorted(languages),
-            sorted({first_in(languages, script_of(language)) for language in languages})]

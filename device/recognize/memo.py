@@ -4,7 +4,12 @@ The final pass runs while a recording is being made (``device.ready``): each win
 decodes is kept under a key that names everything its decoding depends on — the model, the
 window's audio sample for sample, where it lies in the pass's audio, its prompt, the
 language and the decoding options — so the transcription after stop takes a kept window
-only where it would have decoded exactly that, and decodes the rest.
+only where it would have decoded exactly that, and decodes the rest.  In auto mode a
+window is decoded in a language chosen from its own ranking among the recording's languages
+(``languages.decoded_in``), which change as a recording goes on (the detection listens to
+windows spread over what was recorded so far): a kept window is taken while the languages
+found since still choose the language it was decoded in (``decoded_alike``), and decoded
+again where they choose another.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 from faster_whisper.transcribe import Segment as RawSegment
 from faster_whisper.transcribe import Word as RawWord
 
+from device.recognize.languages import decoded_in
 from device.recognize.retry import DecodedWindow
 
 _RAW_FIELDS = [f.name for f in fields(RawSegment) if f.name != "words"]
@@ -46,6 +52,16 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def decoded_alike(ranking: list | None, options) -> bool:
+    """A window kept with ``ranking`` (its languages with the one it was decoded in first,
+    as ``restored``) is decoded in that language again with ``options``: a language is set,
+    or the window's ranking chooses the same among ``options.languages``."""
+    if options.language is not None or not ranking:
+        return True
+    by_likelihood = sorted(ranking, key=lambda pair: -pair[1])
+    return decoded_in(by_likelihood, options.languages) == ranking[0][0]
 
 
 def stored(window: DecodedWindow | None, ranking: list | None) -> dict:

@@ -19,8 +19,8 @@ from device.recognize.cleanup import (
     drop_noise_loops,
     echoes_prompt,
 )
-from device.recognize.languages import as_decoded, clear_choice, first_in, script, script_of
-from device.recognize.memo import WindowMemo, restored, stored, window_key
+from device.recognize.languages import clear_choice, first_in, script, script_of
+from device.recognize.memo import WindowMemo, decoded_alike, restored, stored, window_key
 from device.recognize.probes import Probes
 from device.recognize.retry import DecodedWindow, RetryPolicy, by_window
 from device.recognize.sentences import split_sentences
@@ -207,17 +207,17 @@ class WhisperRecognizer(Probes):
             seek = fw.window_seek(self.model, window)
             start, end = int(window.start * SAMPLE_RATE), int(window.end * SAMPLE_RATE)
             keys[seek] = window_key(self.model_id, speech_audio[start:end], seek, {
-                "language": options.language, "languages": as_decoded(options.languages),
+                "language": options.language,
                 "prompt": self._pipeline.window_prompts.get(seek, options.initial_prompt),
                 "hotwords": options.hotwords, "words": options.word_timestamps,
                 "beam": options.beam_size, "retry": options.retry_beam,
                 "thresholds": [options.log_prob_threshold,
                                options.compression_ratio_threshold]})
             found = memo.get(keys[seek])
-            if found is None:
+            decoded, ranking = restored(found) if found is not None else (None, None)
+            if found is None or not decoded_alike(ranking, options):
                 todo.append(window)
                 continue
-            decoded, ranking = restored(found)
             if ranking:
                 self._pipeline.window_ranking[seek] = ranking
             self.report = replace(self.report, windows_taken=self.report.windows_taken + 1)

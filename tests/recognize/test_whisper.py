@@ -155,8 +155,8 @@ def test_chinese_after_english_is_timed_word_by_word_and_said_once(engines):
 
 def test_windows_decoded_ahead_are_taken_when_the_recordings_main_language_changes(engines):
     """During a recording Chinese came first; by stop English is the most likely language.
-    A window's decoding depends on which languages the recording has and the first of each
-    script, not on their order: the windows decoded ahead are taken, to the transcript a
+    A window's decoding depends on the language it is decoded in, not on the order of the
+    recording's languages: the windows decoded ahead are taken, to the transcript a
     decoding with the new order gives."""
     clips = {c.path.name: c for c in require_shared_clips()}
     pause = np.zeros(audio.SAMPLE_RATE, dtype=np.float32)
@@ -181,6 +181,44 @@ def test_windows_decoded_ahead_are_taken_when_the_recordings_main_language_chang
     assert whisper.report.windows_taken == whisper.report.windows >= 1
     assert taken == fresh
     assert {language for *_, language in fresh} == {"zh", "en"}
+
+
+@pytest.mark.parametrize("before, after, changed", [
+    (("zh", "en"), ("zh", "en", "fr"), False),  # French heard since: nothing decodes otherwise
+    (("zh", "fr"), ("zh", "fr", "en"), True),  # English, decoded as French before it was found
+])
+def test_windows_decoded_ahead_are_taken_while_the_languages_found_decode_them_alike(
+        engines, before, after, changed):
+    """Auto mode's detection listens to windows spread over what was recorded so far, so
+    the languages it finds change as a recording goes on.  A window decoded ahead is taken
+    while the languages found since decode it in the language it was decoded in, and only
+    the windows they decode in another are decoded again, to the transcript a decoding
+    with the languages found at stop gives."""
+    clips = {c.path.name: c for c in require_shared_clips()}
+    pause = np.zeros(audio.SAMPLE_RATE, dtype=np.float32)
+    names = ("zh_aishell_BAC009S0764W0121.wav", "zh_hours.wav", "zh_command_IT0011W0001.wav",
+             "yue_words.wav", "en_jfk.flac")
+    samples = np.concatenate([p for name in names
+                              for p in (audio.decode(clips[name].path), pause)])
+    speech = engines.detector.speech_chunks(samples)
+    whisper = engines.recognizer("whisper-base")
+    fresh = [(s.start, s.end, s.text, s.language)
+             for s in whisper.transcribe(samples, speech, RecognitionOptions(languages=after))]
+    memo: dict = {}
+    whisper.memo = type("Kept", (), {"get": lambda _, k: memo.get(k),
+                                     "put": lambda _, k, v: memo.__setitem__(k, v)})()
+    try:
+        during = [s.language for s in whisper.transcribe(
+            samples, speech, RecognitionOptions(languages=before))]
+        taken = [(s.start, s.end, s.text, s.language) for s in whisper.transcribe(
+            samples, speech, RecognitionOptions(languages=after))]
+    finally:
+        whisper.memo = None
+    assert taken == fresh
+    assert ("en" not in during) is changed and "en" in {s[3] for s in fresh}
+    report = whisper.report
+    assert report.windows >= 2
+    assert report.windows_taken == (report.windows - 1 if changed else report.windows)
 
 
 def test_a_recording_that_switches_language_is_transcribed_in_both(engines):
