@@ -44,6 +44,8 @@ class NotesAhead:
         self.memo = StoredNotes(store, recording_id, ahead=True)
         self.taken = 0
         self._failed: set[str] = set()
+        self._replacing: dict[str, Sequence[tuple[float, float]]] = {}
+        """The spans of each noted chunk whose text changed, by its new text's key."""
         self._unavailable = False
 
     @property
@@ -98,35 +100,45 @@ class NotesAhead:
         self.memo.keep_read_ahead(writer_id, read)
 
     def pending(self, segments: Sequence[Segment], language: str | None) -> list[Chunk]:
-        """The closed chunks of ``segments`` (the final transcript so far) with no notes.
-        A chunk noted before whose text has changed since (auto mode decides again as a new
-        language is heard, and the final pass decodes again what it had decoded) no longer
-        counts as noted, nor does any after it: the transcript is cut again from there."""
+        """The chunks of ``segments`` (the final transcript so far) to read into notes: the
+        chunks noted before whose text has changed since (auto mode decodes a window again
+        when the languages it found as the recording went on decode it in another), cut as
+        they were, then the closed chunks after the last noted one.  A noted chunk none of
+        whose lines are left (decoded again into other segments) no longer counts: its
+        lines are read with the summary after stop."""
         from device.summarize import PROMPT_VERSION
 
         extract = self.settings.summary_extract
         segments = [s for s in segments if s.text.strip()]
         noted = self.store.noted_chunks(self.recording_id)
         parts = {id(spans): part for part, spans in noted_parts(segments, noted)[0]}
-        last, held = float("-inf"), 0
+        last, again, replacing = float("-inf"), [], {}
         for spans in noted:
             part = parts.get(id(spans))
-            if part is None or self.memo.get(Chunk.of(part, language, spans).key(
-                    self.model_id, PROMPT_VERSION, extract)) is None:
-                break
-            last, held = spans[-1][1], held + 1
-        if held < len(noted):
-            changed = noted[held]
-            log.info("recording %s: the notes from %.1f s on are taken again (the lines noted "
-                     "at %.1f-%.1f s %s)", self.recording_id, max(last, 0.0), changed[0][0],
-                     changed[-1][1], "changed" if parts.get(id(changed)) else "are gone")
-            self.store.forget_noted_chunks(self.recording_id, after=last)
-        _, rest = noted_parts(segments, noted[:held])
+            if part is None:
+                log.info("recording %s: the lines noted at %.1f-%.1f s are gone; the summary "
+                         "reads what is there now", self.recording_id, spans[0][0],
+                         spans[-1][1])
+                self.store.forget_noted_chunk(self.recording_id, spans)
+                continue
+            last = spans[-1][1]
+            chunk = Chunk.of(part, language, spans)
+            key = chunk.key(self.model_id, PROMPT_VERSION, extract)
+            if self.memo.get(key) is None:
+                if key not in self._replacing:
+                    log.info("recording %s: the lines noted at %.1f-%.1f s changed; their "
+                             "notes are taken again", self.recording_id, spans[0][0],
+                             spans[-1][1])
+                again.append(chunk)
+                replacing[key] = spans
+        self._replacing = replacing
+        _, rest = noted_parts(segments, [spans for spans in noted if id(spans) in parts])
         chunks, open_last = steady_chunks([s for s in rest if s.start >= last - 0.005],
                                           self.settings.notes_chunk_chars)
         chunks = [Chunk.of(part, language) for part in (chunks[:-1] if open_last else chunks)]
-        return [c for c in chunks if (key := c.key(self.model_id, PROMPT_VERSION, extract))
-                not in self._failed and self.memo.get(key) is None]
+        return [c for c in again + chunks
+                if (key := c.key(self.model_id, PROMPT_VERSION, extract)) not in self._failed
+                and self.memo.get(key) is None]
 
     def advance(self, segments: Sequence[Segment], language: str | None) -> bool:
         """Read the first closed chunk that has no notes into notes; False if there is
@@ -144,7 +156,8 @@ class NotesAhead:
         try:
             with closing(load_summarizer(self.settings, self.model_id, CONTEXT)) as reader:
                 notes = reader.chunk_notes(plan, chunk, "")
-                self.memo.put(key, chunk, notes, self.model_id)
+                self.memo.put(key, chunk, notes, self.model_id,
+                              replacing=self._replacing.get(key))
                 self._read_ahead(reader, segments, language)
         except ModelError as exc:
             log.warning("recording %s: no notes during the recording (%s)", self.recording_id,

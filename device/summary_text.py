@@ -295,10 +295,11 @@ class StoredNotes:
     def get(self, key: str) -> dict | None:
         return self.store.chunk_notes(self.recording_id, key)
 
-    def put(self, key: str, chunk: Chunk, notes: dict, model_id: str) -> None:
+    def put(self, key: str, chunk: Chunk, notes: dict, model_id: str,
+            replacing: Sequence[tuple[float, float]] | None = None) -> None:
         self.store.keep_chunk_notes(self.recording_id, key,
                                     [(s.start, s.end) for s in chunk.segments], notes,
-                                    model_id, ahead=self.ahead)
+                                    model_id, ahead=self.ahead, replacing=replacing)
 
     def read_ahead(self, model_id: str) -> ReadPrompt | None:
         kept = self.store.summary_ahead(self.recording_id, model_id)

@@ -121,32 +121,54 @@ def test_chunks_read_during_a_recording_stay_as_the_transcript_grows():
 
 def test_notes_on_a_chunk_whose_text_changed_during_the_recording_are_taken_again(
         store, settings, caplog):
+    """Only the chunk whose text changed is read into notes again, cut as it was; the
+    chunks noted after it keep their notes.  A chunk none of whose lines are left no longer
+    cuts the transcript."""
     from device.notes_ahead import NotesAhead
     from device.summarize import PROMPT_VERSION
-    from device.summary_text import Chunk
 
     settings = settings.replace(notes_chunk_chars=200, summary_model=SMALL)
     recording = store.create_recording("interview", "mic", status="recording")
     ahead = NotesAhead(settings, store, recording.id)
-    said = _spoken([chr(0x4E00 + i) * (20 + 7 * (i % 5)) for i in range(30)])
-    first, second, *_ = ahead.pending(said, "zh")  # closed chunks, none noted yet
-    for chunk in (first, second):  # as the notes model would keep them
+
+    def note(chunk) -> None:  # as the notes model would keep them
         ahead.memo.put(chunk.key(SMALL, PROMPT_VERSION, False), chunk, {"key_points": []},
-                       SMALL)
-    assert store.noted_chunks(recording.id) == [
-        [(s.start, s.end) for s in c.segments] for c in (first, second)]
-    third = ahead.pending(said, "zh")[0]
-    assert third.segments[0] == said[len(first.segments) + len(second.segments)]
-    # the second chunk's text changes (decoded again in other options): it is cut again
-    # from there, and the first stays noted
+                       SMALL, replacing=ahead._replacing.get(
+                           chunk.key(SMALL, PROMPT_VERSION, False)))
+
+    def spans(*chunks) -> list:
+        return [[(s.start, s.end) for s in c.segments] for c in chunks]
+
+    said = _spoken([chr(0x4E00 + i) * (20 + 7 * (i % 5)) for i in range(30)])
+    first, second, third, *_ = ahead.pending(said, "zh")  # closed chunks, none noted yet
+    for chunk in (first, second, third):
+        note(chunk)
+    assert store.noted_chunks(recording.id) == spans(first, second, third)
+    fourth = ahead.pending(said, "zh")[0]
+    assert fourth.segments[0] == said[sum(len(c.segments) for c in (first, second, third))]
+    # the second chunk's text changes (decoded again in other options)
     changed = [replace(s, text=s.text + "了") if s in second.segments else s for s in said]
     with caplog.at_level("INFO", logger="tingji.notes_ahead"):
-        again = ahead.pending(changed, "zh")[0]
-    assert f"the lines noted at {second.start:.1f}-{second.end:.1f} s changed" in caplog.text
-    assert store.noted_chunks(recording.id) == [[(s.start, s.end) for s in first.segments]]
-    assert again.segments[0] == changed[len(first.segments)]
-    assert Chunk.of(again.segments, "zh").key(SMALL, PROMPT_VERSION, False) != \
-        second.key(SMALL, PROMPT_VERSION, False)
+        again, after = ahead.pending(changed, "zh")[:2]
+        ahead.pending(changed, "zh")
+    assert caplog.text.count(f"the lines noted at {second.start:.1f}-{second.end:.1f} s "
+                             "changed") == 1
+    assert again.segments == tuple(s for s in changed if s.start in {x.start for x in
+                                                                     second.segments})
+    assert again.key(SMALL, PROMPT_VERSION, False) != second.key(SMALL, PROMPT_VERSION, False)
+    assert after == fourth
+    note(again)
+    assert store.noted_chunks(recording.id) == spans(first, again, third)
+    assert ahead.pending(changed, "zh")[0] == fourth
+    # the third chunk's segments decoded again into others: it no longer cuts the transcript,
+    # and its speech is cut into chunks with what follows
+    moved = [replace(s, start=s.start + 0.3, end=s.end + 0.3, text=s.text + "呢")
+             if s in third.segments else s for s in changed]
+    with caplog.at_level("INFO", logger="tingji.notes_ahead"):
+        following = ahead.pending(moved, "zh")[0]
+    assert "are gone" in caplog.text
+    assert store.noted_chunks(recording.id) == spans(first, again)
+    assert following.segments[0] == moved[len(first.segments) + len(again.segments)]
 
 
 @pytest.mark.slow

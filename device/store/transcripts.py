@@ -120,16 +120,21 @@ class TranscriptRooms(Rooms):
         return sorted(([tuple(span) for span in spans] for spans in rows if spans),
                       key=lambda spans: spans[-1][1])
 
-    def forget_noted_chunks(self, recording_id: int, after: float) -> None:
-        """The chunks noted during the recording that end after ``after`` (seconds) no
-        longer say where the summary cuts the transcript (their notes stay, by key)."""
+    def forget_noted_chunk(self, recording_id: int, spans: Sequence[tuple[float, float]]
+                           ) -> None:
+        """The chunk noted during the recording with these ``spans`` no longer says where
+        the summary cuts the transcript (its notes stay, by key)."""
         with self.transaction():
-            for key, spans in self.db.execute(
-                    "SELECT key, spans FROM summary_notes WHERE recording_id = ? AND ahead = 1",
-                    [recording_id]).fetchall():
-                if json.loads(spans)[-1][1] > after:
-                    self.db.execute("UPDATE summary_notes SET ahead = 0 WHERE recording_id = ? "
-                                    "AND key = ?", [recording_id, key])
+            self._unnote(recording_id, spans)
+
+    def _unnote(self, recording_id: int, spans: Sequence[tuple[float, float]]) -> None:
+        these = [list(span) for span in spans]
+        for key, kept in self.db.execute(
+                "SELECT key, spans FROM summary_notes WHERE recording_id = ? AND ahead = 1",
+                [recording_id]).fetchall():
+            if json.loads(kept) == these:
+                self.db.execute("UPDATE summary_notes SET ahead = 0 WHERE recording_id = ? "
+                                "AND key = ?", [recording_id, key])
 
     def chunk_notes(self, recording_id: int, key: str) -> dict | None:
         """Notes on a chunk of the recording's transcript (``keep_chunk_notes``), by key."""
@@ -139,8 +144,13 @@ class TranscriptRooms(Rooms):
 
     def keep_chunk_notes(self, recording_id: int, key: str,
                          spans: Sequence[tuple[float, float]], notes: dict, model_id: str,
-                         ahead: bool = False) -> None:
+                         ahead: bool = False,
+                         replacing: Sequence[tuple[float, float]] | None = None) -> None:
+        """``replacing``: the spans of the chunk noted during the recording these notes
+        are on again (its text changed): it no longer cuts the transcript."""
         with self.transaction():
+            if replacing is not None:
+                self._unnote(recording_id, replacing)
             self.db.execute(
                 "INSERT OR REPLACE INTO summary_notes (recording_id, key, spans, ahead, "
                 "model_id, value) VALUES (?, ?, ?, ?, ?, ?)",
