@@ -12,6 +12,8 @@ import functools
 import re
 import unicodedata
 
+import numpy as np
+
 _CJK = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff])")
 _PUNCT_OR_SPACE = re.compile(r"[\s\W_]+", re.UNICODE)
 
@@ -123,13 +125,24 @@ def words_form(text: str) -> list[str]:
 
 
 def edit_distance(reference: list[str] | str, hypothesis: list[str] | str) -> int:
-    previous = list(range(len(hypothesis) + 1))
-    for i, ref in enumerate(reference, 1):
-        current = [i]
-        for j, hyp in enumerate(hypothesis, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref != hyp)))
-        previous = current
-    return previous[-1]
+    """Levenshtein distance, a row of the table at a time in numpy (an hour's transcript
+    against its reference, ~10^9 cells, takes seconds): a row's insertions are a running
+    minimum, ``new[j] = j + min(new[k] - k for k <= j)``.
+
+    >>> edit_distance("今天开会", "今天开灰了")
+    2
+    """
+    ids: dict[str, int] = {}
+    hyp = np.array([ids.setdefault(item, len(ids)) for item in hypothesis], dtype=np.int64)
+    steps = np.arange(len(hyp) + 1)
+    previous = steps.copy()
+    for i, item in enumerate(reference, 1):
+        current = np.empty_like(previous)
+        current[0] = i
+        np.minimum(previous[:-1] + (hyp != ids.get(item, -1)), previous[1:] + 1,
+                   out=current[1:])
+        previous = np.minimum.accumulate(current - steps) + steps
+    return int(previous[-1])
 
 
 def wrong_in_hypothesis(reference: list[str] | str, hypothesis: list[str] | str
