@@ -39,3 +39,11 @@ def test_a_window_is_decoded_in_the_recordings_language_of_its_script():
     assert _decoded_in(english, ("yue", "zh")) == english
     assert _decoded_in([("<|ja|>", 0.7), ("<|zh|>", 0.3)], ("en",)) == [
         ("<|ja|>", 0.7), ("<|zh|>", 0.3)]
+    # a window clearly in a language of an alphabet the recording's detection missed is
+    # decoded in it, not in another of the recording's (it would be translated); an
+    # unclear one is decoded in the recording's
+    spanish = [("<|es|>", 0.86), ("<|pt|>", 0.1), ("<|en|>", 0.04)]
+    assert _decoded_in(spanish, ("en", "fr")) == spanish
+    unclear = [("<|en|>", 0.23), ("<|es|>", 0.18), ("<|pt|>", 0.1)]
+    assert _decoded_in(unclear, ("es", "fr")) == [
+        ("<|es|>", 0.18), ("<|en|>", 0.23), ("<|pt|>", 0.1)]
