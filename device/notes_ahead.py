@@ -111,7 +111,8 @@ class NotesAhead:
         extract = self.settings.summary_extract
         segments = [s for s in segments if s.text.strip()]
         noted = self.store.noted_chunks(self.recording_id)
-        parts = {id(spans): part for part, spans in noted_parts(segments, noted)[0]}
+        found, rest = noted_parts(segments, noted)
+        parts = {id(spans): part for part, spans in found}
         last, again, replacing = float("-inf"), [], {}
         for spans in noted:
             part = parts.get(id(spans))
@@ -132,7 +133,6 @@ class NotesAhead:
                 again.append(chunk)
                 replacing[key] = spans
         self._replacing = replacing
-        _, rest = noted_parts(segments, [spans for spans in noted if id(spans) in parts])
         chunks, open_last = steady_chunks([s for s in rest if s.start >= last - 0.005],
                                           self.settings.notes_chunk_chars)
         chunks = [Chunk.of(part, language) for part in (chunks[:-1] if open_last else chunks)]
