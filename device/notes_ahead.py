@@ -130,15 +130,16 @@ class NotesAhead:
                     log.info("recording %s: the lines noted at %.1f-%.1f s changed; their "
                              "notes are taken again", self.recording_id, spans[0][0],
                              spans[-1][1])
-                again.append(chunk)
                 replacing[key] = spans
+                if key not in self._failed:
+                    again.append(chunk)
         self._replacing = replacing
         chunks, open_last = steady_chunks([s for s in rest if s.start >= last - 0.005],
                                           self.settings.notes_chunk_chars)
         chunks = [Chunk.of(part, language) for part in (chunks[:-1] if open_last else chunks)]
-        return [c for c in again + chunks
-                if (key := c.key(self.model_id, PROMPT_VERSION, extract)) not in self._failed
-                and self.memo.get(key) is None]
+        return again + [c for c in chunks
+                        if (key := c.key(self.model_id, PROMPT_VERSION, extract))
+                        not in self._failed and self.memo.get(key) is None]
 
     def advance(self, segments: Sequence[Segment], language: str | None) -> bool:
         """Read the first closed chunk that has no notes into notes; False if there is
