@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from collections.abc import Sequence
+from functools import lru_cache
 
-_HAN_KANA_HANGUL = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
-_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
-_CJK_LANGUAGES = {"zh", "yue", "ja", "ko"}
+_CJK = {"CJK", "HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA", "HANGUL"}
+_WRITTEN_IN = {
+    "cjk": "zh yue ja ko", "cyrillic": "ru uk be bg mk sr kk ba tt mn tg", "greek": "el",
+    "arabic": "ar fa ur ps sd", "hebrew": "he yi", "devanagari": "hi mr ne sa",
+    "bengali": "bn as", "gurmukhi": "pa", "gujarati": "gu", "tamil": "ta", "telugu": "te",
+    "kannada": "kn", "malayalam": "ml", "sinhala": "si", "thai": "th", "lao": "lo",
+    "myanmar": "my", "khmer": "km", "tibetan": "bo", "georgian": "ka", "armenian": "hy",
+    "ethiopic": "am",
+}
+"""Whisper's languages not written in the Latin alphabet, by script (named as Unicode
+names its letters)."""
+_SCRIPTS = {*_WRITTEN_IN, "latin"}
+_SCRIPT_OF = {lang: name for name, langs in _WRITTEN_IN.items() for lang in langs.split()}
 _CLEAR_MIN = 0.001
 _CLEAR_RATIO = 5.0
 _OWN_MIN = 0.5
@@ -17,19 +28,33 @@ ranked wrong with 0.23 (Spanish as English, 0.18 next)."""
 
 
 def script(text: str) -> str | None:
-    """'cjk' or 'latin' for text clearly in one of them, else None."""
-    cjk, latin = len(_HAN_KANA_HANGUL.findall(text)), len(_LATIN.findall(text))
-    if cjk >= 2 and cjk * 3 >= latin:
+    """The script ``text`` is clearly written in ('cjk', 'latin', 'cyrillic', ...), else
+    None: two Chinese, Japanese or Korean characters and at least a quarter of the letters,
+    or four letters of one alphabet and three quarters of them (a name in Latin letters
+    among Russian words stays Russian)."""
+    counts: dict[str, int] = {}
+    for char in text:
+        if char.isalpha() and (name := _letter_script(char)) in _SCRIPTS:
+            counts[name] = counts.get(name, 0) + 1
+    letters, cjk = sum(counts.values()), counts.pop("cjk", 0)
+    if cjk >= 2 and cjk * 4 >= letters:
         return "cjk"
-    if latin >= 4 and cjk == 0:
-        return "latin"
+    alphabet, most = max(counts.items(), key=lambda item: item[1], default=(None, 0))
+    if most >= 4 and cjk == 0 and most * 4 >= letters * 3:
+        return alphabet
     return None
+
+
+@lru_cache(maxsize=4096)
+def _letter_script(char: str) -> str:
+    first = unicodedata.name(char, "").split(" ")[0]
+    return "cjk" if first in _CJK else first.lower()  # a modifier letter, ª: not in _SCRIPTS
 
 
 def script_of(language: str | None) -> str | None:
     if language is None:
         return None
-    return "cjk" if language in _CJK_LANGUAGES else "latin"
+    return _SCRIPT_OF.get(language, "latin")
 
 
 def clear_choice(ranking: Sequence[tuple[str, float]], script: str) -> str | None:

@@ -22,6 +22,11 @@ def test_text_is_in_a_script_only_when_it_clearly_is():
     assert script(" And so my fellow Americans") == "latin"
     assert script("OK") is None and script("9点") is None
     assert script_of("yue") == "cjk" and script_of("en") == "latin" and script_of(None) is None
+    # alphabets apart: Russian is not written in Latin letters, nor English in Cyrillic
+    assert script("NBS заявила, что бюджет") == "cyrillic" and script_of("ru") == "cyrillic"
+    assert script("Η Ελλάδα") == "greek" and script_of("el") == "greek"
+    assert script("NBS said, что") is None  # neither alphabet has three quarters
+    assert script("la 1ª vez") == "latin"  # an ordinal sign is no letter of a script
 
 
 def test_a_window_is_decoded_in_the_recordings_language_of_its_script():
@@ -47,3 +52,8 @@ def test_a_window_is_decoded_in_the_recordings_language_of_its_script():
     unclear = [("<|en|>", 0.23), ("<|es|>", 0.18), ("<|pt|>", 0.1)]
     assert _decoded_in(unclear, ("es", "fr")) == [
         ("<|es|>", 0.18), ("<|en|>", 0.23), ("<|pt|>", 0.1)]
+    # ... in the first of the recording's languages of its alphabet: Russian found first
+    # does not take an unclear window of Latin letters (it would be written in Cyrillic)
+    unclear = [*unclear, ("<|fr|>", 0.05), ("<|ru|>", 0.01)]
+    assert _decoded_in(unclear, ("ru", "fr")) == [("<|fr|>", 0.05), *unclear[:3], unclear[4]]
+    assert _decoded_in(unclear, ("ru",)) == unclear
