@@ -25,6 +25,7 @@ numbers were a fifth of the prompt, and prompt reading is most of the time on a 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
@@ -50,6 +51,8 @@ from device.summary_text import (
     notes_so_far,
     speakers_of,
 )
+
+log = logging.getLogger("tingji.summarize")
 
 PROMPT_VERSION = "summary-v7"
 NOTES_BUDGET = 4500
@@ -205,6 +208,10 @@ class LlamaSummarizer:
                 continue
             except ValueError as exc:
                 raise SummaryError(str(exc)) from exc
+            log.info("%s: read %d of the prompt's %d tokens and wrote %d in %.1f s%s",
+                     self.model_id, completion.read_tokens, completion.prompt_tokens,
+                     completion.completion_tokens, completion.seconds,
+                     " (written again)" if attempt else "")
             try:
                 # strict=False: the grammar lets a raw newline or tab into a string.
                 answer = json.loads(completion.text, strict=False)
