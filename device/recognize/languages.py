@@ -75,16 +75,21 @@ def decoded_in(ranking: Sequence[tuple[str, float]], languages: Sequence[str]) -
     """The language a window Whisper ranks so is decoded in, in a recording of
     ``languages`` (auto mode's, most likely first): the one ranked first when it is one of
     them, when no language of its script is, or when it is not a Chinese, Japanese or
-    Korean one and has at least even odds (``_OWN_MIN``); else the first of them in its
-    script.  A recording auto mode found in Chinese is decoded in it, whatever its variety
-    makes Whisper rank first (Sichuanese heard as Cantonese), while a sentence of English
-    among Mandarin ones (its detection across the recording: ~0.01) is still written in
-    English, not translated, and so is a window of Spanish in a recording whose languages
-    were found as English and French (the detection listens to four windows)."""
+    Korean one and has at least even odds (``_OWN_MIN``); else the one of them in its
+    script the window ranks highest (the first of them when its ranking, cut short, has
+    none).  So an unclear window follows which languages were found, not their order,
+    which changes more often during a recording.  A recording auto mode found in Chinese
+    is decoded in it, whatever its variety makes Whisper rank first (Sichuanese heard as
+    Cantonese), while a sentence of English among Mandarin ones (its detection across the
+    recording: ~0.01) is still written in English, not translated, and so is a window of
+    Spanish in a recording whose languages were found as English and French (the
+    detection listens to four windows)."""
     top, p = ranking[0]
     if top in languages or (script_of(top) != "cjk" and p >= _OWN_MIN):
         return top
-    return first_in(languages, script_of(top)) or top
+    script = script_of(top)
+    ranked = (lang for lang, _ in ranking if lang in languages and script_of(lang) == script)
+    return next(ranked, None) or first_in(languages, script) or top
 
 
 def first_in(languages: Sequence[str], script: str | None) -> str | None:

@@ -52,8 +52,10 @@ def test_a_window_is_decoded_in_the_recordings_language_of_its_script():
     unclear = [("<|en|>", 0.23), ("<|es|>", 0.18), ("<|pt|>", 0.1)]
     assert _decoded_in(unclear, ("es", "fr")) == [
         ("<|es|>", 0.18), ("<|en|>", 0.23), ("<|pt|>", 0.1)]
-    # ... in the first of the recording's languages of its alphabet: Russian found first
-    # does not take an unclear window of Latin letters (it would be written in Cyrillic)
+    # ... in one of the recording's languages of its alphabet: Russian found first does
+    # not take an unclear window of Latin letters (it would be written in Cyrillic)
     unclear = [*unclear, ("<|fr|>", 0.05), ("<|ru|>", 0.01)]
     assert _decoded_in(unclear, ("ru", "fr")) == [("<|fr|>", 0.05), *unclear[:3], unclear[4]]
     assert _decoded_in(unclear, ("ru",)) == unclear
+    # ... the one of them the window ranks highest, not the one the recording does
+    assert _decoded_in(unclear, ("fr", "es"))[0] == ("<|es|>", 0.18)
