@@ -30,9 +30,11 @@ from device.summary_text import Chunk, StoredNotes, noted_parts, steady_chunks
 
 log = logging.getLogger("tingji.notes_ahead")
 
-CONTEXT = 4096
+CONTEXT = 6144
 """Tokens of context the notes model is loaded with: a chunk (~1,000), its instructions
-and its notes (1,024 at most) fit, in half the memory of the summary's context."""
+and its notes (1,024 at most) fit, and so do the notes so far read ahead (merged past
+``summarize.NOTES_BUDGET``: 4,500 tokens and the instructions); 3/4 of the memory of the
+summary's context."""
 
 
 class NotesAhead:
@@ -47,6 +49,7 @@ class NotesAhead:
         self._replacing: dict[str, Sequence[tuple[float, float]]] = {}
         """The spans of each noted chunk whose text changed, by its new text's key."""
         self._unavailable = False
+        self._unmerged = False
 
     @property
     def wanted(self) -> bool:
@@ -57,10 +60,12 @@ class NotesAhead:
                 and _summariser_installed(self.settings))
 
     def _read_ahead(self, reader, segments: Sequence[Segment], language: str | None) -> None:
-        """The final call's start, the notes so far (``summary_text.notes_so_far``), read
-        into the summariser from where the last reading ended, and kept: after stop only
-        the rest of the call is read.  The summariser reads them itself when it is not the
-        notes model; they are not read on once they pass the context of ``CONTEXT``."""
+        """The final call's start, the notes so far (``summary_text.notes_so_far``; past
+        the final call's budget, merged as the summary would merge them after stop,
+        ``summarize.merged``, and the merged notes kept), read into the summariser from
+        where the last reading ended, and kept: after stop only the rest of the call is
+        read.  The summariser reads them itself when it is not the notes model; they are
+        not read on once they pass the context of ``CONTEXT``."""
         from device.errors import DiskFullError
         from device.pipeline import keep_room_for_recording
         from device.summarize import PROMPT_VERSION, Plan, SummaryError, load_summarizer
@@ -80,6 +85,15 @@ class NotesAhead:
             notes.append(chunk.cited(noted, first))
             first += len(chunk.lines)
         if not notes:
+            return
+        if self._unmerged:
+            return
+        try:  # merged now where the summary would merge them after stop
+            notes = reader.merged(plan, notes, self.memo, ahead=True)
+        except SummaryError as exc:  # the summary merges them after stop
+            log.warning("recording %s: the notes not merged during the recording, nor read "
+                        "ahead (%s)", self.recording_id, exc)
+            self._unmerged = True  # the same notes would fail again
             return
         writer_id = self.settings.summary_model
         try:

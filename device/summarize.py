@@ -24,6 +24,7 @@ numbers were a fifth of the prompt, and prompt reading is most of the time on a 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -58,6 +59,7 @@ PROMPT_VERSION = "summary-v7"
 NOTES_BUDGET = 4500
 """Tokens of notes the final call reads at most; more are first merged in groups."""
 MERGE_GROUP = 6
+"""Notes merged into one at a time."""
 PICKED_MAX = 12
 """Lines the model may pick as carrying a transcript's (or a chunk's) content."""
 _PICK_SCHEMA = {"type": "object",
@@ -255,18 +257,41 @@ class LlamaSummarizer:
                 plan.done += 1 + plan.extract
             notes.append(chunk.cited(noted, first))
             first += len(chunk.lines)
+        return self.merged(plan, notes, memo)
+
+    def merged(self, plan: Plan, notes: list[dict], memo: NotesMemo | None = None,
+               ahead: bool = False) -> list[dict]:
+        """Notes too long for the final call (``NOTES_BUDGET``) merged, a group of
+        ``MERGE_GROUP`` at a time, the earliest first (``next_merge``), until they fit;
+        merged notes ``memo`` keeps are not merged again.  Which groups are merged depends
+        only on the notes before them, so notes merged during a recording (``ahead``: the
+        notes so far, merged only where more notes cannot change which) are the ones the
+        summary merges after stop.  Who said the lines they cite is left out of what is
+        merged: it is known only once the whole recording is diarised (merged notes never
+        carried it; after notes taken during a recording the final call is told)."""
+        notes, levels = list(notes), [0] * len(notes)
         while len(notes) > 1 and self._tokens(_notes_text(notes)) > NOTES_BUDGET:
-            groups = [notes[i : i + MERGE_GROUP] for i in range(0, len(notes), MERGE_GROUP)]
-            plan.calls += len(groups)
-            notes = []
-            for group in groups:
+            span = next_merge(levels)
+            if span is None and ahead:
+                break
+            start, end = span or (0, min(MERGE_GROUP, len(notes)))
+            group = [_unattributed(note) for note in notes[start:end]]
+            key = hashlib.sha256(json.dumps([self.model_id, PROMPT_VERSION, "merged", group],
+                                            ensure_ascii=False).encode()).hexdigest()
+            merged = memo.get(key) if memo is not None else None
+            if merged is None:
+                plan.calls += 1
                 plan.starting(Said(N_("reading the notes")), Said(N_("merging the notes")))
-                notes.append(self._complete(
+                merged = self._complete(
                     plan, "Notes on consecutive parts of one transcript, as JSON. "
                     "Merge them into one set of notes, keeping each item's segments:\n"
                     + _notes_text(group), max_tokens=1024, schema=plan.notes_schema,
-                    lines=len(plan.lines)))
+                    lines=len(plan.lines))
                 plan.step()
+                if memo is not None:
+                    memo.put_merged(key, merged, self.model_id)
+            notes[start:end] = [merged]
+            levels[start:end] = [max(levels[start:end]) + 1]
         return notes
 
     def chunk_notes(self, plan: Plan, chunk: Chunk, part: str) -> dict:
@@ -374,6 +399,28 @@ class LlamaSummarizer:
                      "left_out": len(checked.unsupported), "weak": len(checked.weak),
                      "copies_dropped": plan.copies_dropped},
         )
+
+
+def next_merge(levels: Sequence[int]) -> tuple[int, int] | None:
+    """Which notes to merge next (``start``, ``end``), given how many merges each of them
+    is of: the earliest ``MERGE_GROUP`` in a row merged as often; None if no such run.
+    It depends only on the notes before ``end``: on a list of notes that has grown since,
+    the same merges come first.
+
+    >>> next_merge([1, 0, 0, 0, 0, 0, 0, 0])
+    (1, 7)
+    >>> next_merge([2, 1, 1, 0, 0]) is None
+    True
+    """
+    for start in range(len(levels) - MERGE_GROUP + 1):
+        if len(set(levels[start : start + MERGE_GROUP])) == 1:
+            return start, start + MERGE_GROUP
+    return None
+
+
+def _unattributed(note: dict) -> dict:
+    return {section: [{k: v for k, v in item.items() if k != "who"} for item in items]
+            for section, items in note.items()}
 
 
 # -- the job -------------------------------------------------------------------------------

@@ -282,6 +282,9 @@ class NotesMemo(Protocol):
 
     def put(self, key: str, chunk: Chunk, notes: dict, model_id: str) -> None: ...
 
+    def put_merged(self, key: str, notes: dict, model_id: str) -> None:
+        """Notes merged from several chunks' (``summarize.merged``), by key."""
+
     def read_ahead(self, model_id: str) -> ReadPrompt | None:
         """The final call's start read into ``model_id`` before (``notes_so_far``)."""
 
@@ -300,6 +303,10 @@ class StoredNotes:
         self.store.keep_chunk_notes(self.recording_id, key,
                                     [(s.start, s.end) for s in chunk.segments], notes,
                                     model_id, ahead=self.ahead, replacing=replacing)
+
+    def put_merged(self, key: str, notes: dict, model_id: str) -> None:
+        self.store.keep_chunk_notes(self.recording_id, key, [], notes, model_id,
+                                    ahead=self.ahead)
 
     def read_ahead(self, model_id: str) -> ReadPrompt | None:
         kept = self.store.summary_ahead(self.recording_id, model_id)

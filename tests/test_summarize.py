@@ -397,3 +397,65 @@ def test_a_looping_transcript_never_gives_a_degenerate_summary(store, settings):
         assert job.error.startswith("no reliable summary: "), job.error
         assert store.summaries(recording.id) == []
 
+
+
+def test_the_notes_merged_first_depend_only_on_the_notes_before_them():
+    """Merged during a recording, notes must be the ones the summary merges after stop,
+    when more notes follow: the next merge on a list that has grown is the same."""
+    import random
+
+    from device.summarize import MERGE_GROUP, next_merge
+
+    assert next_merge([0] * (MERGE_GROUP - 1)) is None
+    assert next_merge([0] * (MERGE_GROUP + 2)) == (0, MERGE_GROUP)
+    assert next_merge([1] + [0] * MERGE_GROUP) == (1, MERGE_GROUP + 1)
+    rng = random.Random(7)
+    for _ in range(2_000):
+        levels = [rng.choice((0, 0, 0, 1, 2)) for _ in range(rng.randrange(1, 20))]
+        first = next_merge(levels)
+        grown = levels + [rng.choice((0, 1)) for _ in range(rng.randrange(1, 8))]
+        assert first is None or next_merge(grown) == first, (levels, grown)
+
+
+@pytest.mark.slow
+def test_notes_past_the_budget_are_merged_while_recording_and_taken_after_stop(
+        store, settings):
+    """A long recording's notes are merged as they pass the final call's budget, during
+    the recording; after stop the summary takes that merge and reads on from the notes
+    read ahead, merged: the wait after stop does not grow with the notes."""
+    from device.notes_ahead import NotesAhead
+    from device.summarize import MERGE_GROUP
+
+    data = json.loads((FIXTURES / "meeting_en.json").read_text(encoding="utf-8"))
+    said = [replace(s, language="en") for s in _spoken(
+        [f"{text} That was point {i + 1}." for i, text in enumerate(data["segments"] * 7)])]
+    settings = settings.replace(notes_chunk_chars=150, summary_model=SMALL,
+                                auto_summarize=True, summary_extract=False)
+    recording = store.create_recording("interview", "mic", status="recording")
+    ahead = NotesAhead(settings, store, recording.id)
+    chunks = ahead.pending(said, "en")
+    assert len(chunks) > MERGE_GROUP + 3
+
+    def long_notes(part, chunk):  # as a talkative notes model would write them
+        return {"key_points": [{"text": f"{chunk.lines[j % len(chunk.lines)].text} "
+                                        f"({part + 1}.{j + 1})",
+                                "segments": [j % len(chunk.lines) + 1]} for j in range(14)],
+                "decisions": [], "action_items": []}
+
+    noted = [long_notes(part, chunk) for part, chunk in enumerate(chunks[:MERGE_GROUP + 3])]
+    for chunk, notes in zip(chunks, noted, strict=False):
+        ahead.memo.put(chunk.key(SMALL, PROMPT_VERSION, False), chunk, notes, SMALL)
+    assert ahead.advance(said, "en")  # the next chunk, by the model; then the merge
+    merges = "SELECT count(*) FROM summary_notes WHERE recording_id = ? AND spans = '[]'"
+    assert store.db.execute(merges, [recording.id]).fetchone()[0] == 1
+    tokens, _ = store.summary_ahead(recording.id, SMALL)
+    # stopped: the summary merges nothing again and reads on from what was read ahead
+    job = store.claim(1, 0.0, store.enqueue("transcribe", recording.id).id)
+    store.complete_transcription(job.id, recording.id, said, language="en",
+                                 duration=said[-1].end, model_id="whisper-base")
+    ok, job = _summarise(store, settings, recording.id)
+    assert ok, job.error
+    [summary] = store.summaries(recording.id)
+    assert store.db.execute(merges, [recording.id]).fetchone()[0] == 1
+    assert summary.content["notes_kept"] == MERGE_GROUP + 4
+    assert summary.content["read_ahead"] == len(tokens)
