@@ -15,8 +15,8 @@ _WRITTEN_IN = {
     "myanmar": "my", "khmer": "km", "tibetan": "bo", "georgian": "ka", "armenian": "hy",
     "ethiopic": "am",
 }
-"""Whisper's languages not written in the Latin alphabet, by script (named as Unicode
-names its letters)."""
+"""Whisper's languages not written in the Latin alphabet, by script (named as the Unicode
+names of its letters begin)."""
 _SCRIPTS = {*_WRITTEN_IN, "latin"}
 _SCRIPT_OF = {lang: name for name, langs in _WRITTEN_IN.items() for lang in langs.split()}
 _CLEAR_MIN = 0.001
