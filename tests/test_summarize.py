@@ -398,7 +398,6 @@ def test_a_looping_transcript_never_gives_a_degenerate_summary(store, settings):
         assert store.summaries(recording.id) == []
 
 
-
 def test_the_notes_merged_first_depend_only_on_the_notes_before_them():
     """Merged during a recording, notes must be the ones the summary merges after stop,
     when more notes follow: the next merge on a list that has grown is the same."""
