@@ -420,10 +420,13 @@ def test_the_notes_merged_first_depend_only_on_the_notes_before_them():
 def test_notes_past_the_budget_are_merged_while_recording_and_taken_after_stop(
         store, settings):
     """A long recording's notes are merged as they pass the final call's budget, during
-    the recording; after stop the summary takes that merge and reads on from the notes
-    read ahead, merged: the wait after stop does not grow with the notes."""
+    the recording; after stop the summary takes that merge, and its call begins with the
+    notes read ahead, merged: the wait after stop does not grow with the notes."""
+    from contextlib import closing
+
     from device.notes_ahead import NotesAhead
     from device.summarize import MERGE_GROUP
+    from device.summary_text import StoredNotes, notes_so_far
 
     data = json.loads((FIXTURES / "meeting_en.json").read_text(encoding="utf-8"))
     said = [replace(s, language="en") for s in _spoken(
@@ -448,13 +451,14 @@ def test_notes_past_the_budget_are_merged_while_recording_and_taken_after_stop(
     merges = "SELECT count(*) FROM summary_notes WHERE recording_id = ? AND spans = '[]'"
     assert store.db.execute(merges, [recording.id]).fetchone()[0] == 1
     tokens, _ = store.summary_ahead(recording.id, SMALL)
-    # stopped: the summary merges nothing again and reads on from what was read ahead
-    job = store.claim(1, 0.0, store.enqueue("transcribe", recording.id).id)
-    store.complete_transcription(job.id, recording.id, said, language="en",
-                                 duration=said[-1].end, model_id="whisper-base")
-    ok, job = _summarise(store, settings, recording.id)
-    assert ok, job.error
-    [summary] = store.summaries(recording.id)
+    # stopped: the summary merges nothing again, and its call starts with what was read
+    plan = Plan.of(said, "en", extract=False, noted=store.noted_chunks(recording.id),
+                   kept=lambda chunk: ahead.memo.get(chunk.key(SMALL, PROMPT_VERSION, False)),
+                   size=settings.summary_chunk_chars)
+    calls = plan.calls
+    with closing(load_summarizer(settings, SMALL)) as model:
+        notes = model.take_notes(plan, StoredNotes(store, recording.id))
+        start = model.generator.prompt_start(plan.system, notes_so_far(notes))
+    assert plan.kept == MERGE_GROUP + 4 and plan.calls == calls  # no call made
     assert store.db.execute(merges, [recording.id]).fetchone()[0] == 1
-    assert summary.content["notes_kept"] == MERGE_GROUP + 4
-    assert summary.content["read_ahead"] == len(tokens)
+    assert start == tokens
