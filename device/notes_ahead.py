@@ -71,6 +71,8 @@ class NotesAhead:
         from device.summarize import PROMPT_VERSION, Plan, SummaryError, load_summarizer
         from models.store import ModelError
 
+        if self._unmerged:
+            return
         extract = self.settings.summary_extract
         plan = Plan.of(segments, language, extract=extract,
                        noted=self.store.noted_chunks(self.recording_id),
@@ -85,8 +87,6 @@ class NotesAhead:
             notes.append(chunk.cited(noted, first))
             first += len(chunk.lines)
         if not notes:
-            return
-        if self._unmerged:
             return
         try:  # merged now where the summary would merge them after stop
             notes = reader.merged(plan, notes, self.memo, ahead=True)
