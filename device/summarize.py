@@ -51,6 +51,7 @@ from device.summary_text import (
     is_cjk,
     notes_so_far,
     speakers_of,
+    unattributed,
 )
 
 log = logging.getLogger("tingji.summarize")
@@ -275,7 +276,7 @@ class LlamaSummarizer:
             if span is None and ahead:
                 break
             start, end = span or (0, min(MERGE_GROUP, len(notes)))
-            group = [_unattributed(note) for note in notes[start:end]]
+            group = [unattributed(note) for note in notes[start:end]]
             key = hashlib.sha256(json.dumps([self.model_id, PROMPT_VERSION, "merged", group],
                                             ensure_ascii=False).encode()).hexdigest()
             merged = memo.get(key) if memo is not None else None
@@ -416,11 +417,6 @@ def next_merge(levels: Sequence[int]) -> tuple[int, int] | None:
         if len(set(levels[start : start + MERGE_GROUP])) == 1:
             return start, start + MERGE_GROUP
     return None
-
-
-def _unattributed(note: dict) -> dict:
-    return {section: [{k: v for k, v in item.items() if k != "who"} for item in items]
-            for section, items in note.items()}
 
 
 # -- the job -------------------------------------------------------------------------------

@@ -99,10 +99,13 @@ def notes_so_far(notes: Sequence[dict]) -> str:
     that a part's notes only add to it.  Read into the model as each part is noted
     (``notes_ahead``), only the rest of the call is read after stop."""
     return "Notes on the first parts of one transcript, as JSON, a line per part:\n" + "".join(
-        json.dumps({section: [{k: v for k, v in item.items() if k != "who"}
-                              for item in note.get(section, [])]
-                    for section in _NOTE_SECTIONS}, ensure_ascii=False) + "\n"
-        for note in notes)
+        json.dumps(unattributed(note), ensure_ascii=False) + "\n" for note in notes)
+
+
+def unattributed(note: dict) -> dict:
+    """A chunk's notes without who said the lines each item cites (``Chunk.cited``)."""
+    return {section: [{k: v for k, v in item.items() if k != "who"}
+                      for item in note.get(section, [])] for section in _NOTE_SECTIONS}
 
 
 def speakers_of(notes: Sequence[dict], lines: Sequence[Line]) -> str:
