@@ -126,7 +126,8 @@ def measure(settings: Settings, files: list[Path], model: str) -> dict:
 
 
 def summarise(settings, segments, language, model: str, extract: bool) -> dict:
-    from device.summarize import UnreliableSummary, summarize
+    from device.summarize import UnreliableSummary
+    from device.summary_job import summarize
 
     started = time.perf_counter()
     try:

@@ -93,7 +93,8 @@ def run_child(model_id: str, notes_model_id: str | None, language: str,
               compare: bool = True) -> dict:
     from device.jobs import load_engines
     from device.llm import JsonGenerator
-    from device.summarize import Plan, load_summarizer, summarize
+    from device.summarize import Plan
+    from device.summary_job import load_summarizer, summarize
 
     settings = Settings.load()
     load_engines(settings)  # the worker keeps the speech models loaded while it summarises

@@ -144,7 +144,7 @@ class Runner:
                 if self.settings.auto_summarize and _summariser_installed(self.settings):
                     store.enqueue("summarize", job.recording_id, {})
             elif job.kind == "summarize":
-                from device.summarize import summarize_recording
+                from device.summary_job import summarize_recording
 
                 summarize_recording(store, self.settings, job, checkpoint)
                 store.finish_job(job.id)

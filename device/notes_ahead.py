@@ -68,7 +68,8 @@ class NotesAhead:
         not read on once they pass the context of ``CONTEXT``."""
         from device.errors import DiskFullError
         from device.pipeline import keep_room_for_recording
-        from device.summarize import PROMPT_VERSION, Plan, SummaryError, load_summarizer
+        from device.summarize import PROMPT_VERSION, Plan, SummaryError
+        from device.summary_job import load_summarizer
         from models.store import ModelError
 
         if self._unmerged:
@@ -158,7 +159,8 @@ class NotesAhead:
     def advance(self, segments: Sequence[Segment], language: str | None) -> bool:
         """Read the first closed chunk that has no notes into notes; False if there is
         none.  A chunk the model cannot take reliable notes on is left to the summary."""
-        from device.summarize import PROMPT_VERSION, Plan, SummaryError, load_summarizer
+        from device.summarize import PROMPT_VERSION, Plan, SummaryError
+        from device.summary_job import load_summarizer
         from models.store import ModelError
 
         pending = self.pending(segments, language) if self.wanted else []

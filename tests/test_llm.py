@@ -8,7 +8,8 @@ from contextlib import closing
 
 import pytest
 
-from device.summarize import SummaryError, load_summarizer
+from device.summarize import SummaryError
+from device.summary_job import load_summarizer
 
 SMALL = "qwen2.5-coder-0.5b-instruct"
 

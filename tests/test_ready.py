@@ -104,7 +104,8 @@ def test_a_recording_is_final_passed_diarised_and_noted_while_it_is_made(
     from contextlib import closing
 
     from device.speakers.diarize import find_speakers, label
-    from device.summarize import PROMPT_VERSION, Plan, load_summarizer
+    from device.summarize import PROMPT_VERSION, Plan
+    from device.summary_job import load_summarizer
     from device.summary_text import Chunk, noted_parts, notes_so_far
 
     small = "qwen2.5-coder-0.5b-instruct"

@@ -15,7 +15,8 @@ from device.grounding import grounding_flags
 from device.jobs import Runner
 from device.records import Segment
 from device.store import Store
-from device.summarize import PROMPT_VERSION, load_summarizer
+from device.summarize import PROMPT_VERSION
+from device.summary_job import load_summarizer
 from device.summary_text import Plan, chunk_segments
 from models.store import ModelCorruptError, ModelMissingError
 
