@@ -30,11 +30,15 @@ from device.summary_text import Chunk, StoredNotes, noted_parts, steady_chunks
 
 log = logging.getLogger("tingji.notes_ahead")
 
-CONTEXT = 6144
-"""Tokens of context the notes model is loaded with: a chunk (~1,000), its instructions
-and its notes (1,024 at most) fit, and so do the notes so far read ahead (merged past
-``summarize.NOTES_BUDGET``: 4,500 tokens and the instructions); 3/4 of the memory of the
-summary's context."""
+def reader_context(settings: Settings) -> int:
+    """Tokens of context the notes model is loaded with: the final call's but its answer
+    (6,144 of the default 8,192), so the notes so far read ahead fit (merged past
+    ``summarize.notes_budget``, with the instructions), and a chunk (~1,000), its
+    instructions and its notes (1,024 at most) do; 3/4 of the memory of the summary's
+    context at the default."""
+    from device.summarize import SUMMARY_TOKENS
+
+    return settings.llm_context - SUMMARY_TOKENS
 
 
 class NotesAhead:
@@ -59,17 +63,22 @@ class NotesAhead:
         return (self.settings.auto_summarize and not self._unavailable
                 and _summariser_installed(self.settings))
 
+    def _loaded(self, model_id: str):
+        """A summariser loaded with the notes model's context (``reader_context``)."""
+        from device.summary_job import load_summarizer
+
+        return load_summarizer(self.settings, model_id, reader_context(self.settings))
+
     def _read_ahead(self, reader, segments: Sequence[Segment], language: str | None) -> None:
         """The final call's start, the notes so far (``summary_text.notes_so_far``; past
         the final call's budget, merged as the summary would merge them after stop,
         ``summarize.merged``, and the merged notes kept), read into the summariser from
         where the last reading ended, and kept: after stop only the rest of the call is
         read.  The summariser reads them itself when it is not the notes model; they are
-        not read on once they pass the context of ``CONTEXT``."""
+        not read on once they pass the context of ``reader_context``."""
         from device.errors import DiskFullError
         from device.pipeline import keep_room_for_recording
         from device.summarize import PROMPT_VERSION, Plan, SummaryError
-        from device.summary_job import load_summarizer
         from models.store import ModelError
 
         if self._unmerged:
@@ -99,7 +108,7 @@ class NotesAhead:
         writer_id = self.settings.summary_model
         try:
             with (nullcontext(reader) if writer_id == self.model_id
-                  else closing(load_summarizer(self.settings, writer_id, CONTEXT))) as writer:
+                  else closing(self._loaded(writer_id))) as writer:
                 read = writer.read_ahead(plan, notes, lambda: self.memo.read_ahead(writer_id))
         except (ModelError, SummaryError) as exc:  # the summary reads them after stop
             log.warning("recording %s: the notes not read ahead (%s)", self.recording_id, exc)
@@ -160,7 +169,6 @@ class NotesAhead:
         """Read the first closed chunk that has no notes into notes; False if there is
         none.  A chunk the model cannot take reliable notes on is left to the summary."""
         from device.summarize import PROMPT_VERSION, Plan, SummaryError
-        from device.summary_job import load_summarizer
         from models.store import ModelError
 
         pending = self.pending(segments, language) if self.wanted else []
@@ -171,7 +179,7 @@ class NotesAhead:
         key = chunk.key(self.model_id, PROMPT_VERSION, extract)
         plan = Plan.of(chunk.segments, chunk.language, extract=extract)
         try:
-            with closing(load_summarizer(self.settings, self.model_id, CONTEXT)) as reader:
+            with closing(self._loaded(self.model_id)) as reader:
                 notes = reader.chunk_notes(plan, chunk, "")
                 self.memo.put(key, chunk, notes, self.model_id,
                               replacing=self._replacing.get(key))

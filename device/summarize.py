@@ -54,8 +54,12 @@ from device.summary_text import (
 log = logging.getLogger("tingji.summarize")
 
 PROMPT_VERSION = "summary-v7"
-NOTES_BUDGET = 4500
-"""Tokens of notes the final call reads at most; more are first merged in groups."""
+SUMMARY_TOKENS = 2048
+"""The summary's answer at most."""
+BESIDE_NOTES = 1644
+"""Tokens the final call reads beside its notes at most: its instructions (~200) and, after
+notes taken during a recording, the recording's last part (a chunk of ``notes_chunk_chars``:
+~1,000)."""
 MERGE_GROUP = 6
 """Notes merged into one at a time."""
 PICKED_MAX = 12
@@ -127,13 +131,16 @@ class LlamaSummarizer:
     """A GGUF model through llama-cpp-python, loaded on creation; ``close()`` frees it."""
 
     def __init__(self, model_path: Path, model_id: str, threads: int, context: int = 8192,
-                 lazy: bool = False):
-        """``lazy``: loaded on first use (notes all taken before need no model)."""
+                 lazy: bool = False, budget: int | None = None):
+        """``lazy``: loaded on first use (notes all taken before need no model).
+        ``budget``: tokens of notes the final call reads at most (``notes_budget``), by
+        default of this model's ``context``."""
         try:
             from llama_cpp import Llama
         except ImportError as exc:
             raise SummaryError("llama-cpp-python is not installed: run `make install`") from exc
         self.model_id = model_id
+        self.budget = notes_budget(context) if budget is None else budget
         # Read, not mapped: llama.cpp repacks the weights for this CPU's kernels into memory
         # of its own, and a mapped file's pages, read once to repack, stayed resident
         # beside them (the 1.5B: 1,861 MB after loading against 1,270 MB read; loading
@@ -259,7 +266,7 @@ class LlamaSummarizer:
 
     def merged(self, plan: Plan, notes: list[dict], memo: NotesMemo | None = None,
                ahead: bool = False) -> list[dict]:
-        """Notes too long for the final call (``NOTES_BUDGET``) merged, a group of
+        """Notes too long for the final call (``self.budget``) merged, a group of
         ``MERGE_GROUP`` at a time, the earliest first (``next_merge``), until they fit;
         merged notes ``memo`` keeps are not merged again.  Which groups are merged depends
         only on the notes before them, so notes merged during a recording (``ahead``: the
@@ -268,7 +275,7 @@ class LlamaSummarizer:
         merged: it is known only once the whole recording is diarised (merged notes never
         carried it; after notes taken during a recording the final call is told)."""
         notes, levels = list(notes), [0] * len(notes)
-        while len(notes) > 1 and self._tokens(_notes_text(notes)) > NOTES_BUDGET:
+        while len(notes) > 1 and self._tokens(_notes_text(notes)) > self.budget:
             span = next_merge(levels)
             if span is None and ahead:
                 break
@@ -351,7 +358,7 @@ class LlamaSummarizer:
                                 Said(N_("picking the lines that carry the content")))
             plan.starting(Said(N_("reading the transcript")), Said(N_("writing the summary")))
             merged = self._complete(plan, text + _picks(picked) + "Summarise it as JSON.",
-                                    max_tokens=2048, schema=plan.summary_schema,
+                                    max_tokens=SUMMARY_TOKENS, schema=plan.summary_schema,
                                     lines=len(plan.lines), mending=True)
         elif plan.tail:
             first = len(plan.lines) - len(plan.tail) + 1
@@ -361,13 +368,14 @@ class LlamaSummarizer:
                     "from, or lists the [numbers] of the last part's lines it comes from.")
             if ahead is not None and self.generator.restore(ahead):
                 plan.read_ahead = ahead.shared(self.generator.prompt(plan.system, user))
-            merged = self._complete(plan, user, max_tokens=2048, schema=plan.summary_schema,
-                                    lines=len(plan.lines), mending=True)
+            merged = self._complete(plan, user, max_tokens=SUMMARY_TOKENS,
+                                    schema=plan.summary_schema, lines=len(plan.lines),
+                                    mending=True)
         else:
             merged = self._complete(
                 plan, "Notes on the consecutive parts of one transcript, as JSON. Write "
                 "the summary of the whole transcript as JSON, keeping each item's segments:\n"
-                + _notes_text(notes), max_tokens=2048, schema=plan.summary_schema,
+                + _notes_text(notes), max_tokens=SUMMARY_TOKENS, schema=plan.summary_schema,
                 lines=len(plan.lines), mending=True)
         plan.step()
         plan.on_progress(100.0, Said(N_("checking the summary against the transcript")))
@@ -397,6 +405,12 @@ class LlamaSummarizer:
                      "left_out": len(checked.unsupported), "weak": len(checked.weak),
                      "copies_dropped": plan.copies_dropped},
         )
+
+
+def notes_budget(context: int) -> int:
+    """Tokens of notes the final call reads at most in a summariser's ``context`` (4,500
+    in the default ``llm_context`` of 8,192); more are first merged in groups."""
+    return context - SUMMARY_TOKENS - BESIDE_NOTES
 
 
 def next_merge(levels: Sequence[int]) -> tuple[int, int] | None:

@@ -9,7 +9,7 @@ from contextlib import closing
 from dataclasses import asdict
 
 from device.records import Segment
-from device.summarize import PROMPT_VERSION, LlamaSummarizer, Summary
+from device.summarize import PROMPT_VERSION, LlamaSummarizer, Summary, notes_budget
 from device.summary_text import NotesMemo, NothingToSummarise, Plan, StoredNotes
 
 
@@ -29,7 +29,8 @@ def load_summarizer(settings, model_id: str | None = None,
         raise ModelError(f"model {model_id} has no .gguf file: run "
                          f"`python -m models install {model_id} --force`")
     return LlamaSummarizer(gguf, model_id, hardware_profile(settings).cpu_threads,
-                           context or settings.llm_context, lazy)
+                           context or settings.llm_context, lazy,
+                           notes_budget(settings.llm_context))
 
 
 def summarize(

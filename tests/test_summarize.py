@@ -432,7 +432,9 @@ def test_notes_past_the_budget_are_merged_while_recording_and_taken_after_stop(
     data = json.loads((FIXTURES / "meeting_en.json").read_text(encoding="utf-8"))
     said = [replace(s, language="en") for s in _spoken(
         [f"{text} That was point {i + 1}." for i, text in enumerate(data["segments"] * 7)])]
-    settings = settings.replace(notes_chunk_chars=150, summary_model=SMALL,
+    # a smaller context than the default's: a smaller budget of notes (2,452 tokens) is
+    # passed with fewer notes for the model to read
+    settings = settings.replace(notes_chunk_chars=150, summary_model=SMALL, llm_context=6144,
                                 auto_summarize=True, summary_extract=False)
     recording = store.create_recording("interview", "mic", status="recording")
     ahead = NotesAhead(settings, store, recording.id)
@@ -442,7 +444,7 @@ def test_notes_past_the_budget_are_merged_while_recording_and_taken_after_stop(
     def long_notes(part, chunk):  # as a talkative notes model would write them
         return {"key_points": [{"text": f"{chunk.lines[j % len(chunk.lines)].text} "
                                         f"({part + 1}.{j + 1})",
-                                "segments": [j % len(chunk.lines) + 1]} for j in range(14)],
+                                "segments": [j % len(chunk.lines) + 1]} for j in range(6)],
                 "decisions": [], "action_items": []}
 
     noted = [long_notes(part, chunk) for part, chunk in enumerate(chunks[:MERGE_GROUP + 3])]
