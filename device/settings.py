@@ -200,21 +200,28 @@ _ARM_CORES = {"0xd03": "Cortex-A53", "0xd05": "Cortex-A55", "0xd08": "Cortex-A72
 @dataclass(frozen=True)
 class Cpu:
     """The CPU's model name and vector extensions: two "2-core x86_64" boxes differ ~2.5x in
-    LLM prompt speed with and without AVX-512, and decode Whisper's int8 slightly apart."""
+    LLM prompt speed with and without AVX-512, and decode Whisper's int8 slightly apart.
+    On x86 its family and model numbers too: a virtual machine's CPU may be named only
+    "AMD EPYC", and two such hosts with the same extensions here were ~2x apart (family 26
+    is AMD's Zen 5)."""
 
     model: str
     simd: tuple[str, ...] = ()
+    generation: str = ""
 
     @classmethod
     def read(cls, cpuinfo: Path = Path("/proc/cpuinfo")) -> Cpu:
         """On ARM the kernel names no model: the cores are named by their part numbers
         (an RK3588: 4x Cortex-A76 + 4x Cortex-A55)."""
         name, flags, parts = platform.processor() or platform.machine(), set(), []
+        numbers: dict[str, str] = {}
         try:
             for line in cpuinfo.read_text().splitlines():
                 key, _, value = line.partition(":")
                 if key.strip() == "model name":
                     name = value.strip()
+                elif key.strip() in ("cpu family", "model"):
+                    numbers.setdefault(key.strip(), value.strip())
                 elif key.strip() in ("flags", "Features"):
                     flags = set(value.split())
                 elif key.strip() == "CPU part":
@@ -223,7 +230,9 @@ class Cpu:
             pass
         if parts:
             name = " + ".join(f"{parts.count(p)}x {p}" for p in dict.fromkeys(parts))
-        return cls(name, tuple(f for f in _SIMD if f in flags))
+        generation = (f"family {numbers['cpu family']}, model {numbers['model']}"
+                      if len(numbers) == 2 else "")
+        return cls(name, tuple(f for f in _SIMD if f in flags), generation)
 
 
 def board_model(device_tree: Path = Path("/proc/device-tree/model")) -> str | None:

@@ -48,9 +48,10 @@ def test_hardware_profile_picks_threads_int8_and_a_cpu_provider():
 
 def test_the_cpu_is_read_from_cpuinfo(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\n"
-                       "flags\t\t: fpu sse2 avx avx2 fma f16c\n")
-    assert Cpu.read(cpuinfo) == Cpu("AMD EPYC", ("avx2", "fma", "f16c"))
+    cpuinfo.write_text("".join(f"processor\t: {n}\ncpu family\t: 26\nmodel\t\t: 2\n"
+                               "model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma f16c\n\n"
+                               for n in range(2)))
+    assert Cpu.read(cpuinfo) == Cpu("AMD EPYC", ("avx2", "fma", "f16c"), "family 26, model 2")
     arm = tmp_path / "arm"
     arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimddp\n")
     assert Cpu.read(arm).simd == ("asimd", "asimddp")
