@@ -2,6 +2,10 @@
 
     python bench/asr.py [--seconds 300] [--out bench/results/asr.json]
 
+Three recordings of real speech, each of many different clips, none repeated
+(``SCENARIOS``): Chinese of three varieties then English (5 min), the Chinese clips alone
+(all there are, ~3 min) and English alone (5 min).
+
 Each variant runs in its own process so its peak RSS is its own:
   plain-sequential  WhisperModel.transcribe(vad_filter=True)
   plain-batched     BatchedInferencePipeline.transcribe(batch_size=2)
@@ -175,15 +179,45 @@ def run_variant(name: str, wav: Path) -> dict:
 
 # Two recordings: every shared clip (Mandarin, Cantonese, English: the language changes
 # every few seconds) and Mandarin only (one language, the common case).
-SCENARIOS = {"mixed": None, "mandarin": {"mandarin"}}
+SCENARIOS = {"mixed": ("chinese", "english"), "chinese": ("chinese",),
+             "english": ("english",)}
+"""Each recording's clips, each used once in a shuffled order (``bench.longform``): every
+Mandarin, Cantonese and Sichuanese clip of ../shared (~3 min), then English ones (prompts
+and readers from Debian packages) to ``--seconds``; the Chinese clips alone; English alone."""
 
 
-def run_scenario(name: str, dialects: set[str] | None, seconds: float) -> dict:
+def scenario_audio(kinds: tuple[str, ...], seconds: float, path: Path
+                   ) -> tuple[float, dict[str, int], str]:
+    """The recording of clips of ``kinds``, each clip once, up to ``seconds``: its
+    duration, the clips of each kind and the reference of the whole.  Without the clips,
+    espeak-ng's sentence (``build_audio``)."""
+    from bench.longform import assemble, chinese_clips, english_clips
+
+    sources = {"chinese": chinese_clips, "english": english_clips}
+    pieces, texts, counts, rest = [], [], {}, seconds
+    for kind in kinds:
+        clips = sources[kind]()
+        if rest <= 0 or not clips:
+            continue
+        samples, text, counts[kind] = assemble(clips, rest, seed=7)
+        pieces.append(samples)
+        texts.append(text)
+        rest -= samples.size / audio.SAMPLE_RATE
+    if not pieces:
+        duration, names, reference = build_audio(seconds, path)
+        return duration, {name: 1 for name in names}, reference
+    samples = np.concatenate(pieces)
+    audio.write_wav(path, samples)
+    return samples.size / audio.SAMPLE_RATE, counts, " ".join(texts)
+
+
+def run_scenario(name: str, kinds: tuple[str, ...], seconds: float) -> dict:
     work = ROOT / "bench" / "work"
     work.mkdir(parents=True, exist_ok=True)
     wav = work / f"{name}-{int(seconds)}s.wav"
-    duration, sources, reference = build_audio(seconds, wav, dialects)
-    print(f"{name}: {duration:.0f} s of speech from {len(sources)} clip(s)", file=sys.stderr)
+    duration, sources, reference = scenario_audio(kinds, seconds, wav)
+    print(f"{name}: {duration:.0f} s of speech from {sum(sources.values())} different "
+          "clips", file=sys.stderr)
     results = {}
     for variant in VARIANTS:
         child = subprocess.run(
@@ -248,8 +282,8 @@ def main() -> int:
         "beam_size": settings.beam_size,
         "targets": TARGETS,
         "scenarios": {
-            name: run_scenario(name, dialects, args.seconds)
-            for name, dialects in SCENARIOS.items()
+            name: run_scenario(name, kinds, args.seconds)
+            for name, kinds in SCENARIOS.items()
         },
     }
     write(args.out, report)
