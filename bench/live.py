@@ -1,5 +1,5 @@
-"""Live-transcript benchmark: >= 3 min of real speech recorded through the file source at
-real-time speed.
+"""Live-transcript benchmark: >= 3 min of real speech (different clips, each once, as in
+bench/asr.py) recorded through the file source at real-time speed.
 
     python bench/live.py [--seconds 180] [--out bench/results/live.json]
 
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from asr import build_audio  # noqa: E402
+from asr import scenario_audio  # noqa: E402
 
 from bench.report import header, write  # noqa: E402
 from device import audio  # noqa: E402
@@ -103,7 +103,8 @@ def main() -> int:
     work = ROOT / "bench" / "work"
     work.mkdir(parents=True, exist_ok=True)
     wav = work / f"live-{int(args.seconds)}s.wav"
-    duration, clips, _ = build_audio(args.seconds, wav)
+    # real clips each used once: the Chinese ones of ../shared, then English ones
+    duration, clips, _ = scenario_audio(("chinese", "english"), args.seconds, wav)
     engines = load_engines(settings, live=True)  # as the web app's recorder loads them
     print(f"live: {duration:.0f} s of speech, real time", file=sys.stderr)
     baseline = record(settings, wav, None)
