@@ -177,8 +177,6 @@ def run_variant(name: str, wav: Path) -> dict:
     }
 
 
-# Two recordings: every shared clip (Mandarin, Cantonese, English: the language changes
-# every few seconds) and Mandarin only (one language, the common case).
 SCENARIOS = {"mixed": ("chinese", "english"), "chinese": ("chinese",),
              "english": ("english",)}
 """Each recording's clips, each used once in a shuffled order (``bench.longform``): every
