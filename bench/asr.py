@@ -34,7 +34,6 @@ reference texts.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -56,7 +55,6 @@ from device.databases import open_store  # noqa: E402
 from device.settings import Settings, hardware_profile  # noqa: E402
 from device.text import character_error_rate  # noqa: E402
 
-SPEECH_DIR = ROOT.parent / "shared" / "speech"
 VARIANTS = ("plain-sequential", "plain-batched", "tingji", "tingji-greedy",
             "plain-batched-timestamps", "floor", "floor-words")
 PLAIN = ("plain-sequential", "plain-batched")  # the "fastest plain run" is one of these
@@ -66,35 +64,22 @@ TARGETS = {"rtf_max": 0.04, "peak_rss_mb_max": 600, "ratio_to_fastest_plain_max"
 PLAIN_BATCH_SIZE = 2
 
 
-def build_audio(
-    seconds: float, path: Path, dialects: set[str] | None = None
-) -> tuple[float, list[str], str]:
-    """Real clips from shared/speech joined with 0.4-2 s pauses until ``seconds``.
-
-    Returns the duration, the clip names and the reference transcript of the whole.
-    """
-    manifest = SPEECH_DIR / "manifest.tsv"
-    if manifest.is_file():
-        with open(manifest, encoding="utf-8") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-        sources = [(SPEECH_DIR / row["file"], row["reference"]) for row in rows
-                   if dialects is None or row["dialect"] in dialects]
-    else:
-        sentence = "The committee will meet again next Tuesday to review the budget."
-        generated = path.with_suffix(".espeak.wav")
-        subprocess.run(["espeak-ng", "-w", str(generated), sentence], check=True)
-        sources = [(generated, sentence)]
-    clips = [audio.decode(p) for p, _ in sources]
+def spoken_sentence(seconds: float, path: Path) -> tuple[float, list[str], str]:
+    """Without ../shared's clips: espeak-ng's sentence joined with 0.4-2 s pauses until
+    ``seconds`` (the duration, the clip names and the reference of the whole)."""
+    sentence = "The committee will meet again next Tuesday to review the budget."
+    generated = path.with_suffix(".espeak.wav")
+    subprocess.run(["espeak-ng", "-w", str(generated), sentence], check=True)
+    clip = audio.decode(generated)
     rng = np.random.default_rng(7)
-    pieces, references, total, i = [], [], 0, 0
+    pieces, references, total = [], [], 0
     while total < seconds * audio.SAMPLE_RATE:
         pause = np.zeros(int(rng.uniform(0.4, 2.0) * audio.SAMPLE_RATE), dtype=np.float32)
-        pieces += [clips[i % len(clips)], pause]
-        references.append(sources[i % len(sources)][1])
-        total += clips[i % len(clips)].size + pause.size
-        i += 1
+        pieces += [clip, pause]
+        references.append(sentence)
+        total += clip.size + pause.size
     audio.write_wav(path, np.concatenate(pieces))
-    return total / audio.SAMPLE_RATE, [p.name for p, _ in sources], " ".join(references)
+    return total / audio.SAMPLE_RATE, [generated.name], " ".join(references)
 
 
 def run_variant(name: str, wav: Path) -> dict:
@@ -188,7 +173,7 @@ def scenario_audio(kinds: tuple[str, ...], seconds: float, path: Path
                    ) -> tuple[float, dict[str, int], str]:
     """The recording of clips of ``kinds``, each clip once, up to ``seconds``: its
     duration, the clips of each kind and the reference of the whole.  Without the clips,
-    espeak-ng's sentence (``build_audio``)."""
+    espeak-ng's sentence (``spoken_sentence``)."""
     from bench.longform import assemble, chinese_clips, english_clips
 
     sources = {"chinese": chinese_clips, "english": english_clips}
@@ -202,7 +187,7 @@ def scenario_audio(kinds: tuple[str, ...], seconds: float, path: Path
         texts.append(text)
         rest -= samples.size / audio.SAMPLE_RATE
     if not pieces:
-        duration, names, reference = build_audio(seconds, path)
+        duration, names, reference = spoken_sentence(seconds, path)
         return duration, {name: 1 for name in names}, reference
     samples = np.concatenate(pieces)
     audio.write_wav(path, samples)
