@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -37,9 +38,13 @@ class LiveSegment:
 class LiveTranscriber:
     def __init__(self, detector: SpeechDetector, recognizer: Recognizer,
                  options: RecognitionOptions, on_segment: Callable[[LiveSegment], None],
-                 check_every: float = 0.1):
+                 check_every: float = 0.1,
+                 decoding: Callable[[], AbstractContextManager] = nullcontext):
+        """``decoding``: what each utterance's decoding runs inside (the recorder holds
+        the final pass still there)."""
         self.detector = detector
         self.recognizer = recognizer
+        self.decoding = decoding
         # Greedy with no retry and without word timing: the final batch transcript
         # replaces this one anyway.
         self.options = replace(options, beam_size=1, retry_beam_size=1, word_timestamps=False)
@@ -117,8 +122,9 @@ class LiveTranscriber:
             samples, offset, speech_end, captured = item
             shift = offset / SAMPLE_RATE
             try:
-                segments = list(self.recognizer.transcribe(
-                    samples, [SpeechChunk(0, samples.size)], self.options))
+                with self.decoding():
+                    segments = list(self.recognizer.transcribe(
+                        samples, [SpeechChunk(0, samples.size)], self.options))
             except Exception as exc:  # the final batch pass still transcribes everything
                 self.errors.append(f"{type(exc).__name__}: {exc}")
                 continue

@@ -2,7 +2,8 @@
 
 The recorder starts ``python -m device.ready RECORDING_ID`` beside itself, at idle priority
 (``SCHED_IDLE``: it runs only on CPU time nothing else wants, so the live transcript and
-the capture never wait for it).  It reads the recording's segment files as they fill (audio
+the capture never wait for a core), and holds it still while the live transcript decodes an
+utterance (``held_still``).  It reads the recording's segment files as they fill (audio
 already on disk), finds the speech in them with the same detector state as over the whole
 file (``vad.SpeechStream``), and decodes each window of speech once no later audio can
 change it (its chunks settled, and the next chunk beyond it): the same recogniser, options
@@ -24,7 +25,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -253,13 +255,25 @@ def run(settings: Settings, recording_id: int, engines=None,
 
 
 def start(settings: Settings, recording_id: int):
-    """The final pass of a recording beginning now, in a process of its own at idle
-    priority that dies with this one."""
+    """The final pass of a recording beginning now, in a process of its own
+    (``final_pass_process``)."""
     import subprocess
 
+    # the same settings as this process, whatever they came from
+    env = {**os.environ, **{ENV_PREFIX + f.name.upper(): str(getattr(settings, f.name))
+                            for f in fields(settings)}}
+    return subprocess.Popen([sys.executable, "-m", "device.ready", str(recording_id)],
+                            env=env, preexec_fn=final_pass_process(), stdin=subprocess.DEVNULL)
+
+
+def final_pass_process() -> Callable[[], None]:
+    """The ``preexec_fn`` of the final pass's process: at idle priority, and dying with
+    this process, killed (SIGKILL): it may be held still (``held_still``) when this one
+    dies, and a process held still acts on no other signal.  What it kept stays kept, as
+    after a power cut."""
     from device.libc import die_with_parent
 
-    parent_dies = die_with_parent()
+    parent_dies = die_with_parent(signal.SIGKILL)
 
     def idle() -> None:
         parent_dies()
@@ -268,11 +282,30 @@ def start(settings: Settings, recording_id: int):
         except (AttributeError, OSError):
             os.nice(19)
 
-    # the same settings as this process, whatever they came from
-    env = {**os.environ, **{ENV_PREFIX + f.name.upper(): str(getattr(settings, f.name))
-                            for f in fields(settings)}}
-    return subprocess.Popen([sys.executable, "-m", "device.ready", str(recording_id)],
-                            env=env, preexec_fn=idle, stdin=subprocess.DEVNULL)
+    return idle
+
+
+@contextmanager
+def held_still(process) -> Iterator[None]:
+    """The final pass's ``process`` (a ``subprocess.Popen``, or None) stopped (SIGSTOP)
+    while the body runs, and let go on after.  Idle priority gives the live transcript
+    every core it asks for, but not the memory and caches both share: on 2 cores the
+    notes model writing a token reads its ~1 GB of weights, and the live lag of the
+    utterances decoded meanwhile rose by up to 2 s (docs/benchmarks.md)."""
+    if process is None or process.poll() is not None:
+        yield
+        return
+    try:
+        process.send_signal(signal.SIGSTOP)
+    except ProcessLookupError:  # it ended meanwhile
+        pass
+    try:
+        yield
+    finally:
+        try:
+            process.send_signal(signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import queue
+import signal
 import subprocess
 import threading
 import time
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device import encryption, storage
+from device import encryption, ready, storage
 from device.audio import SAMPLE_RATE, fsync_dir
 from device.capture import AudioSource, CaptureError
 from device.databases import open_store
@@ -156,7 +157,8 @@ class Recorder:
                     recognizer = self.engines.recognizer(chosen.model)
                     self._transcriber = LiveTranscriber(
                         self.engines.detector, recognizer, options,
-                        lambda live: self._on_live(live, chosen))
+                        lambda live: self._on_live(live, chosen),
+                        decoding=lambda: ready.held_still(self._ahead))
             except BaseException:
                 self._lock.release()
                 raise
@@ -164,8 +166,6 @@ class Recorder:
             self.state, self.paused, self.stop_reason = "recording", False, None
             self.final_pass_until = self.notes_until = None
             if self.ahead:
-                from device import ready
-
                 try:
                     self._ahead = ready.start(self.settings, recording.id)
                 except OSError as exc:  # the recording goes on; its final pass after stop
@@ -322,6 +322,7 @@ class Recorder:
         """The final pass ahead ends with the recording: what it decoded is kept."""
         if self._ahead is not None:
             self._ahead.terminate()
+            self._ahead.send_signal(signal.SIGCONT)  # held still, it would not act on it
             try:
                 self._ahead.wait(10)
             except subprocess.TimeoutExpired:

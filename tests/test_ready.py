@@ -232,3 +232,60 @@ def test_what_the_final_pass_kept_before_a_kill_9_is_taken_after_recovery(
     whole = recognize(engines, settings, stored, engines.detector.speech_chunks(stored),
                       select_profile(settings, "auto"))
     assert final == [(s.start, s.end, s.text) for s in whole.segments]
+
+
+def _state(pid: int) -> str:
+    """A process's state letter (R, S, T stopped, Z a zombie), or "" once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return ""
+
+
+_HELD_WHEN_THE_BOX_DIES = """
+import os, signal, subprocess, sys
+from device import ready
+child = subprocess.Popen([sys.executable, "-c", "import time\\nwhile True: time.sleep(0.01)"],
+                         preexec_fn=ready.final_pass_process())
+print(child.pid, os.sched_getscheduler(child.pid) == os.SCHED_IDLE, flush=True)
+with ready.held_still(child):
+    sys.stdin.readline()  # the test has seen it held still
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.slow
+def test_the_final_pass_is_held_still_while_the_live_transcript_decodes_and_dies_with_the_box():
+    from device import ready
+
+    child = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.01)"],
+                             preexec_fn=ready.final_pass_process())
+    try:
+        with ready.held_still(child):
+            wait_until(lambda: _state(child.pid) == "T", 5, "the final pass held still")
+            time.sleep(0.2)
+            assert _state(child.pid) == "T"
+        wait_until(lambda: _state(child.pid) in ("S", "R"), 5, "the final pass going on")
+        with ready.held_still(None):  # no final pass: nothing to hold
+            pass
+    finally:
+        child.kill()
+        child.wait(5)
+    with ready.held_still(child):  # it ended: nothing to hold, and no error
+        pass
+    # the box dies (kill -9) while the final pass is held still: it dies too, though a
+    # process held still acts on no signal but SIGKILL
+    box = subprocess.Popen([sys.executable, "-c", _HELD_WHEN_THE_BOX_DIES], cwd=PROJECT_ROOT,
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        pid, idle = box.stdout.readline().split()
+        assert idle == "True"  # at idle priority
+        wait_until(lambda: _state(int(pid)) == "T", 5, "the final pass held still")
+        box.stdin.write("\n")
+        box.stdin.flush()
+        assert box.wait(10) == -signal.SIGKILL
+        wait_until(lambda: _state(int(pid)) in ("", "Z"), 10, "the final pass dead with the box")
+    finally:
+        box.kill()
+        box.wait(5)
