@@ -13,8 +13,10 @@ call begins with the notes: after each chunk the summariser reads that start on,
 model's cache for it is kept (``summary_ahead``), so after stop only the rest is read.  So
 the wait after stop does not grow with the length of the recording.
 
-The model is loaded for a chunk and freed after it: the box records meanwhile, and the
-recorder, its live transcript and the final pass keep their memory.
+The model is loaded at the first chunk and kept until the recording ends (``close``): loaded
+again for each chunk, its loading (~20 s of reading and unpacking ~1.4 GB beside the live
+transcript) made utterances of the live transcript up to 2 s later each time
+(docs/benchmarks.md).  Each chunk is read as by a model just loaded (its cache emptied).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class NotesAhead:
         """The spans of each noted chunk whose text changed, by its new text's key."""
         self._unavailable = False
         self._unmerged = False
+        self._reader = None
+        """The notes model, once loaded (``close``)."""
 
     @property
     def wanted(self) -> bool:
@@ -62,6 +66,20 @@ class NotesAhead:
 
         return (self.settings.auto_summarize and not self._unavailable
                 and _summariser_installed(self.settings))
+
+    def _notes_model(self):
+        """The notes model, loaded at the first call and kept, its cache emptied: what it
+        writes is what a model just loaded writes."""
+        if self._reader is None:
+            self._reader = self._loaded(self.model_id)
+        self._reader.llm.reset()
+        return self._reader
+
+    def close(self) -> None:
+        """Free the notes model (the recording has ended)."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def _loaded(self, model_id: str):
         """A summariser loaded with the notes model's context (``reader_context``)."""
@@ -179,11 +197,10 @@ class NotesAhead:
         key = chunk.key(self.model_id, PROMPT_VERSION, extract)
         plan = Plan.of(chunk.segments, chunk.language, extract=extract)
         try:
-            with closing(self._loaded(self.model_id)) as reader:
-                notes = reader.chunk_notes(plan, chunk, "")
-                self.memo.put(key, chunk, notes, self.model_id,
-                              replacing=self._replacing.get(key))
-                self._read_ahead(reader, segments, language)
+            reader = self._notes_model()
+            notes = reader.chunk_notes(plan, chunk, "")
+            self.memo.put(key, chunk, notes, self.model_id, replacing=self._replacing.get(key))
+            self._read_ahead(reader, segments, language)
         except ModelError as exc:
             log.warning("recording %s: no notes during the recording (%s)", self.recording_id,
                         exc)

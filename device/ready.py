@@ -206,6 +206,7 @@ def run(settings: Settings, recording_id: int, engines=None,
     store = open_store(settings)
     memo = StoredWindows(store, recording_id)
     progress = Ahead()
+    notes = None
     try:
         still = recording or (lambda: store.get_recording(recording_id).status == "recording")
         directory = capture_dir(settings, recording_id)
@@ -251,6 +252,8 @@ def run(settings: Settings, recording_id: int, engines=None,
             store.update_recording(recording_id, final_pass_until=round(progress.seconds, 2))
         return progress
     finally:
+        if notes is not None:
+            notes.close()
         store.close()
 
 
