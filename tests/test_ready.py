@@ -243,10 +243,13 @@ def _state(pid: int) -> str:
         return ""
 
 
-_HELD_WHEN_THE_BOX_DIES = """
+_WAITING = "import time\nwhile True: time.sleep(0.01)"
+"""A child that waits, for the final pass's place."""
+
+_HELD_WHEN_THE_BOX_DIES = f"""
 import os, signal, subprocess, sys
 from device import ready
-child = subprocess.Popen([sys.executable, "-c", "import time\\nwhile True: time.sleep(0.01)"],
+child = subprocess.Popen([sys.executable, "-c", {_WAITING!r}],
                          preexec_fn=ready.final_pass_process())
 print(child.pid, os.sched_getscheduler(child.pid) == os.SCHED_IDLE, flush=True)
 with ready.held_still(child):
@@ -259,7 +262,7 @@ with ready.held_still(child):
 def test_the_final_pass_can_be_held_still_and_dies_with_the_box_even_then():
     from device import ready
 
-    child = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(0.01)"],
+    child = subprocess.Popen([sys.executable, "-c", _WAITING],
                              preexec_fn=ready.final_pass_process())
     try:
         with ready.held_still(child):
