@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from device.audio import SAMPLE_RATE
+from device.libc import keeping_freed_memory
 from device.recognize import RecognitionOptions, Recognizer
 from device.records import Segment, Word
 from device.vad import SpeechChunk, SpeechDetector, chunks_from_probabilities
@@ -118,6 +119,10 @@ class LiveTranscriber:
                         self._open_start + chunk.start, speech_end, captured))
 
     def _transcribe_loop(self) -> None:
+        with keeping_freed_memory():  # one utterance's memory serves the next
+            self._transcribe_all()
+
+    def _transcribe_all(self) -> None:
         while (item := self._work.get()) is not None:
             samples, offset, speech_end, captured = item
             shift = offset / SAMPLE_RATE

@@ -4,6 +4,7 @@ disk full, a vanished microphone, controls, and the live transcript."""
 from __future__ import annotations
 
 import os
+import platform
 import random
 import resource
 import signal
@@ -20,6 +21,7 @@ import pytest
 from device import audio, storage
 from device.capture import CaptureError, FileSource
 from device.databases import open_store
+from device.libc import keeping_freed_memory, release_freed_memory
 from device.recorder import Recorder, RecorderBusy, capture_dir, recover_interrupted
 from device.settings import PROJECT_ROOT
 
@@ -417,6 +419,30 @@ def test_an_eight_hour_recording_does_not_grow_memory(settings):
     assert len(storage.segment_files(capture_dir(settings, 1))) == 0  # joined and removed
     assert (peak - before) / 1e6 < 40, f"memory grew by {(peak - before) / 1e6:.0f} MB"
 
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc settings")
+def test_memory_the_live_transcript_frees_is_reused_while_it_runs_and_handed_back_after():
+    block = 64 << 20  # above the size glibc otherwise maps apart and unmaps at once
+
+    def resident() -> int:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
+
+    def left_resident() -> int:
+        """Bytes still resident after a block was filled and freed."""
+        before = resident()
+        block_ = np.ones(block // 8)
+        del block_
+        return resident() - before
+
+    assert left_resident() < block / 4  # handed back at once
+    with keeping_freed_memory():
+        assert left_resident() > block * 3 / 4  # kept
+        release_freed_memory()  # a batch's trim: not while kept
+        assert left_resident() < block / 4  # the same pages again, none added
+        kept = resident()
+    assert kept - resident() > block * 3 / 4  # handed back at the end
+    assert left_resident() < block / 4
 
 def test_a_48_khz_card_is_resampled_to_16_khz():
     import av
