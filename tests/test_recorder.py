@@ -3,6 +3,7 @@ disk full, a vanished microphone, controls, and the live transcript."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import random
@@ -21,7 +22,6 @@ import pytest
 from device import audio, storage
 from device.capture import CaptureError, FileSource
 from device.databases import open_store
-from device.libc import keeping_freed_memory, release_freed_memory
 from device.recorder import Recorder, RecorderBusy, capture_dir, recover_interrupted
 from device.settings import PROJECT_ROOT
 
@@ -423,26 +423,44 @@ def test_an_eight_hour_recording_does_not_grow_memory(settings):
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc settings")
 def test_memory_the_live_transcript_frees_is_reused_while_it_runs_and_handed_back_after():
-    block = 64 << 20  # above the size glibc otherwise maps apart and unmaps at once
+    # In a process of its own: in this one, blocks other tests freed may serve the next
+    # allocation and stay, whatever is kept.
+    script = textwrap.dedent("""\
+        import json, resource
+        from pathlib import Path
+        import numpy as np
+        from device.libc import keeping_freed_memory, release_freed_memory
 
-    def resident() -> int:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
+        BLOCK = 64 << 20  # above the size glibc otherwise maps apart and unmaps at once
 
-    def left_resident() -> int:
-        """Bytes still resident after a block was filled and freed."""
-        before = resident()
-        block_ = np.ones(block // 8)
-        del block_
-        return resident() - before
+        def resident():
+            return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
 
-    assert left_resident() < block / 4  # handed back at once
-    with keeping_freed_memory():
-        assert left_resident() > block * 3 / 4  # kept
-        release_freed_memory()  # a batch's trim: not while kept
-        assert left_resident() < block / 4  # the same pages again, none added
-        kept = resident()
-    assert kept - resident() > block * 3 / 4  # handed back at the end
-    assert left_resident() < block / 4
+        def left_resident():  # bytes still resident after a block was filled and freed
+            before = resident()
+            block = np.ones(BLOCK // 8)
+            del block
+            return resident() - before
+
+        seen = {"at first": left_resident()}
+        with keeping_freed_memory():
+            seen["kept"] = left_resident()
+            release_freed_memory()  # a batch's trim: not while kept
+            seen["again"] = left_resident()
+            kept = resident()
+        seen["handed back"] = kept - resident()
+        seen["after"] = left_resident()
+        print(json.dumps(seen))
+        """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    seen, block = json.loads(done.stdout), 64 << 20
+    assert seen["at first"] < block / 4  # handed back at once
+    assert seen["kept"] > block * 3 / 4
+    assert seen["again"] < block / 4  # the same pages again, none added
+    assert seen["handed back"] > block * 3 / 4  # at the end
+    assert seen["after"] < block / 4, seen
 
 def test_a_48_khz_card_is_resampled_to_16_khz():
     import av
