@@ -420,7 +420,6 @@ def test_an_eight_hour_recording_does_not_grow_memory(settings):
     assert (peak - before) / 1e6 < 40, f"memory grew by {(peak - before) / 1e6:.0f} MB"
 
 
-
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc settings")
 def test_memory_the_live_transcript_frees_is_reused_while_it_runs_and_handed_back_after():
     # In a process of its own: in this one, blocks other tests freed may serve the next
@@ -461,6 +460,7 @@ def test_memory_the_live_transcript_frees_is_reused_while_it_runs_and_handed_bac
     assert seen["again"] < block / 4  # the same pages again, none added
     assert seen["handed back"] > block * 3 / 4  # at the end
     assert seen["after"] < block / 4, seen
+
 
 def test_a_48_khz_card_is_resampled_to_16_khz():
     import av
