@@ -424,13 +424,14 @@ def test_an_eight_hour_recording_does_not_grow_memory(settings):
 def test_memory_the_live_transcript_frees_is_reused_while_it_runs_and_handed_back_after():
     # In a process of its own: in this one, blocks other tests freed may serve the next
     # allocation and stay, whatever is kept.
+    block = 64 << 20  # above the size glibc otherwise maps apart and unmaps at once
     script = textwrap.dedent("""\
-        import json, resource
+        import json, resource, sys
         from pathlib import Path
         import numpy as np
         from device.libc import keeping_freed_memory, release_freed_memory
 
-        BLOCK = 64 << 20  # above the size glibc otherwise maps apart and unmaps at once
+        BLOCK = int(sys.argv[1])
 
         def resident():
             return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
@@ -451,10 +452,10 @@ def test_memory_the_live_transcript_frees_is_reused_while_it_runs_and_handed_bac
         seen["after"] = left_resident()
         print(json.dumps(seen))
         """)
-    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", script, str(block)], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    seen, block = json.loads(done.stdout), 64 << 20
+    seen = json.loads(done.stdout)
     assert seen["at first"] < block / 4  # handed back at once
     assert seen["kept"] > block * 3 / 4
     assert seen["again"] < block / 4  # the same pages again, none added
