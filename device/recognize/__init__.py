@@ -52,6 +52,10 @@ class RecognitionOptions:
     """Whisper's loop test: text that compresses better than this is not speech."""
     batch_size: int = 1
     """Windows one decoder decodes together; there is a decoder per thread."""
+    tokens_per_second: float | None = None
+    """At most this many tokens per second of a window's speech (and 16 more) are written:
+    a loop ("小小小…") ends there instead of at Whisper's 448 tokens, and is dropped as one
+    (real speech here: at most ~8 a second).  None: only Whisper's own limit."""
     prompts: tuple[tuple[float, str | None], ...] = ()
     """(start, prompt) in seconds of the recording, in time order: a window whose speech
     starts at or after a start (and before the next) is decoded with that prompt instead of

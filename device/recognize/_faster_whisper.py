@@ -238,6 +238,12 @@ class LanguagePerWindow(BatchedInferencePipeline):
         # A copy per batch, cutting words in every script; its language becomes the
         # window's (``generate_segment_batched``)
         tokenizer = _WordsInEveryScript.of(tokenizer)
+        if options.max_new_tokens is not None:  # what the prompt leaves, at most
+            room = self.model.max_length - len(self.model.get_prompt(
+                tokenizer, tokenizer.encode(prompt) if prompt else [],
+                without_timestamps=options.without_timestamps, hotwords=options.hotwords))
+            if options.max_new_tokens >= room:
+                options = dataclasses.replace(options, max_new_tokens=None)
         results = super().forward(features, tokenizer, chunks_metadata, options)
         if keep_test is not None:
             for i, window in enumerate(results):
@@ -333,6 +339,8 @@ def decode(pipeline: LanguagePerWindow, speech_audio: np.ndarray, windows: Seque
         vad_filter=False,
         clip_timestamps=[{"start": w.start, "end": w.end} for w in windows],
         without_timestamps=False,
+        max_new_tokens=None if options.tokens_per_second is None else int(
+            max(w.seconds for w in windows) * options.tokens_per_second) + 16,
     )
     for raw in segments:
         ranking = pipeline.window_ranking.get(raw.seek)

@@ -212,7 +212,8 @@ class WhisperRecognizer(Probes):
                 "hotwords": options.hotwords, "words": options.word_timestamps,
                 "beam": options.beam_size, "retry": options.retry_beam,
                 "thresholds": [options.log_prob_threshold,
-                               options.compression_ratio_threshold]})
+                               options.compression_ratio_threshold],
+                **({"tokens": options.tokens_per_second} if options.tokens_per_second else {})})
             found = memo.get(keys[seek])
             decoded, ranking = restored(found) if found is not None else (None, None)
             if found is None or not decoded_alike(ranking, options):

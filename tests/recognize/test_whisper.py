@@ -69,6 +69,27 @@ def test_generated_english_speech(engines, tmp_path):
     assert word_error_rate(reference, " ".join(s.text for s in segments)) <= ESPEAK_MAX_WER
 
 
+def test_a_token_limit_by_the_speechs_length_cuts_the_writing_short_and_no_sooner(
+        engines, tmp_path):
+    reference = "The committee approved the new budget for the hospital after a long debate."
+    samples = audio.decode(espeak(reference, tmp_path / "espeak.wav"))
+    speech = engines.detector.speech_chunks(samples)
+    recognizer = engines.recognizer("whisper-base")
+
+    def text(**limit) -> str:
+        options = RecognitionOptions(language="en", word_timestamps=False, beam_size=1,
+                                     retry_beam_size=1, **limit)
+        return " ".join(s.text for s in recognizer.transcribe(samples, speech, options))
+
+    whole = text()
+    # ~4 s of speech at one token a second: 16 + 4 tokens; at 15 a second, room to spare;
+    # at 500, more than the prompt leaves, Whisper's own limit (not an error).
+    assert word_error_rate(reference, whole) <= ESPEAK_MAX_WER, whole
+    assert text(tokens_per_second=15.0) == whole == text(tokens_per_second=500.0)
+    cut = text(tokens_per_second=1.0)
+    assert cut and len(cut) < len(whole) - 10 and whole.startswith(cut.rstrip(".").strip())
+
+
 def test_comparing_prompts_decodes_the_sample_once_per_option_in_order(engines, tmp_path):
     reference = "The committee approved the new budget for the hospital after a long debate."
     samples = audio.decode(espeak(reference, tmp_path / "espeak.wav"))
