@@ -2,7 +2,9 @@
 
 Audio is fed in blocks.  The open stretch (audio after the last closed chunk, at most
 ``MAX_OPEN_SECONDS``) is re-scored by the VAD every ``check_every`` seconds of new audio;
-a chunk counts as closed once ``min_silence`` has followed it.  Closed chunks go to a
+a chunk counts as closed once ``min_silence`` has followed it, and speech that has gone on
+``SPLIT_AFTER_SECONDS`` is closed at its next short pause (a breath) instead: whoever talks
+on without stopping is shown phrase by phrase, not once they stop.  Closed chunks go to a
 transcription thread, so capture never waits for Whisper.  Memory stays bounded however
 long the recording runs.
 """
@@ -22,9 +24,14 @@ from device.audio import SAMPLE_RATE
 from device.libc import keeping_freed_memory
 from device.recognize import RecognitionOptions, Recognizer
 from device.records import Segment, Word
-from device.vad import SpeechChunk, SpeechDetector, chunks_from_probabilities
+from device.vad import SpeechChunk, SpeechDetector, chunks_from_probabilities, first_pause
 
 MAX_OPEN_SECONDS = 28.0
+SPLIT_AFTER_SECONDS = 6.0
+SHORT_PAUSE_MS = 100
+LOOP_TOKENS_PER_SECOND = 15.0
+"""Tokens a second of speech past which the live transcript takes its decoding for a loop
+(about twice the most the dialect clips' references need)."""
 
 
 @dataclass(frozen=True)
@@ -46,9 +53,10 @@ class LiveTranscriber:
         self.detector = detector
         self.recognizer = recognizer
         self.decoding = decoding
-        # Greedy with no retry and without word timing: the final batch transcript
-        # replaces this one anyway.
-        self.options = replace(options, beam_size=1, retry_beam_size=1, word_timestamps=False)
+        # Greedy with no retry and without word timing, a loop cut short: the final
+        # batch transcript replaces this one anyway.
+        self.options = replace(options, beam_size=1, retry_beam_size=1, word_timestamps=False,
+                               tokens_per_second=LOOP_TOKENS_PER_SECOND)
         self.on_segment = on_segment
         self.check_every = int(check_every * SAMPLE_RATE)
         self._open: list[np.ndarray] = []
@@ -82,8 +90,8 @@ class LiveTranscriber:
             return
         stretch = np.concatenate(self._open)
         options = self.detector.options
-        chunks = chunks_from_probabilities(self.detector.probabilities(stretch), stretch.size,
-                                           options)
+        probabilities = self.detector.probabilities(stretch)
+        chunks = chunks_from_probabilities(probabilities, stretch.size, options)
         # A chunk's end already includes its padding; it is closed once the rest of the
         # silence that ends a chunk has followed.
         hold = max(0, int((options.min_silence_ms - options.speech_pad_ms) * SAMPLE_RATE / 1000))
@@ -91,6 +99,13 @@ class LiveTranscriber:
         for chunk in chunks:
             closed = final or chunk.end + hold <= stretch.size
             if not closed:
+                pause = first_pause(probabilities, chunk.start + int(SPLIT_AFTER_SECONDS *
+                                                                     SAMPLE_RATE),
+                                    SHORT_PAUSE_MS, options)
+                if pause is not None:  # cut in the pause's middle, as heard so far
+                    part = SpeechChunk(chunk.start, (pause[0] + pause[1]) // 2)
+                    self._queue(stretch, part, speech_end=pause[0])
+                    cut = part.end
                 break
             self._queue(stretch, chunk)
             cut = chunk.end
@@ -111,9 +126,14 @@ class LiveTranscriber:
             self._open_size = rest.size
             self._captured_at = [(s, t) for s, t in self._captured_at if s > self._open_start]
 
-    def _queue(self, stretch: np.ndarray, chunk: SpeechChunk) -> None:
+    def _queue(self, stretch: np.ndarray, chunk: SpeechChunk,
+               speech_end: int | None = None) -> None:
+        """``speech_end``: where in the stretch the speech stops (by default, a chunk's
+        padding before its end)."""
         pad = int(self.detector.options.speech_pad_ms * SAMPLE_RATE / 1000)
-        speech_end = self._open_start + max(chunk.start, chunk.end - pad)
+        if speech_end is None:
+            speech_end = max(chunk.start, chunk.end - pad)
+        speech_end += self._open_start
         captured = next((t for s, t in self._captured_at if s >= speech_end), time.monotonic())
         self._work.put((stretch[chunk.start : chunk.end].copy(),
                         self._open_start + chunk.start, speech_end, captured))

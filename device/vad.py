@@ -163,6 +163,36 @@ def settled_chunks(probs: np.ndarray, options: VadOptions) -> list[SpeechChunk]:
     return chunks_from_probabilities(probs, probs.size * WINDOW, options)[:-1]
 
 
+def first_pause(probs: np.ndarray, after: int, shortest_ms: int,
+                options: VadOptions) -> tuple[int, int] | None:
+    """The first pause of at least ``shortest_ms`` that begins at or after sample
+    ``after``, as (its first sample, one past the last of it heard so far), or None.
+    Shorter than the pause that ends a chunk: where a speaker who does not stop draws breath.
+
+        >>> probs = np.array([0.9] * 10 + [0.1] * 4 + [0.9] * 3 + [0.1] * 8, dtype=np.float32)
+        >>> first_pause(probs, 0, 100, VadOptions())
+        (5120, 7168)
+        >>> first_pause(probs, 0, 200, VadOptions())  # the first's 4 windows are 128 ms
+        (8704, 12800)
+        >>> first_pause(probs, 0, 300, VadOptions()) is None
+        True
+    """
+    shortest = -(-shortest_ms * SAMPLE_RATE // 1000 // WINDOW)  # in whole windows
+    quiet = np.flatnonzero(probs < options.neg_threshold)
+    quiet = quiet[quiet * WINDOW >= after]
+    if quiet.size < shortest:
+        return None
+    # runs of consecutive quiet windows: where the index jumps, a new one begins
+    breaks = np.flatnonzero(np.diff(quiet) > 1)
+    starts = np.concatenate([quiet[:1], quiet[breaks + 1]])
+    ends = np.concatenate([quiet[breaks], quiet[-1:]]) + 1
+    long_enough = np.flatnonzero(ends - starts >= shortest)
+    if not long_enough.size:
+        return None
+    first = long_enough[0]
+    return int(starts[first]) * WINDOW, int(ends[first]) * WINDOW
+
+
 def chunks_from_probabilities(
     probs: np.ndarray, length: int, options: VadOptions
 ) -> list[SpeechChunk]:

@@ -384,6 +384,48 @@ def test_the_live_transcript_in_auto_mode_detects_a_language_to_start_from_once(
     assert detections == [1]
 
 
+@pytest.mark.slow
+def test_the_live_transcript_shows_a_long_utterance_phrase_by_phrase(settings, engines,
+                                                                      tmp_path):
+    from device.live import SHORT_PAUSE_MS, SPLIT_AFTER_SECONDS, LiveTranscriber
+    from device.recognize import RecognitionOptions
+    from tests.conftest import espeak
+
+    # Sentences said one after another with only a breath between them (300 ms: shorter
+    # than the pause that ends an utterance, longer than the short one), ~15 s in all.
+    sentences = {"committee": "The committee will meet again next Tuesday.",
+                 "budget": "Everyone should read the budget before then.",
+                 "river": "The bridge over the river is closed for repairs.",
+                 "library": "The library opens at nine in the morning.",
+                 "garden": "Please water the garden while we are away."}
+    breath = np.zeros(int(0.3 * SR), dtype=np.float32)
+    pieces, gaps = [], []
+    for i, sentence in enumerate(sentences.values()):
+        said = audio.decode(espeak(sentence, tmp_path / f"{i}.wav"))
+        loud = np.flatnonzero(np.abs(said) > 0.01)
+        pieces += [said[loud[0] : loud[-1] + 1], breath]
+        gaps.append(sum(p.size for p in pieces[:-1]) / SR)
+    samples = np.concatenate([*pieces, np.zeros(SR, dtype=np.float32)])
+    assert SHORT_PAUSE_MS < 300 < engines.detector.options.min_silence_ms
+    assert [c.end_s - c.start_s > 12 for c in engines.detector.speech_chunks(samples)] == [True]
+
+    live = []
+    transcriber = LiveTranscriber(engines.detector, engines.recognizer(settings.asr_model),
+                                  RecognitionOptions(language="en"), live.append)
+    for block in np.array_split(samples, samples.size // 1600):
+        transcriber.feed(block)
+    transcriber.finish()
+    assert not transcriber.errors
+    ends = sorted({s.speech_end for s in live})
+    # Shown phrase by phrase, each part cut at a breath after the time allowed, not when
+    # the speaker stops (the last breath); and nothing lost at the cuts.
+    assert len(ends) >= 2 and ends[0] >= SPLIT_AFTER_SECONDS - 0.3
+    for end in ends[:-1]:
+        assert min(abs(end - gap) for gap in gaps[:-1]) < 0.1, (end, gaps)
+    heard = " ".join(s.segment.text for s in live).lower()
+    assert [word for word in sentences if word not in heard] == []
+
+
 class _Tone:
     """A 440 Hz tone, delivered as fast as it can be written."""
 
