@@ -6,7 +6,8 @@ bench/asr.py) recorded through the file source at real-time speed.
 Measured in one run, on the same audio:
   recorder            capture + crash-safe storage only (no live transcript): CPU share
   recorder + live     the same with the live transcript: lag from the speaker stopping to the
-                      segment being shown (p50/p95), dropped frames, CPU share
+                      segment being shown (p50/p95), dropped frames, CPU share, and the live
+                      transcript's CER against the reference
   plain faster-whisper  WhisperModel.transcribe on each utterance the live pass closed, one
                       after another: the time Whisper alone needs per utterance (p50/p95)
 Dropped frames = samples the source delivered that did not reach the recording file.
@@ -35,6 +36,7 @@ from device.capture import FileSource  # noqa: E402
 from device.jobs import load_engines  # noqa: E402
 from device.recorder import Recorder  # noqa: E402
 from device.settings import Settings, hardware_profile  # noqa: E402
+from device.text import character_error_rate  # noqa: E402
 
 TARGETS = {"lag_p95_max_s": 1.5, "dropped_frames": 0}
 
@@ -44,10 +46,13 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def record(settings: Settings, wav: Path, engines) -> dict:
+def record(settings: Settings, wav: Path, engines, reference: str = "") -> dict:
     with tempfile.TemporaryDirectory() as data:
         local = settings.replace(data_dir=Path(data))
         recorder = Recorder(local, engines)
+        shown: list[str] = []  # the live transcript's text, as the page is sent it
+        recorder.subscribe(lambda event: event["type"] == "segment"
+                           and shown.append(event["text"]))
         source = FileSource(wav, speed=1.0)
         cpu, wall = cpu_seconds(), time.monotonic()
         recorder.start(source, title="bench", profile="auto")
@@ -69,6 +74,8 @@ def record(settings: Settings, wav: Path, engines) -> dict:
             "lag_p95_s": round(float(np.percentile(lags, 95)), 3) if lags else None,
             "lag_max_s": round(max(lags), 3) if lags else None,
         }
+        result["cer_vs_reference"] = round(character_error_rate(reference, "".join(shown)),
+                                           3)
     return result
 
 
@@ -104,14 +111,15 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     wav = work / f"live-{int(args.seconds)}s.wav"
     # real clips each used once: the Chinese ones of ../shared, then English ones
-    duration, clips, _ = scenario_audio(("chinese", "english"), args.seconds, wav)
+    duration, clips, reference = scenario_audio(("chinese", "english"), args.seconds, wav)
     engines = load_engines(settings, live=True)  # as the web app's recorder loads them
     print(f"live: {duration:.0f} s of speech, real time", file=sys.stderr)
     baseline = record(settings, wav, None)
     print(f"  recorder only: CPU {baseline['cpu_share_of_one_core']:.1%} of a core, "
           f"dropped {baseline['dropped_frames']}", file=sys.stderr)
-    live = record(settings, wav, engines)
+    live = record(settings, wav, engines, reference)
     print(f"  recorder + live: lag p50 {live['lag_p50_s']} s, p95 {live['lag_p95_s']} s, "
+          f"CER {live['cer_vs_reference']}, "
           f"CPU {live['cpu_share_of_one_core']:.1%} of a core, dropped {live['dropped_frames']}",
           file=sys.stderr)
     plain = plain_per_utterance(settings, wav, engines)
