@@ -30,8 +30,8 @@ MAX_OPEN_SECONDS = 28.0
 SPLIT_AFTER_SECONDS = 6.0
 SHORT_PAUSE_MS = 100
 LOOP_TOKENS_PER_SECOND = 15.0
-"""Tokens a second of speech past which the live transcript takes its decoding for a loop
-(about twice the most the dialect clips' references need)."""
+"""A live decoding writes at most this many tokens a second of speech, plus 16: more is a
+loop (about twice what the dialect clips' references need)."""
 
 
 @dataclass(frozen=True)
