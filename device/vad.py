@@ -166,8 +166,9 @@ def settled_chunks(probs: np.ndarray, options: VadOptions) -> list[SpeechChunk]:
 def first_pause(probs: np.ndarray, after: int, shortest_ms: int,
                 options: VadOptions) -> tuple[int, int] | None:
     """The first pause of at least ``shortest_ms`` that begins at or after sample
-    ``after``, as (its first sample, one past the last of it heard so far), or None.
-    Shorter than the pause that ends a chunk: where a speaker who does not stop draws breath.
+    ``after`` (one under way there counts from there), as (its first sample, one past the
+    last of it heard so far), or None.  Shorter than the pause that ends a chunk: where a
+    speaker who does not stop draws breath.
 
         >>> probs = np.array([0.9] * 10 + [0.1] * 4 + [0.9] * 3 + [0.1] * 8, dtype=np.float32)
         >>> first_pause(probs, 0, 100, VadOptions())
