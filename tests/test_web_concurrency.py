@@ -109,22 +109,25 @@ def _wav_header(data_bytes: int, rate: int = 48_000, channels: int = 2) -> bytes
 
 def test_a_large_upload_does_not_stall_other_requests(server, settings):
     """Receiving, fsyncing and copying an upload of 500 MB into the audio store run off the
-    event loop: meanwhile the health check and a library page answer at once."""
+    event loop: while the box fsyncs and copies the file after its last byte arrived, the
+    health check and a library page go on answering, each in a fraction of that time (a
+    blocked event loop would hold them for all of it)."""
     size, block = 500 * 2**20, bytes(2**20)
     uploader, csrf = signed_in(server)
     prober, _ = signed_in(server)
-    uploaded: dict[str, int] = {}
+    uploaded: dict[str, float] = {}
 
     def body():
         yield _wav_header(size)
         for _ in range(size // len(block)):
             yield block
+        uploaded["sent"] = time.monotonic()
 
     def upload():
         response = uploader.put("/api/upload", params={"filename": "long.wav"}, content=body(),
                                 headers={"X-CSRF-Token": csrf,
                                          "Content-Type": "application/octet-stream"})
-        uploaded["status"] = response.status_code
+        uploaded["answered"], uploaded["status"] = time.monotonic(), response.status_code
 
     thread = threading.Thread(target=upload)
     thread.start()
@@ -132,17 +135,23 @@ def test_a_large_upload_does_not_stall_other_requests(server, settings):
     deadline = time.monotonic() + 300
     while thread.is_alive() and time.monotonic() < deadline:
         for url in ("/health", "/"):
-            started = time.perf_counter()
+            started = time.monotonic()
             status = prober.get(url).status_code
-            answers.append((url, status, time.perf_counter() - started))
+            answers.append((url, status, started, time.monotonic()))
     thread.join(timeout=60)
     assert uploaded.get("status") == 200, uploaded
     with open_store(settings) as store:
         [recording] = store.list_recordings()
     assert (settings.audio_dir / recording.audio_file).stat().st_size == size + 44
-    assert len(answers) >= 20 and {status for _, status, _ in answers} == {200}
-    slowest = max(answers, key=lambda answer: answer[2])
-    assert slowest[2] < 0.2, slowest
+    assert len(answers) >= 20 and {status for _, status, _, _ in answers} == {200}
+    # The time from the last byte sent to the answer is mostly the box's fsync and copy
+    # (2.8-5.6 s here); answers then come ten a second at least (over 200 here; under 2
+    # with the loop blocked), none taking a quarter of it (0.1 s here; 5.5 s blocked).
+    sent, answered = uploaded["sent"], uploaded["answered"]
+    meanwhile = [a for a in answers if sent <= a[2] and a[3] <= answered]
+    assert len(meanwhile) >= max(10, 10 * (answered - sent)), (answered - sent, len(meanwhile))
+    slowest = max(answers, key=lambda answer: answer[3] - answer[2])
+    assert slowest[3] - slowest[2] < max(0.2, (answered - sent) / 4), (slowest, answered - sent)
 
 
 def test_a_declared_huge_body_is_refused_before_a_byte_of_it_is_sent(server):
