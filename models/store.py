@@ -418,21 +418,19 @@ def fsync_tree(directory: Path) -> None:
     fsync_dir(directory)
 
 
-# -- local model bundles (a tarball carried on a USB stick) ---------------------------------
-#
-# A bundle is a tar (optionally gzip) holding bundle.toml and the model's files:
-#
-#     [model]
-#     id = "whisper-base-sichuan"          kind = "asr"      engine = "ctranslate2-whisper"
-#     languages = ["zh"]                   description = "…"
-#     [[model.file]]
-#     name = "model.bin"   size = 145217607   sha256 = "…"
-#
-# The hashes protect against a damaged copy; authenticity (signatures) is the update
-# mechanism's job.
+# -- local model bundles (a tar carried on a USB stick: ``models.bundles``) ----------------
 
 
 def bundle_spec(data: dict) -> ModelSpec:
+    """The model a bundle's bundle.toml describes (here, not in ``models.bundles``:
+    ``load_manifest`` lists the installed bundles by it)::
+
+        [model]
+        id = "whisper-base-sichuan"          kind = "asr"      engine = "ctranslate2-whisper"
+        languages = ["zh"]                   description = "…"
+        [[model.file]]
+        name = "model.bin"   size = 145217607   sha256 = "…"
+    """
     model = data["model"]
     files = tuple(
         ModelFile(f["name"], (f["name"],), int(f["size"]), str(f["sha256"]).lower())
