@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import hypothesis
 import numpy as np
 import pytest
 
@@ -23,6 +24,14 @@ from device.settings import PROJECT_ROOT, Settings
 # Transcriptions in tests do not queue summaries (the summary tests ask for them); this
 # also reaches the worker and appliance processes the tests start.
 os.environ["TINGJI_AUTO_SUMMARIZE"] = "0"
+
+# The Hypothesis tests check properties, not speed: no example has a deadline (one that took
+# 25 ms failed at 500 ms on a busy 2-core machine), here as under CI, whose own profile
+# Hypothesis loads by itself and this one keeps.
+hypothesis.settings.register_profile("tingji", hypothesis.settings(
+    hypothesis.settings.default, deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow]))
+hypothesis.settings.load_profile("tingji")
 
 SPEECH_DIR = Path(os.environ.get("TINGJI_SPEECH_DIR", PROJECT_ROOT.parent / "shared" / "speech"))
 
