@@ -94,8 +94,9 @@ $(AXE):
 	@npm install --silent --no-audit --no-fund --prefix .cache/axe axe-core@$(AXE_VERSION) \
 	  </dev/null || echo "tingji: axe-core not installed: the accessibility checks skip" >&2
 
-# One test at a time: in two processes (~16 min against ~18 on 2 cores) the final pass
-# during a recording, at idle priority, got no CPU beside the other process's tests.
+# One test at a time: in two processes (~16 min against ~18 on 2 cores; 18 against 22 on a
+# slower pair, with a fifth more CPU time spent) the final pass during a recording, at idle
+# priority, got no CPU beside the other process's tests.
 test: install test-models $(AXE)
 	@bash scripts/ensure-deb.sh $(DEB_TEST)
 	@$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
