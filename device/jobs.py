@@ -13,7 +13,7 @@ import os
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -97,6 +97,13 @@ def _summariser_installed(settings: Settings) -> bool:
     # summary job checks every byte when it loads the model.
     spec = load_manifest(models_dir=settings.models_dir).get(settings.summary_model)
     return spec is not None and status(spec, settings.models_dir, quick=True) == "installed"
+
+
+def is_draft(jobs: Sequence[Job]) -> bool:
+    """Whether the recording's transcript is a quick draft: its last finished
+    transcription was one."""
+    done = [j for j in jobs if j.kind == "transcribe" and j.status == "done"]
+    return bool(done and done[-1].params.get("fast"))
 
 
 class Runner:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from device import audio, channels, encryption, varieties
 from device.channels import Track
-from device.errors import AudioError, DiskFullError, TingjiError
+from device.errors import N_, AudioError, DiskFullError, TingjiError
 from device.profiles import (
     AUTO,
     NO_TERMS,
@@ -35,7 +35,7 @@ def import_audio(
     store: Store, settings: Settings, path: Path, *, title: str | None = None,
     language: str | None = None, profile: str | None = None, script: str | None = None,
     terms: Sequence[str] = (), owner_id: int | None = None, speakers: int | None = None,
-    sealed_with: bytes | None = None,
+    sealed_with: bytes | None = None, fast: bool = False,
 ) -> tuple[Recording, Job]:
     """Copy a file into the library as a new recording with a queued transcription job.
 
@@ -44,6 +44,7 @@ def import_audio(
     limit still gets a recording and a job, both marked failed with the reason, and the
     error is raised for the caller to report.  ``sealed_with``: the file was sealed with
     this data key as it arrived (an upload on an encrypted box), and is moved into place.
+    ``fast``: transcribe it as a quick draft (``recognize_tracks``).
     """
     path = Path(path)
     chosen = select_profile(settings, profile, language)
@@ -57,6 +58,8 @@ def import_audio(
     params = {"language": language or chosen.language}
     if speakers:
         params["speakers"] = int(speakers)
+    if fast:
+        params["fast"] = True
     try:
         size = audio.check_size(path, settings.max_upload_bytes)
         settings.audio_dir.mkdir(parents=True, exist_ok=True)
@@ -157,15 +160,17 @@ def select_profile(settings: Settings, name: str | None, language: str | None = 
 
 def requeue_recording(
     store: Store, settings: Settings, recording_id: int, *, profile: str | None = None,
-    script: str | None = None, terms: Sequence[str] | None = None,
+    script: str | None = None, terms: Sequence[str] | None = None, fast: bool = False,
 ) -> tuple[Recording, Job]:
-    """Queue a stored recording for transcription again (another profile, new terms, or
-    after a failure that has since been fixed); its audio was kept."""
+    """Queue a stored recording for transcription again (another profile, new terms, the
+    accurate transcript of a quick draft, or after a failure that has since been fixed);
+    its audio was kept.  ``fast``: as a quick draft again."""
     recording = store.get_recording(recording_id)
     if recording.audio_file is None:
         raise AudioError(recording.source_name, "no stored audio to transcribe")
     if any(j.status in ("queued", "running") for j in store.jobs_for(recording_id)):
-        raise TingjiError(f"recording {recording_id} is already queued for transcription")
+        raise TingjiError(N_("recording %(id)s is already queued for transcription"),
+                          id=recording_id)
     chosen = select_profile(settings, profile or recording.profile)
     if script is not None and script not in SCRIPTS:
         raise ProfileError(f"script {script!r}; choose one of {', '.join(SCRIPTS)}")
@@ -176,7 +181,9 @@ def requeue_recording(
         Terms.parse(terms)
         fields["terms"] = list(terms) or None
     recording = store.update_recording(recording_id, **fields)
-    return recording, store.enqueue("transcribe", recording_id, {"language": None})
+    return recording, store.enqueue("transcribe", recording_id,
+                                    {"language": None, **({"fast": True} if fast else {})})
+
 
 
 class Engines:
@@ -257,7 +264,7 @@ def transcribe_recording(
     ahead = StoredWindows(store, recording.id)  # decoded and embedded while recording
     with engines.remembering(ahead):
         result = recognize_tracks(engines, settings, heard, profile, terms, recording.script,
-                                  on_progress)
+                                  on_progress, fast=bool(job.params.get("fast")))
     from device.speakers.stage import label_speakers, record_voice_uses
 
     segments, unlabelled, voices = label_speakers(engines, settings, layout, heard,
@@ -310,6 +317,14 @@ class Heard:
         return sum(c.end - c.start for c in self.speech) / audio.SAMPLE_RATE
 
 
+FAST = {"beam_size": 1, "retry_beam_size": 1, "recover_lost": False}
+"""A quick draft's decoding: a single greedy pass, no second try of a looped window (the
+guards drop the loop) and no second look at the speech a window lost."""
+FAST_BLOCK = 40
+"""A quick draft's windows per pass (20 minutes of speech, a copy of ~77 MB): the cores
+wait for each other only where a pass ends."""
+
+
 def recognize(
     engines: Engines, settings: Settings, samples, speech: Sequence[SpeechChunk],
     profile: Profile, terms: Terms = NO_TERMS, script: str | None = None,
@@ -328,7 +343,7 @@ def recognize_tracks(
     engines: Engines, settings: Settings, heard: Sequence[Heard], profile: Profile,
     terms: Terms = NO_TERMS, script: str | None = None,
     on_progress: Callable[[float], None] = lambda percent: None, decide: bool = True,
-    ahead: bool = False,
+    ahead: bool = False, fast: bool = False,
 ) -> Recognition:
     """``recognize`` over the tracks of one recording (its channels, when they are
     transcribed one by one).  Auto mode decides on the track with the most speech: its
@@ -338,11 +353,17 @@ def recognize_tracks(
 
     ``ahead``: the final pass during a recording (``device.ready``), over the windows no
     later audio can change: its first pass, and of the speech that lost, the windows no
-    speech lost later joins."""
+    speech lost later joins.
+
+    ``fast``: a quick draft — in auto mode the languages alone (no trials of varieties),
+    then one greedy pass that leaves lost what a window loses (``FAST``)."""
     decision = None
     main = max(heard, key=lambda h: h.speech_seconds)
     blocks: dict[int, Iterable[varieties.Block]] = {}
-    if profile.is_auto and main.speech and decide:
+    if profile.is_auto and main.speech and decide and fast:
+        decision, profile = varieties.languages_only(engines, main.track.samples, main.speech,
+                                                     profile, settings)
+    elif profile.is_auto and main.speech and decide:
         decision, profile, planned = varieties.decide(engines, main.track.samples,
                                                       main.speech, profile, settings, terms)
         if len(heard) == 1:
@@ -353,6 +374,8 @@ def recognize_tracks(
                                   languages=languages)
     if ahead:  # of what the first pass lost, what no later speech changes
         options = replace(options, ahead=True)
+    if fast:
+        options = replace(options, **FAST)
     recognizer = engines.recognizer(profile.model)
     auto_profiles = load_profiles(settings.data_dir) if decision is not None else {}
 
@@ -367,7 +390,8 @@ def recognize_tracks(
         duration = h.track.samples.size / audio.SAMPLE_RATE
         furthest = 0.0
         chosen_from: list[tuple[float, Profile]] = []  # every block's, as they are taken
-        planned = blocks.get(n) or varieties.blocks_of(h.speech, profile)
+        planned = blocks.get(n) or varieties.blocks_of(h.speech, profile,
+                                                       FAST_BLOCK if fast else varieties.BLOCK)
         for segment in recognizer.transcribe_blocks(
                 h.track.samples, stretches(planned, options, prompt_of, chosen_from)):
             chosen = varieties.profile_at(chosen_from, (segment.start + segment.end) / 2)

@@ -71,14 +71,27 @@ def window_chunks(speech: Sequence[SpeechChunk]) -> list[list[SpeechChunk]]:
     return groups
 
 
-def blocks_of(speech: Sequence[SpeechChunk], profile: Profile) -> list[Block]:
-    """One profile's speech in blocks of ``BLOCK`` windows, as auto mode decodes it: a
+def blocks_of(speech: Sequence[SpeechChunk], profile: Profile, size: int = BLOCK
+              ) -> list[Block]:
+    """One profile's speech in blocks of ``size`` windows, as auto mode decodes it: a
     pass holds a copy of its speech, and a block's stays the same size however long the
     recording grows (the final pass during a recording decodes it all again each time,
     most windows taken from what it kept)."""
     groups = window_chunks(speech) if speech else []
-    return [Block([c for group in groups[i : i + BLOCK] for c in group], [(0.0, profile)])
-            for i in range(0, len(groups), BLOCK)]
+    return [Block([c for group in groups[i : i + size] for c in group], [(0.0, profile)])
+            for i in range(0, len(groups), size)]
+
+
+def languages_only(engines, samples, speech: Sequence[SpeechChunk], auto: Profile,
+                   settings: Settings) -> tuple[AutoDecision, Profile]:
+    """Auto mode for a quick draft: the recording's languages (detected on four of its
+    windows, whose encodings the decoding takes) and the plain profile of the first
+    (Mandarin for Chinese), with no trial decodings of varieties."""
+    profiles = load_profiles(settings.data_dir)
+    probabilities = engines.recognizer(auto.model).detect_language(samples, speech)
+    language = next(iter(probabilities), None)
+    profile = profiles.get(plain_of(language, profiles), auto)
+    return AutoDecision(profile.name, language, probabilities), profile
 
 
 def settle(votes: Sequence[str | None], current: str, end: int | None = None,

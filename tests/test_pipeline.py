@@ -16,10 +16,10 @@ import pytest
 from device import audio
 from device.databases import open_store
 from device.errors import AudioDecodeError, AudioTooLargeError
-from device.jobs import Runner
-from device.pipeline import import_audio
+from device.jobs import Runner, is_draft
+from device.pipeline import import_audio, requeue_recording
 from device.settings import PROJECT_ROOT, Settings
-from tests.conftest import long_speech, wait_until
+from tests.conftest import long_speech, long_speech_with_texts, wait_until
 
 
 def _transcribe(store, settings, engines, path, **kwargs):
@@ -51,6 +51,26 @@ def test_the_beam_setting_reaches_the_recogniser(store, settings, engines, speec
     assert whisper.report.beam_size == 1
     assert _transcribe(store, settings, engines, speech_wav).status == "done"
     assert whisper.report.beam_size == 5
+
+
+@pytest.mark.slow
+def test_a_quick_draft_is_one_greedy_pass_and_the_accurate_transcript_follows(
+        store, settings, engines, tmp_path):
+    wav, _ = long_speech_with_texts(tmp_path, 40, language="zh")
+    whisper = engines.recognizer(settings.asr_model)
+    draft = _transcribe(store, settings, engines, wav, fast=True)
+    assert draft.status == "done" and store.segments(draft.id)
+    assert is_draft(store.jobs_for(draft.id))
+    passes = whisper.report.passes
+    assert passes and {p.kind for p in passes} == {"first"}  # nothing lost looked at again
+    assert whisper.report.beam_size == 1 and whisper.report.retries == 0
+    # auto mode found the languages only: the plain profile, no variety tried
+    assert draft.profile in ("mandarin", "english") and draft.auto_decision["varieties"] == {}
+    recording, job = requeue_recording(store, settings, draft.id)
+    runner = Runner(settings, engines)
+    assert runner.run(store, runner.claim(store, job.id))
+    assert not is_draft(store.jobs_for(draft.id)) and whisper.report.beam_size == 5
+    assert store.get_recording(draft.id).status == "done" and store.segments(draft.id)
 
 
 @pytest.mark.slow

@@ -1,8 +1,9 @@
 """python -m device: a thin command line over the pipeline.
 
     transcribe PATH [--profile P | --language L] [--script S] [--term T]… [--speakers N]
-                        [--title T] [--json]
-    retranscribe ID [--profile P] [--script S] [--term T]…   queue it again, e.g. after a fix
+                        [--title T] [--fast] [--json]
+    retranscribe ID [--profile P] [--script S] [--term T]… [--fast]
+                        queue it again: a quick draft's accurate transcript, or after a fix
     diarize ID [--speakers N] [--overwrite]   find the speakers again, keeping text edits
     search QUERY [--limit N] [--json]
     jobs [--status S]
@@ -73,6 +74,7 @@ from device.cli.transcripts import (
     cmd_search,
     cmd_summarize,
     cmd_transcribe,
+    fast_argument,
     profile_arguments,
 )
 from device.errors import TingjiError
@@ -110,12 +112,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--speakers", type=int, choices=range(1, 21), metavar="N",
                    help="how many people speak (default: counted)")
     p.add_argument("--title")
+    fast_argument(p)
     p.add_argument("--json", action="store_true", help="print the transcript as JSON")
     p.set_defaults(func=cmd_transcribe)
 
-    p = commands.add_parser("retranscribe", help="transcribe a stored recording again")
+    p = commands.add_parser("retranscribe", help="transcribe a stored recording again "
+                            "(accurately, unless --fast)")
     p.add_argument("recording_id", type=int)
     profile_arguments(p)
+    fast_argument(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_retranscribe)
 

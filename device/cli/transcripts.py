@@ -26,6 +26,12 @@ def profile_arguments(p: argparse.ArgumentParser) -> None:
                    help="a hotword for this recording; misheard=right also corrects")
 
 
+def fast_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fast", action="store_true",
+                   help="a quick draft: one greedy pass, no dialect trials, speech a window "
+                        "loses stays lost (`retranscribe ID` later gives the accurate one)")
+
+
 def cmd_transcribe(settings: Settings, args: argparse.Namespace) -> int:
     runner = Runner(settings)
     runner.prepare()  # a missing model fails here, before anything is imported
@@ -34,6 +40,7 @@ def cmd_transcribe(settings: Settings, args: argparse.Namespace) -> int:
         recording, job = import_audio(
             store, settings, args.path, title=args.title, language=language,
             profile=args.profile, script=args.script, terms=args.term, speakers=args.speakers,
+            fast=args.fast,
         )
         return run_and_print(store, runner, recording, job, args)
 
@@ -44,7 +51,7 @@ def cmd_retranscribe(settings: Settings, args: argparse.Namespace) -> int:
     with open_store(settings) as store:
         recording, job = requeue_recording(store, settings, args.recording_id,
                                            profile=args.profile, script=args.script,
-                                           terms=args.term or None)
+                                           terms=args.term or None, fast=args.fast)
         return run_and_print(store, runner, recording, job, args)
 
 
