@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from device.databases import open_store
+from device.records import Segment
 from device.settings import Settings
 from tests.webutil import (
     ENGLISH,
@@ -177,6 +178,7 @@ def test_state_changing_requests_need_the_csrf_token(box):
     assert client.post("/logout").status_code == 403
     assert client.post(f"/api/recordings/{rec}/summarize/cancel").status_code == 403
     assert client.post(f"/api/recordings/{rec}/diarize", json={}).status_code == 403
+    assert client.post(f"/api/recordings/{rec}/transcribe").status_code == 403
     assert client.post(f"/api/recordings/{rec}/speakers/merge",
                        json={"speaker": "B", "into": "A"}).status_code == 403
     assert client.post(f"/api/recordings/{rec}/voiceprints", json={
@@ -236,6 +238,7 @@ ENDPOINTS = [  # (method, url, json body, the least role that may)
     ("POST", "/api/recordings/{rec}/summarize", {}, "reviewer"),
     ("POST", "/api/recordings/{rec}/summarize/cancel", None, "reviewer"),
     ("POST", "/api/recordings/{rec}/diarize", {"speakers": 2}, "reviewer"),
+    ("POST", "/api/recordings/{rec}/transcribe", None, "interviewer"),  # their own
     ("POST", "/api/recordings/{rec}/speakers/merge", {"speaker": "B", "into": "A"},
      "reviewer"),
     ("POST", "/api/recordings/{rec}/voiceprints",
@@ -515,6 +518,37 @@ def test_upload_types_by_content_and_streams_to_a_job(box, speech_wav):
     assert audio.status_code == 206 and audio.content == data[100:200]
     assert audio.headers["content-range"] == f"bytes 100-199/{len(data)}"
     assert not list((box.settings.data_dir / "uploads").iterdir())
+
+
+def test_a_quick_draft_is_marked_and_transcribed_again_accurately_on_request(box, speech_wav):
+    upload = box.interviewer.api("PUT", "/api/upload?filename=talk.wav&fast=true",
+                                 content=speech_wav.read_bytes())
+    assert upload.status_code == 200, upload.text
+    rec, job = upload.json()["recording_id"], upload.json()["job_id"]
+    with open_store(box.settings) as store:
+        assert store.get_job(job).params.get("fast") is True
+        store.claim(1, 0.0, job)  # the worker's draft, finished
+        store.complete_transcription(job, rec, [Segment(0.0, 2.0, "今天开会", language="zh")],
+                                     language="zh", duration=2.0)
+    page = box.interviewer.client.get(f"/recordings/{rec}").text
+    assert 'id="draft"' in page and 'id="retranscribe"' in page
+    other = stored_transcript(box.settings)
+    others = box.interviewer.api("POST", f"/api/recordings/{other}/transcribe")
+    assert others.status_code == 404  # an interviewer's own recordings only
+    again = box.interviewer.api("POST", f"/api/recordings/{rec}/transcribe")
+    assert again.status_code == 200, again.text
+    with open_store(box.settings) as store:
+        queued = store.get_job(again.json()["job_id"])
+        assert (queued.status, queued.params.get("fast")) == ("queued", None)  # accurate
+        assert sorted((e.object, e.details["status"])
+                      for e in store.audit_entries(action="retranscribe")) == [
+            (f"recording:{rec}", 200), (f"recording:{other}", 404)]
+    page = box.interviewer.client.get(f"/recordings/{rec}").text
+    assert 'id="retranscribe"' not in page  # the transcript is on its way
+    twice = box.reviewer.api("POST", f"/api/recordings/{rec}/transcribe")
+    assert twice.status_code == 409 and "already queued" in twice.json()["detail"]
+    assert box.interviewer.api("PUT", "/api/upload?filename=x.wav&fast=maybe",
+                               content=speech_wav.read_bytes()).status_code == 422
 
 
 @pytest.mark.parametrize("content,status", [

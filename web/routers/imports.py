@@ -1,8 +1,11 @@
 """Import: upload an audio file → a recording with a transcription job.
 
-PUT /api/upload?filename=NAME[&title=…&profile=…&speakers=N]   raw file body (the page streams it)
+PUT /api/upload?filename=NAME[&title=…&profile=…&speakers=N&fast=true]   raw file body (the
+  page streams it; ``fast``: a quick draft)
   413 over the size cap (checked on Content-Length and while streaming), 415 when the
   content is not an audio container, 400 for a bad profile; else {recording_id, job_id}.
+POST /api/recordings/{id}/transcribe   transcribe a stored recording again, accurately (a
+  quick draft's full transcript); the text replaced stays in the revision history.
 """
 
 from __future__ import annotations
@@ -17,13 +20,21 @@ from starlette.concurrency import run_in_threadpool
 
 from device import audio, encryption
 from device.databases import open_store
-from device.errors import N_, AudioError, DiskFullError, is_disk_full
-from device.pipeline import import_audio, keep_room_for_recording
+from device.errors import N_, AudioError, DiskFullError, TingjiError, is_disk_full
+from device.pipeline import import_audio, keep_room_for_recording, requeue_recording
 from device.profiles import ProfileError, load_profiles
 from device.records import Job, Recording, User
 from device.settings import Settings
 from device.vault import SealedWriter, new_data_key
-from web.deps import Interviewer, Refused, SettingsDep, templates
+from web.deps import (
+    Interviewer,
+    Refused,
+    RowId,
+    SettingsDep,
+    StoreDep,
+    templates,
+    visible_recording,
+)
 
 router = APIRouter()
 SNIFF_BYTES = 16
@@ -137,7 +148,8 @@ async def upload(request: Request, user: Interviewer, settings: SettingsDep,
                  filename: Annotated[str, Query(max_length=1000)] = "upload",
                  title: Annotated[str | None, Query(max_length=1000)] = None,
                  profile: Annotated[str | None, Query(max_length=100)] = None,
-                 speakers: Annotated[int | None, Query(ge=1, le=20)] = None):
+                 speakers: Annotated[int | None, Query(ge=1, le=20)] = None,
+                 fast: bool = False):
     limit = settings.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -150,18 +162,18 @@ async def upload(request: Request, user: Interviewer, settings: SettingsDep,
     # Copying a file of up to the upload limit into the audio store, durably.
     recording, job = await run_in_threadpool(
         _import, settings, path, name, title or Path(name).stem, profile or None, user.id,
-        speakers, key)
+        speakers, key, fast)
     return {"recording_id": recording.id, "job_id": job.id}
 
 
 def _import(settings: Settings, path: Path, name: str, title: str, profile: str | None,
-            owner_id: int, speakers: int | None = None, key: bytes | None = None
-            ) -> tuple[Recording, Job]:
+            owner_id: int, speakers: int | None = None, key: bytes | None = None,
+            fast: bool = False) -> tuple[Recording, Job]:
     try:
         with open_store(settings) as store:
             recording, job = import_audio(store, settings, path, title=title, profile=profile,
                                           owner_id=owner_id, speakers=speakers,
-                                          sealed_with=key)
+                                          sealed_with=key, fast=fast)
             store.update_recording(recording.id, source_name=name)
             return recording, job
     except ProfileError as exc:
@@ -170,3 +182,16 @@ def _import(settings: Settings, path: Path, name: str, title: str, profile: str 
         raise Refused(507 if isinstance(exc, DiskFullError) else 400, exc) from exc
     finally:
         path.unlink(missing_ok=True)
+
+
+@router.post("/api/recordings/{recording_id}/transcribe")
+def retranscribe(recording_id: RowId, user: Interviewer, settings: SettingsDep,
+                 store: StoreDep):
+    """Transcribe a recording again, accurately: whoever sees it may (an interviewer the
+    quick draft of their own import)."""
+    visible_recording(store, user, recording_id)
+    try:
+        _, job = requeue_recording(store, settings, recording_id)
+    except TingjiError as exc:  # already queued, or no audio kept
+        raise Refused(409, exc) from exc
+    return {"job_id": job.id}

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from device import audio, encryption, export
 from device.errors import N_, EditConflict
 from device.grounding import grounding_flags
+from device.jobs import is_draft
 from device.pipeline import delete_recording
 from device.records import Recording, User
 from device.store.editing import SEGMENT_MAX_CHARS
@@ -86,7 +87,7 @@ def _recording_page(request: Request, recording: Recording, user: User, store,
         "cite": lambda ids: export.citations(ids, segments),
         "summary_versions": len(summaries), "can_edit": user.can("reviewer"),
         "can_delete": _may_delete(user, recording),
-        "jobs": jobs, "markers": markers,
+        "jobs": jobs, "markers": markers, "draft": is_draft(jobs),
         "strip": timeline.strip(recording.duration, segments, markers, q),
         "start_at": start, "formats": list(export.FORMATS),
         "transcript_hash": store.transcript_hash(recording_id),

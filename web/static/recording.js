@@ -178,6 +178,12 @@
     const r = await tingji.api("POST", `/api/recordings/${root.dataset.id}/reviewed`, { reviewed: reviewedButton.dataset.reviewed !== "true" });
     r.ok ? location.reload() : alert((r.data && r.data.detail) || _("failed (%(status)s)", { status: r.status }));
   });
+  const retranscribe = document.getElementById("retranscribe");
+  if (retranscribe) retranscribe.addEventListener("click", async () => {
+    retranscribe.disabled = true;
+    const r = await tingji.api("POST", `/api/recordings/${root.dataset.id}/transcribe`);
+    r.ok ? location.reload() : alert((r.data && r.data.detail) || _("failed (%(status)s)", { status: r.status }));
+  });
   const holdForm = document.getElementById("hold"), release = document.getElementById("release-hold");
   async function hold(reason) {
     const r = await tingji.api("POST", `/api/recordings/${root.dataset.id}/hold`, { reason });

@@ -14,6 +14,7 @@
     const params = new URLSearchParams({ filename: file.name, profile: form.profile.value });
     if (form.elements.namedItem("title").value.trim()) params.set("title", form.elements.namedItem("title").value.trim());
     if (form.elements.namedItem("speakers").value) params.set("speakers", form.elements.namedItem("speakers").value);
+    if (form.elements.namedItem("fast").value) params.set("fast", "true");
     const xhr = new XMLHttpRequest();
     xhr.open("PUT", "/api/upload?" + params);
     xhr.setRequestHeader("X-CSRF-Token", tingji.csrf());
