@@ -22,6 +22,7 @@ import base64
 import bisect
 import hashlib
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,10 +78,11 @@ def windows(speech: Sequence[SpeechChunk]) -> list[tuple[int, int]]:
 
 
 def embeddings(encoder, samples: np.ndarray, spans: Sequence[tuple[int, int]],
-               memo=None, keep: bool = False) -> tuple[np.ndarray, int]:
-    """(len(spans), 256) unit embeddings, one per window, in batches, and how many of
-    them ``memo`` (a ``recognize.memo.WindowMemo``: the final pass during the recording
-    embeds the windows it has decided) held; ``keep``: those it did not are kept in it."""
+               memo=None, keep: bool = False, workers: int = 1) -> tuple[np.ndarray, int]:
+    """(len(spans), 256) unit embeddings, one per window, in batches (``workers`` at a
+    time: the encoder runs on one core), and how many of them ``memo`` (a
+    ``recognize.memo.WindowMemo``: the final pass during the recording embeds the windows
+    it has decided) held; ``keep``: those it did not are kept in it."""
     out = np.zeros((len(spans), 256), dtype=np.float32)
     keys = [_key(samples[start:end]) if memo is not None else "" for start, end in spans]
     missing = []
@@ -89,13 +91,22 @@ def embeddings(encoder, samples: np.ndarray, spans: Sequence[tuple[int, int]],
             out[i] = np.frombuffer(base64.b64decode(kept["voice"]), dtype=np.float32)
         else:
             missing.append(i)
-    for first in range(0, len(missing), BATCH):
-        batch = []
-        for i in missing[first: first + BATCH]:
+
+    def embed(batch: list[int]) -> None:
+        mels = []
+        for i in batch:
             start, end = spans[i]
             mel = mel_spectrogram(level(samples[start:end]))[:PARTIAL_FRAMES]
-            batch.append(np.pad(mel, ((0, PARTIAL_FRAMES - mel.shape[0]), (0, 0))))
-        out[missing[first: first + BATCH]] = encoder.forward(np.stack(batch))
+            mels.append(np.pad(mel, ((0, PARTIAL_FRAMES - mel.shape[0]), (0, 0))))
+        out[batch] = encoder.forward(np.stack(mels))
+
+    batches = [missing[first: first + BATCH] for first in range(0, len(missing), BATCH)]
+    if workers > 1 and len(batches) > 1:
+        with ThreadPoolExecutor(min(workers, len(batches))) as pool:
+            list(pool.map(embed, batches))
+    else:
+        for batch in batches:
+            embed(batch)
     for i in missing if keep else []:
         memo.put(keys[i], {"voice": base64.b64encode(out[i].tobytes()).decode()})
     return out, len(spans) - len(missing)
@@ -233,14 +244,14 @@ class Speakers:
 
 def find_speakers(encoder, samples: np.ndarray, speech: Sequence[SpeechChunk],
                   speakers: int | None = None, min_speakers: int = 1,
-                  max_speakers: int = 8, memo=None) -> Speakers:
-    """The speakers of a recording (``speech``: the VAD's chunks of ``samples``; ``memo``:
-    see ``embeddings``)."""
+                  max_speakers: int = 8, memo=None, workers: int = 1) -> Speakers:
+    """The speakers of a recording (``speech``: the VAD's chunks of ``samples``; ``memo``
+    and ``workers``: see ``embeddings``)."""
     spans = windows(speech)
     total = sum(c.end - c.start for c in speech) / SAMPLE_RATE
     if not spans:
         return Speakers([], np.zeros((0, 256), np.float32), [])
-    vectors, taken = embeddings(encoder, samples, spans, memo)
+    vectors, taken = embeddings(encoder, samples, spans, memo, workers=workers)
     if total < MIN_SPEECH_SECONDS or speakers == 1:
         labels = np.zeros(len(spans), dtype=int)
     else:

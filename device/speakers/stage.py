@@ -19,7 +19,7 @@ from device.errors import N_, AudioError, InvalidInput
 from device.pipeline import Engines, Heard
 from device.records import Segment, User
 from device.said import Said
-from device.settings import Settings
+from device.settings import Settings, hardware_profile
 from device.store import Store
 
 log = logging.getLogger("tingji.speakers")
@@ -94,7 +94,8 @@ def label_speakers(
         return segments, f"speakers not labelled: {exc}", []
     track = heard[0]
     found = find_speakers(encoder, track.track.samples, track.speech, speakers,
-                          settings.min_speakers, settings.max_speakers, memo)
+                          settings.min_speakers, settings.max_speakers, memo,
+                          workers=hardware_profile(settings).cpu_threads)
     if found.taken:
         log.info("speakers: %d voice windows embedded during the recording taken",
                  found.taken)
