@@ -355,14 +355,14 @@ def recognize_tracks(
     later audio can change: its first pass, and of the speech that lost, the windows no
     speech lost later joins.
 
-    ``fast``: a quick draft — in auto mode the languages alone (no trials of varieties),
-    then one greedy pass that leaves lost what a window loses (``FAST``)."""
+    ``fast``: a quick draft — one greedy pass that leaves lost what a window loses
+    (``FAST``); in auto mode nothing detected or tried before it: each window is decoded
+    in its own language and each segment finished with its language's plain profile."""
     decision = None
     main = max(heard, key=lambda h: h.speech_seconds)
     blocks: dict[int, Iterable[varieties.Block]] = {}
-    if profile.is_auto and main.speech and decide and fast:
-        decision, profile = varieties.languages_only(engines, main.track.samples, main.speech,
-                                                     profile, settings)
+    if profile.is_auto and main.speech and decide and fast:  # each window its own language
+        decision = AutoDecision(AUTO, None, {})
     elif profile.is_auto and main.speech and decide:
         decision, profile, planned = varieties.decide(engines, main.track.samples,
                                                       main.speech, profile, settings, terms)
@@ -408,6 +408,8 @@ def recognize_tracks(
     language = _majority_language(segments) or options.language
     if decision is not None and spoken:  # the recording's: the profile of most speech
         profile = seen[max(spoken, key=spoken.get)]
+    if fast and decision is not None:
+        decision = replace(decision, profile=profile.name, language=language)
     return Recognition(segments, profile, language, recognizer.model_id, decision)
 
 

@@ -82,18 +82,6 @@ def blocks_of(speech: Sequence[SpeechChunk], profile: Profile, size: int = BLOCK
             for i in range(0, len(groups), size)]
 
 
-def languages_only(engines, samples, speech: Sequence[SpeechChunk], auto: Profile,
-                   settings: Settings) -> tuple[AutoDecision, Profile]:
-    """Auto mode for a quick draft: the recording's languages (detected on its first and
-    last windows, whose encodings the decoding takes: four, as auto mode detects on, took
-    0.3-1.6 s longer on 3 minutes of Chinese on 2 cores) and the plain profile of the
-    first (Mandarin for Chinese), with no trial decodings of varieties."""
-    profiles = load_profiles(settings.data_dir)
-    probabilities = engines.recognizer(auto.model).detect_language(samples, speech, windows=2)
-    language = next(iter(probabilities), None)
-    profile = profiles.get(plain_of(language, profiles), auto)
-    return AutoDecision(profile.name, language, probabilities), profile
-
 
 def settle(votes: Sequence[str | None], current: str, end: int | None = None,
            plain: str | None = None, starts: Collection[int] = ()) -> list[str]:

@@ -282,9 +282,11 @@ class WhisperRecognizer(Probes):
     def _decode(self, speech_audio: np.ndarray, windows: list[Window],
                 options: RecognitionOptions) -> Iterator[tuple]:
         # Without a language faster-whisper first detects one on the first window: an
-        # encoder pass more, when auto mode has already found the recording's languages.
+        # encoder pass more.  Each window is decoded in its own language, whichever starts
+        # (three recordings' first passes started in "zh", in "en" and after that detection
+        # were the same to the letter), so without one known, any starts.
         return fw.decode(self._pipeline, speech_audio, windows, options,
-                         options.language or next(iter(options.languages), None))
+                         options.language or next(iter(options.languages), "zh"))
 
     def _segment_language(
         self, raw, window_language: str, speech_audio: np.ndarray, options: RecognitionOptions
