@@ -13,9 +13,9 @@ Each variant runs in its own process so its peak RSS is its own:
                     store (the time finding the speakers is reported apart, speakers_s)
   tingji-greedy     the same with the setting beam_size = 1 (greedy; doubtful windows
                     decoded again with a beam of 5)
-  tingji-fast       the same job as a quick draft (an import's option): in auto mode the
-                    languages alone, no variety trials, then one greedy pass; what a window
-                    loses stays lost (the floor-words pass, stored, with speakers)
+  tingji-fast       the same job as a quick draft (an import's option): one greedy pass,
+                    nothing detected or tried before it, what a window loses left lost (the
+                    floor-words pass, stored, with speakers)
 Two references, to tell where the time goes on the machine at hand:
   plain-batched-timestamps  plain-batched decoding timestamps (without_timestamps=False), as
                     tingji does: what the plain batched run costs when it writes segment times

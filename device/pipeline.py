@@ -185,7 +185,6 @@ def requeue_recording(
                                     {"language": None, **({"fast": True} if fast else {})})
 
 
-
 class Engines:
     """The models a worker loads once and reuses: the VAD, and a recogniser per model id
     (profiles name their model), each loaded on first use."""
