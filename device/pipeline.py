@@ -11,7 +11,7 @@ from pathlib import Path
 
 from device import audio, channels, encryption, varieties
 from device.channels import Track
-from device.errors import N_, AudioError, DiskFullError, TingjiError
+from device.errors import N_, AudioError, DiskFullError, InvalidInput, TingjiError
 from device.profiles import (
     AUTO,
     NO_TERMS,
@@ -166,6 +166,8 @@ def requeue_recording(
     accurate transcript of a quick draft, or after a failure that has since been fixed);
     its audio was kept.  ``fast``: as a quick draft again."""
     recording = store.get_recording(recording_id)
+    if recording.status == "recording":
+        raise InvalidInput(N_("it is being recorded: stop the recording first"))
     if recording.audio_file is None:
         raise AudioError(recording.source_name, "no stored audio to transcribe")
     if any(j.status in ("queued", "running") for j in store.jobs_for(recording_id)):

@@ -547,6 +547,10 @@ def test_a_quick_draft_is_marked_and_transcribed_again_accurately_on_request(box
     assert 'id="retranscribe"' not in page  # the transcript is on its way
     twice = box.reviewer.api("POST", f"/api/recordings/{rec}/transcribe")
     assert twice.status_code == 409 and "already queued" in twice.json()["detail"]
+    with open_store(box.settings) as store:  # nor while it is being recorded
+        store.update_recording(other, status="recording", audio_file="capture")
+    recording = box.reviewer.api("POST", f"/api/recordings/{other}/transcribe")
+    assert recording.status_code == 409 and "being recorded" in recording.json()["detail"]
     assert box.interviewer.api("PUT", "/api/upload?filename=x.wav&fast=maybe",
                                content=speech_wav.read_bytes()).status_code == 422
 
