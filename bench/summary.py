@@ -250,6 +250,13 @@ def main() -> int:
 
 
 def write(out: Path, results: dict) -> None:
+    for run, languages in results.items():  # a notes model's run against its summariser's floor
+        model_id, _, notes_model_id = run.partition("@")[0].partition("+")
+        for language, result in languages.items():
+            alone = results.get(model_id, {}).get(language, {}).get("floor")
+            if notes_model_id and alone:
+                ratio = result["total_s"] / alone["seconds"]
+                result["ratio_to_summariser_floor"] = round(ratio, 3)
     report.write(out, {
         **report.header("summary", Settings.load()),
         "transcripts": "synthetic, templated meeting sentences; ~1 hour of talk each",
