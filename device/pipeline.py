@@ -318,14 +318,6 @@ class Heard:
         return sum(c.end - c.start for c in self.speech) / audio.SAMPLE_RATE
 
 
-FAST = {"beam_size": 1, "retry_beam_size": 1, "recover_lost": False}
-"""A quick draft's decoding: a single greedy pass, no second try of a looped window (the
-guards drop the loop) and no second look at the speech a window lost."""
-FAST_BLOCK = 40
-"""A quick draft's windows per pass (20 minutes of speech, a copy of ~77 MB): the cores
-wait for each other only where a pass ends."""
-
-
 def recognize(
     engines: Engines, settings: Settings, samples, speech: Sequence[SpeechChunk],
     profile: Profile, terms: Terms = NO_TERMS, script: str | None = None,
@@ -357,8 +349,9 @@ def recognize_tracks(
     speech lost later joins.
 
     ``fast``: a quick draft — one greedy pass that leaves lost what a window loses
-    (``FAST``); in auto mode nothing detected or tried before it: each window is decoded
-    in its own language and each segment finished with its language's plain profile."""
+    (``RecognitionOptions.draft``); in auto mode nothing detected or tried before it: each
+    window is decoded in its own language, each segment finished with its language's plain
+    profile."""
     decision = None
     main = max(heard, key=lambda h: h.speech_seconds)
     blocks: dict[int, Iterable[varieties.Block]] = {}
@@ -376,7 +369,7 @@ def recognize_tracks(
     if ahead:  # of what the first pass lost, what no later speech changes
         options = replace(options, ahead=True)
     if fast:
-        options = replace(options, **FAST)
+        options = options.draft()
     recognizer = engines.recognizer(profile.model)
     auto_profiles = load_profiles(settings.data_dir) if decision is not None else {}
 
@@ -391,8 +384,8 @@ def recognize_tracks(
         duration = h.track.samples.size / audio.SAMPLE_RATE
         furthest = 0.0
         chosen_from: list[tuple[float, Profile]] = []  # every block's, as they are taken
-        planned = blocks.get(n) or varieties.blocks_of(h.speech, profile,
-                                                       FAST_BLOCK if fast else varieties.BLOCK)
+        planned = blocks.get(n) or varieties.blocks_of(
+            h.speech, profile, varieties.DRAFT_BLOCK if fast else varieties.BLOCK)
         for segment in recognizer.transcribe_blocks(
                 h.track.samples, stretches(planned, options, prompt_of, chosen_from)):
             chosen = varieties.profile_at(chosen_from, (segment.start + segment.end) / 2)

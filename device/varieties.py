@@ -33,6 +33,9 @@ first window's, which decides where the recording starts, all of it)."""
 BLOCK = 6
 """Windows voted on, then decoded, at a time: their encodings, the next window's and the
 language detection's 4 fit in the 12 the recogniser keeps."""
+DRAFT_BLOCK = 40
+"""A quick draft's windows per pass (nothing voted on; 20 minutes of speech, a copy of ~77
+MB): the cores wait for each other only where a pass ends."""
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,11 @@ class RecognitionOptions:
         return replace(self, prompts=(*self.prompts, (start, options.initial_prompt),
                                       *options.prompts))
 
+    def draft(self) -> RecognitionOptions:
+        """These options for a quick draft: a single greedy pass, no second try of a looped
+        window (the guards drop the loop) and no second look at the speech a window lost."""
+        return replace(self, beam_size=1, retry_beam_size=1, recover_lost=False)
+
     @property
     def retry_beam(self) -> int:
         if self.retry_beam_size is not None:
