@@ -64,9 +64,9 @@ def test_a_quick_draft_is_one_greedy_pass_and_the_accurate_transcript_follows(
     passes = whisper.report.passes
     assert passes and {p.kind for p in passes} == {"first"}  # nothing lost looked at again
     assert whisper.report.beam_size == 1 and whisper.report.retries == 0
-    # auto mode found the languages only: the plain profile, no variety tried
+    # auto mode detected and tried nothing: each segment its language's plain profile
     assert draft.profile in ("mandarin", "english") and draft.auto_decision["varieties"] == {}
-    recording, job = requeue_recording(store, settings, draft.id)
+    _, job = requeue_recording(store, settings, draft.id)
     runner = Runner(settings, engines)
     assert runner.run(store, runner.claim(store, job.id))
     assert not is_draft(store.jobs_for(draft.id)) and whisper.report.beam_size == 5
