@@ -154,9 +154,10 @@ class LiveTranscriber:
                 self.errors.append(f"{type(exc).__name__}: {exc}")
                 continue
             if segments and segments[-1].language and self.options.language is None:
-                # In auto mode each utterance still gets the language Whisper detects in it;
-                # starting from the last one's spares faster-whisper an encoder pass per
-                # utterance to detect a language to start from.
+                # In auto mode each utterance still gets the language Whisper detects in it,
+                # among the last one's where that shares its script (``options.languages``);
+                # no encoder pass finds a language to start from either way (the recogniser
+                # starts in any when none is known).
                 self.options = replace(self.options, languages=(segments[-1].language,))
             for segment in segments:
                 shifted = replace(
